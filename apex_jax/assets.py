@@ -347,6 +347,8 @@ def _install_atomically(spec: _Asset, archive: Path, root: Path) -> Path:
     final = root / spec.name
     partial = Path(tempfile.mkdtemp(prefix=f"{_PARTIAL_PREFIX}{spec.name}-", dir=root))
     try:
+        # mkdtemp makes the folder private (0700); the asset is ordinary readable data.
+        partial.chmod(0o755)
         assert spec.extract is not None
         spec.extract(archive, partial)
         missing = [f for f in spec.required_files if not (partial / f).is_file()]

@@ -70,6 +70,18 @@ class Noise:
     neurons: Array | None = None
     relative: bool = struct.field(pytree_node=False, default=False)
 
+    def __post_init__(self):
+        # Catch a bad σ where it is written (host values only: traced or abstract leaves, as
+        # seen inside jit/vmap, pass; `apply` checks again, naming the site).
+        sigma = self.sigma
+        if isinstance(sigma, jax.core.Tracer) or not isinstance(
+            sigma, (int, float, np.ndarray, np.generic, jax.Array)
+        ):
+            return
+        s = np.asarray(sigma)
+        if s.dtype.kind in "fiu" and (~np.isfinite(s) | (s < 0)).any():
+            raise ValueError(f"Noise: sigma must be finite and >= 0; got {s.tolist()}.")
+
     def transform(self, x, site_id, pos_axis):
         sigma = jnp.asarray(self.sigma, x.dtype)
         if self.relative:
@@ -228,7 +240,7 @@ def _check_sigma(sigma, site: str) -> None:
     if isinstance(sigma, jax.core.Tracer):
         return  # values are only known on device; checked by the caller that built them
     s = np.asarray(sigma)
-    if np.isnan(s).any() or (s < 0).any():
+    if s.dtype.kind in "fiu" and (~np.isfinite(s) | (s < 0)).any():
         raise ValueError(f"Noise at site '{site}': sigma must be finite and >= 0; got {s.tolist()}.")
 
 

@@ -24,14 +24,18 @@ _LEGACY = (
     (r"LayerNorm\.gamma$", "LayerNorm.weight"),
     (r"LayerNorm\.beta$", "LayerNorm.bias"),
 )
+# ViT: transformers 5.x names its modules `layers.N.attention.q_proj`, `layers.N.mlp.fc1`, ...
+# but reads and writes checkpoints with the names every transformers version knows
+# (`encoder.layer.N.attention.attention.query`, ...). Those on-disk names are canonical here
+# (`Model.save` writes them, so 4.x can read our folders too); 5.x module names are mapped to them.
 _LEGACY_VIT = (
-    (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"layers.\1.attention.q_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"layers.\1.attention.k_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"layers.\1.attention.v_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attention.o_proj."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.mlp.fc1."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.mlp.fc2."),
-    (r"^encoder\.layer\.(\d+)\.", r"layers.\1."),
+    (r"^layers\.(\d+)\.attention\.q_proj\.", r"encoder.layer.\1.attention.attention.query."),
+    (r"^layers\.(\d+)\.attention\.k_proj\.", r"encoder.layer.\1.attention.attention.key."),
+    (r"^layers\.(\d+)\.attention\.v_proj\.", r"encoder.layer.\1.attention.attention.value."),
+    (r"^layers\.(\d+)\.attention\.o_proj\.", r"encoder.layer.\1.attention.output.dense."),
+    (r"^layers\.(\d+)\.mlp\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
+    (r"^layers\.(\d+)\.mlp\.fc2\.", r"encoder.layer.\1.output.dense."),
+    (r"^layers\.(\d+)\.", r"encoder.layer.\1."),
 )
 HEAD_KEYS = ("classifier.", "pre_classifier.")
 
@@ -71,15 +75,15 @@ def table(cfg: ArchConfig) -> list[Entry]:
             Entry(("embed", "patch", "bias"), "embeddings.patch_embeddings.projection.bias", "copy", (d,)),
         ]
         for i in range(cfg.n_layers):
-            b, k = (f"blocks_{i}",), f"layers.{i}"
-            for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
-                e += _dense(b + ("attn", ours), f"{k}.attention.{theirs}", d, d)
+            b, k = (f"blocks_{i}",), f"encoder.layer.{i}"
+            for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
+                e += _dense(b + ("attn", ours), f"{k}.attention.attention.{theirs}", d, d)
                 if not cfg.qkv_bias:
                     e.pop()
-            e += _dense(b + ("attn", "o"), f"{k}.attention.o_proj", d, d)
+            e += _dense(b + ("attn", "o"), f"{k}.attention.output.dense", d, d)
             e += _ln(b + ("ln_attn",), f"{k}.layernorm_before", d)
-            e += _dense(b + ("mlp", "fc_in"), f"{k}.mlp.fc1", d, f)
-            e += _dense(b + ("mlp", "fc_out"), f"{k}.mlp.fc2", f, d)
+            e += _dense(b + ("mlp", "fc_in"), f"{k}.intermediate.dense", d, f)
+            e += _dense(b + ("mlp", "fc_out"), f"{k}.output.dense", f, d)
             e += _ln(b + ("ln_mlp",), f"{k}.layernorm_after", d)
         e += _ln(("final_ln",), "layernorm", d)
     else:
@@ -131,7 +135,10 @@ def normalize_keys(cfg_arch: str, state: Mapping[str, np.ndarray]) -> dict[str, 
         for pat, rep in _LEGACY + (_LEGACY_VIT if cfg_arch == "vit" else ()):
             k = re.sub(pat, rep, k)
         if k in out:
-            raise ValueError(f"weight {key!r} appears twice (with and without the '{prefix}' prefix).")
+            raise ValueError(
+                f"weight {key!r} appears twice, as {k!r} under another spelling (with and without "
+                f"the '{prefix}' prefix, or in a legacy and a current name)."
+            )
         out[k] = value
     return out
 

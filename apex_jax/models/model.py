@@ -155,14 +155,19 @@ class Model:
         n = self.config.n_layers
         return min((site_lib.resume_block(s, n) for s in sites), default=n)
 
-    def forward(self, inputs: Any, perturbations=None, *, capture: Sequence[str] = ()) -> Output:
-        """`apply` with `self.params`, jit-compiled once per capture set (convenience)."""
+    def jitted(self, capture: Sequence[str] = ()):
+        """`jax.jit` of `apply` for one capture set, compiled once and cached on the model:
+        `fn(params, inputs, perturbations=None) -> Output`."""
         capture = tuple(capture)
         fn = self._jitted.get(capture)
         if fn is None:
-            fn = jax.jit(lambda p, x, pert: self.apply(p, x, pert, capture=capture))
+            fn = jax.jit(lambda p, x, pert=None: self.apply(p, x, pert, capture=capture))
             self._jitted[capture] = fn
-        return fn(self.params, inputs, perturbations)
+        return fn
+
+    def forward(self, inputs: Any, perturbations=None, *, capture: Sequence[str] = ()) -> Output:
+        """`apply` with `self.params`, jit-compiled (convenience)."""
+        return self.jitted(capture)(self.params, inputs, perturbations)
 
     def _hooks(self, perturbations, capture, start: int) -> Hooks:
         perturbations = iv_lib.validate(perturbations, self.sites)
@@ -199,10 +204,23 @@ class Model:
             for k in ("attention_mask", "token_type_ids"):
                 if k in inputs and np.shape(inputs[k]) != shape:
                     raise ValueError(f"{k} has shape {np.shape(inputs[k])}; input_ids have {shape}.")
-            if shape[1] > self.config.max_positions:
-                raise ValueError(f"sequence length {shape[1]} exceeds max_position_embeddings {self.config.max_positions}.")
+            limit = self.config.max_positions
+            if self.config.arch == "roberta":  # positions run pad_token_id + 1 .. pad_token_id + n
+                limit -= self.config.pad_token_id + 1
+            if shape[1] > limit:
+                raise ValueError(
+                    f"sequence length {shape[1]} exceeds the {limit} positions this model has "
+                    f"(max_position_embeddings {self.config.max_positions})."
+                )
             keep = ("input_ids", "attention_mask", "token_type_ids")
         else:
+            c, s = self.config.num_channels, self.config.image_size
+            shape = np.shape(inputs["pixel_values"])
+            if len(shape) != 4 or tuple(shape[1:]) != (c, s, s):
+                raise ValueError(
+                    f"pixel_values have shape {tuple(shape)}; this model expects "
+                    f"[batch, {c}, {s}, {s}] (channels first, normalized; see model.encode)."
+                )
             keep = ("pixel_values",)
         return {k: inputs[k] for k in keep if k in inputs}
 

@@ -1,0 +1,37 @@
+# Every target creates .venv and installs what it needs first, so `make demo` and `make test`
+# work on a fresh clone. Assets go to $APEX_JAX_CACHE (default ~/.cache/apex-jax).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install install-test assets demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e .
+	touch $@
+
+# torch==2.13.0 (exact pin, CPU wheel) is only the PyTorch reference for tests and baselines.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+assets: $(VENV)/.installed
+	$(BIN)/apex-jax fetch-assets
+
+demo: assets
+	$(BIN)/apex-jax demo --out runs/demo
+
+test: install-test assets
+	$(BIN)/python -m pytest -q
+
+bench: install-test assets
+	$(BIN)/python benchmarks/run.py --out bench-results
+
+clean:
+	rm -rf runs bench-results .pytest_cache

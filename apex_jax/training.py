@@ -1,0 +1,276 @@
+"""Training classifiers with Optax: fine-tuning (head-only or full) and training from scratch.
+
+The loop is a jitted `train_step` over fixed-shape batches: text batches are padded to a small
+set of bucket lengths (multiples of 16) and the last batch of an epoch is filled with zero-
+weight rows, so an epoch compiles at most one step per bucket. Batches are formed from
+length-sorted windows of a shuffled epoch (less padding) and then shuffled.
+
+Early stopping keeps the parameters with the best validation accuracy. With `out_dir`, the
+training state (params, optimizer state, best params, history) is checkpointed with orbax after
+every epoch; running again with the same `out_dir` resumes from the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from apex_jax.data import Dataset
+from apex_jax.models.model import Model
+
+PAD_MULTIPLE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of `train`. `learning_rate=None` picks 5e-5 (full fine-tuning), 1e-3 (head only,
+    or a model trained from scratch: `from_scratch=True`)."""
+
+    mode: str = "full"  # "full": all parameters; "head": only the classification head
+    learning_rate: float | None = None
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    max_epochs: int = 3
+    patience: int = 1  # epochs without a better validation accuracy before stopping
+    warmup_fraction: float = 0.06
+    max_length: int = 64  # text: longer inputs are truncated
+    seed: int = 0
+    from_scratch: bool = False
+
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-3 if (self.mode == "head" or self.from_scratch) else 5e-5
+
+
+class Batch(NamedTuple):
+    inputs: dict  # model inputs, [batch, ...]
+    labels: np.ndarray  # [batch] int32
+    weights: np.ndarray  # [batch] float32, 0 for filler rows
+
+
+def featurize(model: Model, data: Dataset, max_length: int = 64) -> list[dict[str, np.ndarray]]:
+    """Per-example model inputs without padding (text: token ids; images: pixel_values)."""
+    if data.kind == "text":
+        enc = model.encode(list(data.inputs), max_length=max_length)
+        lengths = enc["attention_mask"].sum(1)
+        return [{k: v[i, : lengths[i]] for k, v in enc.items()} for i in range(len(data))]
+    pix = model.encode(data.inputs)["pixel_values"]
+    return [{"pixel_values": p} for p in pix]
+
+
+def make_batches(
+    features: list[dict[str, np.ndarray]], labels: np.ndarray, batch_size: int,
+    rng: np.random.Generator | None = None,
+) -> list[Batch]:
+    """Fixed-shape batches; shuffled and length-bucketed if `rng` is given, else in order."""
+    n = len(features)
+    order = np.arange(n)
+    is_text = "input_ids" in features[0]
+    if rng is not None:
+        order = rng.permutation(n)
+        if is_text:  # sort windows of 50 batches by length: far less padding, still random
+            window = batch_size * 50
+            lengths = np.array([len(features[i]["input_ids"]) for i in order])
+            for s in range(0, n, window):
+                part = order[s : s + window]
+                order[s : s + window] = part[np.argsort(lengths[s : s + window], kind="stable")]
+    batches = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return [_collate([features[i] for i in idx], labels[idx], batch_size) for idx in batches]
+
+
+def _collate(items: list[dict], labels: np.ndarray, batch_size: int) -> Batch:
+    k = len(items)
+    weights = np.zeros(batch_size, np.float32)
+    weights[:k] = 1.0
+    lab = np.zeros(batch_size, np.int32)
+    lab[:k] = labels
+    if "input_ids" in items[0]:
+        longest = max(len(it["input_ids"]) for it in items)
+        length = int(math.ceil(longest / PAD_MULTIPLE) * PAD_MULTIPLE)
+        out = {key: np.zeros((batch_size, length), np.int32) for key in items[0]}
+        for j, it in enumerate(items):
+            for key, v in it.items():
+                out[key][j, : len(v)] = v
+        if "input_ids" in out and "attention_mask" in out:
+            out["attention_mask"][k:, 0] = 1  # filler rows attend to one token: no NaNs
+        return Batch(out, lab, weights)
+    pix = np.zeros((batch_size,) + items[0]["pixel_values"].shape, np.float32)
+    pix[:k] = np.stack([it["pixel_values"] for it in items])
+    return Batch({"pixel_values": pix}, lab, weights)
+
+
+def _split_trainable(params: dict, mode: str) -> tuple[dict, dict]:
+    if mode == "full":
+        return params, {}
+    if mode == "head":
+        if "head" not in params:
+            raise ValueError("mode='head' needs a model with a classification head (load it with num_labels=...).")
+        return {"head": params["head"]}, {k: v for k, v in params.items() if k != "head"}
+    raise ValueError(f"unknown training mode {mode!r}; choose 'full' or 'head'.")
+
+
+def _loss_fn(model: Model):
+    def loss(trainable, frozen, batch: Batch):
+        logits = model.apply({**frozen, **trainable}, batch.inputs).logits
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
+        w = batch.weights
+        return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0), logits
+    return loss
+
+
+def predict_logits(model: Model, params: Any, data: Dataset, batch_size: int = 64,
+                   max_length: int = 64) -> np.ndarray:
+    """Clean logits [n, n_classes] for a data set, in order."""
+    step = model.jitted()
+    feats = featurize(model, data, max_length)
+    out = [np.asarray(step(params, b.inputs).logits)[: int(b.weights.sum())]
+           for b in make_batches(feats, data.labels, batch_size)]
+    return np.concatenate(out)
+
+
+def evaluate(model: Model, params: Any, data: Dataset, batch_size: int = 64,
+             max_length: int = 64) -> dict[str, float]:
+    """Accuracy and mean cross-entropy on a data set."""
+    logits = predict_logits(model, params, data, batch_size, max_length)
+    logp = np.asarray(jax.nn.log_softmax(logits, axis=1))
+    return {
+        "accuracy": float((logits.argmax(1) == data.labels).mean()),
+        "loss": float(-logp[np.arange(len(data)), data.labels].mean()),
+    }
+
+
+def train(
+    model: Model,
+    train_data: Dataset,
+    val_data: Dataset,
+    config: TrainConfig = TrainConfig(),
+    out_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Model, dict]:
+    """Trains `model`'s classifier on `train_data`, early-stopping on `val_data`.
+
+    Returns:
+        (the model with the best validation parameters, history dict).
+    """
+    if model.config.n_classes is None:
+        raise ValueError("the model has no classification head; load it with num_labels=N.")
+    bad = [n for n, d in (("train", train_data), ("val", val_data)) if d.n_classes > model.config.n_classes]
+    if bad:
+        raise ValueError(
+            f"{bad} data have {train_data.n_classes} classes but the model's head has "
+            f"{model.config.n_classes}."
+        )
+    trainable, frozen = _split_trainable(jax.tree.map(jnp.asarray, model.params), config.mode)
+    train_feats = featurize(model, train_data, config.max_length)
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+    total = steps_per_epoch * config.max_epochs
+    warmup = max(1, int(config.warmup_fraction * total))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.lr(), warmup, max(total, warmup + 1))
+    tx = optax.adamw(schedule, weight_decay=config.weight_decay)
+    opt_state = tx.init(trainable)
+    loss = _loss_fn(model)
+
+    @jax.jit
+    def train_step(trainable, opt_state, frozen, batch):
+        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(trainable, frozen, batch)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), opt_state, value
+
+    history = {"epochs": [], "config": dataclasses.asdict(config)}
+    best = {"val_accuracy": -1.0, "trainable": trainable, "epoch": -1}
+    ckpt = _Checkpoints(out_dir) if out_dir is not None else None
+    first_epoch = 0
+    if ckpt is not None and ckpt.latest() is not None:
+        trainable, opt_state, best_trainable, meta = ckpt.restore(trainable, opt_state)
+        history, first_epoch = meta["history"], meta["epoch"] + 1
+        best = {"val_accuracy": meta["best_val_accuracy"], "trainable": best_trainable, "epoch": meta["best_epoch"]}
+        log(f"resumed from epoch {meta['epoch'] + 1} (best val acc {best['val_accuracy']:.4f})")
+    bad_epochs = _bad_epochs(history, best["epoch"])
+    for epoch in range(first_epoch, config.max_epochs):
+        if bad_epochs >= config.patience:
+            break
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])
+        losses = []
+        for batch in make_batches(train_feats, train_data.labels, config.batch_size, rng):
+            trainable, opt_state, value = train_step(trainable, opt_state, frozen, batch)
+            losses.append(value)
+        params = {**frozen, **trainable}
+        val = evaluate(model, params, val_data, max_length=config.max_length)
+        record = {"epoch": epoch, "train_loss": float(np.mean(jax.device_get(losses))),
+                  "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+                  "seconds": round(time.perf_counter() - t0, 1)}
+        history["epochs"].append(record)
+        log(f"epoch {epoch + 1}/{config.max_epochs}: train loss {record['train_loss']:.4f}, "
+            f"val acc {val['accuracy']:.4f} ({record['seconds']} s)")
+        if val["accuracy"] > best["val_accuracy"]:
+            best = {"val_accuracy": val["accuracy"], "trainable": trainable, "epoch": epoch}
+        bad_epochs = _bad_epochs(history, best["epoch"])
+        if ckpt is not None:
+            ckpt.save(epoch, trainable, opt_state, best["trainable"], {
+                "epoch": epoch, "history": history, "best_val_accuracy": best["val_accuracy"],
+                "best_epoch": best["epoch"],
+            })
+    history["best_epoch"] = best["epoch"]
+    history["best_val_accuracy"] = best["val_accuracy"]
+    best_params = jax.device_get({**frozen, **best["trainable"]})
+    return model.replace(best_params), history
+
+
+def _bad_epochs(history: dict, best_epoch: int) -> int:
+    return sum(1 for r in history["epochs"] if r["epoch"] > best_epoch)
+
+
+class _Checkpoints:
+    """orbax CheckpointManager holding the training state of every completed epoch (latest kept)."""
+
+    def __init__(self, out_dir: str | Path):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.manager = ocp.CheckpointManager(
+            Path(out_dir).absolute() / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=1),
+        )
+
+    def latest(self):
+        return self.manager.latest_step()
+
+    def save(self, epoch, trainable, opt_state, best_trainable, meta):
+        ocp = self._ocp
+        state = {"trainable": trainable, "opt_state": opt_state, "best": best_trainable}
+        self.manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        self.manager.wait_until_finished()
+
+    def restore(self, trainable, opt_state):
+        ocp = self._ocp
+        target = {"trainable": trainable, "opt_state": opt_state, "best": trainable}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        step = self.manager.latest_step()
+        try:
+            got = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise RuntimeError(
+                f"checkpoint {self.manager.directory}/{step} cannot be restored ({e}); it is corrupt "
+                "or from another model/config. Delete that folder to start over."
+            ) from e
+        s = got["state"]
+        return s["trainable"], s["opt_state"], s["best"], got["meta"]
+
+
+def save_metrics(path: str | Path, metrics: dict) -> None:
+    Path(path).write_text(json.dumps(metrics, indent=2, sort_keys=True))
