@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-test assets demo test bench clean
+.PHONY: install install-test assets demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,6 @@ demo: assets
 
 test: install-test assets
 	$(BIN)/python -m pytest -q
-
-bench: install-test assets
-	$(BIN)/python benchmarks/run.py --out bench-results
 
 clean:
 	rm -rf runs bench-results .pytest_cache

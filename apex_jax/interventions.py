@@ -87,7 +87,7 @@ class Noise:
         if self.relative:
             feature_axes = tuple(a for a in range(1, x.ndim) if a != pos_axis)
             sigma = sigma * jnp.sqrt(jnp.mean(jnp.square(x), axis=feature_axes, keepdims=True))
-        return x + sigma * _normal(self.key, site_id, x.shape, x.dtype)
+        return x + jax.lax.optimization_barrier(sigma * _normal(self.key, site_id, x.shape, x.dtype))
 
 
 @struct.dataclass

@@ -48,7 +48,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
     try:
         return Path(snapshot_download(
-            name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "pytorch_model.bin"]
+            name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "pytorch_model.bin", "tf_model.h5"]
         ))
     except Exception as e:  # offline, unknown repo, ...
         raise FileNotFoundError(
@@ -81,9 +81,13 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
             ) from e
         sd = torch.load(str(torch_bin), map_location="cpu", weights_only=True)
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+    if (folder / "tf_model.h5").is_file():
+        from apex_jax.models.tf_weights import read_tf_h5
+
+        return read_tf_h5(folder / "tf_model.h5")
     raise FileNotFoundError(
-        f"{folder} has no weights: expected model.safetensors, model.safetensors.index.json or "
-        "pytorch_model.bin."
+        f"{folder} has no weights: expected model.safetensors, model.safetensors.index.json, "
+        "pytorch_model.bin or tf_model.h5."
     )
 
 
