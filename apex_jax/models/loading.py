@@ -17,7 +17,7 @@ import numpy as np
 
 from apex_jax.models import convert
 from apex_jax.models.config import ArchConfig, from_hf
-from apex_jax.models.encoder import Encoder, Hooks
+from apex_jax.models.encoder import Encoder, Head, Hooks
 from apex_jax.models.model import Model
 
 BUILTIN = ("minilm",)
@@ -132,10 +132,15 @@ def load(
     fresh = ckpt_classes is None and n_classes is not None
     if fresh and base.arch == "bert":
         has_pooler = True  # BertForSequenceClassification always has a pooler
+    elif fresh and has_pooler:
+        # RoBERTa/ViT base models carry a pooler their classifiers do not have; drop it as
+        # `AutoModelFor*Classification` does, so a saved folder has exactly the classifier's keys.
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+        has_pooler = False
     cfg = _replace(base, n_classes=n_classes, has_pooler=has_pooler)
 
     if fresh:  # fill the head (and a missing pooler) from a fresh init, like HF does
-        init = init_params(cfg, seed)
+        init = {"head": init_head(cfg, seed)}
         for entry in convert.table(cfg):
             if entry.key not in state and entry.key.split(".")[0] in ("classifier", "pre_classifier", "pooler"):
                 state[entry.key] = convert._to_hf(entry, np.asarray(convert._get(init, entry.path)))
@@ -176,6 +181,15 @@ def init_params(cfg: ArchConfig, seed: int) -> Any:
             "bias": np.zeros((cfg.d_model,), np.float32),
         }
     return params
+
+
+def init_head(cfg: ArchConfig, seed: int) -> dict:
+    """Fresh parameters of the classification head alone (pooler / dense / pre_classifier and
+    classifier): a Linen init of `Head` on a dummy [1, d_model] vector, milliseconds, where
+    `init_params` runs the whole model."""
+    hooks = Hooks({}, frozenset(), {})
+    variables = Head(cfg).init(jax.random.key(seed), np.zeros((1, cfg.d_model), np.float32), hooks)
+    return jax.tree.map(np.asarray, dict(variables["params"]))
 
 
 def _replace(cfg: ArchConfig, **kw) -> ArchConfig:
