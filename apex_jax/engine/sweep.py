@@ -1,0 +1,306 @@
+"""The streaming sweep engine: K perturbed forward passes per (input, grid point), reduced on device.
+
+Work is cut into *units*: (input block b, grid point g, draw block d). A unit runs one compiled
+kernel of fixed shape — `draws_per_step` draws × `inputs_per_step` inputs × the block's padded
+length — and returns class counts [inputs_per_step, n_classes]. Because every unit has the same
+kernel shape, XLA's numerics cannot depend on how units are grouped:
+
+* a *chunk* is `units_per_call` units of one input block, run by one jitted call with
+  `lax.map` (sequentially on a device, so peak memory is that of one unit, not of the chunk);
+* with several devices the chunk's unit axis is sharded over a 1-D `Mesh` with `jax.shard_map`;
+* inputs are bucketed by their own length (rounded up to 16 tokens), so an input's kernel shape
+  does not depend on which other inputs are in the sweep or in what order;
+* counts are integers summed on the host, so their order does not matter either.
+
+Results are therefore bitwise identical across chunk sizes, input order, device count and
+resumption (for a fixed micro-batch `draws_per_step` × `inputs_per_step`).
+
+Prefix caching: activations before the first perturbed site are computed once per input block
+(`Model.prefix`) and reused by every grid point and draw.
+
+Resumption: with `run_dir`, the counts and the set of finished units are checkpointed with orbax
+after every chunk; rerunning the same sweep skips finished units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from apex_jax.engine.keys import draw_keys
+from apex_jax.models.model import Model
+
+PAD_MULTIPLE = 16
+Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations
+
+
+@dataclasses.dataclass
+class SweepResult:
+    counts: np.ndarray  # [n_inputs, n_grid, n_classes] int64: draws predicting each class
+    clean: np.ndarray  # [n_inputs] clean predictions
+    draws: int
+    seconds: float
+    perturbed_forwards: int  # computed in this run (resumed units excluded)
+    settings: dict
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Share of draws keeping the clean prediction, [n_inputs, n_grid]."""
+        n = self.counts.shape[0]
+        return self.counts[np.arange(n), :, self.clean] / self.draws
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    rows: np.ndarray  # positions of the block's inputs in the sweep's input arrays (-1 = filler)
+    length: int  # padded sequence length (0 for images)
+
+
+def plan_blocks(lengths: np.ndarray | None, n: int, inputs_per_step: int) -> list[Block]:
+    """Input blocks: inputs grouped by padded length bucket, in input order within a bucket."""
+    if lengths is None:
+        buckets = {0: np.arange(n)}
+    else:
+        padded = np.ceil(np.maximum(lengths, 1) / PAD_MULTIPLE).astype(int) * PAD_MULTIPLE
+        buckets = {int(L): np.flatnonzero(padded == L) for L in np.unique(padded)}
+    blocks = []
+    for L, rows in sorted(buckets.items()):
+        for s in range(0, len(rows), inputs_per_step):
+            part = rows[s : s + inputs_per_step]
+            filler = np.full(inputs_per_step - len(part), -1)
+            blocks.append(Block(np.concatenate([part, filler]).astype(int), L))
+    return blocks
+
+
+def _block_inputs(inputs: dict[str, np.ndarray], block: Block, pad_id: int) -> dict[str, np.ndarray]:
+    rows = np.where(block.rows >= 0, block.rows, block.rows[0])  # filler repeats a real input
+    out = {}
+    for k, v in inputs.items():
+        v = np.asarray(v)[rows]
+        if block.length:  # text: crop (or pad) to the bucket length
+            w = v.shape[1]
+            fill = pad_id if k == "input_ids" else 0
+            v = v[:, : block.length] if w >= block.length else np.pad(
+                v, ((0, 0), (0, block.length - w)), constant_values=fill)
+        out[k] = v
+    return out
+
+
+def default_micro_batch(model: Model, length: int, draws: int, memory_budget: float) -> int:
+    """Largest power-of-two draws per step whose activations fit the memory budget (bytes)."""
+    c = model.config
+    tokens = max(length, (c.n_patches + 1) if not c.is_text else 1)
+    # live float32 activations of one layer of one draw (q,k,v,z,residuals, MLP, attention)
+    per_draw = tokens * (8 * c.d_model + 2 * c.d_mlp + 2 * c.n_heads * tokens) * 4
+    d = 1
+    while d * 2 <= draws and d * 2 * per_draw <= memory_budget:
+        d *= 2
+    return d
+
+
+def run_sweep(
+    model: Model,
+    params: Any,
+    inputs: dict[str, np.ndarray],
+    ids: Sequence[int],
+    perturb: Perturb,
+    grid: Any,
+    *,
+    sites: Sequence[str],
+    draws: int,
+    seed: int = 0,
+    draws_per_step: int | None = None,
+    inputs_per_step: int = 8,
+    units_per_call: int | None = None,
+    memory_budget: float = 2**30,
+    mesh: jax.sharding.Mesh | None = None,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    tag: str = "",
+) -> SweepResult:
+    """Runs K perturbed forwards per (input, grid point) and counts predicted classes.
+
+    Args:
+        model, params: a classifier.
+        inputs: encoded inputs (`model.encode`), n examples; text may be padded to any length.
+        ids: a stable integer id per input (keys its noise).
+        perturb: `(grid point, keys) -> {site: intervention}`; the grid point is `grid` indexed at
+            one grid index, `keys` are typed PRNG keys [inputs_per_step] (one per input).
+        grid: pytree of arrays with a leading grid axis G (e.g. σ values [G]).
+        sites: the sites `perturb` touches (decides the cached prefix).
+        draws: K, draws per (input, grid point).
+        draws_per_step, inputs_per_step: the fixed micro-batch (kernel shape); draws_per_step
+            defaults to the largest power of two that fits `memory_budget` bytes.
+        units_per_call: units per jitted call (default: ~2 per device, at least 1 draw block).
+        mesh: 1-D mesh to shard units over (default: all local devices).
+        run_dir: folder for resumable checkpoints (orbax).
+        tag: extra text mixed into the checkpoint fingerprint (e.g. what `perturb` does).
+
+    Returns:
+        SweepResult with counts [n, G, n_classes].
+    """
+    if model.config.n_classes is None:
+        raise ValueError("a sweep needs a classifier; load the model with num_labels=N.")
+    ids = np.asarray(ids, np.int64)
+    n = len(ids)
+    if n == 0:
+        raise ValueError("the sweep got no inputs.")
+    if len(np.unique(ids)) != n:
+        raise ValueError("input ids must be unique (they key the noise).")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1; got {draws}.")
+    leaves = jax.tree.leaves(grid)
+    if not leaves:
+        raise ValueError("the grid has no array leaves.")
+    G = int(np.shape(leaves[0])[0])
+    if any(np.shape(l)[:1] != (G,) for l in leaves):
+        raise ValueError(f"every grid leaf needs the same leading grid axis; got {[np.shape(l) for l in leaves]}.")
+    C = model.config.n_classes
+    text = model.config.is_text
+    lengths = np.asarray(inputs["attention_mask"]).sum(1) if text else None
+    blocks = plan_blocks(lengths, n, inputs_per_step)
+    if draws_per_step is None:
+        longest = max(b.length for b in blocks)
+        draws_per_step = default_micro_batch(model, longest, draws, memory_budget / inputs_per_step)
+    n_draw_blocks = math.ceil(draws / draws_per_step)
+    mesh = mesh or jax.make_mesh((jax.device_count(),), ("units",))
+    n_dev = mesh.devices.size
+    if units_per_call is None:
+        units_per_call = 2 * n_dev
+    units_per_call = max(n_dev, math.ceil(units_per_call / n_dev) * n_dev)
+
+    settings = {
+        "n_inputs": n, "grid_size": G, "draws": draws, "seed": seed, "sites": list(sites),
+        "draws_per_step": draws_per_step, "inputs_per_step": inputs_per_step,
+        "n_classes": C, "tag": tag,
+    }
+    fingerprint = _fingerprint(settings, ids, inputs, grid)
+    store = _Store(run_dir, fingerprint) if run_dir is not None else None
+    counts = np.zeros((n, G, C), np.int64)
+    # unit u = (block, grid index, draw block), block-major so a block's prefix is built once
+    units_per_block = G * n_draw_blocks
+    done = np.zeros(len(blocks) * units_per_block, bool)
+    if store is not None and store.exists():
+        counts, done = store.restore(counts, done)
+
+    kernel = _kernels(model, mesh, perturb, seed, draws, draws_per_step, C)
+    clean = np.zeros(n, np.int64)
+    t0 = time.perf_counter()
+    computed = 0
+    bar = _progress(int((~done).sum()) * draws_per_step * inputs_per_step, progress)
+    for bi, block in enumerate(blocks):
+        batch = _block_inputs(inputs, block, model.config.pad_token_id)
+        real = block.rows >= 0
+        logits = np.asarray(model.jitted()(params, batch).logits)
+        clean[block.rows[real]] = logits[real].argmax(-1)
+        todo = [u for u in range(bi * units_per_block, (bi + 1) * units_per_block) if not done[u]]
+        if not todo:
+            continue
+        prefix = kernel.prefix(params, batch, tuple(sites))
+        block_ids = np.where(real, ids[np.maximum(block.rows, 0)], 0)
+        for s in range(0, len(todo), units_per_call):
+            chunk = todo[s : s + units_per_call]
+            local = np.asarray(chunk) - bi * units_per_block
+            g_idx = np.zeros(units_per_call, np.int32)
+            d_idx = np.full(units_per_call, n_draw_blocks, np.int32)  # filler: every draw invalid
+            g_idx[: len(chunk)] = local // n_draw_blocks
+            d_idx[: len(chunk)] = local % n_draw_blocks
+            per_unit = jax.device_put(
+                (jax.tree.map(lambda a: np.asarray(a)[g_idx], grid), g_idx, d_idx), kernel.unit_sharding)
+            out = np.asarray(kernel.chunk(params, prefix, block_ids, *per_unit))
+            for j, u in enumerate(chunk):
+                counts[block.rows[real], g_idx[j]] += out[j][real]
+                done[u] = True
+            n_valid = sum(min(draws_per_step, draws - d_idx[j] * draws_per_step) for j in range(len(chunk)))
+            computed += n_valid * int(real.sum())
+            if store is not None:
+                store.save(counts, done)
+            bar.update(len(chunk) * draws_per_step * inputs_per_step)
+    bar.close()
+    return SweepResult(counts, clean, draws, time.perf_counter() - t0, computed,
+                       {**settings, "units_per_call": units_per_call, "devices": n_dev,
+                        "blocks": len(blocks), "compiles": len(kernel.traces)})
+
+
+@dataclasses.dataclass
+class _Kernels:
+    prefix: Callable
+    chunk: Callable
+    unit_sharding: jax.sharding.NamedSharding  # the unit axis spread over the mesh
+    traces: list  # one entry per trace of the chunk kernel (a compile counter for tests)
+
+
+def _kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int, C: int) -> _Kernels:
+    traces: list = []
+
+    def unit(params, prefix, block_ids, grid_point, g, d):
+        draw_index = d * D + jnp.arange(D)
+        keys = draw_keys(seed, block_ids, g, draw_index)  # [D, inputs]
+        logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k)).logits)(keys)
+        hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
+        return jnp.sum(hits * (draw_index < draws)[:, None, None], axis=0)
+
+    def local_chunk(params, prefix, block_ids, grid_points, g_idx, d_idx):
+        traces.append(1)
+        return jax.lax.map(lambda a: unit(params, prefix, block_ids, *a), (grid_points, g_idx, d_idx))
+
+    sharded = jax.shard_map(
+        local_chunk, mesh=mesh,
+        in_specs=(P(), P(), P(), P("units"), P("units"), P("units")), out_specs=P("units"),
+    )
+    return _Kernels(jax.jit(model.prefix, static_argnums=2), jax.jit(sharded),
+                    jax.sharding.NamedSharding(mesh, P("units")), traces)
+
+
+def _fingerprint(settings: dict, ids, inputs, grid) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for a in (ids, *(inputs[k] for k in sorted(inputs)), *jax.tree.leaves(grid)):
+        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return h.hexdigest()[:16]
+
+
+class _Store:
+    """orbax checkpoints of (counts, done units) keyed by the sweep's fingerprint."""
+
+    def __init__(self, run_dir, fingerprint: str):
+        import orbax.checkpoint as ocp
+
+        self.ocp = ocp
+        self.dir = Path(run_dir).absolute() / "sweep-checkpoints" / fingerprint
+        self.manager = ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(max_to_keep=1))
+        self.step = self.manager.latest_step() or 0
+
+    def exists(self) -> bool:
+        return self.manager.latest_step() is not None
+
+    def restore(self, counts, done):
+        ocp = self.ocp
+        target = {"counts": counts, "done": done}
+        try:
+            got = self.manager.restore(self.manager.latest_step(), args=ocp.args.StandardRestore(
+                jax.tree.map(ocp.utils.to_shape_dtype_struct, target)))
+        except Exception as e:
+            raise RuntimeError(f"sweep checkpoint in {self.dir} is corrupt ({e}); delete it to start over.") from e
+        return np.asarray(got["counts"]), np.asarray(got["done"])
+
+    def save(self, counts, done):
+        self.step += 1
+        self.manager.save(self.step, args=self.ocp.args.StandardSave({"counts": counts, "done": done}))
+        self.manager.wait_until_finished()
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="fwd", unit_scale=True, smoothing=0.1,
+                desc="perturbed forwards")

@@ -1,0 +1,40 @@
+"""Runs one noise sweep on a saved model and writes its counts: used in subprocesses by
+test_engine.py (forced device counts, SIGKILL and resume)."""
+
+import argparse
+import sys
+
+import numpy as np
+
+TEXTS = ["what a great one", "the film was awful", "i found it boring", "a lovely cast", "meh",
+         "the cast is superb and the plot is wonderful", "terrible", "honestly a dreadful one"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("folder")
+    p.add_argument("out")
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--units-per-call", type=int, default=None)
+    p.add_argument("--draws", type=int, default=16)
+    a = p.parse_args()
+
+    import apex_jax
+    from apex_jax.engine import run_sweep
+    from apex_jax.interventions import Noise
+
+    model = apex_jax.load(a.folder)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)]
+    sigmas = np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32)
+    res = run_sweep(
+        model, model.params, model.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
+        lambda s, k: {site: Noise(k, s, relative=True) for site in sites}, sigmas, sites=sites,
+        draws=a.draws, seed=7, draws_per_step=4, inputs_per_step=4,
+        units_per_call=a.units_per_call, run_dir=a.run_dir, progress=False,
+    )
+    np.save(a.out, res.counts)
+    print("devices", res.settings["devices"], "compiles", res.settings["compiles"], file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Sweep engine invariances: chunking, order, device count, compile count, SIGKILL + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import apex_jax  # noqa: E402
+from apex_jax.engine import run_sweep  # noqa: E402
+from apex_jax.interventions import Noise  # noqa: E402
+from apex_jax.models.loading import resolve  # noqa: E402
+from sweep_script import TEXTS  # noqa: E402
+from tiny_text import tiny_bert_folder  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "sweep_script.py"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tiny_bert_folder(tmp_path_factory.mktemp("engine") / "bert", resolve("minilm"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return apex_jax.load(folder)
+
+
+def _sweep(model, texts, ids, **kw):
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)]
+    sigmas = np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32)
+    return run_sweep(model, model.params, model.encode(texts), ids,
+                     lambda s, k: {site: Noise(k, s, relative=True) for site in sites}, sigmas,
+                     sites=sites, draws=16, seed=7, draws_per_step=4, inputs_per_step=4,
+                     progress=False, **kw)
+
+
+def _script(folder, out, *extra, env=None):
+    return [sys.executable, str(SCRIPT), str(folder), str(out), *extra]
+
+
+def test_chunking_and_order_do_not_change_counts_and_one_compile(model):
+    ids = np.arange(100, 100 + len(TEXTS))
+    base = _sweep(model, TEXTS, ids, units_per_call=1)
+    assert base.counts.sum() == len(TEXTS) * 5 * 16
+    assert base.settings["compiles"] == 1  # every chunk reuses one compiled kernel
+    assert 0 < base.kept.mean() < 1  # some draws flip, some keep
+    for upc in (3, 7):
+        np.testing.assert_array_equal(base.counts, _sweep(model, TEXTS, ids, units_per_call=upc).counts)
+    perm = np.random.default_rng(0).permutation(len(TEXTS))
+    permuted = _sweep(model, [TEXTS[i] for i in perm], ids[perm], units_per_call=2)
+    np.testing.assert_array_equal(base.counts[perm], permuted.counts)
+    np.testing.assert_array_equal(base.clean[perm], permuted.clean)
+
+
+def test_four_devices_equal_one(folder, model, tmp_path):
+    one = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS))).counts
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    out = tmp_path / "four.npy"
+    r = subprocess.run(_script(folder, out, "--units-per-call", "8"), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "devices 4" in r.stderr
+    np.testing.assert_array_equal(one, np.load(out))
+
+
+def test_sigkill_then_rerun_finishes_identically(folder, model, tmp_path):
+    straight = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS))).counts
+    run_dir, out = tmp_path / "run", tmp_path / "resumed.npy"
+    cmd = _script(folder, out, "--run-dir", str(run_dir), "--units-per-call", "1", "--draws", "16")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = run_dir / "sweep-checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        steps = [p for p in ckpts.glob("*/*") if p.name.isdigit()] if ckpts.exists() else []
+        if steps and int(max(p.name for p in steps)) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed: " + proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(straight, np.load(out))
+
+
+def test_bad_sweeps_are_rejected(model):
+    with pytest.raises(ValueError, match="unique"):
+        _sweep(model, TEXTS[:2], [1, 1])
+    with pytest.raises(ValueError, match="no inputs"):
+        run_sweep(model, model.params, {"input_ids": np.zeros((0, 4), np.int32),
+                                        "attention_mask": np.zeros((0, 4), np.int32)}, [],
+                  lambda s, k: {}, np.ones(2), sites=["hook_embed"], draws=2)
