@@ -3,7 +3,7 @@
     apex-jax fetch-assets [NAME ...]
     apex-jax sites MODEL
     apex-jax finetune MODEL --data DATA --out RUN [--mode full|head] ...
-    apex-jax noise MODEL --data DATA --out RUN [--n 32] [--sigmas ...] [--draws 32]
+    apex-jax apex MODEL --data DATA --out RUN [--n N] [--sigmas SPEC] [--draws K] [--sites SPEC]
     apex-jax demo [--out runs/demo]
 """
 
@@ -88,78 +88,50 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def run_noise_probe(model, data, out: Path, *, sigmas: Sequence[float], draws: int, seed: int,
-                    relative: bool, max_length: int = 64) -> dict:
-    """Flip rates per σ on `data`; writes noise_flip_rates.csv, noise_summary.json, a PNG."""
-    import numpy as np
-
-    from apex_jax import noise_probe
-
-    batch = model.encode(list(data.inputs), max_length=max_length) if data.kind == "text" else model.encode(data.inputs)
-    t0 = time.perf_counter()
-    clean, rates = noise_probe.flip_rates(model, model.params, batch, data.ids, sigmas, draws=draws,
-                                          seed=seed, relative=relative)
-    seconds = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "noise_flip_rates.csv", "w") as f:
-        f.write("id,label,clean_prediction," + ",".join(f"flip_rate_sigma_{s:g}" for s in sigmas) + "\n")
-        for j in range(len(data)):
-            f.write(f"{data.ids[j]},{data.labels[j]},{clean[j]}," + ",".join(f"{r:.6g}" for r in rates[:, j]) + "\n")
-    mean = rates.mean(1)
-    summary = {
-        "sigmas": list(map(float, sigmas)), "mean_flip_rate": mean.tolist(), "draws": draws,
-        "n_inputs": len(data), "sites": noise_probe.default_sites(model), "relative_sigma": relative,
-        "seed": seed, "clean_accuracy": float((clean == data.labels).mean()),
-        "perturbed_forwards": int(len(sigmas) * draws * len(data)), "seconds": round(seconds, 2),
-        "forwards_per_second": round(len(sigmas) * draws * len(data) / seconds, 1),
-    }
-    (out / "noise_summary.json").write_text(json.dumps(summary, indent=2))
-    _plot_flip_rates(out / "noise_flip_rates.png", sigmas, rates, relative)
-    print(f"noise probe: {len(data)} inputs x {len(sigmas)} sigmas x {draws} draws "
-          f"({summary['perturbed_forwards']} perturbed forwards, {summary['forwards_per_second']}/s)")
-    print("  sigma     mean flip rate")
-    for s, r in zip(sigmas, mean):
-        print(f"  {s:<8g}  {r:.3f}")
-    return summary
-
-
-def _plot_flip_rates(path: Path, sigmas, rates, relative: bool) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for r in rates.T:
-        ax.plot(sigmas, r, color="tab:blue", alpha=0.15, lw=0.8)
-    ax.plot(sigmas, rates.mean(1), color="black", lw=2, label="mean over inputs")
-    ax.set_xscale("log")
-    ax.set_xlabel("σ (relative to site RMS)" if relative else "σ")
-    ax.set_ylabel("flip rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def cmd_noise(args) -> int:
+def cmd_apex(args) -> int:
+    """APEX noise sweep on a data split: samples.csv, summary.json, timing.json, plots."""
     import apex_jax
     from apex_jax import data as data_lib
+    from apex_jax.methods import apex, apex_outputs
 
     model = apex_jax.load(args.model)
     data = data_lib.get_split(args.data, args.split, n=args.n, seed=args.split_seed)
-    run_noise_probe(model, data, Path(args.out), sigmas=args.sigmas, draws=args.draws,
-                    seed=args.seed, relative=args.relative)
+    if data.kind == "text":
+        batch = model.encode(list(data.inputs), max_length=args.max_length)
+    else:
+        batch = model.encode(data.inputs)
+    sites = apex.parse_sites(model, args.sites)
+    sigmas = apex.parse_sigmas(args.sigmas)
+    relative = not args.absolute
+    result = apex.run_apex(model, model.params, batch, data.ids, sigmas, sites=sites, draws=args.draws,
+                           seed=args.seed, relative=relative, threshold=args.threshold,
+                           units_per_call=args.chunk_size, run_dir=args.out, progress=not args.quiet)
+    settings = {"model": args.model, "data": data.name, "split": args.split, "n": len(data),
+                "split_seed": args.split_seed, "draws": args.draws, "seed": args.seed,
+                "relative_sigma": relative}
+    s = apex_outputs.write_all(Path(args.out), result, data.ids, data.labels,
+                               model.label_names or data.label_names, settings, relative)
+    r = s["results"]
+    print(f"APEX: {len(data)} inputs x {len(sigmas)} sigmas x {args.draws} draws on {len(sites)} site(s): "
+          f"{s['timing']['perturbed_forwards']} perturbed forwards in {s['timing']['seconds']} s "
+          f"({s['timing']['forwards_per_second']}/s)")
+    print(f"clean accuracy {r['clean_accuracy']:.3f}; escape sigma median "
+          f"{r['escape_sigma']['median']} ({r['escape_sigma']['n_escaped']} of {len(data)} escape)")
+    print("  sigma      share kept   flip rate")
+    for sg, k in zip(sigmas, r["mean_consistency"]):
+        print(f"  {sg:<9.4g}  {k:.3f}        {1 - k:.3f}")
+    b = r["large_sigma_bias"]
+    print(f"large-sigma bias at {b['sigma']:.3g}: dominant class {b['dominant_class']} "
+          f"with share {b['dominant_share']:.3f} (entropy {b['entropy']:.3f} nats)")
+    print(f"wrote {args.out}/samples.csv, summary.json and plots")
     return 0
 
 
-DEMO_SIGMAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+DEMO_SIGMAS = "0.01,0.02,0.05,0.1,0.2,0.5,1,2"
 
 
 def cmd_demo(args) -> int:
-    """Fine-tune MiniLM on vader-movies, then run the noise probe on held-out sentences."""
+    """Fine-tune MiniLM on vader-movies, then run APEX on held-out sentences."""
     from apex_jax import assets
 
     t0 = time.perf_counter()
@@ -174,12 +146,12 @@ def cmd_demo(args) -> int:
         cmd_finetune(ft)
     else:
         print(f"using the fine-tuned model in {out / 'finetune' / 'model'}")
-    noise = argparse.Namespace(
+    apex_args = argparse.Namespace(
         model=str(out / "finetune" / "model"), data="vader-movies", split="test", n=args.n,
-        split_seed=0, sigmas=list(DEMO_SIGMAS), draws=args.draws, seed=0, relative=True,
-        out=str(out / "noise"),
+        split_seed=0, sigmas=DEMO_SIGMAS, draws=args.draws, seed=0, absolute=False, sites="resid_post",
+        threshold=0.5, chunk_size=None, max_length=64, quiet=False, out=str(out / "apex"),
     )
-    cmd_noise(noise)
+    cmd_apex(apex_args)
     metrics = json.loads((out / "finetune" / "metrics.json").read_text())
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s: test accuracy "
           f"{metrics['test_accuracy']:.4f}; tables and plots in {out}/")
@@ -214,20 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-train", type=int, default=None, help="use only the first N training examples")
     s.set_defaults(fn=cmd_finetune)
 
-    s = sub.add_parser("noise", help="flip rates under activation noise (all hook_resid_post)")
+    s = sub.add_parser("apex", help="APEX: consistency under activation noise, escape sigma, transitions, bias")
     s.add_argument("model")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--split", default="test")
     s.add_argument("--split-seed", type=int, default=0)
-    s.add_argument("--n", type=int, default=32)
-    s.add_argument("--sigmas", type=float, nargs="+", default=list(DEMO_SIGMAS))
-    s.add_argument("--draws", type=int, default=32)
+    s.add_argument("--n", type=int, default=None)
+    s.add_argument("--sigmas", default="logspace:0.01:4:16", help="logspace:LO:HI:N or a list 0.1,0.5,1")
+    s.add_argument("--draws", type=int, default=64)
+    s.add_argument("--sites", default="resid_post",
+                   help="resid_post (default), embed, mlp_post, a range like 2-4:hook_resid_post, or site names")
+    s.add_argument("--absolute", action="store_true", help="sigma as absolute std (default: x site RMS)")
+    s.add_argument("--threshold", type=float, default=0.5, help="escape when the share kept falls below")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--relative", action="store_true", help="σ relative to each site's per-token RMS")
-    s.set_defaults(fn=cmd_noise)
+    s.add_argument("--chunk-size", type=int, default=None, help="sweep units per compiled call")
+    s.add_argument("--max-length", type=int, default=64)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_apex)
 
-    s = sub.add_parser("demo", help="fine-tune MiniLM on vader-movies, then probe it with noise")
+    s = sub.add_parser("demo", help="fine-tune MiniLM on vader-movies, then run APEX on it")
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--epochs", type=int, default=2)
     s.add_argument("--n-train", type=int, default=None)

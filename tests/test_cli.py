@@ -29,16 +29,21 @@ def test_finetune_then_noise(tmp_path, capsys):
     assert "held-out test accuracy" in capsys.readouterr().out
 
     probe = tmp_path / "probe"
-    assert cli.main(["noise", str(run / "model"), "--data", str(task), "--out", str(probe), "--n", "5",
-                     "--draws", "4", "--sigmas", "0", "2", "--relative"]) == 0
-    rows = list(csv.DictReader(open(probe / "noise_flip_rates.csv")))
+    argv = ["apex", str(run / "model"), "--data", str(task), "--out", str(probe), "--n", "5",
+            "--draws", "4", "--sigmas", "0,2", "--quiet"]
+    assert cli.main(argv) == 0
+    rows = list(csv.DictReader(open(probe / "samples.csv")))
     assert len(rows) == 5
-    assert all(float(r["flip_rate_sigma_0"]) == 0.0 for r in rows)
-    summary = json.loads((probe / "noise_summary.json").read_text())
-    assert summary["perturbed_forwards"] == 5 * 2 * 4
-    np.testing.assert_allclose(summary["mean_flip_rate"][1],
-                               np.mean([float(r["flip_rate_sigma_2"]) for r in rows]), rtol=1e-5)
-    assert (probe / "noise_flip_rates.png").stat().st_size > 1000
+    assert all(float(r["kept_sigma_0"]) == 1.0 for r in rows)
+    summary = json.loads((probe / "summary.json").read_text())
+    assert json.loads((probe / "timing.json").read_text())["perturbed_forwards"] == 5 * 2 * 4
+    np.testing.assert_allclose(summary["results"]["mean_consistency"][1],
+                               np.mean([float(r["kept_sigma_2"]) for r in rows]), rtol=1e-5)
+    for png in ("consistency_curves", "escape_sigma_hist", "transitions", "large_sigma_shares"):
+        assert (probe / f"{png}.png").stat().st_size > 1000
+    first = (probe / "summary.json").read_bytes(), (probe / "samples.csv").read_bytes()
+    assert cli.main(argv) == 0  # rerun: identical files (resumed from the finished checkpoint)
+    assert ((probe / "summary.json").read_bytes(), (probe / "samples.csv").read_bytes()) == first
 
 
 def test_sites_lists_every_site(capsys):

@@ -1,0 +1,1 @@
+"""Probing methods built on the sweep engine (APEX; SYNAPSE to come)."""

@@ -1,0 +1,180 @@
+"""APEX analyses on the sweep engine: consistency curves, escape noise, transitions, large-σ bias.
+
+Noise scale. By default σ is *relative*: the noise at a site has standard deviation
+σ · RMS(site), where RMS(site) is the root-mean-square of that site's clean activations over
+the analysed inputs' real tokens (`calibrate_rms`). Residual streams of different models and
+layers live on different scales; relative σ makes one σ grid mean the same signal-to-noise ratio
+everywhere, so curves of different models and sites are comparable. `relative=False` uses σ as
+an absolute standard deviation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from apex_jax.engine import SweepResult, run_sweep
+from apex_jax.interventions import Noise
+from apex_jax.models.model import Model
+
+SITE_PRESETS = {
+    "resid_post": "every block's hook_resid_post (the APEX default: every layer's output)",
+    "embed": "hook_embed only (input perturbation)",
+    "mlp_post": "every block's mlp.hook_post (the MLP neurons)",
+}
+
+
+def parse_sites(model: Model, spec: str) -> list[str]:
+    """Sites from a spec: a preset (resid_post, embed, mlp_post), `L-M:local` / `L:local` for a
+    layer range (e.g. `2-4:hook_resid_post`), or comma-separated site names."""
+    n = model.config.n_layers
+    spec = spec.strip()
+    if spec == "resid_post":
+        return [f"blocks.{i}.hook_resid_post" for i in range(n)]
+    if spec == "mlp_post":
+        return [f"blocks.{i}.mlp.hook_post" for i in range(n)]
+    if spec == "embed":
+        return ["hook_embed"]
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?:(.+)", spec)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if not 0 <= lo <= hi < n:
+            raise ValueError(f"layer range {lo}-{hi} is outside 0-{n - 1}.")
+        sites = [f"blocks.{i}.{m.group(3)}" for i in range(lo, hi + 1)]
+    else:
+        sites = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [s for s in sites if s not in model.sites]
+    if unknown or not sites:
+        raise ValueError(
+            f"unknown site(s) {unknown or [spec]}; use a preset ({', '.join(SITE_PRESETS)}), a layer "
+            "range like 2-4:hook_resid_post, or site names from `apex-jax sites MODEL`."
+        )
+    return sites
+
+
+def parse_sigmas(spec: str) -> np.ndarray:
+    """`logspace:LO:HI:N` (N log-spaced values) or a comma-separated list."""
+    if spec.startswith("logspace:"):
+        try:
+            lo, hi, num = spec.split(":")[1:]
+            values = np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(num))
+        except ValueError as e:
+            raise ValueError(f"bad sigma spec {spec!r}; expected logspace:LO:HI:N with 0 < LO < HI.") from e
+    else:
+        try:
+            values = np.array([float(v) for v in spec.split(",") if v.strip()])
+        except ValueError as e:
+            raise ValueError(f"bad sigma spec {spec!r}; expected logspace:LO:HI:N or a list like 0.1,0.5,1.") from e
+    return check_sigmas(values)
+
+
+def check_sigmas(values: Sequence[float]) -> np.ndarray:
+    """A sorted float32 σ grid; error unless non-empty, finite and >= 0."""
+    values = np.asarray(values, np.float64).ravel()
+    if values.size == 0 or not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(f"sigmas must be a non-empty list of finite values >= 0; got {values.tolist()}.")
+    return np.sort(values).astype(np.float32)
+
+
+def calibrate_rms(model: Model, params: Any, batch: dict, sites: Sequence[str]) -> dict[str, float]:
+    """RMS of each site's clean activations over real tokens (all tokens for non-text models)."""
+    out = model.jitted(tuple(sites))(params, batch)
+    mask = batch.get("attention_mask")
+    rms = {}
+    for s in sites:
+        x = np.asarray(out.captured[s], np.float64)
+        if mask is not None and x.ndim >= 3 and x.shape[:2] == np.shape(mask):
+            x = x[np.asarray(mask) > 0]
+        rms[s] = float(np.sqrt(np.mean(np.square(x))))
+    return rms
+
+
+@dataclasses.dataclass
+class ApexResult:
+    sigmas: np.ndarray  # [G]
+    sites: list[str]
+    sweep: SweepResult
+    threshold: float
+    site_rms: dict[str, float] | None
+
+    @property
+    def clean(self) -> np.ndarray:
+        return self.sweep.clean
+
+    @property
+    def probs(self) -> np.ndarray:
+        """p̂(y | x, σ): [n, G, C]."""
+        return self.sweep.counts / self.sweep.draws
+
+    @property
+    def consistency(self) -> np.ndarray:
+        """Share of draws keeping the clean prediction: [n, G]."""
+        return self.sweep.kept
+
+    def escape_sigma(self) -> np.ndarray:
+        """Smallest grid σ whose consistency is below the threshold; inf if none: [n]."""
+        below = self.consistency < self.threshold
+        first = np.argmax(below, axis=1)
+        return np.where(below.any(1), self.sigmas[first], np.inf)
+
+    def transitions(self, sigma_index: int) -> np.ndarray:
+        """Clean class -> noisy class draw counts at one σ: [C, C]."""
+        C = self.probs.shape[2]
+        m = np.zeros((C, C), np.int64)
+        np.add.at(m, self.clean, self.sweep.counts[:, sigma_index])
+        return m
+
+    def top_transition(self, sigma_index: int) -> np.ndarray:
+        """Each input's most likely non-clean class at one σ (-1 if no draw left the clean one): [n]."""
+        c = self.sweep.counts[:, sigma_index].copy()
+        c[np.arange(len(c)), self.clean] = -1
+        return np.where(c.max(1) > 0, c.argmax(1), -1)
+
+    def class_shares(self, sigma_index: int = -1) -> np.ndarray:
+        """Share of all draws over all inputs predicting each class at one σ: [C]."""
+        c = self.sweep.counts[:, sigma_index].sum(0)
+        return c / c.sum()
+
+    def bias(self, sigma_index: int = -1) -> dict:
+        """Large-σ model bias: class shares, entropy (nats), dominant class and its share."""
+        shares = self.class_shares(sigma_index)
+        nz = shares[shares > 0]
+        return {"sigma": float(self.sigmas[sigma_index]), "class_shares": shares.tolist(),
+                "entropy": float(-(nz * np.log(nz)).sum()), "dominant_class": int(shares.argmax()),
+                "dominant_share": float(shares.max())}
+
+
+def run_apex(
+    model: Model,
+    params: Any,
+    batch: dict,
+    ids: Sequence[int],
+    sigmas: Sequence[float],
+    *,
+    sites: Sequence[str] | None = None,
+    draws: int = 64,
+    seed: int = 0,
+    relative: bool = True,
+    threshold: float = 0.5,
+    **sweep_kw,
+) -> ApexResult:
+    """Runs the APEX noise sweep (σ grid × K draws per input) and wraps the counts."""
+    sigmas = check_sigmas(sigmas)
+    sites = list(sites or parse_sites(model, "resid_post"))
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1]; got {threshold}.")
+    rms = calibrate_rms(model, params, batch, sites) if relative else None
+    scale = jnp.asarray([rms[s] if rms else 1.0 for s in sites], jnp.float32)
+
+    def perturb(sigma, keys):
+        return {s: Noise(keys, sigma * scale[i]) for i, s in enumerate(sites)}
+
+    tag = f"apex sites={sites} relative={relative} rms={sorted(rms.items()) if rms else None}"
+    sweep = run_sweep(model, params, batch, ids, perturb, sigmas, sites=sites,
+                      draws=draws, seed=seed, tag=tag, **sweep_kw)
+    return ApexResult(sigmas, sites, sweep, threshold, rms)

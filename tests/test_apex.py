@@ -1,0 +1,82 @@
+"""APEX analyses: exact at σ = 0, the analyses on hand-made counts, calibration, spec parsing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import apex_jax  # noqa: E402
+from apex_jax.engine.sweep import SweepResult  # noqa: E402
+from apex_jax.methods import apex  # noqa: E402
+from apex_jax.models.loading import resolve  # noqa: E402
+from tiny_text import tiny_bert_folder  # noqa: E402
+
+TEXTS = ["what a great one", "the film was awful", "i found it boring", "a lovely cast", "meh"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return apex_jax.load(tiny_bert_folder(tmp_path_factory.mktemp("tiny") / "bert", resolve("minilm")))
+
+
+def test_sigma_zero_keeps_every_prediction_and_large_sigma_does_not(model):
+    batch = model.encode(TEXTS)
+    res = apex.run_apex(model, model.params, batch, range(5), [0.0, 0.5, 4.0], draws=8, seed=1,
+                        progress=False)
+    assert (res.consistency[:, 0] == 1.0).all()
+    assert res.consistency[:, 2].mean() < res.consistency[:, 0].mean()
+    np.testing.assert_array_equal(res.clean, np.asarray(model.forward(batch).logits).argmax(-1))
+    np.testing.assert_allclose(res.probs.sum(-1), 1.0)
+    embed = apex.run_apex(model, model.params, batch, range(5), [0.0, 4.0], draws=8,
+                          sites=["hook_embed"], progress=False)  # input perturbation
+    assert (embed.consistency[:, 0] == 1.0).all() and embed.sites == ["hook_embed"]
+
+
+def test_analyses_on_hand_made_counts():
+    # 3 inputs, σ grid of 3, 3 classes, 10 draws; clean predictions 0, 1, 2.
+    counts = np.array([
+        [[10, 0, 0], [6, 4, 0], [2, 8, 0]],   # escapes at σ=3 (0.2 < 0.5), moves to class 1
+        [[0, 10, 0], [0, 4, 6], [0, 0, 10]],  # escapes at σ=2 (0.4 < 0.5), moves to class 2
+        [[0, 0, 10], [0, 0, 10], [1, 0, 9]],  # never escapes
+    ])
+    sweep = SweepResult(counts, np.array([0, 1, 2]), 10, 0.0, 0, {})
+    res = apex.ApexResult(np.array([1.0, 2.0, 3.0]), ["hook_embed"], sweep, 0.5, None)
+    np.testing.assert_array_equal(res.escape_sigma(), [3.0, 2.0, np.inf])
+    np.testing.assert_array_equal(res.top_transition(1), [1, 2, -1])
+    np.testing.assert_array_equal(res.transitions(2), [[2, 8, 0], [0, 0, 10], [1, 0, 9]])
+    bias = res.bias(-1)
+    np.testing.assert_allclose(bias["class_shares"], [3 / 30, 8 / 30, 19 / 30])
+    assert bias["dominant_class"] == 2
+    shares = np.array([3, 8, 19]) / 30
+    assert bias["entropy"] == pytest.approx(-(shares * np.log(shares)).sum())
+
+
+def test_relative_sigma_is_calibrated_on_real_tokens(model):
+    batch = model.encode(TEXTS)
+    rms = apex.calibrate_rms(model, model.params, batch, ["blocks.0.hook_resid_post"])
+    x = np.asarray(model.forward(batch, capture=("blocks.0.hook_resid_post",)).captured["blocks.0.hook_resid_post"])
+    real = x[batch["attention_mask"] > 0]
+    assert rms["blocks.0.hook_resid_post"] == pytest.approx(np.sqrt((real.astype(np.float64) ** 2).mean()), rel=1e-6)
+
+
+def test_site_and_sigma_specs(model):
+    n = model.config.n_layers
+    assert apex.parse_sites(model, "resid_post") == [f"blocks.{i}.hook_resid_post" for i in range(n)]
+    assert apex.parse_sites(model, "0-1:mlp.hook_post") == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
+    assert apex.parse_sites(model, "embed") == ["hook_embed"]
+    with pytest.raises(ValueError, match="unknown site"):
+        apex.parse_sites(model, "blocks.9.hook_resid_post")
+    with pytest.raises(ValueError, match="outside"):
+        apex.parse_sites(model, "0-7:hook_resid_post")
+    np.testing.assert_allclose(apex.parse_sigmas("logspace:0.01:1:3"), [0.01, 0.1, 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(apex.parse_sigmas("1,0.5"), np.array([0.5, 1.0], np.float32))
+    for bad in ("0.1,-1", "nan", "logspace:1", "a,b"):
+        with pytest.raises(ValueError, match="sigma"):
+            apex.parse_sigmas(bad)
+    with pytest.raises(ValueError, match="draws must be"):
+        apex.run_apex(model, model.params, model.encode(TEXTS), range(5), [0.1], draws=0, progress=False)
