@@ -17,7 +17,16 @@ def main() -> None:
     p.add_argument("--run-dir", default=None)
     p.add_argument("--units-per-call", type=int, default=None)
     p.add_argument("--draws", type=int, default=16)
+    p.add_argument("--coordinator", default=None, help="host:port for jax.distributed")
+    p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--num-processes", type=int, default=1)
     a = p.parse_args()
+    if a.coordinator:
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=a.coordinator, num_processes=a.num_processes,
+                                   process_id=a.process_id)
 
     import apex_jax
     from apex_jax.engine import run_sweep
@@ -34,6 +43,10 @@ def main() -> None:
     )
     np.save(a.out, res.counts)
     print("devices", res.settings["devices"], "compiles", res.settings["compiles"], file=sys.stderr)
+    if a.coordinator:
+        import jax
+
+        jax.distributed.shutdown()
 
 
 if __name__ == "__main__":

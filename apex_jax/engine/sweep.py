@@ -18,7 +18,11 @@ resumption (for a fixed micro-batch `draws_per_step` × `inputs_per_step`).
 Prefix caching: activations before the first perturbed site are computed once per input block
 (`Model.prefix`) and reused by every grid point and draw.
 
-Resumption: with `run_dir`, the counts and the set of finished units are checkpointed with orbax
+Multi-host: after `jax.distributed.initialize`, every process runs the same call with the same
+inputs; the mesh spans all processes' devices, units are spread over them and the counts are
+all-gathered, so every process returns the full result.
+
+Resumption (single process): with `run_dir`, the counts and the set of finished units are checkpointed with orbax
 after every chunk; rerunning the same sweep skips finished units.
 """
 
@@ -185,6 +189,8 @@ def run_sweep(
         "n_classes": C, "tag": tag,
     }
     fingerprint = _fingerprint(settings, ids, inputs, grid)
+    if run_dir is not None and jax.process_count() > 1:
+        raise ValueError("resumable sweeps (run_dir) are single-process for now; drop run_dir.")
     store = _Store(run_dir, fingerprint) if run_dir is not None else None
     counts = np.zeros((n, G, C), np.int64)
     # unit u = (block, grid index, draw block), block-major so a block's prefix is built once
@@ -202,6 +208,8 @@ def run_sweep(
         batch = _block_inputs(inputs, block, model.config.pad_token_id)
         real = block.rows >= 0
         prefix, logits = kernel.prefix(params, batch, tuple(sites))
+        if jax.process_count() > 1:  # each process computed the same prefix locally: pass it as
+            prefix = jax.device_get(prefix)  # host data, which every process holds in full
         clean[block.rows[real]] = np.asarray(logits)[real].argmax(-1)
         todo = [u for u in range(bi * units_per_block, (bi + 1) * units_per_block) if not done[u]]
         if not todo:
@@ -214,9 +222,10 @@ def run_sweep(
             d_idx = np.full(units_per_call, n_draw_blocks, np.int32)  # filler: every draw invalid
             g_idx[: len(chunk)] = local // n_draw_blocks
             d_idx[: len(chunk)] = local % n_draw_blocks
-            per_unit = jax.device_put(
-                (jax.tree.map(lambda a: np.asarray(a)[g_idx], grid), g_idx, d_idx), kernel.unit_sharding)
-            out = np.asarray(kernel.chunk(params, prefix, block_ids, *per_unit))
+            per_unit = jax.tree.map(
+                lambda a: _global_array(a, kernel.unit_sharding),
+                (jax.tree.map(lambda a: np.asarray(a)[g_idx], grid), g_idx, d_idx))
+            out = _to_host(kernel.chunk(params, prefix, block_ids, *per_unit))
             for j, u in enumerate(chunk):
                 counts[block.rows[real], g_idx[j]] += out[j][real]
                 done[u] = True
@@ -263,6 +272,20 @@ def _kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int
 
     return _Kernels(jax.jit(prefix_and_clean, static_argnums=2), jax.jit(sharded),
                     jax.sharding.NamedSharding(mesh, P("units")), traces)
+
+
+def _global_array(a: np.ndarray, sharding) -> jax.Array:
+    """A host array every process holds in full -> a global array sharded over the mesh."""
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def _fingerprint(settings: dict, ids, inputs, grid) -> str:
