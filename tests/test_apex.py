@@ -80,3 +80,28 @@ def test_site_and_sigma_specs(model):
             apex.parse_sigmas(bad)
     with pytest.raises(ValueError, match="draws must be"):
         apex.run_apex(model, model.params, model.encode(TEXTS), range(5), [0.1], draws=0, progress=False)
+
+
+def test_adaptive_escape_agrees_with_a_fine_grid(model):
+    texts = TEXTS + ["the cast is superb", "terrible plot", "honestly a dreadful one", "wonderful"]
+    batch, ids = model.encode(texts), np.arange(len(texts))
+    lo, hi, res_ = 0.05, 8.0, 0.1
+    grid = np.geomspace(lo, hi, 64).astype(np.float32)  # ratio 1.1 between grid points
+    fine = apex.run_apex(model, model.params, batch, ids, grid, draws=16, seed=2, progress=False)
+    adaptive = apex.adaptive_escape(model, model.params, batch, ids, lo, hi, resolution=res_,
+                                    draws=16, seed=2, progress=False)
+    g, a = fine.escape_sigma(), adaptive.escape_sigma
+    # Bisection finds *a* threshold crossing; the grid reports the first. They must agree where
+    # the consistency curve crosses the threshold at most once (a random tiny model also has
+    # inputs whose curve dips below and comes back; those are excluded and counted).
+    below = fine.consistency < fine.threshold
+    single = np.abs(np.diff(below.astype(int), axis=1)).sum(1) <= 1
+    np.testing.assert_array_equal(np.isinf(g)[single], np.isinf(a)[single])
+    ok = np.isfinite(g) & single
+    assert ok.sum() >= 3, (g, single)  # the test needs inputs that escape inside the bracket
+    # Same noise (common random numbers): the bisection's bracket contains the grid's escape
+    # point up to one grid step on each side.
+    step = grid[1] / grid[0]
+    assert (g[ok] <= a[ok] * step * (1 + 1e-6)).all() and (g[ok] >= adaptive.lower[ok] / step).all()
+    assert (a[ok] / np.maximum(adaptive.lower[ok], lo) <= 1 + res_ + 1e-6).all()
+    assert adaptive.perturbed_forwards < fine.sweep.perturbed_forwards / 3

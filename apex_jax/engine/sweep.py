@@ -131,6 +131,8 @@ def run_sweep(
     run_dir: str | Path | None = None,
     progress: bool = True,
     tag: str = "",
+    common_noise: bool = False,
+    per_input_grid: bool = False,
 ) -> SweepResult:
     """Runs K perturbed forwards per (input, grid point) and counts predicted classes.
 
@@ -149,6 +151,11 @@ def run_sweep(
         mesh: 1-D mesh to shard units over (default: all local devices).
         run_dir: folder for resumable checkpoints (orbax).
         tag: extra text mixed into the checkpoint fingerprint (e.g. what `perturb` does).
+        common_noise: use the same keys at every grid point (common random numbers): draw d of
+            an input sees the same noise direction at every σ, so curves over the grid vary
+            only through σ (lower variance; escape points of single draws are well defined).
+        per_input_grid: grid leaves are [G, n, ...], one value per input; the grid point given
+            to `perturb` is then [inputs_per_step, ...] (e.g. a σ per input for bisection).
 
     Returns:
         SweepResult with counts [n, G, n_classes].
@@ -186,7 +193,7 @@ def run_sweep(
     settings = {
         "n_inputs": n, "grid_size": G, "draws": draws, "seed": seed, "sites": list(sites),
         "draws_per_step": draws_per_step, "inputs_per_step": inputs_per_step,
-        "n_classes": C, "tag": tag,
+        "n_classes": C, "tag": tag, "common_noise": common_noise, "per_input_grid": per_input_grid,
     }
     fingerprint = _fingerprint(settings, ids, inputs, grid)
     if run_dir is not None and jax.process_count() > 1:
@@ -199,7 +206,9 @@ def run_sweep(
     if store is not None and store.exists():
         counts, done = store.restore(counts, done)
 
-    kernel = _kernels(model, mesh, perturb, seed, draws, draws_per_step, C)
+    if per_input_grid and any(np.shape(l)[1:2] != (n,) for l in leaves):
+        raise ValueError(f"per_input_grid needs grid leaves of shape [G, {n}, ...]; got {[np.shape(l) for l in leaves]}.")
+    kernel = _kernels(model, mesh, perturb, seed, draws, draws_per_step, C, common_noise)
     clean = np.zeros(n, np.int64)
     t0 = time.perf_counter()
     computed = 0
@@ -222,9 +231,12 @@ def run_sweep(
             d_idx = np.full(units_per_call, n_draw_blocks, np.int32)  # filler: every draw invalid
             g_idx[: len(chunk)] = local // n_draw_blocks
             d_idx[: len(chunk)] = local % n_draw_blocks
-            per_unit = jax.tree.map(
-                lambda a: _global_array(a, kernel.unit_sharding),
-                (jax.tree.map(lambda a: np.asarray(a)[g_idx], grid), g_idx, d_idx))
+            if per_input_grid:  # [G, n, ...] -> [units, inputs_per_step, ...]
+                rows = np.maximum(block.rows, 0)
+                points = jax.tree.map(lambda a: np.asarray(a)[g_idx][:, rows], grid)
+            else:
+                points = jax.tree.map(lambda a: np.asarray(a)[g_idx], grid)
+            per_unit = jax.tree.map(lambda a: _global_array(a, kernel.unit_sharding), (points, g_idx, d_idx))
             out = _to_host(kernel.chunk(params, prefix, block_ids, *per_unit))
             for j, u in enumerate(chunk):
                 counts[block.rows[real], g_idx[j]] += out[j][real]
@@ -248,12 +260,13 @@ class _Kernels:
     traces: list  # one entry per trace of the chunk kernel (a compile counter for tests)
 
 
-def _kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int, C: int) -> _Kernels:
+def _kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int, C: int,
+             common_noise: bool) -> _Kernels:
     traces: list = []
 
     def unit(params, prefix, block_ids, grid_point, g, d):
         draw_index = d * D + jnp.arange(D)
-        keys = draw_keys(seed, block_ids, g, draw_index)  # [D, inputs]
+        keys = draw_keys(seed, block_ids, 0 if common_noise else g, draw_index)  # [D, inputs]
         logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k)).logits)(keys)
         hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
         return jnp.sum(hits * (draw_index < draws)[:, None, None], axis=0)

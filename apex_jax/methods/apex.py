@@ -6,11 +6,17 @@ the analysed inputs' real tokens (`calibrate_rms`). Residual streams of differen
 layers live on different scales; relative σ makes one σ grid mean the same signal-to-noise ratio
 everywhere, so curves of different models and sites are comparable. `relative=False` uses σ as
 an absolute standard deviation.
+
+Common random numbers. Draw d of an input uses the same noise direction z_d at every σ
+(noise = σ·z_d), so the share of draws keeping the clean prediction changes across the grid only
+through σ. This lowers the variance of consistency curves, gives each draw a well-defined
+escape point, and lets the adaptive bisection (`adaptive_escape`) reproduce the fine grid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Sequence
 
@@ -20,6 +26,7 @@ import numpy as np
 
 from apex_jax.engine import SweepResult, run_sweep
 from apex_jax.interventions import Noise
+from apex_jax import sites as site_lib
 from apex_jax.models.model import Model
 
 SITE_PRESETS = {
@@ -168,13 +175,100 @@ def run_apex(
     sites = list(sites or parse_sites(model, "resid_post"))
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}.")
+    perturb, rms, tag = _noise(model, params, batch, sites, relative)
+    sweep = run_sweep(model, params, batch, ids, perturb, sigmas, sites=sites, draws=draws,
+                      seed=seed, tag=tag, common_noise=True, **sweep_kw)
+    return ApexResult(sigmas, sites, sweep, threshold, rms)
+
+
+def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool):
+    """The perturbation function σ -> {site: Noise} (σ a scalar, or one σ per input)."""
     rms = calibrate_rms(model, params, batch, sites) if relative else None
-    scale = jnp.asarray([rms[s] if rms else 1.0 for s in sites], jnp.float32)
+    scale = [rms[s] if rms else 1.0 for s in sites]
 
     def perturb(sigma, keys):
-        return {s: Noise(keys, sigma * scale[i]) for i, s in enumerate(sites)}
+        pert = {}
+        for s, c in zip(sites, scale):
+            ndim = site_lib.layout(s).count(",") + 1
+            sig = jnp.reshape(sigma, jnp.shape(sigma) + (1,) * (ndim - 1)) if jnp.ndim(sigma) else sigma
+            pert[s] = Noise(keys, sig * c)
+        return pert
 
-    tag = f"apex sites={sites} relative={relative} rms={sorted(rms.items()) if rms else None}"
-    sweep = run_sweep(model, params, batch, ids, perturb, sigmas, sites=sites,
-                      draws=draws, seed=seed, tag=tag, **sweep_kw)
-    return ApexResult(sigmas, sites, sweep, threshold, rms)
+    return perturb, rms, f"apex sites={list(sites)} relative={relative} rms={sorted(rms.items()) if rms else None}"
+
+
+@dataclasses.dataclass
+class AdaptiveEscape:
+    escape_sigma: np.ndarray  # [n]: smallest σ found with consistency below the threshold (inf: none)
+    lower: np.ndarray  # [n]: largest σ found at or above the threshold
+    resolution: float  # upper/lower <= 1 + resolution wherever the escape is bracketed
+    rounds: int
+    perturbed_forwards: int
+    seconds: float
+
+
+def adaptive_escape(
+    model: Model,
+    params: Any,
+    batch: dict,
+    ids: Sequence[int],
+    lo: float,
+    hi: float,
+    *,
+    resolution: float = 0.05,
+    sites: Sequence[str] | None = None,
+    draws: int = 64,
+    seed: int = 0,
+    relative: bool = True,
+    threshold: float = 0.5,
+    **sweep_kw,
+) -> AdaptiveEscape:
+    """Escape σ by bisection in log σ, per input, to a stated relative resolution.
+
+    First the bracket ends lo and hi are evaluated; inputs already below the threshold at lo
+    escape at lo (or below), inputs still at or above it at hi never escape (inf). Then each
+    round evaluates every bracketed input at the geometric midpoint of its bracket, until
+    hi/lo <= 1 + resolution: ceil(log2(ln(hi/lo) / ln(1 + resolution))) rounds of `draws`
+    draws each. With the same seed, draws and sites, the noise equals `run_apex`'s (common
+    random numbers), so the result agrees with a fine grid up to the resolution and the grid
+    spacing.
+    """
+    if not 0 < lo < hi or not np.isfinite([lo, hi]).all():
+        raise ValueError(f"need 0 < lo < hi (finite); got lo={lo}, hi={hi}.")
+    if resolution <= 0:
+        raise ValueError(f"resolution must be > 0; got {resolution}.")
+    sites = list(sites or parse_sites(model, "resid_post"))
+    perturb, _, tag = _noise(model, params, batch, sites, relative)
+    n = len(ids)
+    kw = dict(sites=sites, draws=draws, seed=seed, tag=tag, common_noise=True, per_input_grid=True, **sweep_kw)
+
+    ids = np.asarray(ids)
+
+    def kept(sigma_per_input: np.ndarray, rows: np.ndarray) -> np.ndarray:  # [G, m] -> [m, G]
+        # Only the inputs still bracketed run; noise is keyed by input id, so subsetting
+        # does not change any input's draws.
+        sub = {k: np.asarray(v)[rows] for k, v in batch.items()}
+        res = run_sweep(model, params, sub, ids[rows], perturb, sigma_per_input.astype(np.float32), **kw)
+        stats["forwards"] += res.perturbed_forwards
+        stats["seconds"] += res.seconds
+        return res.kept
+
+    stats = {"forwards": 0, "seconds": 0.0}
+    ends = kept(np.stack([np.full(n, lo), np.full(n, hi)]), np.arange(n))
+    lower, upper = np.full(n, lo, np.float64), np.full(n, hi, np.float64)
+    below_lo, above_hi = ends[:, 0] < threshold, ends[:, 1] >= threshold
+    active = ~below_lo & ~above_hi
+    rounds = max(0, math.ceil(math.log2(math.log(hi / lo) / math.log1p(resolution))))
+    for _ in range(rounds):
+        if not active.any():
+            break
+        mid = np.sqrt(lower * upper)
+        rows = np.flatnonzero(active)
+        k = np.zeros(n)
+        k[rows] = kept(mid[rows][None], rows)[:, 0]
+        escaped = active & (k < threshold)
+        upper = np.where(escaped, mid, upper)
+        lower = np.where(active & ~escaped, mid, lower)
+    escape = np.where(above_hi, np.inf, np.where(below_lo, lo, upper))
+    lower = np.where(below_lo, 0.0, lower)
+    return AdaptiveEscape(escape, lower, resolution, rounds, stats["forwards"], stats["seconds"])
