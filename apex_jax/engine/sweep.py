@@ -260,8 +260,24 @@ class _Kernels:
     traces: list  # one entry per trace of the chunk kernel (a compile counter for tests)
 
 
+_KERNEL_CACHE: dict = {}
+_KERNEL_CACHE_SIZE = 16
+
+
 def _kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int, C: int,
              common_noise: bool) -> _Kernels:
+    """Compiled kernels, cached so repeated sweeps with the same perturb function (e.g. the
+    rounds of a bisection) reuse one compilation per input shape."""
+    key = (model, mesh, perturb, seed, draws, D, C, common_noise)
+    if key not in _KERNEL_CACHE:
+        if len(_KERNEL_CACHE) >= _KERNEL_CACHE_SIZE:
+            _KERNEL_CACHE.pop(next(iter(_KERNEL_CACHE)))
+        _KERNEL_CACHE[key] = _build_kernels(model, mesh, perturb, seed, draws, D, C, common_noise)
+    return _KERNEL_CACHE[key]
+
+
+def _build_kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int, C: int,
+                   common_noise: bool) -> _Kernels:
     traces: list = []
 
     def unit(params, prefix, block_ids, grid_point, g, d):

@@ -16,11 +16,21 @@ def write_samples(path: Path, result: ApexResult, ids: Sequence[int], labels: Se
     """One row per input: id, label, clean prediction, escape σ, share kept per σ."""
     esc = result.escape_sigma()
     kept = result.consistency
+    top = result.top_transition(transition_index(result))
     with open(path, "w") as f:
-        f.write("id,label,clean_prediction,escape_sigma," + ",".join(f"kept_sigma_{s:.6g}" for s in result.sigmas) + "\n")
+        f.write("id,label,clean_prediction,escape_sigma,top_transition,"
+                + ",".join(f"kept_sigma_{s:.6g}" for s in result.sigmas) + "\n")
         for j in range(len(ids)):
             e = "inf" if np.isinf(esc[j]) else f"{esc[j]:.6g}"
-            f.write(f"{ids[j]},{labels[j]},{result.clean[j]},{e}," + ",".join(f"{k:.6g}" for k in kept[j]) + "\n")
+            f.write(f"{ids[j]},{labels[j]},{result.clean[j]},{e},{top[j]},"
+                    + ",".join(f"{k:.6g}" for k in kept[j]) + "\n")
+
+
+def transition_index(result: ApexResult) -> int:
+    """The grid index used for transitions: the smallest σ at which any draw leaves its clean
+    prediction (small-σ transitions, as in APEX); the last σ if none does."""
+    moved = (result.consistency < 1).any(0)
+    return int(np.argmax(moved)) if moved.any() else len(result.sigmas) - 1
 
 
 def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], settings: dict) -> dict:
@@ -30,7 +40,7 @@ def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], 
 
     esc = result.escape_sigma()
     finite = esc[np.isfinite(esc)]
-    transition_at = int(np.argmax(result.consistency.mean(0) < 1.0)) if (result.consistency < 1).any() else 0
+    transition_at = transition_index(result)
     sweep = result.sweep
     return {
         "settings": {**settings, "sigmas": result.sigmas.tolist(), "sites": result.sites,
@@ -82,7 +92,7 @@ def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative
            title=f"{int(np.isinf(esc).sum())} of {len(esc)} never escape")
     paths.append(_save(fig, out / "escape_sigma_hist.png"))
 
-    at = int(np.argmax(result.consistency.mean(0) < 1.0)) if (result.consistency < 1).any() else 0
+    at = transition_index(result)
     m = result.transitions(at).astype(float)
     m = m / np.maximum(m.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.5, 4))
