@@ -127,7 +127,7 @@ def cmd_apex(args) -> int:
     return 0
 
 
-DEMO_SIGMAS = "0.01,0.02,0.05,0.1,0.2,0.5,1,2"
+DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
 
 
 def cmd_demo(args) -> int:

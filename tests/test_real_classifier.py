@@ -17,7 +17,6 @@ against its SHA-256; offline (pip fails), the tests that need it are skipped.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -60,19 +59,11 @@ TOPICAL = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sdist() -> Path:
     """The verified sdist in the cache, downloaded with pip on first use; skips if pip fails."""
     root = assets.cache_dir() / "categorium"
     target = root / SDIST
-    if target.is_file() and _sha256(target) == SDIST_SHA256:
+    if target.is_file() and assets._sha256(target) == SDIST_SHA256:
         return target
     root.mkdir(parents=True, exist_ok=True)
     # Download into a private folder, verify, then rename: a killed run never leaves a bad file.
@@ -84,7 +75,7 @@ def _sdist() -> Path:
         if proc.returncode != 0 or not got.is_file():
             tail = (proc.stdout + proc.stderr).strip()[-500:]
             pytest.skip(f"cannot download {REQUIREMENT} with pip (offline?): {tail}")
-        digest = _sha256(got)
+        digest = assets._sha256(got)
         if digest != SDIST_SHA256:
             pytest.fail(f"{REQUIREMENT} sdist has SHA-256 {digest}, expected {SDIST_SHA256}")
         os.replace(got, target)
