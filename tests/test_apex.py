@@ -105,3 +105,16 @@ def test_adaptive_escape_agrees_with_a_fine_grid(model):
     assert (g[ok] <= a[ok] * step * (1 + 1e-6)).all() and (g[ok] >= adaptive.lower[ok] / step).all()
     assert (a[ok] / np.maximum(adaptive.lower[ok], lo) <= 1 + res_ + 1e-6).all()
     assert adaptive.perturbed_forwards < fine.sweep.perturbed_forwards / 3
+
+
+def test_sequential_stopping_saves_draws_and_keeps_clear_decisions(model):
+    texts = TEXTS + ["the cast is superb", "terrible plot", "honestly a dreadful one", "wonderful"]
+    batch, ids = model.encode(texts), np.arange(len(texts))
+    kw = dict(resolution=0.2, draws=64, seed=2, progress=False)
+    full = apex.adaptive_escape(model, model.params, batch, ids, 0.05, 8.0, **kw)
+    seq = apex.adaptive_escape(model, model.params, batch, ids, 0.05, 8.0, stage_draws=16, delta=0.05, **kw)
+    assert seq.perturbed_forwards < full.perturbed_forwards
+    # With these margins nearly every early stop is far from the threshold: results agree.
+    assert (np.isinf(seq.escape_sigma) == np.isinf(full.escape_sigma)).mean() >= 0.8
+    with pytest.raises(ValueError, match="stage_draws must divide"):
+        apex.adaptive_escape(model, model.params, batch, ids, 0.05, 8.0, stage_draws=5, **kw)

@@ -133,6 +133,7 @@ def run_sweep(
     tag: str = "",
     common_noise: bool = False,
     per_input_grid: bool = False,
+    draw_offset: int = 0,
 ) -> SweepResult:
     """Runs K perturbed forwards per (input, grid point) and counts predicted classes.
 
@@ -154,6 +155,8 @@ def run_sweep(
         common_noise: use the same keys at every grid point (common random numbers): draw d of
             an input sees the same noise direction at every σ, so curves over the grid vary
             only through σ (lower variance; escape points of single draws are well defined).
+        draw_offset: the sweep's draws are draw indices draw_offset .. draw_offset + draws - 1,
+            so a later sweep can add draws to an earlier one (sequential stopping).
         per_input_grid: grid leaves are [G, n, ...], one value per input; the grid point given
             to `perturb` is then [inputs_per_step, ...] (e.g. a σ per input for bisection).
 
@@ -194,6 +197,7 @@ def run_sweep(
         "n_inputs": n, "grid_size": G, "draws": draws, "seed": seed, "sites": list(sites),
         "draws_per_step": draws_per_step, "inputs_per_step": inputs_per_step,
         "n_classes": C, "tag": tag, "common_noise": common_noise, "per_input_grid": per_input_grid,
+        "draw_offset": draw_offset,
     }
     fingerprint = _fingerprint(settings, ids, inputs, grid)
     if run_dir is not None and jax.process_count() > 1:
@@ -237,7 +241,7 @@ def run_sweep(
             else:
                 points = jax.tree.map(lambda a: np.asarray(a)[g_idx], grid)
             per_unit = jax.tree.map(lambda a: _global_array(a, kernel.unit_sharding), (points, g_idx, d_idx))
-            out = _to_host(kernel.chunk(params, prefix, block_ids, *per_unit))
+            out = _to_host(kernel.chunk(params, prefix, block_ids, np.int32(draw_offset), *per_unit))
             for j, u in enumerate(chunk):
                 counts[block.rows[real], g_idx[j]] += out[j][real]
                 done[u] = True
@@ -280,20 +284,20 @@ def _build_kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, 
                    common_noise: bool) -> _Kernels:
     traces: list = []
 
-    def unit(params, prefix, block_ids, grid_point, g, d):
+    def unit(params, prefix, block_ids, offset, grid_point, g, d):
         draw_index = d * D + jnp.arange(D)
-        keys = draw_keys(seed, block_ids, 0 if common_noise else g, draw_index)  # [D, inputs]
+        keys = draw_keys(seed, block_ids, 0 if common_noise else g, offset + draw_index)  # [D, inputs]
         logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k)).logits)(keys)
         hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
         return jnp.sum(hits * (draw_index < draws)[:, None, None], axis=0)
 
-    def local_chunk(params, prefix, block_ids, grid_points, g_idx, d_idx):
+    def local_chunk(params, prefix, block_ids, offset, grid_points, g_idx, d_idx):
         traces.append(1)
-        return jax.lax.map(lambda a: unit(params, prefix, block_ids, *a), (grid_points, g_idx, d_idx))
+        return jax.lax.map(lambda a: unit(params, prefix, block_ids, offset, *a), (grid_points, g_idx, d_idx))
 
     sharded = jax.shard_map(
         local_chunk, mesh=mesh,
-        in_specs=(P(), P(), P(), P("units"), P("units"), P("units")), out_specs=P("units"),
+        in_specs=(P(), P(), P(), P(), P("units"), P("units"), P("units")), out_specs=P("units"),
     )
     def prefix_and_clean(params, batch, sites):
         prefix = model.prefix(params, batch, sites)

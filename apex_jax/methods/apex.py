@@ -221,6 +221,8 @@ def adaptive_escape(
     seed: int = 0,
     relative: bool = True,
     threshold: float = 0.5,
+    stage_draws: int | None = None,
+    delta: float = 0.05,
     **sweep_kw,
 ) -> AdaptiveEscape:
     """Escape σ by bisection in log σ, per input, to a stated relative resolution.
@@ -232,28 +234,54 @@ def adaptive_escape(
     draws each. With the same seed, draws and sites, the noise equals `run_apex`'s (common
     random numbers), so the result agrees with a fine grid up to the resolution and the grid
     spacing.
+
+    Sequential stopping (`stage_draws`): each evaluation draws `stage_draws` at a time (draw
+    indices continue, so the draws are those of the fixed-K run) and stops for an input once
+    Hoeffding's bound puts its share kept on one side of the threshold:
+    |p̂ − threshold| > sqrt(ln(2·S/δ) / (2m)) after m draws, S = draws / stage_draws looks. Each
+    such early decision is wrong with probability at most `delta`; undecided inputs use all
+    `draws`, exactly as without sequential stopping.
     """
     if not 0 < lo < hi or not np.isfinite([lo, hi]).all():
         raise ValueError(f"need 0 < lo < hi (finite); got lo={lo}, hi={hi}.")
     if resolution <= 0:
         raise ValueError(f"resolution must be > 0; got {resolution}.")
+    if stage_draws is not None and (stage_draws < 1 or draws % stage_draws):
+        raise ValueError(f"stage_draws must divide draws ({draws}); got {stage_draws}.")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1); got {delta}.")
     sites = list(sites or parse_sites(model, "resid_post"))
     perturb, _, tag = _noise(model, params, batch, sites, relative)
     n = len(ids)
-    kw = dict(sites=sites, draws=draws, seed=seed, tag=tag, common_noise=True, per_input_grid=True, **sweep_kw)
+    stage = stage_draws or draws
+    looks = draws // stage
+    kw = dict(sites=sites, draws=stage, seed=seed, tag=tag, common_noise=True, per_input_grid=True, **sweep_kw)
 
     ids = np.asarray(ids)
 
     def kept(sigma_per_input: np.ndarray, rows: np.ndarray) -> np.ndarray:  # [G, m] -> [m, G]
         # Only the inputs still bracketed run; noise is keyed by input id, so subsetting
         # does not change any input's draws.
-        sub = {k: np.asarray(v)[rows] for k, v in batch.items()}
-        res = run_sweep(model, params, sub, ids[rows], perturb, sigma_per_input.astype(np.float32), **kw)
-        stats["forwards"] += res.perturbed_forwards
-        stats["seconds"] += res.seconds
-        return res.kept
+        kept_count = np.zeros((len(rows), sigma_per_input.shape[0]))
+        undecided = np.ones(len(rows), bool)
+        for look in range(looks):
+            r = np.flatnonzero(undecided)
+            sub = {k: np.asarray(v)[rows[r]] for k, v in batch.items()}
+            res = run_sweep(model, params, sub, ids[rows[r]], perturb,
+                            sigma_per_input[:, r].astype(np.float32), draw_offset=look * stage, **kw)
+            stats["forwards"] += res.perturbed_forwards
+            stats["seconds"] += res.seconds
+            kept_count[r] += res.kept * stage
+            m = (look + 1) * stage
+            margin = math.sqrt(math.log(2 * looks / delta) / (2 * m))
+            undecided[r] = (np.abs(kept_count[r] / m - threshold) <= margin).any(1)
+            done_draws[rows[r]] = m
+            if not undecided.any():
+                break
+        return kept_count / done_draws[rows][:, None]
 
     stats = {"forwards": 0, "seconds": 0.0}
+    done_draws = np.zeros(n)
     ends = kept(np.stack([np.full(n, lo), np.full(n, hi)]), np.arange(n))
     lower, upper = np.full(n, lo, np.float64), np.full(n, hi, np.float64)
     below_lo, above_hi = ends[:, 0] < threshold, ends[:, 1] >= threshold
