@@ -453,3 +453,21 @@ def test_bad_inputs(m, ref):
         rob.apply(rob.params, too_long)
     with pytest.raises(ValueError, match=r"sequence length 41 exceeds the 40 positions"):
         model.apply(model.params, {k: np.zeros((1, 41), np.int32) for k in x})
+
+
+@pytest.mark.parametrize("arch", ["bert", "vit"])
+def test_head_only_matches_full_forward_under_batched_noise(ref, arch):
+    """Skipping non-[CLS] work in the last block changes no logit, and batched-key noise at
+    last-block sites (resid_post, mlp, resid_mid) equals the full run's [CLS] noise."""
+    r = ref(arch)
+    m = r.model
+    n = m.config.n_layers
+    keys = jax.random.split(jax.random.key(5), r.inputs[next(iter(r.inputs))].shape[0])
+    pert = {f"blocks.{i}.hook_resid_post": Noise(keys, 0.3) for i in range(n)}
+    pert[f"blocks.{n - 1}.mlp.hook_post"] = Noise(keys, 0.2)
+    pert[f"blocks.{n - 1}.hook_resid_mid"] = silence(positions=jnp.array([0]), neurons=jnp.arange(m.config.d_model) % 2)
+    full = m.apply(m.params, r.inputs, pert).logits
+    fast = m.apply(m.params, r.inputs, pert, head_only=True).logits
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(full), atol=1e-5)
+    with pytest.raises(ValueError, match="hook_pattern"):
+        m.apply(m.params, r.inputs, {f"blocks.{n - 1}.attn.hook_pattern": Scale(jnp.ones(()))}, head_only=True)

@@ -287,7 +287,7 @@ def _build_kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, 
     def unit(params, prefix, block_ids, offset, grid_point, g, d):
         draw_index = d * D + jnp.arange(D)
         keys = draw_keys(seed, block_ids, 0 if common_noise else g, offset + draw_index)  # [D, inputs]
-        logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k)).logits)(keys)
+        logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k), head_only=True).logits)(keys)
         hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
         return jnp.sum(hits * (draw_index < draws)[:, None, None], axis=0)
 

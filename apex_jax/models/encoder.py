@@ -67,16 +67,20 @@ class Attention(nn.Module):
     cfg: ArchConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None, hooks: Hooks, prefix: str) -> Array:
-        """x: [batch, pos, d_model]; mask: [batch, pos] (1 = token, 0 = padding) or None."""
+    def __call__(self, x: Array, mask: Array | None, hooks: Hooks, prefix: str,
+                 cls_only: bool = False) -> Array:
+        """x: [batch, pos, d_model]; mask: [batch, pos] (1 = token, 0 = padding) or None.
+
+        cls_only: queries (and so every output) only for position 0; keys/values for all."""
         cfg = self.cfg
-        b, p, _ = x.shape
 
-        def heads(name):
-            y = nn.Dense(cfg.d_model, use_bias=cfg.qkv_bias, name=name)(x)
-            return hooks(f"{prefix}.attn.hook_{name}", y.reshape(b, p, cfg.n_heads, cfg.d_head))
+        def heads(name, src):
+            y = nn.Dense(cfg.d_model, use_bias=cfg.qkv_bias, name=name)(src)
+            return hooks(f"{prefix}.attn.hook_{name}", y.reshape(*src.shape[:2], cfg.n_heads, cfg.d_head))
 
-        q, k, v = heads("q"), heads("k"), heads("v")
+        q = heads("q", x[:, :1] if cls_only else x)
+        k, v = heads("k", x), heads("v", x)
+        b, p = q.shape[:2]
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.d_head)
         if mask is not None:
             scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
@@ -98,6 +102,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     cfg: ArchConfig
     index: int
+    cls_only: bool = False  # compute only what position 0's output needs (last block, CLS head)
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None, hooks: Hooks) -> Array:
@@ -105,14 +110,15 @@ class Block(nn.Module):
         x = hooks(f"{p}.hook_resid_pre", x)
         ln_attn, ln_mlp = _layer_norm(cfg, "ln_attn"), _layer_norm(cfg, "ln_mlp")
         attn, mlp = Attention(cfg, name="attn"), MLP(cfg, name="mlp")
+        keep = x[:, :1] if self.cls_only else x  # the residual of the positions computed
         if cfg.norm == "post":  # BERT family: LN(x + sublayer(x))
-            a = hooks(f"{p}.hook_attn_out", attn(x, mask, hooks, p))
-            x = hooks(f"{p}.hook_resid_mid", ln_attn(x + a))
+            a = hooks(f"{p}.hook_attn_out", attn(x, mask, hooks, p, self.cls_only))
+            x = hooks(f"{p}.hook_resid_mid", ln_attn(keep + a))
             m = hooks(f"{p}.hook_mlp_out", mlp(x, hooks, p))
             x = ln_mlp(x + m)
         else:  # ViT: x + sublayer(LN(x))
-            a = hooks(f"{p}.hook_attn_out", attn(ln_attn(x), mask, hooks, p))
-            x = hooks(f"{p}.hook_resid_mid", x + a)
+            a = hooks(f"{p}.hook_attn_out", attn(ln_attn(x), mask, hooks, p, self.cls_only))
+            x = hooks(f"{p}.hook_resid_mid", keep + a)
             m = hooks(f"{p}.hook_mlp_out", mlp(ln_mlp(x), hooks, p))
             x = x + m
         return x  # the caller applies hook_resid_post (a boundary site)
@@ -188,8 +194,10 @@ class Encoder(nn.Module):
     cfg: ArchConfig
 
     @nn.compact
-    def __call__(self, inputs, hooks: Hooks, start: int = 0, stop: int | None = None):
+    def __call__(self, inputs, hooks: Hooks, start: int = 0, stop: int | None = None,
+                 head_only: bool = False):
         cfg = self.cfg
+        head_only = head_only and stop is None and cfg.n_classes is not None
         if start == 0 and not isinstance(inputs, tuple):
             if cfg.is_text:
                 mask = inputs["attention_mask"]
@@ -203,7 +211,8 @@ class Encoder(nn.Module):
             x, mask = inputs  # a cached prefix: (residual entering block `start`, mask)
         for i in range(start, cfg.n_layers if stop is None else stop):
             x = hooks(site_lib.boundary_site(i), x)
-            x = Block(cfg, i, name=f"blocks_{i}")(x, mask, hooks)
+            last = head_only and i == cfg.n_layers - 1
+            x = Block(cfg, i, cls_only=last, name=f"blocks_{i}")(x, mask, hooks)
         if stop is not None:  # prefix mode: the boundary hook of `stop` belongs to the suffix
             return x, mask, None
         x = hooks(site_lib.boundary_site(cfg.n_layers), x)

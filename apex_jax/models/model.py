@@ -100,6 +100,7 @@ class Model:
         perturbations: iv_lib.Perturbations | None = None,
         *,
         capture: Sequence[str] = (),
+        head_only: bool = False,
     ) -> Output:
         """Runs the model; pure in (params, inputs, perturbations).
 
@@ -110,6 +111,11 @@ class Model:
                 `Prefix` from `model.prefix` to run only the rest of the model.
             perturbations: {site: intervention or tuple of interventions}; absent = no-op.
             capture: site names whose activations (after interventions) to return.
+            head_only: skip work only the discarded positions need (DESIGN principle 5): the
+                last block computes queries, attention output and MLP for [CLS] only, so its
+                sites after hook_k/hook_v have one position. Logits are unchanged; per-example
+                (batched-key) noise at those sites equals the full run's [CLS] noise. Not for
+                perturbing the last block's hook_pattern.
 
         Returns:
             Output(logits [batch, n_classes] or None, captured {site: array}).
@@ -120,7 +126,9 @@ class Model:
             args = (inputs.hidden, inputs.mask)
         else:
             args = self._check_inputs(inputs)
-        _, _, logits = self.module.apply({"params": params}, args, hooks, start=start)
+        if head_only and f"blocks.{self.config.n_layers - 1}.attn.hook_pattern" in hooks.perturbations:
+            raise ValueError("head_only=True cannot perturb the last block's attn.hook_pattern; use head_only=False.")
+        _, _, logits = self.module.apply({"params": params}, args, hooks, start=start, head_only=head_only)
         return Output(logits, hooks.captured)
 
     def prefix(
