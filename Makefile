@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-test assets demo test clean
+.PHONY: install install-test assets demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: assets
 
 test: install-test assets
 	$(BIN)/python -m pytest -q
+
+# Benchmark W1 (APEX on the demo's fine-tuned MiniLM vs PyTorch forward hooks): run `make demo`
+# first; writes bench-results/w1.json. Slow (tens of minutes on 2 cores); not part of the tests.
+bench: install-test assets
+	$(BIN)/python benchmarks/run.py --out bench-results --model runs/demo/finetune/model
 
 clean:
 	rm -rf runs bench-results .pytest_cache

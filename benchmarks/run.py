@@ -1,0 +1,519 @@
+"""Benchmark W1: APEX noise sweep on a fine-tuned MiniLM classifier, apex-jax vs PyTorch hooks.
+
+    python benchmarks/run.py --out bench-results [--quick] [--model DIR]
+
+W1: the fine-tuned MiniLM classifier (default /tmp/demo-full/finetune/model), the first 64 test
+sentences of vader-movies, 16 relative σ (logspace 0.01..4, σ x each site's clean RMS as
+`run_apex` does), 64 draws, Gaussian noise on every block's hook_resid_post (6 sites).
+
+Measured in one run (DESIGN.md "Performance protocol"; only ratios from the same run mean
+anything on this shared CPU):
+ 1. ours end to end: `run_apex(...)` on all of W1 (compile time from JAX's monitoring events);
+    then a second `run_apex` call to see whether it recompiles;
+ 2. interleaved rounds: W1's σ grid is cut into S strided segments; each round runs the same
+    segment with ours (the same engine call run_apex makes, with one shared perturb function so
+    it is compiled once in a warm-up), the PyTorch best form (draws x σ batched per sentence at
+    its exact length, inference_mode, all cores) and a slice of the PyTorch reference form (one
+    sentence x one draw per forward). Order alternates between rounds; ratios are medians over
+    rounds, and the sum of our segment counts must equal run_apex's counts bit for bit;
+ 3. the JAX / torch float32 matmul peak;
+ 4. FLOPs (matmuls) per perturbed forward on the padded lengths ours uses, achieved FLOP/s;
+ 5. a profile: compile, per-unit kernel time of a bare replica of the engine's unit (with and
+    without noise), engine overhead, padding and filler waste, orbax checkpoint cost;
+ 6. peak memory (VmHWM, reset after loading) of ours at several K, one subprocess each.
+Writes OUT/w1.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+import flops as fl  # noqa: E402
+
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class CompileEvents:
+    """Sums JAX's compile-time monitoring events (trace, lowering, backend compile)."""
+
+    NAMES = ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration", "backend_compile_duration")
+
+    def __init__(self):
+        import jax.monitoring as mon
+
+        self.total = collections.defaultdict(float)
+        self.by_fun = collections.defaultdict(float)
+        mon.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event: str, duration: float, **kw) -> None:
+        name = event.rsplit("/", 1)[-1]
+        if name in self.NAMES:
+            self.total[name] += duration
+            self.by_fun[f"{name}:{kw.get('fun_name')}"] += duration
+
+    def mark(self):
+        return dict(self.total), dict(self.by_fun)
+
+    def since(self, mark) -> dict:
+        tot, fun = mark
+        d = {k: self.total[k] - tot.get(k, 0.0) for k in self.NAMES}
+        d["seconds"] = sum(d.values())
+        d["backend_compiles_by_function"] = {
+            k.split(":", 1)[1]: round(v - fun.get(k, 0.0), 3) for k, v in self.by_fun.items()
+            if k.startswith("backend_compile_duration:") and v - fun.get(k, 0.0) > 0}
+        return d
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def engine_work(cfg, lengths, G: int, draws: int, D: int, ips: int, upc: int, start: int,
+                cls_only: bool, pad_multiple: int) -> dict:
+    """What the engine executes for a sweep (inputs bucketed as plan_blocks does) vs the useful
+    work (n x G x draws full forwards at each sentence's own length, as PyTorch runs them)."""
+    from apex_jax.engine import sweep as sw
+
+    blocks = sw.plan_blocks(lengths, len(lengths), ips)
+    ndb = math.ceil(draws / D)
+    units = math.ceil(G * ndb / upc) * upc  # executed units per block (filler units included)
+    rows = executed = prefix = 0.0
+    tokens_exec = 0
+    for b in blocks:
+        r = units * D * ips
+        rows += r
+        executed += r * fl.suffix_forward(cfg, b.length, start, cls_only)
+        prefix += ips * (fl.prefix_forward(cfg, b.length, start) + fl.suffix_forward(cfg, b.length, start, False))
+        tokens_exec += ips * b.length
+    useful = len(lengths) * G * draws
+    full = G * draws * sum(fl.full_forward(cfg, int(L)) for L in lengths)
+    return {
+        "blocks": len(blocks), "block_lengths": [b.length for b in blocks],
+        "filler_rows": int(sum((b.rows < 0).sum() for b in blocks)),
+        "executed_units_per_block": units, "executed_row_forwards": int(rows), "useful_forwards": useful,
+        "executed_flops": executed + prefix, "executed_flops_prefix": prefix,
+        "torch_equivalent_flops": full,
+        "tokens_per_draw_executed": tokens_exec, "tokens_per_draw_real": int(sum(lengths)),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="bench-results")
+    p.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, < 2 minutes")
+    p.add_argument("--model", default=None, help=f"HF classifier folder (default {common.DEFAULT_MODEL})")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds = σ segments (default 4)")
+    p.add_argument("--skip-memory", action="store_true")
+    args = p.parse_args()
+    model_path = common.resolve_model(args.model)
+    quick = args.quick
+    S = args.rounds or (2 if quick else 4)
+    draws = 16 if quick else 64
+    mm_n, mm_reps = (1024, 3) if quick else (4096, 5)
+    mem_ks = [16, 64] if quick else [64, 512, 4096]
+    ref_per_sentence = 1 if quick else 2
+    load_start = os.getloadavg()
+
+    log("importing jax, torch, apex_jax")
+    import jax
+    import numpy as np
+    import torch
+
+    import peak
+    import profile_kernel as pk
+    import torch_hooks as th
+    from apex_jax.engine import sweep as sw
+    from apex_jax.engine.sweep import run_sweep
+    from apex_jax.methods import apex as apex_mod
+    from apex_jax.methods.apex import parse_sigmas, parse_sites, run_apex
+
+    events = CompileEvents()
+    res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),
+                 "env": {"python": platform.python_version(), "jax": jax.__version__,
+                         "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                         "jax_devices": [str(d) for d in jax.devices()],
+                         "loadavg_start": load_start, "torch_threads": None}}
+
+    # ------------------------------------------------------------------ workload
+    log(f"loading {model_path} and vader-movies test sentences")
+    model, ds, batch = common.load_w1(model_path, 64)
+    ids = np.asarray(ds.ids)
+    if quick:  # 8 short sentences (one length bucket: one compile per kernel)
+        rows = np.flatnonzero(common.padded_lengths(batch, sw.PAD_MULTIPLE) == 16)[:8]
+        batch, ids = common.subset(batch, rows), ids[rows]
+        sigmas = np.array([0.05, 0.2, 0.5, 1.0], np.float32)
+    else:
+        sigmas = parse_sigmas(common.SIGMA_SPEC)
+    n, G = len(ids), len(sigmas)
+    cfg = model.config
+    sites = parse_sites(model, "resid_post")
+    lengths = np.asarray(batch["attention_mask"]).sum(1).astype(int)
+    res["workload"] = {
+        "model": model_path, "data": "vader-movies test", "n_inputs": n, "sigmas": [float(s) for s in sigmas],
+        "relative_sigma": True, "draws": draws, "sites": sites, "perturbed_forwards": n * G * draws,
+        "sentence_lengths": {"min": int(lengths.min()), "median": float(np.median(lengths)),
+                             "max": int(lengths.max()), "mean": float(lengths.mean())},
+        "max_length": common.MAX_LENGTH,
+    }
+    log(f"W1: {n} sentences x {G} σ x {draws} draws = {n * G * draws} perturbed forwards")
+    tmodel = th.load_hf(model_path)
+    res["env"]["torch_threads"] = torch.get_num_threads()
+
+    # ------------------------------------------------------------------ matmul peak
+    log(f"matmul peak {mm_n}² float32 (JAX and torch interleaved, {mm_reps} reps)")
+    res["matmul_peak"] = peak.matmul_peak(mm_n, mm_reps)
+    jax_peak = res["matmul_peak"]["jax_gflops"]
+    log(f"  JAX {jax_peak:.1f} GFLOP/s, torch {res['matmul_peak']['torch_gflops']:.1f} GFLOP/s")
+
+    # ------------------------------------------------------------------ 1. ours end to end
+    log("ours: run_apex on the whole workload (end to end, compile included)")
+    mk = events.mark()
+    t = time.perf_counter()
+    with common.ForeignLoad() as fload:
+        A = run_apex(model, model.params, batch, ids, sigmas, draws=draws, progress=False)
+    wall = time.perf_counter() - t
+    comp = events.since(mk)
+    st = A.sweep.settings
+    D, ips, upc = st["draws_per_step"], st["inputs_per_step"], st["units_per_call"]
+    fwd = A.sweep.perturbed_forwards
+    res["ours_end_to_end"] = {
+        "wall_seconds": wall, "sweep_seconds": A.sweep.seconds, "perturbed_forwards": fwd,
+        "compile": comp, "forwards_per_second": fwd / wall, "foreign_cores": fload.cores,
+        "forwards_per_second_excluding_compile": fwd / (wall - comp["seconds"]),
+        "settings": {k: st[k] for k in ("draws_per_step", "inputs_per_step", "units_per_call", "blocks", "devices")},
+    }
+    log(f"  {fwd} forwards in {wall:.1f} s ({fwd / wall:.1f}/s); compile {comp['seconds']:.1f} s; "
+        f"excl. compile {fwd / (wall - comp['seconds']):.1f}/s; D={D} inputs/step={ips} units/call={upc}")
+
+    # second call: same arguments but one σ (kernel shapes do not depend on the grid size)
+    log("ours: a second run_apex call (1 σ): does it recompile?")
+    mk = events.mark()
+    t = time.perf_counter()
+    A2 = run_apex(model, model.params, batch, ids, sigmas[:1], draws=draws, progress=False)
+    wall2 = time.perf_counter() - t
+    comp2 = events.since(mk)
+    res["ours_second_call"] = {
+        "sigmas": 1, "wall_seconds": wall2, "compile": comp2,
+        "recompiles": comp2["backend_compile_duration"] > 0.05,
+        "counts_equal_first_call": bool((A2.sweep.counts[:, 0] == A.sweep.counts[:, 0]).all()),
+    }
+    log(f"  recompiles: {res['ours_second_call']['recompiles']} ({comp2['seconds']:.1f} s of {wall2:.1f} s compiling)")
+
+    # ------------------------------------------------------------------ PyTorch set-up
+    rms = [A.site_rms[s] for s in sites]  # blocks.i.hook_resid_post = output of encoder.layer[i]
+    hooks = th.NoiseHooks(tmodel, rms)
+    clean_t = th.clean_predictions(tmodel, batch, range(n))
+    res["torch_setup"] = {"layer_output_types": sorted(hooks.output_types),
+                          "clean_prediction_agreement": float((clean_t == A.clean).mean())}
+    cand = [draws] if quick else [b for b in (64, 128, 256) if b <= max(1, G // S) * draws] or [draws]
+    probe_rows = [int(np.argsort(lengths)[n // 2]), int(np.argsort(lengths)[(3 * n) // 4])]
+    probe = collections.defaultdict(list)
+    for _ in range(1 if quick else 2):
+        for B in cand:
+            sig_p = sigmas[: max(1, B // draws)]
+            sec, _ = th.run_best(tmodel, hooks, batch, probe_rows, sig_p, draws, B, cfg.n_classes)
+            probe[B].append(len(probe_rows) * len(sig_p) * draws / sec)
+    best_B = max(cand, key=lambda B: median(probe[B]))
+    res["torch_setup"]["best_form_batch_probe_forwards_per_second"] = {str(k): v for k, v in probe.items()}
+    res["torch_setup"]["best_form_batch_size"] = best_B
+    log(f"torch: layer outputs are {sorted(hooks.output_types)}; clean agreement "
+        f"{res['torch_setup']['clean_prediction_agreement']:.3f}; best-form batch {best_B} "
+        f"({ {k: round(median(v), 1) for k, v in probe.items()} } fwd/s)")
+
+    # ------------------------------------------------------------------ 2. interleaved rounds
+    try:
+        perturb, _, tag = apex_mod._noise(model, model.params, batch, sites, True)
+    except Exception as e:
+        raise SystemExit(f"apex_jax.methods.apex._noise changed ({e!r}); update benchmarks/run.py") from e
+    log("ours (steady state): warm-up compile of the shared kernel (1 sentence per length bucket)")
+    buckets = common.padded_lengths(batch, sw.PAD_MULTIPLE)
+    warm_rows = np.array([int(np.flatnonzero(buckets == L)[0]) for L in np.unique(buckets)])
+    mk = events.mark()
+    t = time.perf_counter()
+    run_sweep(model, model.params, {k: v[warm_rows] for k, v in batch.items()}, ids[warm_rows], perturb,
+              A.sigmas[:1], sites=sites, draws=draws, seed=0, tag=tag, common_noise=True, progress=False)
+    res["ours_warmup"] = {"wall_seconds": time.perf_counter() - t, "compile": events.since(mk)}
+
+    seg = [np.arange(G)[k::S] for k in range(S)]
+    rounds = []
+    counts_ours = np.zeros_like(A.sweep.counts)
+    counts_torch = np.zeros_like(A.sweep.counts)
+    for r, idx in enumerate(seg):
+        rec = {"sigma_indices": idx.tolist()}
+
+        def ours():
+            mk = events.mark()
+            t = time.perf_counter()
+            R = run_sweep(model, model.params, batch, ids, perturb, A.sigmas[idx], sites=sites, draws=draws,
+                          seed=0, tag=tag, common_noise=True, progress=False)
+            rec["ours_seconds"] = time.perf_counter() - t
+            rec["ours_forwards"] = R.perturbed_forwards
+            rec["ours_compile_seconds"] = events.since(mk)["seconds"]
+            counts_ours[:, idx] = R.counts
+
+        def best():
+            sec, c = th.run_best(tmodel, hooks, batch, range(n), A.sigmas[idx], draws, best_B, cfg.n_classes)
+            rec["best_seconds"], rec["best_forwards"] = sec, n * len(idx) * draws
+            counts_torch[:, idx] = c
+
+        def ref():
+            jobs = [(j, float(A.sigmas[idx][(j + r + k) % len(idx)]))
+                    for k in range(ref_per_sentence) for j in range(n)]
+            sec, _ = th.run_reference(tmodel, hooks, batch, jobs)
+            rec["ref_seconds"], rec["ref_forwards"] = sec, len(jobs)
+
+        for f in ((ours, best, ref) if r % 2 == 0 else (ref, best, ours)):
+            with common.ForeignLoad() as fload:
+                f()
+            rec[f"{f.__name__}_foreign_cores"] = round(fload.cores, 2)
+        for k in ("ours", "best", "ref"):
+            rec[f"{k}_fps"] = rec[f"{k}_forwards"] / rec[f"{k}_seconds"]
+        rec["ours_over_best"] = rec["ours_fps"] / rec["best_fps"]
+        rec["ours_over_ref"] = rec["ours_fps"] / rec["ref_fps"]
+        rounds.append(rec)
+        log(f"round {r + 1}/{S}: ours {rec['ours_fps']:.1f}/s, torch best {rec['best_fps']:.1f}/s, "
+            f"torch reference {rec['ref_fps']:.1f}/s -> ours/best {rec['ours_over_best']:.2f}, "
+            f"ours/ref {rec['ours_over_ref']:.2f}; other processes used "
+            f"{rec['ours_foreign_cores']:.1f}/{rec['best_foreign_cores']:.1f}/{rec['ref_foreign_cores']:.1f} cores")
+    res["rounds"] = rounds
+    tot = {k: sum(r[f"{k}_seconds"] for r in rounds) for k in ("ours", "best", "ref")}
+    fw = {k: sum(r[f"{k}_forwards"] for r in rounds) for k in ("ours", "best", "ref")}
+    ours_fps = fw["ours"] / tot["ours"]
+    res["throughput"] = {
+        "ours_steady_forwards_per_second": ours_fps,
+        "torch_best_forwards_per_second": fw["best"] / tot["best"],
+        "torch_reference_forwards_per_second": fw["ref"] / tot["ref"],
+        "ours_end_to_end_forwards_per_second": res["ours_end_to_end"]["forwards_per_second"],
+        "ours_over_best_median_of_rounds": median([r["ours_over_best"] for r in rounds]),
+        "ours_over_ref_median_of_rounds": median([r["ours_over_ref"] for r in rounds]),
+        "ours_over_best_total_time": tot["best"] / tot["ours"],
+        "torch_reference_extrapolated_w1_seconds": n * G * draws * tot["ref"] / fw["ref"],
+        "torch_best_w1_seconds": tot["best"], "ours_steady_w1_seconds": tot["ours"],
+        "ours_end_to_end_w1_seconds": wall,
+    }
+    # identical work: our segments == run_apex; torch's statistics agree within Monte-Carlo error
+    kept_t = counts_torch[np.arange(n), :, clean_t] / draws
+    res["checks"] = {
+        "segments_equal_run_apex_counts": bool((counts_ours == A.sweep.counts).all()),
+        "mean_consistency_ours": A.consistency.mean(0).round(4).tolist(),
+        "mean_consistency_torch": kept_t.mean(0).round(4).tolist(),
+        "max_abs_diff_mean_consistency": float(np.abs(A.consistency.mean(0) - kept_t.mean(0)).max()),
+        "compile_seconds_in_rounds": sum(r["ours_compile_seconds"] for r in rounds),
+    }
+
+    # ------------------------------------------------------------------ 4/5. FLOPs and achieved FLOP/s
+    start = model.resume_block(sites)
+    import inspect
+
+    cls_only = "head_only=True" in inspect.getsource(sw)
+    work = engine_work(cfg, lengths, G, draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE)
+    # what the rounds executed (a segment of G_s σ may end in a filler unit when G_s % units_per_call)
+    per_round = [engine_work(cfg, lengths, len(idx), draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE)
+                 for idx in seg]
+    rounds_flops = sum(w_["executed_flops"] for w_ in per_round)
+    rounds_units_per_block = sum(w_["executed_units_per_block"] for w_ in per_round)
+    res["flops"] = {
+        "counted": "matmuls only (dense layers, QK^T, PV, pooler, classifier); see benchmarks/flops.py",
+        "engine_starts_at_block": start, "engine_last_block_cls_only": cls_only, **work,
+        "executed_flops_per_useful_forward": work["executed_flops"] / work["useful_forwards"],
+        "torch_flops_per_forward": work["torch_equivalent_flops"] / work["useful_forwards"],
+        "full_forward_flops_at_mean_length": fl.full_forward(cfg, int(round(lengths.mean()))),
+        "rounds_executed_flops": rounds_flops, "rounds_executed_units_per_block": rounds_units_per_block,
+        "ours_executed_gflops_per_second": rounds_flops / tot["ours"] / 1e9,
+        "ours_effective_gflops_per_second": work["torch_equivalent_flops"] / tot["ours"] / 1e9,
+        "torch_best_gflops_per_second": work["torch_equivalent_flops"] / tot["best"] / 1e9,
+        "jax_matmul_peak_gflops": jax_peak,
+    }
+    res["flops"]["ours_executed_fraction_of_jax_peak"] = res["flops"]["ours_executed_gflops_per_second"] / jax_peak
+    res["flops"]["torch_best_fraction_of_torch_peak"] = (
+        res["flops"]["torch_best_gflops_per_second"] / res["matmul_peak"]["torch_gflops"])
+
+    # ------------------------------------------------------------------ profile
+    log("profile: bare replica of the engine's unit kernel per length bucket (noise / no noise)")
+    prof = {"buckets": []}
+    blocks = sw.plan_blocks(lengths, n, ips)
+    for L in sorted({b.length for b in blocks}):
+        rows_L = np.flatnonzero(buckets == L)
+        pb = pk.profile_bucket(model, model.params, sites, perturb, batch, ids, rows_L, L, D, ips, cls_only,
+                               reps=2 if quick else 3)
+        nb = sum(1 for b in blocks if b.length == L)
+        pb["blocks"] = nb
+        pb["analytic_flops_unit"] = D * ips * fl.suffix_forward(cfg, L, start, cls_only)
+        pb["unit_gflops_per_second_noise"] = pb["analytic_flops_unit"] / pb["unit_seconds_noise"] / 1e9
+        pb["unit_gflops_per_second_no_noise"] = pb["analytic_flops_unit"] / pb["unit_seconds_no_noise"] / 1e9
+        prof["buckets"].append(pb)
+        log(f"  L={L}: unit {pb['unit_seconds_noise']:.3f} s with noise, {pb['unit_seconds_no_noise']:.3f} s "
+            f"without ({pb['unit_gflops_per_second_noise']:.1f} / {pb['unit_gflops_per_second_no_noise']:.1f} GFLOP/s)")
+    units = rounds_units_per_block  # units the steady-state rounds executed per block
+    kern = sum(pb["blocks"] * units * pb["unit_seconds_noise"] for pb in prof["buckets"])
+    kern_nn = sum(pb["blocks"] * units * pb["unit_seconds_no_noise"] for pb in prof["buckets"])
+    e2e_compile = res["ours_end_to_end"]["compile"]["seconds"]
+    prof["w1_seconds"] = {
+        "ours_end_to_end": wall, "compile_in_end_to_end": e2e_compile, "ours_steady": tot["ours"],
+        "bare_unit_kernels_with_noise": kern, "bare_unit_kernels_without_noise": kern_nn,
+        "noise_generation": kern - kern_nn,
+        "engine_overhead_vs_bare_kernels": tot["ours"] - kern,
+    }
+    prof["shares_of_end_to_end"] = {
+        "compile": e2e_compile / wall,
+        "matmul_and_rest_of_model": kern_nn / wall,
+        "noise_generation": (kern - kern_nn) / wall,
+        "engine_overhead": (tot["ours"] - kern) / wall,
+        "other (calibration, prefix, dispatch, noise of measurement)": 1 - (e2e_compile + tot["ours"]) / wall,
+    }
+    prof["waste"] = {
+        "filler_rows_share_of_executed": 1 - work["useful_forwards"] / work["executed_row_forwards"],
+        "padded_tokens_over_real_tokens": work["tokens_per_draw_executed"]
+        / (work["tokens_per_draw_real"] * work["executed_row_forwards"] / work["useful_forwards"]),
+        "executed_flops_over_torch_flops": work["executed_flops"] / work["torch_equivalent_flops"],
+    }
+    if not quick:  # orbax: the cost of checkpointing after every chunk (run_dir given)
+        log("profile: orbax checkpoint cost (run_dir) on the shortest bucket, 4 σ")
+        rows_o = np.flatnonzero(buckets == min(buckets))
+        bo = {k: v[rows_o] for k, v in batch.items()}
+        sig_o = A.sigmas[:4]
+        times = collections.defaultdict(list)
+        saves = math.ceil(len(rows_o) / ips) * math.ceil(4 / upc)
+        for rep in range(2):
+            for with_dir in (False, True):
+                with tempfile.TemporaryDirectory() as d:
+                    t = time.perf_counter()
+                    run_sweep(model, model.params, bo, ids[rows_o], perturb, sig_o, sites=sites, draws=draws,
+                              seed=0, tag=tag, common_noise=True, progress=False,
+                              run_dir=d if with_dir else None)
+                    times[with_dir].append(time.perf_counter() - t)
+        prof["orbax"] = {"seconds_without_run_dir": times[False], "seconds_with_run_dir": times[True],
+                         "checkpoint_saves": saves,
+                         "seconds_per_save": (median(times[True]) - median(times[False])) / saves}
+        log(f"  {prof['orbax']['seconds_per_save']:.3f} s per checkpoint save")
+    res["profile"] = prof
+
+    # ------------------------------------------------------------------ 6. memory
+    if not args.skip_memory:
+        mem = []
+        for K in mem_ks:
+            log(f"memory: run_apex with K={K} draws (8 sentences x 1 σ) in a fresh process")
+            out = subprocess.run([sys.executable, str(HERE / "memory.py"), "--model", model_path,
+                                  "--draws", str(K), "--n", "8", "--n-sigmas", "1", "--bucket", "16"],
+                                 capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"memory.py failed for K={K}:\n{out.stderr[-3000:]}")
+            mem.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            log(f"  peak RSS during the sweep {mem[-1]['peak_sweep_mb']:.0f} MB (RSS before it "
+                f"{mem[-1]['rss_before_sweep_mb']:.0f} MB), draws_per_step {mem[-1]['draws_per_step']}")
+        peaks = [m["peak_sweep_mb"] for m in mem]
+        same = [m["peak_sweep_mb"] for m in mem if m["draws_per_step"] == mem[-1]["draws_per_step"]]
+        res["memory"] = {"runs": mem, "max_over_min_peak": max(peaks) / min(peaks),
+                         "largest_K_over_smallest_K_with_same_draws_per_step": max(same) / min(same),
+                         "Ks_with_same_draws_per_step": [m["draws"] for m in mem
+                                                         if m["draws_per_step"] == mem[-1]["draws_per_step"]]}
+
+    # ------------------------------------------------------------------ targets
+    th_ = res["throughput"]
+    targets = {
+        "ours >= 3x torch reference form": (th_["ours_over_ref_median_of_rounds"], 3.0),
+        "ours >= 1.0x torch best form (identical work)": (th_["ours_over_best_median_of_rounds"], 1.0),
+        "ours >= 60% of JAX matmul peak": (res["flops"]["ours_executed_fraction_of_jax_peak"], 0.60),
+    }
+    res["targets"] = {k: {"value": v, "target": t, "pass": v >= t} for k, (v, t) in targets.items()}
+    if "memory" in res:
+        v = res["memory"]["max_over_min_peak"]
+        res["targets"]["memory flat in K (max/min peak RSS <= 1.10)"] = {"value": v, "target": 1.10, "pass": v <= 1.10}
+    res["env"]["loadavg_end"] = os.getloadavg()
+    res["total_seconds"] = time.perf_counter() - T0
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "w1.json").write_text(json.dumps(res, indent=2, default=float))
+    print_table(res)
+    print(f"\nwrote {out_dir / 'w1.json'} ({res['total_seconds']:.0f} s)")
+    return 0
+
+
+def print_table(res: dict) -> None:
+    w, th_, f, pr = res["workload"], res["throughput"], res["flops"], res["profile"]
+    e2e = res["ours_end_to_end"]
+    print(f"\nW1 ({res['mode']}): {w['n_inputs']} sentences x {len(w['sigmas'])} σ x {w['draws']} draws = "
+          f"{w['perturbed_forwards']} perturbed forwards; noise on {len(w['sites'])} hook_resid_post sites")
+    print(f"machine: {res['env']['cpu_count']} CPUs, load average {res['env']['loadavg_start'][0]:.1f} -> "
+          f"{res['env']['loadavg_end'][0]:.1f} (shared: quote ratios)")
+    rows = [
+        ("ours steady state (excl. compile)", th_["ours_steady_forwards_per_second"], th_["ours_steady_w1_seconds"]),
+        ("ours end to end (run_apex, incl. compile)", th_["ours_end_to_end_forwards_per_second"], e2e["wall_seconds"]),
+        (f"torch best form (batch {res['torch_setup']['best_form_batch_size']})",
+         th_["torch_best_forwards_per_second"], th_["torch_best_w1_seconds"]),
+        ("torch reference form (batch 1, extrapolated)", th_["torch_reference_forwards_per_second"],
+         th_["torch_reference_extrapolated_w1_seconds"]),
+    ]
+    print(f"\n{'':46s}{'fwd/s':>9s}{'W1 s':>9s}")
+    for name, fps, sec in rows:
+        print(f"{name:46s}{fps:9.1f}{sec:9.1f}")
+    fc = [(r["ours_foreign_cores"], r["best_foreign_cores"], r["ref_foreign_cores"]) for r in res["rounds"]]
+    print("other processes' CPU use during rounds (cores; ours/best/reference): "
+          + ", ".join(f"{a:.1f}/{b:.1f}/{c:.1f}" for a, b, c in fc)
+          + f"; during ours end to end {e2e['foreign_cores']:.1f}")
+    print(f"\nratios (median over {len(res['rounds'])} interleaved rounds): ours/best "
+          f"{th_['ours_over_best_median_of_rounds']:.2f} (total time {th_['ours_over_best_total_time']:.2f}), "
+          f"ours/reference {th_['ours_over_ref_median_of_rounds']:.2f}")
+    print(f"compile: {e2e['compile']['seconds']:.1f} s of {e2e['wall_seconds']:.1f} s end to end; "
+          f"second run_apex call recompiles: {res['ours_second_call']['recompiles']}")
+    mp = res["matmul_peak"]
+    print(f"\nmatmul peak {mp['n']}² f32: JAX {mp['jax_gflops']:.1f} GFLOP/s, torch {mp['torch_gflops']:.1f} GFLOP/s")
+    print(f"FLOPs per perturbed forward: ours executes {f['executed_flops_per_useful_forward'] / 1e6:.1f} M "
+          f"(padded, from block {f['engine_starts_at_block']}, last block CLS-only: {f['engine_last_block_cls_only']}, "
+          f"filler rows incl.); torch {f['torch_flops_per_forward'] / 1e6:.1f} M (6 layers, exact lengths)")
+    print(f"achieved: ours {f['ours_executed_gflops_per_second']:.1f} GFLOP/s executed "
+          f"({100 * f['ours_executed_fraction_of_jax_peak']:.0f}% of JAX peak), "
+          f"{f['ours_effective_gflops_per_second']:.1f} effective; torch best {f['torch_best_gflops_per_second']:.1f} "
+          f"({100 * f['torch_best_fraction_of_torch_peak']:.0f}% of torch peak)")
+    print("\nprofile (W1 seconds):")
+    for k, v in pr["w1_seconds"].items():
+        print(f"  {k:40s}{v:9.1f}")
+    for b in pr["buckets"]:
+        print(f"  bucket L={b['length']:<3d} x{b['blocks']} blocks: unit {b['unit_seconds_noise']:.3f} s "
+              f"({b['unit_gflops_per_second_noise']:.1f} GFLOP/s), without noise {b['unit_seconds_no_noise']:.3f} s "
+              f"({b['unit_gflops_per_second_no_noise']:.1f} GFLOP/s)")
+    wa = pr["waste"]
+    print(f"  waste: filler rows {100 * wa['filler_rows_share_of_executed']:.0f}% of executed rows, padded/real tokens "
+          f"{wa['padded_tokens_over_real_tokens']:.2f}, executed/torch FLOPs {wa['executed_flops_over_torch_flops']:.2f}")
+    if "orbax" in pr:
+        print(f"  orbax checkpoint: {pr['orbax']['seconds_per_save']:.3f} s per save (only with run_dir)")
+    if "memory" in res:
+        print("\npeak memory of the sweep phase (VmHWM after a reset; fresh process per K):")
+        for m in res["memory"]["runs"]:
+            print(f"  K={m['draws']:<5d} peak {m['peak_sweep_mb']:7.0f} MB (RSS before sweep {m['rss_before_sweep_mb']:.0f} MB, "
+                  f"+{m['peak_sweep_mb'] - m['rss_before_sweep_mb']:.0f}), "
+                  f"draws_per_step {m['draws_per_step']}, {m['perturbed_forwards']} forwards in {m['seconds']:.0f} s")
+        mm = res["memory"]
+        print(f"  max/min peak over K: {mm['max_over_min_peak']:.2f}; over K={mm['Ks_with_same_draws_per_step']} "
+              f"(same micro-batch): {mm['largest_K_over_smallest_K_with_same_draws_per_step']:.2f}")
+    c = res["checks"]
+    print(f"\nchecks: segment counts == run_apex counts: {c['segments_equal_run_apex_counts']}; "
+          f"max |Δ mean consistency| ours vs torch {c['max_abs_diff_mean_consistency']:.3f}; "
+          f"clean agreement {res['torch_setup']['clean_prediction_agreement']:.3f}")
+    print("\ntargets:")
+    for k, v in res["targets"].items():
+        print(f"  {'PASS' if v['pass'] else 'FAIL'}  {k}: {v['value']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
