@@ -143,10 +143,6 @@ def normalize_keys(cfg_arch: str, state: Mapping[str, np.ndarray]) -> dict[str, 
     return out
 
 
-def has_weight(state: Mapping[str, np.ndarray], key: str) -> bool:
-    return key in state
-
-
 def to_params(cfg: ArchConfig, state: Mapping[str, np.ndarray], ignore: Iterable[str] = ()) -> dict:
     """HF state dict (already `normalize_keys`-ed) -> nested params dict of numpy arrays.
 
