@@ -88,18 +88,20 @@ def median(xs):
 
 
 def engine_work(cfg, lengths, G: int, draws: int, D: int, ips: int, upc: int, start: int,
-                cls_only: bool, pad_multiple: int) -> dict:
+                cls_only: bool, pad_multiple: int, Gs: int = 1) -> dict:
     """What the engine executes for a sweep (inputs bucketed as plan_blocks does) vs the useful
     work (n x G x draws full forwards at each sentence's own length, as PyTorch runs them)."""
     from apex_jax.engine import sweep as sw
 
     blocks = sw.plan_blocks(lengths, len(lengths), ips)
     ndb = math.ceil(draws / D)
-    units = math.ceil(G * ndb / upc) * upc  # executed units per block (filler units included)
+    # executed units per block: filler units of a chunk's tail are skipped (lax.cond), filler
+    # grid slots of a unit are not
+    units = math.ceil(G / Gs) * ndb
     rows = executed = prefix = 0.0
     tokens_exec = 0
     for b in blocks:
-        r = units * D * ips
+        r = units * Gs * D * ips
         rows += r
         executed += r * fl.suffix_forward(cfg, b.length, start, cls_only)
         prefix += ips * (fl.prefix_forward(cfg, b.length, start) + fl.suffix_forward(cfg, b.length, start, False))
@@ -193,13 +195,13 @@ def main() -> int:
     wall = time.perf_counter() - t
     comp = events.since(mk)
     st = A.sweep.settings
-    D, ips, upc = st["draws_per_step"], st["inputs_per_step"], st["units_per_call"]
+    D, ips, upc, Gs = st["draws_per_step"], st["inputs_per_step"], st["units_per_call"], st["grid_per_step"]
     fwd = A.sweep.perturbed_forwards
     res["ours_end_to_end"] = {
         "wall_seconds": wall, "sweep_seconds": A.sweep.seconds, "perturbed_forwards": fwd,
         "compile": comp, "forwards_per_second": fwd / wall, "foreign_cores": fload.cores,
         "forwards_per_second_excluding_compile": fwd / (wall - comp["seconds"]),
-        "settings": {k: st[k] for k in ("draws_per_step", "inputs_per_step", "units_per_call", "blocks", "devices")},
+        "settings": {k: st[k] for k in ("draws_per_step", "grid_per_step", "inputs_per_step", "units_per_call", "blocks", "devices")},
     }
     log(f"  {fwd} forwards in {wall:.1f} s ({fwd / wall:.1f}/s); compile {comp['seconds']:.1f} s; "
         f"excl. compile {fwd / (wall - comp['seconds']):.1f}/s; D={D} inputs/step={ips} units/call={upc}")
@@ -241,7 +243,8 @@ def main() -> int:
 
     # ------------------------------------------------------------------ 2. interleaved rounds
     try:
-        perturb, _, tag = apex_mod._noise(model, model.params, batch, sites, True)
+        perturb, scale, _, tag = apex_mod._noise(model, model.params, batch, sites, True)
+        grid_of = lambda sig: apex_mod._noise_grid(sig, scale)
     except Exception as e:
         raise SystemExit(f"apex_jax.methods.apex._noise changed ({e!r}); update benchmarks/run.py") from e
     log("ours (steady state): warm-up compile of the shared kernel (1 sentence per length bucket)")
@@ -250,7 +253,7 @@ def main() -> int:
     mk = events.mark()
     t = time.perf_counter()
     run_sweep(model, model.params, {k: v[warm_rows] for k, v in batch.items()}, ids[warm_rows], perturb,
-              A.sigmas[:1], sites=sites, draws=draws, seed=0, tag=tag, common_noise=True, progress=False)
+              grid_of(A.sigmas[:1]), sites=sites, draws=draws, seed=0, tag=tag, common_noise=True, progress=False)
     res["ours_warmup"] = {"wall_seconds": time.perf_counter() - t, "compile": events.since(mk)}
 
     seg = [np.arange(G)[k::S] for k in range(S)]
@@ -263,7 +266,7 @@ def main() -> int:
         def ours():
             mk = events.mark()
             t = time.perf_counter()
-            R = run_sweep(model, model.params, batch, ids, perturb, A.sigmas[idx], sites=sites, draws=draws,
+            R = run_sweep(model, model.params, batch, ids, perturb, grid_of(A.sigmas[idx]), sites=sites, draws=draws,
                           seed=0, tag=tag, common_noise=True, progress=False)
             rec["ours_seconds"] = time.perf_counter() - t
             rec["ours_forwards"] = R.perturbed_forwards
@@ -325,9 +328,9 @@ def main() -> int:
     import inspect
 
     cls_only = "head_only=True" in inspect.getsource(sw)
-    work = engine_work(cfg, lengths, G, draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE)
+    work = engine_work(cfg, lengths, G, draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE, Gs)
     # what the rounds executed (a segment of G_s σ may end in a filler unit when G_s % units_per_call)
-    per_round = [engine_work(cfg, lengths, len(idx), draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE)
+    per_round = [engine_work(cfg, lengths, len(idx), draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE, Gs)
                  for idx in seg]
     rounds_flops = sum(w_["executed_flops"] for w_ in per_round)
     rounds_units_per_block = sum(w_["executed_units_per_block"] for w_ in per_round)

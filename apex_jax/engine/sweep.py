@@ -1,8 +1,10 @@
 """The streaming sweep engine: K perturbed forward passes per (input, grid point), reduced on device.
 
-Work is cut into *units*: (input block b, grid point g, draw block d). A unit runs one compiled
-kernel of fixed shape — `draws_per_step` draws × `inputs_per_step` inputs × the block's padded
-length — and returns class counts [inputs_per_step, n_classes]. Because every unit has the same
+Work is cut into *units*: (input block b, grid block, draw block d). A unit runs one compiled
+kernel of fixed shape — `grid_per_step` grid points × `draws_per_step` draws × `inputs_per_step`
+inputs × the block's padded length — and returns class counts [grid_per_step, inputs_per_step,
+n_classes]. Many draws per step suit noise sweeps; many grid points per step suit deterministic
+sweeps (one draw, e.g. silencing masks), so both fill the micro-batch. Because every unit has the same
 kernel shape, XLA's numerics cannot depend on how units are grouped:
 
 * a *chunk* is `units_per_call` units of one input block, run by one jitted call with
@@ -13,7 +15,7 @@ kernel shape, XLA's numerics cannot depend on how units are grouped:
 * counts are integers summed on the host, so their order does not matter either.
 
 Results are therefore bitwise identical across chunk sizes, input order, device count and
-resumption (for a fixed micro-batch `draws_per_step` × `inputs_per_step`).
+resumption (for a fixed micro-batch `grid_per_step` × `draws_per_step` × `inputs_per_step`).
 
 Prefix caching: activations before the first perturbed site are computed once per input block
 (`Model.prefix`) and reused by every grid point and draw.
@@ -101,7 +103,8 @@ def _block_inputs(inputs: dict[str, np.ndarray], block: Block, pad_id: int) -> d
 
 
 def default_micro_batch(model: Model, length: int, draws: int, memory_budget: float) -> int:
-    """Largest power-of-two draws per step whose activations fit the memory budget (bytes)."""
+    """Largest power-of-two rows per step (up to `draws`) whose activations fit the memory
+    budget (bytes)."""
     c = model.config
     tokens = max(length, (c.n_patches + 1) if not c.is_text else 1)
     # live float32 activations of one layer of one draw (q,k,v,z,residuals, MLP, attention)
@@ -134,6 +137,7 @@ def run_sweep(
     common_noise: bool = False,
     per_input_grid: bool = False,
     draw_offset: int = 0,
+    grid_per_step: int | None = None,
 ) -> SweepResult:
     """Runs K perturbed forwards per (input, grid point) and counts predicted classes.
 
@@ -146,8 +150,10 @@ def run_sweep(
         grid: pytree of arrays with a leading grid axis G (e.g. σ values [G]).
         sites: the sites `perturb` touches (decides the cached prefix).
         draws: K, draws per (input, grid point).
-        draws_per_step, inputs_per_step: the fixed micro-batch (kernel shape); draws_per_step
-            defaults to the largest power of two that fits `memory_budget` bytes.
+        draws_per_step, inputs_per_step, grid_per_step: the fixed micro-batch (kernel shape).
+            By default draws_per_step is the largest power of two <= draws that fits
+            `memory_budget` bytes, and grid_per_step fills what the budget leaves (a power of
+            two, at most the grid size rounded up to one).
         units_per_call: units per jitted call (default: ~2 per device, at least 1 draw block).
         mesh: 1-D mesh to shard units over (default: all local devices).
         run_dir: folder for resumable checkpoints (orbax).
@@ -183,10 +189,16 @@ def run_sweep(
     text = model.config.is_text
     lengths = np.asarray(inputs["attention_mask"]).sum(1) if text else None
     blocks = plan_blocks(lengths, n, inputs_per_step)
+    longest = max(b.length for b in blocks)
     if draws_per_step is None:
-        longest = max(b.length for b in blocks)
         draws_per_step = default_micro_batch(model, longest, draws, memory_budget / inputs_per_step)
+    if grid_per_step is None:
+        grid_per_step = default_micro_batch(model, longest, 1 << max(0, G - 1).bit_length(),
+                                            memory_budget / (inputs_per_step * draws_per_step))
+    if draws_per_step < 1 or grid_per_step < 1 or inputs_per_step < 1:
+        raise ValueError("draws_per_step, grid_per_step and inputs_per_step must be >= 1.")
     n_draw_blocks = math.ceil(draws / draws_per_step)
+    n_grid_blocks = math.ceil(G / grid_per_step)
     mesh = mesh or jax.make_mesh((jax.device_count(),), ("units",))
     n_dev = mesh.devices.size
     if units_per_call is None:
@@ -196,6 +208,7 @@ def run_sweep(
     settings = {
         "n_inputs": n, "grid_size": G, "draws": draws, "seed": seed, "sites": list(sites),
         "draws_per_step": draws_per_step, "inputs_per_step": inputs_per_step,
+        "grid_per_step": grid_per_step,
         "n_classes": C, "tag": tag, "common_noise": common_noise, "per_input_grid": per_input_grid,
         "draw_offset": draw_offset,
     }
@@ -204,8 +217,8 @@ def run_sweep(
         raise ValueError("resumable sweeps (run_dir) are single-process for now; drop run_dir.")
     store = _Store(run_dir, fingerprint) if run_dir is not None else None
     counts = np.zeros((n, G, C), np.int64)
-    # unit u = (block, grid index, draw block), block-major so a block's prefix is built once
-    units_per_block = G * n_draw_blocks
+    # unit u = (block, grid block, draw block), block-major so a block's prefix is built once
+    units_per_block = n_grid_blocks * n_draw_blocks
     done = np.zeros(len(blocks) * units_per_block, bool)
     if store is not None and store.exists():
         counts, done = store.restore(counts, done)
@@ -213,10 +226,11 @@ def run_sweep(
     if per_input_grid and any(np.shape(l)[1:2] != (n,) for l in leaves):
         raise ValueError(f"per_input_grid needs grid leaves of shape [G, {n}, ...]; got {[np.shape(l) for l in leaves]}.")
     kernel = _kernels(model, mesh, perturb, seed, draws, draws_per_step, C, common_noise)
+    Gs = grid_per_step
     clean = np.zeros(n, np.int64)
     t0 = time.perf_counter()
     computed = 0
-    bar = _progress(int((~done).sum()) * draws_per_step * inputs_per_step, progress)
+    bar = _progress(int((~done).sum()) * Gs * draws_per_step * inputs_per_step, progress)
     for bi, block in enumerate(blocks):
         batch = _block_inputs(inputs, block, model.config.pad_token_id)
         real = block.rows >= 0
@@ -231,25 +245,31 @@ def run_sweep(
         for s in range(0, len(todo), units_per_call):
             chunk = todo[s : s + units_per_call]
             local = np.asarray(chunk) - bi * units_per_block
-            g_idx = np.zeros(units_per_call, np.int32)
-            d_idx = np.full(units_per_call, n_draw_blocks, np.int32)  # filler: every draw invalid
-            g_idx[: len(chunk)] = local // n_draw_blocks
+            # grid indices per unit [units, Gs]; -1 marks filler grid slots and filler units
+            g_idx = np.full((units_per_call, Gs), -1, np.int32)
+            d_idx = np.zeros(units_per_call, np.int32)
+            g_first = (local // n_draw_blocks) * Gs
+            g_idx[: len(chunk)] = g_first[:, None] + np.arange(Gs)
+            g_idx[g_idx >= G] = -1
             d_idx[: len(chunk)] = local % n_draw_blocks
-            if per_input_grid:  # [G, n, ...] -> [units, inputs_per_step, ...]
+            take = np.maximum(g_idx, 0)
+            if per_input_grid:  # [G, n, ...] -> [units, Gs, inputs_per_step, ...]
                 rows = np.maximum(block.rows, 0)
-                points = jax.tree.map(lambda a: np.asarray(a)[g_idx][:, rows], grid)
+                points = jax.tree.map(lambda a: np.asarray(a)[take][:, :, rows], grid)
             else:
-                points = jax.tree.map(lambda a: np.asarray(a)[g_idx], grid)
+                points = jax.tree.map(lambda a: np.asarray(a)[take], grid)
             per_unit = jax.tree.map(lambda a: _global_array(a, kernel.unit_sharding), (points, g_idx, d_idx))
             out = _to_host(kernel.chunk(params, prefix, block_ids, np.int32(draw_offset), *per_unit))
+            n_real = int(real.sum())
             for j, u in enumerate(chunk):
-                counts[block.rows[real], g_idx[j]] += out[j][real]
+                for gi_local, gi in enumerate(g_idx[j]):
+                    if gi >= 0:
+                        counts[block.rows[real], gi] += out[j, gi_local][real]
+                        computed += min(draws_per_step, draws - d_idx[j] * draws_per_step) * n_real
                 done[u] = True
-            n_valid = sum(min(draws_per_step, draws - d_idx[j] * draws_per_step) for j in range(len(chunk)))
-            computed += n_valid * int(real.sum())
             if store is not None:
                 store.save(counts, done)
-            bar.update(len(chunk) * draws_per_step * inputs_per_step)
+            bar.update(len(chunk) * Gs * draws_per_step * inputs_per_step)
     bar.close()
     return SweepResult(counts, clean, draws, time.perf_counter() - t0, computed,
                        {**settings, "units_per_call": units_per_call, "devices": n_dev,
@@ -284,12 +304,20 @@ def _build_kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, 
                    common_noise: bool) -> _Kernels:
     traces: list = []
 
-    def unit(params, prefix, block_ids, offset, grid_point, g, d):
+    def one_point(params, prefix, block_ids, offset, grid_point, g, d):
         draw_index = d * D + jnp.arange(D)
-        keys = draw_keys(seed, block_ids, 0 if common_noise else g, offset + draw_index)  # [D, inputs]
+        keys = draw_keys(seed, block_ids, 0 if common_noise else jnp.maximum(g, 0), offset + draw_index)
         logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k), head_only=True).logits)(keys)
         hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
-        return jnp.sum(hits * (draw_index < draws)[:, None, None], axis=0)
+        valid = (draw_index < draws) & (g >= 0)
+        return jnp.sum(hits * valid[:, None, None], axis=0)
+
+    def unit(params, prefix, block_ids, offset, grid_points, g, d):  # Gs grid points at once
+        run = lambda: jax.vmap(lambda p, gi: one_point(params, prefix, block_ids, offset, p, gi, d))(grid_points, g)
+        # filler units (a chunk's tail) skip the forward entirely: lax.map runs units one by
+        # one, so this is a real branch, not a select
+        skip = lambda: jax.lax.pcast(jnp.zeros((g.shape[0], len(block_ids), C), jnp.int32), ("units",), to="varying")
+        return jax.lax.cond(jnp.any(g >= 0), run, skip)
 
     def local_chunk(params, prefix, block_ids, offset, grid_points, g_idx, d_idx):
         traces.append(1)

@@ -16,6 +16,7 @@ escape point, and lets the adaptive bisection (`adaptive_escape`) reproduce the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Sequence
@@ -175,26 +176,39 @@ def run_apex(
     sites = list(sites or parse_sites(model, "resid_post"))
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}.")
-    perturb, rms, tag = _noise(model, params, batch, sites, relative)
-    sweep = run_sweep(model, params, batch, ids, perturb, sigmas, sites=sites, draws=draws,
+    perturb, scale, rms, tag = _noise(model, params, batch, sites, relative)
+    sweep = run_sweep(model, params, batch, ids, perturb, _noise_grid(sigmas, scale), sites=sites, draws=draws,
                       seed=seed, tag=tag, common_noise=True, **sweep_kw)
     return ApexResult(sigmas, sites, sweep, threshold, rms)
 
 
 def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool):
-    """The perturbation function σ -> {site: Noise} (σ a scalar, or one σ per input)."""
+    """The perturbation function and the per-site noise scales (RMS or 1) [S]. The function is
+    cached per site list, and the scales travel as grid leaves, so sweeps on other inputs or
+    models of the same architecture reuse one compiled kernel."""
     rms = calibrate_rms(model, params, batch, sites) if relative else None
-    scale = [rms[s] if rms else 1.0 for s in sites]
+    scale = np.asarray([rms[s] if rms else 1.0 for s in sites], np.float32)
+    return _noise_fn(tuple(sites)), scale, rms, f"apex sites={list(sites)} relative={relative}"
 
-    def perturb(sigma, keys):
+
+@functools.lru_cache(maxsize=64)
+def _noise_fn(sites: tuple[str, ...]):
+    def perturb(point, keys):
+        sigma, scale = point["sigma"], point["scale"]  # [] and [S], or [inputs] and [inputs, S]
         pert = {}
-        for s, c in zip(sites, scale):
+        for i, s in enumerate(sites):
             ndim = site_lib.layout(s).count(",") + 1
-            sig = jnp.reshape(sigma, jnp.shape(sigma) + (1,) * (ndim - 1)) if jnp.ndim(sigma) else sigma
-            pert[s] = Noise(keys, sig * c)
+            std = sigma * scale[..., i]
+            pert[s] = Noise(keys, jnp.reshape(std, jnp.shape(std) + (1,) * (ndim - 1)) if jnp.ndim(std) else std)
         return pert
 
-    return perturb, rms, f"apex sites={list(sites)} relative={relative} rms={sorted(rms.items()) if rms else None}"
+    return perturb
+
+
+def _noise_grid(sigmas: np.ndarray, scale: np.ndarray) -> dict:
+    """Grid leaves for `_noise_fn`: σ [G] or [G, n] with the site scales broadcast beside it."""
+    sigmas = np.asarray(sigmas, np.float32)
+    return {"sigma": sigmas, "scale": np.broadcast_to(scale, sigmas.shape + scale.shape).copy()}
 
 
 @dataclasses.dataclass
@@ -251,7 +265,7 @@ def adaptive_escape(
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1); got {delta}.")
     sites = list(sites or parse_sites(model, "resid_post"))
-    perturb, _, tag = _noise(model, params, batch, sites, relative)
+    perturb, scale, _, tag = _noise(model, params, batch, sites, relative)
     n = len(ids)
     stage = stage_draws or draws
     looks = draws // stage
@@ -268,7 +282,7 @@ def adaptive_escape(
             r = np.flatnonzero(undecided)
             sub = {k: np.asarray(v)[rows[r]] for k, v in batch.items()}
             res = run_sweep(model, params, sub, ids[rows[r]], perturb,
-                            sigma_per_input[:, r].astype(np.float32), draw_offset=look * stage, **kw)
+                            _noise_grid(sigma_per_input[:, r], scale), draw_offset=look * stage, **kw)
             stats["forwards"] += res.perturbed_forwards
             stats["seconds"] += res.seconds
             kept_count[r] += res.kept * stage
