@@ -1,0 +1,158 @@
+"""SYNAPSE weight- and logit-space manipulations of the classifier head, never in place.
+
+The final linear classifier reads the head's input h = `head.hook_cls` [n, H]:
+logits = h @ kernel + bias, kernel [H, C]. Every manipulation here changes only that layer, so
+its effect on any input follows from h and the new (kernel, bias) exactly — no forward pass of
+the encoder per magnitude. `apply_head` computes that; `manipulated_params` returns the whole
+parameter tree with the new head (a copy: the model is never modified), and the tests check
+that `model.apply` with it gives the same logits.
+
+* logit bias: bias[target] += b. The smallest b that sends input i to the target is
+  max_{c≠t} z_ic − z_it (ties go to the lowest class index, as argmax does), so the bias that
+  sends a share x of inputs is a quantile of those values (`bias_to_redirect`).
+* column push: kernel[j, target] += Δ for the target's top neurons j; with `balanced=True`
+  the other classes' columns get −Δ/(C−1) at those neurons, so each neuron's total weight is
+  unchanged and the push is a pure redistribution.
+* bit flip: flips one exponent bit (23..30 of IEEE float32) of kernel[j, target] for the
+  chosen neurons: bit 30 multiplies a weight of magnitude in [2^-126, 1) by 2^128, turns one
+  in [1, 2) into inf/NaN and one in [2, 4) into a denormal below 2^-125.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+EXPONENT_BITS = tuple(range(23, 31))
+
+
+def head_weights(params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The final classifier's (kernel [H, C], bias [C]) as float32 numpy copies."""
+    try:
+        layer = params["head"]["classifier"]
+    except (KeyError, TypeError) as e:
+        raise ValueError("params have no head.classifier layer; load the model with num_labels=N.") from e
+    return np.array(layer["kernel"], np.float32), np.array(layer["bias"], np.float32)
+
+
+def apply_head(h: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Logits [n, C] (or [M, n, C] for stacked kernels [M, H, C] / biases [M, C])."""
+    h = np.asarray(h, np.float32)
+    return np.einsum("nh,...hc->...nc", h, kernel) + np.asarray(bias)[..., None, :]
+
+
+def manipulated_params(params: Any, kernel: np.ndarray, bias: np.ndarray) -> Any:
+    """A copy of `params` whose classifier is (kernel, bias); `params` is left unchanged."""
+    head = dict(params["head"])
+    head["classifier"] = {**head["classifier"], "kernel": jax.numpy.asarray(kernel),
+                          "bias": jax.numpy.asarray(bias)}
+    return {**params, "head": head}
+
+
+def _check_target(target: int, n_classes: int) -> None:
+    if not 0 <= target < n_classes:
+        raise ValueError(f"target class {target} is outside [0, {n_classes}).")
+
+
+def _check_neurons(neurons: Sequence[int], width: int) -> np.ndarray:
+    neurons = np.asarray(neurons, np.int64).ravel()
+    if neurons.size and (neurons.min() < 0 or neurons.max() >= width):
+        raise ValueError(f"neuron indices must lie in [0, {width}); got {neurons.min()}..{neurons.max()}.")
+    return neurons
+
+
+def bias_needed(logits: np.ndarray, target: int) -> np.ndarray:
+    """Per input, the smallest bias on the target logit that makes argmax pick the target [n]
+    (0 where it already does). Ties: argmax takes the lowest index, so a target above a tied
+    class needs a strictly larger logit; the result is the next float32 above the gap."""
+    z = np.asarray(logits, np.float32)
+    _check_target(target, z.shape[1])
+    others = np.delete(z, target, axis=1)
+    other_idx = np.delete(np.arange(z.shape[1]), target)
+    best = others.max(1)
+    best_idx = other_idx[others.argmax(1)]
+    gap = best - z[:, target]
+    # the target wins a tie only against higher class indices
+    need = np.where(best_idx < target, np.nextafter(gap, np.float32(np.inf)), gap)
+    need = np.where(z.argmax(1) == target, 0.0, need)
+    return np.maximum(need, 0.0).astype(np.float32)
+
+
+def bias_to_redirect(logits: np.ndarray, target: int, shares: Sequence[float]) -> np.ndarray:
+    """The smallest bias on the target logit that sends at least each share of ALL inputs to
+    the target [len(shares)] (inf when the share cannot be reached)."""
+    need = np.sort(bias_needed(logits, target))
+    n = len(need)
+    out = []
+    for x in shares:
+        if not 0 <= x <= 1:
+            raise ValueError(f"shares must lie in [0, 1]; got {x}.")
+        m = int(np.ceil(x * n - 1e-9))
+        out.append(0.0 if m == 0 else float(need[m - 1]))
+    return np.asarray(out, np.float32)
+
+
+def logit_bias(kernel, bias, target: int, magnitudes: Sequence[float]):
+    """Stacked heads [M, H, C], [M, C] with bias[target] += magnitude."""
+    _check_target(target, len(bias))
+    m = np.asarray(magnitudes, np.float32)
+    b = np.repeat(np.asarray(bias, np.float32)[None], len(m), 0)
+    b[:, target] += m
+    return np.repeat(np.asarray(kernel, np.float32)[None], len(m), 0), b
+
+
+def column_push(kernel, bias, target: int, neurons: Sequence[int], deltas: Sequence[float],
+                balanced: bool = True):
+    """Stacked heads with kernel[neurons, target] += Δ (and −Δ/(C−1) on the other classes'
+    columns at those neurons if `balanced`)."""
+    kernel = np.asarray(kernel, np.float32)
+    H, C = kernel.shape
+    _check_target(target, C)
+    neurons = _check_neurons(neurons, H)
+    d = np.asarray(deltas, np.float32)
+    k = np.repeat(kernel[None], len(d), 0)
+    k[:, neurons, target] += d[:, None]
+    if balanced and C > 1:
+        others = np.delete(np.arange(C), target)
+        k[:, neurons[:, None], others[None, :]] -= (d / (C - 1))[:, None, None]
+    return k, np.repeat(np.asarray(bias, np.float32)[None], len(d), 0)
+
+
+def flip_bits(values: np.ndarray, bit: int) -> np.ndarray:
+    """Flips bit `bit` of each float32 value's IEEE-754 representation (a copy)."""
+    if not 0 <= bit < 32:
+        raise ValueError(f"bit must be in [0, 32); exponent bits are {EXPONENT_BITS[0]}..{EXPONENT_BITS[-1]}.")
+    v = np.array(values, np.float32)
+    return (v.view(np.uint32) ^ np.uint32(1 << bit)).view(np.float32)
+
+
+def bit_flip(kernel, bias, target: int, neurons: Sequence[int], counts: Sequence[int], bit: int = 30):
+    """Stacked heads where the exponent bit `bit` of kernel[j, target] is flipped for the first
+    `count` of `neurons` (ranked order), one head per count."""
+    kernel = np.asarray(kernel, np.float32)
+    H, C = kernel.shape
+    _check_target(target, C)
+    neurons = _check_neurons(neurons, H)
+    ks = []
+    for c in counts:
+        if not 0 <= c <= len(neurons):
+            raise ValueError(f"flip counts must lie in [0, {len(neurons)}]; got {c}.")
+        k = kernel.copy()
+        sel = neurons[:c]
+        k[sel, target] = flip_bits(k[sel, target], bit)
+        ks.append(k)
+    return np.stack(ks), np.repeat(np.asarray(bias, np.float32)[None], len(ks), 0)
+
+
+def redirect_stats(logits: np.ndarray, clean_pred: np.ndarray, labels: np.ndarray, target: int) -> dict:
+    """Share of inputs not predicted as the target before that are now (flip-to-target rate),
+    accuracy, and the target's share, for logits [M, n, C] -> arrays [M]."""
+    logits = np.asarray(logits)
+    with np.errstate(invalid="ignore"):
+        pred = np.nan_to_num(logits, nan=-np.inf).argmax(-1)  # inf weights can give nan logits
+    eligible = np.asarray(clean_pred) != target
+    flips = ((pred == target) & eligible).sum(-1) / max(int(eligible.sum()), 1)
+    return {"flip_to_target": flips, "accuracy": (pred == np.asarray(labels)).mean(-1),
+            "target_share": (pred == target).mean(-1)}

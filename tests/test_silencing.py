@@ -1,0 +1,167 @@
+"""SYNAPSE interventions: engine sweeps equal direct masked forwards; metrics; random control;
+head manipulations equal forwards with the manipulated model and change nothing at zero."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import apex_jax  # noqa: E402
+from apex_jax.interventions import Replace, Scale  # noqa: E402
+from apex_jax.methods import attacks, silencing  # noqa: E402
+from apex_jax.models.loading import resolve  # noqa: E402
+from tiny_text import tiny_bert_folder  # noqa: E402
+
+TEXTS = ["what a great one", "the film was awful", "i found it boring", "a lovely cast", "meh",
+         "honestly a brilliant and wonderful film with a superb cast", "this is a dreadful one"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """The tiny random BERT with a sharpened, centred classifier, so that clean predictions are
+    mixed and interventions move them (a random head predicts one class everywhere)."""
+    m = apex_jax.load(tiny_bert_folder(tmp_path_factory.mktemp("tiny") / "bert", resolve("minilm"), seed=3))
+    head = m.params["head"]["classifier"]
+    kernel = np.asarray(head["kernel"]) * 30
+    h = np.asarray(m.forward(m.encode(TEXTS), capture=("head.hook_cls",)).captured["head.hook_cls"])
+    z = h @ kernel
+    bias = np.array([0.0, -np.median(z[:, 1] - z[:, 0]) - 1e-3], np.float32)
+    params = {**m.params, "head": {**m.params["head"], "classifier": {"kernel": kernel, "bias": bias}}}
+    return m.replace(params)
+
+
+def _masks(d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    m = (rng.random((6, d)) < 0.6).astype(np.float32)
+    m[0] = 0  # silence nothing
+    m[1] = 1  # silence everything
+    return m
+
+
+@pytest.mark.parametrize("site,positions,mode", [
+    ("blocks.0.hook_resid_post", "cls", "zero"),
+    ("hook_embed", "all", "zero"),
+    ("blocks.0.hook_resid_post", "all", "mean"),
+])
+def test_engine_equals_direct_masked_forward(model, site, positions, mode):
+    batch = model.encode(TEXTS)
+    masks = _masks(model.config.d_model)
+    means = {site: np.linspace(-1, 1, model.config.d_model).astype(np.float32)}
+    res = silencing.mask_sweep(model, model.params, batch, np.arange(len(TEXTS)), site, masks,
+                               positions=positions, mode=mode, means=means, grid_per_step=4,
+                               inputs_per_step=4, units_per_call=3, progress=False)
+    preds = silencing.predictions(res)
+    clean = np.asarray(model.forward(batch).logits).argmax(-1)
+    np.testing.assert_array_equal(res.clean, clean)
+    np.testing.assert_array_equal(preds[:, 0], clean)  # silencing zero neurons = clean
+    pos = np.array([0]) if positions == "cls" else None
+    logit_gaps = []
+    for g, m in enumerate(masks):
+        iv = (Scale(np.float32(0), positions=pos, neurons=m) if mode == "zero"
+              else Replace(means[site], positions=pos, neurons=m))
+        logits = np.asarray(model.forward(batch, {site: iv}).logits)
+        top2 = np.sort(logits, 1)[:, -2:]
+        logit_gaps.append((top2[:, 1] - top2[:, 0]).min())
+        np.testing.assert_array_equal(preds[:, g], logits.argmax(-1), err_msg=f"mask {g}")
+    # no near-ties (exact ties, e.g. every embedding zeroed, resolve alike): the check is meaningful
+    assert all(gap == 0 or gap > 1e-5 for gap in logit_gaps), logit_gaps
+    assert (preds != clean[:, None]).any()  # some mask changes some prediction
+    assert res.counts.sum() == len(TEXTS) * len(masks)
+
+
+def test_grid_per_step_and_chunking_do_not_change_predictions(model):
+    batch = model.encode(TEXTS)
+    masks = _masks(model.config.d_model, seed=1)
+    runs = [silencing.predictions(silencing.mask_sweep(
+        model, model.params, batch, np.arange(len(TEXTS)), "blocks.0.hook_resid_post", masks,
+        grid_per_step=gs, units_per_call=upc, progress=False)) for gs, upc in ((4, 1), (4, 5))]
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_mask_sweep_errors(model):
+    batch = model.encode(TEXTS[:2])
+    d = model.config.d_model
+    with pytest.raises(ValueError, match="unknown site"):
+        silencing.mask_sweep(model, model.params, batch, [0, 1], "blocks.9.hook_resid_post", np.zeros((1, d)))
+    with pytest.raises(ValueError, match="neurons"):
+        silencing.mask_sweep(model, model.params, batch, [0, 1], "hook_embed", np.zeros((1, d + 1)))
+    with pytest.raises(ValueError, match="positions"):
+        silencing.mask_sweep(model, model.params, batch, [0, 1], "hook_embed", np.zeros((1, d)), positions="first")
+    with pytest.raises(ValueError, match="means"):
+        silencing.mask_sweep(model, model.params, batch, [0, 1], "hook_embed", np.zeros((1, d)), mode="mean")
+
+
+def test_metrics_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 50)
+    preds = np.stack([labels, rng.integers(0, 4, 50), np.where(rng.random(50) < 0.7, labels, 3),
+                      np.zeros(50, int)], 1)
+    m = silencing.metrics(labels, preds, 4)
+    for g in range(preds.shape[1]):
+        p = preds[:, g]
+        assert m.accuracy[g] == pytest.approx(accuracy_score(labels, p))
+        assert m.macro_f1[g] == pytest.approx(f1_score(labels, p, average="macro", labels=range(4), zero_division=0))
+        assert m.weighted_f1[g] == pytest.approx(f1_score(labels, p, average="weighted", zero_division=0))
+        np.testing.assert_allclose(m.class_f1[g], f1_score(labels, p, average=None, labels=range(4), zero_division=0))
+    np.testing.assert_allclose(m.pred_share.sum(1), 1.0)
+    with pytest.raises(ValueError, match="lie in"):
+        silencing.metrics(labels, preds, 3)
+
+
+def test_random_control_and_curve_summary():
+    r = np.array([0.1, 0.2, 0.3, 0.4])
+    rc = silencing.random_control(0.5, r)
+    assert rc["z"] == pytest.approx((0.5 - 0.25) / np.std(r, ddof=1))
+    assert rc["p"] == pytest.approx(1 / 5)  # no random draw reaches the score
+    assert silencing.random_control(0.2, r)["p"] == pytest.approx(4 / 5)
+    assert silencing.random_control(0.3, np.full(3, 0.3))["z"] == 0.0
+    s = silencing.curve_summary(np.array([0, 50, 100]), np.array([0.0, 0.2, 0.4]), 0.8, np.array([0.8, 0.6, 0.2]))
+    assert s["area_under_drop"] == pytest.approx(0.2)
+    assert s["k_at_half_score"] == pytest.approx(50 + 50 * (0.6 - 0.4) / (0.6 - 0.2))
+    assert silencing.curve_summary(np.array([5, 10]), np.zeros(2), 1.0, np.ones(2))["k_at_half_score"] is None
+
+
+def test_head_manipulations(model):
+    batch = model.encode(TEXTS)
+    out = model.forward(batch, capture=("head.hook_cls",))
+    h, clean_logits = np.asarray(out.captured["head.hook_cls"]), np.asarray(out.logits)
+    kernel, bias = attacks.head_weights(model.params)
+    np.testing.assert_allclose(attacks.apply_head(h, kernel, bias), clean_logits, atol=1e-5)
+    before = np.array(model.params["head"]["classifier"]["kernel"])
+    k, b = attacks.column_push(kernel, bias, 1, [0, 3, 5], [0.0, 2.0])
+    np.testing.assert_array_equal(k[0], kernel)  # Δ = 0 changes nothing
+    np.testing.assert_allclose(k[1].sum(1), kernel.sum(1), atol=1e-5)  # balanced: totals kept
+    new = attacks.manipulated_params(model.params, k[1], b[1])
+    np.testing.assert_allclose(np.asarray(model.jitted()(new, batch).logits),
+                               attacks.apply_head(h, k[1], b[1]), atol=1e-5)
+    np.testing.assert_array_equal(np.array(model.params["head"]["classifier"]["kernel"]), before)  # not in place
+    # the smallest bias that redirects an input does redirect it; slightly less does not
+    target = 0
+    need = attacks.bias_needed(clean_logits, target)
+    for i in np.flatnonzero(clean_logits.argmax(1) != target):
+        z = clean_logits[i].copy()
+        z[target] += need[i]
+        assert z.argmax() == target
+        z[target] -= max(need[i] * 1e-3, 1e-6)
+        assert z.argmax() != target
+    shares = attacks.bias_to_redirect(clean_logits, target, [0.0, 1.0])
+    kb, bb = attacks.logit_bias(kernel, bias, target, shares)
+    st = attacks.redirect_stats(attacks.apply_head(h, kb, bb), clean_logits.argmax(1), np.zeros(len(TEXTS), int), target)
+    assert st["target_share"][1] == 1.0 and st["flip_to_target"][0] == 0.0
+    # bit flips: flipping twice restores; exponent bit 30 makes small weights huge
+    w = np.array([0.5, -0.25, 0.75, 1.5, 3.0], np.float32)
+    np.testing.assert_array_equal(attacks.flip_bits(attacks.flip_bits(w, 30), 30), w)
+    flipped = attacks.flip_bits(w, 30)
+    np.testing.assert_array_equal(flipped[:3].astype(np.float64), w[:3].astype(np.float64) * 2.0**128)  # × 2^128
+    assert not np.isfinite(flipped[3]) and 0 < flipped[4] < 2.0**-125  # >= 2: tiny
+    kf, _ = attacks.bit_flip(kernel, bias, 1, [2, 4], [0, 2])
+    np.testing.assert_array_equal(kf[0], kernel)
+    assert (kf[1] != kernel).sum() == 2
+    with pytest.raises(ValueError, match="target"):
+        attacks.logit_bias(kernel, bias, 5, [1.0])
