@@ -1,0 +1,606 @@
+"""SYNAPSE step 1: [CLS] features at every layer and linear probes on them.
+
+    feats = extract_cls(model, model.params, model.encode(texts))      # {site: [n, d_model]}
+    train_idx, test_idx = stratified_split(labels, test_fraction=0.2, seed=0)
+    probes = train_probes(feats, labels, train_idx, test_idx)          # every layer at once
+    probes.metrics("blocks.3.hook_resid_post").accuracy
+    probes[CONCAT].W                                                    # [C, L * d_model]
+
+Features. `extract_cls` runs the model once per chunk of inputs and keeps only position 0
+([CLS]) of every requested site, so memory holds [chunk, d] per site, never [n, pos, d]. Chunks
+have a fixed batch size (the last one is filled with repeated rows that are dropped) and text is
+cropped to the chunk's longest real sequence rounded up to a multiple of 16, so the forward
+compiles a handful of times at most. With `out=folder` each site's features are streamed into
+`folder/{site}.npy` (memory-mapped) as chunks arrive.
+
+Probes. Multinomial logistic regression with an elastic-net penalty on standardized features:
+
+    loss(W, b) = mean_i CE(W x_i + b, y_i) + l1 · Σ|W| + l2 · Σ W²     (b is not penalized)
+
+Standardization uses the train split's mean and std, so W is in standardized units and |W[c, j]|
+compares neurons fairly (MiniLM's [CLS] spreads ~1e-3 in early layers; unstandardized probes
+there stay at chance). All probes of one width are trained together: features are stacked on a
+layer axis [L, n, d] and one Adam run (full batch, `lax.scan` over steps) is `jax.vmap`-ed over
+it. The probe on all layers concatenated ([n, L · d]) is one more probe, named `CONCAT`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import weakref
+from pathlib import Path
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from apex_jax import sites as site_lib
+
+Array = Any
+
+CONCAT = "concat"  # name of the probe on all layers' features concatenated (in site order)
+PAD_MULTIPLE = 16  # text chunks are cropped to a multiple of this many positions
+FORMAT = "apex_jax.probes/1"
+
+
+# ----------------------------------------------------------------------------- features
+class Chunk(NamedTuple):
+    """One fixed-shape batch of a larger input set."""
+
+    start: int  # first row of `inputs` in this chunk
+    stop: int  # one past the last real row
+    rows: np.ndarray  # [batch_size] source row of each batch row (fillers repeat stop - 1)
+    batch: dict  # {key: [batch_size, ...]}: inputs[rows], text cropped
+
+
+def default_sites(model) -> tuple[str, ...]:
+    """SYNAPSE's sites: `hook_embed` and every block's `hook_resid_post` (n_layers + 1 sites)."""
+    return ("hook_embed",) + tuple(
+        f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)
+    )
+
+
+def num_rows(inputs: Mapping[str, Array]) -> int:
+    """The number of examples in an input dict, checking every array agrees.
+
+    Raises:
+        ValueError: no arrays, zero rows, or arrays with different leading sizes.
+    """
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise ValueError(
+            "inputs must be a non-empty dict from model.encode(...) (input_ids, attention_mask"
+            "[, token_type_ids] or pixel_values)."
+        )
+    sizes = {k: int(np.shape(v)[0]) if np.ndim(v) else -1 for k, v in inputs.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"input arrays disagree on the number of examples: {sizes}.")
+    n = next(iter(sizes.values()))
+    if n <= 0:
+        raise ValueError(f"inputs hold no examples (sizes {sizes}).")
+    return n
+
+
+def iter_chunks(inputs: Mapping[str, Array], batch_size: int) -> Iterator[Chunk]:
+    """Fixed-shape chunks of `inputs` ([n, ...] arrays from `model.encode`).
+
+    The batch size is `min(batch_size, n)`; the last chunk is filled by repeating its last real
+    row. Text (inputs with an `attention_mask` [n, pos]) is cropped per chunk to the last real
+    token rounded up to a multiple of 16, so chunks of short texts cost less and the number of
+    distinct shapes (compiles) stays small.
+    """
+    n = num_rows(inputs)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    size = min(int(batch_size), n)
+    arrays = {k: np.asarray(v) for k, v in inputs.items()}
+    mask = arrays.get("attention_mask")
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        rows = np.minimum(np.arange(start, start + size), stop - 1)
+        width = None
+        if mask is not None and mask.ndim == 2:
+            real = np.flatnonzero(mask[start:stop].any(axis=0))
+            last = int(real[-1]) + 1 if real.size else 1
+            width = min(mask.shape[1], math.ceil(last / PAD_MULTIPLE) * PAD_MULTIPLE)
+        batch = {}
+        for k, v in arrays.items():
+            v = v[rows]
+            if width is not None and v.ndim == 2 and v.shape[1] == mask.shape[1]:
+                v = v[:, :width]
+            batch[k] = v
+        yield Chunk(start, stop, rows, batch)
+
+
+def _cls_of(site: str, x: Array) -> Array:
+    """[CLS] of a captured activation, flattened to [batch, features]."""
+    if site_lib.position_axis(site) is not None:
+        x = x[:, 0]
+    return x.reshape(x.shape[0], -1)
+
+
+def check_cls_sites(model, sites: Sequence[str]) -> tuple[str, ...]:
+    """Validates site names for [CLS] reading (known, no attention patterns, no repeats)."""
+    sites = tuple(sites)
+    if not sites:
+        raise ValueError(f"no sites given; valid sites: {site_lib.describe(model.sites)}.")
+    unknown = [s for s in sites if s not in model.sites]
+    if unknown:
+        raise ValueError(f"unknown site(s) {unknown}; valid sites: {site_lib.describe(model.sites)}.")
+    patterns = [s for s in sites if site_lib.parse(s)[1] == "attn.hook_pattern"]
+    if patterns:
+        raise ValueError(
+            f"{patterns}: attention patterns have no [CLS] feature vector of fixed width; use a "
+            "residual, MLP, attention-output or head site."
+        )
+    if len(set(sites)) != len(sites):
+        raise ValueError(f"sites are repeated: {list(sites)}.")
+    return sites
+
+
+# One compiled [CLS] reader per (model, sites); weak keys so models can be freed.
+_CLS_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cls_fn(model, sites: tuple[str, ...]):
+    cache = _CLS_FNS.setdefault(model, {})
+    if sites not in cache:
+        head_only = model.config.n_classes is not None  # last block: [CLS] only (principle 5)
+
+        def read(params, batch):
+            out = model.apply(params, batch, capture=sites, head_only=head_only)
+            return {s: _cls_of(s, out.captured[s]).astype(jnp.float32) for s in sites}
+
+        cache[sites] = jax.jit(read)
+    return cache[sites]
+
+
+def extract_cls(
+    model,
+    params: Any,
+    inputs: Mapping[str, np.ndarray],
+    sites: Sequence[str] | None = None,
+    batch_size: int = 64,
+    out: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """The [CLS] (position 0) vector at each site for every input.
+
+    Args:
+        model: an `apex_jax.Model`.
+        params: its parameters (e.g. `model.params`).
+        inputs: `model.encode(...)` output: text {input_ids, attention_mask[, token_type_ids]}
+            [n, pos], or {"pixel_values": [n, channels, height, width]}.
+        sites: site names (`model.sites`); default `default_sites(model)` = hook_embed and every
+            `blocks.{i}.hook_resid_post`. Head sites ([batch, d]) are taken as they are; sites
+            with head axes ([batch, pos, n_heads, d_head]) are flattened to n_heads · d_head.
+        batch_size: examples per forward pass.
+        out: optional folder; each site's features are written to `out/{site}.npy` as chunks
+            arrive and memory-mapped arrays (read-only) are returned.
+
+    Returns:
+        {site: float32 [n, d]} in the order of `sites`.
+    """
+    sites = check_cls_sites(model, default_sites(model) if sites is None else sites)
+    n = num_rows(inputs)
+    fn = _cls_fn(model, sites)
+    folder = None
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+    result: dict[str, np.ndarray] = {}
+
+    def store(chunk: Chunk, got: dict) -> None:
+        k = chunk.stop - chunk.start
+        got = jax.device_get(got)  # one transfer per chunk; blocks until the chunk is done
+        for s in sites:
+            rows = got[s][:k]
+            if s not in result:
+                shape = (n, rows.shape[1])
+                result[s] = (
+                    np.lib.format.open_memmap(folder / f"{s}.npy", mode="w+", dtype=np.float32, shape=shape)
+                    if folder is not None else np.empty(shape, np.float32)
+                )
+            result[s][chunk.start:chunk.stop] = rows
+
+    # Dispatch chunk i+1 before copying chunk i to the host, so transfer overlaps compute.
+    pending = None
+    for chunk in iter_chunks(inputs, batch_size):
+        got = fn(params, chunk.batch)
+        if pending is not None:
+            store(*pending)
+        pending = (chunk, got)
+    store(*pending)
+
+    if folder is None:
+        return result
+    for s in sites:
+        result[s].flush()
+    del result  # close the writable maps before reopening read-only
+    return {s: np.load(folder / f"{s}.npy", mmap_mode="r") for s in sites}
+
+
+# -------------------------------------------------------------------------------- splits
+def stratified_split(
+    labels: Array, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/test split of row indices.
+
+    `n_test = round(test_fraction · n)` (halves up, at least 1, leaving at least 1 for train) is
+    shared over classes in proportion to their sizes (largest remainder, ties to the lower
+    label); within each class (increasing label) rows are permuted with
+    `numpy.random.default_rng(seed)` and the first ones go to test.
+
+    Returns:
+        (train_idx, test_idx): sorted int64 arrays, disjoint, covering range(n).
+    """
+    from apex_jax.data import _apportion, _round_half_up
+
+    labels = _as_labels(labels, None)
+    n = labels.shape[0]
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}.")
+    if n < 2:
+        raise ValueError(f"splitting needs at least 2 examples; got {n}.")
+    n_test = min(max(1, _round_half_up(test_fraction * n)), n - 1)
+    present = np.unique(labels)
+    counts = np.array([(labels == c).sum() for c in present], np.int64)
+    per_class = _apportion(n_test, counts)
+    rng = np.random.default_rng(seed)
+    test = [rng.permutation(np.flatnonzero(labels == c))[:m] for c, m in zip(present, per_class)]
+    test_idx = np.sort(np.concatenate(test)).astype(np.int64)
+    train_idx = np.setdiff1d(np.arange(n), test_idx).astype(np.int64)
+    return train_idx, test_idx
+
+
+# -------------------------------------------------------------------------------- probes
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """Settings of `train_probes`.
+
+    The defaults reach scikit-learn's accuracy (saga, same penalty) on standardized features:
+    Adam with a cosine-decayed step from `learning_rate` to 0 over `steps` full-batch steps; the
+    decay also lets weights that the L1 term pushes to zero settle near it.
+    """
+
+    l1: float = 1e-3  # coefficient of Σ|W| (SYNAPSE's reference value)
+    l2: float = 1e-3  # coefficient of Σ W²
+    learning_rate: float = 0.05
+    steps: int = 400
+    std_floor: float = 1e-6  # features with a smaller train std are left unscaled (std := 1)
+    concat: bool = True  # also train the CONCAT probe (with two or more sites)
+
+    def check(self) -> None:
+        for name in ("l1", "l2"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"ProbeConfig.{name} must be finite and >= 0; got {v}.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"ProbeConfig.learning_rate must be > 0; got {self.learning_rate}.")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"ProbeConfig.steps must be a positive integer; got {self.steps!r}.")
+        if not self.std_floor >= 0:
+            raise ValueError(f"ProbeConfig.std_floor must be >= 0; got {self.std_floor}.")
+
+
+class ProbeMetrics(NamedTuple):
+    """Test-split metrics of one probe (plus train accuracy and the final training loss)."""
+
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    per_class_f1: tuple[float, ...]  # [C], 0 for a class never predicted nor present
+    train_accuracy: float
+    loss: float  # final penalized training loss
+
+
+class Probe(NamedTuple):
+    """One linear probe. Logits of raw features x [n, d]: ((x - mean) / std) @ W.T + b."""
+
+    W: np.ndarray  # [C, d] float32, in standardized units: |W[c, j]| ranks neuron j for class c
+    b: np.ndarray  # [C] float32
+    mean: np.ndarray  # [d] float32, train-split mean
+    std: np.ndarray  # [d] float32, train-split std (1 where below the floor)
+    metrics: ProbeMetrics
+
+    def logits(self, x: Array) -> np.ndarray:
+        """Raw features [n, d] -> logits [n, C]."""
+        x = np.asarray(x, np.float32)
+        d = self.W.shape[1]
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(f"features must be [n, {d}]; got shape {x.shape}.")
+        return ((x - self.mean) / self.std) @ self.W.T + self.b
+
+    def predict(self, x: Array) -> np.ndarray:
+        """Raw features [n, d] -> predicted class [n]."""
+        return self.logits(x).argmax(axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSet:
+    """Probes for several sites (and `CONCAT`) trained on one split."""
+
+    probes: dict[str, Probe]  # site -> Probe; CONCAT last if present
+    sites: tuple[str, ...]  # the per-layer sites, in the order CONCAT concatenates them
+    n_classes: int
+    config: ProbeConfig
+
+    def __getitem__(self, site: str) -> Probe:
+        if site not in self.probes:
+            raise KeyError(f"no probe for {site!r}; probes: {list(self.probes)}.")
+        return self.probes[site]
+
+    def __iter__(self):
+        return iter(self.probes)
+
+    def __len__(self) -> int:
+        return len(self.probes)
+
+    def metrics(self, site: str) -> ProbeMetrics:
+        return self[site].metrics
+
+    def features_for(self, site: str, x: Array | Mapping[str, Array]) -> Array:
+        """`x` itself, or, for a mapping {site: [n, d]}, the site's (or CONCAT's) features."""
+        if not isinstance(x, Mapping):
+            return x
+        names = self.sites if site == CONCAT else (site,)
+        missing = [s for s in names if s not in x]
+        if missing:
+            raise ValueError(f"features lack {missing} needed by the {site!r} probe.")
+        return np.concatenate([np.asarray(x[s], np.float32) for s in names], axis=1)
+
+    def logits(self, site: str, x: Array | Mapping[str, Array]) -> np.ndarray:
+        """Logits [n, C] of the `site` probe on raw features [n, d] (or a {site: features} dict)."""
+        return self[site].logits(self.features_for(site, x))
+
+    def predict(self, site: str, x: Array | Mapping[str, Array]) -> np.ndarray:
+        """Predicted classes [n] of the `site` probe (see `logits`)."""
+        return self.logits(site, x).argmax(axis=1)
+
+    def table(self) -> list[dict]:
+        """One row per probe: site, accuracy, macro/weighted F1, train accuracy."""
+        return [
+            {"site": s, "accuracy": p.metrics.accuracy, "macro_f1": p.metrics.macro_f1,
+             "weighted_f1": p.metrics.weighted_f1, "train_accuracy": p.metrics.train_accuracy}
+            for s, p in self.probes.items()
+        ]
+
+    # ---------------------------------------------------------------------------- saving
+    def save(self, path: str | Path) -> Path:
+        """Writes an orbax checkpoint (arrays + JSON metadata) to the folder `path`."""
+        import orbax.checkpoint as ocp
+
+        path = Path(path).absolute()
+        names = list(self.probes)
+        state = [
+            {"W": p.W, "b": p.b, "mean": p.mean, "std": p.std} for p in self.probes.values()
+        ]
+        meta = {
+            "format": FORMAT,
+            "names": names,
+            "sites": list(self.sites),
+            "n_classes": self.n_classes,
+            "config": dataclasses.asdict(self.config),
+            "shapes": [list(p.W.shape) for p in self.probes.values()],
+            "metrics": [p.metrics._asdict() for p in self.probes.values()],
+        }
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+            ckpt.save(path, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ProbeSet":
+        """Reads a checkpoint written by `save`.
+
+        Raises:
+            FileNotFoundError: no such folder.
+            CheckpointError: the folder is not a complete probe checkpoint.
+        """
+        import orbax.checkpoint as ocp
+
+        path = Path(path).absolute()
+        if not path.is_dir():
+            raise FileNotFoundError(f"no probe checkpoint at {path} (folder missing).")
+        try:
+            with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+                meta = ckpt.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                    found = meta.get("format") if isinstance(meta, dict) else meta
+                    raise ValueError(f"metadata format is {found!r}, not {FORMAT!r}")
+                abstract = [
+                    {"W": jax.ShapeDtypeStruct(tuple(shape), np.float32),
+                     "b": jax.ShapeDtypeStruct((shape[0],), np.float32),
+                     "mean": jax.ShapeDtypeStruct((shape[1],), np.float32),
+                     "std": jax.ShapeDtypeStruct((shape[1],), np.float32)}
+                    for shape in meta["shapes"]
+                ]
+                state = ckpt.restore(path, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract)))["state"]
+        except Exception as e:
+            raise CheckpointError(
+                f"probe checkpoint at {path} cannot be read ({type(e).__name__}: {e}); it is "
+                "incomplete or corrupt: write it again with ProbeSet.save."
+            ) from e
+        probes = {}
+        for name, arrays, m in zip(meta["names"], state, meta["metrics"]):
+            m["per_class_f1"] = tuple(m["per_class_f1"])
+            probes[name] = Probe(*(np.asarray(arrays[k], np.float32) for k in ("W", "b", "mean", "std")),
+                                 ProbeMetrics(**m))
+        return cls(probes, tuple(meta["sites"]), int(meta["n_classes"]), ProbeConfig(**meta["config"]))
+
+
+class CheckpointError(RuntimeError):
+    """A probe checkpoint is incomplete or corrupt."""
+
+
+def _as_labels(labels: Array, n_classes: int | None) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array [n]; got shape {y.shape}.")
+    if y.dtype.kind == "b" or y.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integer class indices; got dtype {y.dtype}.")
+    hi = int(y.max()) + 1 if n_classes is None else n_classes
+    bad = np.unique(y[(y < 0) | (y >= hi)])
+    if bad.size:
+        raise ValueError(f"labels {bad.tolist()[:10]} are out of range; valid classes are 0..{hi - 1}.")
+    return y.astype(np.int64)
+
+
+def _as_index(idx: Array, n: int, name: str) -> np.ndarray:
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or idx.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D index array; got shape {idx.shape}.")
+    if idx.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer row indices; got dtype {idx.dtype}.")
+    bad = idx[(idx < 0) | (idx >= n)]
+    if bad.size:
+        raise ValueError(f"{name} has rows {bad.tolist()[:10]} outside [0, {n}).")
+    if np.unique(idx).size != idx.size:
+        raise ValueError(f"{name} repeats rows.")
+    return idx.astype(np.int64)
+
+
+def _check_features(features: Mapping[str, Array]) -> int:
+    if not isinstance(features, Mapping) or not features:
+        raise ValueError("features must be a non-empty dict {site: [n, d] array}.")
+    shapes = {s: np.shape(x) for s, x in features.items()}
+    bad = {s: sh for s, sh in shapes.items() if len(sh) != 2 or sh[0] == 0 or sh[1] == 0}
+    if bad:
+        raise ValueError(f"features must be non-empty [n, d] arrays; got shapes {bad}.")
+    ns = {sh[0] for sh in shapes.values()}
+    if len(ns) != 1:
+        raise ValueError(f"features disagree on the number of examples n: {shapes}.")
+    if CONCAT in features:
+        raise ValueError(f"{CONCAT!r} is reserved for the all-layers probe; rename that feature set.")
+    return ns.pop()
+
+
+def _standardize(x: np.ndarray, train_idx: np.ndarray, floor: float):
+    """Train-split mean/std (float64 sums) and the standardized float32 features [n, d]."""
+    tr = np.asarray(x[train_idx], np.float64)
+    mean = tr.mean(axis=0)
+    std = tr.std(axis=0)
+    std = np.where(std > floor, std, 1.0)  # a constant feature stays ~0 instead of exploding
+    z = ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
+    return z, mean.astype(np.float32), std.astype(np.float32)
+
+
+def _loss(params, x, y, l1, l2):
+    """Penalized mean cross-entropy; x [n, d], y [n]; params (W [C, d], b [C])."""
+    W, b = params
+    logits = x @ W.T + b
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return ce + l1 * jnp.abs(W).sum() + l2 * jnp.square(W).sum()
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes", "steps"))
+def _fit_stack(x, y, l1, l2, learning_rate, *, n_classes: int, steps: int):
+    """Trains one probe per stacked feature set: x [G, n, d], y [n] -> W [G, C, d], b [G, C], loss [G]."""
+    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+
+    def fit_one(x):
+        params = (jnp.zeros((n_classes, x.shape[1]), x.dtype), jnp.zeros((n_classes,), x.dtype))
+
+        def step(carry, _):
+            params, state = carry
+            grads = jax.grad(_loss)(params, x, y, l1, l2)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        return params, _loss(params, x, y, l1, l2)
+
+    (W, b), loss = jax.vmap(fit_one)(x)
+    return W, b, loss
+
+
+def fit_stack(x: Array, y: Array, config: ProbeConfig, n_classes: int):
+    """Trains probes on stacked, standardized features x [G, n, d] with labels y [n].
+
+    Returns:
+        (W [G, C, d], b [G, C], final loss [G]) as numpy float32.
+    """
+    config.check()
+    W, b, loss = _fit_stack(
+        jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), jnp.float32(config.l1),
+        jnp.float32(config.l2), jnp.float32(config.learning_rate), n_classes=int(n_classes),
+        steps=config.steps,
+    )
+    return np.asarray(W), np.asarray(b), np.asarray(loss)
+
+
+def _metrics(W, b, z, y, train_idx, test_idx, n_classes, loss) -> ProbeMetrics:
+    from sklearn.metrics import f1_score
+
+    pred = (z @ W.T + b).argmax(axis=1)
+    yt, pt = y[test_idx], pred[test_idx]
+    classes = list(range(n_classes))
+    f1 = lambda avg: f1_score(yt, pt, labels=classes, average=avg, zero_division=0)
+    return ProbeMetrics(
+        accuracy=float((pt == yt).mean()),
+        macro_f1=float(f1("macro")),
+        weighted_f1=float(f1("weighted")),
+        per_class_f1=tuple(float(v) for v in f1(None)),
+        train_accuracy=float((pred[train_idx] == y[train_idx]).mean()),
+        loss=float(loss),
+    )
+
+
+def train_probes(
+    features: Mapping[str, Array],
+    labels: Array,
+    train_idx: Array,
+    test_idx: Array,
+    config: ProbeConfig = ProbeConfig(),
+    n_classes: int | None = None,
+) -> ProbeSet:
+    """Trains one elastic-net logistic probe per site (and the CONCAT probe) at once.
+
+    Args:
+        features: {site: [n, d]} (e.g. from `extract_cls`; memory maps are fine).
+        labels: [n] integer classes in [0, n_classes).
+        train_idx: rows to fit on (and to take the standardization mean/std from).
+        test_idx: rows the metrics are computed on; disjoint from `train_idx`.
+        config: penalty and optimizer settings.
+        n_classes: number of classes; default `labels.max() + 1`.
+
+    Returns:
+        A `ProbeSet` with W [C, d] (standardized units), b, mean, std and test metrics per site.
+    """
+    config.check()
+    n = _check_features(features)
+    y = _as_labels(labels, n_classes)
+    if y.shape[0] != n:
+        raise ValueError(f"labels have {y.shape[0]} rows but the features have n = {n}.")
+    n_classes = int(y.max()) + 1 if n_classes is None else int(n_classes)
+    if n_classes < 2:
+        raise ValueError(f"probing needs at least 2 classes; got n_classes = {n_classes}.")
+    train_idx = _as_index(train_idx, n, "train_idx")
+    test_idx = _as_index(test_idx, n, "test_idx")
+    overlap = np.intersect1d(train_idx, test_idx)
+    if overlap.size:
+        raise ValueError(f"train_idx and test_idx share {overlap.size} rows (e.g. {overlap[:5].tolist()}).")
+
+    sites = tuple(features)
+    std = {s: _standardize(features[s], train_idx, config.std_floor) for s in sites}
+    z = {s: std[s][0] for s in sites}
+    if config.concat and len(sites) > 1:
+        z[CONCAT] = np.concatenate([z[s] for s in sites], axis=1)
+        std[CONCAT] = (None, *(np.concatenate([std[s][i] for s in sites]) for i in (1, 2)))
+
+    # Group probes by width: each group is one vmapped training run over a stacked layer axis.
+    groups: dict[int, list[str]] = {}
+    for name, zs in z.items():
+        groups.setdefault(zs.shape[1], []).append(name)
+    y_train = y[train_idx]
+    probes: dict[str, Probe] = {}
+    for names in groups.values():
+        W, b, loss = fit_stack(np.stack([z[s][train_idx] for s in names]), y_train, config, n_classes)
+        for g, s in enumerate(names):
+            m = _metrics(W[g], b[g], z[s], y, train_idx, test_idx, n_classes, loss[g])
+            probes[s] = Probe(W[g], b[g], std[s][1], std[s][2], m)
+    order = [s for s in z]  # sites first, CONCAT last
+    return ProbeSet({s: probes[s] for s in order}, sites, n_classes, config)

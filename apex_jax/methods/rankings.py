@@ -1,0 +1,271 @@
+"""SYNAPSE step 2: rank [CLS] neurons and turn rankings into neuron masks.
+
+    W = probes["blocks.3.hook_resid_post"].W                # [C, d], standardized units
+    r = global_ranking(W)                                    # Σ_c |W[c, j]|
+    mask = top_k(r, 10)                                      # float32 [d], exactly k ones
+    silence(neurons=mask, positions=jnp.array([0]))          # apex_jax.interventions
+    controls = random_k(d, 10, seed=0, draws=20)             # [20, d]
+
+Rounding of k%. A level of k percent of d neurons selects `k_count(k, d) = max(1, round(k·d/100))`
+neurons, with halves rounded up (10% of 384 = 38.4 -> 38; 2.5% of 384 = 9.6 -> 10).
+
+Ties. Every ranking orders neurons by descending score and breaks ties by the lower neuron index,
+so masks are deterministic; `bottom_k` takes ascending scores, ties again by the lower index.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from apex_jax import sites as site_lib
+from apex_jax.interventions import Add
+from apex_jax.methods.probes import check_cls_sites, iter_chunks, num_rows
+
+Array = Any
+
+# The reference protocol's neuron levels, in percent of the layer's width (DESIGN.md, SYNAPSE).
+K_LEVELS = (2.5, 5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 35, 40, 45, 50, 65, 75, 80, 95)
+
+
+class Ranking(NamedTuple):
+    """Neuron scores and the neurons ordered by them."""
+
+    scores: np.ndarray  # [d] float64, higher = more important
+    order: np.ndarray  # [d] int64 neuron indices, descending score, ties by lower index
+
+
+def _scores(scores: Array | Ranking, name: str = "scores") -> np.ndarray:
+    if isinstance(scores, Ranking):
+        scores = scores.scores
+    s = np.asarray(scores, np.float64)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array [d]; got shape {s.shape}.")
+    if not np.isfinite(s).all():
+        bad = np.flatnonzero(~np.isfinite(s))[:10].tolist()
+        raise ValueError(f"{name} contain NaN or infinite values at neurons {bad}.")
+    return s
+
+
+def rank(scores: Array) -> Ranking:
+    """A `Ranking` of arbitrary per-neuron scores [d] (descending, ties by lower index)."""
+    s = _scores(scores)
+    return Ranking(s, np.argsort(-s, kind="stable").astype(np.int64))
+
+
+def _weights(W: Array) -> np.ndarray:
+    W = np.asarray(W, np.float64)
+    if W.ndim != 2 or 0 in W.shape:
+        raise ValueError(f"W must be a probe weight matrix [n_classes, d]; got shape {W.shape}.")
+    return W
+
+
+def global_ranking(W: Array) -> Ranking:
+    """Ranks neurons by Σ_c |W[c, j]| over a probe's weights W [C, d]."""
+    return rank(np.abs(_weights(W)).sum(axis=0))
+
+
+def class_ranking(W: Array, c: int) -> Ranking:
+    """Ranks neurons by |W[c, j]| for class `c` of a probe's weights W [C, d]."""
+    W = _weights(W)
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < W.shape[0]:
+        raise ValueError(f"class {c!r} is out of range; valid classes are 0..{W.shape[0] - 1}.")
+    return rank(np.abs(W[int(c)]))
+
+
+# --------------------------------------------------------------------------------- masks
+def k_count(k_percent: float, d: int) -> int:
+    """Neurons in a k% level of d: max(1, round(k·d/100)), halves rounded up; k in (0, 100]."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise ValueError(f"d must be a positive integer (the layer width); got {d!r}.")
+    k = float(k_percent)
+    if not (math.isfinite(k) and 0 < k <= 100):
+        raise ValueError(f"k_percent must be in (0, 100]; got {k_percent!r}.")
+    return max(1, min(int(d), math.floor(k * d / 100 + 0.5)))
+
+
+def _mask(indices: np.ndarray, d: int) -> np.ndarray:
+    m = np.zeros((d,), np.float32)
+    m[indices] = 1.0
+    return m
+
+
+def top_k(scores: Array | Ranking, k_percent: float) -> np.ndarray:
+    """Float32 0/1 mask [d] of the `k_count(k_percent, d)` highest-scoring neurons."""
+    s = _scores(scores)
+    order = np.argsort(-s, kind="stable")
+    return _mask(order[: k_count(k_percent, s.size)], s.size)
+
+
+def bottom_k(scores: Array | Ranking, k_percent: float) -> np.ndarray:
+    """Float32 0/1 mask [d] of the `k_count(k_percent, d)` lowest-scoring neurons."""
+    s = _scores(scores)
+    order = np.argsort(s, kind="stable")
+    return _mask(order[: k_count(k_percent, s.size)], s.size)
+
+
+def top_k_levels(scores: Array | Ranking, levels: Sequence[float] = K_LEVELS) -> np.ndarray:
+    """Stacked `top_k` masks [len(levels), d], one per k% level (e.g. to vmap a silencing sweep)."""
+    if len(levels) == 0:
+        raise ValueError("levels is empty; give k percentages such as K_LEVELS.")
+    return np.stack([top_k(scores, k) for k in levels])
+
+
+def random_k(
+    d: int, k_percent: float, seed: int | np.random.Generator = 0, draws: int = 1
+) -> np.ndarray:
+    """Random control masks: [draws, d] float32, each row exactly `k_count(k_percent, d)` ones.
+
+    Draw r takes the k smallest of `rng.random(d)` (row r of one [draws, d] draw from
+    `numpy.random.default_rng(seed)`), so the masks depend only on (seed, d, k, draws).
+    """
+    k = k_count(k_percent, d)
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise ValueError(f"draws must be a positive integer; got {draws!r}.")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    picks = np.argsort(rng.random((int(draws), int(d))), axis=1, kind="stable")[:, :k]
+    masks = np.zeros((int(draws), int(d)), np.float32)
+    np.put_along_axis(masks, picks, 1.0, axis=1)
+    return masks
+
+
+def mass_cover(scores: Array | Ranking, p: float) -> np.ndarray:
+    """Mask [d] of the fewest top neurons whose scores sum to at least p% of the total.
+
+    Taking neurons in ranking order gives the largest mass for any set size, so this prefix is
+    the smallest covering set. Scores must be >= 0 with a positive total; p in (0, 100].
+    """
+    s = _scores(scores)
+    if (s < 0).any():
+        raise ValueError("mass_cover needs non-negative scores (e.g. |W| sums); some are negative.")
+    p = float(p)
+    if not (math.isfinite(p) and 0 < p <= 100):
+        raise ValueError(f"p must be a percentage in (0, 100]; got {p}.")
+    order = np.argsort(-s, kind="stable")
+    cum = np.cumsum(s[order])
+    if cum[-1] <= 0:
+        raise ValueError("mass_cover: all scores are 0, so no set covers a share of their total.")
+    # Compare with the same running sum's total so that p = 100 selects exactly the non-zero mass.
+    m = int(np.searchsorted(cum, p / 100 * cum[-1], side="left")) + 1
+    return _mask(order[: min(m, s.size)], s.size)
+
+
+# ------------------------------------------------------------------------ agreement
+def spearman(a: Array | Ranking, b: Array | Ranking) -> float:
+    """Spearman rank correlation between two score vectors [d] (NaN if one is constant)."""
+    from scipy.stats import spearmanr
+
+    a, b = _scores(a, "a"), _scores(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"rankings have different widths: {a.shape[0]} and {b.shape[0]}.")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")  # correlation with a constant ranking is undefined
+    return float(spearmanr(a, b).statistic)
+
+
+def spearman_matrix(rankings: Mapping[str, Array | Ranking] | Sequence[Array | Ranking]) -> np.ndarray:
+    """Pairwise Spearman correlations [m, m] of m rankings (mapping order), 1 on the diagonal."""
+    items = list(rankings.values()) if isinstance(rankings, Mapping) else list(rankings)
+    if not items:
+        raise ValueError("spearman_matrix got no rankings.")
+    m = len(items)
+    out = np.eye(m)
+    for i in range(m):
+        for j in range(i + 1, m):
+            out[i, j] = out[j, i] = spearman(items[i], items[j])
+    return out
+
+
+# --------------------------------------------------------------------- attribution
+_ATTR_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _attribution_fn(model, site: str, feature_shape: tuple[int, ...], predicted: bool):
+    key = (site, feature_shape, predicted)
+    cache = _ATTR_FNS.setdefault(model, {})
+    if key in cache:
+        return cache[key]
+    has_pos = site_lib.position_axis(site) is not None
+    positions = jnp.array([0], jnp.int32) if has_pos else None
+
+    def attribution(params, batch, target):
+        b = next(iter(batch.values())).shape[0]
+        # A zero Add at [CLS] of the site: d(logit)/d(value) is the gradient at the activation.
+        zero = jnp.zeros((b, 1, *feature_shape) if has_pos else (b, *feature_shape), jnp.float32)
+
+        def objective(value):
+            out = model.apply(params, batch, {site: Add(value, positions=positions)},
+                              capture=(site,), head_only=True)
+            t = jnp.argmax(jax.lax.stop_gradient(out.logits), axis=1) if predicted else target
+            picked = jnp.take_along_axis(out.logits, t[:, None], axis=1)
+            return picked.sum(), out.captured[site]  # examples are independent: sum = per row
+
+        grad, act = jax.grad(objective, has_aux=True)(zero)
+        if has_pos:
+            grad, act = grad[:, 0], act[:, 0]
+        return jnp.abs(act * grad).reshape(b, -1)
+
+    cache[key] = fn = jax.jit(attribution)
+    return fn
+
+
+def attribution_ranking(
+    model,
+    params: Any,
+    inputs: Mapping[str, np.ndarray],
+    site: str,
+    target: int | Array | None = None,
+    batch_size: int = 64,
+) -> Ranking:
+    """Activation × gradient at [CLS] of `site`: score_j = mean_i |a_ij · ∂logit_t(i) / ∂a_ij|.
+
+    Args:
+        model: an `apex_jax.Model` with a classification head.
+        params: its parameters.
+        inputs: `model.encode(...)` output ([n, ...] arrays).
+        site: a site of `model.sites` (not an attention pattern); head sites have no position.
+        target: the logit to explain: None = the model's clean prediction per input, an int =
+            that class for all inputs, or [n] class indices (e.g. true labels).
+        batch_size: examples per forward/backward pass.
+
+    Returns:
+        Ranking over the site's [CLS] features ([d]; heads × d_head flattened for q/k/v/z).
+    """
+    if model.config.n_classes is None:
+        raise ValueError(f"{model!r} has no classification head, so there is no logit to attribute.")
+    (site,) = check_cls_sites(model, (site,))
+    n = num_rows(inputs)
+    n_classes = model.config.n_classes
+    predicted = target is None
+    if predicted:
+        targets = np.zeros((n,), np.int32)
+    else:
+        t = np.asarray(target)
+        if t.dtype.kind not in "iu" or t.ndim > 1:
+            raise ValueError(
+                f"target must be None, an int or [n] integer classes; got {t.dtype} {t.shape}."
+            )
+        targets = np.broadcast_to(t, (n,)).astype(np.int32) if t.ndim == 0 else t.astype(np.int32)
+        if targets.shape != (n,):
+            raise ValueError(f"target has {targets.shape[0]} entries but inputs have n = {n}.")
+        bad = np.unique(targets[(targets < 0) | (targets >= n_classes)])
+        if bad.size:
+            raise ValueError(f"target classes {bad.tolist()} are out of range; valid: 0..{n_classes - 1}.")
+
+    total = None
+    for chunk in iter_chunks(inputs, batch_size):
+        if total is None:
+            shape = jax.eval_shape(
+                lambda p, x: model.apply(p, x, capture=(site,)).captured[site], params, chunk.batch
+            ).shape
+            feature_shape = tuple(shape[2:] if site_lib.position_axis(site) is not None else shape[1:])
+            fn = _attribution_fn(model, site, feature_shape, predicted)
+        got = np.asarray(fn(params, chunk.batch, targets[chunk.rows]), np.float64)
+        part = got[: chunk.stop - chunk.start].sum(axis=0)  # drop the filler rows
+        total = part if total is None else total + part
+    return rank(total / n)
