@@ -57,3 +57,48 @@ def test_bad_data_name_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["finetune", "minilm", "--data", "no-such-set", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no-such-set" in err and "vader-movies" in err
+
+
+def test_probe_silence_attack(tmp_path, capsys):
+    """SYNAPSE end to end on the tiny BERT: files, internal consistency, deterministic reruns."""
+    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=2)
+    task = sentiment_csv(tmp_path / "task.csv", 80)
+    probe = tmp_path / "probe"
+    assert cli.main(["probe", str(folder), "--data", str(task), "--out", str(probe), "--n-train", "40",
+                     "--n", "16", "--steps", "50"]) == 0
+    rows = list(csv.DictReader(open(probe / "probes.csv")))
+    assert [r["site"] for r in rows] == ["hook_embed", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post",
+                                         "concat", "head.hook_cls"]
+    assert all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
+    assert (probe / "probe_accuracy.png").stat().st_size > 1000
+
+    silence = tmp_path / "silence"
+    argv = ["silence", str(folder), "--data", str(task), "--probe", str(probe), "--out", str(silence),
+            "--n", "12", "--k", "10,50,100", "--random", "3", "--asymmetry-k", "50", "--quiet"]
+    assert cli.main(argv) == 0
+    table = list(csv.DictReader(open(silence / "silencing.csv")))
+    # per site: 3 k x (top + bottom + 2 classes + 3 random)
+    assert len(table) == 3 * 3 * (1 + 1 + 2 + 3)
+    # k = 100%: every selection silences all neurons, so top, bottom and random agree
+    for site in {r["site"] for r in table}:
+        full = {r["accuracy"] for r in table if r["site"] == site and r["k_percent"] == "100"}
+        assert len(full) == 1
+    controls = list(csv.DictReader(open(silence / "controls.csv")))
+    assert all(0 < float(c["p"]) <= 1 for c in controls)
+    summary = json.loads((silence / "summary.json").read_text())
+    assert len(summary["results"]["asymmetry"]["blocks.1.hook_resid_post"]) == 2
+    for png in ("silencing_curves", "class_asymmetry"):
+        assert (silence / f"{png}.png").stat().st_size > 1000
+    first = (silence / "summary.json").read_bytes(), (silence / "silencing.csv").read_bytes()
+    assert cli.main(argv) == 0  # rerun: identical files
+    assert ((silence / "summary.json").read_bytes(), (silence / "silencing.csv").read_bytes()) == first
+
+    attack = tmp_path / "attack"
+    assert cli.main(["attack", str(folder), "--data", str(task), "--probe", str(probe), "--out", str(attack),
+                     "--n", "12", "--target", "1"]) == 0
+    arows = list(csv.DictReader(open(attack / "attacks.csv")))
+    zero = [r for r in arows if float(r["magnitude"]) == 0]
+    assert len({r["accuracy"] for r in zero}) == 1  # every attack at 0 leaves the model as it is
+    assert "flip" in capsys.readouterr().out
+    assert cli.main(["silence", str(folder), "--data", str(task), "--probe", str(tmp_path / "none"),
+                     "--out", str(tmp_path / "x")]) == 2

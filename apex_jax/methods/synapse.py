@@ -1,0 +1,256 @@
+"""SYNAPSE experiments: silencing curves with random controls, class asymmetry, head attacks.
+
+`silencing_experiment` runs, per layer site, ONE engine sweep whose grid holds every mask of
+that layer: the ranked top-k% masks (global ranking), the bottom-k% masks, each class's top-k%
+masks (per-class rankings), and `n_random` random k% masks for every k. The prefix before the
+layer is computed once per input block and shared by all of them (DESIGN principle 5).
+
+Scores are the model's own classifier on the inputs' labels. A ranked selection's *drop* is the
+clean score minus the score with the selection silenced; the random control compares it with
+the random selections' drops at the same k (z-score, Laplace-smoothed one-sided p-value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from apex_jax.methods import attacks, rankings, silencing
+from apex_jax.models.model import Model
+
+SCORES = ("accuracy", "macro_f1", "weighted_f1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SilenceConfig:
+    """What `silencing_experiment` sweeps."""
+
+    k_levels: tuple[float, ...] = rankings.K_LEVELS  # percent of the site's neurons
+    n_random: int = 20  # random masks per k (the control)
+    positions: str = "cls"  # "cls" (SYNAPSE) or "all"
+    mode: str = "zero"  # "zero", "mean" (mean-ablation) or "noise" (on the selected neurons)
+    sigma: float = 1.0  # noise mode: std × the token's RMS
+    draws: int = 16  # noise mode: draws per (input, mask)
+    bottom: bool = True  # also silence the bottom-k% (least important first)
+    per_class: bool = True  # also each class's own top-k%
+    asymmetry_k: float = 10.0  # k (percent) of the class-asymmetry matrix
+    seed: int = 0
+
+    def check(self, n_classes: int) -> None:
+        k = np.asarray(self.k_levels, np.float64)
+        if k.size == 0 or not ((k > 0) & (k <= 100)).all():
+            raise ValueError(f"k levels must be percentages in (0, 100]; got {list(self.k_levels)}.")
+        if self.n_random < 2:
+            raise ValueError(f"the random control needs n_random >= 2 draws; got {self.n_random}.")
+        if self.positions not in silencing.POSITIONS:
+            raise ValueError(f"positions must be one of {silencing.POSITIONS}; got {self.positions!r}.")
+        if self.mode not in silencing.MODES:
+            raise ValueError(f"mode must be one of {silencing.MODES}; got {self.mode!r}.")
+        if self.per_class and self.asymmetry_k not in self.k_levels:
+            raise ValueError(f"asymmetry_k {self.asymmetry_k} must be one of the k levels {list(self.k_levels)}.")
+
+
+@dataclasses.dataclass
+class Selection:
+    """One grid point of a layer's sweep."""
+
+    kind: str  # "top", "bottom", "class", "random"
+    k: float
+    cls: int = -1  # class for kind == "class"
+    draw: int = -1  # random draw for kind == "random"
+
+
+@dataclasses.dataclass
+class LayerResult:
+    site: str
+    selections: list[Selection]
+    metrics: silencing.Metrics  # per selection
+    counts: np.ndarray  # [n, G, C]
+
+
+@dataclasses.dataclass
+class SilencingResult:
+    config: SilenceConfig
+    clean: silencing.Metrics  # one grid point: the clean model
+    clean_pred: np.ndarray  # [n]
+    layers: list[LayerResult]
+    seconds: float
+    perturbed_forwards: int
+
+    # ------------------------------------------------------------------ tables
+    def table(self) -> list[dict]:
+        """One row per (site, selection): the scores and the prediction shares."""
+        rows = []
+        for lr in self.layers:
+            for g, sel in enumerate(lr.selections):
+                r = {"site": lr.site, "selection": sel.kind, "class": sel.cls, "draw": sel.draw,
+                     "k_percent": sel.k}
+                r.update({s: float(getattr(lr.metrics, s)[g]) for s in SCORES})
+                r.update({f"f1_class_{c}": float(v) for c, v in enumerate(lr.metrics.class_f1[g])})
+                r.update({f"share_class_{c}": float(v) for c, v in enumerate(lr.metrics.pred_share[g])})
+                rows.append(r)
+        return rows
+
+    def controls(self, score: str = "accuracy") -> list[dict]:
+        """Per (site, ranked selection, k): drop, random drops' mean/std, z and p."""
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}; got {score!r}.")
+        clean = float(getattr(self.clean, score)[0])
+        rows = []
+        for lr in self.layers:
+            values = getattr(lr.metrics, score)
+            for k in self.config.k_levels:
+                rand = [clean - values[g] for g, s in enumerate(lr.selections) if s.kind == "random" and s.k == k]
+                for g, s in enumerate(lr.selections):
+                    if s.kind == "random" or s.k != k:
+                        continue
+                    drop = clean - float(values[g])
+                    rc = silencing.random_control(drop, np.asarray(rand))
+                    rows.append({"site": lr.site, "selection": s.kind, "class": s.cls, "k_percent": k,
+                                 "score": score, "clean": clean, "value": float(values[g]), "drop": drop,
+                                 **rc})
+        return rows
+
+    def curves(self, score: str = "accuracy") -> list[dict]:
+        """Curve summaries per (site, selection): area under the drop curve, k at half score,
+        for the ranked selections and the random mean."""
+        clean = float(getattr(self.clean, score)[0])
+        k = np.asarray(self.config.k_levels, np.float64)
+        rows = []
+        for lr in self.layers:
+            values = getattr(lr.metrics, score)
+            keys = sorted({(s.kind, s.cls) for s in lr.selections if s.kind != "random"}) + [("random", -1)]
+            for kind, c in keys:
+                v = np.array([np.mean([values[g] for g, s in enumerate(lr.selections)
+                                       if s.kind == kind and s.cls == c and s.k == kk]) for kk in k])
+                rows.append({"site": lr.site, "selection": kind, "class": c, "score": score,
+                             **silencing.curve_summary(k, clean - v, clean, v)})
+        return rows
+
+    def asymmetry(self, site: str | None = None) -> np.ndarray:
+        """[C, C]: drop in class c2's F1 when class c1's own top-k% neurons are silenced
+        (k = config.asymmetry_k), at `site` (default: the last layer swept)."""
+        lr = self.layers[-1] if site is None else next(l for l in self.layers if l.site == site)
+        C = self.clean.class_f1.shape[1]
+        m = np.full((C, C), np.nan)
+        for g, s in enumerate(lr.selections):
+            if s.kind == "class" and s.k == self.config.asymmetry_k:
+                m[s.cls] = self.clean.class_f1[0] - lr.metrics.class_f1[g]
+        return m
+
+
+def selections_and_masks(global_scores: np.ndarray, class_scores: np.ndarray | None, config: SilenceConfig,
+                         seed: int) -> tuple[list[Selection], np.ndarray]:
+    """The grid of one layer: selections and their 0/1 masks [G, d]."""
+    d = len(global_scores)
+    sels, masks = [], []
+    for ki, k in enumerate(config.k_levels):
+        sels.append(Selection("top", k))
+        masks.append(rankings.top_k(global_scores, k))
+        if config.bottom:
+            sels.append(Selection("bottom", k))
+            masks.append(rankings.bottom_k(global_scores, k))
+        if config.per_class and class_scores is not None:
+            for c in range(class_scores.shape[0]):
+                sels.append(Selection("class", k, cls=c))
+                masks.append(rankings.top_k(class_scores[c], k))
+        rand = rankings.random_k(d, k, draws=config.n_random, seed=seed * 1000 + ki)
+        for r in range(config.n_random):
+            sels.append(Selection("random", k, draw=r))
+            masks.append(rand[r])
+    return sels, np.stack(masks).astype(np.float32)
+
+
+def silencing_experiment(
+    model: Model,
+    params: Any,
+    batch: dict,
+    labels: np.ndarray,
+    ids: Sequence[int],
+    scores: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    config: SilenceConfig = SilenceConfig(),
+    means: Mapping[str, np.ndarray] | None = None,
+    **sweep_kw,
+) -> SilencingResult:
+    """Silencing curves for every site in `scores` ({site: (global [d], per-class [C, d])}).
+
+    Args:
+        batch, labels, ids: the evaluation inputs (encoded), their labels [n] and stable ids.
+        scores: neuron importance per site, e.g. from a probe (`rankings.global_ranking`).
+        means: for mode="mean", the clean mean [CLS] vector per site [d].
+        sweep_kw: passed to the engine (grid_per_step, memory_budget, mesh, run_dir, progress).
+    """
+    C = model.config.n_classes
+    config.check(C)
+    labels = np.asarray(labels)
+    if len(labels) != len(ids):
+        raise ValueError(f"{len(labels)} labels for {len(ids)} inputs.")
+    if not scores:
+        raise ValueError("no sites to silence: give scores for at least one site.")
+    layers = []
+    seconds, forwards = 0.0, 0
+    clean_pred = None
+    for si, (site, (g_scores, c_scores)) in enumerate(scores.items()):
+        sels, masks = selections_and_masks(np.asarray(g_scores), c_scores, config, seed=config.seed + si)
+        draws = config.draws if config.mode == "noise" else 1
+        res = silencing.mask_sweep(model, params, batch, ids, site, masks, positions=config.positions,
+                                   mode=config.mode, means=means, sigma=config.sigma, draws=draws,
+                                   seed=config.seed, **sweep_kw)
+        clean_pred = res.clean
+        layers.append(LayerResult(site, sels, silencing.metrics_from_counts(labels, res.counts), res.counts))
+        seconds += res.seconds
+        forwards += res.perturbed_forwards
+    return SilencingResult(config, silencing.metrics(labels, clean_pred, C), clean_pred, layers, seconds, forwards)
+
+
+# ----------------------------------------------------------------------------- head attacks
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    target: int = 0
+    k_percent: float = 10.0  # the target's top neurons to push / flip
+    deltas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+    biases: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    redirect_shares: tuple[float, ...] = (0.1, 0.25, 0.5, 0.9, 1.0)
+    flip_counts: tuple[int, ...] = (0, 1, 2, 4, 8)
+    bit: int = 30
+    balanced: bool = True
+
+
+def attack_experiment(model: Model, params: Any, h: np.ndarray, labels: np.ndarray,
+                      class_scores: np.ndarray, config: AttackConfig = AttackConfig()) -> dict:
+    """Logit bias, ±Δ column push and exponent bit flips toward `config.target`, evaluated on
+    the classifier input h = `head.hook_cls` [n, H]; `class_scores` [C, H] rank each class's
+    neurons (e.g. |W| of a probe on head.hook_cls). Returns tables (lists of rows)."""
+    kernel, bias = attacks.head_weights(params)
+    H, C = kernel.shape
+    t = config.target
+    if not 0 <= t < C:
+        raise ValueError(f"target class {t} is outside [0, {C}).")
+    if np.shape(class_scores) != (C, H):
+        raise ValueError(f"class_scores must be [{C}, {H}] (classes × head.hook_cls width); got {np.shape(class_scores)}.")
+    labels = np.asarray(labels)
+    clean_logits = attacks.apply_head(h, kernel, bias)
+    clean_pred = clean_logits.argmax(1)
+    order = rankings.rank(class_scores[t]).order
+    k = rankings.k_count(config.k_percent, H)
+    top = order[:k]
+    rows = []
+
+    def add(kind: str, magnitudes, heads):
+        st = attacks.redirect_stats(attacks.apply_head(h, *heads), clean_pred, labels, t)
+        for i, m in enumerate(magnitudes):
+            rows.append({"attack": kind, "magnitude": float(m), "flip_to_target": float(st["flip_to_target"][i]),
+                         "accuracy": float(st["accuracy"][i]), "target_share": float(st["target_share"][i])})
+
+    add("logit_bias", config.biases, attacks.logit_bias(kernel, bias, t, config.biases))
+    add("column_push", config.deltas, attacks.column_push(kernel, bias, t, top, config.deltas, config.balanced))
+    add("column_push_unbalanced", config.deltas, attacks.column_push(kernel, bias, t, top, config.deltas, False))
+    counts = [c for c in config.flip_counts if c <= k]
+    add(f"bit_flip_{config.bit}", counts, attacks.bit_flip(kernel, bias, t, top, counts, config.bit))
+    needed = attacks.bias_to_redirect(clean_logits, t, config.redirect_shares)
+    return {"rows": rows, "target": t, "k_neurons": int(k), "neurons": top.tolist(),
+            "bias_to_redirect": {f"{s:g}": float(b) for s, b in zip(config.redirect_shares, needed)},
+            "clean_accuracy": float((clean_pred == labels).mean()),
+            "clean_target_share": float((clean_pred == t).mean())}
