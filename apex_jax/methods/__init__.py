@@ -1,1 +1,2 @@
-"""Probing methods built on the sweep engine (APEX; SYNAPSE to come)."""
+"""Probing methods built on the sweep engine: APEX (apex.py) and SYNAPSE (probes, rankings,
+silencing, attacks, synapse)."""
