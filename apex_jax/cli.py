@@ -175,7 +175,7 @@ def cmd_silence(args) -> int:
     data = data_lib.get_split(args.data, args.split, n=args.n, seed=args.split_seed)
     k = _parse_k(args.k)
     cfg = synapse.SilenceConfig(k_levels=k, n_random=args.random, positions=args.positions, mode=args.mode,
-                                sigma=args.sigma, draws=args.draws, seed=args.seed,
+                                sigma=args.sigma, draws=args.draws, seed=args.seed, joint=args.joint,
                                 asymmetry_k=args.asymmetry_k if args.asymmetry_k in k else k[len(k) // 2])
     sites = synapse_runs.layer_sites(model, args.layers) if args.layers else None
     s = synapse_runs.silence_run(model, data, Path(args.probe), Path(args.out), sites=sites, config=cfg,
@@ -253,7 +253,7 @@ def cmd_demo(args) -> int:
     print("\nSYNAPSE: silencing top-k vs random-k [CLS] neurons")
     cmd_silence(argparse.Namespace(**common, probe=str(out / "probe"), out=str(out / "silence"), split="test",
                                    n=args.n, k=DEMO_K, random=20, positions="cls", mode="zero", sigma=1.0,
-                                   draws=16, seed=0, asymmetry_k=10.0, layers=None))
+                                   draws=16, seed=0, asymmetry_k=10.0, layers=None, joint=False))
     print("\nSYNAPSE: head attacks toward class 1")
     cmd_attack(argparse.Namespace(**common, probe=str(out / "probe"), out=str(out / "attack"), split="test",
                                   n=args.n, target=1, k=10.0))
@@ -341,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sigma", type=float, default=1.0, help="noise mode: std x the token's RMS")
     s.add_argument("--draws", type=int, default=16, help="noise mode: draws per input and mask")
     s.add_argument("--asymmetry-k", type=float, default=10.0)
+    s.add_argument("--joint", action="store_true", help="silence all the layers at once (each its own ranking)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_silence)

@@ -165,3 +165,24 @@ def test_head_manipulations(model):
     assert (kf[1] != kernel).sum() == 2
     with pytest.raises(ValueError, match="target"):
         attacks.logit_bias(kernel, bias, 5, [1.0])
+
+
+def test_joint_silencing_of_all_layers_equals_direct_forward(model):
+    from apex_jax.methods import synapse
+
+    batch = model.encode(TEXTS)
+    d = model.config.d_model
+    rng = np.random.default_rng(5)
+    sites = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    scores = {s: (rng.random(d), None) for s in sites}
+    cfg = synapse.SilenceConfig(k_levels=(25.0, 75.0), n_random=2, bottom=False, per_class=False, joint=True)
+    res = synapse.silencing_experiment(model, model.params, batch, np.zeros(len(TEXTS), int),
+                                       np.arange(len(TEXTS)), scores, cfg, progress=False)
+    (layer,) = res.layers
+    assert layer.site == "joint" and len(layer.selections) == 2 * 3
+    grids = {s: synapse.selections_and_masks(scores[s][0], None, cfg, seed=i)[1] for i, s in enumerate(sites)}
+    for g in range(len(layer.selections)):
+        pert = {s: Scale(np.float32(0), positions=np.array([0]), neurons=grids[s][g]) for s in sites}
+        direct = np.asarray(model.forward(batch, pert).logits).argmax(-1)
+        np.testing.assert_array_equal(layer.counts[:, g].argmax(-1), direct)
+    assert res.controls()[0]["draws"] == 2

@@ -225,7 +225,7 @@ def run_sweep(
 
     if per_input_grid and any(np.shape(l)[1:2] != (n,) for l in leaves):
         raise ValueError(f"per_input_grid needs grid leaves of shape [G, {n}, ...]; got {[np.shape(l) for l in leaves]}.")
-    kernel = _kernels(model, mesh, perturb, seed, draws, draws_per_step, C, common_noise)
+    kernel = _kernels(model, mesh, perturb, seed, draws_per_step, C, common_noise)
     Gs = grid_per_step
     clean = np.zeros(n, np.int64)
     t0 = time.perf_counter()
@@ -259,7 +259,7 @@ def run_sweep(
             else:
                 points = jax.tree.map(lambda a: np.asarray(a)[take], grid)
             per_unit = jax.tree.map(lambda a: _global_array(a, kernel.unit_sharding), (points, g_idx, d_idx))
-            out = _to_host(kernel.chunk(params, prefix, block_ids, np.int32(draw_offset), *per_unit))
+            out = _to_host(kernel.chunk(params, prefix, block_ids, np.int32(draw_offset), np.int32(draws), *per_unit))
             n_real = int(real.sum())
             for j, u in enumerate(chunk):
                 for gi_local, gi in enumerate(g_idx[j]):
@@ -288,23 +288,22 @@ _KERNEL_CACHE: dict = {}
 _KERNEL_CACHE_SIZE = 16
 
 
-def _kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int, C: int,
-             common_noise: bool) -> _Kernels:
+def _kernels(model: Model, mesh, perturb: Perturb, seed: int, D: int, C: int, common_noise: bool) -> _Kernels:
     """Compiled kernels, cached so repeated sweeps with the same perturb function (e.g. the
-    rounds of a bisection) reuse one compilation per input shape."""
-    key = (model, mesh, perturb, seed, draws, D, C, common_noise)
+    rounds of a bisection, or another draw count) reuse one compilation per kernel shape."""
+    key = (model, mesh, perturb, seed, D, C, common_noise)
     if key not in _KERNEL_CACHE:
         if len(_KERNEL_CACHE) >= _KERNEL_CACHE_SIZE:
             _KERNEL_CACHE.pop(next(iter(_KERNEL_CACHE)))
-        _KERNEL_CACHE[key] = _build_kernels(model, mesh, perturb, seed, draws, D, C, common_noise)
+        _KERNEL_CACHE[key] = _build_kernels(model, mesh, perturb, seed, D, C, common_noise)
     return _KERNEL_CACHE[key]
 
 
-def _build_kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, D: int, C: int,
+def _build_kernels(model: Model, mesh, perturb: Perturb, seed: int, D: int, C: int,
                    common_noise: bool) -> _Kernels:
     traces: list = []
 
-    def one_point(params, prefix, block_ids, offset, grid_point, g, d):
+    def one_point(params, prefix, block_ids, offset, draws, grid_point, g, d):
         draw_index = d * D + jnp.arange(D)
         keys = draw_keys(seed, block_ids, 0 if common_noise else jnp.maximum(g, 0), offset + draw_index)
         logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k), head_only=True).logits)(keys)
@@ -312,20 +311,20 @@ def _build_kernels(model: Model, mesh, perturb: Perturb, seed: int, draws: int, 
         valid = (draw_index < draws) & (g >= 0)
         return jnp.sum(hits * valid[:, None, None], axis=0)
 
-    def unit(params, prefix, block_ids, offset, grid_points, g, d):  # Gs grid points at once
-        run = lambda: jax.vmap(lambda p, gi: one_point(params, prefix, block_ids, offset, p, gi, d))(grid_points, g)
+    def unit(params, prefix, block_ids, offset, draws, grid_points, g, d):  # Gs grid points at once
+        run = lambda: jax.vmap(lambda p, gi: one_point(params, prefix, block_ids, offset, draws, p, gi, d))(grid_points, g)
         # filler units (a chunk's tail) skip the forward entirely: lax.map runs units one by
         # one, so this is a real branch, not a select
         skip = lambda: jax.lax.pcast(jnp.zeros((g.shape[0], len(block_ids), C), jnp.int32), ("units",), to="varying")
         return jax.lax.cond(jnp.any(g >= 0), run, skip)
 
-    def local_chunk(params, prefix, block_ids, offset, grid_points, g_idx, d_idx):
+    def local_chunk(params, prefix, block_ids, offset, draws, grid_points, g_idx, d_idx):
         traces.append(1)
-        return jax.lax.map(lambda a: unit(params, prefix, block_ids, offset, *a), (grid_points, g_idx, d_idx))
+        return jax.lax.map(lambda a: unit(params, prefix, block_ids, offset, draws, *a), (grid_points, g_idx, d_idx))
 
     sharded = jax.shard_map(
         local_chunk, mesh=mesh,
-        in_specs=(P(), P(), P(), P(), P("units"), P("units"), P("units")), out_specs=P("units"),
+        in_specs=(P(), P(), P(), P(), P(), P("units"), P("units"), P("units")), out_specs=P("units"),
     )
     def prefix_and_clean(params, batch, sites):
         prefix = model.prefix(params, batch, sites)

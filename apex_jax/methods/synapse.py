@@ -36,6 +36,7 @@ class SilenceConfig:
     bottom: bool = True  # also silence the bottom-k% (least important first)
     per_class: bool = True  # also each class's own top-k%
     asymmetry_k: float = 10.0  # k (percent) of the class-asymmetry matrix
+    joint: bool = False  # silence every site at once (each with its own ranking): one sweep, site "joint"
     seed: int = 0
 
     def check(self, n_classes: int) -> None:
@@ -192,14 +193,18 @@ def silencing_experiment(
     layers = []
     seconds, forwards = 0.0, 0
     clean_pred = None
-    for si, (site, (g_scores, c_scores)) in enumerate(scores.items()):
-        sels, masks = selections_and_masks(np.asarray(g_scores), c_scores, config, seed=config.seed + si)
-        draws = config.draws if config.mode == "noise" else 1
-        res = silencing.mask_sweep(model, params, batch, ids, site, masks, positions=config.positions,
+    grids = {site: selections_and_masks(np.asarray(g), c, config, seed=config.seed + si)
+             for si, (site, (g, c)) in enumerate(scores.items())}
+    # one sweep per site (prefix cached before it), or one joint sweep over all sites at once
+    jobs = ([("joint", next(iter(grids.values()))[0], {s: m for s, (_, m) in grids.items()})] if config.joint
+            else [(site, sels, masks) for site, (sels, masks) in grids.items()])
+    draws = config.draws if config.mode == "noise" else 1
+    for name, sels, masks in jobs:
+        res = silencing.mask_sweep(model, params, batch, ids, name, masks, positions=config.positions,
                                    mode=config.mode, means=means, sigma=config.sigma, draws=draws,
                                    seed=config.seed, **sweep_kw)
         clean_pred = res.clean
-        layers.append(LayerResult(site, sels, silencing.metrics_from_counts(labels, res.counts), res.counts))
+        layers.append(LayerResult(name, sels, silencing.metrics_from_counts(labels, res.counts), res.counts))
         seconds += res.seconds
         forwards += res.perturbed_forwards
     return SilencingResult(config, silencing.metrics(labels, clean_pred, C), clean_pred, layers, seconds, forwards)
