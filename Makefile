@@ -30,10 +30,12 @@ demo: assets
 test: install-test assets
 	$(BIN)/python -m pytest -q
 
-# Benchmark W1 (APEX on the demo's fine-tuned MiniLM vs PyTorch forward hooks): run `make demo`
-# first; writes bench-results/w1.json. Slow (tens of minutes on 2 cores); not part of the tests.
+# Benchmarks on the demo's fine-tuned MiniLM vs PyTorch forward hooks (run `make demo` first):
+# W1 (APEX noise sweep) writes bench-results/w1.json, W2 (SYNAPSE [CLS] silencing, benchmarks/w2.py)
+# bench-results/w2.json. Slow (tens of minutes each on 2 cores); not part of the tests.
 bench: install-test assets
 	$(BIN)/python benchmarks/run.py --out bench-results --model runs/demo/finetune/model
+	$(BIN)/python benchmarks/w2.py --out bench-results --model runs/demo/finetune/model
 
 clean:
 	rm -rf runs bench-results .pytest_cache
