@@ -76,8 +76,10 @@ def probe_run(model, train, test, out: Path, *, sites: Sequence[str], config=pro
     sites = list(sites)
     all_sites = sites + ([HEAD_SITE] if HEAD_SITE not in sites else [])
     n_tr = len(train)
-    batch = {k: np.concatenate([a, b]) for (k, a), b in
-             zip(_encode(model, train, max_length).items(), _encode(model, test, max_length).values())}
+    if train.kind == "text":  # one encode call: one padded width for both parts
+        batch = model.encode(list(train.inputs) + list(test.inputs), max_length=max_length)
+    else:
+        batch = model.encode(np.concatenate([train.inputs, test.inputs]))
     labels = np.concatenate([train.labels, test.labels])
     feats = probes_lib.extract_cls(model, model.params, batch, all_sites)
     t_feat = time.perf_counter() - t0
