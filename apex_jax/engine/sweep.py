@@ -127,7 +127,7 @@ def run_sweep(
     draws: int,
     seed: int = 0,
     draws_per_step: int | None = None,
-    inputs_per_step: int = 8,
+    inputs_per_step: int = 1,
     units_per_call: int | None = None,
     memory_budget: float = 2**30,
     mesh: jax.sharding.Mesh | None = None,
@@ -152,8 +152,9 @@ def run_sweep(
         draws: K, draws per (input, grid point).
         draws_per_step, inputs_per_step, grid_per_step: the fixed micro-batch (kernel shape).
             By default draws_per_step is the largest power of two <= draws that fits
-            `memory_budget` bytes, and grid_per_step fills what the budget leaves (a power of
-            two, at most the grid size rounded up to one).
+            `memory_budget` bytes, and grid_per_step fills what the budget leaves (the grid is
+            cut into equal parts of at most that size). One input per step (the default) never
+            computes filler rows: the micro-batch is filled with draws and grid points instead.
         units_per_call: units per jitted call (default: ~2 per device, at least 1 draw block).
         mesh: 1-D mesh to shard units over (default: all local devices).
         run_dir: folder for resumable checkpoints (orbax).
@@ -193,8 +194,9 @@ def run_sweep(
     if draws_per_step is None:
         draws_per_step = default_micro_batch(model, longest, draws, memory_budget / inputs_per_step)
     if grid_per_step is None:
-        grid_per_step = default_micro_batch(model, longest, 1 << max(0, G - 1).bit_length(),
-                                            memory_budget / (inputs_per_step * draws_per_step))
+        most = default_micro_batch(model, longest, 1 << max(0, G - 1).bit_length(),
+                                   memory_budget / (inputs_per_step * draws_per_step))
+        grid_per_step = math.ceil(G / math.ceil(G / most))  # as few filler grid slots as possible
     if draws_per_step < 1 or grid_per_step < 1 or inputs_per_step < 1:
         raise ValueError("draws_per_step, grid_per_step and inputs_per_step must be >= 1.")
     n_draw_blocks = math.ceil(draws / draws_per_step)
