@@ -9,7 +9,7 @@ that `model.apply` with it gives the same logits.
 
 * logit bias: bias[target] += b. The smallest b that sends input i to the target is
   max_{c≠t} z_ic − z_it (ties go to the lowest class index, as argmax does), so the bias that
-  sends a share x of inputs is a quantile of those values (`bias_to_redirect`).
+  sends a share x of the other inputs is a quantile of those values (`bias_to_redirect`).
 * column push: kernel[j, target] += Δ for the target's top neurons j; with `balanced=True`
   the other classes' columns get −Δ/(C−1) at those neurons, so each neuron's total weight is
   unchanged and the push is a pure redistribution.
@@ -64,26 +64,33 @@ def _check_neurons(neurons: Sequence[int], width: int) -> np.ndarray:
 
 
 def bias_needed(logits: np.ndarray, target: int) -> np.ndarray:
-    """Per input, the smallest bias on the target logit that makes argmax pick the target [n]
-    (0 where it already does). Ties: argmax takes the lowest index, so a target above a tied
-    class needs a strictly larger logit; the result is the next float32 above the gap."""
+    """Per input, the smallest float32 bias on the target logit that makes argmax pick the
+    target [n] (0 where it already does). Ties: argmax takes the lowest index, so a target above
+    a tied class needs a strictly larger logit (the next float32 above it)."""
     z = np.asarray(logits, np.float32)
     _check_target(target, z.shape[1])
     others = np.delete(z, target, axis=1)
     other_idx = np.delete(np.arange(z.shape[1]), target)
     best = others.max(1)
     best_idx = other_idx[others.argmax(1)]
-    gap = best - z[:, target]
-    # the target wins a tie only against higher class indices
-    need = np.where(best_idx < target, np.nextafter(gap, np.float32(np.inf)), gap)
-    need = np.where(z.argmax(1) == target, 0.0, need)
-    return np.maximum(need, 0.0).astype(np.float32)
+    zt = z[:, target]
+    # the logit the target must reach: a tie wins only against higher class indices
+    goal = np.where(best_idx < target, np.nextafter(best, np.float32(np.inf)), best).astype(np.float32)
+    need = np.maximum(goal - zt, np.float32(0))
+    for _ in range(8):  # float32 rounding of zt + need may fall short by an ulp
+        short = (zt + need) < goal
+        if not short.any():
+            break
+        need = np.where(short, np.nextafter(need, np.float32(np.inf)), need)
+    return np.where(z.argmax(1) == target, np.float32(0), need).astype(np.float32)
 
 
 def bias_to_redirect(logits: np.ndarray, target: int, shares: Sequence[float]) -> np.ndarray:
-    """The smallest bias on the target logit that sends at least each share of ALL inputs to
-    the target [len(shares)] (inf when the share cannot be reached)."""
-    need = np.sort(bias_needed(logits, target))
+    """The smallest bias on the target logit that sends at least each share of the inputs NOT
+    already predicted as the target there [len(shares)] (the flip-to-target rate's inputs)."""
+    z = np.asarray(logits, np.float32)
+    need = bias_needed(z, target)
+    need = np.sort(need[z.argmax(1) != target])
     n = len(need)
     out = []
     for x in shares:
