@@ -1,0 +1,55 @@
+"""Reproduction of the APEX paper's claims on small ViTs trained here (see reports/README.md).
+
+Each claim is a module with `main(argv)` (argparse; `--quick` for a smoke-test size) writing
+tables, a figure and `summary.json` into `reports/<name>/`; `report` assembles
+`reports/README.md` from those summaries. `run(name, argv)` dispatches by name (what
+`scripts/*.py` and `apex-jax reproduce NAME` call); `run("all", argv)` runs every claim, then
+the report.
+
+Library parts: `vit` (small ViT configs, shared templates, compiled init), `ensembles`
+(many models trained at once with a vmapped Optax step; per-example training-time and hold-out
+correctness), `backdoor` (BadNets trigger and poisoning), `zoo` (clean / random-label /
+backdoored model groups saved as HF folders), `stats` (Spearman and AUROC with bootstrap
+intervals), `common` (arguments, APEX sweeps over many models, interpolated escape σ, outputs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+CLAIMS = ("regularity", "random_labels", "transitions", "backdoor_bias")
+NAMES = (*CLAIMS, "report", "all")
+
+
+def _module(name: str):
+    return importlib.import_module(f"apex_jax.reproduce.{name}")
+
+
+def canonical(name: str) -> str:
+    """`random-labels` -> `random_labels`; error for an unknown name."""
+    key = name.replace("-", "_")
+    if key not in NAMES:
+        raise SystemExit(f"unknown reproduction {name!r}; choose from {', '.join(n.replace('_', '-') for n in NAMES)}.")
+    return key
+
+
+def run(name: str, argv: list[str] | None = None):
+    """Runs one claim script (or `report`, or `all`) with command-line arguments `argv`."""
+    name = canonical(name)
+    argv = list(argv or [])
+    if name != "all":
+        return _module(name).main(argv)
+    import argparse
+
+    p = argparse.ArgumentParser(prog="apex-jax reproduce all",
+                                description="Every claim script, then reports/README.md.")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reports", default="reports")
+    p.add_argument("--work", default="runs/reproduce")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    common = (["--quick"] if args.quick else []) + ["--work", args.work] + (["--quiet"] if args.quiet else [])
+    for claim in CLAIMS:
+        _module(claim).main([*common, "--out", str(Path(args.reports) / claim)])
+    return _module("report").main(["--reports", args.reports])

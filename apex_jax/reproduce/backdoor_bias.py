@@ -1,0 +1,173 @@
+"""Claim 4 — large-σ backdoor bias: under large activation noise, a backdoored model's
+predictions concentrate on its backdoor target class, so the class shares at large σ detect
+backdoored models without any triggered input.
+
+Protocol. The zoo's clean and BadNets-backdoored ViTs (`zoo`; targets 0, 2, 4, ... over the
+seeds) are probed with APEX on clean test images (no trigger), σ relative to each site's RMS,
+at two site sets: every block's output (`resid_post`) and the embedding output only
+(`hook_embed`, input-only noise). At the largest σ of the grid, the class shares (share of all
+draws over all inputs predicting each class) of every model are compared:
+
+- target share: the backdoored model's share of its target vs the clean models' share of the
+  same class;
+- AUROC (target known): positives = each backdoored model's share of its target, negatives =
+  every clean model's share of every target in use;
+- AUROC (target unknown): the largest class share of each model (backdoored vs clean);
+- how often the dominant class at large σ is the backdoor target.
+
+Intervals: percentile bootstrap over models (stratified). Also each model's clean accuracy and
+attack success rate, and the clean models' rate of predicting each target on stamped images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from apex_jax.methods import apex
+from apex_jax.reproduce import backdoor, common, ensembles, stats, vit, zoo
+
+NAME = "backdoor_bias"
+SITE_SETS = ("resid_post", "embed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    zoo: zoo.ZooConfig = zoo.ZooConfig()
+    n_inputs: int = 128
+    sigmas: tuple = (0.25, 1.0, 4.0, 16.0, 64.0)
+    draws: int = 32
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        # 8 σ values and 8 draws on 48 inputs, like the other quick runs: one compiled kernel
+        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigmas=tuple(np.logspace(-0.5, 1.5, 8).round(4)),
+                   draws=8)
+
+
+def main(argv=None) -> dict:
+    args = common.parser(NAME, "Claim 4: class shares at large σ in clean vs backdoored models.").parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    return run(s, common.out_dir(args, NAME), Path(args.work), common.logger(args), quick=args.quick)
+
+
+def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    timer = common.Timer()
+    clean = zoo.get_group(s.zoo, "clean", work, log)
+    bd = zoo.get_group(s.zoo, "backdoor", work, log)
+    timer.mark("zoo")
+    test = zoo.splits(s.zoo)["test"]
+    model = clean.model
+    targets = [int(t) for t in bd.targets]
+    # clean models on stamped test images: how often the trigger alone yields each target
+    trigger = backdoor.Trigger(**bd.info["trigger"])
+    stamped = ensembles.predict_stack(model, ensembles.stack(clean.params),
+                                      vit.pixels(model, backdoor.stamp(test.inputs, trigger))).argmax(-1)
+    clean_trigger_rate = {t: float(np.mean([(p[test.labels != t] == t).mean() for p in stamped])) for t in targets}
+    inputs = test.subset(np.arange(min(s.n_inputs, len(test))))
+    x = vit.pixels(model, inputs.inputs)
+    sigmas = apex.check_sigmas(s.sigmas)
+    shares, per_site = {}, {}
+    for spec in SITE_SETS:
+        sites = apex.parse_sites(model, spec)
+        sh = {}
+        for g in (clean, bd):
+            res = common.apex_sweeps(model, g.params, x, inputs.ids, sigmas, sites, s.draws, s.seed)
+            sh[g.kind] = np.stack([[r.class_shares(i) for i in range(len(sigmas))] for r in res])  # [M, G, C]
+        shares[spec] = sh
+        per_site[spec] = _analyse(sh["clean"][:, -1], sh["backdoor"][:, -1], targets)
+        per_site[spec]["target_share_by_sigma"] = {
+            "backdoor": [float(np.mean([sh["backdoor"][i, g, t] for i, t in enumerate(targets)]))
+                         for g in range(len(sigmas))],
+            "clean": [float(np.mean([sh["clean"][:, g, t].mean() for t in targets])) for g in range(len(sigmas))],
+        }
+        timer.mark(f"apex_{spec}")
+    results = {
+        "large_sigma": float(sigmas[-1]),
+        "sites": per_site,
+        "models": {"clean": clean.members, "backdoor": bd.members},
+        "attack_success_rate": stats.mean_ci([m["attack_success_rate"] for m in bd.members]),
+        "clean_accuracy": {"clean": stats.mean_ci([m["test_accuracy"] for m in clean.members]),
+                           "backdoor": stats.mean_ci([m["test_accuracy"] for m in bd.members])},
+        "clean_models_trigger_to_target_rate": clean_trigger_rate,
+        "n_inputs": len(inputs), "targets": targets,
+    }
+    timer.mark("statistics")
+    rows = []
+    for spec in SITE_SETS:
+        for g, group in (("clean", clean), ("backdoor", bd)):
+            for i, m in enumerate(group.members):
+                rows.append((spec, g, m["seed"], m.get("target", ""), m["test_accuracy"],
+                             m.get("attack_success_rate", ""), *shares[spec][g][i, -1]))
+    common.write_csv(out / "class_shares.csv", ["sites", "kind", "seed", "target", "clean_accuracy",
+                                                "attack_success_rate", *[f"share_{n}" for n in test.label_names]], rows)
+    _plot(out, shares, targets, sigmas, test.label_names, per_site)
+    timer.mark("outputs")
+    summary = {"claim": 4, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
+               "results": results,
+               "class_shares_large_sigma": {spec: {k: v[:, -1].tolist() for k, v in sh.items()}
+                                            for spec, sh in shares.items()},
+               "timing": timer.summary(), "versions": common.versions()}
+    common.write_json(out / "summary.json", summary)
+    for spec in SITE_SETS:
+        r = per_site[spec]
+        log(f"[backdoor_bias] {spec}: target share at σ={sigmas[-1]:g}: backdoored "
+            f"{r['target_share_backdoor']['mean']:.3f} vs clean {r['target_share_clean']['mean']:.3f}; AUROC "
+            f"(target known) {r['auroc_target_known']['auroc']:.3f}, (unknown) {r['auroc_max_share']['auroc']:.3f}")
+    log(f"[backdoor_bias] attack success {results['attack_success_rate']['mean']:.3f} "
+        f"({summary['timing']['total_seconds']} s)")
+    return summary
+
+
+def _settings(s) -> dict:
+    d = dataclasses.asdict(s)
+    d["zoo"]["key"] = s.zoo.key()
+    return d
+
+
+def _analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
+    """clean [Mc, C], bd [Mb, C]: class shares at the large σ."""
+    pos = np.array([bd[i, t] for i, t in enumerate(targets)])
+    neg = np.array([clean[j, t] for t in targets for j in range(len(clean))])
+    return {
+        "target_share_backdoor": stats.mean_ci(pos),
+        "target_share_clean": stats.mean_ci([clean[:, t].mean() for t in targets]),
+        "auroc_target_known": stats.auroc(pos, neg, seed=1),
+        "auroc_max_share": stats.auroc(bd.max(1), clean.max(1), seed=2),
+        "dominant_is_target": int(sum(int(bd[i].argmax() == t) for i, t in enumerate(targets))),
+        "n_backdoored": len(targets),
+        "dominant_share": {"backdoor": stats.mean_ci(bd.max(1)), "clean": stats.mean_ci(clean.max(1))},
+        "dominant_class": {"backdoor": bd.argmax(1).tolist(), "clean": clean.argmax(1).tolist()},
+    }
+
+
+def _plot(out: Path, shares: dict, targets, sigmas, names, per_site) -> None:
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    for ax, spec in zip(axes[:2], SITE_SETS):
+        sh = shares[spec]
+        mat = np.concatenate([sh["clean"][:, -1], sh["backdoor"][:, -1]])
+        im = ax.imshow(mat, cmap="magma", vmin=0, vmax=max(float(mat.max()), 0.2), aspect="auto")
+        nc = len(sh["clean"])
+        for i, t in enumerate(targets):
+            ax.add_patch(plt.Rectangle((t - 0.5, nc + i - 0.5), 1, 1, fill=False, ec="cyan", lw=2))
+        ax.axhline(nc - 0.5, color="white", lw=1)
+        ax.set(xticks=range(len(names)), xticklabels=names,
+               yticks=range(len(mat)), yticklabels=[f"clean {i}" for i in range(nc)]
+               + [f"backdoor→{t}" for t in targets],
+               xlabel="predicted class", title=f"class shares at σ={sigmas[-1]:g} ({spec})")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    ax = axes[2]
+    for spec, ls in zip(SITE_SETS, ("-", "--")):
+        r = per_site[spec]["target_share_by_sigma"]
+        ax.plot(sigmas, r["backdoor"], ls, color="tab:red", marker="o", label=f"backdoored, {spec}")
+        ax.plot(sigmas, r["clean"], ls, color="tab:blue", marker="o", label=f"clean, {spec}")
+    ax.set(xscale="log", xlabel="σ (× site RMS)", ylabel="mean share of the target class", ylim=(0, 1),
+           title="target-class share vs σ")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "backdoor_bias.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,151 @@
+"""Shared pieces of the reproduction scripts: arguments, APEX sweeps over many models, escape σ
+on a grid, output files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from apex_jax.methods import apex
+from apex_jax.models.model import Model
+
+
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"apex-jax reproduce {name}", description=description)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes on the digits data set (a smoke test, ~seconds); the numbers mean little")
+    p.add_argument("--out", default=None, help=f"report folder (default reports/{name})")
+    p.add_argument("--work", default="runs/reproduce",
+                   help="where trained models and checkpoints go (reused by later runs)")
+    p.add_argument("--quiet", action="store_true", help="less logging")
+    return p
+
+
+def out_dir(args, name: str) -> Path:
+    out = Path(args.out or f"reports/{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def logger(args):
+    return (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+
+
+class Timer:
+    """Wall-clock seconds per named stage."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.stages: dict[str, float] = {}
+        self._last = self.t0
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = round(self.stages.get(stage, 0.0) + now - self._last, 1)
+        self._last = now
+
+    def summary(self) -> dict:
+        return {"total_seconds": round(time.perf_counter() - self.t0, 1), "stages": self.stages}
+
+
+def versions() -> dict:
+    import flax
+    import jax
+
+    return {"apex_jax": __import__("apex_jax").__version__, "jax": jax.__version__, "flax": flax.__version__,
+            "python": platform.python_version(), "devices": [str(d) for d in jax.devices()],
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"}
+
+
+def apex_sweeps(model: Model, params_list: Sequence[Any], pixel_values: np.ndarray, ids: Sequence[int],
+                sigmas: Sequence[float], sites: Sequence[str], draws: int, seed: int = 0) -> list[apex.ApexResult]:
+    """`run_apex` for several models of one architecture on the same inputs (relative σ: each
+    model's noise is scaled by its own site RMS). `model` is the shared template, so every
+    sweep reuses one compiled kernel."""
+    batch = {"pixel_values": np.asarray(pixel_values, np.float32)}
+    return [apex.run_apex(model, p, batch, ids, sigmas, sites=list(sites), draws=draws, seed=seed, progress=False)
+            for p in params_list]
+
+
+def escape_sigma(consistency: np.ndarray, sigmas: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Escape σ per input, interpolated on the grid: the σ at which the share of draws keeping
+    the clean prediction crosses `threshold`, linear in log σ between the last grid point at
+    or above it and the first below it. The smallest grid σ if already below there (an upper
+    bound), inf if never below (beyond the grid). [n]"""
+    c = np.asarray(consistency, np.float64)
+    s = np.log(np.asarray(sigmas, np.float64))
+    below = c < threshold
+    first = np.argmax(below, axis=1)
+    out = np.full(len(c), np.inf)
+    for i in np.flatnonzero(below.any(1)):
+        g = first[i]
+        if g == 0:
+            out[i] = np.exp(s[0])
+            continue
+        hi_c, lo_c = c[i, g - 1], c[i, g]
+        frac = (hi_c - threshold) / max(hi_c - lo_c, 1e-12)
+        out[i] = np.exp(s[g - 1] + frac * (s[g] - s[g - 1]))
+    return out
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """JSON with NaN written as null and ±inf as the strings "inf" / "-inf" (strict JSON)."""
+    path.write_text(json.dumps(_strict(obj), indent=2, default=_jsonable, allow_nan=False) + "\n")
+
+
+def _strict(o):
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _strict(o.tolist())
+    if isinstance(o, (float, np.floating)):
+        v = float(o)
+        return None if np.isnan(v) else ("inf" if v == np.inf else "-inf" if v == -np.inf else v)
+    if isinstance(o, np.generic):
+        return o.item()
+    return o
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([_fmt(v) for v in r])
+
+
+def _fmt(v):
+    if isinstance(v, (float, np.floating)):
+        return "inf" if np.isinf(v) else ("" if np.isnan(v) else f"{float(v):.6g}")
+    return v
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def sigma_grid(lo: float, hi: float, n: int) -> np.ndarray:
+    return np.logspace(np.log10(lo), np.log10(hi), n).astype(np.float32)

@@ -1,0 +1,191 @@
+"""Claim 1 — APEX regularity: escape noise agrees with established per-sample regularity metrics.
+
+Protocol. The pool is the train split of the data set. M small ViTs are trained at once
+(`ensembles.train_ensemble`, one vmapped Optax step), each on its own random half of the pool.
+Model 0 is the probed model: APEX (Gaussian noise on every block's output, σ relative to each
+site's RMS, K draws per σ) gives the escape σ of each of its training examples (a random sample
+of them). The regularity metrics of those examples come from the *other* M − 1 models only, so
+they are independent of the probed model:
+
+- C-score estimate (Jiang et al. 2021): accuracy on the example of the models that did not train
+  on it (hold-out accuracy over random subsets);
+- learning-speed proxy: the mean training-time accuracy on the example (correct in its training
+  batch, before the update) over all epochs of the models that trained on it.
+
+Reported: Spearman ρ (escape σ vs each metric) with percentile bootstrap 95% intervals over
+examples; the same for the area under the consistency curve (a finer regularity score than the
+escape point); plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+import apex_jax
+from apex_jax import data as data_lib
+from apex_jax.methods import apex
+from apex_jax.reproduce import common, ensembles, stats, vit
+
+NAME = "regularity"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data: str = "mnist5k"
+    size: str = "tiny"
+    split_seed: int = 0
+    n_models: int = 16
+    subset: float = 0.5
+    epochs: int = 16
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    n_apex: int = 1000
+    sigma_lo: float = 0.02
+    sigma_hi: float = 8.0
+    n_sigmas: int = 14
+    draws: int = 32
+    seed: int = 0
+    checkpoint_every: int = 1
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        # 4 models on 46% of the 1,258 training digits = 18 steps of 32 per epoch: the shapes
+        # of the quick zoo's training, so one compiled epoch serves both in one process
+        return cls(data="digits", size="micro", n_models=4, subset=0.46, epochs=16, batch_size=32,
+                   learning_rate=5e-3, n_apex=48, n_sigmas=8, draws=8, checkpoint_every=1000)
+
+
+def main(argv=None) -> dict:
+    args = common.parser(NAME, "Claim 1: escape noise vs C-score estimate and learning speed.").parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    return run(s, common.out_dir(args, NAME), Path(args.work), common.logger(args), quick=args.quick)
+
+
+def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    timer = common.Timer()
+    pool = data_lib.split_dataset(data_lib.load_dataset(s.data), seed=s.split_seed)["train"]
+    model = vit.template(pool, s.size)
+    res, probed = _ensemble(s, pool, model, work, log)
+    timer.mark("train_ensemble")
+
+    # APEX on a random sample of the probed model's (member 0's) training examples
+    rng = np.random.default_rng(s.seed)
+    own = np.flatnonzero(res["in_train"][0])
+    rows = np.sort(rng.choice(own, min(s.n_apex, len(own)), replace=False))
+    sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
+    sites = apex.parse_sites(model, "resid_post")
+    ar = common.apex_sweeps(model, [probed], vit.pixels(model, pool.inputs[rows]), pool.ids[rows], sigmas,
+                            sites, s.draws, s.seed)[0]
+    timer.mark("apex")
+    escape = common.escape_sigma(ar.consistency, sigmas)
+    area = ar.consistency.mean(1)  # mean share kept over the log-spaced grid
+
+    # regularity metrics from the other models only
+    others = slice(1, None)
+    seen, hits = res["train_seen"][others], res["train_hits"][others]
+    out_mask = ~res["in_train"][others]
+    correct = res["final_correct"][others]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        speed = np.where(seen.sum(0) > 0, hits.sum(0) / np.maximum(seen.sum(0), 1), np.nan)[rows]
+        n_out = out_mask.sum(0)
+        cscore = np.where(n_out > 0, (correct & out_mask).sum(0) / np.maximum(n_out, 1), np.nan)[rows]
+    log_escape = np.log(escape)
+    results = {
+        "escape_vs_cscore": stats.spearman(log_escape, cscore, seed=1),
+        "escape_vs_learning_speed": stats.spearman(log_escape, speed, seed=2),
+        "cscore_vs_learning_speed": stats.spearman(cscore, speed, seed=3),
+        "area_vs_cscore": stats.spearman(area, cscore, seed=4),
+        "area_vs_learning_speed": stats.spearman(area, speed, seed=5),
+        "n_examples": int(len(rows)), "pool_size": int(len(pool)),
+        "clean_accuracy_probed": float((ar.clean == pool.labels[rows]).mean()),
+        "escaped_on_grid": int(np.isfinite(escape).sum()),
+        "escape_below_grid": int((escape <= sigmas[0]).sum()),
+        "escape_sigma_quartiles": np.quantile(escape, [0.25, 0.5, 0.75]).tolist(),
+        "cscore_mean": float(np.nanmean(cscore)), "learning_speed_mean": float(np.nanmean(speed)),
+        "holdout_models_per_example": {"min": int(n_out[rows].min()), "mean": float(n_out[rows].mean())},
+        "ensemble_test_accuracy": res["test_accuracy"],
+        "ensemble_train_accuracy": res["train_accuracy"],
+    }
+    timer.mark("statistics")
+    common.write_csv(out / "samples.csv",
+                     ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
+                      "learning_speed"],
+                     [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
+                       speed[j]) for j, r in enumerate(rows)])
+    _plot(out, escape, cscore, speed, results)
+    timer.mark("outputs")
+    summary = {"claim": 1, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
+               "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": ar.consistency.mean(0).tolist(),
+               "results": results, "timing": timer.summary(), "versions": common.versions()}
+    common.write_json(out / "summary.json", summary)
+    r = results
+    log(f"[regularity] n={r['n_examples']}: Spearman(log escape σ, C-score) = {_fmt(r['escape_vs_cscore'])}; "
+        f"(log escape σ, learning speed) = {_fmt(r['escape_vs_learning_speed'])} "
+        f"({summary['timing']['total_seconds']} s)")
+    return summary
+
+
+def _fmt(d: dict) -> str:
+    return "n/a" if d["rho"] is None else f"{d['rho']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
+
+
+def _ensemble(s: Settings, pool, model, work: Path, log):
+    """Trains (or loads) the ensemble; returns its per-example records and model 0's params."""
+    key = json.dumps({k: v for k, v in dataclasses.asdict(s).items()
+                      if k in ("data", "size", "split_seed", "n_models", "subset", "epochs", "batch_size",
+                               "learning_rate", "seed")}, sort_keys=True)
+    folder = work / NAME / f"{s.data}-{s.size}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    done = folder / "ensemble.npz"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        n = len(pool)
+        members = ensembles.random_members(n, s.n_models, int(round(s.subset * n)), seed=s.seed)
+        params = vit.fresh_params(model, range(s.n_models))
+        log(f"training {s.n_models} ViTs ({s.size}) at once, each on a random {s.subset:.0%} of "
+            f"{n} {s.data} images, {s.epochs} epochs")
+        cfg = ensembles.EnsembleConfig(epochs=s.epochs, batch_size=s.batch_size, learning_rate=s.learning_rate,
+                                       seed=s.seed, checkpoint_every=s.checkpoint_every)
+        res = ensembles.train_ensemble(model, params, vit.pixels(model, pool.inputs), pool.labels, members, cfg,
+                                       run_dir=folder, log=log)
+        test = data_lib.split_dataset(data_lib.load_dataset(s.data), seed=s.split_seed)["test"]
+        pred = ensembles.predict_stack(model, res.params, vit.pixels(model, test.inputs)).argmax(-1)
+        model.save(folder / "member-0", ensembles.unstack(res.params)[0])
+        np.savez(folder / "tmp.npz", train_hits=res.train_hits, train_seen=res.train_seen,
+                 final_correct=res.final_correct, in_train=res.in_train,
+                 test_accuracy=(pred == test.labels).mean(1), train_accuracy=res.train_accuracy(),
+                 seconds=res.seconds)
+        (folder / "tmp.npz").rename(done)
+    with np.load(done) as z:
+        res = {k: z[k] for k in z.files}
+    res["test_accuracy"] = res["test_accuracy"].round(4).tolist()
+    res["train_accuracy"] = res["train_accuracy"].round(4).tolist()
+    return res, apex_jax.load(str(folder / "member-0")).params
+
+
+def _plot(out: Path, escape, cscore, speed, results) -> None:
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    shown = np.where(np.isfinite(escape), escape, np.nan)
+    for ax, metric, label, key in ((axes[0], cscore, "C-score estimate (hold-out accuracy)", "escape_vs_cscore"),
+                                   (axes[1], speed, "learning speed (mean training-time accuracy)",
+                                    "escape_vs_learning_speed")):
+        jitter = np.random.default_rng(0).uniform(-0.01, 0.01, len(metric))
+        ax.scatter(metric + jitter, shown, s=5, alpha=0.35)
+        # median escape σ per metric bin
+        bins = np.unique(np.quantile(metric[np.isfinite(metric)], np.linspace(0, 1, 9)))
+        if len(bins) > 1:
+            idx = np.clip(np.digitize(metric, bins[1:-1]), 0, len(bins) - 2)
+            med = [np.median(escape[idx == b]) if (idx == b).any() else np.nan for b in range(len(bins) - 1)]
+            ax.plot((bins[:-1] + bins[1:]) / 2, med, color="black", lw=2, marker="o", label="median per bin")
+        r = results[key]
+        title = "ρ n/a" if r["rho"] is None else f"Spearman ρ = {r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+        ax.set(yscale="log", xlabel=label, ylabel="escape σ (× site RMS)", title=title)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "regularity.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,114 @@
+"""Statistics for the reproduction reports: rank correlation and AUROC with bootstrap intervals.
+
+Point estimates come from scipy (`spearmanr`) and scikit-learn (`roc_auc_score`); intervals are
+percentile bootstrap intervals from `scipy.stats.bootstrap` (pairs resampled together for a
+correlation; the two groups resampled separately, i.e. stratified, for an AUROC). Means over a
+few seeds get Student-t intervals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
+
+LEVEL = 0.95
+N_BOOT = 1000
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+
+def _bootstrap(data: tuple, statistic: Callable, paired: bool, n_boot: int, seed: int,
+               vectorized: bool = False) -> tuple[float, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples (e.g. every AUROC = 1) are fine
+        res = sps.bootstrap(data, statistic, paired=paired, vectorized=vectorized, n_resamples=n_boot,
+                            confidence_level=LEVEL, method="percentile", rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def spearman(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Spearman's ρ of paired values (NaN pairs dropped; ±inf are ranked as extremes) with its
+    p-value and a percentile bootstrap interval over pairs: {rho, lo, hi, p, n}."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = _finite_ranks(x[keep]), _finite_ranks(y[keep])
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return _clean({"rho": float("nan"), "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "n": int(n)})
+    r = sps.spearmanr(x, y)
+    lo, hi = _bootstrap((x, y), _spearman_rows, True, n_boot, seed, vectorized=True)
+    return _clean({"rho": float(r.statistic), "lo": lo, "hi": hi, "p": float(r.pvalue), "n": int(n)})
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """AUROC of telling `positive` from `negative` scores (higher = positive), with a stratified
+    percentile bootstrap interval: {auroc, lo, hi, n_pos, n_neg}. ±inf are ranked as extremes."""
+    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    both = _finite_ranks(np.concatenate([pos, neg]))
+    pos, neg = both[: len(pos)], both[len(pos):]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("AUROC needs at least one positive and one negative score.")
+    point = _auc(pos, neg)
+    lo, hi = _bootstrap((pos, neg), _auc_rows, False, n_boot, seed, vectorized=True)
+    return {"auroc": point, "lo": lo, "hi": hi, "n_pos": int(len(pos)), "n_neg": int(len(neg))}
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    return float(roc_auc_score(y, np.concatenate([pos, neg])))
+
+
+def _auc_rows(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUROC along `axis` for a batch of resamples: the Mann-Whitney U of the positives over
+    n_pos * n_neg (ties count one half), which equals roc_auc_score."""
+    u = sps.mannwhitneyu(pos, neg, axis=axis, method="asymptotic").statistic
+    return u / (pos.shape[axis] * neg.shape[axis])
+
+
+def mean_ci(values: Sequence[float], bounds: tuple[float, float] | None = (0.0, 1.0)) -> dict:
+    """Mean of a few values (e.g. one per seed) with a Student-t interval: {mean, lo, hi, n},
+    clipped to `bounds` (default [0, 1] for shares, accuracies and AUROCs; (-1, 1) for
+    correlations; None: no clipping)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    m = float(v.mean())
+    if n < 2 or v.std() == 0:
+        return {"mean": m, "lo": m, "hi": m, "n": n}
+    lo, hi = sps.t.interval(LEVEL, n - 1, loc=m, scale=sps.sem(v))
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": m, "lo": float(lo), "hi": float(hi), "n": n}
+
+
+def _finite_ranks(x: np.ndarray) -> np.ndarray:
+    """Replaces ±inf by values beyond the finite range (order kept), so that rank statistics
+    and scikit-learn accept them (an escape σ of inf = never escaped on the grid)."""
+    x = np.asarray(x, np.float64).copy()
+    finite = x[np.isfinite(x)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    span = max(hi - lo, 1.0)
+    x[x == np.inf] = hi + span
+    x[x == -np.inf] = lo - span
+    return x
+
+
+def _spearman_rows(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman's ρ along `axis` for a batch of resamples (the Pearson correlation of average
+    ranks, as `scipy.stats.spearmanr` computes it); 0 where a resample is constant."""
+    ra = sps.rankdata(a, axis=axis)
+    rb = sps.rankdata(b, axis=axis)
+    ra = ra - ra.mean(axis=axis, keepdims=True)
+    rb = rb - rb.mean(axis=axis, keepdims=True)
+    den = np.sqrt((ra * ra).sum(axis) * (rb * rb).sum(axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (ra * rb).sum(axis) / np.where(den > 0, den, 1), 0.0)

@@ -1,0 +1,190 @@
+"""Claim 3 — transitions: at small σ, predictions move to semantically related classes, the same
+ones the model confuses on clean inputs.
+
+Protocol. Each clean zoo ViT is probed with APEX (noise on every block's output, σ relative to
+each site's RMS) on the test split. Its *small σ* is the smallest grid σ at which the mean
+flip rate over the inputs (share of draws leaving the clean prediction) reaches `flip_rate`.
+The transition matrix counts, over inputs and draws at that σ, clean class -> noisy class;
+the confusion matrix counts true class -> clean prediction on the same inputs; both are summed
+over the models. Reported: the top class pairs of the transition matrix (with their rank in the
+confusion matrix), Spearman ρ between the two matrices' off-diagonal entries with a bootstrap
+interval over inputs, the same per model (mean and t interval), and the overlap of the top-10
+pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sps
+
+from apex_jax.methods import apex
+from apex_jax.reproduce import common, stats, vit, zoo
+
+NAME = "transitions"
+TOP = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    zoo: zoo.ZooConfig = zoo.ZooConfig()
+    n_inputs: int = 1000
+    sigma_lo: float = 0.02
+    sigma_hi: float = 1.0
+    n_sigmas: int = 8
+    draws: int = 16
+    flip_rate: float = 0.1
+    seed: int = 0
+    n_boot: int = 1000
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigma_hi=2.0, n_sigmas=8, draws=8, n_boot=200)
+
+
+def main(argv=None) -> dict:
+    args = common.parser(NAME, "Claim 3: small-σ transitions vs the confusion matrix.").parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    return run(s, common.out_dir(args, NAME), Path(args.work), common.logger(args), quick=args.quick)
+
+
+def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    timer = common.Timer()
+    clean = zoo.get_group(s.zoo, "clean", work, log)
+    timer.mark("zoo")
+    test = zoo.splits(s.zoo)["test"]
+    test = test.subset(np.arange(min(s.n_inputs, len(test))))
+    model, C, n = clean.model, test.n_classes, len(test)
+    sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
+    sites = apex.parse_sites(model, "resid_post")
+    res = common.apex_sweeps(model, clean.params, vit.pixels(model, test.inputs), test.ids, sigmas, sites,
+                             s.draws, s.seed)
+    timer.mark("apex")
+    # per model and input: noisy-class counts at the model's small σ, clean prediction
+    chosen, trans_rows, clean_pred = [], [], []
+    for r in res:
+        flip = 1 - r.consistency.mean(0)
+        g = int(np.argmax(flip >= s.flip_rate)) if (flip >= s.flip_rate).any() else len(sigmas) - 1
+        chosen.append(g)
+        trans_rows.append(r.sweep.counts[:, g])  # [n, C]
+        clean_pred.append(r.clean)
+    trans_rows, clean_pred = np.stack(trans_rows), np.stack(clean_pred)  # [M, n, C], [M, n]
+    labels = test.labels
+    T, K = _matrices(trans_rows, clean_pred, labels, np.arange(n), C)
+    off = ~np.eye(C, dtype=bool)
+    boot = _bootstrap_rho(trans_rows, clean_pred, labels, C, s.n_boot, s.seed)
+    per_model = [_rho(*_matrices(trans_rows[m:m + 1], clean_pred[m:m + 1], labels, np.arange(n), C))
+                 for m in range(len(res))]
+    top_t = _top_pairs(T, TOP)
+    top_k = _top_pairs(K, TOP)
+    names = test.label_names
+    k_rank = _ranks(K)
+    results = {
+        "spearman_offdiagonal": {"rho": _rho(T, K), **boot, "n_cells": int(off.sum())},
+        "spearman_per_model": per_model,
+        "spearman_per_model_mean": stats.mean_ci(per_model, bounds=(-1.0, 1.0)),
+        "spearman_symmetrized": _rho(T + T.T, K + K.T, upper=True),
+        "top_pairs": [{"from": names[a], "to": names[b], "share_of_transitions": float(T[a, b] / T[off].sum()),
+                       "confusions": int(K[a, b]), "confusion_rank": int(k_rank[a, b])} for a, b in top_t],
+        "top_overlap": len({tuple(p) for p in top_t} & {tuple(p) for p in top_k}),
+        "top_k": TOP,
+        "small_sigma": [float(sigmas[g]) for g in chosen],
+        "flip_rate_at_small_sigma": [float(1 - r.consistency.mean(0)[g]) for r, g in zip(res, chosen)],
+        "clean_accuracy": [float((p == labels).mean()) for p in clean_pred],
+        "n_inputs": int(n), "n_models": len(res),
+        "n_transitions": int(T[off].sum()), "n_confusions": int(K[off].sum()),
+    }
+    timer.mark("statistics")
+    common.write_csv(out / "pairs.csv", ["from", "to", "transitions", "transition_share", "confusions",
+                                         "confusion_share"],
+                     [(names[a], names[b], int(T[a, b]), T[a, b] / max(T[off].sum(), 1), int(K[a, b]),
+                       K[a, b] / max(K[off].sum(), 1)) for a in range(C) for b in range(C) if a != b])
+    _plot(out, T, K, names, results)
+    timer.mark("outputs")
+    summary = {"claim": 3, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
+               "sites": sites, "results": results, "transition_matrix": T.tolist(), "confusion_matrix": K.tolist(),
+               "label_names": list(names), "timing": timer.summary(), "versions": common.versions()}
+    common.write_json(out / "summary.json", summary)
+    r = results["spearman_offdiagonal"]
+    pairs = ", ".join(f"{p['from']}→{p['to']}" for p in results["top_pairs"][:5])
+    log(f"[transitions] top pairs {pairs}; Spearman(transitions, confusions) = {r['rho']:.3f} "
+        f"[{r['lo']:.3f}, {r['hi']:.3f}] ({summary['timing']['total_seconds']} s)")
+    return summary
+
+
+def _settings(s) -> dict:
+    d = dataclasses.asdict(s)
+    d["zoo"]["key"] = s.zoo.key()
+    return d
+
+
+def _matrices(trans_rows, clean_pred, labels, idx, C):
+    """Transition matrix (clean class -> noisy class draw counts) and confusion matrix (true ->
+    predicted) over the inputs `idx` (with repeats) and all models, diagonals zeroed."""
+    T = np.zeros((C, C))
+    K = np.zeros((C, C))
+    for m in range(trans_rows.shape[0]):
+        np.add.at(T, clean_pred[m, idx], trans_rows[m, idx])
+        np.add.at(K, (labels[idx], clean_pred[m, idx]), 1)
+    np.fill_diagonal(T, 0)
+    np.fill_diagonal(K, 0)
+    return T, K
+
+
+def _rho(T, K, upper: bool = False) -> float:
+    C = len(T)
+    cells = np.triu(np.ones((C, C), bool), 1) if upper else ~np.eye(C, dtype=bool)
+    a, b = T[cells], K[cells]
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(sps.spearmanr(a, b).statistic)
+
+
+def _bootstrap_rho(trans_rows, clean_pred, labels, C, n_boot, seed) -> dict:
+    """Percentile interval of ρ over inputs resampled with replacement (the same inputs for
+    every model and for both matrices)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    vals = [_rho(*_matrices(trans_rows, clean_pred, labels, rng.integers(0, n, n), C)) for _ in range(n_boot)]
+    vals = np.asarray(vals)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return {"lo": None, "hi": None}
+    lo, hi = np.quantile(vals, [(1 - stats.LEVEL) / 2, 1 - (1 - stats.LEVEL) / 2])
+    return {"lo": float(lo), "hi": float(hi)}
+
+
+def _top_pairs(M, k):
+    C = len(M)
+    flat = [(M[a, b], a, b) for a in range(C) for b in range(C) if a != b]
+    flat.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [(a, b) for v, a, b in flat[:k] if v > 0]
+
+
+def _ranks(M):
+    """Rank (1 = largest, ties share the best rank) of every off-diagonal cell."""
+    C = len(M)
+    off = ~np.eye(C, dtype=bool)
+    r = np.zeros((C, C), int)
+    r[off] = sps.rankdata(-M[off], method="min").astype(int)
+    return r
+
+
+def _plot(out: Path, T, K, names, results) -> None:
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, M, title in ((axes[0], T, "noise transitions at small σ"), (axes[1], K, "clean confusions")):
+        share = M / max(M.sum(), 1)
+        im = ax.imshow(share, cmap="viridis")
+        ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+               xlabel="to (noisy / predicted class)", ylabel="from (clean / true class)", title=title)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="share of off-diagonal mass")
+    r = results["spearman_offdiagonal"]
+    fig.suptitle(f"Spearman ρ over off-diagonal cells = {r['rho']:.2f} "
+                 f"[{r['lo'] if r['lo'] is None else round(r['lo'], 2)}, "
+                 f"{r['hi'] if r['hi'] is None else round(r['hi'], 2)}]")
+    fig.tight_layout()
+    fig.savefig(out / "transitions.png", dpi=120)
+    plt.close(fig)

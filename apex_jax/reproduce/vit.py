@@ -1,0 +1,82 @@
+"""Small ViTs trained from scratch for the reproduction experiments.
+
+The patch size gives a 4x4 patch grid (16 patches + [CLS]), as `apex-jax finetune vit-tiny`
+does: 7x7 patches on 28x28 MNIST, 2x2 on 8x8 digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from apex_jax.data import Dataset
+from apex_jax.models.config import from_hf
+from apex_jax.models.encoder import Encoder, Hooks
+from apex_jax.models.model import Model
+
+SIZES = {
+    # the `vit-tiny` preset of the CLI (d_model 64, 4 layers, 4 heads, MLP 128)
+    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128),
+    # a smaller one for smoke tests
+    "micro": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+}
+
+
+def hf_config(data: Dataset, size: str = "tiny") -> dict:
+    """An HF ViT config dict sized to `data`'s images (4x4 patch grid)."""
+    if data.kind != "image":
+        raise ValueError(f"{data.name} is not an image data set.")
+    if size not in SIZES:
+        raise ValueError(f"unknown ViT size {size!r}; choose from {list(SIZES)}.")
+    _, c, h, w = data.inputs.shape
+    if h != w or h % 4:
+        raise ValueError(f"images must be square with a side divisible by 4; got {h}x{w}.")
+    return dict(model_type="vit", image_size=h, patch_size=h // 4, num_channels=c, hidden_act="gelu",
+                layer_norm_eps=1e-12, qkv_bias=True, **SIZES[size])
+
+
+_TEMPLATES: dict = {}
+
+
+def template(data: Dataset, size: str = "tiny") -> Model:
+    """A fresh ViT for `data` (seed 0), one shared object per architecture: compiled sweep and
+    training kernels are cached per Model object, so every model of that architecture runs
+    through the same ones (pass its params)."""
+    hf = hf_config(data, size)
+    key = (json.dumps(hf, sort_keys=True), data.label_names)
+    if key not in _TEMPLATES:
+        # what apex_jax.create builds, with the init compiled once (jit) instead of run eagerly
+        cfg = dataclasses.replace(from_hf(hf), n_classes=data.n_classes, has_pooler=False)
+        params = jax.device_get(_init_fn(cfg)(np.uint32(0)))
+        _TEMPLATES[key] = Model(cfg, params, hf, label_names=data.label_names, source="<new>")
+    return _TEMPLATES[key]
+
+
+def fresh_params(model: Model, seeds: Sequence[int]) -> Any:
+    """Freshly initialized parameters, one set per seed, stacked on a leading axis (the Linen
+    init of `apex_jax.create(..., seed=s)`, compiled once per architecture)."""
+    init = _init_fn(model.config)
+    trees = [jax.device_get(init(np.uint32(s))) for s in seeds]
+    return jax.tree.map(lambda *xs: np.stack(xs), *trees)
+
+
+@functools.lru_cache(maxsize=8)
+def _init_fn(cfg):
+    s = cfg.image_size
+    dummy = {"pixel_values": jnp.zeros((1, cfg.num_channels, s, s), jnp.float32)}
+    hooks = Hooks({}, frozenset(), {})
+    init = lambda seed: dict(Encoder(cfg).init(jax.random.key(seed), dummy, hooks)["params"])
+    return jax.jit(init)
+
+
+def pixels(model: Model, images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] ([n, c, h, w] or [m, n, c, h, w]) -> normalized pixel_values."""
+    images = np.asarray(images, np.float32)
+    flat = images.reshape((-1,) + images.shape[-3:])
+    return model.encode(flat)["pixel_values"].reshape(images.shape)

@@ -1,0 +1,172 @@
+"""Smoke test of the reproduction scripts: every claim in --quick mode (digits, micro ViTs), the
+report, and the sanity of their numbers; plus small checks of the library pieces."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from apex_jax.reproduce import backdoor, common, ensembles, stats
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    from apex_jax.reproduce import run
+
+    root = tmp_path_factory.mktemp("reproduce")
+    reports, work = root / "reports", root / "work"
+    run("all", ["--quick", "--quiet", "--reports", str(reports), "--work", str(work)])
+    summaries = {n: json.loads((reports / n / "summary.json").read_text())
+                 for n in ("regularity", "random_labels", "transitions", "backdoor_bias")}
+    return reports, work, summaries
+
+
+def _in_ci(d: dict, key: str) -> bool:
+    return d["lo"] - 1e-9 <= d[key] <= d["hi"] + 1e-9
+
+
+def test_outputs_exist(quick):
+    reports, _, _ = quick
+    for name, files in {"regularity": ["samples.csv", "regularity.png"],
+                        "random_labels": ["models.csv", "samples.csv", "random_labels.png"],
+                        "transitions": ["pairs.csv", "transitions.png"],
+                        "backdoor_bias": ["class_shares.csv", "backdoor_bias.png"]}.items():
+        for f in files + ["summary.json"]:
+            assert (reports / name / f).stat().st_size > 0, (name, f)
+    assert (reports / "README.md").exists()
+
+
+def test_regularity_numbers(quick):
+    _, _, s = quick
+    r = s["regularity"]["results"]
+    assert s["regularity"]["quick"] is True
+    for key in ("escape_vs_cscore", "escape_vs_learning_speed", "cscore_vs_learning_speed"):
+        assert -1 <= r[key]["rho"] <= 1 and _in_ci(r[key], "rho"), r[key]
+    assert r["n_examples"] == 48
+    assert min(r["ensemble_test_accuracy"]) > 0.5  # 4 micro ViTs trained at once (chance 0.1)
+    assert 0 < r["cscore_mean"] <= 1 and 0 < r["learning_speed_mean"] <= 1
+    # the two established regularity metrics agree with each other
+    assert r["cscore_vs_learning_speed"]["rho"] > 0
+
+
+def test_random_label_numbers(quick):
+    _, _, s = quick
+    r = s["random_labels"]["results"]
+    assert all(0 <= a <= 1 for a in r["pair_auroc"])
+    assert _in_ci(r["pair_auroc_mean"], "mean") and _in_ci(r["model_auroc_median_escape"], "auroc")
+    clean, rand = r["models"]["clean"], r["models"]["random"]
+    assert min(m["test_accuracy"] for m in clean) > 0.6
+    assert max(m["test_accuracy"] for m in rand) < 0.3  # random labels: chance on the test set
+    assert min(m["train_accuracy"] for m in rand) > 0.3  # but they learned their own labels
+
+
+def test_transition_numbers(quick):
+    _, _, s = quick
+    t = s["transitions"]
+    r = t["results"]
+    T, K = np.array(t["transition_matrix"]), np.array(t["confusion_matrix"])
+    assert T.shape == K.shape == (10, 10) and not np.diag(T).any() and not np.diag(K).any()
+    assert r["n_transitions"] == T.sum() > 0
+    rho = r["spearman_offdiagonal"]
+    assert -1 <= rho["rho"] <= 1 and rho["lo"] <= rho["hi"]
+    assert r["top_pairs"] and all(p["from"] != p["to"] for p in r["top_pairs"])
+    assert all(f >= 0.1 for f in r["flip_rate_at_small_sigma"])
+
+
+def test_backdoor_numbers(quick):
+    _, _, s = quick
+    r = s["backdoor_bias"]["results"]
+    assert all(m["attack_success_rate"] > 0.8 for m in r["models"]["backdoor"])  # the backdoor works
+    assert r["clean_accuracy"]["backdoor"]["mean"] > 0.6
+    for spec in ("resid_post", "embed"):
+        site = r["sites"][spec]
+        for key in ("auroc_target_known", "auroc_max_share"):
+            assert 0 <= site[key]["auroc"] <= 1 and _in_ci(site[key], "auroc")
+        shares = np.array(s["backdoor_bias"]["class_shares_large_sigma"][spec]["backdoor"])
+        np.testing.assert_allclose(shares.sum(1), 1.0, atol=1e-6)
+
+
+def test_readme_is_filled_from_the_summaries(quick):
+    reports, _, s = quick
+    text = (reports / "README.md").read_text()
+    import re
+
+    assert "Quick run" in text and not re.search(r"\{[a-z_]+\}", text)  # every placeholder filled
+    m = s["random_labels"]["results"]["pair_auroc_mean"]
+    assert f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]" in text
+    rho = s["regularity"]["results"]["escape_vs_cscore"]
+    assert f"{rho['rho']:.3f} [{rho['lo']:.3f}, {rho['hi']:.3f}]" in text
+    assert text.count("**Verdict:") == 4
+
+
+def test_zoo_members_are_hf_folders(quick):
+    import apex_jax
+
+    _, work, s = quick
+    key = s["backdoor_bias"]["settings"]["zoo"]["key"]
+    group = next((work / "zoo").glob(f"*-{key}")) / "backdoor"
+    info = json.loads((group / "group.json").read_text())
+    model = apex_jax.load(str(group / "member-0"))
+    assert model.config.arch == "vit" and model.config.n_classes == 10
+    assert info["members"][0]["target"] == 0 and len(info["train_ids"]) == info["n_train"]
+
+
+# ------------------------------------------------------------------------- library pieces
+
+
+def test_escape_sigma_interpolates_in_log_sigma():
+    sig = np.array([0.1, 1.0, 10.0])
+    c = np.array([[1.0, 0.7, 0.3],  # crosses 0.5 halfway between 1 and 10 in log
+                  [0.4, 0.2, 0.0],  # below at the first σ
+                  [1.0, 1.0, 0.9]])  # never
+    e = common.escape_sigma(c, sig)
+    np.testing.assert_allclose(e[:2], [np.sqrt(10.0), 0.1])
+    assert np.isinf(e[2])
+
+
+def test_poison_and_trigger():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 0.5, (200, 1, 28, 28)).astype(np.float32)
+    labels = np.arange(200) % 10
+    trig = backdoor.Trigger.for_images(28)
+    assert (trig.size, trig.margin) == (3, 1) and backdoor.Trigger.for_images(8).size == 2
+    p = backdoor.poison(images, labels, target=3, rate=0.1, seed=0, trigger=trig)
+    assert p.poisoned.sum() == 20 and (labels[p.poisoned] != 3).all() and (p.labels[p.poisoned] == 3).all()
+    np.testing.assert_array_equal(p.images[~p.poisoned], images[~p.poisoned])
+    assert (p.images[p.poisoned][:, 0, 24:27, 24:27] == 1).all()
+    assert (p.labels[~p.poisoned] == labels[~p.poisoned]).all()
+
+
+def test_stats_match_scipy_and_sklearn():
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=200)
+    y = x + rng.normal(size=200)
+    r = stats.spearman(x, y)
+    assert r["rho"] == pytest.approx(spearmanr(x, y).statistic) and _in_ci(r, "rho")
+    pos, neg = rng.normal(1, 1, 30), rng.normal(0, 1, 40)
+    a = stats.auroc(pos, neg)
+    ref = roc_auc_score(np.r_[np.ones(30), np.zeros(40)], np.r_[pos, neg])
+    assert a["auroc"] == pytest.approx(ref) and _in_ci(a, "auroc")
+    # the vectorized bootstrap statistics equal the library ones
+    assert stats._spearman_rows(x, y) == pytest.approx(spearmanr(x, y).statistic)
+    assert stats._auc_rows(pos, neg) == pytest.approx(ref)
+    # inf (never escaped) ranks above every finite value
+    assert stats.auroc([np.inf, 5.0], [1.0, 2.0])["auroc"] == 1.0
+    m = stats.mean_ci([0.2, 0.4, 0.6])
+    assert m["mean"] == pytest.approx(0.4) and m["lo"] < 0.4 < m["hi"]
+
+
+def test_ensemble_bookkeeping():
+    m = ensembles.random_members(50, 3, 20, seed=0)
+    assert m.shape == (3, 20) and all(len(set(r)) == 20 for r in m)
+    res = ensembles.EnsembleResult(
+        params=None, train_hits=np.array([[2, 0], [1, 0]]), train_seen=np.array([[2, 0], [2, 0]]),
+        final_correct=np.array([[True, True], [False, True]]), in_train=np.array([[True, False], [True, False]]),
+        epoch_train_accuracy=np.zeros((1, 2)), epochs_run=1, seconds=0.0)
+    np.testing.assert_allclose(res.learning_speed(), [0.75, np.nan])
+    np.testing.assert_allclose(res.holdout_accuracy(), [np.nan, 1.0])
