@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-test assets demo test bench clean
+.PHONY: install install-test assets demo test bench reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,16 @@ test: install-test assets
 
 # Benchmarks on the demo's fine-tuned MiniLM vs PyTorch forward hooks (run `make demo` first):
 # W1 (APEX noise sweep) writes bench-results/w1.json, W2 (SYNAPSE [CLS] silencing, benchmarks/w2.py)
-# bench-results/w2.json. Slow (tens of minutes each on 2 cores); not part of the tests.
+# bench-results/w2.json, the escape table's time to result (benchmarks/escape.py) escape.json.
+# Slow (tens of minutes each on 2 cores); not part of the tests.
 bench: install-test assets
 	$(BIN)/python benchmarks/run.py --out bench-results --model runs/demo/finetune/model
 	$(BIN)/python benchmarks/w2.py --out bench-results --model runs/demo/finetune/model
+	$(BIN)/python benchmarks/escape.py --out bench-results --model runs/demo/finetune/model
+
+# The research reproduction (scripts/, reports/README.md): every claim's script, then the report.
+reproduce: install-test assets
+	$(BIN)/python scripts/reproduce_all.py
 
 clean:
 	rm -rf runs bench-results .pytest_cache

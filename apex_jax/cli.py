@@ -7,6 +7,7 @@
     apex-jax probe MODEL --data DATA --out RUN [--n-train N] [--n N] [--layers all]
     apex-jax silence MODEL --data DATA --probe RUN --out RUN2 [--n N] [--k SPEC] [--random R]
     apex-jax attack MODEL --data DATA --probe RUN --out RUN3 [--target C]
+    apex-jax reproduce NAME [--quick] [ARGS]   (regularity, random-labels, transitions, backdoor-bias, report, all)
     apex-jax demo [--out runs/demo]
 """
 
@@ -219,6 +220,14 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    """A research-reproduction script (scripts/, reports/): its own arguments follow NAME."""
+    from apex_jax import reproduce
+
+    out = reproduce.run(args.name, args.args)
+    return out if isinstance(out, int) else 0
+
+
 DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
 DEMO_K = "5,10,20,50"
 
@@ -351,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=int, default=0)
     s.add_argument("--k", type=float, default=10.0, help="percent of the target's top neurons attacked")
     s.set_defaults(fn=cmd_attack)
+
+    s = sub.add_parser("reproduce", help="re-test a paper claim (writes reports/NAME/); `all` then the report")
+    s.add_argument("name", help="regularity, random-labels, transitions, backdoor-bias, report or all")
+    s.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments, e.g. --quick")
+    s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("demo", help="fine-tune MiniLM on vader-movies, then run APEX and SYNAPSE on it")
     s.add_argument("--out", default="runs/demo")
