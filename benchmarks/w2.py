@@ -14,30 +14,37 @@ ranked masks meaningful. Masks come from `synapse.selections_and_masks` (as the 
 them) and the PyTorch baselines use exactly those masks.
 
 Timed (DESIGN.md "Performance protocol"; only ratios of the same run mean anything on a shared
-CPU): a deterministic subsample of W2 made of whole engine input blocks, in W2's proportions of
-length buckets: the first 8 sentences of the 16-token bucket, the first 16 of the 32-token bucket
-(two blocks) and the first 8 of the 48-token bucket (32 sentences, mean padded length 32 vs 31.6
-in W2), each with ALL 378 masks at ALL 6 layers (72,576 perturbed forwards). W2's 3 sentences of
-the 64-token bucket are not timed (they enter the full-W2 extrapolation by FLOPs).
+CPU): a deterministic subsample of W2 in W2's proportions of length buckets: the first 8
+sentences of the 16-token bucket, the first 16 of the 32-token bucket and the first 8 of the
+48-token bucket (32 sentences, mean real length 25.0 vs 24.6 in W2), each with ALL 378 masks at
+ALL 6 layers (72,576 perturbed forwards). W2's 3 sentences of the 64-token bucket are not timed
+(they enter the full-W2 extrapolation by FLOPs).
 
- 1. ours, compile: a warm-up `silencing_experiment` call (one sentence per timed length bucket,
-    1 k level x 3 masks; same kernels as the rounds), compile time from JAX's monitoring events;
- 2. interleaved rounds, one per input block (8 sentences): ours = `silencing_experiment` on the
-    block (all masks, all layers: one engine sweep per layer) with grid_per_step fixed to what
-    the engine picks by default for the whole W2 (so the subsample runs the full run's kernels);
-    torch best form = the same (sentence, mask, layer) forwards, masks of one sentence and one
-    layer batched at the sentence's exact length; torch reference form = a strided slice of
-    the same work, one forward each (batch 1). Order alternates between rounds; other
-    processes' CPU use is recorded per measurement;
+Our side runs with the library's defaults; the engine settings each sweep actually used
+(grid_per_step, inputs_per_step, ...) are recorded by wrapping the engine entry point that
+`silencing.mask_sweep` calls (benchmark-side instrumentation; behaviour unchanged) and FLOPs are
+counted from them.
+
+ 1. ours, compile: a warm-up `silencing_experiment` call on one sentence per timed length bucket
+    with the full grid (the kernels the rounds use), compile time from JAX's monitoring events;
+ 2. interleaved rounds, 8 sentences of one bucket each: ours = `silencing_experiment` (all
+    masks, all layers: one engine sweep per layer); torch best form = the same (sentence, mask,
+    layer) forwards, masks of one sentence and one layer batched at the sentence's exact length;
+    torch reference form = a strided slice of the same work, one forward each (batch 1). Both
+    torch forms use the faster of {all cores, 1 thread} (probed first: on a shared 2-core
+    machine OpenMP's 2 threads can collapse). Order alternates between rounds; other processes'
+    CPU use is recorded per measurement;
  3. agreement of predictions per (sentence, mask, layer): ours vs torch best (all timed work),
     ours vs torch reference (its slice); disagreements are listed with torch's top-2 logit
     margin (near-ties);
- 4. the JAX / torch float32 matmul peak, FLOPs (matmuls) of what our engine executes (prefix
-    once per input block and layer incl. its clean logits, suffix from block i+1 per mask row
-    incl. filler grid slots, last block [CLS]-only) and achieved FLOP/s;
+ 4. the JAX / torch float32 matmul peak (before and after the rounds; the larger is used), FLOPs
+    (matmuls) of what our engine executes (prefix once per input block and layer incl. its clean
+    logits, suffix from block i+1 per executed row incl. filler grid slots / input rows, last
+    block [CLS]-only) and achieved FLOP/s;
  5. peak memory (VmHWM, reset after loading) of `silencing_experiment` at 5, 20 and 80 random
-    masks per k level (8 sentences of the 32-token bucket, layer blocks.2, all 18 k levels,
-    library defaults), one fresh process each.
+    masks per k level (8 sentences of the 32-token bucket, layer blocks.2, all 18 k levels), one
+    fresh process each: with the library defaults (the micro-batch grows with the grid up to
+    `memory_budget`) and with grid_per_step fixed to the K=5 default (flat = streaming).
 Writes OUT/w2.json and prints a table. `--quick`: 2 rounds of 4 short sentences, 3 k levels x
 (1 + 3 random) masks, a small probe, memory at 3 and 12 random draws (< 2 minutes).
 """
@@ -45,7 +52,6 @@ Writes OUT/w2.json and prints a table. `--quick`: 2 rounds of 4 short sentences,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -63,8 +69,6 @@ import flops as fl  # noqa: E402
 
 T0 = time.perf_counter()
 N_TEST = 200
-INPUTS_PER_STEP = 8  # the engine's default inputs_per_step
-MEMORY_BUDGET = 2**30  # the engine's default memory_budget
 QUICK_K = (5.0, 25.0, 50.0)
 
 
@@ -78,44 +82,62 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def engine_grid_per_step(model, longest: int, G: int) -> int:
-    """The grid_per_step `run_sweep` picks by default for a draws=1 sweep whose longest input
-    bucket is `longest` tokens and whose grid has G points (its formula, restated)."""
+class SweepRecorder:
+    """Records every engine sweep `silencing.mask_sweep` runs (settings, seconds, forwards) by
+    wrapping the `run_sweep` name it calls; results are passed through unchanged."""
+
+    KEYS = ("grid_size", "grid_per_step", "inputs_per_step", "draws_per_step", "units_per_call", "blocks", "sites")
+
+    def __init__(self):
+        from apex_jax.methods import silencing
+
+        orig = silencing.run_sweep
+        self.calls: list[dict] = []
+
+        def recorded(*a, **kw):
+            r = orig(*a, **kw)
+            self.calls.append({**{k: r.settings.get(k) for k in self.KEYS}, "seconds": r.seconds,
+                               "perturbed_forwards": r.perturbed_forwards})
+            return r
+
+        silencing.run_sweep = recorded
+
+    def take(self) -> list[dict]:
+        calls, self.calls = self.calls, []
+        if not calls:
+            raise SystemExit("benchmarks/w2.py: no engine sweep was recorded (apex_jax.methods.silencing no "
+                             "longer calls run_sweep by that name?); update SweepRecorder")
+        return calls
+
+
+def engine_flops(model, lengths, calls: list[dict], cls_only: bool) -> dict:
+    """Matmul FLOPs the engine executed for the sweeps `calls` (one per layer, as recorded) on
+    inputs of these real lengths: per sweep and input block, a prefix (blocks 0..s-1) plus the
+    clean logits from it (full suffix), then ceil(G/Gs) units of Gs x inputs_per_step rows
+    (filler grid slots and filler input rows are executed; filler units are skipped)."""
     from apex_jax.engine import sweep as sw
 
-    D = sw.default_micro_batch(model, longest, 1, MEMORY_BUDGET / INPUTS_PER_STEP)
-    return sw.default_micro_batch(model, longest, 1 << max(0, G - 1).bit_length(),
-                                  MEMORY_BUDGET / (INPUTS_PER_STEP * D))
-
-
-def engine_flops(cfg, lengths, G: int, Gs: int, starts, cls_only: bool) -> dict:
-    """Matmul FLOPs the engine executes for `silencing_experiment` on inputs of these real
-    lengths: per layer (suffix start s) and input block, a prefix (blocks 0..s-1) plus the clean
-    logits from it (full suffix), then ceil(G/Gs) units of Gs x inputs_per_step rows (filler grid
-    slots and filler input rows are executed; filler units are skipped by the engine)."""
-    from apex_jax.engine import sweep as sw
-
-    blocks = sw.plan_blocks(lengths, len(lengths), INPUTS_PER_STEP)
-    units = math.ceil(G / Gs)
+    cfg = model.config
     suffix = prefix = 0.0
-    rows = 0
-    for s in starts:
+    rows = useful = 0
+    for c in calls:
+        s = model.resume_block(c["sites"])
+        ips, Gs, G = c["inputs_per_step"], c["grid_per_step"], c["grid_size"]
+        blocks = sw.plan_blocks(lengths, len(lengths), ips)
+        r = math.ceil(G / Gs) * Gs * c["draws_per_step"] * ips
         for b in blocks:
-            r = units * Gs * INPUTS_PER_STEP
             rows += r
             suffix += r * fl.suffix_forward(cfg, b.length, s, cls_only)
-            prefix += INPUTS_PER_STEP * (fl.prefix_forward(cfg, b.length, s) + fl.suffix_forward(cfg, b.length, s, False))
-    useful = len(lengths) * G * len(starts)
-    torch_eq = G * len(starts) * sum(fl.full_forward(cfg, int(L)) for L in lengths)
-    return {"blocks_per_layer": len(blocks), "block_lengths": [b.length for b in blocks],
-            "units_per_block": units, "executed_row_forwards": rows, "useful_forwards": useful,
-            "executed_flops": suffix + prefix, "executed_flops_prefix": prefix,
-            "torch_equivalent_flops": torch_eq}
+            prefix += ips * (fl.prefix_forward(cfg, b.length, s) + fl.suffix_forward(cfg, b.length, s, False))
+        useful += len(lengths) * G
+    torch_eq = sum(c["grid_size"] for c in calls) * sum(fl.full_forward(cfg, int(L)) for L in lengths)
+    return {"executed_row_forwards": rows, "useful_forwards": useful, "executed_flops": suffix + prefix,
+            "executed_flops_prefix": prefix, "torch_equivalent_flops": torch_eq}
 
 
 # ---------------------------------------------------------------------------------- memory
 def memory_child(a) -> int:
-    """One `silencing_experiment` (library defaults) in this fresh process; prints a JSON line."""
+    """One `silencing_experiment` in this fresh process; prints a JSON line."""
     import numpy as np
 
     import apex_jax
@@ -123,28 +145,29 @@ def memory_child(a) -> int:
     from apex_jax.engine import sweep as sw
     from apex_jax.methods import rankings, synapse
 
+    rec = SweepRecorder()
     model = apex_jax.load(a.model)
     ds = data.get_split("vader-movies", "test", n=N_TEST)
     batch = model.encode(list(ds.inputs), max_length=common.MAX_LENGTH)
-    rows = np.flatnonzero(common.padded_lengths(batch, sw.PAD_MULTIPLE) == a.memory_bucket)[:INPUTS_PER_STEP]
+    rows = np.flatnonzero(common.padded_lengths(batch, sw.PAD_MULTIPLE) == a.memory_bucket)[:8]
     b = common.subset(batch, rows)
     k_levels = QUICK_K if a.quick else rankings.K_LEVELS
     config = synapse.SilenceConfig(k_levels=k_levels, n_random=a.n_random, positions="cls", mode="zero",
                                    bottom=False, per_class=False)
-    d = model.config.d_model
-    scores = {a.memory_site: (np.random.default_rng(0).random(d), None)}  # a fixed ranking
-    G = len(k_levels) * (1 + a.n_random)
+    scores = {a.memory_site: (np.random.default_rng(0).random(model.config.d_model), None)}  # a fixed ranking
+    kw = {"grid_per_step": a.grid_per_step} if a.grid_per_step else {}
     load_peak = common.maxrss_mb()
     common.reset_peak()
     before_rss, before_max = common.rss_mb(), common.maxrss_mb()
     t = time.perf_counter()
     r = synapse.silencing_experiment(model, model.params, b, ds.labels[rows], ds.ids[rows], scores, config,
-                                     progress=False)
+                                     progress=False, **kw)
     seconds = time.perf_counter() - t
+    c = rec.take()[0]
     print(json.dumps({
-        "n_random": a.n_random, "masks_per_layer": G, "site": a.memory_site, "n_inputs": int(len(rows)),
-        "bucket": a.memory_bucket, "k_levels": len(k_levels),
-        "grid_per_step_engine_default": engine_grid_per_step(model, a.memory_bucket, G),
+        "n_random": a.n_random, "masks_per_layer": c["grid_size"], "site": a.memory_site, "n_inputs": int(len(rows)),
+        "bucket": a.memory_bucket, "k_levels": len(k_levels), "grid_per_step_given": a.grid_per_step or None,
+        "grid_per_step": c["grid_per_step"], "inputs_per_step": c["inputs_per_step"],
         "peak_loading_mb": round(load_peak, 1), "rss_before_sweep_mb": round(before_rss, 1),
         "maxrss_after_reset_mb": round(before_max, 1), "peak_sweep_mb": round(common.maxrss_mb(), 1),
         "rss_after_mb": round(common.rss_mb(), 1), "perturbed_forwards": r.perturbed_forwards,
@@ -164,6 +187,7 @@ def main() -> int:
     p.add_argument("--n-random", type=int, default=20, help=argparse.SUPPRESS)
     p.add_argument("--memory-site", default="blocks.2.hook_resid_post", help=argparse.SUPPRESS)
     p.add_argument("--memory-bucket", type=int, default=32, help=argparse.SUPPRESS)
+    p.add_argument("--grid-per-step", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     model_path = common.resolve_model(args.model)
     args.model = model_path
@@ -172,8 +196,8 @@ def main() -> int:
     quick = args.quick
     n_probe = 96 if quick else 500
     n_random = 3 if quick else 20
-    per_round = 4 if quick else INPUTS_PER_STEP
-    round_plan = [(16, 0), (16, 1)] if quick else [(16, 0), (32, 0), (32, 1), (48, 0)]  # (bucket, block)
+    per_round = 4 if quick else 8
+    round_plan = [(16, 0), (16, 1)] if quick else [(16, 0), (32, 0), (32, 1), (48, 0)]  # (bucket, part)
     ref_masks = 2 if quick else 6  # reference form: masks per (sentence, layer) per round
     mm_n, mm_reps = (1024, 3) if quick else (4096, 5)
     mem_ks = [3, 12] if quick else [5, 20, 80]
@@ -198,6 +222,7 @@ def main() -> int:
     from run import CompileEvents
 
     events = CompileEvents()
+    recorder = SweepRecorder()
     res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),
                  "env": {"python": platform.python_version(), "jax": jax.__version__,
                          "torch": torch.__version__, "cpu_count": os.cpu_count(),
@@ -228,8 +253,6 @@ def main() -> int:
             raise SystemExit(f"only {len(rows_L)} sentences for round ({L}, {k})")
         rounds_rows.append(rows_L)
     timed_rows = np.concatenate(rounds_rows)
-    # grid_per_step: the engine's default for the whole W2 (its longest bucket decides)
-    Gs = engine_grid_per_step(model, int(buckets.max()) if not quick else int(buckets[timed_rows].max()), G)
     res["workload"] = {
         "model": model_path, "data": f"vader-movies test, first {len(ids)} sentences", "n_inputs": len(ids),
         "k_levels": list(k_levels), "n_random": n_random, "ranked_masks_per_k": 1, "masks_per_layer": G,
@@ -240,19 +263,17 @@ def main() -> int:
         "mean_padded_length": float(buckets.mean()), "max_length": common.MAX_LENGTH,
     }
     res["timed_subsample"] = {
-        "description": ("rounds of one engine input block each: the first sentences of a length bucket "
-                        "(in test order); every timed sentence runs all masks at all layers"),
-        "rounds": [{"bucket": int(L), "block": int(k), "rows": r.tolist()} for (L, k), r in zip(round_plan, rounds_rows)],
+        "description": ("rounds of 8 sentences of one length bucket each (the first ones in test order); "
+                        "every timed sentence runs all masks at all layers"),
+        "rounds": [{"bucket": int(L), "part": int(k), "rows": r.tolist()} for (L, k), r in zip(round_plan, rounds_rows)],
         "n_sentences": int(len(timed_rows)), "perturbed_forwards": int(len(timed_rows) * G * len(sites)),
         "share_of_w2": len(timed_rows) / len(ids), "mean_padded_length": float(buckets[timed_rows].mean()),
         "mean_real_length": float(lengths[timed_rows].mean()),
         "torch_reference": f"{ref_masks} masks per (sentence, layer) per round, strided over the grid",
-        "grid_per_step": Gs, "inputs_per_step": INPUTS_PER_STEP,
-        "grid_per_step_note": ("fixed to the engine's default for the whole W2 run (decided by W2's longest "
-                               "bucket), so every round runs the kernels the full run would"),
+        "ours_settings": "library defaults (see engine_settings_by_round)",
     }
     log(f"W2: {len(ids)} sentences x {G} masks x {len(sites)} layers = {n_w2} perturbed forwards; "
-        f"timed: {len(timed_rows)} sentences in {len(rounds_rows)} rounds; grid_per_step {Gs}")
+        f"timed: {len(timed_rows)} sentences in {len(rounds_rows)} rounds")
     tmodel = th.load_hf(model_path)
 
     # ------------------------------------------------------------------ matmul peak
@@ -282,19 +303,19 @@ def main() -> int:
     def ours_call(rows, conf=config):
         b = {k: np.asarray(v)[rows] for k, v in batch.items()}
         return synapse.silencing_experiment(model, model.params, b, labels[rows], ids[rows], scores, conf,
-                                            grid_per_step=Gs, progress=False)
+                                            progress=False)
 
     # ------------------------------------------------------------------ 1. warm-up (compile)
     warm_rows = np.array([int(r[0]) for r in rounds_rows])
     warm_rows = warm_rows[np.unique(buckets[warm_rows], return_index=True)[1]]
-    warm_conf = dataclasses.replace(config, k_levels=config.k_levels[:1], n_random=2)
-    log(f"ours: warm-up (compile) on {len(warm_rows)} sentences (one per timed bucket), 3 masks per layer")
+    log(f"ours: warm-up (compile) on {len(warm_rows)} sentences (one per timed bucket), all masks")
     mk = events.mark()
     t = time.perf_counter()
     with common.ForeignLoad() as fload:
-        ours_call(warm_rows, warm_conf)
+        W = ours_call(warm_rows)
     res["ours_warmup"] = {"wall_seconds": time.perf_counter() - t, "compile": events.since(mk),
-                          "buckets": sorted(int(L) for L in buckets[warm_rows]), "foreign_cores": fload.cores}
+                          "buckets": sorted(int(L) for L in buckets[warm_rows]), "foreign_cores": fload.cores,
+                          "perturbed_forwards": W.perturbed_forwards, "engine_settings": recorder.take()}
     log(f"  {res['ours_warmup']['wall_seconds']:.1f} s, of which compile "
         f"{res['ours_warmup']['compile']['seconds']:.1f} s")
 
@@ -334,6 +355,7 @@ def main() -> int:
     rounds = []
     ours_pred = {}
     ours_clean = {}
+    ours_calls = {}
     best_pred, best_margin = {}, {}
     ref_jobs_all, ref_pred_all = [], []
     for r, rows in enumerate(rounds_rows):
@@ -349,6 +371,10 @@ def main() -> int:
             rec["ours_compile_seconds"] = events.since(mk)["seconds"]
             ours_pred[r] = np.stack([lr.counts.argmax(-1) for lr in R.layers], 1)  # [n_r, layers, G]
             ours_clean[r] = R.clean_pred
+            ours_calls[r] = recorder.take()
+            rec["engine_settings"] = [{k: c[k] for k in ("grid_per_step", "inputs_per_step", "units_per_call",
+                                                          "blocks")} for c in ours_calls[r]]
+            rec["ours_seconds_by_layer"] = [round(c["seconds"], 3) for c in ours_calls[r]]
 
         def best():
             torch.set_num_threads(best_T)
@@ -424,29 +450,38 @@ def main() -> int:
         f"{res['agreement']['ours_vs_torch_reference']['fraction']:.4f}")
 
     # ------------------------------------------------------------------ 4. FLOPs
-    starts = [model.resume_block(s) for s in sites]
+    log("matmul peak again (after the rounds)")
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak2 = peak.matmul_peak(mm_n, mm_reps)
+    mp = res["matmul_peak"] = {"before_rounds": res.pop("matmul_peak"), "after_rounds": peak2}
+    mp["jax_gflops"] = max(mp["before_rounds"]["jax_gflops"], peak2["jax_gflops"])
+    mp["torch_gflops"] = max(mp["before_rounds"]["torch_gflops"], peak2["torch_gflops"])
+    mp["n"], mp["used"] = mm_n, "the larger of the two medians (a conservative peak)"
+    jax_peak = mp["jax_gflops"]
+    log(f"  JAX {peak2['jax_gflops']:.1f} GFLOP/s, torch {peak2['torch_gflops']:.1f} GFLOP/s")
     cls_only = "head_only=True" in inspect.getsource(sw)
-    work = [engine_flops(cfg, lengths[rows], G, Gs, starts, cls_only) for rows in rounds_rows]
+    work = [engine_flops(model, lengths[rows], ours_calls[r], cls_only) for r, rows in enumerate(rounds_rows)]
     ex = sum(w["executed_flops"] for w in work)
     teq = sum(w["torch_equivalent_flops"] for w in work)
+    useful = sum(w["useful_forwards"] for w in work)
     for rec, w in zip(rounds, work):
         rec["ours_executed_gflops_per_second"] = w["executed_flops"] / rec["ours_seconds"] / 1e9
         rec["torch_best_gflops_per_second"] = w["torch_equivalent_flops"] / rec["best_seconds"] / 1e9
-    full = engine_flops(cfg, lengths, G, engine_grid_per_step(model, int(buckets.max()), G), starts, cls_only)
+    # the whole W2 as the engine would plan it with the rounds' settings (first round's per layer)
+    full = engine_flops(model, lengths, ours_calls[0], cls_only)
     res["flops"] = {
         "counted": "matmuls only (dense layers, QK^T, PV, pooler, classifier); see benchmarks/flops.py",
-        "engine_suffix_starts": starts, "engine_last_block_cls_only": cls_only,
+        "engine_suffix_starts": [model.resume_block(c["sites"]) for c in ours_calls[0]],
+        "engine_last_block_cls_only": cls_only,
         "timed_executed_flops": ex, "timed_executed_flops_prefix": sum(w["executed_flops_prefix"] for w in work),
         "timed_executed_row_forwards": sum(w["executed_row_forwards"] for w in work),
-        "timed_useful_forwards": sum(w["useful_forwards"] for w in work),
-        "timed_torch_equivalent_flops": teq,
-        "executed_flops_per_useful_forward": ex / sum(w["useful_forwards"] for w in work),
-        "torch_flops_per_forward": teq / sum(w["useful_forwards"] for w in work),
+        "timed_useful_forwards": useful, "timed_torch_equivalent_flops": teq,
+        "executed_flops_per_useful_forward": ex / useful, "torch_flops_per_forward": teq / useful,
         "ours_executed_gflops_per_second": ex / tot["ours"] / 1e9,
         "ours_effective_gflops_per_second": teq / tot["ours"] / 1e9,
         "torch_best_gflops_per_second": teq / tot["best"] / 1e9,
-        "jax_matmul_peak_gflops": jax_peak, "torch_matmul_peak_gflops": res["matmul_peak"]["torch_gflops"],
-        "full_w2_engine_plan": {k: v for k, v in full.items() if k != "block_lengths"},
+        "jax_matmul_peak_gflops": jax_peak, "torch_matmul_peak_gflops": mp["torch_gflops"],
+        "full_w2_engine_plan": full,
     }
     f_ = res["flops"]
     f_["ours_executed_fraction_of_jax_peak"] = f_["ours_executed_gflops_per_second"] / jax_peak
@@ -456,21 +491,17 @@ def main() -> int:
     # ------------------------------------------------------------------ throughput, extrapolation
     # full W2 estimate: ours at its measured executed FLOP/s per bucket; torch best at its
     # measured FLOP/s per bucket; bucket(s) not timed use the nearest timed bucket's rate
-    def rate_by_bucket(kind, key):
-        out = {}
-        for rec, w in zip(rounds, work):
-            out.setdefault(rec["bucket"], [0.0, 0.0])
-            out[rec["bucket"]][0] += w[key]
-            out[rec["bucket"]][1] += rec[f"{kind}_seconds"]
-        return {L: fl_ / s for L, (fl_, s) in out.items()}
-
     def extrapolate(kind, key):
-        rates = rate_by_bucket(kind, key)
+        rates = {}
+        for rec, w in zip(rounds, work):
+            fl_s = rates.setdefault(rec["bucket"], [0.0, 0.0])
+            fl_s[0] += w[key]
+            fl_s[1] += rec[f"{kind}_seconds"]
         total = 0.0
         for L in np.unique(buckets):
             near = min(rates, key=lambda b: abs(b - L))
-            wL = engine_flops(cfg, lengths[buckets == L], G, Gs, starts, cls_only)
-            total += wL[key] / rates[near]
+            wL = engine_flops(model, lengths[buckets == L], ours_calls[0], cls_only)
+            total += wL[key] * rates[near][1] / rates[near][0]
         return total
 
     ours_full = extrapolate("ours", "executed_flops")
@@ -487,34 +518,45 @@ def main() -> int:
         "ours_over_ref_median_of_rounds": median([x["ours_over_ref"] for x in rounds]),
         "timed_seconds": tot, "timed_forwards": fw,
         "compile_seconds_ours": comp, "compile_seconds_in_rounds": sum(x["ours_compile_seconds"] for x in rounds),
+        "ours_seconds_by_layer_all_rounds": [round(sum(x["ours_seconds_by_layer"][i] for x in rounds), 2)
+                                             for i in range(len(sites))],
         "full_w2_estimate_seconds": {
             "ours_steady": ours_full, "ours_with_compile": ours_full + comp, "torch_best": best_full,
             "torch_reference": n_w2 / ref_fps,
-            "method": ("ours and torch best: the full W2's FLOPs per length bucket (ours: executed, "
-                       "engine plan of all 200 sentences; torch: exact lengths) at the FLOP/s measured on "
-                       "the nearest timed bucket; reference: W2's forwards at its measured forwards/s"),
+            "method": ("ours and torch best: the full W2's FLOPs per length bucket (ours: executed, engine "
+                       "plan of all 200 sentences with the rounds' settings; torch: exact lengths) at the "
+                       "FLOP/s measured on the nearest timed bucket; reference: W2's forwards at its "
+                       "measured forwards/s"),
         },
     }
 
     # ------------------------------------------------------------------ 5. memory
     if not args.skip_memory:
-        mem = []
-        for K in mem_ks:
+        def child(K, gps=0):
             log(f"memory: silencing_experiment with {K} random masks per k ({args.memory_site}, 8 sentences of "
-                f"bucket {mem_bucket}) in a fresh process")
+                f"bucket {mem_bucket}, grid_per_step {gps or 'default'}) in a fresh process")
             cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", "--model", model_path,
-                   "--n-random", str(K), "--memory-site", args.memory_site, "--memory-bucket", str(mem_bucket)]
+                   "--n-random", str(K), "--memory-site", args.memory_site, "--memory-bucket", str(mem_bucket),
+                   "--grid-per-step", str(gps)]
             out = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True)
             if out.returncode:
                 raise SystemExit(f"memory child failed for n_random={K}:\n{out.stderr[-3000:]}")
-            mem.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            m = mem[-1]
+            m = json.loads(out.stdout.strip().splitlines()[-1])
             log(f"  peak RSS during the experiment {m['peak_sweep_mb']:.0f} MB (before {m['rss_before_sweep_mb']:.0f} MB), "
-                f"{m['masks_per_layer']} masks, grid_per_step {m['grid_per_step_engine_default']}, {m['seconds']:.0f} s")
-        peaks = [m["peak_sweep_mb"] for m in mem]
-        added = [m["peak_sweep_mb"] - m["rss_before_sweep_mb"] for m in mem]
-        res["memory"] = {"runs": mem, "max_over_min_peak": max(peaks) / min(peaks),
-                         "max_over_min_added": max(added) / max(min(added), 1e-9)}
+                f"{m['masks_per_layer']} masks, grid_per_step {m['grid_per_step']}, {m['seconds']:.0f} s")
+            return m
+
+        default = [child(K) for K in mem_ks]
+        fixed_gs = default[0]["grid_per_step"]
+        fixed = [default[0]] + [child(K, fixed_gs) for K in mem_ks[1:]]
+        pk = lambda runs: max(m["peak_sweep_mb"] for m in runs) / min(m["peak_sweep_mb"] for m in runs)
+        res["memory"] = {
+            "library_defaults": default, "fixed_grid_per_step": fixed_gs, "fixed": fixed,
+            "max_over_min_peak_fixed_grid_per_step": pk(fixed), "max_over_min_peak_defaults": pk(default),
+            "note": ("with library defaults the micro-batch (grid_per_step) grows with the grid up to the "
+                     "engine's memory_budget, so peak memory grows with the number of masks until that cap; "
+                     "at a fixed grid_per_step the engine streams and memory should not depend on the grid"),
+        }
 
     # ------------------------------------------------------------------ targets
     th_ = res["throughput"]
@@ -525,7 +567,8 @@ def main() -> int:
         "agreement ours vs torch best > 0.99": (ag["fraction"], 0.99, ">"),
     }
     if "memory" in res:
-        targets["memory flat in random draws (max/min peak RSS <= 1.10)"] = (res["memory"]["max_over_min_peak"], 1.10, "<=")
+        targets["memory flat in random draws at fixed grid_per_step (max/min peak RSS <= 1.10)"] = (
+            res["memory"]["max_over_min_peak_fixed_grid_per_step"], 1.10, "<=")
     ok = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t}
     res["targets"] = {k: {"value": v, "target": t, "pass": ok[op_](v, t)} for k, (v, t, op_) in targets.items()}
     res["env"]["loadavg_end"] = os.getloadavg()
@@ -545,7 +588,10 @@ def print_table(res: dict) -> None:
           f"{w['perturbed_forwards']} perturbed forwards ([CLS] zeroing at hook_resid_post)")
     print(f"timed: {s['n_sentences']} sentences ({100 * s['share_of_w2']:.0f}% of W2, mean padded length "
           f"{s['mean_padded_length']:.1f} vs {w['mean_padded_length']:.1f}) x all masks x all layers = "
-          f"{s['perturbed_forwards']} forwards; grid_per_step {s['grid_per_step']}")
+          f"{s['perturbed_forwards']} forwards")
+    es = res["rounds"][0]["engine_settings"][0]
+    print(f"ours: library defaults; engine used grid_per_step {es['grid_per_step']}, inputs_per_step "
+          f"{es['inputs_per_step']}, units_per_call {es['units_per_call']} (first round, first layer)")
     print(f"machine: {res['env']['cpu_count']} CPUs, load average {res['env']['loadavg_start'][0]:.1f} -> "
           f"{res['env']['loadavg_end'][0]:.1f} (shared: quote ratios)")
     est = th_["full_w2_estimate_seconds"]
@@ -568,7 +614,9 @@ def print_table(res: dict) -> None:
     print(f"compile (warm-up): {th_['compile_seconds_ours']:.1f} s of {res['ours_warmup']['wall_seconds']:.1f} s; "
           f"compile during rounds {th_['compile_seconds_in_rounds']:.1f} s")
     mp = res["matmul_peak"]
-    print(f"\nmatmul peak {mp['n']}² f32: JAX {mp['jax_gflops']:.1f} GFLOP/s, torch {mp['torch_gflops']:.1f} GFLOP/s")
+    print(f"\nmatmul peak {mp['n']}² f32 (before / after the rounds): JAX {mp['before_rounds']['jax_gflops']:.1f} / "
+          f"{mp['after_rounds']['jax_gflops']:.1f} GFLOP/s, torch {mp['before_rounds']['torch_gflops']:.1f} / "
+          f"{mp['after_rounds']['torch_gflops']:.1f} GFLOP/s (the larger is used)")
     print(f"FLOPs per perturbed forward: ours executes {f['executed_flops_per_useful_forward'] / 1e6:.1f} M "
           f"(suffix from block i+1, padded, last block CLS-only: {f['engine_last_block_cls_only']}, prefix and filler "
           f"slots incl.); torch {f['torch_flops_per_forward'] / 1e6:.1f} M")
@@ -582,12 +630,17 @@ def print_table(res: dict) -> None:
           f"among disagreements {a['ours_vs_torch_best']['disagreements_torch_margin_max']}); ours vs reference "
           f"{a['ours_vs_torch_reference']['fraction']:.4f}; clean {a['clean_predictions_ours_vs_torch']:.3f}")
     if "memory" in res:
+        mem = res["memory"]
         print("\npeak memory of silencing_experiment (VmHWM after a reset; fresh process each):")
-        for m in res["memory"]["runs"]:
-            print(f"  n_random={m['n_random']:<3d} ({m['masks_per_layer']} masks) peak {m['peak_sweep_mb']:7.0f} MB "
-                  f"(+{m['peak_sweep_mb'] - m['rss_before_sweep_mb']:.0f} over {m['rss_before_sweep_mb']:.0f}), "
-                  f"grid_per_step {m['grid_per_step_engine_default']}, {m['perturbed_forwards']} forwards in {m['seconds']:.0f} s")
-        print(f"  max/min peak: {res['memory']['max_over_min_peak']:.2f}")
+        for name, runs in (("library defaults", mem["library_defaults"]),
+                           (f"grid_per_step fixed at {mem['fixed_grid_per_step']}", mem["fixed"])):
+            print(f"  {name}:")
+            for m in runs:
+                print(f"    n_random={m['n_random']:<3d} ({m['masks_per_layer']:4d} masks) peak {m['peak_sweep_mb']:7.0f} MB "
+                      f"(+{m['peak_sweep_mb'] - m['rss_before_sweep_mb']:.0f} over {m['rss_before_sweep_mb']:.0f}), "
+                      f"grid_per_step {m['grid_per_step']}, {m['perturbed_forwards']} forwards in {m['seconds']:.0f} s")
+        print(f"  max/min peak: defaults {mem['max_over_min_peak_defaults']:.2f}, fixed grid_per_step "
+              f"{mem['max_over_min_peak_fixed_grid_per_step']:.2f}")
     print("\ntargets:")
     for k, v in res["targets"].items():
         print(f"  {'PASS' if v['pass'] else 'FAIL'}  {k}: {v['value']:.3f}")
