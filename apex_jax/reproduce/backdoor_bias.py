@@ -5,8 +5,14 @@ backdoored models without any triggered input.
 Protocol. The zoo's clean and BadNets-backdoored ViTs (`zoo`; targets 0, 2, 4, ... over the
 seeds) are probed with APEX on clean test images (no trigger), σ relative to each site's RMS,
 at two site sets: every block's output (`resid_post`) and the embedding output only
-(`hook_embed`, input-only noise). At the largest σ of the grid, the class shares (share of all
-draws over all inputs predicting each class) of every model are compared:
+(`hook_embed`, input-only noise). The *large σ* of a site set is chosen without looking at
+which models are backdoored: the smallest grid σ at which the mean share of draws keeping the
+clean prediction, over all models and inputs, is at most `lost` (default 2/C: the inputs are
+essentially forgotten). Far beyond it the noise passes the residual connections of these
+pre-LN ViTs straight to the head and every model's shares become uniform, so the top of the
+grid is no "large σ" in the claim's sense; the full σ curves are reported as well. At the large
+σ the class shares (share of all draws over all inputs predicting each class) of every model are
+compared:
 
 - target share: the backdoored model's share of its target vs the clean models' share of the
   same class;
@@ -37,9 +43,10 @@ SITE_SETS = ("resid_post", "embed")
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
     n_inputs: int = 128
-    sigmas: tuple = (0.25, 1.0, 4.0, 16.0, 64.0)
+    sigmas: tuple = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
     draws: int = 32
     seed: int = 0
+    lost: float | None = None  # consistency that defines the large σ (None: 2 / n_classes)
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -70,15 +77,26 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     inputs = test.subset(np.arange(min(s.n_inputs, len(test))))
     x = vit.pixels(model, inputs.inputs)
     sigmas = apex.check_sigmas(s.sigmas)
-    shares, per_site = {}, {}
+    lost = s.lost if s.lost is not None else 2 / test.n_classes
+    shares, per_site, large = {}, {}, {}
     for spec in SITE_SETS:
         sites = apex.parse_sites(model, spec)
-        sh = {}
+        sh, kept = {}, []
         for g in (clean, bd):
             res = common.apex_sweeps(model, g.params, x, inputs.ids, sigmas, sites, s.draws, s.seed)
             sh[g.kind] = np.stack([[r.class_shares(i) for i in range(len(sigmas))] for r in res])  # [M, G, C]
+            kept += [r.consistency.mean(0) for r in res]
+        kept = np.mean(kept, axis=0)  # [G], all models pooled: no use of which is backdoored
+        gi = int(np.argmax(kept <= lost)) if (kept <= lost).any() else len(sigmas) - 1
+        large[spec] = gi
         shares[spec] = sh
-        per_site[spec] = _analyse(sh["clean"][:, -1], sh["backdoor"][:, -1], targets)
+        per_site[spec] = _analyse(sh["clean"][:, gi], sh["backdoor"][:, gi], targets)
+        per_site[spec]["large_sigma"] = float(sigmas[gi])
+        per_site[spec]["consistency_at_large_sigma"] = float(kept[gi])
+        per_site[spec]["consistency_by_sigma"] = kept.tolist()
+        per_site[spec]["auroc_target_known_by_sigma"] = [
+            _analyse(sh["clean"][:, g], sh["backdoor"][:, g], targets, n_boot=0)["auroc_target_known"]["auroc"]
+            for g in range(len(sigmas))]
         per_site[spec]["target_share_by_sigma"] = {
             "backdoor": [float(np.mean([sh["backdoor"][i, g, t] for i, t in enumerate(targets)]))
                          for g in range(len(sigmas))],
@@ -86,7 +104,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         }
         timer.mark(f"apex_{spec}")
     results = {
-        "large_sigma": float(sigmas[-1]),
+        "large_sigma_rule": f"smallest grid σ with mean consistency <= {lost:g} (all models pooled)",
         "sites": per_site,
         "models": {"clean": clean.members, "backdoor": bd.members},
         "attack_success_rate": stats.mean_ci([m["attack_success_rate"] for m in bd.members]),
@@ -94,27 +112,29 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                            "backdoor": stats.mean_ci([m["test_accuracy"] for m in bd.members])},
         "clean_models_trigger_to_target_rate": clean_trigger_rate,
         "n_inputs": len(inputs), "targets": targets,
+        "zoo_training_seconds": {g.kind: g.info["seconds"] for g in (clean, bd)},
     }
     timer.mark("statistics")
     rows = []
     for spec in SITE_SETS:
         for g, group in (("clean", clean), ("backdoor", bd)):
             for i, m in enumerate(group.members):
-                rows.append((spec, g, m["seed"], m.get("target", ""), m["test_accuracy"],
-                             m.get("attack_success_rate", ""), *shares[spec][g][i, -1]))
-    common.write_csv(out / "class_shares.csv", ["sites", "kind", "seed", "target", "clean_accuracy",
+                rows.append((spec, float(sigmas[large[spec]]), g, m["seed"], m.get("target", ""), m["test_accuracy"],
+                             m.get("attack_success_rate", ""), *shares[spec][g][i, large[spec]]))
+    common.write_csv(out / "class_shares.csv", ["sites", "sigma", "kind", "seed", "target", "clean_accuracy",
                                                 "attack_success_rate", *[f"share_{n}" for n in test.label_names]], rows)
-    _plot(out, shares, targets, sigmas, test.label_names, per_site)
+    _plot(out, shares, targets, sigmas, test.label_names, per_site, large)
     timer.mark("outputs")
     summary = {"claim": 4, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
                "results": results,
-               "class_shares_large_sigma": {spec: {k: v[:, -1].tolist() for k, v in sh.items()}
+               "class_shares_large_sigma": {spec: {k: v[:, large[spec]].tolist() for k, v in sh.items()}
                                             for spec, sh in shares.items()},
+               "class_shares_by_sigma": {spec: {k: v.tolist() for k, v in sh.items()} for spec, sh in shares.items()},
                "timing": timer.summary(), "versions": common.versions()}
     common.write_json(out / "summary.json", summary)
     for spec in SITE_SETS:
         r = per_site[spec]
-        log(f"[backdoor_bias] {spec}: target share at σ={sigmas[-1]:g}: backdoored "
+        log(f"[backdoor_bias] {spec}: target share at σ={r['large_sigma']:g}: backdoored "
             f"{r['target_share_backdoor']['mean']:.3f} vs clean {r['target_share_clean']['mean']:.3f}; AUROC "
             f"(target known) {r['auroc_target_known']['auroc']:.3f}, (unknown) {r['auroc_max_share']['auroc']:.3f}")
     log(f"[backdoor_bias] attack success {results['attack_success_rate']['mean']:.3f} "
@@ -128,15 +148,15 @@ def _settings(s) -> dict:
     return d
 
 
-def _analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
-    """clean [Mc, C], bd [Mb, C]: class shares at the large σ."""
+def _analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int], n_boot: int = stats.N_BOOT) -> dict:
+    """clean [Mc, C], bd [Mb, C]: class shares at one σ."""
     pos = np.array([bd[i, t] for i, t in enumerate(targets)])
     neg = np.array([clean[j, t] for t in targets for j in range(len(clean))])
     return {
         "target_share_backdoor": stats.mean_ci(pos),
         "target_share_clean": stats.mean_ci([clean[:, t].mean() for t in targets]),
-        "auroc_target_known": stats.auroc(pos, neg, seed=1),
-        "auroc_max_share": stats.auroc(bd.max(1), clean.max(1), seed=2),
+        "auroc_target_known": stats.auroc(pos, neg, n_boot=n_boot, seed=1),
+        "auroc_max_share": stats.auroc(bd.max(1), clean.max(1), n_boot=n_boot, seed=2),
         "dominant_is_target": int(sum(int(bd[i].argmax() == t) for i, t in enumerate(targets))),
         "n_backdoored": len(targets),
         "dominant_share": {"backdoor": stats.mean_ci(bd.max(1)), "clean": stats.mean_ci(clean.max(1))},
@@ -144,12 +164,12 @@ def _analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
     }
 
 
-def _plot(out: Path, shares: dict, targets, sigmas, names, per_site) -> None:
+def _plot(out: Path, shares: dict, targets, sigmas, names, per_site, large) -> None:
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
     for ax, spec in zip(axes[:2], SITE_SETS):
         sh = shares[spec]
-        mat = np.concatenate([sh["clean"][:, -1], sh["backdoor"][:, -1]])
+        mat = np.concatenate([sh["clean"][:, large[spec]], sh["backdoor"][:, large[spec]]])
         im = ax.imshow(mat, cmap="magma", vmin=0, vmax=max(float(mat.max()), 0.2), aspect="auto")
         nc = len(sh["clean"])
         for i, t in enumerate(targets):
@@ -158,15 +178,17 @@ def _plot(out: Path, shares: dict, targets, sigmas, names, per_site) -> None:
         ax.set(xticks=range(len(names)), xticklabels=names,
                yticks=range(len(mat)), yticklabels=[f"clean {i}" for i in range(nc)]
                + [f"backdoor→{t}" for t in targets],
-               xlabel="predicted class", title=f"class shares at σ={sigmas[-1]:g} ({spec})")
+               xlabel="predicted class", title=f"class shares at σ={sigmas[large[spec]]:g} ({spec})")
         fig.colorbar(im, ax=ax, fraction=0.046)
     ax = axes[2]
     for spec, ls in zip(SITE_SETS, ("-", "--")):
         r = per_site[spec]["target_share_by_sigma"]
         ax.plot(sigmas, r["backdoor"], ls, color="tab:red", marker="o", label=f"backdoored, {spec}")
         ax.plot(sigmas, r["clean"], ls, color="tab:blue", marker="o", label=f"clean, {spec}")
-    ax.set(xscale="log", xlabel="σ (× site RMS)", ylabel="mean share of the target class", ylim=(0, 1),
-           title="target-class share vs σ")
+        ax.axvline(sigmas[large[spec]], ls=ls, color="gray", lw=1)
+    ax.set(xscale="log", xlabel="σ (× site RMS)", ylabel="mean share of the target class",
+           ylim=(0, max(0.3, 1.1 * max(max(per_site[sp]["target_share_by_sigma"]["backdoor"]) for sp in SITE_SETS))),
+           title="target-class share vs σ (gray: the large σ)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "backdoor_bias.png", dpi=120)

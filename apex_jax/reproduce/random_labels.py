@@ -31,7 +31,7 @@ NAME = "random_labels"
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
     n_eval: int = 300
-    sigma_lo: float = 0.02
+    sigma_lo: float = 0.1
     sigma_hi: float = 8.0
     n_sigmas: int = 12
     draws: int = 24
@@ -39,7 +39,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(zoo=zoo.ZooConfig.quick(), n_eval=48, n_sigmas=8, draws=8)
+        return cls(zoo=zoo.ZooConfig.quick(), n_eval=48, sigma_lo=0.02, n_sigmas=8, draws=8)
 
 
 def main(argv=None) -> dict:
@@ -79,6 +79,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "n_eval": int(len(rows)),
         "models": {"clean": clean.members, "random": rand.members},
         "random_epochs_run": rand.info["epochs_run"],
+        "zoo_training_seconds": {g.kind: g.info["seconds"] for g in (clean, rand)},
     }
     timer.mark("statistics")
     common.write_csv(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",

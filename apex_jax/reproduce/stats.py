@@ -1,9 +1,11 @@
 """Statistics for the reproduction reports: rank correlation and AUROC with bootstrap intervals.
 
 Point estimates come from scipy (`spearmanr`) and scikit-learn (`roc_auc_score`); intervals are
-percentile bootstrap intervals from `scipy.stats.bootstrap` (pairs resampled together for a
-correlation; the two groups resampled separately, i.e. stratified, for an AUROC). Means over a
-few seeds get Student-t intervals.
+bootstrap intervals from `scipy.stats.bootstrap`: BCa (bias-corrected and accelerated) for rank
+correlations, whose bootstrap distribution is shifted by the duplicates a resample contains
+(pairs resampled together), and percentile intervals for AUROCs (the two groups resampled
+separately, i.e. stratified; BCa is undefined when every resample gives the same AUROC, as
+with a few perfectly separated models). Means over a few seeds get Student-t intervals.
 """
 
 from __future__ import annotations
@@ -24,18 +26,32 @@ def _clean(d: dict) -> dict:
 
 
 def _bootstrap(data: tuple, statistic: Callable, paired: bool, n_boot: int, seed: int,
-               vectorized: bool = False) -> tuple[float, float]:
+               vectorized: bool = False, method: str = "percentile") -> tuple[float, float]:
+    """A bootstrap interval; a BCa interval that comes out undefined (NaN) falls back to the
+    percentile interval of the same resamples."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate resamples (e.g. every AUROC = 1) are fine
         res = sps.bootstrap(data, statistic, paired=paired, vectorized=vectorized, n_resamples=n_boot,
-                            confidence_level=LEVEL, method="percentile", rng=np.random.default_rng(seed))
-    lo, hi = res.confidence_interval
+                            confidence_level=LEVEL, method=method, rng=np.random.default_rng(seed))
+        lo, hi = res.confidence_interval
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            dist = res.bootstrap_distribution
+            lo, hi = np.quantile(dist[np.isfinite(dist)], [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_indices(statistic: Callable[[np.ndarray], float], n: int, n_boot: int = N_BOOT, seed: int = 0,
+                      method: str = "BCa") -> tuple[float, float]:
+    """Bootstrap interval of a statistic of a resampled set of n units (`statistic(indices)`,
+    indices drawn with replacement from range(n)), e.g. a correlation between two matrices
+    built from per-input counts."""
+    stat = lambda idx: statistic(np.asarray(idx, np.int64))
+    return _bootstrap((np.arange(n),), stat, True, n_boot, seed, method=method)
 
 
 def spearman(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Spearman's ρ of paired values (NaN pairs dropped; ±inf are ranked as extremes) with its
-    p-value and a percentile bootstrap interval over pairs: {rho, lo, hi, p, n}."""
+    p-value and a BCa bootstrap interval over pairs: {rho, lo, hi, p, n}."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     keep = ~(np.isnan(x) | np.isnan(y))
     x, y = _finite_ranks(x[keep]), _finite_ranks(y[keep])
@@ -43,7 +59,7 @@ def spearman(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, seed:
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return _clean({"rho": float("nan"), "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "n": int(n)})
     r = sps.spearmanr(x, y)
-    lo, hi = _bootstrap((x, y), _spearman_rows, True, n_boot, seed, vectorized=True)
+    lo, hi = _bootstrap((x, y), _spearman_rows, True, n_boot, seed, vectorized=True, method="BCa")
     return _clean({"rho": float(r.statistic), "lo": lo, "hi": hi, "p": float(r.pvalue), "n": int(n)})
 
 
@@ -56,6 +72,8 @@ def auroc(positive: Sequence[float], negative: Sequence[float], n_boot: int = N_
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("AUROC needs at least one positive and one negative score.")
     point = _auc(pos, neg)
+    if n_boot <= 0:
+        return {"auroc": point, "lo": None, "hi": None, "n_pos": int(len(pos)), "n_neg": int(len(neg))}
     lo, hi = _bootstrap((pos, neg), _auc_rows, False, n_boot, seed, vectorized=True)
     return {"auroc": point, "lo": lo, "hi": hi, "n_pos": int(len(pos)), "n_neg": int(len(neg))}
 

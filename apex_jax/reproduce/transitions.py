@@ -31,8 +31,8 @@ TOP = 10
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
     n_inputs: int = 1000
-    sigma_lo: float = 0.02
-    sigma_hi: float = 1.0
+    sigma_lo: float = 0.1
+    sigma_hi: float = 2.0
     n_sigmas: int = 8
     draws: int = 16
     flip_rate: float = 0.1
@@ -41,7 +41,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigma_hi=2.0, n_sigmas=8, draws=8, n_boot=200)
+        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigma_lo=0.02, n_sigmas=8, draws=8, n_boot=200)
 
 
 def main(argv=None) -> dict:
@@ -94,6 +94,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "flip_rate_at_small_sigma": [float(1 - r.consistency.mean(0)[g]) for r, g in zip(res, chosen)],
         "clean_accuracy": [float((p == labels).mean()) for p in clean_pred],
         "n_inputs": int(n), "n_models": len(res),
+        "zoo_training_seconds": {"clean": clean.info["seconds"]},
         "n_transitions": int(T[off].sum()), "n_confusions": int(K[off].sum()),
     }
     timer.mark("statistics")
@@ -143,17 +144,15 @@ def _rho(T, K, upper: bool = False) -> float:
 
 
 def _bootstrap_rho(trans_rows, clean_pred, labels, C, n_boot, seed) -> dict:
-    """Percentile interval of ρ over inputs resampled with replacement (the same inputs for
-    every model and for both matrices)."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    vals = [_rho(*_matrices(trans_rows, clean_pred, labels, rng.integers(0, n, n), C)) for _ in range(n_boot)]
-    vals = np.asarray(vals)
-    vals = vals[np.isfinite(vals)]
-    if not vals.size:
-        return {"lo": None, "hi": None}
-    lo, hi = np.quantile(vals, [(1 - stats.LEVEL) / 2, 1 - (1 - stats.LEVEL) / 2])
-    return {"lo": float(lo), "hi": float(hi)}
+    """BCa interval of ρ over inputs resampled with replacement (the same inputs for every
+    model and for both matrices). Resampling duplicates inputs, which adds noise to both
+    matrices and pulls the resampled ρ below the estimate; BCa corrects for that shift."""
+    def rho(idx):
+        v = _rho(*_matrices(trans_rows, clean_pred, labels, idx, C))
+        return 0.0 if not np.isfinite(v) else v
+
+    lo, hi = stats.bootstrap_indices(rho, len(labels), n_boot, seed)
+    return {"lo": lo, "hi": hi}
 
 
 def _top_pairs(M, k):
