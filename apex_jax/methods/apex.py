@@ -237,15 +237,20 @@ def adaptive_escape(
     threshold: float = 0.5,
     stage_draws: int | None = None,
     delta: float = 0.05,
+    coarse: int = 8,
     **sweep_kw,
 ) -> AdaptiveEscape:
     """Escape σ by bisection in log σ, per input, to a stated relative resolution.
 
-    First the bracket ends lo and hi are evaluated; inputs already below the threshold at lo
-    escape at lo (or below), inputs still at or above it at hi never escape (inf). Then each
-    round evaluates every bracketed input at the geometric midpoint of its bracket, until
-    hi/lo <= 1 + resolution: ceil(log2(ln(hi/lo) / ln(1 + resolution))) rounds of `draws`
-    draws each. With the same seed, draws and sites, the noise equals `run_apex`'s (common
+    First `coarse` log-spaced σ from lo to hi (ends included) are evaluated; an input already
+    below the threshold at lo escapes at lo (or below), one never below it never escapes (inf),
+    and otherwise its first coarse σ below the threshold and the coarse σ before it bracket the
+    escape. (Consistency need not fall monotonically in σ — real models can dip below the
+    threshold and recover at large σ, where the model's bias class may be the clean one — so
+    the ends alone are not enough; a dip narrower than the coarse spacing can still be missed.)
+    Then each round evaluates every bracketed input at the geometric midpoint of its bracket,
+    until upper/lower <= 1 + resolution: ceil(log2(ln(step) / ln(1 + resolution))) rounds of
+    `draws` draws each, step = (hi/lo)^(1/(coarse−1)). With the same seed, draws and sites, the noise equals `run_apex`'s (common
     random numbers), so the result agrees with a fine grid up to the resolution and the grid
     spacing.
 
@@ -264,6 +269,8 @@ def adaptive_escape(
         raise ValueError(f"stage_draws must divide draws ({draws}); got {stage_draws}.")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1); got {delta}.")
+    if coarse < 2:
+        raise ValueError(f"coarse must be >= 2 (the ends lo and hi); got {coarse}.")
     sites = list(sites or parse_sites(model, "resid_post"))
     perturb, scale, _, tag = _noise(model, params, batch, sites, relative)
     n = len(ids)
@@ -296,11 +303,20 @@ def adaptive_escape(
 
     stats = {"forwards": 0, "seconds": 0.0}
     done_draws = np.zeros(n)
-    ends = kept(np.stack([np.full(n, lo), np.full(n, hi)]), np.arange(n))
-    lower, upper = np.full(n, lo, np.float64), np.full(n, hi, np.float64)
-    below_lo, above_hi = ends[:, 0] < threshold, ends[:, 1] >= threshold
+    # coarse stage: the first coarse σ below the threshold brackets the escape, so a curve that
+    # dips below and comes back above (non-monotone in σ) is caught if the dip spans a coarse point
+    points = np.geomspace(lo, hi, max(2, coarse))
+    # one σ per call: sequential stopping then decides each (input, σ) on its own (common random
+    # numbers make the draws the same as in one joint sweep)
+    first = np.stack([kept(np.full((1, n), p), np.arange(n))[:, 0] for p in points], 1)  # [n, coarse]
+    below = first < threshold
+    hit = np.argmax(below, axis=1)
+    below_lo, above_hi = below[:, 0], ~below.any(1)
     active = ~below_lo & ~above_hi
-    rounds = max(0, math.ceil(math.log2(math.log(hi / lo) / math.log1p(resolution))))
+    lower = np.where(active, points[np.maximum(hit - 1, 0)], lo).astype(np.float64)
+    upper = np.where(active, points[hit], hi).astype(np.float64)
+    step = points[1] / points[0]
+    rounds = max(0, math.ceil(math.log2(math.log(step) / math.log1p(resolution))))
     for _ in range(rounds):
         if not active.any():
             break
