@@ -70,7 +70,7 @@ def test_transition_numbers(quick):
     assert T.shape == K.shape == (10, 10) and not np.diag(T).any() and not np.diag(K).any()
     assert r["n_transitions"] == T.sum() > 0
     rho = r["spearman_offdiagonal"]
-    assert -1 <= rho["rho"] <= 1 and rho["lo"] <= rho["hi"]
+    assert -1 <= rho["rho"] <= 1 and _in_ci(rho, "rho")
     assert r["top_pairs"] and all(p["from"] != p["to"] for p in r["top_pairs"])
     assert all(f >= 0.1 for f in r["flip_rate_at_small_sigma"])
 
@@ -157,6 +157,10 @@ def test_stats_match_scipy_and_sklearn():
     assert stats._auc_rows(pos, neg) == pytest.approx(ref)
     # inf (never escaped) ranks above every finite value
     assert stats.auroc([np.inf, 5.0], [1.0, 2.0])["auroc"] == 1.0
+    # grouped jackknife of a mean: the usual standard error of the mean, up to grouping
+    v = rng.normal(size=400)
+    j = stats.jackknife_groups(lambda idx: v[idx].mean(), 400, groups=400)
+    assert j["estimate"] == pytest.approx(v.mean()) and j["se"] == pytest.approx(v.std(ddof=1) / 20, rel=1e-6)
     m = stats.mean_ci([0.2, 0.4, 0.6])
     assert m["mean"] == pytest.approx(0.4) and m["lo"] < 0.4 < m["hi"]
 

@@ -125,7 +125,10 @@ def _plot(out: Path, esc: dict, curves: dict, sigmas: np.ndarray, results: dict)
                 title=f"AUROC per seed pair {m['mean']:.2f} [{m['lo']:.2f}, {m['hi']:.2f}]")
     axes[1].set(xscale="log", xlabel="σ (× site RMS)", ylabel="mean share keeping clean prediction",
                 title="consistency curves")
+    from matplotlib.ticker import NullFormatter
+
     for ax in axes:
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "random_labels.png", dpi=120)

@@ -7,9 +7,9 @@ flip rate over the inputs (share of draws leaving the clean prediction) reaches 
 The transition matrix counts, over inputs and draws at that σ, clean class -> noisy class;
 the confusion matrix counts true class -> clean prediction on the same inputs; both are summed
 over the models. Reported: the top class pairs of the transition matrix (with their rank in the
-confusion matrix), Spearman ρ between the two matrices' off-diagonal entries with a bootstrap
-interval over inputs, the same per model (mean and t interval), and the overlap of the top-10
-pairs.
+confusion matrix), Spearman ρ between the two matrices' off-diagonal entries with a
+delete-a-group jackknife interval over inputs, the same per model (mean and t interval), and
+the overlap of the top-10 pairs.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ class Settings:
     draws: int = 16
     flip_rate: float = 0.1
     seed: int = 0
-    n_boot: int = 1000
+    jackknife_groups: int = 20
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigma_lo=0.02, n_sigmas=8, draws=8, n_boot=200)
+        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigma_lo=0.02, n_sigmas=8, draws=8, jackknife_groups=12)
 
 
 def main(argv=None) -> dict:
@@ -74,7 +74,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     labels = test.labels
     T, K = _matrices(trans_rows, clean_pred, labels, np.arange(n), C)
     off = ~np.eye(C, dtype=bool)
-    boot = _bootstrap_rho(trans_rows, clean_pred, labels, C, s.n_boot, s.seed)
+    boot = _interval_rho(trans_rows, clean_pred, labels, C, s.jackknife_groups, s.seed)
     per_model = [_rho(*_matrices(trans_rows[m:m + 1], clean_pred[m:m + 1], labels, np.arange(n), C))
                  for m in range(len(res))]
     top_t = _top_pairs(T, TOP)
@@ -143,16 +143,16 @@ def _rho(T, K, upper: bool = False) -> float:
     return float(sps.spearmanr(a, b).statistic)
 
 
-def _bootstrap_rho(trans_rows, clean_pred, labels, C, n_boot, seed) -> dict:
-    """BCa interval of ρ over inputs resampled with replacement (the same inputs for every
-    model and for both matrices). Resampling duplicates inputs, which adds noise to both
-    matrices and pulls the resampled ρ below the estimate; BCa corrects for that shift."""
+def _interval_rho(trans_rows, clean_pred, labels, C, groups, seed) -> dict:
+    """Delete-a-group jackknife interval of ρ over the inputs (the same inputs left out for
+    every model and for both matrices; see `stats.jackknife_groups` for why not a bootstrap),
+    clipped to [-1, 1]."""
     def rho(idx):
         v = _rho(*_matrices(trans_rows, clean_pred, labels, idx, C))
         return 0.0 if not np.isfinite(v) else v
 
-    lo, hi = stats.bootstrap_indices(rho, len(labels), n_boot, seed)
-    return {"lo": lo, "hi": hi}
+    j = stats.jackknife_groups(rho, len(labels), groups, seed)
+    return {"lo": max(-1.0, j["lo"]), "hi": min(1.0, j["hi"]), "interval": f"jackknife, {j['groups']} groups"}
 
 
 def _top_pairs(M, k):
