@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from apex_jax.methods.apex import ApexResult
+from apex_jax.methods.outputs import save_figure as _save, versions
 
 
 def write_samples(path: Path, result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> None:
@@ -35,9 +35,6 @@ def transition_index(result: ApexResult) -> int:
 
 def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], settings: dict) -> dict:
     """Settings, versions, timings and the model-level results."""
-    import flax
-    import jax
-
     esc = result.escape_sigma()
     finite = esc[np.isfinite(esc)]
     transition_at = transition_index(result)
@@ -46,9 +43,7 @@ def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], 
         "settings": {**settings, "sigmas": result.sigmas.tolist(), "sites": result.sites,
                      "threshold": result.threshold, "site_rms": result.site_rms,
                      "engine": {k: v for k, v in sweep.settings.items() if k != "compiles"}},
-        "versions": {"apex_jax": __import__("apex_jax").__version__, "jax": jax.__version__,
-                     "flax": flax.__version__, "python": platform.python_version(),
-                     "devices": [str(d) for d in jax.devices()]},
+        "versions": versions(),
         "results": {
             "n_inputs": int(len(labels)), "clean_accuracy": float((result.clean == labels).mean()),
             "mean_consistency": result.consistency.mean(0).tolist(),
@@ -110,15 +105,6 @@ def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative
     ax.set_xticklabels(label_names, rotation=90)
     paths.append(_save(fig, out / "large_sigma_shares.png"))
     return paths
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def write_all(out: Path, result: ApexResult, ids, labels, label_names, settings, relative) -> dict:

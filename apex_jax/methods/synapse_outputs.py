@@ -10,6 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
+from apex_jax.methods.outputs import save_figure as _save
+
 
 def write_csv(path: Path, rows: Sequence[dict]) -> Path:
     """Rows of dicts (one header: the union of keys, in first-seen order); floats to 6 digits."""
@@ -61,13 +63,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
 
 
 def short(site: str) -> str:

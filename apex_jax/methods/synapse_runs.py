@@ -12,26 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from apex_jax.methods import probes as probes_lib
 from apex_jax.methods import rankings, synapse
 from apex_jax.methods import synapse_outputs as out_lib
+from apex_jax.methods.outputs import versions as _versions
 
 HEAD_SITE = "head.hook_cls"
-
-
-def _versions() -> dict:
-    import flax
-    import jax
-
-    return {"apex_jax": __import__("apex_jax").__version__, "jax": jax.__version__, "flax": flax.__version__,
-            "python": platform.python_version(), "devices": [str(d) for d in jax.devices()]}
 
 
 def _encode(model, data, max_length: int) -> dict:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from apex_jax.methods import apex
+from apex_jax.methods.outputs import versions  # noqa: F401  (the claims' summary.json)
 from apex_jax.models.model import Model
 
 
@@ -57,15 +56,6 @@ class Timer:
     def summary(self) -> dict:
         return {"total_seconds": round(time.perf_counter() - self.t0, 1),
                 "cpu_seconds": round(time.process_time() - self.cpu0, 1), "stages": self.stages}
-
-
-def versions() -> dict:
-    import flax
-    import jax
-
-    return {"apex_jax": __import__("apex_jax").__version__, "jax": jax.__version__, "flax": flax.__version__,
-            "python": platform.python_version(), "devices": [str(d) for d in jax.devices()],
-            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"}
 
 
 def apex_sweeps(model: Model, params_list: Sequence[Any], pixel_values: np.ndarray, ids: Sequence[int],
