@@ -121,3 +121,33 @@ def test_bad_sweeps_are_rejected(model):
         run_sweep(model, model.params, {"input_ids": np.zeros((0, 4), np.int32),
                                         "attention_mask": np.zeros((0, 4), np.int32)}, [],
                   lambda s, k: {}, np.ones(2), sites=["hook_embed"], draws=2)
+
+
+def _noise_on_blocks(point, keys):  # one function object: the kernel cache key needs it
+    return {f"blocks.{i}.hook_resid_post": Noise(keys, point, relative=True) for i in range(2)}
+
+
+def test_checkpoints_of_one_architecture_share_kernels_but_use_their_own_params(model):
+    """A second checkpoint of the same architecture (here: the classifier negated, so its
+    predictions differ) reuses the compiled kernel, and the sweep runs with ITS parameters:
+    clean predictions = its own forward, not the first model's."""
+    import jax
+
+    params2 = jax.tree.map(lambda x: x, model.params)
+    params2["head"]["classifier"]["kernel"] = -params2["head"]["classifier"]["kernel"]
+    other = model.replace(params2)
+    assert other is not model and other.skeleton is model.skeleton
+    batch = model.encode(TEXTS[:4])
+    ids = np.arange(4)
+    sigmas = np.array([0.1, 2.0], np.float32)
+    kw = dict(sites=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], draws=4, seed=3, progress=False)
+    from apex_jax.engine import sweep as sweep_lib
+
+    first = run_sweep(model, model.params, batch, ids, _noise_on_blocks, sigmas, **kw)
+    kernels = dict(sweep_lib._KERNEL_CACHE)
+    second = run_sweep(other, other.params, batch, ids, _noise_on_blocks, sigmas, **kw)
+    assert sweep_lib._KERNEL_CACHE == kernels  # no kernel built for the second checkpoint
+    assert second.settings["compiles"] == 1  # and the shared one was not traced again
+    own = np.asarray(other.forward(batch).logits).argmax(1)
+    np.testing.assert_array_equal(second.clean, own)
+    assert (second.clean != first.clean).any()  # the negated head really predicts differently

@@ -293,11 +293,12 @@ _KERNEL_CACHE_SIZE = 16
 def _kernels(model: Model, mesh, perturb: Perturb, seed: int, D: int, C: int, common_noise: bool) -> _Kernels:
     """Compiled kernels, cached so repeated sweeps with the same perturb function (e.g. the
     rounds of a bisection, or another draw count) reuse one compilation per kernel shape."""
-    key = (model, mesh, perturb, seed, D, C, common_noise)
+    # keyed on the architecture, not the loaded model: every checkpoint of it shares the kernels
+    key = (model.skeleton, mesh, perturb, seed, D, C, common_noise)
     if key not in _KERNEL_CACHE:
         if len(_KERNEL_CACHE) >= _KERNEL_CACHE_SIZE:
             _KERNEL_CACHE.pop(next(iter(_KERNEL_CACHE)))
-        _KERNEL_CACHE[key] = _build_kernels(model, mesh, perturb, seed, D, C, common_noise)
+        _KERNEL_CACHE[key] = _build_kernels(model.skeleton, mesh, perturb, seed, D, C, common_noise)
     return _KERNEL_CACHE[key]
 
 

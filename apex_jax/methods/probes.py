@@ -141,11 +141,12 @@ def check_cls_sites(model, sites: Sequence[str]) -> tuple[str, ...]:
     return sites
 
 
-# One compiled [CLS] reader per (model, sites); weak keys so models can be freed.
+# One compiled [CLS] reader per (architecture, sites): every checkpoint of it shares them.
 _CLS_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _cls_fn(model, sites: tuple[str, ...]):
+    model = model.skeleton
     cache = _CLS_FNS.setdefault(model, {})
     if sites not in cache:
         head_only = model.config.n_classes is not None  # last block: [CLS] only (principle 5)

@@ -187,6 +187,7 @@ _ATTR_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _attribution_fn(model, site: str, feature_shape: tuple[int, ...], predicted: bool):
     key = (site, feature_shape, predicted)
+    model = model.skeleton  # one compiled function per architecture, shared by its checkpoints
     cache = _ATTR_FNS.setdefault(model, {})
     if key in cache:
         return cache[key]

@@ -59,6 +59,9 @@ class Prefix:
     start: int = struct.field(pytree_node=False)
 
 
+_SKELETONS: dict = {}  # ArchConfig -> its parameter-free Model (see Model.skeleton)
+
+
 class Model:
     """A loaded encoder: `config`, `params`, `sites`, `apply`, `prefix`, `encode`, `save`."""
 
@@ -163,14 +166,29 @@ class Model:
         n = self.config.n_layers
         return min((site_lib.resume_block(s, n) for s in sites), default=n)
 
+    @property
+    def skeleton(self) -> "Model":
+        """The parameter-free model shared by every model of this architecture (equal `config`).
+
+        `apply` depends on the architecture only (parameters are an argument), so compiled
+        functions are cached on the skeleton rather than on each loaded model: a second
+        checkpoint of the same architecture (another fine-tune, a zoo member) reuses them
+        instead of compiling again, and caches do not keep any model's parameters alive.
+        """
+        sk = _SKELETONS.get(self.config)
+        if sk is None:
+            sk = _SKELETONS[self.config] = Model(self.config, None, {}, source="skeleton")
+        return sk
+
     def jitted(self, capture: Sequence[str] = ()):
-        """`jax.jit` of `apply` for one capture set, compiled once and cached on the model:
+        """`jax.jit` of `apply` for one capture set, compiled once per architecture:
         `fn(params, inputs, perturbations=None) -> Output`."""
         capture = tuple(capture)
-        fn = self._jitted.get(capture)
+        sk = self.skeleton
+        fn = sk._jitted.get(capture)
         if fn is None:
-            fn = jax.jit(lambda p, x, pert=None: self.apply(p, x, pert, capture=capture))
-            self._jitted[capture] = fn
+            fn = jax.jit(lambda p, x, pert=None: sk.apply(p, x, pert, capture=capture))
+            sk._jitted[capture] = fn
         return fn
 
     def forward(self, inputs: Any, perturbations=None, *, capture: Sequence[str] = ()) -> Output:
