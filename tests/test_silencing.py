@@ -142,9 +142,11 @@ def test_head_manipulations(model):
                                attacks.apply_head(h, k[1], b[1]), atol=1e-5)
     np.testing.assert_array_equal(np.array(model.params["head"]["classifier"]["kernel"]), before)  # not in place
     # the smallest bias that redirects an input does redirect it; slightly less does not
-    target = 0
+    clean_pred = clean_logits.argmax(1)
+    target = int(np.bincount(clean_pred, minlength=clean_logits.shape[1]).argmin())  # inputs to redirect
+    assert (clean_pred != target).any()
     need = attacks.bias_needed(clean_logits, target)
-    for i in np.flatnonzero(clean_logits.argmax(1) != target):
+    for i in np.flatnonzero(clean_pred != target):
         z = clean_logits[i].copy()
         z[target] += need[i]
         assert z.argmax() == target
@@ -153,7 +155,10 @@ def test_head_manipulations(model):
     shares = attacks.bias_to_redirect(clean_logits, target, [0.0, 1.0])
     kb, bb = attacks.logit_bias(kernel, bias, target, shares)
     st = attacks.redirect_stats(attacks.apply_head(h, kb, bb), clean_logits.argmax(1), np.zeros(len(TEXTS), int), target)
-    assert st["target_share"][1] == 1.0 and st["flip_to_target"][0] == 0.0
+    assert st["target_share"][1] == 1.0 and st["flip_to_target"][0] == 0.0 and st["flip_to_target"][1] == 1.0
+    # every input already predicts the target: the flip rate is undefined (NaN), not 0
+    st = attacks.redirect_stats(attacks.apply_head(h, kb, bb), np.full(len(TEXTS), target), clean_pred, target)
+    assert np.isnan(st["flip_to_target"]).all()
     # bit flips: flipping twice restores; exponent bit 30 makes small weights huge
     w = np.array([0.5, -0.25, 0.75, 1.5, 3.0], np.float32)
     np.testing.assert_array_equal(attacks.flip_bits(attacks.flip_bits(w, 30), 30), w)

@@ -154,12 +154,14 @@ def bit_flip(kernel, bias, target: int, neurons: Sequence[int], counts: Sequence
 
 
 def redirect_stats(logits: np.ndarray, clean_pred: np.ndarray, labels: np.ndarray, target: int) -> dict:
-    """Share of inputs not predicted as the target before that are now (flip-to-target rate),
-    accuracy, and the target's share, for logits [M, n, C] -> arrays [M]."""
+    """Share of inputs not predicted as the target before that are now (flip-to-target rate; NaN
+    if none was), accuracy, and the target's share, for logits [M, n, C] -> arrays [M]."""
     logits = np.asarray(logits)
     with np.errstate(invalid="ignore"):
         pred = np.nan_to_num(logits, nan=-np.inf).argmax(-1)  # inf weights can give nan logits
     eligible = np.asarray(clean_pred) != target
-    flips = ((pred == target) & eligible).sum(-1) / max(int(eligible.sum()), 1)
+    # NaN, not 0, when every input already predicts the target: there is nothing to redirect
+    n_eligible = int(eligible.sum())
+    flips = ((pred == target) & eligible).sum(-1) / n_eligible if n_eligible else np.full(pred.shape[:-1], np.nan)
     return {"flip_to_target": flips, "accuracy": (pred == np.asarray(labels)).mean(-1),
             "target_share": (pred == target).mean(-1)}

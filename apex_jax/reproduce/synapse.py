@@ -11,6 +11,9 @@ Protocol, per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned he
   neurons (global ranking Σ_c|W[c, j]|), the bottom-k%, each class's top-k% (|W[c, j]|), and
   `n_random` random k% selections per k on other held-out sentences; the random selections are
   the control (z-score, Laplace-smoothed one-sided p = (1 + #{random ≥ ranked}) / (1 + R)).
+- Sensitivity check (not the paper's protocol): the same ranked / random neurons zeroed at every
+  token position of the block's output, at a few k; tells whether a weak [CLS]-only effect
+  comes from the position choice (later blocks rebuild [CLS] from the other tokens).
 - Class asymmetry: the drop in each class's F1 when one class's own top-k% neurons are silenced.
 - Manipulations (`synapse_runs.attack_run`, toward each class in turn, on the probe test
   sentences): a bias on the target's logit, ±Δ on the classifier columns of the target's top
@@ -52,27 +55,34 @@ class Settings:
     asymmetry_k: float = 10.0
     attack_k: float = 10.0
     probe_steps: int = 400
+    # sensitivity check beyond the paper's protocol: the same neurons zeroed at every token
+    # position (not only [CLS]), at these k; () skips it
+    all_positions_k: tuple[float, ...] = (10.0, 50.0)
+    probe_layers: str = "all"  # synapse_runs.layer_sites spec: the embedding output and every block
+    silence_layers: str = "blocks"
     max_length: int = 64
     seed: int = 0
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(n_probe_train=64, n_probe_test=32, n_silence=12, k_levels=(10.0, 50.0), n_random=3,
-                   probe_steps=60, max_length=32)
+                   probe_steps=60, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
+                   max_length=32)
 
 
 def main(argv=None) -> dict:
     args = common.parser(NAME, "Claim 5: SYNAPSE probes, silencing and manipulations on two MiniLM domains."
                          ).parse_args(argv)
     s = Settings.quick() if args.quick else Settings()
-    return run(s, common.out_dir(args, NAME), Path(args.work), common.logger(args), quick=args.quick)
+    return run(s, common.out_dir(args, NAME), Path(args.work), common.logger(args), quick=args.quick,
+               progress=not args.quiet)
 
 
-def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, progress: bool = True) -> dict:
     timer = common.Timer()
     domains = {}
     for d in s.domains:
-        domains[d] = _domain(s, d, out / d, work, log, quick, timer)
+        domains[d] = _domain(s, d, out / d, work, log, quick, timer, progress)
     results = {"domains": domains}
     results["pooled"] = _pooled(domains)
     summary = {"claim": 5, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
@@ -93,7 +103,8 @@ def _subsets(s: Settings, cfg: minilm.FineTuneConfig):
             sp["test"].subset(np.sort(te[n_test:n_test + n_sil])))
 
 
-def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer) -> dict:
+def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
+            progress: bool) -> dict:
     """Probes, silencing and manipulations of one domain's fine-tuned MiniLM."""
     cfg = minilm.domain_config(data, quick)
     folder, ft = minilm.fine_tuned(cfg, work_root, log)
@@ -102,14 +113,22 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
     model = apex_jax.load(str(folder))
     train, test, silence = _subsets(s, cfg)
     probe_dir = work / "probe"
-    probe = synapse_runs.probe_run(model, train, test, probe_dir, sites=synapse_runs.layer_sites(model, "all"),
+    probe = synapse_runs.probe_run(model, train, test, probe_dir, sites=synapse_runs.layer_sites(model, s.probe_layers),
                                    config=probes_lib.ProbeConfig(steps=s.probe_steps), max_length=s.max_length)
     timer.mark(f"{data}: probes")
     sc = synapse_lib.SilenceConfig(k_levels=s.k_levels, n_random=s.n_random, positions=s.positions,
                                    asymmetry_k=s.asymmetry_k, seed=s.seed)
     sil = synapse_runs.silence_run(model, silence, probe_dir, work / "silence",
-                                   sites=synapse_runs.layer_sites(model, "blocks"), config=sc, max_length=s.max_length)
+                                   sites=synapse_runs.layer_sites(model, s.silence_layers), config=sc, max_length=s.max_length,
+                                   progress=progress)
     timer.mark(f"{data}: silencing")
+    sil_all = None
+    if s.all_positions_k:
+        sa = dataclasses.replace(sc, positions="all", k_levels=s.all_positions_k, per_class=False)
+        sil_all = synapse_runs.silence_run(model, silence, probe_dir, work / "silence-all-positions",
+                                           sites=synapse_runs.layer_sites(model, s.silence_layers), config=sa,
+                                           max_length=s.max_length, progress=progress)
+        timer.mark(f"{data}: silencing at all positions")
     attacks = {}
     for t in range(model.config.n_classes):
         a = synapse_runs.attack_run(model, test, probe_dir, work / f"attack-{t}",
@@ -123,12 +142,15 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
     return {"fine_tune": ft, "n_probe_train": len(train), "n_probe_test": len(test), "n_silence": len(silence),
             "label_names": list(model.label_names), "probes": probe["results"]["probes"],
             "ranking_agreement": probe["results"]["ranking_agreement"],
-            "silencing": _silencing_summary(sil["result"], s), "attacks": attacks,
-            "perturbed_forwards": sil["timing"]["perturbed_forwards"],
-            "sweep_seconds": sil["timing"]["sweep_seconds"]}
+            "silencing": _silencing_summary(sil["result"]),
+            "silencing_all_positions": _silencing_summary(sil_all["result"]) if sil_all else None,
+            "attacks": attacks,
+            "perturbed_forwards": sil["timing"]["perturbed_forwards"] + (
+                sil_all["timing"]["perturbed_forwards"] if sil_all else 0),
+            "sweep_seconds": round(sil["timing"]["sweep_seconds"] + (sil_all["timing"]["sweep_seconds"] if sil_all else 0), 1)}
 
 
-def _silencing_summary(res: synapse_lib.SilencingResult, s: Settings) -> dict:
+def _silencing_summary(res: synapse_lib.SilencingResult) -> dict:
     """The numbers the verdict uses: per (layer, k) the ranked drops against the random control
     (accuracy and weighted F1), top vs bottom, per-class top-k, curves and the asymmetry."""
     cells = []
@@ -144,7 +166,8 @@ def _silencing_summary(res: synapse_lib.SilencingResult, s: Settings) -> dict:
         "clean": res.clean.row(0),
         "cells": cells,
         "curves": res.curves("accuracy") + res.curves("weighted_f1"),
-        "asymmetry": {lr.site: res.asymmetry(lr.site).tolist() for lr in res.layers},
+        "asymmetry": ({lr.site: res.asymmetry(lr.site).tolist() for lr in res.layers}
+                      if res.config.per_class else None),
         "n_cells": len(top),
         "top_significant": sum(c["p"] <= ALPHA for c in top),
         "class_cells": len(cls),
