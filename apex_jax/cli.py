@@ -7,7 +7,7 @@
     apex-jax probe MODEL --data DATA --out RUN [--n-train N] [--n N] [--layers all]
     apex-jax silence MODEL --data DATA --probe RUN --out RUN2 [--n N] [--k SPEC] [--random R]
     apex-jax attack MODEL --data DATA --probe RUN --out RUN3 [--target C]
-    apex-jax reproduce NAME [--quick] [ARGS]   (regularity, random-labels, transitions, backdoor-bias, report, all)
+    apex-jax reproduce NAME [--quick] [ARGS]   (regularity, regularity-text, random-labels, transitions, backdoor-bias, synapse, report, all)
     apex-jax demo [--out runs/demo]
 """
 
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_attack)
 
     s = sub.add_parser("reproduce", help="re-test a paper claim (writes reports/NAME/); `all` then the report")
-    s.add_argument("name", help="regularity, random-labels, transitions, backdoor-bias, report or all")
+    s.add_argument("name", help="regularity, regularity-text, random-labels, transitions, backdoor-bias, synapse, report or all")
     s.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments, e.g. --quick")
     s.set_defaults(fn=cmd_reproduce)
 

@@ -19,7 +19,8 @@ def quick(tmp_path_factory):
     reports, work = root / "reports", root / "work"
     run("all", ["--quick", "--quiet", "--reports", str(reports), "--work", str(work)])
     summaries = {n: json.loads((reports / n / "summary.json").read_text())
-                 for n in ("regularity", "random_labels", "transitions", "backdoor_bias")}
+                 for n in ("regularity", "regularity_text", "random_labels", "transitions", "backdoor_bias",
+                           "synapse")}
     return reports, work, summaries
 
 
@@ -30,10 +31,16 @@ def _in_ci(d: dict, key: str) -> bool:
 def test_outputs_exist(quick):
     reports, _, _ = quick
     for name, files in {"regularity": ["samples.csv", "regularity.png"],
+                        "regularity_text": ["samples.csv", "regularity_text.png"],
                         "random_labels": ["models.csv", "samples.csv", "random_labels.png"],
                         "transitions": ["pairs.csv", "transitions.png"],
-                        "backdoor_bias": ["class_shares.csv", "backdoor_bias.png"]}.items():
-        for f in files + ["summary.json"]:
+                        "backdoor_bias": ["class_shares.csv", "backdoor_bias.png"],
+                        **{f"synapse/{d}": ["probe-probes.csv", "probe-probe_accuracy.png", "silence-controls.csv",
+                                            "silence-silencing_curves.png", "silence-class_asymmetry.png",
+                                            "silence-all-positions-controls.csv", "attack-1-attacks.csv",
+                                            "attack-1-attack_curves.png"] for d in ("vader-movies", "vader-tweets")}
+                        }.items():
+        for f in files + ([] if name.startswith("synapse/") else ["summary.json"]):
             assert (reports / name / f).stat().st_size > 0, (name, f)
     assert (reports / "README.md").exists()
 
@@ -49,6 +56,60 @@ def test_regularity_numbers(quick):
     assert 0 < r["cscore_mean"] <= 1 and 0 < r["learning_speed_mean"] <= 1
     # the two established regularity metrics agree with each other
     assert r["cscore_vs_learning_speed"]["rho"] > 0
+
+
+def test_regularity_text_numbers(quick):
+    _, _, s = quick
+    summary = s["regularity_text"]
+    r, st = summary["results"], summary["settings"]
+    assert summary["quick"] is True and summary["claim"] == 1
+    assert st["fine_tune"]["n_train"] == r["pool_size"] == 96  # the quick fine-tune's sentences
+    for key in ("escape_vs_cscore", "escape_vs_learning_speed", "cscore_vs_learning_speed", "area_vs_cscore",
+                "area_vs_learning_speed"):
+        assert -1 <= r[key]["rho"] <= 1 and _in_ci(r[key], "rho"), (key, r[key])
+    assert r["n_examples"] == st["n_apex"] == 48 and 0 <= r["escaped_on_grid"] <= 48
+    # heads on frozen pretrained features: above chance on held-out sentences, fitted on their own
+    assert len(r["head_test_accuracy"]) == st["n_heads"] and np.mean(r["head_test_accuracy"]) > 0.55
+    assert min(r["head_train_accuracy"]) > 0.9
+    assert 0 < r["cscore_mean"] <= 1 and 0 < r["learning_speed_mean"] <= 1
+    assert r["holdout_heads_per_example"]["min"] >= 1  # every sampled sentence has a C-score estimate
+    assert r["cscore_vs_learning_speed"]["rho"] > 0
+    # APEX starts from the clean prediction: full consistency at the smallest σ, less at the largest
+    kept = summary["mean_consistency"]
+    assert len(kept) == st["n_sigmas"] and kept[0] > 0.9 and kept[-1] < kept[0]
+
+
+def test_synapse_numbers(quick):
+    _, _, s = quick
+    syn = s["synapse"]
+    st, dom = syn["settings"], syn["results"]["domains"]
+    assert syn["quick"] is True and syn["claim"] == 5 and list(dom) == ["vader-movies", "vader-tweets"]
+    for name, d in dom.items():
+        assert d["fine_tune"]["config"]["mode"] == "head" and d["fine_tune"]["n_train"] == 96
+        sites = [p["site"] for p in d["probes"]]
+        assert sites == ["hook_embed", "blocks.0.hook_resid_post", "blocks.5.hook_resid_post", "concat",
+                         "head.hook_cls"]
+        assert all(0 <= p["test_accuracy"] <= 1 for p in d["probes"])
+        sil = d["silencing"]
+        n_layers, n_k = 2, len(st["k_levels"])
+        assert sil["n_cells"] == n_layers * n_k and sil["class_cells"] == 2 * n_layers * n_k
+        for c in sil["cells"]:
+            # Laplace-smoothed p over n_random draws; drop = clean − silenced score
+            assert 1 / (1 + st["n_random"]) - 1e-12 <= c["p"] <= 1 and -1 <= c["drop"] <= 1
+        assert np.array(sil["asymmetry"]["blocks.5.hook_resid_post"]).shape == (2, 2)
+        sens = d["silencing_all_positions"]
+        assert sens["n_cells"] == n_layers * len(st["all_positions_k"]) and sens["asymmetry"] is None
+        for target, a in d["attacks"].items():
+            bias = [r for r in a["rows"] if r["attack"] == "logit_bias"]
+            flips = [r["flip_to_target"] for r in bias]
+            if a["clean_target_share"] == 1:  # nothing to redirect: the rate is undefined, not 0
+                assert all(f is None for f in flips)
+                continue
+            assert bias[0]["magnitude"] == 0 and flips[0] == 0  # no bias: nothing redirected
+            assert all(b >= x - 1e-12 for x, b in zip(flips, flips[1:]))  # more bias, more flips
+            assert a["k_neurons"] == round(st["attack_k"] / 100 * 384)
+    pooled = syn["results"]["pooled"]
+    assert pooled["n_cells"] == sum(d["silencing"]["n_cells"] for d in dom.values())
 
 
 def test_random_label_numbers(quick):
@@ -96,9 +157,12 @@ def test_readme_is_filled_from_the_summaries(quick):
     assert "Quick run" in text and not re.search(r"\{[a-z_]+\}", text)  # every placeholder filled
     m = s["random_labels"]["results"]["pair_auroc_mean"]
     assert f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]" in text
-    rho = s["regularity"]["results"]["escape_vs_cscore"]
-    assert f"{rho['rho']:.3f} [{rho['lo']:.3f}, {rho['hi']:.3f}]" in text
-    assert text.count("**Verdict:") == 4
+    for name in ("regularity", "regularity_text"):
+        rho = s[name]["results"]["escape_vs_cscore"]
+        assert f"{rho['rho']:.3f} [{rho['lo']:.3f}, {rho['hi']:.3f}]" in text
+    assert text.count("**Verdict:") == 6
+    probe = s["synapse"]["results"]["domains"]["vader-tweets"]["probes"]
+    assert f"| vader-tweets | {probe[0]['test_accuracy']:.3f} | {probe[1]['test_accuracy']:.3f} |" in text
 
 
 def test_zoo_members_are_hf_folders(quick):

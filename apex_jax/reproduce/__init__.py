@@ -1,4 +1,5 @@
-"""Reproduction of the APEX paper's claims on small ViTs trained here (see reports/README.md).
+"""Reproduction of the APEX paper's claims on small ViTs trained here (claim 1 also on a MiniLM
+fine-tuned here) and of the SYNAPSE paper's on two fine-tuned MiniLMs (see reports/README.md).
 
 Each claim is a module with `main(argv)` (argparse; `--quick` for a smoke-test size) writing
 tables, a figure and `summary.json` into `reports/<name>/`; `report` assembles
@@ -10,7 +11,8 @@ Library parts: `vit` (small ViT configs, shared templates, compiled init), `ense
 (many models trained at once with a vmapped Optax step; per-example training-time and hold-out
 correctness), `backdoor` (BadNets trigger and poisoning), `zoo` (clean / random-label /
 backdoored model groups saved as HF folders), `stats` (Spearman and AUROC with bootstrap
-intervals), `common` (arguments, APEX sweeps over many models, interpolated escape σ, outputs).
+intervals), `common` (arguments, APEX sweeps over many models, interpolated escape σ, outputs),
+`minilm` (MiniLM sentiment classifiers fine-tuned once and cached for the text claims).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-CLAIMS = ("regularity", "random_labels", "transitions", "backdoor_bias")
+CLAIMS = ("regularity", "regularity_text", "random_labels", "transitions", "backdoor_bias", "synapse")
 NAMES = (*CLAIMS, "report", "all")
 
 

@@ -142,3 +142,36 @@ def pyplot():
 
 def sigma_grid(lo: float, hi: float, n: int) -> np.ndarray:
     return np.logspace(np.log10(lo), np.log10(hi), n).astype(np.float32)
+
+
+def fmt_rho(d: dict) -> str:
+    """`rho [lo, hi]` of a `stats.spearman` result, for log lines."""
+    return "n/a" if d["rho"] is None else f"{d['rho']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
+
+
+def plot_regularity(path: Path, escape: np.ndarray, cscore: np.ndarray, speed: np.ndarray, results: dict) -> None:
+    """Claim 1's figure: escape σ against the C-score estimate and against learning speed
+    (one point per example, the median escape σ per octile bin of the metric, ρ in the
+    titles). escape, cscore, speed: [n]; `results` holds `escape_vs_cscore` and
+    `escape_vs_learning_speed` (`stats.spearman` results)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    shown = np.where(np.isfinite(escape), escape, np.nan)
+    for ax, metric, label, key in ((axes[0], cscore, "C-score estimate (hold-out accuracy)", "escape_vs_cscore"),
+                                   (axes[1], speed, "learning speed (mean training-time accuracy)",
+                                    "escape_vs_learning_speed")):
+        jitter = np.random.default_rng(0).uniform(-0.01, 0.01, len(metric))
+        ax.scatter(metric + jitter, shown, s=5, alpha=0.35)
+        # median escape σ per metric bin
+        bins = np.unique(np.quantile(metric[np.isfinite(metric)], np.linspace(0, 1, 9)))
+        if len(bins) > 1:
+            idx = np.clip(np.digitize(metric, bins[1:-1]), 0, len(bins) - 2)
+            med = [np.median(escape[idx == b]) if (idx == b).any() else np.nan for b in range(len(bins) - 1)]
+            ax.plot((bins[:-1] + bins[1:]) / 2, med, color="black", lw=2, marker="o", label="median per bin")
+            ax.legend(loc="lower right", fontsize=8)
+        r = results[key]
+        title = "ρ n/a" if r["rho"] is None else f"Spearman ρ = {r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+        ax.set(yscale="log", xlabel=label, ylabel="escape σ (× site RMS)", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

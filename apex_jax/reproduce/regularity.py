@@ -118,21 +118,17 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                       "learning_speed"],
                      [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
                        speed[j]) for j, r in enumerate(rows)])
-    _plot(out, escape, cscore, speed, results)
+    common.plot_regularity(out / "regularity.png", escape, cscore, speed, results)
     timer.mark("outputs")
     summary = {"claim": 1, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
                "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": ar.consistency.mean(0).tolist(),
                "results": results, "timing": timer.summary(), "versions": common.versions()}
     common.write_json(out / "summary.json", summary)
     r = results
-    log(f"[regularity] n={r['n_examples']}: Spearman(log escape σ, C-score) = {_fmt(r['escape_vs_cscore'])}; "
-        f"(log escape σ, learning speed) = {_fmt(r['escape_vs_learning_speed'])} "
-        f"({summary['timing']['total_seconds']} s)")
+    log(f"[regularity] n={r['n_examples']}: Spearman(log escape σ, C-score) = "
+        f"{common.fmt_rho(r['escape_vs_cscore'])}; (log escape σ, learning speed) = "
+        f"{common.fmt_rho(r['escape_vs_learning_speed'])} ({summary['timing']['total_seconds']} s)")
     return summary
-
-
-def _fmt(d: dict) -> str:
-    return "n/a" if d["rho"] is None else f"{d['rho']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
 
 
 def _ensemble(s: Settings, pool, model, work: Path, log):
@@ -166,27 +162,3 @@ def _ensemble(s: Settings, pool, model, work: Path, log):
     res["test_accuracy"] = res["test_accuracy"].round(4).tolist()
     res["train_accuracy"] = res["train_accuracy"].round(4).tolist()
     return res, apex_jax.load(str(folder / "member-0")).params
-
-
-def _plot(out: Path, escape, cscore, speed, results) -> None:
-    plt = common.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    shown = np.where(np.isfinite(escape), escape, np.nan)
-    for ax, metric, label, key in ((axes[0], cscore, "C-score estimate (hold-out accuracy)", "escape_vs_cscore"),
-                                   (axes[1], speed, "learning speed (mean training-time accuracy)",
-                                    "escape_vs_learning_speed")):
-        jitter = np.random.default_rng(0).uniform(-0.01, 0.01, len(metric))
-        ax.scatter(metric + jitter, shown, s=5, alpha=0.35)
-        # median escape σ per metric bin
-        bins = np.unique(np.quantile(metric[np.isfinite(metric)], np.linspace(0, 1, 9)))
-        if len(bins) > 1:
-            idx = np.clip(np.digitize(metric, bins[1:-1]), 0, len(bins) - 2)
-            med = [np.median(escape[idx == b]) if (idx == b).any() else np.nan for b in range(len(bins) - 1)]
-            ax.plot((bins[:-1] + bins[1:]) / 2, med, color="black", lw=2, marker="o", label="median per bin")
-        r = results[key]
-        title = "ρ n/a" if r["rho"] is None else f"Spearman ρ = {r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
-        ax.set(yscale="log", xlabel=label, ylabel="escape σ (× site RMS)", title=title)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "regularity.png", dpi=120)
-    plt.close(fig)

@@ -1,0 +1,321 @@
+"""Claim 1, text part — APEX regularity on a fine-tuned MiniLM (vader-movies).
+
+Protocol. The probed model is the bundled MiniLM fine-tuned on the first sentences of the
+`vader-movies` train split (`minilm.fine_tuned`, cached and shared with claim 5); the pool is
+the sentences it was fine-tuned on. APEX (Gaussian noise on every block's output, σ relative to
+each site's RMS, K draws per σ) gives the escape σ of a random sample of them: where the share
+of draws keeping the clean prediction falls below 0.75, halfway between 1 and chance (with two
+classes that share tends to 0.5 at large σ, so the ViT protocol's 0.5 is often never crossed).
+
+The ViT part (`regularity`) gets its regularity metrics from M models of the probed model's
+own kind, each trained on a random half of the pool. Fine-tuning M MiniLMs is out of reach on a
+CPU, so here the ensemble is of cheap heads on frozen features: every pool sentence is encoded
+once by the *pretrained* MiniLM (no fine-tuning, so the metrics do not depend on the probed
+model) as the mean of its last block's output over its real tokens (the sentence embedding this
+sentence-transformer was trained to produce), the features are standardized, and M heads
+(logistic regression, or a one-hidden-layer MLP) are trained at once (one `jax.vmap`-ed Optax
+step over members, mini-batch epochs in `lax.scan`), each on its own random half of the pool:
+
+- C-score estimate: accuracy on the sentence of the heads that did not train on it;
+- learning-speed proxy: the mean training-time accuracy on the sentence (correct in its
+  training batch, before the update) over all epochs of the heads that trained on it.
+
+Reported: Spearman ρ (log escape σ and the area under the consistency curve vs each metric,
+and between the two metrics) with BCa bootstrap 95% intervals over sentences; a plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import apex_jax
+from apex_jax.methods import apex
+from apex_jax.models.model import Model
+from apex_jax.reproduce import common, ensembles, minilm, stats
+
+NAME = "regularity_text"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data: str = "vader-movies"
+    n_heads: int = 32
+    subset: float = 0.5
+    hidden: int = 0  # width of the heads' hidden layer; 0: logistic regression
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    n_test: int | None = None  # test sentences for the heads' accuracy (None: the whole test split)
+    n_apex: int = 300
+    sigma_lo: float = 0.02
+    sigma_hi: float = 4.0
+    n_sigmas: int = 10
+    draws: int = 16
+    # Escape = the share of draws keeping the clean prediction falls below this. With 2 classes
+    # the share tends to 0.5 (a coin flip) at large σ, so the ViT protocol's 0.5 is never
+    # crossed by about a quarter of the sentences; 0.75 is halfway between keeping every draw
+    # and chance, (1 + 1/C) / 2, as 0.55 would be for 10 classes.
+    threshold: float = 0.75
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        # the quick fine-tune's 96 sentences: 16 heads on 48 each, 3 steps of 16 per epoch; APEX
+        # on half of them (fewer make the rank correlations too noisy to check)
+        return cls(n_heads=16, epochs=10, batch_size=16, learning_rate=3e-3, n_test=128, n_apex=48,
+                   n_sigmas=6, draws=4)
+
+
+def main(argv=None) -> dict:
+    args = common.parser(NAME, "Claim 1 (MiniLM): escape noise vs C-score estimate and learning speed "
+                               "on vader-movies.").parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    return run(s, common.out_dir(args, NAME), Path(args.work), common.logger(args), quick=args.quick)
+
+
+def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    """Runs the claim (fine-tuning the probed MiniLM into `work` first if not cached), writes
+    samples.csv, regularity_text.png and summary.json into `out`, returns the summary."""
+    timer = common.Timer()
+    config = minilm.domain_config(s.data, quick)
+    folder, ft = minilm.fine_tuned(config, work, log)
+    model = apex_jax.load(str(folder))
+    parts = minilm.splits(config)
+    pool, test = parts["train"], parts["test"]
+    if s.n_test is not None:
+        test = test.subset(range(min(s.n_test, len(test))))
+    timer.mark("fine_tune")
+
+    x_pool, x_test = _features(config, [pool, test], work, log)
+    timer.mark("features")
+    members = ensembles.random_members(len(pool), s.n_heads, int(round(s.subset * len(pool))), seed=s.seed)
+    heads = train_heads(x_pool, pool.labels, members, x_test, test.labels, s, log)
+    timer.mark("heads")
+
+    # APEX on a random sample of the sentences the probed model was fine-tuned on
+    rows = np.sort(np.random.default_rng(s.seed).choice(len(pool), min(s.n_apex, len(pool)), replace=False))
+    sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
+    sites = apex.parse_sites(model, "resid_post")
+    batch = model.encode([pool.inputs[r] for r in rows], max_length=config.max_length)
+    ar = apex.run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=sites, draws=s.draws,
+                       seed=s.seed, threshold=s.threshold, progress=False)
+    timer.mark("apex")
+    escape = common.escape_sigma(ar.consistency, sigmas, s.threshold)
+    area = ar.consistency.mean(1)  # mean share kept over the log-spaced grid
+
+    cscore, speed = heads["cscore"][rows], heads["learning_speed"][rows]
+    results = _results(escape, area, cscore, speed, sigmas, heads, rows)
+    results.update({"pool_size": int(len(pool)), "n_test": int(len(test)),
+                    "clean_accuracy_probed": float((ar.clean == pool.labels[rows]).mean()),
+                    "fine_tuned_test_accuracy": ft["test_accuracy"],
+                    "fine_tuned_val_accuracy": ft["best_val_accuracy"],
+                    "fine_tune_seconds": ft["seconds"], "fine_tune_epochs_run": ft["epochs_run"]})
+    timer.mark("statistics")
+    common.write_csv(out / "samples.csv",
+                     ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
+                      "learning_speed", "text"],
+                     [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
+                       speed[j], pool.inputs[r]) for j, r in enumerate(rows)])
+    common.plot_regularity(out / f"{NAME}.png", escape, cscore, speed, results)
+    timer.mark("outputs")
+    summary = {"claim": 1, "name": NAME, "quick": quick,
+               "settings": {**dataclasses.asdict(s), "fine_tune": dataclasses.asdict(config)},
+               "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": ar.consistency.mean(0).tolist(),
+               "results": results, "timing": timer.summary(), "versions": common.versions()}
+    common.write_json(out / "summary.json", summary)
+    r = results
+    log(f"[{NAME}] n={r['n_examples']}: Spearman(log escape σ, C-score) = "
+        f"{common.fmt_rho(r['escape_vs_cscore'])}; (log escape σ, learning speed) = "
+        f"{common.fmt_rho(r['escape_vs_learning_speed'])} ({summary['timing']['total_seconds']} s)")
+    return summary
+
+
+def _results(escape, area, cscore, speed, sigmas, heads: dict, rows) -> dict:
+    """The correlations and counts of the summary (per sampled sentence: escape, area, cscore,
+    speed [n]; `heads` from `train_heads`; rows [n] into the pool)."""
+    log_escape = np.log(escape)
+    held_out = heads["held_out"][rows]
+    return {
+        "escape_vs_cscore": stats.spearman(log_escape, cscore, seed=1),
+        "escape_vs_learning_speed": stats.spearman(log_escape, speed, seed=2),
+        "cscore_vs_learning_speed": stats.spearman(cscore, speed, seed=3),
+        "area_vs_cscore": stats.spearman(area, cscore, seed=4),
+        "area_vs_learning_speed": stats.spearman(area, speed, seed=5),
+        "n_examples": int(len(rows)),
+        "escaped_on_grid": int(np.isfinite(escape).sum()),
+        "escape_below_grid": int((escape <= sigmas[0]).sum()),
+        # sample quantiles (inf: beyond the grid), not interpolated between a finite σ and inf
+        "escape_sigma_quartiles": np.quantile(escape, [0.25, 0.5, 0.75], method="inverted_cdf").tolist(),
+        "cscore_mean": float(np.nanmean(cscore)), "learning_speed_mean": float(np.nanmean(speed)),
+        "holdout_heads_per_example": {"min": int(held_out.min()), "mean": float(held_out.mean())},
+        "head_test_accuracy": heads["test_accuracy"], "head_train_accuracy": heads["train_accuracy"],
+        "head_training_seconds": heads["seconds"],
+    }
+
+
+# ------------------------------------------------------------------------------ features
+
+
+def sentence_features(model: Model, sentences: list[str], max_length: int, batch_size: int = 128) -> np.ndarray:
+    """Sentence embeddings: the last block's output averaged over each sentence's real tokens
+    (not padding), as sentence-transformers pools all-MiniLM-L6-v2. [n, d_model] float32.
+
+    Sentences are batched by length (less padding) and every batch is padded to `batch_size`
+    rows and a multiple of 16 tokens, so a few compiled shapes serve any number of sentences.
+    """
+    site = f"blocks.{model.config.n_layers - 1}.hook_resid_post"
+    fn = model.jitted((site,))
+    order = np.argsort([len(t) for t in sentences], kind="stable")
+    out = np.empty((len(sentences), model.config.d_model), np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        enc = model.encode([sentences[i] for i in rows], max_length=max_length, pad_to_multiple_of=16)
+        # repeat the last row to fill the batch (its pooled vector is dropped below)
+        enc = {k: np.pad(v, ((0, batch_size - len(rows)), (0, 0)), mode="edge") for k, v in enc.items()}
+        hidden = np.asarray(fn(model.params, enc).captured[site])  # [batch, pos, d]
+        mask = enc["attention_mask"][..., None].astype(np.float32)
+        out[rows] = ((hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0))[: len(rows)]
+    return out
+
+
+def _features(config: minilm.FineTuneConfig, parts: list, work: Path, log) -> list[np.ndarray]:
+    """Pretrained-MiniLM sentence features of each data set in `parts`, standardized with the
+    first one's (the pool's) per-feature mean and spread; cached in `work`. [[n_i, d]]"""
+    ids = [np.asarray(p.ids) for p in parts]
+    key = hashlib.sha256(json.dumps({"data": config.data, "max_length": config.max_length}).encode()
+                         + b"".join(i.tobytes() for i in ids)).hexdigest()[:10]
+    path = work / NAME / f"features-{config.data}-{key}.npz"
+    if not path.exists():
+        t0 = time.perf_counter()
+        model = apex_jax.load("minilm")
+        feats = [sentence_features(model, list(p.inputs), config.max_length) for p in parts]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, *feats)
+        tmp.rename(path)
+        log(f"encoded {sum(len(p) for p in parts)} sentences with the pretrained MiniLM "
+            f"({time.perf_counter() - t0:.1f} s)")
+    with np.load(path) as z:
+        feats = [z[f"arr_{i}"] for i in range(len(parts))]
+    mean, std = feats[0].mean(0), feats[0].std(0)
+    # the pool's statistics use no labels, so held-out heads stay independent of their examples
+    return [(f - mean) / np.maximum(std, 1e-6) for f in feats]
+
+
+# --------------------------------------------------------------------------------- heads
+
+
+def train_heads(x: np.ndarray, y: np.ndarray, members: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                s: Settings, log: Callable[[str], None] = print) -> dict:
+    """Trains M classifier heads at once on frozen features, each on its own examples.
+
+    Args:
+        x: pool features [N, d]; y: labels [N].
+        members: [M, S] indices into the pool: what each head trains on.
+        x_test, y_test: [T, d], [T]: for the heads' test accuracy.
+        s: Settings (head width, epochs, batch size, learning rate, weight decay, seed).
+
+    Returns:
+        {cscore [N] (accuracy of the heads that did not train on the example; NaN if none),
+        learning_speed [N] (mean training-time accuracy over the heads that trained on it and
+        every epoch; NaN if none), held_out [N] (heads that did not train on it),
+        test_accuracy, train_accuracy ([M] lists), seconds}.
+    """
+    t0 = time.perf_counter()
+    m, n = members.shape[0], len(x)
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    bs = s.batch_size
+    steps = members.shape[1] // bs
+    if steps < 1:
+        raise ValueError(f"each head trains on {members.shape[1]} examples, fewer than one batch of {bs}.")
+    tx = optax.adamw(s.learning_rate, weight_decay=s.weight_decay)
+    params = _init_heads(m, x.shape[1], n_classes, s.hidden, s.seed)
+    opt_state = jax.vmap(tx.init)(params)
+    epoch_fn = _epoch_fn(tx)
+    xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+    hits, seen = np.zeros((m, n), np.int64), np.zeros((m, n), np.int64)
+    for epoch in range(s.epochs):
+        rng = np.random.default_rng([s.seed, epoch])
+        order = np.stack([members[i, rng.permutation(members.shape[1])[: steps * bs]] for i in range(m)])
+        idx = order.reshape(m, steps, bs).transpose(1, 0, 2)  # [steps, M, B]
+        params, opt_state, correct = epoch_fn(params, opt_state, xj, yj, jnp.asarray(idx, jnp.int32))
+        correct = np.asarray(correct).transpose(1, 0, 2).reshape(m, steps * bs)  # [M, steps*B]
+        np.add.at(hits, (np.repeat(np.arange(m), steps * bs), order.ravel()), correct.ravel())
+        np.add.at(seen, (np.repeat(np.arange(m), steps * bs), order.ravel()), 1)
+    correct = np.asarray(_predict(params, xj).argmax(-1)) == y  # [M, N]
+    test_correct = np.asarray(_predict(params, jnp.asarray(x_test, jnp.float32)).argmax(-1)) == y_test
+    in_train = np.zeros((m, n), bool)
+    in_train[np.repeat(np.arange(m), members.shape[1]), members.ravel()] = True
+    held_out = (~in_train).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cscore = np.where(held_out > 0, (correct & ~in_train).sum(0) / np.maximum(held_out, 1), np.nan)
+        speed = np.where(seen.sum(0) > 0, hits.sum(0) / np.maximum(seen.sum(0), 1), np.nan)
+    test_acc, train_acc = test_correct.mean(1), (correct & in_train).sum(1) / in_train.sum(1)
+    seconds = round(time.perf_counter() - t0, 1)
+    log(f"trained {m} heads (hidden {s.hidden or 'none'}) at once, {s.epochs} epochs: test accuracy "
+        f"{test_acc.min():.3f}..{test_acc.max():.3f}, train {train_acc.min():.3f}..{train_acc.max():.3f} "
+        f"({seconds} s)")
+    return {"cscore": cscore, "learning_speed": speed, "held_out": held_out,
+            "test_accuracy": test_acc.round(4).tolist(), "train_accuracy": train_acc.round(4).tolist(),
+            "seconds": seconds}
+
+
+def _init_heads(m: int, d: int, c: int, hidden: int, seed: int) -> dict:
+    """Stacked parameters of M heads: {w [M, d, c], b [M, c]} for logistic regression, or with
+    {w1 [M, d, h], b1 [M, h]} in front for an MLP; LeCun-normal weights, zero biases."""
+    keys = jax.random.split(jax.random.key(seed), 2)
+    init = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+    if hidden <= 0:
+        return {"w": init(keys[0], (m, d, c)), "b": jnp.zeros((m, c))}
+    return {"w1": init(keys[0], (m, d, hidden)), "b1": jnp.zeros((m, hidden)),
+            "w": init(keys[1], (m, hidden, c)), "b": jnp.zeros((m, c))}
+
+
+def _logits(p: dict, x: jax.Array) -> jax.Array:
+    """One head's logits [..., C] of features x [..., d]."""
+    if "w1" in p:
+        x = jax.nn.gelu(x @ p["w1"] + p["b1"])
+    return x @ p["w"] + p["b"]
+
+
+@jax.jit
+def _predict(params: dict, x: jax.Array) -> jax.Array:
+    """Every head's logits on shared features: [M, N, C]."""
+    return jax.vmap(_logits, in_axes=(0, None))(params, x)
+
+
+def _epoch_fn(tx: optax.GradientTransformation):
+    """One jitted epoch for optimizer `tx`: `lax.scan` over steps of an Optax step vmapped over
+    heads. `fn(params, opt_state, x [N, d], y [N], idx [steps, M, B]) -> (params, opt_state,
+    correct [steps, M, B])`; `correct` is each batch example's correctness *before* the step."""
+    def loss(p, xb, yb):
+        logits = _logits(p, xb)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), logits
+
+    def one_step(p, o, xb, yb):
+        (_, logits), g = jax.value_and_grad(loss, has_aux=True)(p, xb, yb)
+        upd, o = tx.update(g, o, p)
+        return optax.apply_updates(p, upd), o, jnp.argmax(logits, -1) == yb
+
+    step = jax.vmap(one_step)
+
+    def epoch(params, opt_state, x, y, idx):
+        def body(carry, rows):  # rows [M, B]: every head's batch
+            p, o, c = step(*carry, x[rows], y[rows])
+            return (p, o), c
+
+        (params, opt_state), correct = jax.lax.scan(body, (params, opt_state), idx)
+        return params, opt_state, correct
+
+    return jax.jit(epoch, donate_argnums=(0, 1))
