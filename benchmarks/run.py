@@ -353,10 +353,12 @@ def main() -> int:
     # ------------------------------------------------------------------ profile
     log("profile: bare replica of the engine's unit kernel per length bucket (noise / no noise)")
     prof = {"buckets": []}
+    # the replica takes σ alone; the engine's perturb function takes a grid point {sigma, scale}
+    point_perturb = lambda sigma, keys: perturb({"sigma": sigma, "scale": np.asarray(scale, np.float32)}, keys)
     blocks = sw.plan_blocks(lengths, n, ips)
     for L in sorted({b.length for b in blocks}):
         rows_L = np.flatnonzero(buckets == L)
-        pb = pk.profile_bucket(model, model.params, sites, perturb, batch, ids, rows_L, L, D, ips, cls_only,
+        pb = pk.profile_bucket(model, model.params, sites, point_perturb, batch, ids, rows_L, L, D, ips, cls_only,
                                reps=2 if quick else 3)
         nb = sum(1 for b in blocks if b.length == L)
         pb["blocks"] = nb
@@ -400,7 +402,7 @@ def main() -> int:
             for with_dir in (False, True):
                 with tempfile.TemporaryDirectory() as d:
                     t = time.perf_counter()
-                    run_sweep(model, model.params, bo, ids[rows_o], perturb, sig_o, sites=sites, draws=draws,
+                    run_sweep(model, model.params, bo, ids[rows_o], perturb, grid_of(sig_o), sites=sites, draws=draws,
                               seed=0, tag=tag, common_noise=True, progress=False,
                               run_dir=d if with_dir else None)
                     times[with_dir].append(time.perf_counter() - t)
