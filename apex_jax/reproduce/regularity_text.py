@@ -245,6 +245,7 @@ def train_heads(x: np.ndarray, y: np.ndarray, members: np.ndarray, x_test: np.nd
     epoch_fn = _epoch_fn(tx)
     xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     hits, seen = np.zeros((m, n), np.int64), np.zeros((m, n), np.int64)
+    epoch_acc = []
     for epoch in range(s.epochs):
         rng = np.random.default_rng([s.seed, epoch])
         order = np.stack([members[i, rng.permutation(members.shape[1])[: steps * bs]] for i in range(m)])
@@ -253,20 +254,20 @@ def train_heads(x: np.ndarray, y: np.ndarray, members: np.ndarray, x_test: np.nd
         correct = np.asarray(correct).transpose(1, 0, 2).reshape(m, steps * bs)  # [M, steps*B]
         np.add.at(hits, (np.repeat(np.arange(m), steps * bs), order.ravel()), correct.ravel())
         np.add.at(seen, (np.repeat(np.arange(m), steps * bs), order.ravel()), 1)
-    correct = np.asarray(_predict(params, xj).argmax(-1)) == y  # [M, N]
-    test_correct = np.asarray(_predict(params, jnp.asarray(x_test, jnp.float32)).argmax(-1)) == y_test
+        epoch_acc.append(correct.mean(1))
     in_train = np.zeros((m, n), bool)
     in_train[np.repeat(np.arange(m), members.shape[1]), members.ravel()] = True
-    held_out = (~in_train).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cscore = np.where(held_out > 0, (correct & ~in_train).sum(0) / np.maximum(held_out, 1), np.nan)
-        speed = np.where(seen.sum(0) > 0, hits.sum(0) / np.maximum(seen.sum(0), 1), np.nan)
-    test_acc, train_acc = test_correct.mean(1), (correct & in_train).sum(1) / in_train.sum(1)
     seconds = round(time.perf_counter() - t0, 1)
+    # the ViT ensembles' record: its C-score / learning-speed definitions serve the heads too
+    res = ensembles.EnsembleResult(jax.device_get(params), hits, seen,
+                                   np.asarray(_predict(params, xj).argmax(-1)) == y, in_train,
+                                   np.stack(epoch_acc), s.epochs, seconds)
+    test_correct = np.asarray(_predict(params, jnp.asarray(x_test, jnp.float32)).argmax(-1)) == y_test
+    test_acc, train_acc = test_correct.mean(1), res.train_accuracy()
     log(f"trained {m} heads (hidden {s.hidden or 'none'}) at once, {s.epochs} epochs: test accuracy "
         f"{test_acc.min():.3f}..{test_acc.max():.3f}, train {train_acc.min():.3f}..{train_acc.max():.3f} "
         f"({seconds} s)")
-    return {"cscore": cscore, "learning_speed": speed, "held_out": held_out,
+    return {"cscore": res.holdout_accuracy(), "learning_speed": res.learning_speed(), "held_out": (~in_train).sum(0),
             "test_accuracy": test_acc.round(4).tolist(), "train_accuracy": train_acc.round(4).tolist(),
             "seconds": seconds}
 
