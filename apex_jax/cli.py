@@ -1,4 +1,5 @@
-"""The `apex-jax` command line: thin wrappers over library functions.
+"""The `apex-jax` command line: it parses arguments, calls the run layers (apex_jax.apex.run,
+apex_jax.synapse.run, apex_jax.training.finetune_run) and prints their summaries.
 
     apex-jax fetch-assets [NAME ...]
     apex-jax sites MODEL
@@ -20,26 +21,30 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-VIT_PRESETS = {
-    # A small ViT trained from scratch; the patch size gives a 4x4 patch grid.
-    "vit-tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128),
-}
+DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
+DEMO_K = "5,10,20,50"
 
 
 def _model_for(name: str, data, seed: int):
     """A pretrained model with a head for `data`, or a fresh ViT preset sized to the images."""
     import apex_jax
+    from apex_jax.models.presets import VIT_PRESETS, vit_hf_config
 
     if name in VIT_PRESETS:
         if data.kind != "image":
             raise SystemExit(f"{name} is an image model; {data.name} is a text data set.")
         _, c, h, w = data.inputs.shape
-        hf = dict(model_type="vit", image_size=h, patch_size=max(1, h // 4), num_channels=c,
-                  hidden_act="gelu", layer_norm_eps=1e-12, qkv_bias=True, **VIT_PRESETS[name])
-        return apex_jax.create(hf, num_labels=data.n_classes, label_names=data.label_names, seed=seed)
+        return apex_jax.create(vit_hf_config(name, c, h), num_labels=data.n_classes, label_names=data.label_names,
+                               seed=seed)
     return apex_jax.load(name, num_labels=data.n_classes, label_names=data.label_names, seed=seed)
 
 
+def _sigma(value) -> str:
+    """σ for people: the float32 grid value's shortest form (0.1, not 0.10000000149011612)."""
+    return f"{float(value):g}"
+
+
+# ----------------------------------------------------------------------------- commands
 def cmd_fetch_assets(args) -> int:
     from apex_jax import assets
 
@@ -57,104 +62,86 @@ def cmd_sites(args) -> int:
     return 0
 
 
-def cmd_finetune(args) -> int:
+def finetune(model: str, data: str, out: str, *, mode: str = "full", lr: float | None = None, batch_size: int = 32,
+             epochs: int = 3, patience: int = 1, max_length: int = 64, seed: int = 0, split_seed: int = 0,
+             n_train: int | None = None) -> dict:
+    """`apex-jax finetune`: trains a classifier and prints its held-out accuracy."""
     from apex_jax import data as data_lib
     from apex_jax import training
+    from apex_jax.models.presets import VIT_PRESETS
 
-    t0 = time.perf_counter()
-    full = data_lib.load_dataset(args.data)
-    splits = data_lib.split_dataset(full, seed=args.split_seed)
-    train = splits["train"]
-    if args.n_train:
-        train = train.subset(range(min(args.n_train, len(train))))
-    model = _model_for(args.model, full, args.seed)
-    config = training.TrainConfig(
-        mode=args.mode, learning_rate=args.lr, batch_size=args.batch_size, max_epochs=args.epochs,
-        patience=args.patience, max_length=args.max_length, seed=args.seed,
-        from_scratch=args.model in VIT_PRESETS,
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"{model}\ntraining on {len(train)} {full.name} examples ({config.mode}), "
-          f"validating on {len(splits['val'])}")
-    model, history = training.train(model, train, splits["val"], config, out_dir=out)
-    test = training.evaluate(model, model.params, splits["test"], max_length=config.max_length)
-    model.save(out / "model")
-    metrics = {
-        "model": args.model, "data": full.name, "mode": config.mode, "n_train": len(train),
-        "n_val": len(splits["val"]), "n_test": len(splits["test"]), "split_seed": args.split_seed,
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "history": history,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    training.save_metrics(out / "metrics.json", metrics)
-    print(f"held-out test accuracy: {test['accuracy']:.4f} on {len(splits['test'])} examples "
-          f"({metrics['seconds']} s); model saved to {out / 'model'}")
+    full = data_lib.load_dataset(data)
+    config = training.TrainConfig(mode=mode, learning_rate=lr, batch_size=batch_size, max_epochs=epochs,
+                                  patience=patience, max_length=max_length, seed=seed,
+                                  from_scratch=model in VIT_PRESETS)
+    metrics = training.finetune_run(_model_for(model, full, seed), full, out, config, split_seed=split_seed,
+                                    n_train=n_train, model_name=model, log=print)
+    print(f"held-out test accuracy: {metrics['test_accuracy']:.4f} on {metrics['n_test']} examples "
+          f"({metrics['seconds']} s); model saved to {Path(out) / 'model'}")
+    return metrics
+
+
+def cmd_finetune(args) -> int:
+    finetune(args.model, args.data, args.out, mode=args.mode, lr=args.lr, batch_size=args.batch_size,
+             epochs=args.epochs, patience=args.patience, max_length=args.max_length, seed=args.seed,
+             split_seed=args.split_seed, n_train=args.n_train)
     return 0
 
 
-def cmd_apex(args) -> int:
-    """APEX noise sweep on a data split: samples.csv, summary.json, timing.json, plots."""
+def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: int = 0, n: int | None = None,
+         sigmas: str = "logspace:0.01:4:16", draws: int = 64, sites: str = "resid_post", absolute: bool = False,
+         threshold: float = 0.5, seed: int = 0, chunk_size: int | None = None, max_length: int = 64,
+         quiet: bool = False) -> dict:
+    """`apex-jax apex`: the APEX run layer on a data split, then its summary printed."""
     import apex_jax
     from apex_jax import data as data_lib
-    from apex_jax.methods import apex, apex_outputs
+    from apex_jax.apex.run import apex_run
 
-    model = apex_jax.load(args.model)
-    data = data_lib.get_split(args.data, args.split, n=args.n, seed=args.split_seed)
-    if data.kind == "text":
-        batch = model.encode(list(data.inputs), max_length=args.max_length)
-    else:
-        batch = model.encode(data.inputs)
-    sites = apex.parse_sites(model, args.sites)
-    sigmas = apex.parse_sigmas(args.sigmas)
-    relative = not args.absolute
-    result = apex.run_apex(model, model.params, batch, data.ids, sigmas, sites=sites, draws=args.draws,
-                           seed=args.seed, relative=relative, threshold=args.threshold,
-                           units_per_call=args.chunk_size, run_dir=args.out, progress=not args.quiet)
-    settings = {"model": args.model, "data": data.name, "split": args.split, "n": len(data),
-                "split_seed": args.split_seed, "draws": args.draws, "seed": args.seed,
-                "relative_sigma": relative}
-    s = apex_outputs.write_all(Path(args.out), result, data.ids, data.labels,
-                               model.label_names or data.label_names, settings, relative)
-    r = s["results"]
-    print(f"APEX: {len(data)} inputs x {len(sigmas)} sigmas x {args.draws} draws on {len(sites)} site(s): "
-          f"{s['timing']['perturbed_forwards']} perturbed forwards in {s['timing']['seconds']} s "
-          f"({s['timing']['forwards_per_second']}/s)")
-    print(f"clean accuracy {r['clean_accuracy']:.3f}; escape sigma median "
-          f"{r['escape_sigma']['median']} ({r['escape_sigma']['n_escaped']} of {len(data)} escape)")
+    loaded = apex_jax.load(model)
+    ds = data_lib.get_split(data, split, n=n, seed=split_seed)
+    site_list = apex_jax.parse_sites(loaded, sites)
+    grid = apex_jax.parse_sigmas(sigmas)
+    s = apex_run(loaded, ds, out, sigmas=grid, sites=site_list, draws=draws, seed=seed, relative=not absolute,
+                 threshold=threshold, max_length=max_length, units_per_call=chunk_size, progress=not quiet,
+                 settings={"model": model, "data": ds.name, "split": split, "n": len(ds), "split_seed": split_seed})
+    r, t = s["results"], s["timing"]
+    print(f"APEX: {len(ds)} inputs x {len(grid)} sigmas x {draws} draws on {len(site_list)} site(s): "
+          f"{t['perturbed_forwards']} perturbed forwards in {t['seconds']} s ({t['forwards_per_second']}/s)")
+    esc = r["escape_sigma"]
+    escape = ("no input escaped" if esc["median"] is None else
+              f"escape sigma median {_sigma(esc['median'])} ({esc['n_escaped']} of {len(ds)} escape)")
+    print(f"clean accuracy {r['clean_accuracy']:.3f}; {escape}")
     print("  sigma      share kept   flip rate")
-    for sg, k in zip(sigmas, r["mean_consistency"]):
+    for sg, k in zip(grid, r["mean_consistency"]):
         print(f"  {sg:<9.4g}  {k:.3f}        {1 - k:.3f}")
     b = r["large_sigma_bias"]
     print(f"large-sigma bias at {b['sigma']:.3g}: dominant class {b['dominant_class']} "
           f"with share {b['dominant_share']:.3f} (entropy {b['entropy']:.3f} nats)")
-    print(f"wrote {args.out}/samples.csv, summary.json and plots")
+    print(f"wrote {out}/samples.csv, summary.json and plots")
+    return s
+
+
+def cmd_apex(args) -> int:
+    """APEX noise sweep on a data split: samples.csv, summary.json, timing.json, plots."""
+    apex(args.model, args.data, args.out, split=args.split, split_seed=args.split_seed, n=args.n,
+         sigmas=args.sigmas, draws=args.draws, sites=args.sites, absolute=args.absolute, threshold=args.threshold,
+         seed=args.seed, chunk_size=args.chunk_size, max_length=args.max_length, quiet=args.quiet)
     return 0
 
 
-def _parse_k(spec: str) -> tuple[float, ...]:
-    from apex_jax.methods import rankings
-
-    if spec == "synapse":
-        return tuple(float(k) for k in rankings.K_LEVELS)
-    try:
-        return tuple(float(k) for k in spec.split(",") if k.strip())
-    except ValueError as e:
-        raise ValueError(f"bad k spec {spec!r}; use 'synapse' (the 18 reference levels) or a list like 5,10,20.") from e
-
-
-def cmd_probe(args) -> int:
-    """[CLS] probes per layer (+ concatenated, + classifier input), rankings, agreement."""
+def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500, layers: str = "all",
+          l1: float = 1e-3, l2: float = 1e-3, steps: int = 400, split_seed: int = 0, max_length: int = 64) -> dict:
+    """`apex-jax probe`: the SYNAPSE probe run layer, then the probe table printed."""
     import apex_jax
     from apex_jax import data as data_lib
-    from apex_jax.methods import probes, synapse_runs
+    from apex_jax.synapse.run import probe_run
 
-    model = apex_jax.load(args.model)
-    train = data_lib.get_split(args.data, "train", n=args.n_train, seed=args.split_seed)
-    test = data_lib.get_split(args.data, "test", n=args.n, seed=args.split_seed)
-    cfg = probes.ProbeConfig(l1=args.l1, l2=args.l2, steps=args.steps)
-    s = synapse_runs.probe_run(model, train, test, Path(args.out), sites=synapse_runs.layer_sites(model, args.layers),
-                               config=cfg, max_length=args.max_length,
-                               settings={"model": args.model, "data": args.data, "split_seed": args.split_seed})
+    loaded = apex_jax.load(model)
+    train = data_lib.get_split(data, "train", n=n_train, seed=split_seed)
+    test = data_lib.get_split(data, "test", n=n, seed=split_seed)
+    cfg = apex_jax.ProbeConfig(l1=l1, l2=l2, steps=steps)
+    s = probe_run(loaded, train, test, Path(out), sites=apex_jax.parse_sites(loaded, layers), config=cfg,
+                  max_length=max_length, settings={"model": model, "data": data, "split_seed": split_seed})
     print(f"probes on {len(train)} train / {len(test)} test inputs ({s['timing']['seconds']} s):")
     print("  site                          test acc  macro-F1  spearman(probe, act×grad)")
     agree = {r["site"]: r["spearman_probe_vs_attribution"] for r in s["results"]["ranking_agreement"]}
@@ -162,29 +149,39 @@ def cmd_probe(args) -> int:
         a = agree.get(r["site"])
         print(f"  {r['site']:<30}{r['test_accuracy']:.3f}     {r['test_macro_f1']:.3f}     "
               f"{'' if a is None else f'{a:.3f}'}")
-    print(f"wrote {args.out}/probes.csv, rankings.csv, ranking_agreement.csv, summary.json, probe_accuracy.png")
+    print(f"wrote {out}/probes.csv, rankings.csv, ranking_agreement.csv, summary.json, probe_accuracy.png")
+    return s
+
+
+def cmd_probe(args) -> int:
+    """[CLS] probes per layer (+ concatenated, + classifier input), rankings, agreement."""
+    probe(args.model, args.data, args.out, n_train=args.n_train, n=args.n, layers=args.layers, l1=args.l1,
+          l2=args.l2, steps=args.steps, split_seed=args.split_seed, max_length=args.max_length)
     return 0
 
 
-def cmd_silence(args) -> int:
-    """Silencing curves with random controls (z, p) and the class-asymmetry matrix."""
+def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200,
+            k: str = "synapse", random: int = 20, layers: str | None = None, positions: str = "cls",
+            mode: str = "zero", sigma: float = 1.0, draws: int = 16, asymmetry_k: float = 10.0, joint: bool = False,
+            seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False) -> dict:
+    """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed."""
     import apex_jax
     from apex_jax import data as data_lib
-    from apex_jax.methods import synapse, synapse_runs
+    from apex_jax.synapse.run import silence_run
 
-    model = apex_jax.load(args.model)
-    data = data_lib.get_split(args.data, args.split, n=args.n, seed=args.split_seed)
-    k = _parse_k(args.k)
-    cfg = synapse.SilenceConfig(k_levels=k, n_random=args.random, positions=args.positions, mode=args.mode,
-                                sigma=args.sigma, draws=args.draws, seed=args.seed, joint=args.joint,
-                                asymmetry_k=args.asymmetry_k if args.asymmetry_k in k else k[len(k) // 2])
-    sites = synapse_runs.layer_sites(model, args.layers) if args.layers else None
-    s = synapse_runs.silence_run(model, data, Path(args.probe), Path(args.out), sites=sites, config=cfg,
-                                 max_length=args.max_length, progress=not args.quiet, run_dir=Path(args.out),
-                                 settings={"model": args.model, "data": args.data, "split": args.split,
-                                           "split_seed": args.split_seed, "probe": args.probe})
+    loaded = apex_jax.load(model)
+    ds = data_lib.get_split(data, split, n=n, seed=split_seed)
+    levels = apex_jax.parse_k(k)
+    cfg = apex_jax.SilenceConfig(k_levels=levels, n_random=random, positions=positions, mode=mode, sigma=sigma,
+                                 draws=draws, seed=seed, joint=joint,
+                                 asymmetry_k=asymmetry_k if asymmetry_k in levels else levels[len(levels) // 2])
+    sites = apex_jax.parse_sites(loaded, layers) if layers else None
+    s = silence_run(loaded, ds, Path(probe_dir), Path(out), sites=sites, config=cfg, max_length=max_length,
+                    progress=not quiet, run_dir=Path(out),
+                    settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
+                              "probe": probe_dir})
     t = s["timing"]
-    print(f"silencing: {len(data)} inputs, {len(k)} k levels x (ranked + {args.random} random) at "
+    print(f"silencing: {len(ds)} inputs, {len(levels)} k levels x (ranked + {random} random) at "
           f"{len(s['result'].layers)} site(s): {t['perturbed_forwards']} forwards in {t['sweep_seconds']} s "
           f"({t['forwards_per_second']}/s)")
     print(f"clean accuracy {s['results']['clean']['accuracy']:.3f}")
@@ -192,31 +189,48 @@ def cmd_silence(args) -> int:
         cells = "  ".join(f"{c['k_percent']:g}%: {c['drop']:+.3f} (z {c['z']:.1f}, p {c['p']:.2f})"
                           for c in layer["top_k"][:: max(1, len(layer["top_k"]) // 4)])
         print(f"  {layer['site']:<26} top-k accuracy drop  {cells}")
-    print(f"wrote {args.out}/silencing.csv, controls.csv, curves.csv, asymmetry.csv, summary.json and plots")
+    print(f"wrote {out}/silencing.csv, controls.csv, curves.csv, asymmetry.csv, summary.json and plots")
+    return s
+
+
+def cmd_silence(args) -> int:
+    """Silencing curves with random controls (z, p) and the class-asymmetry matrix."""
+    silence(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, k=args.k, random=args.random,
+            layers=args.layers, positions=args.positions, mode=args.mode, sigma=args.sigma, draws=args.draws,
+            asymmetry_k=args.asymmetry_k, joint=args.joint, seed=args.seed, split_seed=args.split_seed,
+            max_length=args.max_length, quiet=args.quiet)
     return 0
 
 
-def cmd_attack(args) -> int:
-    """Logit bias, ±Δ column push and exponent bit flips toward a target class."""
+def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200, target: int = 0,
+           k: float = 10.0, split_seed: int = 0, max_length: int = 64) -> dict:
+    """`apex-jax attack`: the SYNAPSE attack run layer, then the redirect rates printed."""
     import apex_jax
     from apex_jax import data as data_lib
-    from apex_jax.methods import synapse, synapse_runs
+    from apex_jax.synapse.run import attack_run
 
-    model = apex_jax.load(args.model)
-    data = data_lib.get_split(args.data, args.split, n=args.n, seed=args.split_seed)
-    cfg = synapse.AttackConfig(target=args.target, k_percent=args.k)
-    s = synapse_runs.attack_run(model, data, Path(args.probe), Path(args.out), config=cfg, max_length=args.max_length,
-                                settings={"model": args.model, "data": args.data, "split": args.split,
-                                          "split_seed": args.split_seed, "probe": args.probe})
+    loaded = apex_jax.load(model)
+    ds = data_lib.get_split(data, split, n=n, seed=split_seed)
+    cfg = apex_jax.AttackConfig(target=target, k_percent=k)
+    s = attack_run(loaded, ds, Path(probe_dir), Path(out), config=cfg, max_length=max_length,
+                   settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
+                             "probe": probe_dir})
     r = s["results"]
-    print(f"attacks toward class {r['target']} ({model.label_names[r['target']]}) on {len(data)} inputs; "
+    print(f"attacks toward class {r['target']} ({loaded.label_names[r['target']]}) on {len(ds)} inputs; "
           f"clean accuracy {r['clean_accuracy']:.3f}, target share {r['clean_target_share']:.3f}")
     print("  smallest logit bias sending a share of inputs to the target: "
           + ", ".join(f"{k}: {v:.3g}" for k, v in r["bias_to_redirect"].items()))
     for kind in dict.fromkeys(x["attack"] for x in r["rows"]):
         rows = [x for x in r["rows"] if x["attack"] == kind]
         print(f"  {kind:<24}" + "  ".join(f"{x['magnitude']:g}: {x['flip_to_target']:.2f}" for x in rows))
-    print(f"wrote {args.out}/attacks.csv, summary.json, attack_curves.png")
+    print(f"wrote {out}/attacks.csv, summary.json, attack_curves.png")
+    return s
+
+
+def cmd_attack(args) -> int:
+    """Logit bias, ±Δ column push and exponent bit flips toward a target class."""
+    attack(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, target=args.target, k=args.k,
+           split_seed=args.split_seed, max_length=args.max_length)
     return 0
 
 
@@ -228,44 +242,25 @@ def cmd_reproduce(args) -> int:
     return out if isinstance(out, int) else 0
 
 
-DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
-DEMO_K = "5,10,20,50"
-
-
 def cmd_demo(args) -> int:
-    """Fine-tune MiniLM on vader-movies, then run APEX on held-out sentences."""
+    """Fine-tune MiniLM on vader-movies, then run APEX and SYNAPSE on it."""
     from apex_jax import assets
 
     t0 = time.perf_counter()
     assets.fetch_assets(["minilm", "vader"])
     out = Path(args.out)
-    ft = argparse.Namespace(
-        model="minilm", data="vader-movies", out=str(out / "finetune"), mode="full", lr=None,
-        batch_size=32, epochs=args.epochs, patience=1, max_length=64, seed=0, split_seed=0,
-        n_train=args.n_train,
-    )
+    model_dir = str(out / "finetune" / "model")
     if not (out / "finetune" / "model" / "config.json").is_file():
-        cmd_finetune(ft)
+        finetune("minilm", "vader-movies", str(out / "finetune"), epochs=args.epochs, n_train=args.n_train)
     else:
         print(f"using the fine-tuned model in {out / 'finetune' / 'model'}")
-    apex_args = argparse.Namespace(
-        model=str(out / "finetune" / "model"), data="vader-movies", split="test", n=args.n,
-        split_seed=0, sigmas=DEMO_SIGMAS, draws=args.draws, seed=0, absolute=False, sites="resid_post",
-        threshold=0.5, chunk_size=None, max_length=64, quiet=False, out=str(out / "apex"),
-    )
-    cmd_apex(apex_args)
-    model_dir = str(out / "finetune" / "model")
-    common = dict(model=model_dir, data="vader-movies", split_seed=0, max_length=64, quiet=False)
+    apex(model_dir, "vader-movies", str(out / "apex"), n=args.n, sigmas=DEMO_SIGMAS, draws=args.draws)
     print("\nSYNAPSE: [CLS] probes per layer")
-    cmd_probe(argparse.Namespace(**common, out=str(out / "probe"), n_train=args.probe_train, n=args.probe_test,
-                                 layers="all", l1=1e-3, l2=1e-3, steps=400))
+    probe(model_dir, "vader-movies", str(out / "probe"), n_train=args.probe_train, n=args.probe_test)
     print("\nSYNAPSE: silencing top-k vs random-k [CLS] neurons")
-    cmd_silence(argparse.Namespace(**common, probe=str(out / "probe"), out=str(out / "silence"), split="test",
-                                   n=args.n, k=DEMO_K, random=20, positions="cls", mode="zero", sigma=1.0,
-                                   draws=16, seed=0, asymmetry_k=10.0, layers=None, joint=False))
+    silence(model_dir, "vader-movies", str(out / "probe"), str(out / "silence"), n=args.n, k=DEMO_K)
     print("\nSYNAPSE: head attacks toward class 1")
-    cmd_attack(argparse.Namespace(**common, probe=str(out / "probe"), out=str(out / "attack"), split="test",
-                                  n=args.n, target=1, k=10.0))
+    attack(model_dir, "vader-movies", str(out / "probe"), str(out / "attack"), n=args.n, target=1)
     metrics = json.loads((out / "finetune" / "metrics.json").read_text())
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s: test accuracy "
           f"{metrics['test_accuracy']:.4f}; tables and plots in {out}/")
@@ -273,6 +268,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from apex_jax.models.presets import VIT_PRESETS
+
     p = argparse.ArgumentParser(prog="apex-jax", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)

@@ -68,18 +68,13 @@ __all__ = [
     "Dataset",
     "get_split",
     "load_dataset",
+    "stratified_split",
     "split_dataset",
 ]
 
-_VADER_FILES = {
-    "vader-movies": "movieReviewSnippets_GroundTruth.txt",
-    "vader-tweets": "tweets_GroundTruth.txt",
-    "vader-amazon": "amazonReviewSnippets_GroundTruth.txt",
-    "vader-nyt": "nytEditorialSnippets_GroundTruth.txt",
-}
 
 #: Names accepted by :func:`load_dataset` besides file paths.
-BUILTIN_DATASETS: tuple[str, ...] = (*_VADER_FILES, "mnist5k", "digits")
+BUILTIN_DATASETS: tuple[str, ...] = (*assets.VADER_FILES, "mnist5k", "digits")
 
 #: File suffixes accepted by :func:`load_dataset`.
 FILE_TYPES: tuple[str, ...] = (".csv", ".jsonl", ".npz")
@@ -262,7 +257,7 @@ def _vader_id(raw: str) -> int:
 
 def _load_vader(name: str, folder: Path) -> Dataset:
     """Parses one ``*_GroundTruth.txt`` file (``id<TAB>rating<TAB>text``, UTF-8, CRLF)."""
-    path = folder / _VADER_FILES[name]
+    path = folder / assets.VADER_FILES[name]
     text = path.read_bytes().decode("utf-8")
     # Split on line ends only: str.splitlines would also split on U+2028 etc. inside a sentence.
     lines = text.replace("\r\n", "\n").split("\n")
@@ -310,7 +305,7 @@ def _load_digits() -> Dataset:
 @functools.lru_cache(maxsize=16)
 def _load_builtin(name: str, folder: Path) -> Dataset:
     """Loads a built-in data set from its asset folder (cached: Datasets are read-only)."""
-    if name in _VADER_FILES:
+    if name in assets.VADER_FILES:
         return _load_vader(name, folder)
     if name == "mnist5k":
         return _load_mnist5k(folder)
@@ -475,7 +470,7 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
     """
     key = str(name_or_path)
     if key in BUILTIN_DATASETS:
-        asset = "vader" if key in _VADER_FILES else key
+        asset = "vader" if key in assets.VADER_FILES else key
         # The folder is part of the cache key: $APEX_JAX_CACHE may change within a process.
         return _load_builtin(key, assets.asset_path(asset))
     path = Path(name_or_path).expanduser()
@@ -589,6 +584,38 @@ def split_dataset(
         order = np.argsort(np.concatenate(keys), kind="stable")
         out[split] = ds.subset(members[order])
     return out
+
+
+def stratified_split(
+    labels: Sequence[int] | np.ndarray, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/test split of row indices (of features, not a Dataset).
+
+    ``n_test = round(test_fraction * n)`` (halves up, at least 1, leaving at least 1 for train) is
+    shared over classes in proportion to their sizes (largest remainder, ties to the lower
+    label), as in :func:`split_dataset`; within each class (increasing label) rows are permuted
+    with ``numpy.random.default_rng(seed)`` and the first ones go to test.
+
+    Returns:
+        ``(train_idx, test_idx)``: sorted int64 arrays, disjoint, covering ``range(n)``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be a non-empty 1-D integer array [n]; got {labels.dtype} {labels.shape}.")
+    n = labels.shape[0]
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}.")
+    if n < 2:
+        raise ValueError(f"splitting needs at least 2 examples; got {n}.")
+    n_test = min(max(1, _round_half_up(test_fraction * n)), n - 1)
+    present = np.unique(labels)
+    counts = np.array([(labels == c).sum() for c in present], np.int64)
+    per_class = _apportion(n_test, counts)
+    rng = np.random.default_rng(seed)
+    test = [rng.permutation(np.flatnonzero(labels == c))[:m] for c, m in zip(present, per_class)]
+    test_idx = np.sort(np.concatenate(test)).astype(np.int64)
+    train_idx = np.setdiff1d(np.arange(n), test_idx).astype(np.int64)
+    return train_idx, test_idx
 
 
 def get_split(

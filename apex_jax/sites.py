@@ -20,6 +20,11 @@ Every architecture exposes the same site list (DESIGN.md, "Activation sites"):
 
 The "position axis" of a site is the axis that token-position selections index
 (the query axis for `hook_pattern`); head sites have none.
+
+Site specs. The CLI and the library name site sets with one mini-language (`parse_sites`): a
+comma-separated list whose items are a preset (`SITE_PRESETS`), a layer number (`3`: that block's
+`hook_resid_post`), a layer range with a local name (`2-4:hook_resid_post`, `1:mlp.hook_post`) or
+a site name.
 """
 
 from __future__ import annotations
@@ -64,11 +69,28 @@ _LAYOUTS = {
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
+EMBED_SITE = "hook_embed"
+HEAD_INPUT_SITE = "head.hook_cls"  # the vector the final classifier reads
+
+SITE_PRESETS = {
+    "resid_post": "every block's hook_resid_post (the APEX default: every layer's output)",
+    "blocks": "the same as resid_post (every block's output)",
+    "embed": "hook_embed only (input perturbation)",
+    "mlp_post": "every block's mlp.hook_post (the MLP neurons)",
+    "all": "hook_embed and every block's hook_resid_post (the SYNAPSE probe layers)",
+}
+
+
+def block_site(block: int, local: str) -> str:
+    """The name of site `local` (e.g. "hook_resid_post", "mlp.hook_post") of block `block`."""
+    return f"blocks.{int(block)}.{local}"
+
+
 def site_names(n_layers: int, has_head: bool) -> tuple[str, ...]:
     """All site names of a model, in forward order."""
-    names = ["hook_embed"]
+    names = [EMBED_SITE]
     for i in range(n_layers):
-        names += [f"blocks.{i}.{s}" for s in BLOCK_SITES]
+        names += [block_site(i, s) for s in BLOCK_SITES]
     if has_head:
         names += list(HEAD_SITES)
     return tuple(names)
@@ -109,7 +131,7 @@ def resume_block(site: str, n_layers: int) -> int:
 
 def boundary_site(block: int) -> str:
     """The site whose value is the residual stream entering `block`."""
-    return "hook_embed" if block == 0 else f"blocks.{block - 1}.hook_resid_post"
+    return EMBED_SITE if block == 0 else block_site(block - 1, "hook_resid_post")
 
 
 def describe(sites: Iterable[str]) -> str:
@@ -122,3 +144,57 @@ def describe(sites: Iterable[str]) -> str:
         parts += [f"blocks.{{{rng}}}.{s}" for s in BLOCK_SITES]
     parts += [s for s in sites if s.startswith("head.")]
     return ", ".join(parts)
+
+
+def preset_sites(preset: str, n_layers: int) -> list[str]:
+    """The sites of a preset of `SITE_PRESETS` for a model with `n_layers` blocks."""
+    outputs = [block_site(i, "hook_resid_post") for i in range(n_layers)]
+    if preset in ("resid_post", "blocks"):
+        return outputs
+    if preset == "embed":
+        return [EMBED_SITE]
+    if preset == "mlp_post":
+        return [block_site(i, "mlp.hook_post") for i in range(n_layers)]
+    if preset == "all":
+        return [EMBED_SITE, *outputs]
+    raise ValueError(f"unknown site preset {preset!r}; presets: {', '.join(SITE_PRESETS)}.")
+
+
+def parse_sites(model_or_sites, spec: str) -> list[str]:
+    """The site names a spec selects, in spec order with repeats dropped.
+
+    Args:
+        model_or_sites: an `apex_jax.Model` (its `sites`) or a sequence of valid site names.
+        spec: comma-separated items, each a preset (`resid_post`, `blocks`, `embed`, `mlp_post`,
+            `all`), a layer number (`3` = `blocks.3.hook_resid_post`), a layer range with a local
+            site name (`2-4:hook_resid_post`, `1:mlp.hook_post`) or a site name.
+
+    Raises:
+        ValueError: an empty spec, a layer outside the model, or an unknown site (the message
+            lists the presets, the forms and the valid site names).
+    """
+    valid = tuple(getattr(model_or_sites, "sites", model_or_sites))
+    n_layers = 1 + max((b for b in (parse(s)[0] for s in valid) if b is not None), default=-1)
+    out: list[str] = []
+    unknown: list[str] = []
+    for item in (p.strip() for p in str(spec).split(",")):
+        if not item:
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(.+))?", item)
+        if item in SITE_PRESETS:
+            names = preset_sites(item, n_layers)
+        elif m:
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if not 0 <= lo <= hi < n_layers:
+                raise ValueError(f"layer range {item!r} is outside 0-{n_layers - 1}.")
+            names = [block_site(i, m.group(3) or "hook_resid_post") for i in range(lo, hi + 1)]
+        else:
+            names = [item]
+        unknown += [s for s in names if s not in valid]
+        out += [s for s in names if s not in out]
+    if unknown or not out:
+        raise ValueError(
+            f"unknown site(s) {unknown or [spec]}; use a preset ({', '.join(SITE_PRESETS)}), layer numbers "
+            f"0-{n_layers - 1}, a layer range like 2-4:hook_resid_post, or site names: {describe(valid)}."
+        )
+    return out

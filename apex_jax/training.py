@@ -13,7 +13,6 @@ every epoch; running again with the same `out_dir` resumes from the last complet
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -24,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from apex_jax import batching
 from apex_jax.data import Dataset
 from apex_jax.models.model import Model
-
-PAD_MULTIPLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +58,11 @@ class Batch(NamedTuple):
 
 def featurize(model: Model, data: Dataset, max_length: int = 64) -> list[dict[str, np.ndarray]]:
     """Per-example model inputs without padding (text: token ids; images: pixel_values)."""
+    enc = batching.encode(model, data, max_length)
     if data.kind == "text":
-        enc = model.encode(list(data.inputs), max_length=max_length)
         lengths = enc["attention_mask"].sum(1)
         return [{k: v[i, : lengths[i]] for k, v in enc.items()} for i in range(len(data))]
-    pix = model.encode(data.inputs)["pixel_values"]
-    return [{"pixel_values": p} for p in pix]
+    return [{"pixel_values": p} for p in enc["pixel_values"]]
 
 
 def make_batches(
@@ -98,7 +95,7 @@ def _collate(items: list[dict], labels: np.ndarray, batch_size: int) -> Batch:
     lab[:k] = labels
     if "input_ids" in items[0]:
         longest = max(len(it["input_ids"]) for it in items)
-        length = int(math.ceil(longest / PAD_MULTIPLE) * PAD_MULTIPLE)
+        length = batching.padded_width(longest)
         out = {key: np.zeros((batch_size, length), np.int32) for key in items[0]}
         for j, it in enumerate(items):
             for key, v in it.items():
@@ -273,4 +270,51 @@ class _Checkpoints:
 
 
 def save_metrics(path: str | Path, metrics: dict) -> None:
-    Path(path).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    """Writes a training run's metrics.json (keys sorted)."""
+    from apex_jax import io
+
+    io.write_json(path, metrics, sort_keys=True)
+
+
+def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConfig, *, split_seed: int = 0,
+                 n_train: int | None = None, model_name: str = "", log: Callable[[str], None] | None = None) -> dict:
+    """Fine-tunes (or trains) `model` on the train split of `data` with early stopping on val,
+    scores it on test, and writes the run folder: OUT/model (HF folder), OUT/checkpoints (resume),
+    OUT/metrics.json.
+
+    Args:
+        model: the model to train (with a head of `data.n_classes` classes).
+        data: the whole data set; `data_lib.split_dataset(data, seed=split_seed)` splits it.
+        out: the run folder.
+        config: training settings.
+        split_seed: the split's seed.
+        n_train: use only the first n training examples.
+        model_name: recorded as metrics["model"].
+        log: called with a progress line before training starts.
+
+    Returns:
+        metrics.json's content.
+    """
+    from apex_jax import data as data_lib
+
+    t0 = time.perf_counter()
+    splits = data_lib.split_dataset(data, seed=split_seed)
+    train_part = splits["train"]
+    if n_train:
+        train_part = train_part.subset(range(min(n_train, len(train_part))))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if log:
+        log(f"{model}\ntraining on {len(train_part)} {data.name} examples ({config.mode}), "
+            f"validating on {len(splits['val'])}")
+    model, history = train(model, train_part, splits["val"], config, out_dir=out)
+    test = evaluate(model, model.params, splits["test"], max_length=config.max_length)
+    model.save(out / "model")
+    metrics = {
+        "model": model_name, "data": data.name, "mode": config.mode, "n_train": len(train_part),
+        "n_val": len(splits["val"]), "n_test": len(splits["test"]), "split_seed": split_seed,
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "history": history,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    save_metrics(out / "metrics.json", metrics)
+    return metrics

@@ -46,7 +46,7 @@ from jax.sharding import PartitionSpec as P
 from apex_jax.engine.keys import draw_keys
 from apex_jax.models.model import Model
 
-PAD_MULTIPLE = 16
+from apex_jax.batching import PAD_MULTIPLE  # noqa: E402  (one padding rule: apex_jax.batching)
 Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations
 
 

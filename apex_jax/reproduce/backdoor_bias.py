@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apex_jax.methods import apex
+from apex_jax import apex, io
 from apex_jax.reproduce import backdoor, common, ensembles, stats, vit, zoo
 
 NAME = "backdoor_bias"
@@ -121,7 +121,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
             for i, m in enumerate(group.members):
                 rows.append((spec, float(sigmas[large[spec]]), g, m["seed"], m.get("target", ""), m["test_accuracy"],
                              m.get("attack_success_rate", ""), *shares[spec][g][i, large[spec]]))
-    common.write_csv(out / "class_shares.csv", ["sites", "sigma", "kind", "seed", "target", "clean_accuracy",
+    io.write_rows(out / "class_shares.csv", ["sites", "sigma", "kind", "seed", "target", "clean_accuracy",
                                                 "attack_success_rate", *[f"share_{n}" for n in test.label_names]], rows)
     _plot(out, shares, targets, sigmas, test.label_names, per_site, large)
     timer.mark("outputs")
@@ -130,8 +130,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                "class_shares_large_sigma": {spec: {k: v[:, large[spec]].tolist() for k, v in sh.items()}
                                             for spec, sh in shares.items()},
                "class_shares_by_sigma": {spec: {k: v.tolist() for k, v in sh.items()} for spec, sh in shares.items()},
-               "timing": timer.summary(), "versions": common.versions()}
-    common.write_json(out / "summary.json", summary)
+               "timing": timer.summary(), "versions": io.versions()}
+    io.write_json(out / "summary.json", summary)
     for spec in SITE_SETS:
         r = per_site[spec]
         log(f"[backdoor_bias] {spec}: target share at σ={r['large_sigma']:g}: backdoored "
@@ -165,7 +165,7 @@ def _analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int], n_boot: int 
 
 
 def _plot(out: Path, shares: dict, targets, sigmas, names, per_site, large) -> None:
-    plt = common.pyplot()
+    plt = io.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
     for ax, spec in zip(axes[:2], SITE_SETS):
         sh = shares[spec]
@@ -190,6 +190,4 @@ def _plot(out: Path, shares: dict, targets, sigmas, names, per_site, large) -> N
            ylim=(0, max(0.3, 1.1 * max(max(per_site[sp]["target_share_by_sigma"]["backdoor"]) for sp in SITE_SETS))),
            title="target-class share vs σ (gray: the large σ)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "backdoor_bias.png", dpi=120)
-    plt.close(fig)
+    io.save_figure(fig, out / "backdoor_bias.png", dpi=120)

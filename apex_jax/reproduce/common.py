@@ -1,19 +1,16 @@
 """Shared pieces of the reproduction scripts: arguments, APEX sweeps over many models, escape σ
-on a grid, output files."""
+interpolated on a grid (output files: apex_jax.io)."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from apex_jax.methods import apex
-from apex_jax.methods.outputs import versions  # noqa: F401  (the claims' summary.json)
+from apex_jax import apex, io
 from apex_jax.models.model import Model
 
 
@@ -69,7 +66,8 @@ def apex_sweeps(model: Model, params_list: Sequence[Any], pixel_values: np.ndarr
 
 
 def escape_sigma(consistency: np.ndarray, sigmas: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Escape σ per input, interpolated on the grid: the σ at which the share of draws keeping
+    """Escape σ per input, the *interpolated* estimator (the grid estimator is
+    `ApexResult.escape_sigma`, the bisection one `adaptive_escape`): the σ at which the share of draws keeping
     the clean prediction crosses `threshold`, linear in log σ between the last grid point at
     or above it and the first below it. The smallest grid σ if already below there (an upper
     bound), inf if never below (beyond the grid). [n]"""
@@ -89,57 +87,6 @@ def escape_sigma(consistency: np.ndarray, sigmas: np.ndarray, threshold: float =
     return out
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """JSON with NaN written as null and ±inf as the strings "inf" / "-inf" (strict JSON)."""
-    path.write_text(json.dumps(_strict(obj), indent=2, default=_jsonable, allow_nan=False) + "\n")
-
-
-def _strict(o):
-    if isinstance(o, dict):
-        return {k: _strict(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_strict(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _strict(o.tolist())
-    if isinstance(o, (float, np.floating)):
-        v = float(o)
-        return None if np.isnan(v) else ("inf" if v == np.inf else "-inf" if v == -np.inf else v)
-    if isinstance(o, np.generic):
-        return o.item()
-    return o
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for r in rows:
-            w.writerow([_fmt(v) for v in r])
-
-
-def _fmt(v):
-    if isinstance(v, (float, np.floating)):
-        return "inf" if np.isinf(v) else ("" if np.isnan(v) else f"{float(v):.6g}")
-    return v
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def sigma_grid(lo: float, hi: float, n: int) -> np.ndarray:
     return np.logspace(np.log10(lo), np.log10(hi), n).astype(np.float32)
 
@@ -154,7 +101,7 @@ def plot_regularity(path: Path, escape: np.ndarray, cscore: np.ndarray, speed: n
     (one point per example, the median escape σ per octile bin of the metric, ρ in the
     titles). escape, cscore, speed: [n]; `results` holds `escape_vs_cscore` and
     `escape_vs_learning_speed` (`stats.spearman` results)."""
-    plt = pyplot()
+    plt = io.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     shown = np.where(np.isfinite(escape), escape, np.nan)
     for ax, metric, label, key in ((axes[0], cscore, "C-score estimate (hold-out accuracy)", "escape_vs_cscore"),
@@ -172,6 +119,4 @@ def plot_regularity(path: Path, escape: np.ndarray, cscore: np.ndarray, speed: n
         r = results[key]
         title = "ρ n/a" if r["rho"] is None else f"Spearman ρ = {r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
         ax.set(yscale="log", xlabel=label, ylabel="escape σ (× site RMS)", title=title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    io.save_figure(fig, path, dpi=120)

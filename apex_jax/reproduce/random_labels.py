@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from apex_jax.methods import apex
+import apex_jax
+from apex_jax import apex, io
 from apex_jax.reproduce import common, stats, vit, zoo
 
 NAME = "random_labels"
@@ -58,7 +59,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     model = clean.model
     x = vit.pixels(model, train.inputs[rows])
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
-    sites = apex.parse_sites(model, "resid_post")
+    sites = apex_jax.parse_sites(model, "resid_post")
     esc, curves = {}, {}
     for g in (clean, rand):
         res = common.apex_sweeps(model, g.params, x, train.ids[rows], sigmas, sites, s.draws, s.seed)
@@ -82,20 +83,20 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "zoo_training_seconds": {g.kind: g.info["seconds"] for g in (clean, rand)},
     }
     timer.mark("statistics")
-    common.write_csv(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",
+    io.write_rows(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",
                                           "pair_auroc"],
                      [(g.kind, m["seed"], m["train_accuracy"], m["test_accuracy"], median[g.kind][i],
                        results["pair_auroc"][i] if g.kind == "clean" and i < n_pairs else "")
                       for g in (clean, rand) for i, m in enumerate(g.members)])
-    common.write_csv(out / "samples.csv", ["id", "kind", "seed", "escape_sigma"],
+    io.write_rows(out / "samples.csv", ["id", "kind", "seed", "escape_sigma"],
                      [(int(train.ids[r]), g.kind, m["seed"], esc[g.kind][i, j])
                       for g in (clean, rand) for i, m in enumerate(g.members) for j, r in enumerate(rows)])
     _plot(out, esc, curves, sigmas, results)
     timer.mark("outputs")
     summary = {"claim": 2, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
                "sites": sites, "mean_consistency": {k: v.tolist() for k, v in curves.items()},
-               "results": results, "timing": timer.summary(), "versions": common.versions()}
-    common.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": io.versions()}
+    io.write_json(out / "summary.json", summary)
     m = results["pair_auroc_mean"]
     log(f"[random_labels] AUROC clean vs random escape σ per seed pair: {m['mean']:.3f} "
         f"[{m['lo']:.3f}, {m['hi']:.3f}] over {m['n']} pairs; model-level AUROC "
@@ -110,7 +111,7 @@ def _settings(s) -> dict:
 
 
 def _plot(out: Path, esc: dict, curves: dict, sigmas: np.ndarray, results: dict) -> None:
-    plt = common.pyplot()
+    plt = io.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     colors = {"clean": "tab:blue", "random": "tab:red"}
     for kind, e in esc.items():
@@ -130,6 +131,4 @@ def _plot(out: Path, esc: dict, curves: dict, sigmas: np.ndarray, results: dict)
     for ax in axes:
         ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "random_labels.png", dpi=120)
-    plt.close(fig)
+    io.save_figure(fig, out / "random_labels.png", dpi=120)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
+from apex_jax import apex, io
 from apex_jax import data as data_lib
-from apex_jax.methods import apex
 from apex_jax.reproduce import common, ensembles, stats, vit
 
 NAME = "regularity"
@@ -113,7 +113,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "ensemble_training_seconds": round(float(res["seconds"]), 1),
     }
     timer.mark("statistics")
-    common.write_csv(out / "samples.csv",
+    io.write_rows(out / "samples.csv",
                      ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
                       "learning_speed"],
                      [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
@@ -122,8 +122,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer.mark("outputs")
     summary = {"claim": 1, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
                "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": ar.consistency.mean(0).tolist(),
-               "results": results, "timing": timer.summary(), "versions": common.versions()}
-    common.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": io.versions()}
+    io.write_json(out / "summary.json", summary)
     r = results
     log(f"[regularity] n={r['n_examples']}: Spearman(log escape σ, C-score) = "
         f"{common.fmt_rho(r['escape_vs_cscore'])}; (log escape σ, learning speed) = "

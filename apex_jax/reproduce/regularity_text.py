@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 import apex_jax
-from apex_jax.methods import apex
+from apex_jax import apex, io
 from apex_jax.models.model import Model
 from apex_jax.reproduce import common, ensembles, minilm, stats
 
@@ -122,7 +122,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                     "fine_tuned_val_accuracy": ft["best_val_accuracy"],
                     "fine_tune_seconds": ft["seconds"], "fine_tune_epochs_run": ft["epochs_run"]})
     timer.mark("statistics")
-    common.write_csv(out / "samples.csv",
+    io.write_rows(out / "samples.csv",
                      ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
                       "learning_speed", "text"],
                      [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
@@ -132,8 +132,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     summary = {"claim": 1, "name": NAME, "quick": quick,
                "settings": {**dataclasses.asdict(s), "fine_tune": dataclasses.asdict(config)},
                "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": ar.consistency.mean(0).tolist(),
-               "results": results, "timing": timer.summary(), "versions": common.versions()}
-    common.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": io.versions()}
+    io.write_json(out / "summary.json", summary)
     r = results
     log(f"[{NAME}] n={r['n_examples']}: Spearman(log escape σ, C-score) = "
         f"{common.fmt_rho(r['escape_vs_cscore'])}; (log escape σ, learning speed) = "

@@ -95,9 +95,10 @@ def section_regularity(s: dict) -> tuple[str, str]:
     r, st = s["results"], s["settings"]
     verdict, reason = verdict_regularity(r)
     acc = r["ensemble_test_accuracy"]
+    from apex_jax.models.presets import VIT_PRESETS
     from apex_jax.reproduce import vit
 
-    size = vit.SIZES[st["size"]]
+    size = VIT_PRESETS[vit.SIZES[st["size"]]]
     text = REGULARITY.format(
         verdict=verdict, reason=reason, n_models=st["n_models"], size=st["size"], d_model=size["hidden_size"],
         n_layers=size["num_hidden_layers"], subset_pct=round(100 * st["subset"]), pool=f"{r['pool_size']:,}",

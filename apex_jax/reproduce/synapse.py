@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax.methods import probes as probes_lib
-from apex_jax.methods import synapse as synapse_lib
-from apex_jax.methods import synapse_runs
-from apex_jax.methods.synapse_outputs import short
+from apex_jax import io
+from apex_jax.synapse import run as synapse_runs
+from apex_jax.synapse.plots import short
 from apex_jax.reproduce import common, minilm
 
 NAME = "synapse"
@@ -58,7 +57,7 @@ class Settings:
     # sensitivity check beyond the paper's protocol: the same neurons zeroed at every token
     # position (not only [CLS]), at these k; () skips it
     all_positions_k: tuple[float, ...] = (10.0, 50.0)
-    probe_layers: str = "all"  # synapse_runs.layer_sites spec: the embedding output and every block
+    probe_layers: str = "all"  # apex_jax.parse_sites spec: the embedding output and every block
     silence_layers: str = "blocks"
     max_length: int = 64
     seed: int = 0
@@ -86,8 +85,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
     results = {"domains": domains}
     results["pooled"] = _pooled(domains)
     summary = {"claim": 5, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
-               "results": results, "timing": timer.summary(), "versions": common.versions()}
-    common.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": io.versions()}
+    io.write_json(out / "summary.json", summary)
     log(f"[synapse] ({summary['timing']['total_seconds']} s)")
     return summary
 
@@ -113,26 +112,26 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
     model = apex_jax.load(str(folder))
     train, test, silence = _subsets(s, cfg)
     probe_dir = work / "probe"
-    probe = synapse_runs.probe_run(model, train, test, probe_dir, sites=synapse_runs.layer_sites(model, s.probe_layers),
-                                   config=probes_lib.ProbeConfig(steps=s.probe_steps), max_length=s.max_length)
+    probe = synapse_runs.probe_run(model, train, test, probe_dir, sites=apex_jax.parse_sites(model, s.probe_layers),
+                                   config=apex_jax.ProbeConfig(steps=s.probe_steps), max_length=s.max_length)
     timer.mark(f"{data}: probes")
-    sc = synapse_lib.SilenceConfig(k_levels=s.k_levels, n_random=s.n_random, positions=s.positions,
+    sc = apex_jax.SilenceConfig(k_levels=s.k_levels, n_random=s.n_random, positions=s.positions,
                                    asymmetry_k=s.asymmetry_k, seed=s.seed)
     sil = synapse_runs.silence_run(model, silence, probe_dir, work / "silence",
-                                   sites=synapse_runs.layer_sites(model, s.silence_layers), config=sc, max_length=s.max_length,
+                                   sites=apex_jax.parse_sites(model, s.silence_layers), config=sc, max_length=s.max_length,
                                    progress=progress)
     timer.mark(f"{data}: silencing")
     sil_all = None
     if s.all_positions_k:
         sa = dataclasses.replace(sc, positions="all", k_levels=s.all_positions_k, per_class=False)
         sil_all = synapse_runs.silence_run(model, silence, probe_dir, work / "silence-all-positions",
-                                           sites=synapse_runs.layer_sites(model, s.silence_layers), config=sa,
+                                           sites=apex_jax.parse_sites(model, s.silence_layers), config=sa,
                                            max_length=s.max_length, progress=progress)
         timer.mark(f"{data}: silencing at all positions")
     attacks = {}
     for t in range(model.config.n_classes):
         a = synapse_runs.attack_run(model, test, probe_dir, work / f"attack-{t}",
-                                    config=synapse_lib.AttackConfig(target=t, k_percent=s.attack_k),
+                                    config=apex_jax.AttackConfig(target=t, k_percent=s.attack_k),
                                     max_length=s.max_length)
         attacks[model.label_names[t]] = a["results"]
     timer.mark(f"{data}: manipulations")
@@ -150,7 +149,7 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
             "sweep_seconds": round(sil["timing"]["sweep_seconds"] + (sil_all["timing"]["sweep_seconds"] if sil_all else 0), 1)}
 
 
-def _silencing_summary(res: synapse_lib.SilencingResult) -> dict:
+def _silencing_summary(res: apex_jax.synapse.SilencingResult) -> dict:
     """The numbers the verdict uses: per (layer, k) the ranked drops against the random control
     (accuracy and weighted F1), top vs bottom, per-class top-k, curves and the asymmetry."""
     cells = []

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from apex_jax.methods import apex
+import apex_jax
+from apex_jax import apex, io
 from apex_jax.reproduce import common, stats, vit, zoo
 
 NAME = "transitions"
@@ -58,7 +59,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     test = test.subset(np.arange(min(s.n_inputs, len(test))))
     model, C, n = clean.model, test.n_classes, len(test)
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
-    sites = apex.parse_sites(model, "resid_post")
+    sites = apex_jax.parse_sites(model, "resid_post")
     res = common.apex_sweeps(model, clean.params, vit.pixels(model, test.inputs), test.ids, sigmas, sites,
                              s.draws, s.seed)
     timer.mark("apex")
@@ -98,7 +99,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "n_transitions": int(T[off].sum()), "n_confusions": int(K[off].sum()),
     }
     timer.mark("statistics")
-    common.write_csv(out / "pairs.csv", ["from", "to", "transitions", "transition_share", "confusions",
+    io.write_rows(out / "pairs.csv", ["from", "to", "transitions", "transition_share", "confusions",
                                          "confusion_share"],
                      [(names[a], names[b], int(T[a, b]), T[a, b] / max(T[off].sum(), 1), int(K[a, b]),
                        K[a, b] / max(K[off].sum(), 1)) for a in range(C) for b in range(C) if a != b])
@@ -106,8 +107,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer.mark("outputs")
     summary = {"claim": 3, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
                "sites": sites, "results": results, "transition_matrix": T.tolist(), "confusion_matrix": K.tolist(),
-               "label_names": list(names), "timing": timer.summary(), "versions": common.versions()}
-    common.write_json(out / "summary.json", summary)
+               "label_names": list(names), "timing": timer.summary(), "versions": io.versions()}
+    io.write_json(out / "summary.json", summary)
     r = results["spearman_offdiagonal"]
     pairs = ", ".join(f"{p['from']}→{p['to']}" for p in results["top_pairs"][:5])
     log(f"[transitions] top pairs {pairs}; Spearman(transitions, confusions) = {r['rho']:.3f} "
@@ -172,7 +173,7 @@ def _ranks(M):
 
 
 def _plot(out: Path, T, K, names, results) -> None:
-    plt = common.pyplot()
+    plt = io.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     for ax, M, title in ((axes[0], T, "noise transitions at small σ"), (axes[1], K, "clean confusions")):
         share = M / max(M.sum(), 1)
@@ -184,6 +185,4 @@ def _plot(out: Path, T, K, names, results) -> None:
     fig.suptitle(f"Spearman ρ over off-diagonal cells = {r['rho']:.2f} "
                  f"[{r['lo'] if r['lo'] is None else round(r['lo'], 2)}, "
                  f"{r['hi'] if r['hi'] is None else round(r['hi'], 2)}]")
-    fig.tight_layout()
-    fig.savefig(out / "transitions.png", dpi=120)
-    plt.close(fig)
+    io.save_figure(fig, out / "transitions.png", dpi=120)

@@ -19,13 +19,9 @@ from apex_jax.data import Dataset
 from apex_jax.models.config import from_hf
 from apex_jax.models.encoder import Encoder, Hooks
 from apex_jax.models.model import Model
+from apex_jax.models.presets import vit_hf_config
 
-SIZES = {
-    # the `vit-tiny` preset of the CLI (d_model 64, 4 layers, 4 heads, MLP 128)
-    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128),
-    # a smaller one for smoke tests
-    "micro": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-}
+SIZES = {"tiny": "vit-tiny", "micro": "vit-micro"}  # size -> apex_jax.models.presets name
 
 
 def hf_config(data: Dataset, size: str = "tiny") -> dict:
@@ -37,8 +33,7 @@ def hf_config(data: Dataset, size: str = "tiny") -> dict:
     _, c, h, w = data.inputs.shape
     if h != w or h % 4:
         raise ValueError(f"images must be square with a side divisible by 4; got {h}x{w}.")
-    return dict(model_type="vit", image_size=h, patch_size=h // 4, num_channels=c, hidden_act="gelu",
-                layer_norm_eps=1e-12, qkv_bias=True, **SIZES[size])
+    return vit_hf_config(SIZES[size], c, h)
 
 
 _TEMPLATES: dict = {}

@@ -1,4 +1,4 @@
-"""APEX analyses on the sweep engine: consistency curves, escape noise, transitions, large-σ bias.
+"""APEX analysis on the sweep engine: consistency curves, escape noise, transitions, large-σ bias.
 
 Noise scale. By default σ is *relative*: the noise at a site has standard deviation
 σ · RMS(site), where RMS(site) is the root-mean-square of that site's clean activations over
@@ -16,78 +16,18 @@ escape point, and lets the adaptive bisection (`adaptive_escape`) reproduce the 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import re
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from apex_jax import sites as site_lib
 from apex_jax.engine import SweepResult, run_sweep
 from apex_jax.interventions import Noise
-from apex_jax import sites as site_lib
 from apex_jax.models.model import Model
-
-SITE_PRESETS = {
-    "resid_post": "every block's hook_resid_post (the APEX default: every layer's output)",
-    "embed": "hook_embed only (input perturbation)",
-    "mlp_post": "every block's mlp.hook_post (the MLP neurons)",
-}
-
-
-def parse_sites(model: Model, spec: str) -> list[str]:
-    """Sites from a spec: a preset (resid_post, embed, mlp_post), `L-M:local` / `L:local` for a
-    layer range (e.g. `2-4:hook_resid_post`), or comma-separated site names."""
-    n = model.config.n_layers
-    spec = spec.strip()
-    if spec == "resid_post":
-        return [f"blocks.{i}.hook_resid_post" for i in range(n)]
-    if spec == "mlp_post":
-        return [f"blocks.{i}.mlp.hook_post" for i in range(n)]
-    if spec == "embed":
-        return ["hook_embed"]
-    m = re.fullmatch(r"(\d+)(?:-(\d+))?:(.+)", spec)
-    if m:
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if not 0 <= lo <= hi < n:
-            raise ValueError(f"layer range {lo}-{hi} is outside 0-{n - 1}.")
-        sites = [f"blocks.{i}.{m.group(3)}" for i in range(lo, hi + 1)]
-    else:
-        sites = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [s for s in sites if s not in model.sites]
-    if unknown or not sites:
-        raise ValueError(
-            f"unknown site(s) {unknown or [spec]}; use a preset ({', '.join(SITE_PRESETS)}), a layer "
-            "range like 2-4:hook_resid_post, or site names from `apex-jax sites MODEL`."
-        )
-    return sites
-
-
-def parse_sigmas(spec: str) -> np.ndarray:
-    """`logspace:LO:HI:N` (N log-spaced values) or a comma-separated list."""
-    if spec.startswith("logspace:"):
-        try:
-            lo, hi, num = spec.split(":")[1:]
-            values = np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(num))
-        except ValueError as e:
-            raise ValueError(f"bad sigma spec {spec!r}; expected logspace:LO:HI:N with 0 < LO < HI.") from e
-    else:
-        try:
-            values = np.array([float(v) for v in spec.split(",") if v.strip()])
-        except ValueError as e:
-            raise ValueError(f"bad sigma spec {spec!r}; expected logspace:LO:HI:N or a list like 0.1,0.5,1.") from e
-    return check_sigmas(values)
-
-
-def check_sigmas(values: Sequence[float]) -> np.ndarray:
-    """A sorted float32 σ grid; error unless non-empty, finite and >= 0."""
-    values = np.asarray(values, np.float64).ravel()
-    if values.size == 0 or not np.isfinite(values).all() or (values < 0).any():
-        raise ValueError(f"sigmas must be a non-empty list of finite values >= 0; got {values.tolist()}.")
-    return np.sort(values).astype(np.float32)
-
+from apex_jax.specs import check_sigmas
 
 def calibrate_rms(model: Model, params: Any, batch: dict, sites: Sequence[str]) -> dict[str, float]:
     """RMS of each site's clean activations over real tokens (all tokens for non-text models)."""
@@ -104,6 +44,15 @@ def calibrate_rms(model: Model, params: Any, batch: dict, sites: Sequence[str]) 
 
 @dataclasses.dataclass
 class ApexResult:
+    """Counts of an APEX sweep on a σ grid and the analyses read from them.
+
+    Escape σ. `escape_sigma()` is the *grid* estimator: the smallest grid σ whose share kept is
+    below the threshold. `AdaptiveEscape.escape_sigma` is the *bisection* estimator (the upper end
+    of a bracket of stated relative width); `reproduce/common.escape_sigma` interpolates in log σ.
+    All three estimate one quantity, the σ at which the share of draws keeping the clean
+    prediction falls below the threshold; every output names the one it holds.
+    """
+
     sigmas: np.ndarray  # [G]
     sites: list[str]
     sweep: SweepResult
@@ -173,7 +122,7 @@ def run_apex(
 ) -> ApexResult:
     """Runs the APEX noise sweep (σ grid × K draws per input) and wraps the counts."""
     sigmas = check_sigmas(sigmas)
-    sites = list(sites or parse_sites(model, "resid_post"))
+    sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}.")
     perturb, scale, rms, tag = _noise(model, params, batch, sites, relative)
@@ -183,36 +132,44 @@ def run_apex(
 
 
 def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool):
-    """The perturbation function and the per-site noise scales (RMS or 1) [S]. The function is
-    cached per site list, and the scales travel as grid leaves, so sweeps on other inputs or
-    models of the same architecture reuse one compiled kernel."""
+    """The perturbation and the per-site noise scales (RMS or 1) [S]. The scales travel as grid
+    leaves and the perturbation is a value (equal for equal site lists), so sweeps on other
+    inputs, seeds or models of the same architecture reuse one compiled kernel."""
     rms = calibrate_rms(model, params, batch, sites) if relative else None
     scale = np.asarray([rms[s] if rms else 1.0 for s in sites], np.float32)
-    return _noise_fn(tuple(sites)), scale, rms, f"apex sites={list(sites)} relative={relative}"
+    return NoisePerturbation(tuple(sites)), scale, rms, f"apex sites={list(sites)} relative={relative}"
 
 
-@functools.lru_cache(maxsize=64)
-def _noise_fn(sites: tuple[str, ...]):
-    def perturb(point, keys):
+@dataclasses.dataclass(frozen=True)
+class NoisePerturbation:
+    """`(grid point, keys) -> {site: Noise}` for the engine: σ × the site's scale at each site.
+
+    Static structure only (the site tuple): the σ and scales are grid leaves. Being a frozen
+    dataclass it hashes by value, which is what the engine's kernel cache keys on.
+    """
+
+    sites: tuple[str, ...]
+
+    def __call__(self, point: dict, keys: jax.Array) -> dict:
         sigma, scale = point["sigma"], point["scale"]  # [] and [S], or [inputs] and [inputs, S]
         pert = {}
-        for i, s in enumerate(sites):
+        for i, s in enumerate(self.sites):
             ndim = site_lib.layout(s).count(",") + 1
             std = sigma * scale[..., i]
             pert[s] = Noise(keys, jnp.reshape(std, jnp.shape(std) + (1,) * (ndim - 1)) if jnp.ndim(std) else std)
         return pert
 
-    return perturb
-
 
 def _noise_grid(sigmas: np.ndarray, scale: np.ndarray) -> dict:
-    """Grid leaves for `_noise_fn`: σ [G] or [G, n] with the site scales broadcast beside it."""
+    """Grid leaves for `NoisePerturbation`: σ [G] or [G, n] with the site scales broadcast beside it."""
     sigmas = np.asarray(sigmas, np.float32)
     return {"sigma": sigmas, "scale": np.broadcast_to(scale, sigmas.shape + scale.shape).copy()}
 
 
 @dataclasses.dataclass
 class AdaptiveEscape:
+    """Result of `adaptive_escape`: the bisection estimator of escape σ (see `ApexResult`)."""
+
     escape_sigma: np.ndarray  # [n]: smallest σ found with consistency below the threshold (inf: none)
     lower: np.ndarray  # [n]: largest σ found at or above the threshold
     resolution: float  # upper/lower <= 1 + resolution wherever the escape is bracketed
@@ -271,7 +228,7 @@ def adaptive_escape(
         raise ValueError(f"delta must be in (0, 1); got {delta}.")
     if coarse < 2:
         raise ValueError(f"coarse must be >= 2 (the ends lo and hi); got {coarse}.")
-    sites = list(sites or parse_sites(model, "resid_post"))
+    sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
     perturb, scale, _, tag = _noise(model, params, batch, sites, relative)
     n = len(ids)
     stage = stage_draws or draws

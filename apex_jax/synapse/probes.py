@@ -1,17 +1,10 @@
-"""SYNAPSE step 1: [CLS] features at every layer and linear probes on them.
+"""SYNAPSE step 1b: linear probes on [CLS] features (`features.extract_cls`).
 
     feats = extract_cls(model, model.params, model.encode(texts))      # {site: [n, d_model]}
-    train_idx, test_idx = stratified_split(labels, test_fraction=0.2, seed=0)
+    train_idx, test_idx = stratified_split(labels, test_fraction=0.2, seed=0)   # apex_jax.data
     probes = train_probes(feats, labels, train_idx, test_idx)          # every layer at once
     probes.metrics("blocks.3.hook_resid_post").accuracy
     probes[CONCAT].W                                                    # [C, L * d_model]
-
-Features. `extract_cls` runs the model once per chunk of inputs and keeps only position 0
-([CLS]) of every requested site, so memory holds [chunk, d] per site, never [n, pos, d]. Chunks
-have a fixed batch size (the last one is filled with repeated rows that are dropped) and text is
-cropped to the chunk's longest real sequence rounded up to a multiple of 16, so the forward
-compiles a handful of times at most. With `out=folder` each site's features are streamed into
-`folder/{site}.npy` (memory-mapped) as chunks arrive.
 
 Probes. Multinomial logistic regression with an elastic-net penalty on standardized features:
 
@@ -29,231 +22,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import weakref
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from apex_jax import sites as site_lib
-
 Array = Any
 
 CONCAT = "concat"  # name of the probe on all layers' features concatenated (in site order)
-PAD_MULTIPLE = 16  # text chunks are cropped to a multiple of this many positions
 FORMAT = "apex_jax.probes/1"
-
-
-# ----------------------------------------------------------------------------- features
-class Chunk(NamedTuple):
-    """One fixed-shape batch of a larger input set."""
-
-    start: int  # first row of `inputs` in this chunk
-    stop: int  # one past the last real row
-    rows: np.ndarray  # [batch_size] source row of each batch row (fillers repeat stop - 1)
-    batch: dict  # {key: [batch_size, ...]}: inputs[rows], text cropped
-
-
-def default_sites(model) -> tuple[str, ...]:
-    """SYNAPSE's sites: `hook_embed` and every block's `hook_resid_post` (n_layers + 1 sites)."""
-    return ("hook_embed",) + tuple(
-        f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)
-    )
-
-
-def num_rows(inputs: Mapping[str, Array]) -> int:
-    """The number of examples in an input dict, checking every array agrees.
-
-    Raises:
-        ValueError: no arrays, zero rows, or arrays with different leading sizes.
-    """
-    if not isinstance(inputs, Mapping) or not inputs:
-        raise ValueError(
-            "inputs must be a non-empty dict from model.encode(...) (input_ids, attention_mask"
-            "[, token_type_ids] or pixel_values)."
-        )
-    sizes = {k: int(np.shape(v)[0]) if np.ndim(v) else -1 for k, v in inputs.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"input arrays disagree on the number of examples: {sizes}.")
-    n = next(iter(sizes.values()))
-    if n <= 0:
-        raise ValueError(f"inputs hold no examples (sizes {sizes}).")
-    return n
-
-
-def iter_chunks(inputs: Mapping[str, Array], batch_size: int) -> Iterator[Chunk]:
-    """Fixed-shape chunks of `inputs` ([n, ...] arrays from `model.encode`).
-
-    The batch size is `min(batch_size, n)`; the last chunk is filled by repeating its last real
-    row. Text (inputs with an `attention_mask` [n, pos]) is cropped per chunk to the last real
-    token rounded up to a multiple of 16, so chunks of short texts cost less and the number of
-    distinct shapes (compiles) stays small.
-    """
-    n = num_rows(inputs)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    size = min(int(batch_size), n)
-    arrays = {k: np.asarray(v) for k, v in inputs.items()}
-    mask = arrays.get("attention_mask")
-    for start in range(0, n, size):
-        stop = min(start + size, n)
-        rows = np.minimum(np.arange(start, start + size), stop - 1)
-        width = None
-        if mask is not None and mask.ndim == 2:
-            real = np.flatnonzero(mask[start:stop].any(axis=0))
-            last = int(real[-1]) + 1 if real.size else 1
-            width = min(mask.shape[1], math.ceil(last / PAD_MULTIPLE) * PAD_MULTIPLE)
-        batch = {}
-        for k, v in arrays.items():
-            v = v[rows]
-            if width is not None and v.ndim == 2 and v.shape[1] == mask.shape[1]:
-                v = v[:, :width]
-            batch[k] = v
-        yield Chunk(start, stop, rows, batch)
-
-
-def _cls_of(site: str, x: Array) -> Array:
-    """[CLS] of a captured activation, flattened to [batch, features]."""
-    if site_lib.position_axis(site) is not None:
-        x = x[:, 0]
-    return x.reshape(x.shape[0], -1)
-
-
-def check_cls_sites(model, sites: Sequence[str]) -> tuple[str, ...]:
-    """Validates site names for [CLS] reading (known, no attention patterns, no repeats)."""
-    sites = tuple(sites)
-    if not sites:
-        raise ValueError(f"no sites given; valid sites: {site_lib.describe(model.sites)}.")
-    unknown = [s for s in sites if s not in model.sites]
-    if unknown:
-        raise ValueError(f"unknown site(s) {unknown}; valid sites: {site_lib.describe(model.sites)}.")
-    patterns = [s for s in sites if site_lib.parse(s)[1] == "attn.hook_pattern"]
-    if patterns:
-        raise ValueError(
-            f"{patterns}: attention patterns have no [CLS] feature vector of fixed width; use a "
-            "residual, MLP, attention-output or head site."
-        )
-    if len(set(sites)) != len(sites):
-        raise ValueError(f"sites are repeated: {list(sites)}.")
-    return sites
-
-
-# One compiled [CLS] reader per (architecture, sites): every checkpoint of it shares them.
-_CLS_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _cls_fn(model, sites: tuple[str, ...]):
-    model = model.skeleton
-    cache = _CLS_FNS.setdefault(model, {})
-    if sites not in cache:
-        head_only = model.config.n_classes is not None  # last block: [CLS] only (principle 5)
-
-        def read(params, batch):
-            out = model.apply(params, batch, capture=sites, head_only=head_only)
-            return {s: _cls_of(s, out.captured[s]).astype(jnp.float32) for s in sites}
-
-        cache[sites] = jax.jit(read)
-    return cache[sites]
-
-
-def extract_cls(
-    model,
-    params: Any,
-    inputs: Mapping[str, np.ndarray],
-    sites: Sequence[str] | None = None,
-    batch_size: int = 64,
-    out: str | Path | None = None,
-) -> dict[str, np.ndarray]:
-    """The [CLS] (position 0) vector at each site for every input.
-
-    Args:
-        model: an `apex_jax.Model`.
-        params: its parameters (e.g. `model.params`).
-        inputs: `model.encode(...)` output: text {input_ids, attention_mask[, token_type_ids]}
-            [n, pos], or {"pixel_values": [n, channels, height, width]}.
-        sites: site names (`model.sites`); default `default_sites(model)` = hook_embed and every
-            `blocks.{i}.hook_resid_post`. Head sites ([batch, d]) are taken as they are; sites
-            with head axes ([batch, pos, n_heads, d_head]) are flattened to n_heads · d_head.
-        batch_size: examples per forward pass.
-        out: optional folder; each site's features are written to `out/{site}.npy` as chunks
-            arrive and memory-mapped arrays (read-only) are returned.
-
-    Returns:
-        {site: float32 [n, d]} in the order of `sites`.
-    """
-    sites = check_cls_sites(model, default_sites(model) if sites is None else sites)
-    n = num_rows(inputs)
-    fn = _cls_fn(model, sites)
-    folder = None
-    if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-    result: dict[str, np.ndarray] = {}
-
-    def store(chunk: Chunk, got: dict) -> None:
-        k = chunk.stop - chunk.start
-        got = jax.device_get(got)  # one transfer per chunk; blocks until the chunk is done
-        for s in sites:
-            rows = got[s][:k]
-            if s not in result:
-                shape = (n, rows.shape[1])
-                result[s] = (
-                    np.lib.format.open_memmap(folder / f"{s}.npy", mode="w+", dtype=np.float32, shape=shape)
-                    if folder is not None else np.empty(shape, np.float32)
-                )
-            result[s][chunk.start:chunk.stop] = rows
-
-    # Dispatch chunk i+1 before copying chunk i to the host, so transfer overlaps compute.
-    pending = None
-    for chunk in iter_chunks(inputs, batch_size):
-        got = fn(params, chunk.batch)
-        if pending is not None:
-            store(*pending)
-        pending = (chunk, got)
-    store(*pending)
-
-    if folder is None:
-        return result
-    for s in sites:
-        result[s].flush()
-    del result  # close the writable maps before reopening read-only
-    return {s: np.load(folder / f"{s}.npy", mmap_mode="r") for s in sites}
-
-
-# -------------------------------------------------------------------------------- splits
-def stratified_split(
-    labels: Array, test_fraction: float = 0.2, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified train/test split of row indices.
-
-    `n_test = round(test_fraction · n)` (halves up, at least 1, leaving at least 1 for train) is
-    shared over classes in proportion to their sizes (largest remainder, ties to the lower
-    label); within each class (increasing label) rows are permuted with
-    `numpy.random.default_rng(seed)` and the first ones go to test.
-
-    Returns:
-        (train_idx, test_idx): sorted int64 arrays, disjoint, covering range(n).
-    """
-    from apex_jax.data import _apportion, _round_half_up
-
-    labels = _as_labels(labels, None)
-    n = labels.shape[0]
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}.")
-    if n < 2:
-        raise ValueError(f"splitting needs at least 2 examples; got {n}.")
-    n_test = min(max(1, _round_half_up(test_fraction * n)), n - 1)
-    present = np.unique(labels)
-    counts = np.array([(labels == c).sum() for c in present], np.int64)
-    per_class = _apportion(n_test, counts)
-    rng = np.random.default_rng(seed)
-    test = [rng.permutation(np.flatnonzero(labels == c))[:m] for c, m in zip(present, per_class)]
-    test_idx = np.sort(np.concatenate(test)).astype(np.int64)
-    train_idx = np.setdiff1d(np.arange(n), test_idx).astype(np.int64)
-    return train_idx, test_idx
 
 
 # -------------------------------------------------------------------------------- probes

@@ -21,7 +21,6 @@ Example (a tiny model; masks zero neuron 0, or nothing):
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Mapping, Sequence
 
 import jax.numpy as jnp
@@ -109,30 +108,38 @@ def mask_sweep(
                         for s in sites}
     if mode == "noise":
         grid["sigma"] = np.full(len(next(iter(site_masks.values()))), sigma, np.float32)
-    perturb = _perturb_fn(sites, positions, mode)
+    perturb = MaskPerturbation(sites, positions, mode)
     tag = f"synapse sites={list(sites)} positions={positions} mode={mode}"
     return run_sweep(model, params, batch, ids, perturb, grid, sites=list(sites), draws=draws,
                      seed=seed, tag=tag, **sweep_kw)
 
 
-@functools.lru_cache(maxsize=64)
-def _perturb_fn(sites: tuple[str, ...], positions: str, mode: str):
-    """Cached per (sites, positions, mode), so repeated sweeps reuse one compiled kernel."""
+@dataclasses.dataclass(frozen=True)
+class MaskPerturbation:
+    """`(grid point, keys) -> {site: intervention}` for the engine: zero, mean-replace or add
+    noise to the masked neurons (at [CLS] or every position).
 
-    def perturb(point, keys):
-        pos = jnp.array([0]) if positions == "cls" else None
+    Static structure only (sites, positions, mode); masks, means and σ are grid leaves. Being a
+    frozen dataclass it hashes by value, which is what the engine's kernel cache keys on, so
+    repeated sweeps of one structure reuse one compiled kernel.
+    """
+
+    sites: tuple[str, ...]
+    positions: str
+    mode: str
+
+    def __call__(self, point: dict, keys) -> dict:
+        pos = jnp.array([0]) if self.positions == "cls" else None
         out = {}
-        for s in sites:
+        for s in self.sites:
             mask = point["mask"][s]
-            if mode == "zero":
+            if self.mode == "zero":
                 out[s] = Scale(jnp.zeros((), jnp.float32), positions=pos, neurons=mask)
-            elif mode == "mean":
+            elif self.mode == "mean":
                 out[s] = Replace(point["mean"][s], positions=pos, neurons=mask)
             else:
                 out[s] = Noise(keys, point["sigma"], positions=pos, neurons=mask, relative=True)
         return out
-
-    return perturb
 
 
 def predictions(sweep) -> np.ndarray:

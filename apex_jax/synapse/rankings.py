@@ -15,8 +15,8 @@ so masks are deterministic; `bottom_k` takes ascending scores, ties again by the
 
 from __future__ import annotations
 
+import functools
 import math
-import weakref
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
@@ -24,13 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from apex_jax import sites as site_lib
+from apex_jax.batching import iter_chunks, num_rows
 from apex_jax.interventions import Add
-from apex_jax.methods.probes import check_cls_sites, iter_chunks, num_rows
+from apex_jax.models.model import Model
+from apex_jax.specs import K_LEVELS
+from apex_jax.synapse.features import check_cls_sites
 
 Array = Any
-
-# The reference protocol's neuron levels, in percent of the layer's width (DESIGN.md, SYNAPSE).
-K_LEVELS = (2.5, 5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 35, 40, 45, 50, 65, 75, 80, 95)
 
 
 class Ranking(NamedTuple):
@@ -182,37 +182,30 @@ def spearman_matrix(rankings: Mapping[str, Array | Ranking] | Sequence[Array | R
 
 
 # --------------------------------------------------------------------- attribution
-_ATTR_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _attribution_fn(model, site: str, feature_shape: tuple[int, ...], predicted: bool):
-    key = (site, feature_shape, predicted)
-    model = model.skeleton  # one compiled function per architecture, shared by its checkpoints
-    cache = _ATTR_FNS.setdefault(model, {})
-    if key in cache:
-        return cache[key]
+@functools.partial(jax.jit, static_argnames=("config", "site", "feature_shape", "predicted"))
+def _attribution(params: Any, batch: dict, target: jax.Array, *, config, site: str,
+                 feature_shape: tuple[int, ...], predicted: bool) -> jax.Array:
+    """|activation × gradient| at [CLS] of `site` per example: [batch, features]. Static: the
+    architecture (`ArchConfig`), the site, its feature shape and whether the target is the
+    prediction; params, inputs and targets are arguments, so every checkpoint shares it."""
+    model = Model(config, None, {}, source="skeleton")  # parameter-free: apply takes params
     has_pos = site_lib.position_axis(site) is not None
     positions = jnp.array([0], jnp.int32) if has_pos else None
+    b = next(iter(batch.values())).shape[0]
+    # A zero Add at [CLS] of the site: d(logit)/d(value) is the gradient at the activation.
+    zero = jnp.zeros((b, 1, *feature_shape) if has_pos else (b, *feature_shape), jnp.float32)
 
-    def attribution(params, batch, target):
-        b = next(iter(batch.values())).shape[0]
-        # A zero Add at [CLS] of the site: d(logit)/d(value) is the gradient at the activation.
-        zero = jnp.zeros((b, 1, *feature_shape) if has_pos else (b, *feature_shape), jnp.float32)
+    def objective(value):
+        out = model.apply(params, batch, {site: Add(value, positions=positions)},
+                          capture=(site,), head_only=True)
+        t = jnp.argmax(jax.lax.stop_gradient(out.logits), axis=1) if predicted else target
+        picked = jnp.take_along_axis(out.logits, t[:, None], axis=1)
+        return picked.sum(), out.captured[site]  # examples are independent: sum = per row
 
-        def objective(value):
-            out = model.apply(params, batch, {site: Add(value, positions=positions)},
-                              capture=(site,), head_only=True)
-            t = jnp.argmax(jax.lax.stop_gradient(out.logits), axis=1) if predicted else target
-            picked = jnp.take_along_axis(out.logits, t[:, None], axis=1)
-            return picked.sum(), out.captured[site]  # examples are independent: sum = per row
-
-        grad, act = jax.grad(objective, has_aux=True)(zero)
-        if has_pos:
-            grad, act = grad[:, 0], act[:, 0]
-        return jnp.abs(act * grad).reshape(b, -1)
-
-    cache[key] = fn = jax.jit(attribution)
-    return fn
+    grad, act = jax.grad(objective, has_aux=True)(zero)
+    if has_pos:
+        grad, act = grad[:, 0], act[:, 0]
+    return jnp.abs(act * grad).reshape(b, -1)
 
 
 def attribution_ranking(
@@ -265,8 +258,8 @@ def attribution_ranking(
                 lambda p, x: model.apply(p, x, capture=(site,)).captured[site], params, chunk.batch
             ).shape
             feature_shape = tuple(shape[2:] if site_lib.position_axis(site) is not None else shape[1:])
-            fn = _attribution_fn(model, site, feature_shape, predicted)
-        got = np.asarray(fn(params, chunk.batch, targets[chunk.rows]), np.float64)
+        got = np.asarray(_attribution(params, chunk.batch, targets[chunk.rows], config=model.config, site=site,
+                                      feature_shape=feature_shape, predicted=predicted), np.float64)
         part = got[: chunk.stop - chunk.start].sum(axis=0)  # drop the filler rows
         total = part if total is None else total + part
     return rank(total / n)

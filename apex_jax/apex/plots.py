@@ -1,0 +1,67 @@
+"""Figures of an APEX run: consistency curves, escape-σ histogram, transitions, large-σ shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from apex_jax.apex.analysis import ApexResult
+from apex_jax.io import pyplot, save_figure
+
+
+def transition_index(result: ApexResult) -> int:
+    """The grid index used for transitions: the smallest σ at which any draw leaves its clean
+    prediction (small-σ transitions, as in APEX); the last σ if none does."""
+    moved = (result.consistency < 1).any(0)
+    return int(np.argmax(moved)) if moved.any() else len(result.sigmas) - 1
+
+
+def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative: bool) -> list[Path]:
+    """Writes consistency_curves.png, escape_sigma_hist.png, transitions.png and
+    large_sigma_shares.png into `out`; returns their paths."""
+    plt = pyplot()
+    out = Path(out)
+    xlabel = "σ (× site RMS)" if relative else "σ"
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    s = np.maximum(result.sigmas, 1e-12)
+    for row in result.consistency:
+        ax.plot(s, row, color="tab:blue", alpha=0.12, lw=0.8)
+    ax.plot(s, result.consistency.mean(0), color="black", lw=2, label="mean")
+    ax.axhline(result.threshold, color="tab:red", ls="--", lw=1, label="threshold")
+    ax.set(xscale="log", xlabel=xlabel, ylabel="share keeping clean prediction", ylim=(-0.02, 1.02))
+    ax.legend()
+    paths.append(save_figure(fig, out / "consistency_curves.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    esc = result.escape_sigma()
+    finite = esc[np.isfinite(esc)]
+    if finite.size:
+        bins = np.logspace(np.log10(max(finite.min(), 1e-6)), np.log10(finite.max() * 1.01 + 1e-12), 20)
+        ax.hist(finite, bins=bins, color="tab:blue")
+        ax.set_xscale("log")
+    ax.set(xlabel=f"escape {xlabel}", ylabel="inputs",
+           title=f"{int(np.isinf(esc).sum())} of {len(esc)} never escape")
+    paths.append(save_figure(fig, out / "escape_sigma_hist.png"))
+
+    at = transition_index(result)
+    m = result.transitions(at).astype(float)
+    m = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1)
+    ax.set(xticks=range(len(label_names)), yticks=range(len(label_names)), xlabel="noisy prediction",
+           ylabel="clean prediction", title=f"transitions at σ = {result.sigmas[at]:.3g}")
+    ax.set_xticklabels(label_names, rotation=90)
+    ax.set_yticklabels(label_names)
+    fig.colorbar(im, ax=ax)
+    paths.append(save_figure(fig, out / "transitions.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(range(len(label_names)), result.class_shares(-1), color="tab:orange")
+    ax.set(xticks=range(len(label_names)), ylabel="share of draws", title=f"class shares at σ = {result.sigmas[-1]:.3g}")
+    ax.set_xticklabels(label_names, rotation=90)
+    paths.append(save_figure(fig, out / "large_sigma_shares.png"))
+    return paths

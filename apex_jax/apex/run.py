@@ -1,0 +1,127 @@
+"""The APEX run layer: a model, a data set and settings in; a run folder out.
+
+    RUN/samples.csv      one row per input: id, label, clean prediction, escape σ (grid
+                         estimator), top transition, share kept per σ
+    RUN/summary.json     settings, versions and model-level results (deterministic: rerunning
+                         the same command rewrites it byte for byte)
+    RUN/timing.json      seconds, perturbed forwards, compiles, forwards per second
+    RUN/*.png            consistency curves, escape-σ histogram, transitions, large-σ shares
+
+    summary = apex_run(model, dataset, Path("runs/apex"), sigmas=parse_sigmas("logspace:0.01:4:16"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from apex_jax import batching, io
+from apex_jax.apex.analysis import ApexResult, run_apex
+from apex_jax.apex.plots import plot_all, transition_index
+
+
+def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[str], list[list]]:
+    """(header, rows) of samples.csv: id, label, clean_prediction, escape_sigma (grid estimator,
+    inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ."""
+    esc = result.escape_sigma()
+    kept = result.consistency
+    top = result.top_transition(transition_index(result))
+    header = ["id", "label", "clean_prediction", "escape_sigma", "top_transition",
+              *(f"kept_sigma_{s:.6g}" for s in result.sigmas)]
+    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist()] for j in range(len(ids))]
+    return header, rows
+
+
+def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], settings: dict) -> dict:
+    """Settings, versions and the model-level results of summary.json (no timings).
+
+    `results.escape_sigma` holds the grid estimator: how many inputs escape on the grid and the
+    median of their escape σ (null if none escapes).
+    """
+    esc = result.escape_sigma()
+    finite = esc[np.isfinite(esc)]
+    transition_at = transition_index(result)
+    sweep = result.sweep
+    return {
+        "settings": {**settings, "sigmas": result.sigmas.tolist(), "sites": result.sites,
+                     "threshold": result.threshold, "site_rms": result.site_rms,
+                     "engine": {k: v for k, v in sweep.settings.items() if k != "compiles"}},
+        "versions": io.versions(),
+        "results": {
+            "n_inputs": int(len(labels)), "clean_accuracy": float((result.clean == labels).mean()),
+            "mean_consistency": result.consistency.mean(0).tolist(),
+            "escape_sigma": {"n_escaped": int(finite.size), "median": float(np.median(finite)) if finite.size else None},
+            "transitions": {"sigma": float(result.sigmas[transition_at]),
+                            "matrix": result.transitions(transition_at).tolist()},
+            "large_sigma_bias": result.bias(-1),
+            "label_names": list(label_names),
+        },
+    }
+
+
+def timing(result: ApexResult) -> dict:
+    """timing.json of a run: seconds, perturbed forwards, compiles and forwards per second."""
+    sweep = result.sweep
+    return {"seconds": round(sweep.seconds, 2), "perturbed_forwards": sweep.perturbed_forwards,
+            "compiles": sweep.settings.get("compiles"),
+            "forwards_per_second": round(sweep.perturbed_forwards / max(sweep.seconds, 1e-9), 1)}
+
+
+def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequence[int],
+              label_names: Sequence[str], settings: dict, relative: bool) -> dict:
+    """Writes samples.csv, summary.json, timing.json and the plots of `result` into `out`;
+    returns the summary with its timing under "timing"."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = samples_table(result, ids, labels)
+    io.write_rows(out / "samples.csv", header, rows)
+    s = summary(result, np.asarray(labels), label_names, settings)
+    io.write_json(out / "summary.json", s)
+    t = timing(result)
+    io.write_timing(out, t)
+    plot_all(out, result, label_names, relative)
+    return {**s, "timing": t}
+
+
+def apex_run(
+    model,
+    data,
+    out: str | Path,
+    *,
+    sigmas: Sequence[float],
+    sites: Sequence[str] | None = None,
+    draws: int = 64,
+    seed: int = 0,
+    relative: bool = True,
+    threshold: float = 0.5,
+    max_length: int = 64,
+    settings: dict | None = None,
+    **sweep_kw: Any,
+) -> dict:
+    """APEX noise sweep of `model` on a data set, written as a run folder.
+
+    Args:
+        model: an `apex_jax.Model` with a classification head.
+        data: an `apex_jax.data.Dataset` (text or images).
+        out: the run folder (created; the engine's checkpoints go to `out/sweep-checkpoints`).
+        sigmas: the σ grid (e.g. `apex_jax.specs.parse_sigmas(...)`).
+        sites: site names; default every block's hook_resid_post.
+        draws, seed, relative, threshold: as for `run_apex`.
+        max_length: text inputs are truncated to this many tokens.
+        settings: what the caller records first in summary.json's settings (model, data, split,
+            n, split_seed); draws, seed, relative_sigma and the sweep's settings follow.
+        sweep_kw: passed to the engine (units_per_call, progress, mesh, ...).
+
+    Returns:
+        summary.json's content plus "timing" (timing.json's content) and "result" (the
+        `ApexResult`).
+    """
+    out = Path(out)
+    batch = batching.encode(model, data, max_length)
+    result = run_apex(model, model.params, batch, data.ids, sigmas, sites=sites, draws=draws, seed=seed,
+                      relative=relative, threshold=threshold, run_dir=out, **sweep_kw)
+    settings = {**(settings or {}), "draws": draws, "seed": seed, "relative_sigma": relative}
+    s = write_run(out, result, data.ids, data.labels, model.label_names or data.label_names, settings, relative)
+    return {**s, "result": result}

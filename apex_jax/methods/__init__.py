@@ -1,2 +1,0 @@
-"""Probing methods built on the sweep engine: APEX (apex.py) and SYNAPSE (probes, rankings,
-silencing, attacks, synapse)."""

@@ -1,0 +1,65 @@
+"""SYNAPSE experiment: logit bias, ±Δ column push and exponent bit flips toward a target class,
+evaluated on the classifier input `head.hook_cls` (the manipulations themselves: `attacks`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from apex_jax.models.model import Model
+from apex_jax.synapse import attacks, rankings
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """What `attack_experiment` tries: the target class, how many of its top neurons, and the
+    magnitudes of each manipulation."""
+
+    target: int = 0
+    k_percent: float = 10.0  # the target's top neurons to push / flip
+    deltas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+    biases: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    redirect_shares: tuple[float, ...] = (0.1, 0.25, 0.5, 0.9, 1.0)
+    flip_counts: tuple[int, ...] = (0, 1, 2, 4, 8)
+    bit: int = 30
+    balanced: bool = True
+
+
+def attack_experiment(model: Model, params: Any, h: np.ndarray, labels: np.ndarray,
+                      class_scores: np.ndarray, config: AttackConfig = AttackConfig()) -> dict:
+    """Logit bias, ±Δ column push and exponent bit flips toward `config.target`, evaluated on
+    the classifier input h = `head.hook_cls` [n, H]; `class_scores` [C, H] rank each class's
+    neurons (e.g. |W| of a probe on head.hook_cls). Returns tables (lists of rows)."""
+    kernel, bias = attacks.head_weights(params)
+    H, C = kernel.shape
+    t = config.target
+    if not 0 <= t < C:
+        raise ValueError(f"target class {t} is outside [0, {C}).")
+    if np.shape(class_scores) != (C, H):
+        raise ValueError(f"class_scores must be [{C}, {H}] (classes × head.hook_cls width); got {np.shape(class_scores)}.")
+    labels = np.asarray(labels)
+    clean_logits = attacks.apply_head(h, kernel, bias)
+    clean_pred = clean_logits.argmax(1)
+    order = rankings.rank(class_scores[t]).order
+    k = rankings.k_count(config.k_percent, H)
+    top = order[:k]
+    rows = []
+
+    def add(kind: str, magnitudes, heads):
+        st = attacks.redirect_stats(attacks.apply_head(h, *heads), clean_pred, labels, t)
+        for i, m in enumerate(magnitudes):
+            rows.append({"attack": kind, "magnitude": float(m), "flip_to_target": float(st["flip_to_target"][i]),
+                         "accuracy": float(st["accuracy"][i]), "target_share": float(st["target_share"][i])})
+
+    add("logit_bias", config.biases, attacks.logit_bias(kernel, bias, t, config.biases))
+    add("column_push", config.deltas, attacks.column_push(kernel, bias, t, top, config.deltas, config.balanced))
+    add("column_push_unbalanced", config.deltas, attacks.column_push(kernel, bias, t, top, config.deltas, False))
+    counts = [c for c in config.flip_counts if c <= k]
+    add(f"bit_flip_{config.bit}", counts, attacks.bit_flip(kernel, bias, t, top, counts, config.bit))
+    needed = attacks.bias_to_redirect(clean_logits, t, config.redirect_shares)
+    return {"rows": rows, "target": t, "k_neurons": int(k), "neurons": top.tolist(),
+            "bias_to_redirect": {f"{s:g}": float(b) for s, b in zip(config.redirect_shares, needed)},
+            "clean_accuracy": float((clean_pred == labels).mean()),
+            "clean_target_share": float((clean_pred == t).mean())}
