@@ -80,7 +80,8 @@ def main() -> int:
 
     import torch_hooks as th
     from apex_jax.engine import sweep as sw
-    from apex_jax.methods import apex
+    import apex_jax
+    from apex_jax import apex
 
     res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),
                  "env": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
@@ -99,7 +100,7 @@ def main() -> int:
     sigmas = np.logspace(np.log10(lo), np.log10(hi), N).astype(np.float32)
     ratio = float((hi / lo) ** (1 / (N - 1)))
     resolution = ratio - 1
-    sites = apex.parse_sites(model, "resid_post")
+    sites = apex_jax.parse_sites(model, "resid_post")
     res["workload"] = {"model": model_path, "n_all": int(n_all), "n_sub": int(n_sub), "sub_rows": sub.tolist(),
                        "lo": lo, "hi": hi, "grid_points": N, "grid_ratio": ratio, "resolution": resolution,
                        "draws": draws, "stage_draws": stage, "threshold": 0.5, "sites": sites}

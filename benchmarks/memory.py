@@ -34,7 +34,7 @@ def main() -> None:
     import numpy as np
 
     from apex_jax.engine import sweep as sw
-    from apex_jax.methods.apex import run_apex
+    from apex_jax import run_apex
 
     model, ds, batch = common.load_w1(a.model, 64)
     rows = np.flatnonzero(common.padded_lengths(batch, sw.PAD_MULTIPLE) == a.bucket)[: a.n]

@@ -145,8 +145,8 @@ def main() -> int:
     import torch_hooks as th
     from apex_jax.engine import sweep as sw
     from apex_jax.engine.sweep import run_sweep
-    from apex_jax.methods import apex as apex_mod
-    from apex_jax.methods.apex import parse_sigmas, parse_sites, run_apex
+    from apex_jax import parse_sigmas, parse_sites, run_apex
+    from apex_jax.apex import analysis as apex_mod
 
     events = CompileEvents()
     res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),
@@ -246,7 +246,7 @@ def main() -> int:
         perturb, scale, _, tag = apex_mod._noise(model, model.params, batch, sites, True)
         grid_of = lambda sig: apex_mod._noise_grid(sig, scale)
     except Exception as e:
-        raise SystemExit(f"apex_jax.methods.apex._noise changed ({e!r}); update benchmarks/run.py") from e
+        raise SystemExit(f"apex_jax.apex.analysis._noise changed ({e!r}); update benchmarks/run.py") from e
     log("ours (steady state): warm-up compile of the shared kernel (1 sentence per length bucket)")
     buckets = common.padded_lengths(batch, sw.PAD_MULTIPLE)
     warm_rows = np.array([int(np.flatnonzero(buckets == L)[0]) for L in np.unique(buckets)])

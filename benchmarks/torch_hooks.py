@@ -10,7 +10,7 @@ Two forms:
   padding), `inference_mode`, `torch.set_num_threads(all cores)`.
 
 σ per row: `NoiseHooks.sigma` is a tensor [batch, 1, 1] of relative σ; a layer's noise std is
-σ_row x RMS(site) (the same per-site RMS that `apex_jax.methods.apex.calibrate_rms` measures).
+σ_row x RMS(site) (the same per-site RMS that `apex_jax.calibrate_rms` measures).
 """
 
 from __future__ import annotations

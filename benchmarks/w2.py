@@ -89,7 +89,7 @@ class SweepRecorder:
     KEYS = ("grid_size", "grid_per_step", "inputs_per_step", "draws_per_step", "units_per_call", "blocks", "sites")
 
     def __init__(self):
-        from apex_jax.methods import silencing
+        from apex_jax.synapse import silencing
 
         orig = silencing.run_sweep
         self.calls: list[dict] = []
@@ -105,7 +105,7 @@ class SweepRecorder:
     def take(self) -> list[dict]:
         calls, self.calls = self.calls, []
         if not calls:
-            raise SystemExit("benchmarks/w2.py: no engine sweep was recorded (apex_jax.methods.silencing no "
+            raise SystemExit("benchmarks/w2.py: no engine sweep was recorded (apex_jax.synapse.silencing no "
                              "longer calls run_sweep by that name?); update SweepRecorder")
         return calls
 
@@ -143,7 +143,8 @@ def memory_child(a) -> int:
     import apex_jax
     from apex_jax import data
     from apex_jax.engine import sweep as sw
-    from apex_jax.methods import rankings, synapse
+    from apex_jax.synapse import rankings
+    from apex_jax.synapse import silence as synapse
 
     rec = SweepRecorder()
     model = apex_jax.load(a.model)
@@ -217,8 +218,9 @@ def main() -> int:
     import torch_silence as ts
     from apex_jax import data
     from apex_jax.engine import sweep as sw
-    from apex_jax.methods import probes as probes_lib
-    from apex_jax.methods import rankings, synapse
+    from apex_jax import synapse as probes_lib
+    from apex_jax.synapse import rankings
+    from apex_jax.synapse import silence as synapse
     from run import CompileEvents
 
     events = CompileEvents()

@@ -9,29 +9,14 @@ torch and transformers (a few seconds); later ones take ~50 ms.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from hf_reference import make_inputs, make_model, torch_forward  # noqa: E402
-
-# Real sentences of varying length for the MiniLM parity test (padded batch).
-SENTENCES = (
-    "A fine film.",
-    "The plot was thin, but the acting carried it from start to finish.",
-    "I would not watch this again.",
-    "Despite a slow first hour, the final act is one of the most moving things I have seen "
-    "in a cinema in years, and the score is superb.",
-    "Meh.",
-    "Brilliant, funny and far too short.",
-)
-
+from tests.helpers import BERT_KW
+from tests.helpers.hf_reference import make_inputs, make_model, torch_forward
 
 @dataclasses.dataclass
 class Ref:
@@ -79,40 +64,6 @@ def ref(tmp_path_factory):
     return get
 
 
-# The model most intervention tests use: BERT, 2 layers, 3 heads of odd size 5, d_mlp 23.
-BERT_KW = dict(n_heads=3, d_head=5)
-
-
 @pytest.fixture(scope="session")
 def bert(ref) -> Ref:
     return ref("bert", **BERT_KW)
-
-
-def max_err(ours, theirs, mask=None) -> float:
-    """max |ours - theirs|, over positions where `mask` ([batch, pos]) is 1 if given."""
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    diff = np.abs(ours - theirs)
-    if mask is not None:
-        mask = np.asarray(mask).astype(bool)
-        diff = diff[mask]  # boolean index over the leading [batch, pos] axes
-    return float(diff.max())
-
-
-def minilm_folder() -> Path:
-    """The MiniLM asset folder: apex_jax's resolver, a known cache, else a fetch; skip if none."""
-    from apex_jax.models.loading import resolve
-
-    try:
-        return resolve("minilm")
-    except Exception as first:  # asset missing (or the assets module not ready)
-        reason = first
-    for root in (os.environ.get("APEX_JAX_CACHE"), "/tmp/apexcache"):
-        if root and (Path(root) / "minilm" / "config.json").is_file():
-            return Path(root) / "minilm"
-    try:
-        from apex_jax import assets
-
-        return Path(assets.fetch_assets(["minilm"])["minilm"])
-    except Exception as e:
-        pytest.skip(f"MiniLM asset unavailable (not cached, fetch failed: {e}; first: {reason})")

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from apex_jax.models.loading import resolve  # noqa: E402
-from tiny_text import tiny_bert_folder  # noqa: E402
+from apex_jax.models.loading import resolve
+from tests.helpers.tiny_text import tiny_bert_folder
 
 ROOT = Path(__file__).parent.parent
 

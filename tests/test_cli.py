@@ -5,16 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from apex_jax import cli  # noqa: E402
-from apex_jax.models.loading import resolve  # noqa: E402
-from tiny_text import sentiment_csv, tiny_bert_folder  # noqa: E402
+from apex_jax import cli
+from apex_jax.models.loading import resolve
+from tests.helpers.tiny_text import sentiment_csv, tiny_bert_folder
 
 
 def test_finetune_then_noise(tmp_path, capsys):

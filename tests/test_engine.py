@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+import apex_jax
+from apex_jax.engine import run_sweep
+from apex_jax.interventions import Noise
+from apex_jax.models.loading import resolve
+from tests.helpers.sweep_script import TEXTS
+from tests.helpers.tiny_text import tiny_bert_folder
 
-import apex_jax  # noqa: E402
-from apex_jax.engine import run_sweep  # noqa: E402
-from apex_jax.interventions import Noise  # noqa: E402
-from apex_jax.models.loading import resolve  # noqa: E402
-from sweep_script import TEXTS  # noqa: E402
-from tiny_text import tiny_bert_folder  # noqa: E402
-
-SCRIPT = Path(__file__).parent / "sweep_script.py"
+SCRIPT = Path(__file__).parent / "helpers" / "sweep_script.py"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import max_err
+from tests.helpers import max_err
 
 from apex_jax import Add, Noise, Prefix, Replace, Scale, neuron_mask, silence
 from apex_jax.interventions import apply_intervention

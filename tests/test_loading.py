@@ -9,10 +9,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import BERT_KW, max_err
+from tests.helpers import BERT_KW, max_err
 
 import apex_jax
-from hf_reference import ARCHS, hf_config, make_inputs, torch_forward
+from tests.helpers.hf_reference import ARCHS, hf_config, make_inputs, torch_forward
 
 
 def _state(folder: Path) -> dict[str, np.ndarray]:

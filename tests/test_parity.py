@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SENTENCES, max_err, minilm_folder
+from tests.helpers import SENTENCES, max_err, minilm_folder
 
 import apex_jax
-from hf_reference import ARCHS
+from tests.helpers.hf_reference import ARCHS
 
 TOL = 1e-5
 D_MODEL = 15  # one width for every head count: ops are compiled once, shapes still differ per head

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import max_err
+from tests.helpers import max_err
 
 import apex_jax
 from apex_jax import assets

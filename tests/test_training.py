@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import apex_jax  # noqa: E402
-from apex_jax import data, training  # noqa: E402
-from apex_jax.models.loading import resolve  # noqa: E402
-from tiny_text import sentiment_csv, tiny_bert_folder  # noqa: E402
+import apex_jax
+from apex_jax import data, training
+from apex_jax.models.loading import resolve
+from tests.helpers.tiny_text import sentiment_csv, tiny_bert_folder
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from apex_jax.interventions import Add  # noqa: E402
-from apex_jax.methods import rankings as R  # noqa: E402
+from apex_jax.interventions import Add
+from apex_jax.synapse import rankings as R
 
 W = np.array([[1.0, -3.0, 0.0, 2.0, 0.5],
               [-2.0, 0.0, 1.0, 2.0, -0.5]])  # [C=2, d=5]

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import apex_jax  # noqa: E402
-from apex_jax.engine.sweep import SweepResult  # noqa: E402
-from apex_jax.methods import apex  # noqa: E402
-from apex_jax.models.loading import resolve  # noqa: E402
-from tiny_text import tiny_bert_folder  # noqa: E402
+import apex_jax
+from apex_jax.engine.sweep import SweepResult
+from apex_jax import apex
+from apex_jax.models.loading import resolve
+from tests.helpers.tiny_text import tiny_bert_folder
 
 TEXTS = ["what a great one", "the film was awful", "i found it boring", "a lovely cast", "meh"]
 
@@ -66,18 +62,18 @@ def test_relative_sigma_is_calibrated_on_real_tokens(model):
 
 def test_site_and_sigma_specs(model):
     n = model.config.n_layers
-    assert apex.parse_sites(model, "resid_post") == [f"blocks.{i}.hook_resid_post" for i in range(n)]
-    assert apex.parse_sites(model, "0-1:mlp.hook_post") == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
-    assert apex.parse_sites(model, "embed") == ["hook_embed"]
+    assert apex_jax.parse_sites(model, "resid_post") == [f"blocks.{i}.hook_resid_post" for i in range(n)]
+    assert apex_jax.parse_sites(model, "0-1:mlp.hook_post") == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
+    assert apex_jax.parse_sites(model, "embed") == ["hook_embed"]
     with pytest.raises(ValueError, match="unknown site"):
-        apex.parse_sites(model, "blocks.9.hook_resid_post")
+        apex_jax.parse_sites(model, "blocks.9.hook_resid_post")
     with pytest.raises(ValueError, match="outside"):
-        apex.parse_sites(model, "0-7:hook_resid_post")
-    np.testing.assert_allclose(apex.parse_sigmas("logspace:0.01:1:3"), [0.01, 0.1, 1.0], rtol=1e-6)
-    np.testing.assert_array_equal(apex.parse_sigmas("1,0.5"), np.array([0.5, 1.0], np.float32))
+        apex_jax.parse_sites(model, "0-7:hook_resid_post")
+    np.testing.assert_allclose(apex_jax.parse_sigmas("logspace:0.01:1:3"), [0.01, 0.1, 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(apex_jax.parse_sigmas("1,0.5"), np.array([0.5, 1.0], np.float32))
     for bad in ("0.1,-1", "nan", "logspace:1", "a,b"):
         with pytest.raises(ValueError, match="sigma"):
-            apex.parse_sigmas(bad)
+            apex_jax.parse_sigmas(bad)
     with pytest.raises(ValueError, match="draws must be"):
         apex.run_apex(model, model.params, model.encode(TEXTS), range(5), [0.1], draws=0, progress=False)
 

@@ -3,20 +3,16 @@ head manipulations equal forwards with the manipulated model and change nothing 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import apex_jax  # noqa: E402
-from apex_jax.interventions import Replace, Scale  # noqa: E402
-from apex_jax.methods import attacks, silencing  # noqa: E402
-from apex_jax.models.loading import resolve  # noqa: E402
-from tiny_text import tiny_bert_folder  # noqa: E402
+import apex_jax
+from apex_jax.interventions import Replace, Scale
+from apex_jax.synapse import attacks, silencing
+from apex_jax.models.loading import resolve
+from tests.helpers.tiny_text import tiny_bert_folder
 
 TEXTS = ["what a great one", "the film was awful", "i found it boring", "a lovely cast", "meh",
          "honestly a brilliant and wonderful film with a superb cast", "this is a dreadful one"]
@@ -173,7 +169,7 @@ def test_head_manipulations(model):
 
 
 def test_joint_silencing_of_all_layers_equals_direct_forward(model):
-    from apex_jax.methods import synapse
+    from apex_jax.synapse import silence as synapse
 
     batch = model.encode(TEXTS)
     d = model.config.d_model

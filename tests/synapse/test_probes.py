@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from apex_jax.methods import probes as P  # noqa: E402
+from apex_jax.synapse import probes as P
 
 SEPARATIONS = (0.0, 1.0, 2.5, 6.0)  # one synthetic "layer" per value: chance .. separable
 

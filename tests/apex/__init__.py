@@ -1,0 +1,1 @@
+"""Tests of apex_jax.apex."""
