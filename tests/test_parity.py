@@ -87,7 +87,7 @@ def hf_internal_sites(r) -> dict[str, np.ndarray]:
         for local, (path, where) in HF_SITES[r.arch].items():
             handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
     try:
-        from hf_reference import torch_forward
+        from tests.helpers.hf_reference import torch_forward
 
         torch_forward(r.hf, r.inputs)
     finally:

@@ -7,6 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
+from apex_jax.batching import iter_chunks
+from apex_jax.data import stratified_split
+from apex_jax.synapse import features as F
 from apex_jax.synapse import probes as P
 
 SEPARATIONS = (0.0, 1.0, 2.5, 6.0)  # one synthetic "layer" per value: chance .. separable
@@ -27,18 +30,18 @@ def blobs(n: int = 1000, d: int = 24, n_classes: int = 3, seed: int = 0):
 @pytest.fixture(scope="module")
 def trained():
     feats, y = blobs()
-    train_idx, test_idx = P.stratified_split(y, 0.2, seed=0)
+    train_idx, test_idx = stratified_split(y, 0.2, seed=0)
     return feats, y, train_idx, test_idx, P.train_probes(feats, y, train_idx, test_idx)
 
 
 def test_split_is_stratified_and_deterministic():
     y = np.repeat([0, 1, 2], [50, 30, 20])
-    tr, te = P.stratified_split(y, 0.2, seed=3)
+    tr, te = stratified_split(y, 0.2, seed=3)
     assert np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(100))
     assert np.bincount(y[te]).tolist() == [10, 6, 4]
-    tr2, te2 = P.stratified_split(y, 0.2, seed=3)
+    tr2, te2 = stratified_split(y, 0.2, seed=3)
     assert np.array_equal(te, te2) and np.array_equal(tr, tr2)
-    assert not np.array_equal(te, P.stratified_split(y, 0.2, seed=4)[1])
+    assert not np.array_equal(te, stratified_split(y, 0.2, seed=4)[1])
 
 
 def test_accuracy_matches_sklearn(trained):
@@ -150,8 +153,8 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     import apex_jax
-    from conftest import minilm_folder
-    from tiny_text import tiny_bert_folder
+    from tests.helpers import minilm_folder
+    from tests.helpers.tiny_text import tiny_bert_folder
 
     folder = tiny_bert_folder(tmp_path_factory.mktemp("tiny_probe") / "bert", minilm_folder())
     model = apex_jax.load(folder)
@@ -161,11 +164,11 @@ def tiny(tmp_path_factory):
 def test_extract_cls_equals_direct_capture(tiny, tmp_path):
     model, inputs = tiny
     assert inputs["input_ids"].shape[1] > 16  # the long text makes cropping matter
-    sites = P.default_sites(model) + ("blocks.1.mlp.hook_post", "head.hook_cls")
+    sites = F.default_sites(model) + ("blocks.1.mlp.hook_post", "head.hook_cls")
     direct = model.apply(model.params, inputs, capture=sites).captured
-    full = P.extract_cls(model, model.params, inputs, sites=sites, batch_size=64)
-    small = P.extract_cls(model, model.params, inputs, sites=sites, batch_size=3)
-    disk = P.extract_cls(model, model.params, inputs, sites=sites, batch_size=3, out=tmp_path)
+    full = F.extract_cls(model, model.params, inputs, sites=sites, batch_size=64)
+    small = F.extract_cls(model, model.params, inputs, sites=sites, batch_size=3)
+    disk = F.extract_cls(model, model.params, inputs, sites=sites, batch_size=3, out=tmp_path)
     assert list(full) == list(sites)
     for s in sites:
         want = np.asarray(direct[s])
@@ -175,12 +178,12 @@ def test_extract_cls_equals_direct_capture(tiny, tmp_path):
         np.testing.assert_allclose(small[s], full[s], atol=2e-5, rtol=1e-5)
         assert isinstance(disk[s], np.memmap)
         np.testing.assert_array_equal(np.load(tmp_path / f"{s}.npy"), small[s])
-    assert P.default_sites(model) == ("hook_embed", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+    assert F.default_sites(model) == ("hook_embed", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 
 
 def test_chunks_are_fixed_shape_and_cropped(tiny):
     _, inputs = tiny
-    chunks = list(P.iter_chunks(inputs, 3))
+    chunks = list(iter_chunks(inputs, 3))
     assert [(c.start, c.stop) for c in chunks] == [(0, 3), (3, 6), (6, 8)]
     assert all(c.batch["input_ids"].shape[0] == 3 for c in chunks)
     widths = [c.batch["input_ids"].shape[1] for c in chunks]
@@ -192,12 +195,12 @@ def test_chunks_are_fixed_shape_and_cropped(tiny):
 def test_extract_cls_bad_inputs(tiny):
     model, inputs = tiny
     with pytest.raises(ValueError, match="unknown site"):
-        P.extract_cls(model, model.params, inputs, sites=["blocks.9.hook_resid_post"])
+        F.extract_cls(model, model.params, inputs, sites=["blocks.9.hook_resid_post"])
     with pytest.raises(ValueError, match="attention patterns"):
-        P.extract_cls(model, model.params, inputs, sites=["blocks.0.attn.hook_pattern"])
+        F.extract_cls(model, model.params, inputs, sites=["blocks.0.attn.hook_pattern"])
     with pytest.raises(ValueError, match="no examples"):
-        P.extract_cls(model, model.params, {k: v[:0] for k, v in inputs.items()})
+        F.extract_cls(model, model.params, {k: v[:0] for k, v in inputs.items()})
     with pytest.raises(ValueError, match="disagree"):
-        P.extract_cls(model, model.params, {**inputs, "attention_mask": inputs["attention_mask"][:2]})
+        F.extract_cls(model, model.params, {**inputs, "attention_mask": inputs["attention_mask"][:2]})
     with pytest.raises(ValueError, match="batch_size"):
-        P.extract_cls(model, model.params, inputs, batch_size=0)
+        F.extract_cls(model, model.params, inputs, batch_size=0)

@@ -100,8 +100,8 @@ TEXTS = ["great", "the film was awful one", "what a wonderful film", "boring", "
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     import apex_jax
-    from conftest import minilm_folder
-    from tiny_text import tiny_bert_folder
+    from tests.helpers import minilm_folder
+    from tests.helpers.tiny_text import tiny_bert_folder
 
     folder = tiny_bert_folder(tmp_path_factory.mktemp("tiny_rank") / "bert", minilm_folder())
     model = apex_jax.load(folder)
