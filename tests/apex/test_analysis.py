@@ -114,3 +114,9 @@ def test_sequential_stopping_saves_draws_and_keeps_clear_decisions(model):
     assert (np.isinf(seq.escape_sigma) == np.isinf(full.escape_sigma)).mean() >= 0.8
     with pytest.raises(ValueError, match="stage_draws must divide"):
         apex.adaptive_escape(model, model.params, batch, ids, 0.05, 8.0, stage_draws=5, **kw)
+
+
+def test_noise_perturbation_is_a_value():
+    """The engine keys compiled kernels on the perturbation: equal site lists must be equal."""
+    a, b = apex.NoisePerturbation(("hook_embed",)), apex.NoisePerturbation(("hook_embed",))
+    assert a == b and hash(a) == hash(b) and a != apex.NoisePerturbation(("blocks.0.hook_resid_post",))

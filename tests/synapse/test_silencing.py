@@ -199,3 +199,11 @@ def test_bias_to_redirect_is_exact():
     for share, bias in zip([1 / 3, 2 / 3, 1.0], b[1:]):
         moved = ((z + np.array([0, bias], np.float32)).argmax(1) == 1)[[0, 2, 3]].mean()
         assert moved >= share - 1e-9
+
+
+def test_mask_perturbation_is_a_value():
+    """The engine keys compiled kernels on the perturbation: equal structure must be equal."""
+    a = silencing.MaskPerturbation(("blocks.0.hook_resid_post",), "cls", "zero")
+    assert a == silencing.MaskPerturbation(("blocks.0.hook_resid_post",), "cls", "zero")
+    assert hash(a) == hash(silencing.MaskPerturbation(("blocks.0.hook_resid_post",), "cls", "zero"))
+    assert a != silencing.MaskPerturbation(("blocks.0.hook_resid_post",), "all", "zero")
