@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sigmas", default="logspace:0.01:4:16", help="logspace:LO:HI:N or a list 0.1,0.5,1")
     s.add_argument("--draws", type=int, default=64)
     s.add_argument("--sites", default="resid_post",
-                   help="resid_post (default), embed, mlp_post, a range like 2-4:hook_resid_post, or site names")
+                   help="a site spec: presets resid_post (default), embed, mlp_post, all; layer numbers 0,3; "
+                        "a range like 2-4:hook_resid_post; or site names (comma-separated)")
     s.add_argument("--absolute", action="store_true", help="sigma as absolute std (default: x site RMS)")
     s.add_argument("--threshold", type=float, default=0.5, help="escape when the share kept falls below")
     s.add_argument("--seed", type=int, default=0)
@@ -331,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     common_synapse(s, split=False)
     s.add_argument("--n-train", type=int, default=2000, help="training-split inputs the probes fit")
     s.add_argument("--n", type=int, default=500, help="test-split inputs the probes are scored on")
-    s.add_argument("--layers", default="all", help="all (embed + every block), blocks, 0,3,5, or site names")
+    s.add_argument("--layers", default="all", help="a site spec: all (embed + every block), blocks, layer numbers 0,3,5, ranges, site names")
     s.add_argument("--l1", type=float, default=1e-3)
     s.add_argument("--l2", type=float, default=1e-3)
     s.add_argument("--steps", type=int, default=400)
@@ -341,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     common_synapse(s)
     s.add_argument("--k", default="synapse", help="'synapse' (18 reference levels) or a list like 5,10,20")
     s.add_argument("--random", type=int, default=20, help="random masks per k (the control)")
-    s.add_argument("--layers", default=None, help="default: every probed site; or 0,3,5 / site names")
+    s.add_argument("--layers", default=None, help="default: every probed site; or a site spec (0,3,5 / blocks / site names)")
     s.add_argument("--positions", choices=("cls", "all"), default="cls")
     s.add_argument("--mode", choices=("zero", "mean", "noise"), default="zero")
     s.add_argument("--sigma", type=float, default=1.0, help="noise mode: std x the token's RMS")

@@ -241,7 +241,7 @@ def main() -> int:
     if lengths.max() >= common.MAX_LENGTH:
         log(f"warning: {int((lengths >= common.MAX_LENGTH).sum())} sentences reach max_length {common.MAX_LENGTH}")
     buckets = common.padded_lengths(batch, sw.PAD_MULTIPLE)
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(cfg.n_layers)]
+    sites = apex_jax.parse_sites(model, "resid_post")
     k_levels = QUICK_K if quick else rankings.K_LEVELS
     config = synapse.SilenceConfig(k_levels=k_levels, n_random=n_random, positions="cls", mode="zero",
                                    bottom=False, per_class=False)

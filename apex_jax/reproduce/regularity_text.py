@@ -40,6 +40,7 @@ import optax
 
 import apex_jax
 from apex_jax import apex, io
+from apex_jax.sites import block_site
 from apex_jax.models.model import Model
 from apex_jax.reproduce import common, ensembles, minilm, stats
 
@@ -174,7 +175,7 @@ def sentence_features(model: Model, sentences: list[str], max_length: int, batch
     Sentences are batched by length (less padding) and every batch is padded to `batch_size`
     rows and a multiple of 16 tokens, so a few compiled shapes serve any number of sentences.
     """
-    site = f"blocks.{model.config.n_layers - 1}.hook_resid_post"
+    site = block_site(model.config.n_layers - 1, "hook_resid_post")
     fn = model.jitted((site,))
     order = np.argsort([len(t) for t in sentences], kind="stable")
     out = np.empty((len(sentences), model.config.d_model), np.float32)
