@@ -13,9 +13,12 @@ over sentences of many lengths then compiles a handful of shapes, not one per le
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # data imports the asset machinery; batching stays import-light
+    from apex_jax.data import Dataset
 
 Array = Any
 
@@ -27,7 +30,7 @@ def padded_width(length: int) -> int:
     return int(math.ceil(max(int(length), 1) / PAD_MULTIPLE) * PAD_MULTIPLE)
 
 
-def encode(model, data, max_length: int = 64) -> dict[str, np.ndarray]:
+def encode(model, data: "Dataset | Sequence[Dataset]", max_length: int = 64) -> dict[str, np.ndarray]:
     """Encodes an `apex_jax.data.Dataset` (or several, concatenated in order, into one padded
     width) for `model`: text is tokenized (truncated to `max_length`, padded to the longest),
     images are normalized to pixel_values.

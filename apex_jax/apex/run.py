@@ -20,6 +20,8 @@ import numpy as np
 from apex_jax import batching, io
 from apex_jax.apex.analysis import ApexResult, run_apex
 from apex_jax.apex.plots import plot_all, transition_index
+from apex_jax.data import Dataset
+from apex_jax.models.model import Model
 
 
 def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[str], list[list]]:
@@ -86,8 +88,8 @@ def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequenc
 
 
 def apex_run(
-    model,
-    data,
+    model: Model,
+    data: Dataset,
     out: str | Path,
     *,
     sigmas: Sequence[float],

@@ -19,18 +19,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from apex_jax import batching, io
-from apex_jax.sites import HEAD_INPUT_SITE
+from apex_jax.data import Dataset
+from apex_jax.models.model import Model
+from apex_jax.sites import HEAD_INPUT_SITE as HEAD_SITE  # the attacks' probe reads the classifier input
 from apex_jax.synapse import plots, rankings
 from apex_jax.synapse.attack import AttackConfig, attack_experiment
 from apex_jax.synapse.features import extract_cls
 from apex_jax.synapse.probes import ProbeConfig, ProbeSet, train_probes
 from apex_jax.synapse.silence import SilenceConfig, silencing_experiment
 
-HEAD_SITE = HEAD_INPUT_SITE  # the attacks' probe reads the classifier input
-
 
 # ----------------------------------------------------------------------------- probe
-def probe_run(model, train, test, out: str | Path, *, sites: Sequence[str], config: ProbeConfig = ProbeConfig(),
+def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, sites: Sequence[str], config: ProbeConfig = ProbeConfig(),
               max_length: int = 64, attribution_n: int = 128, settings: dict | None = None) -> dict:
     """[CLS] features of train + test, one probe per site (+ all layers concatenated) and one on
     the classifier input (head.hook_cls, for the attacks); rankings and their agreement with
@@ -107,7 +107,7 @@ def load_probes(run: str | Path) -> tuple[ProbeSet, ProbeSet]:
 
 
 # ----------------------------------------------------------------------------- silence
-def silence_run(model, data, probe_run_dir: str | Path, out: str | Path, *, sites: Sequence[str] | None = None,
+def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str | Path, *, sites: Sequence[str] | None = None,
                 config: SilenceConfig = SilenceConfig(), max_length: int = 64,
                 settings: dict | None = None, **sweep_kw: Any) -> dict:
     """Silencing curves with random controls at each probed layer, class asymmetry.
@@ -172,7 +172,7 @@ def silence_run(model, data, probe_run_dir: str | Path, out: str | Path, *, site
 
 
 # ----------------------------------------------------------------------------- attack
-def attack_run(model, data, probe_run_dir: str | Path, out: str | Path, *, config: AttackConfig = AttackConfig(),
+def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str | Path, *, config: AttackConfig = AttackConfig(),
                max_length: int = 64, settings: dict | None = None) -> dict:
     """Logit bias, column push and bit flips toward a target class on the classifier input.
 
