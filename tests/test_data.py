@@ -50,7 +50,7 @@ def test_cache_dir_env_and_default(monkeypatch, tmp_path):
 
 
 def test_fetched_assets_have_their_files(fetched, capsys):
-    assert sorted(p.name for p in fetched["vader"].iterdir()) == sorted(assets._VADER_FILES)
+    assert sorted(p.name for p in fetched["vader"].iterdir()) == sorted(assets.VADER_FILES.values())
     assert (fetched["mnist5k"] / "mnist_5k.csv.gz").stat().st_size > 1_000_000
     # A second fetch finds everything present and downloads nothing.
     again = fetch_assets(["vader", "mnist5k", "digits"])
@@ -130,7 +130,7 @@ def test_checksum_mismatch_is_refused(empty_cache, monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", sorted(VADER_COUNTS))
 def test_vader_counts_and_rule(fetched, name):
     file_rows, zeros, negative, positive = VADER_COUNTS[name]
-    path = fetched["vader"] / data._VADER_FILES[name]
+    path = fetched["vader"] / assets.VADER_FILES[name]
     lines = path.read_bytes().decode("utf-8").split("\r\n")
     ratings = np.array([float(line.split("\t")[1]) for line in lines if line])
     assert len(ratings) == file_rows and (ratings == 0).sum() == zeros
