@@ -70,7 +70,7 @@ def test_killed_training_resumes_to_identical_result(text_task, tmp_path):
 
 
 def test_vit_from_scratch_on_digits():
-    from apex_jax.cli import VIT_PRESETS
+    from apex_jax.models.presets import VIT_PRESETS
 
     ds = data.load_dataset("digits")
     splits = data.split_dataset(ds, seed=0)
