@@ -15,6 +15,7 @@ apex_jax.synapse.run, apex_jax.training.finetune_run) and prints their summaries
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -267,6 +268,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _defaults(fn) -> dict:
+    """The keyword defaults of a command's function: the parser's defaults come from them, so a
+    command and `demo` (which calls the functions) cannot disagree."""
+    return {k: v.default for k, v in inspect.signature(fn).parameters.items()
+            if v.kind is v.KEYWORD_ONLY and v.default is not v.empty}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from apex_jax.models.presets import VIT_PRESETS
 
@@ -274,97 +282,100 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("fetch-assets", help="download the offline assets into the cache")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kw)
+
+    s = command("fetch-assets", help="download the offline assets into the cache")
     s.add_argument("names", nargs="*", help="minilm, vader, mnist5k (default: all)")
     s.set_defaults(fn=cmd_fetch_assets)
 
-    s = sub.add_parser("sites", help="list a model's activation sites")
+    s = command("sites", help="list a model's activation sites")
     s.add_argument("model")
     s.set_defaults(fn=cmd_sites)
 
-    s = sub.add_parser("finetune", help="fine-tune (or train from scratch) a classifier")
+    s = command("finetune", help="fine-tune (or train from scratch) a classifier")
     s.add_argument("model", help=f"minilm, an HF folder, a hub id, or {', '.join(VIT_PRESETS)}")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--mode", choices=("full", "head"), default="full")
-    s.add_argument("--lr", type=float, default=None)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--epochs", type=int, default=3)
-    s.add_argument("--patience", type=int, default=1)
-    s.add_argument("--max-length", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--split-seed", type=int, default=0)
-    s.add_argument("--n-train", type=int, default=None, help="use only the first N training examples")
-    s.set_defaults(fn=cmd_finetune)
+    s.add_argument("--mode", choices=("full", "head"))
+    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--patience", type=int)
+    s.add_argument("--max-length", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--split-seed", type=int)
+    s.add_argument("--n-train", type=int, help="use only the first N training examples")
+    s.set_defaults(fn=cmd_finetune, **_defaults(finetune))
 
-    s = sub.add_parser("apex", help="APEX: consistency under activation noise, escape sigma, transitions, bias")
+    s = command("apex", help="APEX: consistency under activation noise, escape sigma, transitions, bias")
     s.add_argument("model")
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--split", default="test")
-    s.add_argument("--split-seed", type=int, default=0)
-    s.add_argument("--n", type=int, default=None)
-    s.add_argument("--sigmas", default="logspace:0.01:4:16", help="logspace:LO:HI:N or a list 0.1,0.5,1")
-    s.add_argument("--draws", type=int, default=64)
-    s.add_argument("--sites", default="resid_post",
+    s.add_argument("--split")
+    s.add_argument("--split-seed", type=int)
+    s.add_argument("--n", type=int)
+    s.add_argument("--sigmas", help="logspace:LO:HI:N or a list 0.1,0.5,1")
+    s.add_argument("--draws", type=int)
+    s.add_argument("--sites",
                    help="a site spec: presets resid_post (default), embed, mlp_post, all; layer numbers 0,3; "
                         "a range like 2-4:hook_resid_post; or site names (comma-separated)")
     s.add_argument("--absolute", action="store_true", help="sigma as absolute std (default: x site RMS)")
-    s.add_argument("--threshold", type=float, default=0.5, help="escape when the share kept falls below")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--chunk-size", type=int, default=None, help="sweep units per compiled call")
-    s.add_argument("--max-length", type=int, default=64)
+    s.add_argument("--threshold", type=float, help="escape when the share kept falls below")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--chunk-size", type=int, help="sweep units per compiled call")
+    s.add_argument("--max-length", type=int)
     s.add_argument("--quiet", action="store_true")
-    s.set_defaults(fn=cmd_apex)
+    s.set_defaults(fn=cmd_apex, **_defaults(apex))
 
     def common_synapse(s, split=True):
         s.add_argument("model")
         s.add_argument("--data", required=True)
         s.add_argument("--out", required=True)
-        s.add_argument("--split-seed", type=int, default=0)
-        s.add_argument("--max-length", type=int, default=64)
+        s.add_argument("--split-seed", type=int)
+        s.add_argument("--max-length", type=int)
         if split:
-            s.add_argument("--split", default="test")
-            s.add_argument("--n", type=int, default=200, help="inputs evaluated")
+            s.add_argument("--split")
+            s.add_argument("--n", type=int, help="inputs evaluated")
             s.add_argument("--probe", required=True, help="a run folder written by `apex-jax probe`")
 
-    s = sub.add_parser("probe", help="SYNAPSE: per-layer [CLS] probes (Optax), neuron rankings")
+    s = command("probe", help="SYNAPSE: per-layer [CLS] probes (Optax), neuron rankings")
     common_synapse(s, split=False)
-    s.add_argument("--n-train", type=int, default=2000, help="training-split inputs the probes fit")
-    s.add_argument("--n", type=int, default=500, help="test-split inputs the probes are scored on")
-    s.add_argument("--layers", default="all", help="a site spec: all (embed + every block), blocks, layer numbers 0,3,5, ranges, site names")
-    s.add_argument("--l1", type=float, default=1e-3)
-    s.add_argument("--l2", type=float, default=1e-3)
-    s.add_argument("--steps", type=int, default=400)
-    s.set_defaults(fn=cmd_probe)
+    s.add_argument("--n-train", type=int, help="training-split inputs the probes fit")
+    s.add_argument("--n", type=int, help="test-split inputs the probes are scored on")
+    s.add_argument("--layers", help="a site spec: all (embed + every block), blocks, layer numbers 0,3,5, ranges, site names")
+    s.add_argument("--l1", type=float)
+    s.add_argument("--l2", type=float)
+    s.add_argument("--steps", type=int)
+    s.set_defaults(fn=cmd_probe, **_defaults(probe))
 
-    s = sub.add_parser("silence", help="SYNAPSE: silence top/bottom/random k%% [CLS] neurons per layer")
+    s = command("silence", help="SYNAPSE: silence top/bottom/random k%% [CLS] neurons per layer")
     common_synapse(s)
-    s.add_argument("--k", default="synapse", help="'synapse' (18 reference levels) or a list like 5,10,20")
-    s.add_argument("--random", type=int, default=20, help="random masks per k (the control)")
-    s.add_argument("--layers", default=None, help="default: every probed site; or a site spec (0,3,5 / blocks / site names)")
-    s.add_argument("--positions", choices=("cls", "all"), default="cls")
-    s.add_argument("--mode", choices=("zero", "mean", "noise"), default="zero")
-    s.add_argument("--sigma", type=float, default=1.0, help="noise mode: std x the token's RMS")
-    s.add_argument("--draws", type=int, default=16, help="noise mode: draws per input and mask")
-    s.add_argument("--asymmetry-k", type=float, default=10.0)
+    s.add_argument("--k", help="'synapse' (18 reference levels) or a list like 5,10,20")
+    s.add_argument("--random", type=int, help="random masks per k (the control)")
+    s.add_argument("--layers", help="default: every probed site; or a site spec (0,3,5 / blocks / site names)")
+    s.add_argument("--positions", choices=("cls", "all"))
+    s.add_argument("--mode", choices=("zero", "mean", "noise"))
+    s.add_argument("--sigma", type=float, help="noise mode: std x the token's RMS")
+    s.add_argument("--draws", type=int, help="noise mode: draws per input and mask")
+    s.add_argument("--asymmetry-k", type=float)
     s.add_argument("--joint", action="store_true", help="silence all the layers at once (each its own ranking)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int)
     s.add_argument("--quiet", action="store_true")
-    s.set_defaults(fn=cmd_silence)
+    s.set_defaults(fn=cmd_silence, **_defaults(silence))
 
-    s = sub.add_parser("attack", help="SYNAPSE: logit bias, weight push and bit flips toward a class")
+    s = command("attack", help="SYNAPSE: logit bias, weight push and bit flips toward a class")
     common_synapse(s)
-    s.add_argument("--target", type=int, default=0)
-    s.add_argument("--k", type=float, default=10.0, help="percent of the target's top neurons attacked")
-    s.set_defaults(fn=cmd_attack)
+    s.add_argument("--target", type=int)
+    s.add_argument("--k", type=float, help="percent of the target's top neurons attacked")
+    s.set_defaults(fn=cmd_attack, **_defaults(attack))
 
-    s = sub.add_parser("reproduce", help="re-test a paper claim (writes reports/NAME/); `all` then the report")
+    s = command("reproduce", help="re-test a paper claim (writes reports/NAME/); `all` then the report")
     s.add_argument("name", help="regularity, regularity-text, random-labels, transitions, backdoor-bias, synapse, report or all")
     s.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments, e.g. --quick")
     s.set_defaults(fn=cmd_reproduce)
 
-    s = sub.add_parser("demo", help="fine-tune MiniLM on vader-movies, then run APEX and SYNAPSE on it")
+    s = command("demo", help="fine-tune MiniLM on vader-movies, then run APEX and SYNAPSE on it")
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--epochs", type=int, default=2)
     s.add_argument("--n-train", type=int, default=None)
