@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apex_jax import assets, data
+from apex_jax import assets
 from apex_jax.assets import AssetMissingError, asset_path, cache_dir, fetch_assets
 from apex_jax.data import Dataset, get_split, load_dataset, split_dataset
 

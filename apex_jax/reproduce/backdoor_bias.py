@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from apex_jax import apex, io
+import apex_jax
+from apex_jax import io
 from apex_jax.reproduce import backdoor, common, ensembles, stats, vit, zoo
+from apex_jax.specs import check_sigmas
 
 NAME = "backdoor_bias"
 SITE_SETS = ("resid_post", "embed")
@@ -76,11 +78,11 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     clean_trigger_rate = {t: float(np.mean([(p[test.labels != t] == t).mean() for p in stamped])) for t in targets}
     inputs = test.subset(np.arange(min(s.n_inputs, len(test))))
     x = vit.pixels(model, inputs.inputs)
-    sigmas = apex.check_sigmas(s.sigmas)
+    sigmas = check_sigmas(s.sigmas)
     lost = s.lost if s.lost is not None else 2 / test.n_classes
     shares, per_site, large = {}, {}, {}
     for spec in SITE_SETS:
-        sites = apex.parse_sites(model, spec)
+        sites = apex_jax.parse_sites(model, spec)
         sh, kept = {}, []
         for g in (clean, bd):
             res = common.apex_sweeps(model, g.params, x, inputs.ids, sigmas, sites, s.draws, s.seed)

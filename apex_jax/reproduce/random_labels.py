@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import apex, io
+from apex_jax import io
 from apex_jax.reproduce import common, stats, vit, zoo
 
 NAME = "random_labels"

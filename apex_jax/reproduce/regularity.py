@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import apex, io
+from apex_jax import io
 from apex_jax import data as data_lib
 from apex_jax.reproduce import common, ensembles, stats, vit
 
@@ -78,7 +78,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     own = np.flatnonzero(res["in_train"][0])
     rows = np.sort(rng.choice(own, min(s.n_apex, len(own)), replace=False))
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
-    sites = apex.parse_sites(model, "resid_post")
+    sites = apex_jax.parse_sites(model, "resid_post")
     ar = common.apex_sweeps(model, [probed], vit.pixels(model, pool.inputs[rows]), pool.ids[rows], sigmas,
                             sites, s.draws, s.seed)[0]
     timer.mark("apex")

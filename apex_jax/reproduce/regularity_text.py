@@ -107,7 +107,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     # APEX on a random sample of the sentences the probed model was fine-tuned on
     rows = np.sort(np.random.default_rng(s.seed).choice(len(pool), min(s.n_apex, len(pool)), replace=False))
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
-    sites = apex.parse_sites(model, "resid_post")
+    sites = apex_jax.parse_sites(model, "resid_post")
     batch = model.encode([pool.inputs[r] for r in rows], max_length=config.max_length)
     ar = apex.run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=sites, draws=s.draws,
                        seed=s.seed, threshold=s.threshold, progress=False)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats as sps
 
 import apex_jax
-from apex_jax import apex, io
+from apex_jax import io
 from apex_jax.reproduce import common, stats, vit, zoo
 
 NAME = "transitions"

@@ -127,5 +127,5 @@ def extract_cls(
         return result
     for s in sites:
         result[s].flush()
-    del result  # close the writable maps before reopening read-only
+    result.clear()  # drop the writable maps (closing them) before reopening read-only
     return {s: np.load(folder / f"{s}.npy", mmap_mode="r") for s in sites}
