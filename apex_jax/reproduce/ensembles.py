@@ -22,6 +22,7 @@ from the last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -120,7 +121,7 @@ def predict_stack(model: Model, params: Any, pixel_values: np.ndarray, batch: in
                   per_model_inputs: bool = False) -> np.ndarray:
     """Logits of every stacked model on every input: [M, N, C]. `pixel_values` is [N, ...]
     (shared) or [M, N, ...] with `per_model_inputs`."""
-    fn = _predict_fn(model, per_model_inputs)
+    fn = functools.partial(_predict, config=model.config, per_model=per_model_inputs)
     n = pixel_values.shape[1 if per_model_inputs else 0]
     batch = min(batch, n)
     outs = []
@@ -135,15 +136,14 @@ def predict_stack(model: Model, params: Any, pixel_values: np.ndarray, batch: in
     return np.concatenate(outs, axis=1)
 
 
-_PREDICT: dict = {}
-
-
-def _predict_fn(model: Model, per_model: bool):
-    key = (model, per_model)
-    if key not in _PREDICT:
-        one = lambda p, x: model.apply(p, {"pixel_values": x}).logits
-        _PREDICT[key] = jax.jit(jax.vmap(one, in_axes=(0, 0 if per_model else None)))
-    return _PREDICT[key]
+@functools.partial(jax.jit, static_argnames=("config", "per_model"))
+def _predict(params: Any, x: jax.Array, *, config, per_model: bool) -> jax.Array:
+    """Logits of stacked models [M, ...] on x ([n, ...] shared or [M, n, ...]): [M, n, C].
+    Static: the architecture (`ArchConfig`); params and inputs are arguments, so every ensemble
+    of one architecture shares the compiled function and nothing keeps a model alive."""
+    model = Model(config, None, {}, source="skeleton")  # parameter-free: apply takes params
+    one = lambda p, xi: model.apply(p, {"pixel_values": xi}).logits
+    return jax.vmap(one, in_axes=(0, 0 if per_model else None))(params, x)
 
 
 def train_ensemble(

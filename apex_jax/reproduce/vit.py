@@ -48,7 +48,7 @@ def template(data: Dataset, size: str = "tiny") -> Model:
     if key not in _TEMPLATES:
         # what apex_jax.create builds, with the init compiled once (jit) instead of run eagerly
         cfg = dataclasses.replace(from_hf(hf), n_classes=data.n_classes, has_pooler=False)
-        params = jax.device_get(_init_fn(cfg)(np.uint32(0)))
+        params = jax.device_get(_init(np.uint32(0), cfg=cfg))
         _TEMPLATES[key] = Model(cfg, params, hf, label_names=data.label_names, source="<new>")
     return _TEMPLATES[key]
 
@@ -56,18 +56,16 @@ def template(data: Dataset, size: str = "tiny") -> Model:
 def fresh_params(model: Model, seeds: Sequence[int]) -> Any:
     """Freshly initialized parameters, one set per seed, stacked on a leading axis (the Linen
     init of `apex_jax.create(..., seed=s)`, compiled once per architecture)."""
-    init = _init_fn(model.config)
-    trees = [jax.device_get(init(np.uint32(s))) for s in seeds]
+    trees = [jax.device_get(_init(np.uint32(s), cfg=model.config)) for s in seeds]
     return jax.tree.map(lambda *xs: np.stack(xs), *trees)
 
 
-@functools.lru_cache(maxsize=8)
-def _init_fn(cfg):
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _init(seed: jax.Array, *, cfg) -> dict:
+    """Linen init of a ViT of architecture `cfg` from a uint32 seed (compiled once per cfg)."""
     s = cfg.image_size
     dummy = {"pixel_values": jnp.zeros((1, cfg.num_channels, s, s), jnp.float32)}
-    hooks = Hooks({}, frozenset(), {})
-    init = lambda seed: dict(Encoder(cfg).init(jax.random.key(seed), dummy, hooks)["params"])
-    return jax.jit(init)
+    return dict(Encoder(cfg).init(jax.random.key(seed), dummy, Hooks({}, frozenset(), {}))["params"])
 
 
 def pixels(model: Model, images: np.ndarray) -> np.ndarray:
