@@ -185,7 +185,7 @@ def test_escape_sigma_interpolates_in_log_sigma():
     c = np.array([[1.0, 0.7, 0.3],  # crosses 0.5 halfway between 1 and 10 in log
                   [0.4, 0.2, 0.0],  # below at the first σ
                   [1.0, 1.0, 0.9]])  # never
-    e = common.escape_sigma(c, sig)
+    e = common.escape_sigma_interpolated(c, sig)
     np.testing.assert_allclose(e[:2], [np.sqrt(10.0), 0.1])
     assert np.isinf(e[2])
 
