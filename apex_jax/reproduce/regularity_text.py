@@ -27,6 +27,7 @@ and between the two metrics) with BCa bootstrap 95% intervals over sentences; a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -242,10 +243,8 @@ def train_heads(x: np.ndarray, y: np.ndarray, members: np.ndarray, x_test: np.nd
     steps = members.shape[1] // bs
     if steps < 1:
         raise ValueError(f"each head trains on {members.shape[1]} examples, fewer than one batch of {bs}.")
-    tx = optax.adamw(s.learning_rate, weight_decay=s.weight_decay)
     params = _init_heads(m, x.shape[1], n_classes, s.hidden, s.seed)
-    opt_state = jax.vmap(tx.init)(params)
-    epoch_fn = _epoch_fn(tx)
+    opt_state = jax.vmap(_optimizer(s.learning_rate, s.weight_decay).init)(params)
     xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     hits, seen = np.zeros((m, n), np.int64), np.zeros((m, n), np.int64)
     epoch_acc = []
@@ -253,7 +252,8 @@ def train_heads(x: np.ndarray, y: np.ndarray, members: np.ndarray, x_test: np.nd
         rng = np.random.default_rng([s.seed, epoch])
         order = np.stack([members[i, rng.permutation(members.shape[1])[: steps * bs]] for i in range(m)])
         idx = order.reshape(m, steps, bs).transpose(1, 0, 2)  # [steps, M, B]
-        params, opt_state, correct = epoch_fn(params, opt_state, xj, yj, jnp.asarray(idx, jnp.int32))
+        params, opt_state, correct = _epoch(params, opt_state, xj, yj, jnp.asarray(idx, jnp.int32),
+                                            learning_rate=s.learning_rate, weight_decay=s.weight_decay)
         correct = np.asarray(correct).transpose(1, 0, 2).reshape(m, steps * bs)  # [M, steps*B]
         np.add.at(hits, (np.repeat(np.arange(m), steps * bs), order.ravel()), correct.ravel())
         np.add.at(seen, (np.repeat(np.arange(m), steps * bs), order.ravel()), 1)
@@ -299,10 +299,20 @@ def _predict(params: dict, x: jax.Array) -> jax.Array:
     return jax.vmap(_logits, in_axes=(0, None))(params, x)
 
 
-def _epoch_fn(tx: optax.GradientTransformation):
-    """One jitted epoch for optimizer `tx`: `lax.scan` over steps of an Optax step vmapped over
-    heads. `fn(params, opt_state, x [N, d], y [N], idx [steps, M, B]) -> (params, opt_state,
-    correct [steps, M, B])`; `correct` is each batch example's correctness *before* the step."""
+def _optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+    """The heads' AdamW."""
+    return optax.adamw(learning_rate, weight_decay=weight_decay)
+
+
+@functools.partial(jax.jit, static_argnames=("learning_rate", "weight_decay"), donate_argnums=(0, 1))
+def _epoch(params: dict, opt_state, x: jax.Array, y: jax.Array, idx: jax.Array, *, learning_rate: float,
+           weight_decay: float):
+    """One epoch: `lax.scan` over steps of an AdamW step vmapped over heads. x [N, d], y [N],
+    idx [steps, M, B] -> (params, opt_state, correct [steps, M, B]); `correct` is each batch
+    example's correctness *before* the step. The optimizer's constants are static arguments, so
+    jit's cache compiles once per (settings, shapes)."""
+    tx = _optimizer(learning_rate, weight_decay)
+
     def loss(p, xb, yb):
         logits = _logits(p, xb)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), logits
@@ -314,15 +324,12 @@ def _epoch_fn(tx: optax.GradientTransformation):
 
     step = jax.vmap(one_step)
 
-    def epoch(params, opt_state, x, y, idx):
-        def body(carry, rows):  # rows [M, B]: every head's batch
-            p, o, c = step(*carry, x[rows], y[rows])
-            return (p, o), c
+    def body(carry, rows):  # rows [M, B]: every head's batch
+        p, o, c = step(*carry, x[rows], y[rows])
+        return (p, o), c
 
-        (params, opt_state), correct = jax.lax.scan(body, (params, opt_state), idx)
-        return params, opt_state, correct
-
-    return jax.jit(epoch, donate_argnums=(0, 1))
+    (params, opt_state), correct = jax.lax.scan(body, (params, opt_state), idx)
+    return params, opt_state, correct
 
 
 # ------------------------------------------------------------------------------ report section
