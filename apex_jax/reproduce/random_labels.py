@@ -96,7 +96,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     _plot(out, esc, curves, sigmas, results)
     timer.mark("outputs")
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s),
-               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": {k: v.tolist() for k, v in curves.items()},
+               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
+               "mean_consistency": {k: v.tolist() for k, v in curves.items()},
                "results": results, "timing": timer.summary(), "versions": common.versions()}
     common.write_json(out / "summary.json", summary)
     m = results["pair_auroc_mean"]

@@ -135,7 +135,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer.mark("outputs")
     summary = {"claim": CLAIM, "name": NAME, "quick": quick,
                "settings": {**dataclasses.asdict(s), "fine_tune": dataclasses.asdict(config)},
-               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": ar.consistency.mean(0).tolist(),
+               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
+               "mean_consistency": ar.consistency.mean(0).tolist(),
                "results": results, "timing": timer.summary(), "versions": common.versions()}
     common.write_json(out / "summary.json", summary)
     r = results

@@ -88,7 +88,8 @@ def build(reports: Path) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     """`apex-jax reproduce report`: writes the README (default REPORTS/README.md), returns its text."""
-    p = argparse.ArgumentParser(prog="apex-jax reproduce report", description="Write reports/README.md from the claims' summaries.")
+    p = argparse.ArgumentParser(prog="apex-jax reproduce report",
+                                description="Write reports/README.md from the claims' summaries.")
     p.add_argument("--reports", default="reports", help="folder holding one subfolder per claim")
     p.add_argument("--out", default=None, help="README path (default REPORTS/README.md)")
     args = p.parse_args(argv)
