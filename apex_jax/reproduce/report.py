@@ -35,7 +35,6 @@ QUICK_WARNING = ("> **Quick run** ({names}): tiny sizes (`digits`, a head-only M
                  "These numbers say nothing about the claims; run `make reproduce` for the real ones.\n\n")
 
 
-
 def claim_modules() -> list[ModuleType]:
     """The claim modules in report order (`apex_jax.reproduce.CLAIMS`)."""
     return [importlib.import_module(f"apex_jax.reproduce.{name}") for name in CLAIMS]
@@ -48,7 +47,6 @@ training of the models it needed (the zoo is trained once by the first script th
 reused): wall-clock seconds of training each zoo group: {zoo}. On a machine shared with
 other work the wall-clock time is longer than the run needs. Versions: {versions}.
 """
-
 
 
 def _missing(claim: ModuleType, path: Path) -> tuple[str, str]:
