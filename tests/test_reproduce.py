@@ -165,6 +165,36 @@ def test_readme_is_filled_from_the_summaries(quick):
     assert f"| vader-tweets | {probe[0]['test_accuracy']:.3f} | {probe[1]['test_accuracy']:.3f} |" in text
 
 
+def test_summaries_name_their_escape_sigma_estimator(quick):
+    reports, _, s = quick
+    for name in ("regularity", "regularity_text", "random_labels"):  # every summary holding an escape σ
+        assert s[name]["escape_sigma_estimator"] == common.ESCAPE_SIGMA_ESTIMATOR == "log_sigma_interpolation"
+    text = (reports / "README.md").read_text()
+    assert text.count("Escape σ: log-σ interpolation between the last grid σ at/above and the first below") == 3
+
+
+def test_claim_modules_own_their_sections(tmp_path):
+    from apex_jax.reproduce import CLAIMS, random_labels, regularity, report, transitions
+
+    modules = report.claim_modules()
+    assert [m.NAME for m in modules] == list(CLAIMS)
+    for m in modules:
+        assert isinstance(m.CLAIM, int) and m.TITLE and "{verdict}" in m.SECTION
+        assert callable(m.main) and callable(m.section) and m.verdict.__doc__
+    # the rules on hand-made results: intervals above / straddling / below the bound
+    up, mid, down = {"rho": 0.5, "lo": 0.2, "hi": 0.7}, {"rho": 0.1, "lo": -0.2, "hi": 0.4}, {"lo": -0.6, "hi": -0.1}
+    assert regularity.verdict({"escape_vs_cscore": up, "escape_vs_learning_speed": up})[0] == "reproduced"
+    assert regularity.verdict({"escape_vs_cscore": up, "escape_vs_learning_speed": mid})[0] == "partly reproduced"
+    assert regularity.verdict({"escape_vs_cscore": mid, "escape_vs_learning_speed": mid})[0] == "not reproduced"
+    assert random_labels.verdict({"pair_auroc_mean": {"lo": 0.6, "hi": 0.9}})[0] == "reproduced"
+    assert random_labels.verdict({"pair_auroc_mean": {"lo": 0.1, "hi": 0.4}})[0] == "opposite direction"
+    assert random_labels.verdict({"pair_auroc_mean": {"lo": None, "hi": None}})[0] == "inconclusive"
+    assert transitions.verdict({"spearman_offdiagonal": down})[0] == "not reproduced"
+    # a claim without a summary gets a "not run" row and section
+    text = report.build(tmp_path)
+    assert text.count("| not run |") == len(CLAIMS) and "**Verdict:" not in text
+
+
 def test_zoo_members_are_hf_folders(quick):
     import apex_jax
 
@@ -185,7 +215,7 @@ def test_escape_sigma_interpolates_in_log_sigma():
     c = np.array([[1.0, 0.7, 0.3],  # crosses 0.5 halfway between 1 and 10 in log
                   [0.4, 0.2, 0.0],  # below at the first σ
                   [1.0, 1.0, 0.9]])  # never
-    e = common.escape_sigma(c, sig)
+    e = common.escape_sigma_interpolated(c, sig)
     np.testing.assert_allclose(e[:2], [np.sqrt(10.0), 0.1])
     assert np.isinf(e[2])
 

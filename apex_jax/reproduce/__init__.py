@@ -1,18 +1,23 @@
 """Reproduction of the APEX paper's claims on small ViTs trained here (claim 1 also on a MiniLM
 fine-tuned here) and of the SYNAPSE paper's on two fine-tuned MiniLMs (see reports/README.md).
 
-Each claim is a module with `main(argv)` (argparse; `--quick` for a smoke-test size) writing
-tables, a figure and `summary.json` into `reports/<name>/`; `report` assembles
-`reports/README.md` from those summaries. `run(name, argv)` dispatches by name (what
+Each claim is a module (`CLAIMS`, in report order) that owns its run, its report section and
+its verdict rule: `main(argv)` (argparse; `--quick` for a smoke-test size) writes tables, a
+figure and `summary.json` into `reports/<name>/`; `verdict(results)` states the claim's rule in
+its docstring; `section(summary) -> (verdict, text)` fills the module's `SECTION` template
+(`NAME`, `CLAIM`, `TITLE` name it in the overview). `report` assembles `reports/README.md` from
+the summaries (header, claim order, footer). `run(name, argv)` dispatches by name (what
 `scripts/*.py` and `apex-jax reproduce NAME` call); `run("all", argv)` runs every claim, then
 the report.
 
-Library parts: `vit` (small ViT configs, shared templates, compiled init), `ensembles`
-(many models trained at once with a vmapped Optax step; per-example training-time and hold-out
-correctness), `backdoor` (BadNets trigger and poisoning), `zoo` (clean / random-label /
-backdoored model groups saved as HF folders), `stats` (Spearman and AUROC with bootstrap
-intervals), `common` (arguments, APEX sweeps over many models, interpolated escape σ, outputs),
-`minilm` (MiniLM sentiment classifiers fine-tuned once and cached for the text claims).
+Library parts: `vit` (small ViT configs; templates and fresh parameters from
+`apex_jax.create`), `ensembles` (many models trained at once with a vmapped Optax step;
+per-example training-time and hold-out correctness), `backdoor` (BadNets trigger and
+poisoning), `zoo` (clean / random-label / backdoored model groups saved as HF folders), `stats`
+(Spearman and AUROC with bootstrap intervals), `common` (arguments, APEX sweeps over many
+models, the interpolated escape σ, outputs), `reporting` (number and interval formatting shared
+by the report sections), `minilm` (MiniLM sentiment classifiers fine-tuned once and cached for
+the text claims).
 """
 
 from __future__ import annotations

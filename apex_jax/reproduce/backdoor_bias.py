@@ -36,8 +36,11 @@ import apex_jax
 from apex_jax import io
 from apex_jax.reproduce import backdoor, common, ensembles, stats, vit, zoo
 from apex_jax.specs import check_sigmas
+from apex_jax.reproduce.reporting import above, ci, num
 
 NAME = "backdoor_bias"
+CLAIM = 4
+TITLE = "large-σ backdoor bias"
 SITE_SETS = ("resid_post", "embed")
 
 
@@ -127,7 +130,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                                                 "attack_success_rate", *[f"share_{n}" for n in test.label_names]], rows)
     _plot(out, shares, targets, sigmas, test.label_names, per_site, large)
     timer.mark("outputs")
-    summary = {"claim": 4, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
                "results": results,
                "class_shares_large_sigma": {spec: {k: v[:, large[spec]].tolist() for k, v in sh.items()}
                                             for spec, sh in shares.items()},
@@ -193,3 +196,88 @@ def _plot(out: Path, shares: dict, targets, sigmas, names, per_site, large) -> N
            title="target-class share vs σ (gray: the large σ)")
     ax.legend(fontsize=8)
     io.save_figure(fig, out / "backdoor_bias.png", dpi=120)
+
+
+# ------------------------------------------------------------------------------ report section
+
+SECTION = """## Claim 4 — large-σ predictions reveal a backdoor's target class
+
+**Verdict: {verdict}.** {reason}
+
+Setup: {n_clean} clean and {n_bd} BadNets-backdoored ViTs ({size}) on {n_train} `{data}` training
+images; backdoor: a {trig}×{trig} white square {margin} px from the bottom-right corner on
+{poison_pct}% of the images, relabelled to the target (targets {targets}). Backdoored models: clean
+test accuracy {bd_acc} (clean models {clean_acc}), attack success rate {asr} (per model {asrs});
+clean models send stamped images to those targets at a rate of {clean_asr}. APEX on {n_inputs}
+clean (untriggered) test images, {draws} draws, σ ∈ {{{sigmas}}}. Large σ: the {rule}, chosen
+without knowing which models are backdoored.
+
+| | every block's output (`resid_post`) | input only (`hook_embed`) |
+|---|---|---|
+| large σ (mean share keeping the clean prediction there) | {large_r} ({kept_r}) | {large_e} ({kept_e}) |
+| target-class share, backdoored models (mean [t-CI]) | {ts_bd_r} | {ts_bd_e} |
+| share of the same classes, clean models | {ts_c_r} | {ts_c_e} |
+| AUROC backdoored vs clean, target known (share of the target) | {auc_k_r} | {auc_k_e} |
+| AUROC backdoored vs clean, target unknown (largest class share) | {auc_u_r} | {auc_u_e} |
+| backdoored models whose dominant class is the target | {dom_r} | {dom_e} |
+| verdict | {v_r} | {v_e} |
+
+AUROC (target known) at every σ of the grid — `resid_post`: {by_r}; `hook_embed`: {by_e}.
+
+Run time {seconds} s. Files: `backdoor_bias/class_shares.csv`, `backdoor_bias/summary.json`.
+
+![class shares at large σ](backdoor_bias/backdoor_bias.png)
+"""
+
+
+def site_verdict(r: dict) -> str:
+    """The rule for one site set's results. Reproduced: AUROC (target known) has its interval
+    above 0.5 and the backdoored models' mean target share exceeds the clean models'.
+    Detectable without the target too: additionally the target-unknown AUROC interval is
+    above 0.5. Otherwise not reproduced."""
+    if above(r["auroc_target_known"], 0.5) and r["target_share_backdoor"]["mean"] > r["target_share_clean"]["mean"]:
+        if above(r["auroc_max_share"], 0.5):
+            return "reproduced (also without knowing the target)"
+        return "reproduced (target known)"
+    return "not reproduced"
+
+
+def verdict(results: dict) -> tuple[str, str]:
+    """Claim 4's rule: `site_verdict` of the activation-noise sites (every block's output,
+    `resid_post`); input-only noise (`hook_embed`) is reported for comparison, not judged.
+
+    Returns:
+        (verdict, one-sentence reason naming both site sets' verdicts).
+    """
+    v = site_verdict(results["sites"]["resid_post"])
+    e = site_verdict(results["sites"]["embed"])
+    return v, f"With noise on every block's output: {v}; with input-only noise: {e}."
+
+
+def section(summary: dict) -> tuple[str, str]:
+    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    r, st = summary["results"], summary["settings"]
+    v, reason = verdict(r)
+    z = st["zoo"]
+    bd = r["models"]["backdoor"]
+    R, E = r["sites"]["resid_post"], r["sites"]["embed"]
+    trig = backdoor.Trigger.for_images(28 if z["data"] == "mnist5k" else 8)
+    text = SECTION.format(
+        verdict=v, reason=reason, n_clean=len(r["models"]["clean"]), n_bd=len(bd), size=z["size"],
+        n_train=z["n_train"], data=z["data"], trig=trig.size, margin=trig.margin,
+        poison_pct=round(100 * z["poison_rate"]), targets=", ".join(str(t) for t in r["targets"]),
+        bd_acc=ci(r["clean_accuracy"]["backdoor"], "mean"), clean_acc=ci(r["clean_accuracy"]["clean"], "mean"),
+        asr=ci(r["attack_success_rate"], "mean"), asrs=", ".join(num(m["attack_success_rate"]) for m in bd),
+        clean_asr=num(float(np.mean(list(r["clean_models_trigger_to_target_rate"].values())))),
+        n_inputs=r["n_inputs"], draws=st["draws"], sigmas=", ".join(f"{x:g}" for x in st["sigmas"]),
+        rule=r["large_sigma_rule"], large_r=f"{R['large_sigma']:g}", large_e=f"{E['large_sigma']:g}",
+        kept_r=num(R["consistency_at_large_sigma"]), kept_e=num(E["consistency_at_large_sigma"]),
+        by_r=", ".join(f"{x:g}: {num(a, 2)}" for x, a in zip(summary["sigmas"], R["auroc_target_known_by_sigma"])),
+        by_e=", ".join(f"{x:g}: {num(a, 2)}" for x, a in zip(summary["sigmas"], E["auroc_target_known_by_sigma"])),
+        ts_bd_r=ci(R["target_share_backdoor"], "mean"), ts_bd_e=ci(E["target_share_backdoor"], "mean"),
+        ts_c_r=ci(R["target_share_clean"], "mean"), ts_c_e=ci(E["target_share_clean"], "mean"),
+        auc_k_r=ci(R["auroc_target_known"], "auroc"), auc_k_e=ci(E["auroc_target_known"], "auroc"),
+        auc_u_r=ci(R["auroc_max_share"], "auroc"), auc_u_e=ci(E["auroc_max_share"], "auroc"),
+        dom_r=f"{R['dominant_is_target']}/{R['n_backdoored']}", dom_e=f"{E['dominant_is_target']}/{E['n_backdoored']}",
+        v_r=site_verdict(R), v_e=site_verdict(E), seconds=summary["timing"]["total_seconds"])
+    return v, text

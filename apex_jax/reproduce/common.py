@@ -58,19 +58,37 @@ class Timer:
 def apex_sweeps(model: Model, params_list: Sequence[Any], pixel_values: np.ndarray, ids: Sequence[int],
                 sigmas: Sequence[float], sites: Sequence[str], draws: int, seed: int = 0) -> list[apex.ApexResult]:
     """`run_apex` for several models of one architecture on the same inputs (relative σ: each
-    model's noise is scaled by its own site RMS). `model` is the shared template, so every
-    sweep reuses one compiled kernel."""
+    model's noise is scaled by its own site RMS). The sweep kernels are compiled per
+    architecture, so every model reuses them."""
     batch = {"pixel_values": np.asarray(pixel_values, np.float32)}
     return [apex.run_apex(model, p, batch, ids, sigmas, sites=list(sites), draws=draws, seed=seed, progress=False)
             for p in params_list]
 
 
-def escape_sigma(consistency: np.ndarray, sigmas: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Escape σ per input, the *interpolated* estimator (the grid estimator is
-    `ApexResult.escape_sigma`, the bisection one `adaptive_escape`): the σ at which the share of draws keeping
-    the clean prediction crosses `threshold`, linear in log σ between the last grid point at
-    or above it and the first below it. The smallest grid σ if already below there (an upper
-    bound), inf if never below (beyond the grid). [n]"""
+# The id every summary.json holding an escape σ gives under "escape_sigma_estimator": escape σ
+# has three estimators in this project (the first grid σ below the threshold,
+# `ApexResult.escape_sigma`; the adaptive bracket's upper end; this interpolation), and a number
+# must say which one it is.
+ESCAPE_SIGMA_ESTIMATOR = "log_sigma_interpolation"
+
+
+def escape_sigma_interpolated(consistency: np.ndarray, sigmas: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Escape σ per input; estimator: log-σ interpolation between the last grid σ at/above and
+    the first below the threshold (`ESCAPE_SIGMA_ESTIMATOR`).
+
+    The σ at which the share of draws keeping the clean prediction crosses `threshold`, linear
+    in log σ between those two grid points. Finer than the first grid σ below the threshold
+    (`ApexResult.escape_sigma`), which ties many inputs on a coarse grid.
+
+    Args:
+        consistency: [n, n_sigmas] share of draws keeping the clean prediction.
+        sigmas: [n_sigmas] increasing grid.
+        threshold: the share below which an input has escaped.
+
+    Returns:
+        [n] escape σ: the smallest grid σ if already below the threshold there (an upper
+        bound), inf if never below (beyond the grid).
+    """
     c = np.asarray(consistency, np.float64)
     s = np.log(np.asarray(sigmas, np.float64))
     below = c < threshold

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from apex_jax.models.model import Model
+from apex_jax.models import ArchConfig, Model
 
 
 def stack(trees: list[Any]) -> Any:
@@ -121,7 +121,6 @@ def predict_stack(model: Model, params: Any, pixel_values: np.ndarray, batch: in
                   per_model_inputs: bool = False) -> np.ndarray:
     """Logits of every stacked model on every input: [M, N, C]. `pixel_values` is [N, ...]
     (shared) or [M, N, ...] with `per_model_inputs`."""
-    fn = functools.partial(_predict, config=model.config, per_model=per_model_inputs)
     n = pixel_values.shape[1 if per_model_inputs else 0]
     batch = min(batch, n)
     outs = []
@@ -132,18 +131,22 @@ def predict_stack(model: Model, params: Any, pixel_values: np.ndarray, batch: in
             pad = [(0, 0)] * x.ndim
             pad[1 if per_model_inputs else 0] = (0, batch - k)
             x = np.pad(x, pad)
-        outs.append(np.asarray(fn(params, x))[:, :k])
+        outs.append(np.asarray(_predict(params, x, config=model.config, per_model=per_model_inputs))[:, :k])
     return np.concatenate(outs, axis=1)
 
 
+def _logits(config: ArchConfig, params: Any, pixel_values: jax.Array) -> jax.Array:
+    """One model's logits [N, C] (traced: a parameter-free Model of `config` is only the
+    function)."""
+    return Model(config, None, {}).apply(params, {"pixel_values": pixel_values}).logits
+
+
 @functools.partial(jax.jit, static_argnames=("config", "per_model"))
-def _predict(params: Any, x: jax.Array, *, config, per_model: bool) -> jax.Array:
-    """Logits of stacked models [M, ...] on x ([n, ...] shared or [M, n, ...]): [M, n, C].
-    Static: the architecture (`ArchConfig`); params and inputs are arguments, so every ensemble
-    of one architecture shares the compiled function and nothing keeps a model alive."""
-    model = Model(config, None, {}, source="skeleton")  # parameter-free: apply takes params
-    one = lambda p, xi: model.apply(p, {"pixel_values": xi}).logits
-    return jax.vmap(one, in_axes=(0, 0 if per_model else None))(params, x)
+def _predict(params: Any, pixel_values: jax.Array, *, config: ArchConfig, per_model: bool) -> jax.Array:
+    """Every stacked model's logits [M, N, C]; compiled once per (architecture, input sharing,
+    shapes) by jit's own cache."""
+    one = lambda p, x: _logits(config, p, x)
+    return jax.vmap(one, in_axes=(0, 0 if per_model else None))(params, pixel_values)
 
 
 def train_ensemble(
@@ -188,7 +191,6 @@ def train_ensemble(
     params = jax.tree.map(jnp.asarray, params)
     opt_state = jax.vmap(_TX.init)(params)
     opt_state.hyperparams["weight_decay"] = jnp.full((m,), config.weight_decay, jnp.float32)
-    epoch_fn = _epoch_fn(model)
     hits = np.zeros((m, n), np.int32)
     seen = np.zeros((m, n), np.int32)
     epoch_acc: list[np.ndarray] = []
@@ -217,7 +219,7 @@ def train_ensemble(
         xb = pixel_values[rows_m, batches] if per_model_x else pixel_values[batches]
         yb = labels[rows_m, batches]
         lrs = jnp.asarray(schedule(np.arange(epoch * steps, (epoch + 1) * steps)), jnp.float32)
-        params, opt_state, correct = epoch_fn(params, opt_state, xb, yb, lrs)
+        params, opt_state, correct = _epoch(params, opt_state, xb, yb, lrs, config=model.config)
         correct = np.asarray(correct).transpose(1, 0, 2).reshape(m, steps * bs)  # [M, steps*B]
         rows = np.repeat(np.arange(m), steps * bs)
         np.add.at(hits, (rows, order.ravel()), correct.ravel())
@@ -245,37 +247,36 @@ def train_ensemble(
 # (optax.inject_hyperparams): the learning rate of every step is computed on the host and fed in,
 # so one compiled epoch serves every schedule and run length of the same shapes.
 _TX = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.0)
-_EPOCH: dict = {}
 
 
-def _epoch_fn(model: Model):
-    """One jitted epoch (cached per model): `lax.scan` over steps of a step vmapped over models."""
-    if model in _EPOCH:
-        return _EPOCH[model]
+def _loss(config: ArchConfig, p: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy of one model on one batch, and its logits."""
+    logits = _logits(config, p, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
-    def loss(p, x, y):
-        logits = model.apply(p, {"pixel_values": x}).logits
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
-    def one_model_step(p, o, x, y, lr):
-        (_, logits), g = jax.value_and_grad(loss, has_aux=True)(p, x, y)
-        o.hyperparams["learning_rate"] = lr
-        upd, o = _TX.update(g, o, p)
-        return optax.apply_updates(p, upd), o, jnp.argmax(logits, -1) == y
+def _one_model_step(config: ArchConfig, p: Any, o: Any, x: jax.Array, y: jax.Array, lr: jax.Array):
+    """One Adam(W) step of one model: (params, opt_state, correct-before-the-step [B])."""
+    (_, logits), g = jax.value_and_grad(functools.partial(_loss, config), has_aux=True)(p, x, y)
+    o.hyperparams["learning_rate"] = lr
+    upd, o = _TX.update(g, o, p)
+    return optax.apply_updates(p, upd), o, jnp.argmax(logits, -1) == y
 
-    step = jax.vmap(one_model_step, in_axes=(0, 0, 0, 0, None))
 
-    def epoch(params, opt_state, xb, yb, lrs):
-        def body(carry, a):
-            p, o = carry
-            p, o, c = step(p, o, *a)
-            return (p, o), c
+@functools.partial(jax.jit, static_argnames="config", donate_argnums=(0, 1))
+def _epoch(params: Any, opt_state: Any, xb: jax.Array, yb: jax.Array, lrs: jax.Array, *, config: ArchConfig):
+    """One epoch: `lax.scan` over steps of a step vmapped over models. xb [steps, M, B, ...],
+    yb [steps, M, B], lrs [steps]; returns (params, opt_state, correct [steps, M, B]).
+    Compiled once per architecture and shapes (jit's cache; the learning rates are data)."""
+    step = jax.vmap(functools.partial(_one_model_step, config), in_axes=(0, 0, 0, 0, None))
 
-        (params, opt_state), correct = jax.lax.scan(body, (params, opt_state), (xb, yb, lrs))
-        return params, opt_state, correct
+    def body(carry, a):
+        p, o = carry
+        p, o, c = step(p, o, *a)
+        return (p, o), c
 
-    _EPOCH[model] = jax.jit(epoch, donate_argnums=(0, 1))
-    return _EPOCH[model]
+    (params, opt_state), correct = jax.lax.scan(body, (params, opt_state), (xb, yb, lrs))
+    return params, opt_state, correct
 
 
 class _Checkpoints:

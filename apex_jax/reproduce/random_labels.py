@@ -24,8 +24,11 @@ import numpy as np
 import apex_jax
 from apex_jax import io
 from apex_jax.reproduce import common, stats, vit, zoo
+from apex_jax.reproduce.reporting import above, below, ci, estimator_sentence, num, span
 
 NAME = "random_labels"
+CLAIM = 2
+TITLE = "structured vs random labels"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +66,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     esc, curves = {}, {}
     for g in (clean, rand):
         res = common.apex_sweeps(model, g.params, x, train.ids[rows], sigmas, sites, s.draws, s.seed)
-        esc[g.kind] = np.stack([common.escape_sigma(r.consistency, sigmas) for r in res])  # [models, n]
+        esc[g.kind] = np.stack([common.escape_sigma_interpolated(r.consistency, sigmas) for r in res])  # [models, n]
         curves[g.kind] = np.stack([r.consistency.mean(0) for r in res])
     timer.mark("apex")
     n_pairs = min(len(clean.params), len(rand.params))
@@ -93,8 +96,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                       for g in (clean, rand) for i, m in enumerate(g.members) for j, r in enumerate(rows)])
     _plot(out, esc, curves, sigmas, results)
     timer.mark("outputs")
-    summary = {"claim": 2, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
-               "sites": sites, "mean_consistency": {k: v.tolist() for k, v in curves.items()},
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s),
+               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
+               "mean_consistency": {k: v.tolist() for k, v in curves.items()},
                "results": results, "timing": timer.summary(), "versions": io.versions()}
     io.write_json(out / "summary.json", summary)
     m = results["pair_auroc_mean"]
@@ -132,3 +136,68 @@ def _plot(out: Path, esc: dict, curves: dict, sigmas: np.ndarray, results: dict)
         ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only
         ax.legend(fontsize=8)
     io.save_figure(fig, out / "random_labels.png", dpi=120)
+
+
+# ------------------------------------------------------------------------------ report section
+
+SECTION = """## Claim 2 — structured vs random labels
+
+**Verdict: {verdict}.** {reason}
+
+Setup: {n_clean} clean and {n_random} random-label ViTs ({size}) on the same {n_train} `{data}`
+training images. Clean models: {clean_epochs} epochs, training accuracy {clean_train}, test
+accuracy {clean_test}. Random-label models: trained until they fit (training-time accuracy ≥
+{fit}, at most {max_epochs} epochs; stopped after {random_epochs}): training accuracy on their
+labels {random_train}, test accuracy {random_test} (chance 0.1). APEX on {n_eval} of the training
+images, noise on every block's output, {n_sigmas} σ from {sigma_lo} to {sigma_hi}, {draws} draws.
+
+| | value |
+|---|---|
+| AUROC per seed pair (P[escape σ under the clean model > under the random-label one]), mean [95% t-CI] over {n_pairs} pairs | {pair} |
+| per-pair AUROCs | {pairs} |
+| AUROC, all images of all models pooled | {pooled} |
+| AUROC separating the models by their median escape σ | {model_level} |
+| median escape σ (geometric mean over models): clean / random labels | {med_clean} / {med_random} |
+
+{estimator}Run time {seconds} s. Files: `random_labels/models.csv`, `random_labels/samples.csv`,
+`random_labels/summary.json`.
+
+![escape σ distributions](random_labels/random_labels.png)
+"""
+
+
+def verdict(results: dict) -> tuple[str, str]:
+    """Claim 2's rule. Reproduced: the mean per-pair AUROC has its t-interval above 0.5 (the
+    clean models' escape σ is higher). Opposite direction: interval below 0.5. Otherwise
+    inconclusive.
+
+    Returns:
+        (verdict, one-sentence reason).
+    """
+    m = results["pair_auroc_mean"]
+    if above(m, 0.5):
+        return "reproduced", "The escape-σ distributions separate clean from random-label models (interval above 0.5)."
+    if below(m, 0.5):
+        return "opposite direction", "Random-label models have the higher escape σ (interval below 0.5)."
+    return "inconclusive", "The per-pair AUROC interval contains 0.5."
+
+
+def section(summary: dict) -> tuple[str, str]:
+    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    r, st = summary["results"], summary["settings"]
+    v, reason = verdict(r)
+    z = st["zoo"]
+    c, rd = r["models"]["clean"], r["models"]["random"]
+    text = SECTION.format(
+        verdict=v, reason=reason, n_clean=len(c), n_random=len(rd), size=z["size"], n_train=z["n_train"],
+        data=z["data"], clean_epochs=z["epochs"], clean_train=span(m["train_accuracy"] for m in c),
+        clean_test=span(m["test_accuracy"] for m in c), fit=z["fit_threshold"],
+        max_epochs=z["random_max_epochs"], random_epochs=r["random_epochs_run"],
+        random_train=span(m["train_accuracy"] for m in rd), random_test=span(m["test_accuracy"] for m in rd),
+        n_eval=r["n_eval"], n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"], sigma_hi=st["sigma_hi"],
+        draws=st["draws"], n_pairs=r["pair_auroc_mean"]["n"], pair=ci(r["pair_auroc_mean"], "mean"),
+        pairs=", ".join(num(a) for a in r["pair_auroc"]), pooled=ci(r["pooled_sample_auroc"], "auroc"),
+        model_level=ci(r["model_auroc_median_escape"], "auroc"),
+        med_clean=num(r["median_escape_mean"]["clean"]), med_random=num(r["median_escape_mean"]["random"]),
+        estimator=estimator_sentence(summary), seconds=summary["timing"]["total_seconds"])
+    return v, text

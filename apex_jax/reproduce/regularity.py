@@ -28,10 +28,14 @@ import numpy as np
 
 import apex_jax
 from apex_jax import io
+from apex_jax.models.presets import VIT_PRESETS
 from apex_jax import data as data_lib
 from apex_jax.reproduce import common, ensembles, stats, vit
+from apex_jax.reproduce.reporting import above, ci, estimator_sentence, num
 
 NAME = "regularity"
+CLAIM = 1
+TITLE = "APEX regularity"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +86,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     ar = common.apex_sweeps(model, [probed], vit.pixels(model, pool.inputs[rows]), pool.ids[rows], sigmas,
                             sites, s.draws, s.seed)[0]
     timer.mark("apex")
-    escape = common.escape_sigma(ar.consistency, sigmas)
+    escape = common.escape_sigma_interpolated(ar.consistency, sigmas)
     area = ar.consistency.mean(1)  # mean share kept over the log-spaced grid
 
     # regularity metrics from the other models only
@@ -120,8 +124,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                        speed[j]) for j, r in enumerate(rows)])
     common.plot_regularity(out / "regularity.png", escape, cscore, speed, results)
     timer.mark("outputs")
-    summary = {"claim": 1, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
-               "sigmas": sigmas.tolist(), "sites": sites, "mean_consistency": ar.consistency.mean(0).tolist(),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
+               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
+               "mean_consistency": ar.consistency.mean(0).tolist(),
                "results": results, "timing": timer.summary(), "versions": io.versions()}
     io.write_json(out / "summary.json", summary)
     r = results
@@ -162,3 +167,70 @@ def _ensemble(s: Settings, pool, model, work: Path, log):
     res["test_accuracy"] = res["test_accuracy"].round(4).tolist()
     res["train_accuracy"] = res["train_accuracy"].round(4).tolist()
     return res, apex_jax.load(str(folder / "member-0")).params
+
+
+# ------------------------------------------------------------------------------ report section
+
+SECTION = """## Claim 1 — escape noise agrees with per-sample regularity metrics
+
+**Verdict: {verdict}.** {reason}
+
+Setup: {n_models} ViTs ({size}: d_model {d_model}, {n_layers} layers) trained at once (one vmapped
+Optax step) on random {subset_pct}% subsets of the {pool}-image `{data}` train split, {epochs}
+epochs; their test accuracy {test_acc_min}–{test_acc_max}. Model 0 is probed: APEX noise on every
+block's output, {n_sigmas} σ from {sigma_lo} to {sigma_hi}, {draws} draws, on {n} of its training
+images (clean accuracy {probed_acc}); {escaped} of them escape on the grid. The C-score estimate
+(hold-out accuracy, {holdout_mean} hold-out models per image on average) and the learning-speed
+proxy (mean training-time accuracy) come from the other {others} models only.
+
+| escape measure | vs C-score estimate: Spearman ρ [95% CI] | vs learning speed: Spearman ρ [95% CI] |
+|---|---|---|
+| log escape σ | {esc_c} | {esc_s} |
+| area under the consistency curve | {area_c} | {area_s} |
+
+{estimator}The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (training
+the ensemble: {train_seconds} s, wall clock, possibly in an earlier run).
+Files: `regularity/samples.csv`, `regularity/summary.json`.
+
+![escape σ vs regularity](regularity/regularity.png)
+"""
+
+
+def verdict(results: dict) -> tuple[str, str]:
+    """Claim 1's rule. Reproduced: both escape-σ correlations (vs the C-score estimate, vs
+    learning speed) have a 95% interval above 0. Partly: one of them. Otherwise not reproduced.
+
+    Returns:
+        (verdict, one-sentence reason).
+    """
+    ok = [above(results["escape_vs_cscore"], 0), above(results["escape_vs_learning_speed"], 0)]
+    if all(ok):
+        return "reproduced", "Escape σ rises with both regularity metrics (both intervals above 0)."
+    if any(ok):
+        return "partly reproduced", "Only one of the two correlations has its interval above 0."
+    return "not reproduced", "Neither correlation has its interval above 0."
+
+
+def correlation_cells(r: dict) -> dict:
+    """The table cells shared with the MiniLM part: every Spearman ρ [95% CI] of the summary."""
+    return dict(esc_c=ci(r["escape_vs_cscore"], "rho"), esc_s=ci(r["escape_vs_learning_speed"], "rho"),
+                area_c=ci(r["area_vs_cscore"], "rho"), area_s=ci(r["area_vs_learning_speed"], "rho"),
+                c_s=ci(r["cscore_vs_learning_speed"], "rho"))
+
+
+def section(summary: dict) -> tuple[str, str]:
+    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    r, st = summary["results"], summary["settings"]
+    v, reason = verdict(r)
+    acc = r["ensemble_test_accuracy"]
+    size = VIT_PRESETS[vit.SIZES[st["size"]]]
+    text = SECTION.format(
+        verdict=v, reason=reason, n_models=st["n_models"], size=st["size"], d_model=size["hidden_size"],
+        n_layers=size["num_hidden_layers"], subset_pct=round(100 * st["subset"]), pool=f"{r['pool_size']:,}",
+        data=st["data"], epochs=st["epochs"], test_acc_min=num(min(acc)), test_acc_max=num(max(acc)),
+        n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"], sigma_hi=st["sigma_hi"], draws=st["draws"],
+        n=r["n_examples"], probed_acc=num(r["clean_accuracy_probed"]), escaped=r["escaped_on_grid"],
+        holdout_mean=num(r["holdout_models_per_example"]["mean"], 1), others=st["n_models"] - 1,
+        **correlation_cells(r), estimator=estimator_sentence(summary), seconds=summary["timing"]["total_seconds"],
+        train_seconds=r.get("ensemble_training_seconds", "n/a"))
+    return v, text

@@ -1,21 +1,22 @@
 """Assembles `reports/README.md` from the claim scripts' `summary.json` files.
 
-Every number in the README comes from those files: each section is a fixed text template whose
-`{placeholders}` are filled from one summary, and its verdict is decided by the rule written
-next to it (`verdict_*`). A claim whose summary is missing gets a line saying so. Sections are
-listed in `SECTIONS`; a later claim adds its own (name, section function) pair there.
+Every number in the README comes from those files. Each claim module owns its section: a
+`SECTION` text template filled from its summary by `section(summary) -> (verdict, text)`, with
+the verdict decided by the module's `verdict` rule (see `CLAIMS`; each module also has `NAME`,
+`CLAIM` and `TITLE`). This file holds only the header, the order of the claims and the footer.
+A claim whose summary is missing gets a line saying so.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
+from types import ModuleType
 
 from apex_jax import io
+from apex_jax.reproduce import CLAIMS
 
 HEADER = """# Reproduction report: APEX and SYNAPSE on models trained here (small ViTs, fine-tuned MiniLMs)
 
@@ -35,567 +36,10 @@ QUICK_WARNING = ("> **Quick run** ({names}): tiny sizes (`digits`, a head-only M
                  "These numbers say nothing about the claims; run `make reproduce` for the real ones.\n\n")
 
 
-def _f(x, nd: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, str):
-        return x
-    return f"{x:.{nd}f}"
+def claim_modules() -> list[ModuleType]:
+    """The claim modules in report order (`apex_jax.reproduce.CLAIMS`)."""
+    return [importlib.import_module(f"apex_jax.reproduce.{name}") for name in CLAIMS]
 
-
-def _ci(d: dict, key: str, nd: int = 3) -> str:
-    return f"{_f(d[key], nd)} [{_f(d['lo'], nd)}, {_f(d['hi'], nd)}]"
-
-
-def _above(d: dict, bound: float) -> bool:
-    return d.get("lo") is not None and d["lo"] > bound
-
-
-def _below(d: dict, bound: float) -> bool:
-    return d.get("hi") is not None and d["hi"] < bound
-
-
-# ------------------------------------------------------------------------------------- claim 1
-
-REGULARITY = """## Claim 1 — escape noise agrees with per-sample regularity metrics
-
-**Verdict: {verdict}.** {reason}
-
-Setup: {n_models} ViTs ({size}: d_model {d_model}, {n_layers} layers) trained at once (one vmapped
-Optax step) on random {subset_pct}% subsets of the {pool}-image `{data}` train split, {epochs}
-epochs; their test accuracy {test_acc_min}–{test_acc_max}. Model 0 is probed: APEX noise on every
-block's output, {n_sigmas} σ from {sigma_lo} to {sigma_hi}, {draws} draws, on {n} of its training
-images (clean accuracy {probed_acc}); {escaped} of them escape on the grid. The C-score estimate
-(hold-out accuracy, {holdout_mean} hold-out models per image on average) and the learning-speed
-proxy (mean training-time accuracy) come from the other {others} models only.
-
-| escape measure | vs C-score estimate: Spearman ρ [95% CI] | vs learning speed: Spearman ρ [95% CI] |
-|---|---|---|
-| log escape σ | {esc_c} | {esc_s} |
-| area under the consistency curve | {area_c} | {area_s} |
-
-The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (training
-the ensemble: {train_seconds} s, wall clock, possibly in an earlier run).
-Files: `regularity/samples.csv`, `regularity/summary.json`.
-
-![escape σ vs regularity](regularity/regularity.png)
-"""
-
-
-def verdict_regularity(r: dict) -> tuple[str, str]:
-    """Reproduced: both escape-σ correlations have a 95% interval above 0. Partly: one of
-    them. Otherwise not reproduced."""
-    ok = [_above(r["escape_vs_cscore"], 0), _above(r["escape_vs_learning_speed"], 0)]
-    if all(ok):
-        return "reproduced", "Escape σ rises with both regularity metrics (both intervals above 0)."
-    if any(ok):
-        return "partly reproduced", "Only one of the two correlations has its interval above 0."
-    return "not reproduced", "Neither correlation has its interval above 0."
-
-
-def section_regularity(s: dict) -> tuple[str, str]:
-    r, st = s["results"], s["settings"]
-    verdict, reason = verdict_regularity(r)
-    acc = r["ensemble_test_accuracy"]
-    from apex_jax.models.presets import VIT_PRESETS
-    from apex_jax.reproduce import vit
-
-    size = VIT_PRESETS[vit.SIZES[st["size"]]]
-    text = REGULARITY.format(
-        verdict=verdict, reason=reason, n_models=st["n_models"], size=st["size"], d_model=size["hidden_size"],
-        n_layers=size["num_hidden_layers"], subset_pct=round(100 * st["subset"]), pool=f"{r['pool_size']:,}",
-        data=st["data"], epochs=st["epochs"], test_acc_min=_f(min(acc)), test_acc_max=_f(max(acc)),
-        n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"], sigma_hi=st["sigma_hi"], draws=st["draws"],
-        n=r["n_examples"], probed_acc=_f(r["clean_accuracy_probed"]), escaped=r["escaped_on_grid"],
-        holdout_mean=_f(r["holdout_models_per_example"]["mean"], 1), others=st["n_models"] - 1,
-        esc_c=_ci(r["escape_vs_cscore"], "rho"), esc_s=_ci(r["escape_vs_learning_speed"], "rho"),
-        area_c=_ci(r["area_vs_cscore"], "rho"), area_s=_ci(r["area_vs_learning_speed"], "rho"),
-        c_s=_ci(r["cscore_vs_learning_speed"], "rho"), seconds=s["timing"]["total_seconds"],
-        train_seconds=r.get("ensemble_training_seconds", "n/a"))
-    return text, verdict
-
-
-REGULARITY_TEXT = """## Claim 1 (MiniLM) — escape noise agrees with per-sample regularity metrics on text
-
-**Verdict: {verdict}.** {reason}
-
-Setup: the bundled sentence-transformers MiniLM (all-MiniLM-L6-v2), fine-tuned here ({ft_mode},
-{ft_epochs} epochs) on the first {pool} sentences of the `{data}` train split (test accuracy
-{ft_test}), is probed: APEX noise on every block's output, {n_sigmas} σ from {sigma_lo} to
-{sigma_hi}, {draws} draws, on {n} of its training sentences (clean accuracy {probed_acc}); {escaped}
-of them escape on the grid ({below} already at its smallest σ). C-score estimate: hold-out
-accuracy ({holdout_mean} hold-out heads per sentence on average); learning speed: mean
-training-time accuracy.
-
-**What differs from the ViT protocol.** (1) Fine-tuning many MiniLMs is out of reach on a CPU, so
-the regularity metrics come from {n_heads} {head} trained at once (one vmapped Optax step,
-{epochs} epochs) on *frozen* features of the *pretrained* MiniLM (the mean of its last block's
-output over real tokens, standardized), each on its own random {subset_pct}% of the {pool}
-sentences; none of them is the probed model, and they share its pretrained weights but not its
-fine-tuning. Their test accuracy on {n_test} test sentences: {head_acc_min}–{head_acc_max}.
-(2) With two classes the share of draws keeping the clean prediction tends to 0.5 at large σ, so a
-sentence escapes where that share falls below {threshold} (halfway from 1 to chance) instead of
-the ViTs' 0.5.
-
-| escape measure | vs C-score estimate: Spearman ρ [95% CI] | vs learning speed: Spearman ρ [95% CI] |
-|---|---|---|
-| log escape σ | {esc_c} | {esc_s} |
-| area under the consistency curve | {area_c} | {area_s} |
-
-The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (fine-tuning
-the probed model: {ft_seconds} s, wall clock, possibly in an earlier run; training the heads:
-{head_seconds} s). Files: `regularity_text/samples.csv`, `regularity_text/summary.json`.
-
-![escape σ vs regularity (MiniLM)](regularity_text/regularity_text.png)
-"""
-
-
-def verdict_regularity_text(r: dict) -> tuple[str, str]:
-    """The ViT rule (`verdict_regularity`): reproduced if both escape-σ correlations have a
-    95% interval above 0, partly if one has."""
-    return verdict_regularity(r)
-
-
-def section_regularity_text(s: dict) -> tuple[str, str]:
-    """The MiniLM part of claim 1; its verdict follows the same rule as the ViT part."""
-    r, st = s["results"], s["settings"]
-    verdict, reason = verdict_regularity_text(r)
-    ft, acc = st["fine_tune"], r["head_test_accuracy"]
-    head = "logistic-regression heads" if not st["hidden"] else f"MLP heads (one hidden layer of {st['hidden']})"
-    text = REGULARITY_TEXT.format(
-        verdict=verdict, reason=reason, ft_mode="all weights" if ft["mode"] == "full" else "classifier head only",
-        ft_epochs=r["fine_tune_epochs_run"], pool=f"{r['pool_size']:,}", data=st["data"],
-        ft_test=_f(r["fine_tuned_test_accuracy"]), n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"],
-        sigma_hi=st["sigma_hi"], draws=st["draws"], n=r["n_examples"], probed_acc=_f(r["clean_accuracy_probed"]),
-        escaped=r["escaped_on_grid"], below=r["escape_below_grid"], threshold=st["threshold"],
-        n_heads=st["n_heads"], head=head, epochs=st["epochs"],
-        subset_pct=round(100 * st["subset"]), n_test=f"{r['n_test']:,}", head_acc_min=_f(min(acc)),
-        head_acc_max=_f(max(acc)), holdout_mean=_f(r["holdout_heads_per_example"]["mean"], 1),
-        esc_c=_ci(r["escape_vs_cscore"], "rho"), esc_s=_ci(r["escape_vs_learning_speed"], "rho"),
-        area_c=_ci(r["area_vs_cscore"], "rho"), area_s=_ci(r["area_vs_learning_speed"], "rho"),
-        c_s=_ci(r["cscore_vs_learning_speed"], "rho"), seconds=s["timing"]["total_seconds"],
-        ft_seconds=r["fine_tune_seconds"], head_seconds=r["head_training_seconds"])
-    return text, verdict
-
-
-# ------------------------------------------------------------------------------------- claim 2
-
-RANDOM_LABELS = """## Claim 2 — structured vs random labels
-
-**Verdict: {verdict}.** {reason}
-
-Setup: {n_clean} clean and {n_random} random-label ViTs ({size}) on the same {n_train} `{data}`
-training images. Clean models: {clean_epochs} epochs, training accuracy {clean_train}, test
-accuracy {clean_test}. Random-label models: trained until they fit (training-time accuracy ≥
-{fit}, at most {max_epochs} epochs; stopped after {random_epochs}): training accuracy on their
-labels {random_train}, test accuracy {random_test} (chance 0.1). APEX on {n_eval} of the training
-images, noise on every block's output, {n_sigmas} σ from {sigma_lo} to {sigma_hi}, {draws} draws.
-
-| | value |
-|---|---|
-| AUROC per seed pair (P[escape σ under the clean model > under the random-label one]), mean [95% t-CI] over {n_pairs} pairs | {pair} |
-| per-pair AUROCs | {pairs} |
-| AUROC, all images of all models pooled | {pooled} |
-| AUROC separating the models by their median escape σ | {model_level} |
-| median escape σ (geometric mean over models): clean / random labels | {med_clean} / {med_random} |
-
-Run time {seconds} s. Files: `random_labels/models.csv`, `random_labels/samples.csv`,
-`random_labels/summary.json`.
-
-![escape σ distributions](random_labels/random_labels.png)
-"""
-
-
-def verdict_random_labels(r: dict) -> tuple[str, str]:
-    """Reproduced: the mean per-pair AUROC has its t-interval above 0.5 (clean models' escape
-    σ is higher). Opposite: interval below 0.5. Otherwise inconclusive."""
-    m = r["pair_auroc_mean"]
-    if _above(m, 0.5):
-        return "reproduced", "The escape-σ distributions separate clean from random-label models (interval above 0.5)."
-    if _below(m, 0.5):
-        return "opposite direction", "Random-label models have the higher escape σ (interval below 0.5)."
-    return "inconclusive", "The per-pair AUROC interval contains 0.5."
-
-
-def _range(values) -> str:
-    return f"{_f(min(values))}–{_f(max(values))}"
-
-
-def section_random_labels(s: dict) -> tuple[str, str]:
-    r, st = s["results"], s["settings"]
-    verdict, reason = verdict_random_labels(r)
-    z = st["zoo"]
-    c, rd = r["models"]["clean"], r["models"]["random"]
-    text = RANDOM_LABELS.format(
-        verdict=verdict, reason=reason, n_clean=len(c), n_random=len(rd), size=z["size"], n_train=z["n_train"],
-        data=z["data"], clean_epochs=z["epochs"], clean_train=_range([m["train_accuracy"] for m in c]),
-        clean_test=_range([m["test_accuracy"] for m in c]), fit=z["fit_threshold"],
-        max_epochs=z["random_max_epochs"], random_epochs=r["random_epochs_run"],
-        random_train=_range([m["train_accuracy"] for m in rd]), random_test=_range([m["test_accuracy"] for m in rd]),
-        n_eval=r["n_eval"], n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"], sigma_hi=st["sigma_hi"],
-        draws=st["draws"], n_pairs=r["pair_auroc_mean"]["n"], pair=_ci(r["pair_auroc_mean"], "mean"),
-        pairs=", ".join(_f(a) for a in r["pair_auroc"]), pooled=_ci(r["pooled_sample_auroc"], "auroc"),
-        model_level=_ci(r["model_auroc_median_escape"], "auroc"),
-        med_clean=_f(r["median_escape_mean"]["clean"]), med_random=_f(r["median_escape_mean"]["random"]),
-        seconds=s["timing"]["total_seconds"])
-    return text, verdict
-
-
-# ------------------------------------------------------------------------------------- claim 3
-
-TRANSITIONS = """## Claim 3 — small-σ transitions follow the confusion structure
-
-**Verdict: {verdict}.** {reason}
-
-Setup: the {n_models} clean ViTs on {n_inputs} test images (clean accuracy {acc}). Each model's
-small σ is the smallest grid σ whose mean flip rate reaches {flip}: σ = {small}. Transition
-matrix: clean class → noisy class over all draws ({n_trans} transitions); confusion matrix: true
-class → clean prediction on the same images ({n_conf} errors); both summed over the models,
-diagonals dropped ({cells} cells).
-
-| | value |
-|---|---|
-| Spearman ρ, transitions vs confusions (off-diagonal cells), [95% CI over images, {how}] | {rho} |
-| the same per model, mean [95% t-CI] | {per_model} |
-| the same on symmetrized matrices (unordered pairs) | {sym} |
-| top-{top} transition pairs that are also top-{top} confusion pairs | {overlap} |
-
-Top transition pairs:
-
-| from → to | share of transitions | confusions | confusion rank |
-|---|---|---|---|
-{pairs}
-
-Run time {seconds} s. Files: `transitions/pairs.csv`, `transitions/summary.json`.
-
-![transitions and confusions](transitions/transitions.png)
-"""
-
-
-def verdict_transitions(r: dict) -> tuple[str, str]:
-    """Reproduced: the pooled Spearman ρ has its interval above 0. Otherwise not reproduced."""
-    if _above(r["spearman_offdiagonal"], 0):
-        return "reproduced", "Noise moves predictions to the classes the models confuse (interval above 0)."
-    return "not reproduced", "The rank agreement's interval does not lie above 0."
-
-
-def section_transitions(s: dict) -> tuple[str, str]:
-    r, st = s["results"], s["settings"]
-    verdict, reason = verdict_transitions(r)
-    pairs = "\n".join(f"| {p['from']} → {p['to']} | {_f(p['share_of_transitions'])} | {p['confusions']} | "
-                      f"{p['confusion_rank']} |" for p in r["top_pairs"])
-    text = TRANSITIONS.format(
-        verdict=verdict, reason=reason, n_models=r["n_models"], n_inputs=r["n_inputs"],
-        acc=_range(r["clean_accuracy"]), flip=st["flip_rate"], small=", ".join(_f(x) for x in r["small_sigma"]),
-        n_trans=r["n_transitions"], n_conf=r["n_confusions"], cells=r["spearman_offdiagonal"]["n_cells"],
-        rho=_ci(r["spearman_offdiagonal"], "rho"), how=r["spearman_offdiagonal"].get("interval", "bootstrap"),
-        per_model=_ci(r["spearman_per_model_mean"], "mean"),
-        sym=_f(r["spearman_symmetrized"]), top=r["top_k"], overlap=r["top_overlap"], pairs=pairs,
-        seconds=s["timing"]["total_seconds"])
-    return text, verdict
-
-
-# ------------------------------------------------------------------------------------- claim 4
-
-BACKDOOR = """## Claim 4 — large-σ predictions reveal a backdoor's target class
-
-**Verdict: {verdict}.** {reason}
-
-Setup: {n_clean} clean and {n_bd} BadNets-backdoored ViTs ({size}) on {n_train} `{data}` training
-images; backdoor: a {trig}×{trig} white square {margin} px from the bottom-right corner on
-{poison_pct}% of the images, relabelled to the target (targets {targets}). Backdoored models: clean
-test accuracy {bd_acc} (clean models {clean_acc}), attack success rate {asr} (per model {asrs});
-clean models send stamped images to those targets at a rate of {clean_asr}. APEX on {n_inputs}
-clean (untriggered) test images, {draws} draws, σ ∈ {{{sigmas}}}. Large σ: the {rule}, chosen
-without knowing which models are backdoored.
-
-| | every block's output (`resid_post`) | input only (`hook_embed`) |
-|---|---|---|
-| large σ (mean share keeping the clean prediction there) | {large_r} ({kept_r}) | {large_e} ({kept_e}) |
-| target-class share, backdoored models (mean [t-CI]) | {ts_bd_r} | {ts_bd_e} |
-| share of the same classes, clean models | {ts_c_r} | {ts_c_e} |
-| AUROC backdoored vs clean, target known (share of the target) | {auc_k_r} | {auc_k_e} |
-| AUROC backdoored vs clean, target unknown (largest class share) | {auc_u_r} | {auc_u_e} |
-| backdoored models whose dominant class is the target | {dom_r} | {dom_e} |
-| verdict | {v_r} | {v_e} |
-
-AUROC (target known) at every σ of the grid — `resid_post`: {by_r}; `hook_embed`: {by_e}.
-
-Run time {seconds} s. Files: `backdoor_bias/class_shares.csv`, `backdoor_bias/summary.json`.
-
-![class shares at large σ](backdoor_bias/backdoor_bias.png)
-"""
-
-
-def verdict_backdoor_site(r: dict) -> str:
-    """Per site set. Reproduced: AUROC (target known) has its interval above 0.5 and the
-    backdoored models' mean target share exceeds the clean models'. Detectable without the
-    target too: additionally the target-unknown AUROC interval is above 0.5."""
-    if _above(r["auroc_target_known"], 0.5) and r["target_share_backdoor"]["mean"] > r["target_share_clean"]["mean"]:
-        if _above(r["auroc_max_share"], 0.5):
-            return "reproduced (also without knowing the target)"
-        return "reproduced (target known)"
-    return "not reproduced"
-
-
-def verdict_backdoor(r: dict) -> tuple[str, str]:
-    """The claim is judged on the activation-noise sites (resid_post); input-only noise is the
-    comparison."""
-    v = verdict_backdoor_site(r["sites"]["resid_post"])
-    e = verdict_backdoor_site(r["sites"]["embed"])
-    return v, f"With noise on every block's output: {v}; with input-only noise: {e}."
-
-
-def section_backdoor(s: dict) -> tuple[str, str]:
-    r, st = s["results"], s["settings"]
-    verdict, reason = verdict_backdoor(r)
-    z = st["zoo"]
-    bd = r["models"]["backdoor"]
-    R, E = r["sites"]["resid_post"], r["sites"]["embed"]
-    from apex_jax.reproduce import backdoor
-
-    trig = backdoor.Trigger.for_images(28 if z["data"] == "mnist5k" else 8)
-    text = BACKDOOR.format(
-        verdict=verdict, reason=reason, n_clean=len(r["models"]["clean"]), n_bd=len(bd), size=z["size"],
-        n_train=z["n_train"], data=z["data"], trig=trig.size, margin=trig.margin,
-        poison_pct=round(100 * z["poison_rate"]), targets=", ".join(str(t) for t in r["targets"]),
-        bd_acc=_ci(r["clean_accuracy"]["backdoor"], "mean"), clean_acc=_ci(r["clean_accuracy"]["clean"], "mean"),
-        asr=_ci(r["attack_success_rate"], "mean"), asrs=", ".join(_f(m["attack_success_rate"]) for m in bd),
-        clean_asr=_f(float(np.mean(list(r["clean_models_trigger_to_target_rate"].values())))),
-        n_inputs=r["n_inputs"], draws=st["draws"], sigmas=", ".join(f"{x:g}" for x in st["sigmas"]),
-        rule=r["large_sigma_rule"], large_r=f"{R['large_sigma']:g}", large_e=f"{E['large_sigma']:g}",
-        kept_r=_f(R["consistency_at_large_sigma"]), kept_e=_f(E["consistency_at_large_sigma"]),
-        by_r=", ".join(f"{x:g}: {_f(a, 2)}" for x, a in zip(s["sigmas"], R["auroc_target_known_by_sigma"])),
-        by_e=", ".join(f"{x:g}: {_f(a, 2)}" for x, a in zip(s["sigmas"], E["auroc_target_known_by_sigma"])),
-        ts_bd_r=_ci(R["target_share_backdoor"], "mean"), ts_bd_e=_ci(E["target_share_backdoor"], "mean"),
-        ts_c_r=_ci(R["target_share_clean"], "mean"), ts_c_e=_ci(E["target_share_clean"], "mean"),
-        auc_k_r=_ci(R["auroc_target_known"], "auroc"), auc_k_e=_ci(E["auroc_target_known"], "auroc"),
-        auc_u_r=_ci(R["auroc_max_share"], "auroc"), auc_u_e=_ci(E["auroc_max_share"], "auroc"),
-        dom_r=f"{R['dominant_is_target']}/{R['n_backdoored']}", dom_e=f"{E['dominant_is_target']}/{E['n_backdoored']}",
-        v_r=verdict_backdoor_site(R), v_e=verdict_backdoor_site(E), seconds=s["timing"]["total_seconds"])
-    return text, verdict
-
-
-# ------------------------------------------------------------------------------------- claim 5
-
-SYNAPSE = """## Claim 5 — SYNAPSE: [CLS] probes, neuron silencing and head manipulations (MiniLM, two domains)
-
-**Verdict: {verdict}.** {reason}
-
-Setup, per domain: MiniLM (6 blocks, d_model 384) fine-tuned here (full fine-tuning, AdamW,
-early stopping on the validation split). Linear probes (elastic net, λ1 = λ2 = 1e-3, standardized
-features) on the [CLS] vector of the embedding output, of every block's output, of all of them
-concatenated and of the classifier input (`head.hook_cls`), trained on {n_probe_train} of the
-fine-tuning sentences and scored on {n_probe_test} held-out test sentences. Silencing: zero the
-top-k% [CLS] neurons of a block's output (global ranking Σ_c|W[c, j]| of that block's probe), the
-bottom-k%, each class's own top-k% (|W[c, j]|), and {n_random} random k% selections per k (the
-control), k ∈ {{{k_levels}}}%, at the [CLS] position only, on {n_silence} other held-out
-sentences; p = (1 + #random drops ≥ the ranked drop) / (1 + {n_random}), the smallest possible p is
-{p_min}. Manipulations of the classifier toward each class in turn on the probe test sentences:
-a bias on the target logit, +Δ on the target's column and −Δ/(C−1) on the others' for the
-target's top {attack_k:g}% neurons of the `head.hook_cls` probe ("column push"), exponent bit {bit}
-flipped in those weights.
-
-**What differs from the paper.** Two-class sentiment (VADER) on a 6-block MiniLM fine-tuned here
-for 2 epochs; {n_k} of the reference protocol's 18 k levels; accuracy on {n_silence} sentences moves in
-steps of {step} (one sentence), so drops below that are invisible; zeroing only, no Gaussian-noise
-silencing; the manipulations act on the classifier input (`head.hook_cls`, BERT's pooler output).
-A drop of 0 means that no prediction changed (the logits may still have moved).
-
-| domain | fine-tuned on | test accuracy | silencing sentences: clean accuracy |
-|---|---|---|---|
-{models}
-
-Probe test accuracy per layer:
-
-| domain | {probe_head} |
-|---|{probe_sep}
-{probe_rows}
-
-| sub-claim (rule) | {domain_head} | holds here? |
-|---|{domain_sep}---|
-{subclaims}
-
-Accuracy drop when a block's top-k% [CLS] neurons are zeroed — ranked drop / mean of the random
-drops (p of the ranked drop against the random ones); bottom-k% drop after the bar:
-
-{silencing_tables}
-{sensitivity}
-Manipulations toward each target class (flip-to-target rate = share of the inputs not predicted as
-the target before that are after; the sub-claims above use the weaker target):
-
-| domain | target | logit bias {biases} | column push Δ {deltas} | bit flips {flips} | smallest logit bias redirecting 90% |
-|---|---|---|---|---|---|
-{attack_rows}
-
-Run time {seconds} s; fine-tuning the two models (wall clock, possibly in an earlier run): {ft_seconds}.
-Files per domain in `synapse/<domain>/`: `probe-probes.csv`, `probe-rankings.csv`,
-`probe-ranking_agreement.csv`, `silence-controls.csv` (every ranked selection against its random
-control, accuracy and weighted F1), `silence-curves.csv`, `silence-asymmetry.csv`,
-`attack-<target>-attacks.csv`; `synapse/summary.json`.
-
-{figures}
-"""
-
-
-def _synapse_subclaims(dom: dict) -> list[tuple[str, list[str], str]]:
-    """Rows (sub-claim with its rule, per-domain values, verdict). Each verdict rule is in the row."""
-    rows = []
-    names = list(dom)
-
-    def depth(d):
-        acc = {p["site"]: p["test_accuracy"] for p in d["probes"]}
-        blocks = [acc[k] for k in sorted((k for k in acc if k.startswith("blocks.")), key=lambda k: int(k.split(".")[1]))]
-        return blocks[0], blocks[-1]
-
-    gains = [depth(dom[n]) for n in names]
-    ok = all(b - a >= 0.05 for a, b in gains)
-    rows.append(("probe accuracy rises with depth (last block ≥ block 0 + 0.05)",
-                 [f"{_f(a)} → {_f(b)}" for a, b in gains], "yes" if ok else "no"))
-
-    def share(d, num, den):
-        return d["silencing"][num], d["silencing"][den]
-
-    for label, num, den in (("top-k beats random (cells with p ≤ 0.05, of layer × k)", "top_significant", "n_cells"),
-                            ("each class's top-k beats random (cells with p ≤ 0.05)", "class_significant", "class_cells")):
-        vals = [share(dom[n], num, den) for n in names]
-        # holds: at least half the cells in every domain; partly: more than the 5% chance expects somewhere
-        v = ("yes" if all(a >= b / 2 for a, b in vals) else
-             "partly" if any(a > 0.05 * b and a >= 2 for a, b in vals) else "no")
-        rows.append((label, [f"{a}/{b}" for a, b in vals], v))
-    vals = [(dom[n]["silencing"]["top_beats_bottom"], dom[n]["silencing"]["top_ties_bottom"],
-             dom[n]["silencing"]["n_cells"]) for n in names]
-    v = "yes" if all(a >= (c - t) / 2 and a > 0 for a, t, c in vals) else "no"
-    rows.append(("top-k hurts more than bottom-k (cells top drop > bottom drop; ties)",
-                 [f"{a}/{c} ({t} ties)" for a, t, c in vals], v))
-    asym = []
-    for n in names:
-        m = np.array(list(dom[n]["silencing"]["asymmetry"].values())[-1], dtype=float)
-        own = np.diag(m)
-        other = (m.sum(1) - own) / max(len(m) - 1, 1)
-        asym.append((own, other))
-    v = "yes" if all((o > x).all() for o, x in asym) else "partly" if any((o > x).any() for o, x in asym) else "no"
-    rows.append(("silencing a class's own top neurons hurts its F1 most (last block; own / other F1 drop per class)",
-                 [", ".join(f"{_f(a, 2)}/{_f(b, 2)}" for a, b in zip(o, x)) for o, x in asym], v))
-
-    def flip(d, kind, mag):
-        r = [row["flip_to_target"] for a in d["attacks"].values() for row in a["rows"]
-             if row["attack"] == kind and row["magnitude"] == mag]
-        r = [x for x in r if x is not None]  # None: every input already predicted the target
-        return min(r) if r else None  # the weaker of the targets
-
-    for label, kind in (("a logit bias of 8 redirects (flip-to-target ≥ 0.9)", "logit_bias"),
-                        ("a balanced column push Δ = 5 redirects (≥ 0.9)", "column_push")):
-        mag = 8.0 if kind == "logit_bias" else 5.0
-        vals = [flip(dom[n], kind, mag) for n in names]
-        rows.append((label, [_f(x) for x in vals], "yes" if all(x is not None and x >= 0.9 for x in vals) else "no"))
-    bit = [k for k in next(iter(dom[names[0]]["attacks"].values()))["rows"] if k["attack"].startswith("bit_flip")]
-    kind = bit[0]["attack"] if bit else "bit_flip_30"
-    top = max((r["magnitude"] for r in bit), default=0.0)
-    vals = [flip(dom[n], kind, top) for n in names]
-    rows.append((f"flipping the exponent bit of {top:g} top weights redirects (≥ 0.5)",
-                 [_f(x) for x in vals], "yes" if all(x is not None and x >= 0.5 for x in vals) else "no"))
-    return rows
-
-
-def verdict_synapse(sub: list[tuple[str, list[str], str]]) -> tuple[str, str]:
-    """Reproduced: every sub-claim holds in both domains. Partly: some hold. Otherwise not."""
-    held = [v == "yes" for _, _, v in sub]
-    n = sum(held)
-    if all(held):
-        return "reproduced", "Every sub-claim holds in both domains."
-    if n or any(v == "partly" for _, _, v in sub):
-        which = "; ".join(label.split(" (")[0] for label, _, v in sub if v != "yes")
-        return "partly reproduced", f"{n} of {len(sub)} sub-claims hold in both domains; not (or only partly): {which}."
-    return "not reproduced", "No sub-claim holds in both domains."
-
-
-def _silencing_table(name: str, d: dict, k_levels, key: str = "silencing") -> str:
-    cells = {(c["site"], c["selection"], c["k_percent"]): c for c in d[key]["cells"]
-             if c["score"] == "accuracy" and c["selection"] in ("top", "bottom")}
-    sites = sorted({c[0] for c in cells})
-    head = "| " + name + " | " + " | ".join(f"k = {k:g}%" for k in k_levels) + " |"
-    lines = [head, "|---" * (len(k_levels) + 1) + "|"]
-    for site in sites:
-        row = []
-        for k in k_levels:
-            t, b = cells[(site, "top", k)], cells[(site, "bottom", k)]
-            row.append(f"{_f(t['drop'])} / {_f(t['random_mean'])} (p {_f(t['p'], 2)}) ∣ {_f(b['drop'])}")
-        lines.append(f"| {site.replace('.hook_resid_post', '')} | " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _sensitivity(dom: dict, st: dict) -> str:
-    """The all-positions check (not part of the verdict): same table, its significant cells."""
-    if not st.get("all_positions_k") or any(d.get("silencing_all_positions") is None for d in dom.values()):
-        return ""
-    counts = ", ".join(f"{n} {d['silencing_all_positions']['top_significant']}/{d['silencing_all_positions']['n_cells']}"
-                       for n, d in dom.items())
-    tables = "\n".join(_silencing_table(n, d, st["all_positions_k"], "silencing_all_positions") for n, d in dom.items())
-    return ("Sensitivity check, not the paper's protocol (not in the verdict): the same selections zeroed at "
-            f"every token position of the block's output. Cells where top-k beats random at p ≤ 0.05: {counts}.\n\n"
-            + tables)
-
-
-def section_synapse(s: dict) -> tuple[str, str]:
-    r, st = s["results"], s["settings"]
-    dom = r["domains"]
-    names = list(dom)
-    sub = _synapse_subclaims(dom)
-    verdict, reason = verdict_synapse(sub)
-    sites = [p["site"] for p in dom[names[0]]["probes"]]
-    short = {"hook_embed": "embed", "concat": "all layers", "head.hook_cls": "head input"}
-    probe_head = " | ".join(short.get(x, x.replace(".hook_resid_post", "")) for x in sites)
-    probe_rows = "\n".join(f"| {n} | " + " | ".join(_f({p['site']: p['test_accuracy'] for p in dom[n]['probes']}[x])
-                                                   for x in sites) + " |" for n in names)
-    models = "\n".join(
-        f"| {n} | {d['fine_tune']['n_train']} sentences, {d['fine_tune']['epochs_run']} epochs | "
-        f"{_f(d['fine_tune']['test_accuracy'])} | {_f(d['silencing']['clean']['accuracy'])} |" for n, d in dom.items())
-    first = next(iter(dom[names[0]]["attacks"].values()))
-    mags = {}
-    for row in first["rows"]:
-        mags.setdefault(row["attack"], []).append(row["magnitude"])
-    bit_kind = next(k for k in mags if k.startswith("bit_flip"))
-
-    def curve(a, kind):
-        return "/".join(_f(row["flip_to_target"], 2) for row in a["rows"] if row["attack"] == kind)
-
-    attack_rows = "\n".join(
-        f"| {n} | {t} | {curve(a, 'logit_bias')} | {curve(a, 'column_push')} | {curve(a, bit_kind)} | "
-        f"{_f(a['bias_to_redirect'].get('0.9'), 2)} |" for n, d in dom.items() for t, a in d["attacks"].items())
-    figures = "\n".join(
-        f"![{n}: probe accuracy](synapse/{n}/probe-probe_accuracy.png) "
-        f"![{n}: silencing curves](synapse/{n}/silence-silencing_curves.png)\n"
-        f"![{n}: class asymmetry](synapse/{n}/silence-class_asymmetry.png) "
-        f"![{n}: manipulations toward class 1](synapse/{n}/attack-1-attack_curves.png)\n" for n in names)
-    ft = ", ".join(f"{n} {d['fine_tune']['seconds']} s" for n, d in dom.items())
-    text = SYNAPSE.format(
-        verdict=verdict, reason=reason, n_probe_train=dom[names[0]]["n_probe_train"],
-        n_probe_test=dom[names[0]]["n_probe_test"], n_silence=dom[names[0]]["n_silence"],
-        n_random=st["n_random"], k_levels=", ".join(f"{k:g}" for k in st["k_levels"]),
-        p_min=_f(1 / (1 + st["n_random"])), n_k=len(st["k_levels"]),
-        step=_f(1 / dom[names[0]]["n_silence"]), attack_k=st["attack_k"], bit=bit_kind.split("_")[-1],
-        models=models, probe_head=probe_head, probe_sep="---|" * len(sites), probe_rows=probe_rows,
-        domain_head=" | ".join(names), domain_sep="---|" * len(names),
-        subclaims="\n".join(f"| {label} | " + " | ".join(vals) + f" | {v} |" for label, vals, v in sub),
-        silencing_tables="\n".join(_silencing_table(n, d, st["k_levels"]) for n, d in dom.items()),
-        sensitivity=_sensitivity(dom, st),
-        biases="/".join(f"{x:g}" for x in mags["logit_bias"]), deltas="/".join(f"{x:g}" for x in mags["column_push"]),
-        flips="/".join(f"{x:g}" for x in mags[bit_kind]), attack_rows=attack_rows,
-        seconds=s["timing"]["total_seconds"], ft_seconds=ft or "none", figures=figures)
-    return text, verdict
-
-
-# ------------------------------------------------------------------------------------- assembly
-
-SECTIONS: list[tuple[int, str, str, Callable[[dict], tuple[str, str]]]] = [
-    (1, "regularity", "APEX regularity", section_regularity),
-    (1, "regularity_text", "APEX regularity (MiniLM)", section_regularity_text),
-    (2, "random_labels", "structured vs random labels", section_random_labels),
-    (3, "transitions", "transitions", section_transitions),
-    (4, "backdoor_bias", "large-σ backdoor bias", section_backdoor),
-    (5, "synapse", "SYNAPSE probes, silencing, manipulations (MiniLM)", section_synapse),
-]
 
 FOOTER = """## Machine and versions
 
@@ -606,22 +50,29 @@ other work the wall-clock time is longer than the run needs. Versions: {versions
 """
 
 
+def _missing(claim: ModuleType, path: Path) -> tuple[str, str]:
+    """Overview row and section of a claim that has not been run."""
+    return (f"| {claim.CLAIM}. {claim.TITLE} | `scripts/{claim.NAME}.py` | not run | |",
+            f"## Claim {claim.CLAIM} — {claim.TITLE}\n\nNot run yet: `{path}` is missing.\n")
+
+
 def build(reports: Path) -> str:
     """The README text from the summaries under `reports`."""
     overview, sections, quick, versions, zoo_seconds = [], [], [], None, {}
-    for num, name, title, fn in SECTIONS:
-        path = reports / name / "summary.json"
+    for claim in claim_modules():
+        path = reports / claim.NAME / "summary.json"
         if not path.exists():
-            overview.append(f"| {num}. {title} | `scripts/{name}.py` | not run | |")
-            sections.append(f"## Claim {num} — {title}\n\nNot run yet: `{path}` is missing.\n")
+            row, text = _missing(claim, path)
+            overview.append(row)
+            sections.append(text)
             continue
         s = json.loads(path.read_text())
-        text, verdict = fn(s)
+        verdict, text = claim.section(s)
         t = s["timing"]
-        overview.append(f"| {num}. {title} | `scripts/{name}.py` | {verdict} | "
+        overview.append(f"| {claim.CLAIM}. {claim.TITLE} | `scripts/{claim.NAME}.py` | {verdict} | "
                         f"{t['total_seconds']} / {t.get('cpu_seconds', 'n/a')} |")
         sections.append(text)
-        quick += [name] if s.get("quick") else []
+        quick += [claim.NAME] if s.get("quick") else []
         versions = versions or s.get("versions")
         zoo_seconds.update(s["results"].get("zoo_training_seconds", {}))
     head = HEADER.format(quick_warning=QUICK_WARNING.format(names=", ".join(quick)) if quick else "",
@@ -634,8 +85,10 @@ def build(reports: Path) -> str:
     return "\n".join([head, *sections, foot])
 
 
-def main(argv=None) -> str:
-    p = argparse.ArgumentParser(prog="apex-jax reproduce report", description="Write reports/README.md from the claims' summaries.")
+def main(argv: list[str] | None = None) -> str:
+    """`apex-jax reproduce report`: writes the README (default REPORTS/README.md), returns its text."""
+    p = argparse.ArgumentParser(prog="apex-jax reproduce report",
+                                description="Write reports/README.md from the claims' summaries.")
     p.add_argument("--reports", default="reports", help="folder holding one subfolder per claim")
     p.add_argument("--out", default=None, help="README path (default REPORTS/README.md)")
     args = p.parse_args(argv)

@@ -37,8 +37,11 @@ from apex_jax import io
 from apex_jax.synapse import run as synapse_runs
 from apex_jax.synapse.plots import short
 from apex_jax.reproduce import common, minilm
+from apex_jax.reproduce.reporting import num
 
 NAME = "synapse"
+CLAIM = 5
+TITLE = "SYNAPSE probes, silencing, manipulations (MiniLM)"
 ALPHA = 0.05  # the random control's significance level
 
 
@@ -84,7 +87,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
         domains[d] = _domain(s, d, out / d, work, log, quick, timer, progress)
     results = {"domains": domains}
     results["pooled"] = _pooled(domains)
-    summary = {"claim": 5, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
                "results": results, "timing": timer.summary(), "versions": io.versions()}
     io.write_json(out / "summary.json", summary)
     log(f"[synapse] ({summary['timing']['total_seconds']} s)")
@@ -192,3 +195,270 @@ def _copy_outputs(work: Path, out: Path) -> None:
         for f in sorted(run.iterdir()):
             if f.suffix in (".csv", ".png"):
                 shutil.copyfile(f, out / f"{run.name}-{f.name}")
+
+
+# ------------------------------------------------------------------------------ verdict rule
+
+# One sub-claim's row of the report: (sub-claim with its rule, value per domain, "yes" / "partly" /
+# "no" over both domains).
+SubClaim = tuple[str, list[str], str]
+
+
+def subclaims(domains: dict) -> list[SubClaim]:
+    """Every sub-claim judged on the summary's per-domain results; each rule is in its row's
+    label and in the docstring of the function that judges it."""
+    return [_depth(domains), *_beats_random(domains), _top_vs_bottom(domains), _asymmetry(domains),
+            *_redirects(domains), _bit_flips(domains)]
+
+
+def verdict(sub: list[SubClaim]) -> tuple[str, str]:
+    """Claim 5's rule over the sub-claims (`subclaims`). Reproduced: every sub-claim holds in
+    both domains. Partly: some hold (or partly hold). Otherwise not reproduced.
+
+    Returns:
+        (verdict, one-sentence reason naming the sub-claims that do not hold).
+    """
+    held = [v == "yes" for _, _, v in sub]
+    n = sum(held)
+    if all(held):
+        return "reproduced", "Every sub-claim holds in both domains."
+    if n or any(v == "partly" for _, _, v in sub):
+        which = "; ".join(label.split(" (")[0] for label, _, v in sub if v != "yes")
+        return "partly reproduced", f"{n} of {len(sub)} sub-claims hold in both domains; not (or only partly): {which}."
+    return "not reproduced", "No sub-claim holds in both domains."
+
+
+def _depth(domains: dict) -> SubClaim:
+    """Holds if in every domain the last block's probe is at least 0.05 more accurate than
+    block 0's."""
+    def first_last(d):
+        acc = {p["site"]: p["test_accuracy"] for p in d["probes"]}
+        blocks = [acc[k] for k in sorted((k for k in acc if k.startswith("blocks.")), key=lambda k: int(k.split(".")[1]))]
+        return blocks[0], blocks[-1]
+
+    gains = [first_last(d) for d in domains.values()]
+    ok = all(b - a >= 0.05 for a, b in gains)
+    return ("probe accuracy rises with depth (last block ≥ block 0 + 0.05)",
+            [f"{num(a)} → {num(b)}" for a, b in gains], "yes" if ok else "no")
+
+
+def _beats_random(domains: dict) -> list[SubClaim]:
+    """Ranked selections against the random control, counted in (layer × k) cells with
+    p ≤ 0.05. Holds: at least half the cells in every domain; partly: more than the 5% chance
+    expects (and at least 2) in some domain."""
+    rows = []
+    for label, num_key, den_key in (
+            ("top-k beats random (cells with p ≤ 0.05, of layer × k)", "top_significant", "n_cells"),
+            ("each class's top-k beats random (cells with p ≤ 0.05)", "class_significant", "class_cells")):
+        vals = [(d["silencing"][num_key], d["silencing"][den_key]) for d in domains.values()]
+        v = ("yes" if all(a >= b / 2 for a, b in vals) else
+             "partly" if any(a > 0.05 * b and a >= 2 for a, b in vals) else "no")
+        rows.append((label, [f"{a}/{b}" for a, b in vals], v))
+    return rows
+
+
+def _top_vs_bottom(domains: dict) -> SubClaim:
+    """Holds if in every domain the top-k drop exceeds the bottom-k drop in at least half of
+    the untied cells, and in at least one."""
+    vals = [(d["silencing"]["top_beats_bottom"], d["silencing"]["top_ties_bottom"], d["silencing"]["n_cells"])
+            for d in domains.values()]
+    v = "yes" if all(a >= (c - t) / 2 and a > 0 for a, t, c in vals) else "no"
+    return ("top-k hurts more than bottom-k (cells top drop > bottom drop; ties)",
+            [f"{a}/{c} ({t} ties)" for a, t, c in vals], v)
+
+
+def _asymmetry(domains: dict) -> SubClaim:
+    """At the last silenced block: silencing class c's own top neurons drops c's F1 more than
+    the other classes' F1 on average. Holds: for every class in every domain; partly: for
+    some class somewhere."""
+    asym = []
+    for d in domains.values():
+        m = np.array(list(d["silencing"]["asymmetry"].values())[-1], dtype=float)
+        own = np.diag(m)
+        other = (m.sum(1) - own) / max(len(m) - 1, 1)
+        asym.append((own, other))
+    v = "yes" if all((o > x).all() for o, x in asym) else "partly" if any((o > x).any() for o, x in asym) else "no"
+    return ("silencing a class's own top neurons hurts its F1 most (last block; own / other F1 drop per class)",
+            [", ".join(f"{num(a, 2)}/{num(b, 2)}" for a, b in zip(o, x)) for o, x in asym], v)
+
+
+def _flip(d: dict, kind: str, magnitude: float) -> float | None:
+    """The weaker target's flip-to-target rate of one manipulation at one magnitude (None: no
+    target had inputs left to flip)."""
+    r = [row["flip_to_target"] for a in d["attacks"].values() for row in a["rows"]
+         if row["attack"] == kind and row["magnitude"] == magnitude]
+    r = [x for x in r if x is not None]  # None: every input already predicted the target
+    return min(r) if r else None
+
+
+def _redirects(domains: dict) -> list[SubClaim]:
+    """Holds if in every domain a logit bias of 8 (resp. a balanced column push Δ = 5)
+    redirects at least 90% of the other inputs toward the weaker target."""
+    rows = []
+    for label, kind, magnitude in (("a logit bias of 8 redirects (flip-to-target ≥ 0.9)", "logit_bias", 8.0),
+                                   ("a balanced column push Δ = 5 redirects (≥ 0.9)", "column_push", 5.0)):
+        vals = [_flip(d, kind, magnitude) for d in domains.values()]
+        rows.append((label, [num(x) for x in vals], "yes" if all(x is not None and x >= 0.9 for x in vals) else "no"))
+    return rows
+
+
+def _bit_flips(domains: dict) -> SubClaim:
+    """Holds if in every domain flipping the exponent bit of the largest number of top weights
+    tried redirects at least half of the other inputs toward the weaker target."""
+    first = next(iter(domains.values()))
+    bit = [k for k in next(iter(first["attacks"].values()))["rows"] if k["attack"].startswith("bit_flip")]
+    kind = bit[0]["attack"] if bit else "bit_flip_30"
+    top = max((r["magnitude"] for r in bit), default=0.0)
+    vals = [_flip(d, kind, top) for d in domains.values()]
+    return (f"flipping the exponent bit of {top:g} top weights redirects (≥ 0.5)",
+            [num(x) for x in vals], "yes" if all(x is not None and x >= 0.5 for x in vals) else "no")
+
+
+# ------------------------------------------------------------------------------ report section
+
+SECTION = """## Claim 5 — SYNAPSE: [CLS] probes, neuron silencing and head manipulations (MiniLM, two domains)
+
+**Verdict: {verdict}.** {reason}
+
+Setup, per domain: MiniLM (6 blocks, d_model 384) fine-tuned here (full fine-tuning, AdamW,
+early stopping on the validation split). Linear probes (elastic net, λ1 = λ2 = 1e-3, standardized
+features) on the [CLS] vector of the embedding output, of every block's output, of all of them
+concatenated and of the classifier input (`head.hook_cls`), trained on {n_probe_train} of the
+fine-tuning sentences and scored on {n_probe_test} held-out test sentences. Silencing: zero the
+top-k% [CLS] neurons of a block's output (global ranking Σ_c|W[c, j]| of that block's probe), the
+bottom-k%, each class's own top-k% (|W[c, j]|), and {n_random} random k% selections per k (the
+control), k ∈ {{{k_levels}}}%, at the [CLS] position only, on {n_silence} other held-out
+sentences; p = (1 + #random drops ≥ the ranked drop) / (1 + {n_random}), the smallest possible p is
+{p_min}. Manipulations of the classifier toward each class in turn on the probe test sentences:
+a bias on the target logit, +Δ on the target's column and −Δ/(C−1) on the others' for the
+target's top {attack_k:g}% neurons of the `head.hook_cls` probe ("column push"), exponent bit {bit}
+flipped in those weights.
+
+**What differs from the paper.** Two-class sentiment (VADER) on a 6-block MiniLM fine-tuned here
+for 2 epochs; {n_k} of the reference protocol's 18 k levels; accuracy on {n_silence} sentences moves in
+steps of {step} (one sentence), so drops below that are invisible; zeroing only, no Gaussian-noise
+silencing; the manipulations act on the classifier input (`head.hook_cls`, BERT's pooler output).
+A drop of 0 means that no prediction changed (the logits may still have moved).
+
+| domain | fine-tuned on | test accuracy | silencing sentences: clean accuracy |
+|---|---|---|---|
+{models}
+
+Probe test accuracy per layer:
+
+| domain | {probe_head} |
+|---|{probe_sep}
+{probe_rows}
+
+| sub-claim (rule) | {domain_head} | holds here? |
+|---|{domain_sep}---|
+{subclaims}
+
+Accuracy drop when a block's top-k% [CLS] neurons are zeroed — ranked drop / mean of the random
+drops (p of the ranked drop against the random ones); bottom-k% drop after the bar:
+
+{silencing_tables}
+{sensitivity}
+Manipulations toward each target class (flip-to-target rate = share of the inputs not predicted as
+the target before that are after; the sub-claims above use the weaker target):
+
+| domain | target | logit bias {biases} | column push Δ {deltas} | bit flips {flips} | smallest logit bias redirecting 90% |
+|---|---|---|---|---|---|
+{attack_rows}
+
+Run time {seconds} s; fine-tuning the two models (wall clock, possibly in an earlier run): {ft_seconds}.
+Files per domain in `synapse/<domain>/`: `probe-probes.csv`, `probe-rankings.csv`,
+`probe-ranking_agreement.csv`, `silence-controls.csv` (every ranked selection against its random
+control, accuracy and weighted F1), `silence-curves.csv`, `silence-asymmetry.csv`,
+`attack-<target>-attacks.csv`; `synapse/summary.json`.
+
+{figures}
+"""
+
+
+def _silencing_table(name: str, d: dict, k_levels, key: str = "silencing") -> str:
+    """One domain's ranked-vs-random silencing table (accuracy): a row per block, a column per k."""
+    cells = {(c["site"], c["selection"], c["k_percent"]): c for c in d[key]["cells"]
+             if c["score"] == "accuracy" and c["selection"] in ("top", "bottom")}
+    sites = sorted({c[0] for c in cells})
+    head = "| " + name + " | " + " | ".join(f"k = {k:g}%" for k in k_levels) + " |"
+    lines = [head, "|---" * (len(k_levels) + 1) + "|"]
+    for site in sites:
+        row = []
+        for k in k_levels:
+            t, b = cells[(site, "top", k)], cells[(site, "bottom", k)]
+            row.append(f"{num(t['drop'])} / {num(t['random_mean'])} (p {num(t['p'], 2)}) ∣ {num(b['drop'])}")
+        lines.append(f"| {site.replace('.hook_resid_post', '')} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _sensitivity(domains: dict, st: dict) -> str:
+    """The all-positions check (not part of the verdict): same table, its significant cells."""
+    if not st.get("all_positions_k") or any(d.get("silencing_all_positions") is None for d in domains.values()):
+        return ""
+    counts = ", ".join(f"{n} {d['silencing_all_positions']['top_significant']}/{d['silencing_all_positions']['n_cells']}"
+                       for n, d in domains.items())
+    tables = "\n".join(_silencing_table(n, d, st["all_positions_k"], "silencing_all_positions")
+                       for n, d in domains.items())
+    return ("Sensitivity check, not the paper's protocol (not in the verdict): the same selections zeroed at "
+            f"every token position of the block's output. Cells where top-k beats random at p ≤ 0.05: {counts}.\n\n"
+            + tables)
+
+
+def _probe_table(domains: dict) -> dict:
+    """Header, separator and rows of the per-layer probe accuracy table."""
+    names = list(domains)
+    sites = [p["site"] for p in domains[names[0]]["probes"]]
+    short_names = {"hook_embed": "embed", "concat": "all layers", "head.hook_cls": "head input"}
+    rows = "\n".join(f"| {n} | " + " | ".join(num({p['site']: p['test_accuracy'] for p in domains[n]['probes']}[x])
+                                              for x in sites) + " |" for n in names)
+    return dict(probe_head=" | ".join(short_names.get(x, x.replace(".hook_resid_post", "")) for x in sites),
+                probe_sep="---|" * len(sites), probe_rows=rows)
+
+
+def _attack_cells(domains: dict) -> dict:
+    """The manipulation table (flip-to-target curves per target) and its magnitude headers."""
+    first = next(iter(next(iter(domains.values()))["attacks"].values()))
+    mags: dict[str, list] = {}
+    for row in first["rows"]:
+        mags.setdefault(row["attack"], []).append(row["magnitude"])
+    bit_kind = next(k for k in mags if k.startswith("bit_flip"))
+
+    def curve(a, kind):
+        return "/".join(num(row["flip_to_target"], 2) for row in a["rows"] if row["attack"] == kind)
+
+    rows = "\n".join(
+        f"| {n} | {t} | {curve(a, 'logit_bias')} | {curve(a, 'column_push')} | {curve(a, bit_kind)} | "
+        f"{num(a['bias_to_redirect'].get('0.9'), 2)} |" for n, d in domains.items() for t, a in d["attacks"].items())
+    return dict(bit=bit_kind.split("_")[-1], biases="/".join(f"{x:g}" for x in mags["logit_bias"]),
+                deltas="/".join(f"{x:g}" for x in mags["column_push"]),
+                flips="/".join(f"{x:g}" for x in mags[bit_kind]), attack_rows=rows)
+
+
+def section(summary: dict) -> tuple[str, str]:
+    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    st, dom = summary["settings"], summary["results"]["domains"]
+    names = list(dom)
+    sub = subclaims(dom)
+    v, reason = verdict(sub)
+    first = dom[names[0]]
+    models = "\n".join(
+        f"| {n} | {d['fine_tune']['n_train']} sentences, {d['fine_tune']['epochs_run']} epochs | "
+        f"{num(d['fine_tune']['test_accuracy'])} | {num(d['silencing']['clean']['accuracy'])} |" for n, d in dom.items())
+    figures = "\n".join(
+        f"![{n}: probe accuracy](synapse/{n}/probe-probe_accuracy.png) "
+        f"![{n}: silencing curves](synapse/{n}/silence-silencing_curves.png)\n"
+        f"![{n}: class asymmetry](synapse/{n}/silence-class_asymmetry.png) "
+        f"![{n}: manipulations toward class 1](synapse/{n}/attack-1-attack_curves.png)\n" for n in names)
+    ft = ", ".join(f"{n} {d['fine_tune']['seconds']} s" for n, d in dom.items())
+    text = SECTION.format(
+        verdict=v, reason=reason, n_probe_train=first["n_probe_train"], n_probe_test=first["n_probe_test"],
+        n_silence=first["n_silence"], n_random=st["n_random"], k_levels=", ".join(f"{k:g}" for k in st["k_levels"]),
+        p_min=num(1 / (1 + st["n_random"])), n_k=len(st["k_levels"]), step=num(1 / first["n_silence"]),
+        attack_k=st["attack_k"], models=models, **_probe_table(dom), **_attack_cells(dom),
+        domain_head=" | ".join(names), domain_sep="---|" * len(names),
+        subclaims="\n".join(f"| {label} | " + " | ".join(vals) + f" | {val} |" for label, vals, val in sub),
+        silencing_tables="\n".join(_silencing_table(n, d, st["k_levels"]) for n, d in dom.items()),
+        sensitivity=_sensitivity(dom, st), seconds=summary["timing"]["total_seconds"], ft_seconds=ft or "none",
+        figures=figures)
+    return v, text

@@ -23,8 +23,11 @@ from scipy import stats as sps
 import apex_jax
 from apex_jax import io
 from apex_jax.reproduce import common, stats, vit, zoo
+from apex_jax.reproduce.reporting import above, ci, num, span
 
 NAME = "transitions"
+CLAIM = 3
+TITLE = "transitions"
 TOP = 10
 
 
@@ -105,7 +108,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                        K[a, b] / max(K[off].sum(), 1)) for a in range(C) for b in range(C) if a != b])
     _plot(out, T, K, names, results)
     timer.mark("outputs")
-    summary = {"claim": 3, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
                "sites": sites, "results": results, "transition_matrix": T.tolist(), "confusion_matrix": K.tolist(),
                "label_names": list(names), "timing": timer.summary(), "versions": io.versions()}
     io.write_json(out / "summary.json", summary)
@@ -186,3 +189,63 @@ def _plot(out: Path, T, K, names, results) -> None:
                  f"[{r['lo'] if r['lo'] is None else round(r['lo'], 2)}, "
                  f"{r['hi'] if r['hi'] is None else round(r['hi'], 2)}]")
     io.save_figure(fig, out / "transitions.png", dpi=120)
+
+
+# ------------------------------------------------------------------------------ report section
+
+SECTION = """## Claim 3 — small-σ transitions follow the confusion structure
+
+**Verdict: {verdict}.** {reason}
+
+Setup: the {n_models} clean ViTs on {n_inputs} test images (clean accuracy {acc}). Each model's
+small σ is the smallest grid σ whose mean flip rate reaches {flip}: σ = {small}. Transition
+matrix: clean class → noisy class over all draws ({n_trans} transitions); confusion matrix: true
+class → clean prediction on the same images ({n_conf} errors); both summed over the models,
+diagonals dropped ({cells} cells).
+
+| | value |
+|---|---|
+| Spearman ρ, transitions vs confusions (off-diagonal cells), [95% CI over images, {how}] | {rho} |
+| the same per model, mean [95% t-CI] | {per_model} |
+| the same on symmetrized matrices (unordered pairs) | {sym} |
+| top-{top} transition pairs that are also top-{top} confusion pairs | {overlap} |
+
+Top transition pairs:
+
+| from → to | share of transitions | confusions | confusion rank |
+|---|---|---|---|
+{pairs}
+
+Run time {seconds} s. Files: `transitions/pairs.csv`, `transitions/summary.json`.
+
+![transitions and confusions](transitions/transitions.png)
+"""
+
+
+def verdict(results: dict) -> tuple[str, str]:
+    """Claim 3's rule. Reproduced: the pooled Spearman ρ (transitions vs confusions,
+    off-diagonal cells) has its interval above 0. Otherwise not reproduced.
+
+    Returns:
+        (verdict, one-sentence reason).
+    """
+    if above(results["spearman_offdiagonal"], 0):
+        return "reproduced", "Noise moves predictions to the classes the models confuse (interval above 0)."
+    return "not reproduced", "The rank agreement's interval does not lie above 0."
+
+
+def section(summary: dict) -> tuple[str, str]:
+    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    r, st = summary["results"], summary["settings"]
+    v, reason = verdict(r)
+    pairs = "\n".join(f"| {p['from']} → {p['to']} | {num(p['share_of_transitions'])} | {p['confusions']} | "
+                      f"{p['confusion_rank']} |" for p in r["top_pairs"])
+    text = SECTION.format(
+        verdict=v, reason=reason, n_models=r["n_models"], n_inputs=r["n_inputs"],
+        acc=span(r["clean_accuracy"]), flip=st["flip_rate"], small=", ".join(num(x) for x in r["small_sigma"]),
+        n_trans=r["n_transitions"], n_conf=r["n_confusions"], cells=r["spearman_offdiagonal"]["n_cells"],
+        rho=ci(r["spearman_offdiagonal"], "rho"), how=r["spearman_offdiagonal"].get("interval", "bootstrap"),
+        per_model=ci(r["spearman_per_model_mean"], "mean"),
+        sym=num(r["spearman_symmetrized"]), top=r["top_k"], overlap=r["top_overlap"], pairs=pairs,
+        seconds=summary["timing"]["total_seconds"])
+    return v, text

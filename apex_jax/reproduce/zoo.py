@@ -30,8 +30,8 @@ from typing import Callable
 import numpy as np
 
 import apex_jax
+from apex_jax import Model
 from apex_jax import data as data_lib
-from apex_jax.models.model import Model
 from apex_jax.reproduce import backdoor, ensembles, vit
 
 KINDS = ("clean", "random", "backdoor")
@@ -66,7 +66,7 @@ class ZooConfig:
 @dataclasses.dataclass
 class Group:
     kind: str
-    model: Model  # the architecture template (one Model object: compiled kernels are shared)
+    model: Model  # the architecture (`vit.template`; compiled kernels are keyed by its config)
     params: list  # one parameter tree per member
     members: list[dict]  # seed, target (backdoor), folder, metrics
     info: dict  # group.json
