@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 
 class CheckpointError(RuntimeError):
@@ -75,7 +76,15 @@ class Checkpoints:
                 f"checkpoint {self.folder}/{step} cannot be restored ({type(e).__name__}: {e}); it "
                 "is corrupt or was written by other settings. Delete that folder to start over."
             ) from e
-        return got["state"], dict(got["meta"] or {})
+        state = got["state"]
+        # orbax restores numpy leaves with their saved shape whatever the target says: check
+        want = [(np.shape(x), np.result_type(x)) for x in jax.tree.leaves(like)]
+        have = [(np.shape(x), np.result_type(x)) for x in jax.tree.leaves(state)]
+        if jax.tree.structure(state) != jax.tree.structure(like) or want != have:
+            raise CheckpointError(
+                f"checkpoint {self.folder}/{step} holds arrays {have}, not the expected {want}: it "
+                "was written by other settings. Delete that folder to start over.")
+        return state, dict(got["meta"] or {})
 
     def close(self) -> None:
         """Releases orbax's background resources."""

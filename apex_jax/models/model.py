@@ -207,7 +207,13 @@ class Model:
         """`apply` under `jax.jit` for one capture set: `fn(params, inputs, perturbations=None)
         -> Output`. A thin wrapper of `jit_apply`: compiled once per (architecture, capture,
         input shapes), shared by every model of the architecture, no cache of ours."""
-        return functools.partial(jit_apply, self.config, capture=tuple(capture))
+        config, capture = self.config, tuple(capture)
+
+        def fn(params: Any, inputs: Any, perturbations: iv_lib.Perturbations | None = None) -> Output:
+            # always the same call signature: one jit cache entry per shapes, not per call style
+            return jit_apply(config, params, inputs, perturbations, capture=capture)
+
+        return fn
 
     def forward(self, inputs: Any, perturbations=None, *, capture: Sequence[str] = ()) -> Output:
         """`apply` with `self.params`, jit-compiled (convenience)."""
