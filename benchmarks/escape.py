@@ -79,7 +79,7 @@ def main() -> int:
     import numpy as np
 
     import torch_hooks as th
-    from apex_jax.engine import sweep as sw
+    from apex_jax.engine import plan as sw
     from apex_jax.methods import apex
 
     res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),

@@ -63,6 +63,7 @@ class SweepPlan:
     real_tokens: int  # Σ over inputs of (real length × G × K)
     padded_tokens: int  # Σ over executed rows of the padded length (filler included)
     flops: float  # matmul FLOPs of the executed perturbed forwards (benchmarks/flops.py formula)
+    prefix_flops: float  # matmul FLOPs of the cached prefixes and the clean logits from them
     peak_activation_bytes: int  # estimated live float32 activations of one unit (one device)
 
     @property
@@ -149,6 +150,11 @@ def suffix_flops(c: ArchConfig, L: int, start: int, head_only: bool) -> float:
     return f + 2.0 * c.d_model * c.d_model + 2.0 * c.d_model * (c.n_classes or 0)
 
 
+def prefix_flops(c: ArchConfig, L: int, start: int) -> float:
+    """Per input: blocks 0..start-1 (the cached prefix) and a full suffix for the clean logits."""
+    return start * layer_flops(c, _tokens(c, L), _tokens(c, L)) + suffix_flops(c, L, start, False)
+
+
 def plan_sweep(
     model: Any,
     inputs: dict[str, np.ndarray],
@@ -217,12 +223,13 @@ def plan_sweep(
     padded = sum(rows_per_block * _tokens(c, b.length) for b in blocks)
     real = int(grid_size * draws * (lengths.sum() if lengths is not None else n * _tokens(c, 0)))
     flops = sum(rows_per_block * suffix_flops(c, b.length, start, head_only) for b in blocks)
+    pre = sum(inputs_per_step * prefix_flops(c, b.length, start) for b in blocks)
     rows_per_step = grid_per_step * draws_per_step * inputs_per_step
     return SweepPlan(
         blocks=tuple(blocks), n_inputs=n, grid_size=grid_size, draws=draws,
         draws_per_step=draws_per_step, grid_per_step=grid_per_step, inputs_per_step=inputs_per_step,
         n_draw_blocks=n_draw_blocks, n_grid_blocks=n_grid_blocks, units_per_call=units_per_call,
         devices=n_dev, start_block=start, head_only=head_only, real_tokens=real,
-        padded_tokens=int(padded), flops=float(flops),
+        padded_tokens=int(padded), flops=float(flops), prefix_flops=float(pre),
         peak_activation_bytes=int(rows_per_step * activation_bytes_per_row(c, longest)),
     )
