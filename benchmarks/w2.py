@@ -203,7 +203,6 @@ def main() -> int:
     load_start = os.getloadavg()
 
     log("importing jax, torch, apex_jax")
-
     import jax
     import numpy as np
     import torch
