@@ -32,6 +32,9 @@ class Checkpoints:
     Args:
         folder: the checkpoint folder (created on the first save).
         max_to_keep: steps kept on disk (older ones are deleted after a save).
+        In a multi-process run every process calls `save`/`restore` with the same state (orbax
+        coordinates them: the primary process writes host arrays, a step is final once all are
+        done), so `folder` must be on storage every process sees.
     """
 
     def __init__(self, folder: str | Path, max_to_keep: int = 1):

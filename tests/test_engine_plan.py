@@ -162,3 +162,64 @@ def test_enable_compile_cache_sets_jax_config(tmp_path):
         assert folder.is_dir() and jax.config.jax_compilation_cache_dir == str(folder)
     finally:
         jax.config.update("jax_compilation_cache_dir", old)
+
+
+def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
+    """SIGKILL both processes of a 2-process sweep mid-run; the same command resumes from the
+    shared checkpoint and ends bitwise equal to an uninterrupted one-process run; a one-process
+    rerun then finds the finished sweep and computes nothing."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from test_engine import _script
+
+    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
+    m = apex_jax.load(folder)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(m.config.n_layers)]
+    straight = run_sweep(m, m.params, m.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
+                         lambda s, k: {site: Noise(k, s, relative=True) for site in sites},
+                         np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32), sites=sites, draws=64, seed=7,
+                         draws_per_step=4, inputs_per_step=4, progress=False).counts  # as sweep_script
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+
+    def start():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return [subprocess.Popen(_script(folder, tmp_path / f"p{i}.npy", "--run-dir", str(run_dir),
+                                         "--units-per-call", "4", "--draws", "64", "--coordinator", f"127.0.0.1:{port}",
+                                         "--process-id", str(i), "--num-processes", "2"),
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for i in range(2)]
+
+    procs = start()
+    deadline = time.time() + 240
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        steps = [p for p in run_dir.glob("sweep-checkpoints/*/*") if p.name.isdigit()]
+        if steps and max(int(p.name) for p in steps) >= 5:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), "a process ended before the kill: " + b"".join(
+        p.stderr.read() for p in procs if p.poll() is not None).decode()[-2000:]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert not (tmp_path / "p0.npy").exists()
+    procs = start()
+    errs = [p.communicate(timeout=300)[1].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    for i in range(2):
+        np.testing.assert_array_equal(straight, np.load(tmp_path / f"p{i}.npy"))
+    resumed = int(errs[0].split("forwards ")[1].split()[0])
+    assert 0 < resumed < straight.sum()  # it did resume: only the unfinished units ran
+    r = subprocess.run(_script(folder, tmp_path / "one.npy", "--run-dir", str(run_dir), "--draws", "64"),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(straight, np.load(tmp_path / "one.npy"))
+    assert "forwards 0" in r.stderr  # the finished sweep is restored, nothing recomputed
+    (info,) = checkpoints_in(run_dir)
+    assert info.complete

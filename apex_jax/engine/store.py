@@ -104,12 +104,21 @@ def checkpoints_in(run_dir: str | Path) -> list[CheckpointInfo]:
 
 
 class Store:
-    """The checkpoints of one sweep: counts [n, G, C] int64 and done units [units] bool."""
+    """The checkpoints of one sweep: counts [n, G, C] int64 and done units [units] bool.
 
-    def __init__(self, run_dir: str | Path, description: dict):
+    Multi-process sweeps: every process holds the full counts (they are all-gathered), so all
+    of them save the same state through orbax, which writes it once and finalizes a step only
+    when every process is done; `run_dir` must then be on storage all processes see. Counts do
+    not depend on the process or device count, so a rerun with another process count resumes
+    correctly too. Processes agree on the step to restore (`agree_on_step`): a process that
+    does not see a step makes all of them start over rather than diverge.
+    """
+
+    def __init__(self, run_dir: str | Path, description: dict, process_index: int = 0):
         self.description = description
         self.fingerprint = fingerprint(description)
         self.folder = Path(run_dir).absolute() / CHECKPOINTS / self.fingerprint
+        self.primary = process_index == 0
         self.checkpoints = Checkpoints(self.folder, max_to_keep=1)
         self.step = self.checkpoints.latest_step() or 0
         self._write_settings(complete=False, only_if_missing=True)
@@ -117,9 +126,11 @@ class Store:
     def exists(self) -> bool:
         return self.checkpoints.latest_step() is not None
 
-    def restore(self, counts: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The saved (counts, done) (raises `CheckpointError` naming the folder if corrupt)."""
-        state, _ = self.checkpoints.restore({"counts": counts, "done": done})
+    def restore(self, counts: np.ndarray, done: np.ndarray, step: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The saved (counts, done) of `step` (default: the latest); raises `CheckpointError`
+        naming the folder if it is corrupt."""
+        state, _ = self.checkpoints.restore({"counts": counts, "done": done}, step=step)
         return np.asarray(state["counts"]), np.asarray(state["done"])
 
     def save(self, counts: np.ndarray, done: np.ndarray) -> None:
@@ -133,9 +144,21 @@ class Store:
 
     def _write_settings(self, complete: bool, only_if_missing: bool = False) -> None:
         path = self.folder / SETTINGS_FILE
-        if only_if_missing and path.exists():
+        if not self.primary or (only_if_missing and path.exists()):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # atomic: a kill never leaves half a file
         tmp.write_text(json.dumps({**self.description, "complete": complete}, indent=1, sort_keys=True))
         os.replace(tmp, path)
+
+
+def agree_on_step(store: Store) -> tuple[int, int]:
+    """(step to restore, highest step any process sees): 0 unless every process sees the same
+    latest step (see `Store`). Single process: (latest, latest)."""
+    latest = store.checkpoints.latest_step() or 0
+    if jax.process_count() == 1:
+        return latest, latest
+    from jax.experimental import multihost_utils
+
+    steps = np.asarray(multihost_utils.process_allgather(np.int32(latest)))
+    return (latest if (steps == latest).all() else 0), int(steps.max())

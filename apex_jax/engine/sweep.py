@@ -25,10 +25,12 @@ Multi-host: after `jax.distributed.initialize`, every process runs the same call
 inputs; the mesh spans all processes' devices, units are spread over them and the counts are
 all-gathered, so every process returns the full result.
 
-Resumption (single process): with `run_dir`, the counts and the set of finished units are
+Resumption: with `run_dir`, the counts and the set of finished units are
 checkpointed with orbax after every chunk under a fingerprint of everything that determines the
 result (engine/store.py); rerunning the same sweep skips finished units, a finished sweep is
-marked complete and its rerun computes nothing.
+marked complete and its rerun computes nothing. Multi-process sweeps save through orbax's
+coordinated checkpoints (`run_dir` on storage every process sees) and resume with any process
+count (counts do not depend on it).
 
 Compilation: the kernels (engine/kernels.py) are module-level jitted functions with the
 structure static and everything else an array, so a new seed, K, σ grid of the same length or
@@ -51,7 +53,7 @@ from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
 from apex_jax.engine.plan import (DEFAULT_MEMORY_BUDGET, PAD_MULTIPLE, Block, SweepPlan,  # noqa: F401
                                   default_micro_batch, plan_blocks, plan_sweep)
-from apex_jax.engine.store import Store, describe
+from apex_jax.engine.store import Store, agree_on_step, describe
 from apex_jax.models.model import Model
 
 
@@ -140,8 +142,8 @@ def run_sweep(
     store = _open_store(run_dir, settings, model, params, perturb, ids, inputs, grid)
     counts = np.zeros((plan.n_inputs, G, model.config.n_classes), np.int64)
     done = np.zeros(plan.units, bool)
-    if store is not None and store.exists():
-        counts, done = store.restore(counts, done)
+    if store is not None:
+        counts, done = _resume(store, counts, done)
 
     traces_before = kern.TRACES["chunk"]
     statics = dict(config=model.config, perturb=perturb, draws_per_step=plan.draws_per_step,
@@ -220,10 +222,17 @@ def _settings(plan: SweepPlan, seed: int, sites: Sequence[str], n_classes: int, 
 def _open_store(run_dir, settings: dict, model: Model, params, perturb, ids, inputs, grid) -> Store | None:
     if run_dir is None:
         return None
-    if jax.process_count() > 1:
-        raise ValueError("resumable sweeps (run_dir) are single-process for now; drop run_dir.")
     return Store(run_dir, describe(settings, config=model.config, params=params, perturb=perturb,
-                                   ids=ids, inputs=inputs, grid=grid))
+                                   ids=ids, inputs=inputs, grid=grid), jax.process_index())
+
+
+def _resume(store: Store, counts: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpointed (counts, done) every process agrees on, or the fresh ones."""
+    step, highest = agree_on_step(store)
+    store.step = highest  # later saves get new step numbers on every process
+    if step == 0:
+        return counts, done
+    return store.restore(counts, done, step=step)
 
 
 def _block_inputs(inputs: dict[str, np.ndarray], block: Block, pad_id: int) -> dict[str, np.ndarray]:
