@@ -40,6 +40,7 @@ inputs of the same length bucket never recompile.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -146,8 +147,9 @@ def run_sweep(
         counts, done = _resume(store, counts, done)
 
     traces_before = kern.TRACES["chunk"]
-    statics = dict(config=model.config, perturb=perturb, draws_per_step=plan.draws_per_step,
-                   n_classes=model.config.n_classes, common_noise=common_noise, mesh=mesh)
+    kernel = functools.partial(  # the compiled chunk kernel with this sweep's static structure
+        kern.run_chunk, config=model.config, perturb=perturb, draws_per_step=plan.draws_per_step,
+        n_classes=model.config.n_classes, common_noise=common_noise, mesh=mesh)
     scalars = (root_key_data(seed), np.int32(draw_offset), np.int32(draws))
     unit_sharding = jax.sharding.NamedSharding(mesh, P(kern.UNIT_AXIS))
     clean = np.zeros(plan.n_inputs, np.int64)
@@ -155,20 +157,18 @@ def run_sweep(
     computed = 0
     bar = _progress(int((~done).sum()) * plan.rows_per_step, progress)
     for bi, block in enumerate(plan.blocks):
-        batch = _block_inputs(inputs, block, model.config.pad_token_id)
-        prefix, logits = kern.prefix_and_clean(model.config, params, batch, sites=tuple(sites))
-        if jax.process_count() > 1:  # each process computed the same prefix locally: pass it as
-            prefix = jax.device_get(prefix)  # host data, which every process holds in full
+        prefix, block_clean = _prefix(model, params, inputs, block, sites)
         real = block.rows >= 0
-        clean[block.rows[real]] = np.asarray(logits)[real].argmax(-1)
-        todo = [u for u in range(bi * plan.units_per_block, (bi + 1) * plan.units_per_block) if not done[u]]
+        clean[block.rows[real]] = block_clean[real]
         block_ids = np.where(real, ids[np.maximum(block.rows, 0)], 0)
+        first = bi * plan.units_per_block
+        todo = [u for u in range(first, first + plan.units_per_block) if not done[u]]
         for s in range(0, len(todo), plan.units_per_call):
             chunk = todo[s : s + plan.units_per_call]
-            g_idx, d_idx = _unit_indices(plan, np.asarray(chunk) - bi * plan.units_per_block)
+            g_idx, d_idx = _unit_indices(plan, np.asarray(chunk) - first)
             points = _grid_points(grid, g_idx, block, per_input_grid)
             per_unit = jax.tree.map(lambda a: _global_array(a, unit_sharding), (points, g_idx, d_idx))
-            out = _to_host(kern.run_chunk(params, prefix, block_ids, *scalars, *per_unit, **statics))
+            out = _to_host(kernel(params, prefix, block_ids, *scalars, *per_unit))
             computed += _accumulate(counts, out, block, g_idx, d_idx, plan)
             done[chunk] = True
             if store is not None:
@@ -233,6 +233,15 @@ def _resume(store: Store, counts: np.ndarray, done: np.ndarray) -> tuple[np.ndar
     if step == 0:
         return counts, done
     return store.restore(counts, done, step=step)
+
+
+def _prefix(model: Model, params: Any, inputs: dict, block: Block, sites: Sequence[str]):
+    """The block's cached prefix (hidden [inputs, pos, d_model]) and clean predictions [inputs]."""
+    batch = _block_inputs(inputs, block, model.config.pad_token_id)
+    prefix, logits = kern.prefix_and_clean(model.config, params, batch, sites=tuple(sites))
+    if jax.process_count() > 1:  # each process computed the same prefix locally: pass it as
+        prefix = jax.device_get(prefix)  # host data, which every process holds in full
+    return prefix, np.asarray(logits).argmax(-1)
 
 
 def _block_inputs(inputs: dict[str, np.ndarray], block: Block, pad_id: int) -> dict[str, np.ndarray]:
