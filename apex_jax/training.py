@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from apex_jax import batching
+from apex_jax.checkpoints import Checkpoints
 from apex_jax.data import Dataset
 from apex_jax.models.model import Model
 
@@ -231,42 +232,21 @@ def _bad_epochs(history: dict, best_epoch: int) -> int:
 
 
 class _Checkpoints:
-    """orbax CheckpointManager holding the training state of every completed epoch (latest kept)."""
+    """The training state of every completed epoch (latest kept), via `apex_jax.checkpoints`."""
 
     def __init__(self, out_dir: str | Path):
-        import orbax.checkpoint as ocp
-
-        self._ocp = ocp
-        self.manager = ocp.CheckpointManager(
-            Path(out_dir).absolute() / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1),
-        )
+        self.store = Checkpoints(Path(out_dir) / "checkpoints")
 
     def latest(self):
-        return self.manager.latest_step()
+        return self.store.latest_step()
 
     def save(self, epoch, trainable, opt_state, best_trainable, meta):
-        ocp = self._ocp
         state = {"trainable": trainable, "opt_state": opt_state, "best": best_trainable}
-        self.manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-        self.manager.wait_until_finished()
+        self.store.save(epoch, state, meta)
 
     def restore(self, trainable, opt_state):
-        ocp = self._ocp
-        target = {"trainable": trainable, "opt_state": opt_state, "best": trainable}
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        step = self.manager.latest_step()
-        try:
-            got = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        except Exception as e:
-            raise RuntimeError(
-                f"checkpoint {self.manager.directory}/{step} cannot be restored ({e}); it is corrupt "
-                "or from another model/config. Delete that folder to start over."
-            ) from e
-        s = got["state"]
-        return s["trainable"], s["opt_state"], s["best"], got["meta"]
+        s, meta = self.store.restore({"trainable": trainable, "opt_state": opt_state, "best": trainable})
+        return s["trainable"], s["opt_state"], s["best"], meta
 
 
 def save_metrics(path: str | Path, metrics: dict) -> None:

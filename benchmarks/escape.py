@@ -79,7 +79,7 @@ def main() -> int:
     import numpy as np
 
     import torch_hooks as th
-    from apex_jax.engine import sweep as sw
+    from apex_jax.engine import plan as sw
     import apex_jax
     from apex_jax import apex
 

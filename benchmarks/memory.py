@@ -33,7 +33,7 @@ def main() -> None:
 
     import numpy as np
 
-    from apex_jax.engine import sweep as sw
+    from apex_jax.engine import plan as sw
     from apex_jax import run_apex
 
     model, ds, batch = common.load_w1(a.model, 64)

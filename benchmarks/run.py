@@ -87,34 +87,20 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def engine_work(cfg, lengths, G: int, draws: int, D: int, ips: int, upc: int, start: int,
-                cls_only: bool, pad_multiple: int, Gs: int = 1) -> dict:
-    """What the engine executes for a sweep (inputs bucketed as plan_blocks does) vs the useful
-    work (n x G x draws full forwards at each sentence's own length, as PyTorch runs them)."""
-    from apex_jax.engine import sweep as sw
-
-    blocks = sw.plan_blocks(lengths, len(lengths), ips)
-    ndb = math.ceil(draws / D)
-    # executed units per block: filler units of a chunk's tail are skipped (lax.cond), filler
-    # grid slots of a unit are not
-    units = math.ceil(G / Gs) * ndb
-    rows = executed = prefix = 0.0
-    tokens_exec = 0
-    for b in blocks:
-        r = units * Gs * D * ips
-        rows += r
-        executed += r * fl.suffix_forward(cfg, b.length, start, cls_only)
-        prefix += ips * (fl.prefix_forward(cfg, b.length, start) + fl.suffix_forward(cfg, b.length, start, False))
-        tokens_exec += ips * b.length
-    useful = len(lengths) * G * draws
-    full = G * draws * sum(fl.full_forward(cfg, int(L)) for L in lengths)
+def engine_work(model, plan, lengths) -> dict:
+    """What the engine executes for a sweep (read from its `SweepPlan`) vs the useful work
+    (n x G x draws full forwards at each sentence's own length, as PyTorch runs them)."""
+    full = plan.grid_size * plan.draws * sum(fl.full_forward(model.config, int(L)) for L in lengths)
     return {
-        "blocks": len(blocks), "block_lengths": [b.length for b in blocks],
-        "filler_rows": int(sum((b.rows < 0).sum() for b in blocks)),
-        "executed_units_per_block": units, "executed_row_forwards": int(rows), "useful_forwards": useful,
-        "executed_flops": executed + prefix, "executed_flops_prefix": prefix,
+        "blocks": len(plan.blocks), "block_lengths": [b.length for b in plan.blocks],
+        "filler_rows": int(sum((b.rows < 0).sum() for b in plan.blocks)),
+        # filler units of a chunk's tail are skipped (lax.cond), filler grid slots of a unit are not
+        "executed_units_per_block": plan.units_per_block,
+        "executed_row_forwards": plan.units * plan.rows_per_step, "useful_forwards": plan.forwards,
+        "executed_flops": plan.flops + plan.prefix_flops, "executed_flops_prefix": plan.prefix_flops,
         "torch_equivalent_flops": full,
-        "tokens_per_draw_executed": tokens_exec, "tokens_per_draw_real": int(sum(lengths)),
+        "tokens_per_draw_executed": sum(plan.inputs_per_step * b.length for b in plan.blocks),
+        "tokens_per_draw_real": int(sum(lengths)),
     }
 
 
@@ -143,7 +129,7 @@ def main() -> int:
     import peak
     import profile_kernel as pk
     import torch_hooks as th
-    from apex_jax.engine import sweep as sw
+    from apex_jax.engine import plan as sw
     from apex_jax.engine.sweep import run_sweep
     from apex_jax import parse_sigmas, parse_sites, run_apex
     from apex_jax.apex import analysis as apex_mod
@@ -260,6 +246,7 @@ def main() -> int:
     rounds = []
     counts_ours = np.zeros_like(A.sweep.counts)
     counts_torch = np.zeros_like(A.sweep.counts)
+    round_plans = []  # the engine's plan of each round's sweep (what it executed)
     for r, idx in enumerate(seg):
         rec = {"sigma_indices": idx.tolist()}
 
@@ -270,6 +257,7 @@ def main() -> int:
                           seed=0, tag=tag, common_noise=True, progress=False)
             rec["ours_seconds"] = time.perf_counter() - t
             rec["ours_forwards"] = R.perturbed_forwards
+            round_plans.append(R.plan)
             rec["ours_compile_seconds"] = events.since(mk)["seconds"]
             counts_ours[:, idx] = R.counts
 
@@ -324,14 +312,9 @@ def main() -> int:
     }
 
     # ------------------------------------------------------------------ 4/5. FLOPs and achieved FLOP/s
-    start = model.resume_block(sites)
-    import inspect
-
-    cls_only = "head_only=True" in inspect.getsource(sw)
-    work = engine_work(cfg, lengths, G, draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE, Gs)
-    # what the rounds executed (a segment of G_s σ may end in a filler unit when G_s % units_per_call)
-    per_round = [engine_work(cfg, lengths, len(idx), draws, D, ips, upc, start, cls_only, sw.PAD_MULTIPLE, Gs)
-                 for idx in seg]
+    start, cls_only = A.sweep.plan.start_block, A.sweep.plan.head_only
+    work = engine_work(model, A.sweep.plan, lengths)
+    per_round = [engine_work(model, p_, lengths) for p_ in round_plans]
     rounds_flops = sum(w_["executed_flops"] for w_ in per_round)
     rounds_units_per_block = sum(w_["executed_units_per_block"] for w_ in per_round)
     res["flops"] = {
@@ -355,7 +338,7 @@ def main() -> int:
     prof = {"buckets": []}
     # the replica takes σ alone; the engine's perturb function takes a grid point {sigma, scale}
     point_perturb = lambda sigma, keys: perturb({"sigma": sigma, "scale": np.asarray(scale, np.float32)}, keys)
-    blocks = sw.plan_blocks(lengths, n, ips)
+    blocks = A.sweep.plan.blocks
     for L in sorted({b.length for b in blocks}):
         rows_L = np.flatnonzero(buckets == L)
         pb = pk.profile_bucket(model, model.params, sites, point_perturb, batch, ids, rows_L, L, D, ips, cls_only,

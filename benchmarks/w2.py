@@ -86,7 +86,8 @@ class SweepRecorder:
     """Records every engine sweep `silencing.mask_sweep` runs (settings, seconds, forwards) by
     wrapping the `run_sweep` name it calls; results are passed through unchanged."""
 
-    KEYS = ("grid_size", "grid_per_step", "inputs_per_step", "draws_per_step", "units_per_call", "blocks", "sites")
+    KEYS = ("grid_size", "grid_per_step", "inputs_per_step", "draws_per_step", "units_per_call", "blocks", "sites",
+            "draws")
 
     def __init__(self):
         from apex_jax.synapse import silencing
@@ -110,29 +111,26 @@ class SweepRecorder:
         return calls
 
 
-def engine_flops(model, lengths, calls: list[dict], cls_only: bool) -> dict:
-    """Matmul FLOPs the engine executed for the sweeps `calls` (one per layer, as recorded) on
-    inputs of these real lengths: per sweep and input block, a prefix (blocks 0..s-1) plus the
-    clean logits from it (full suffix), then ceil(G/Gs) units of Gs x inputs_per_step rows
-    (filler grid slots and filler input rows are executed; filler units are skipped)."""
-    from apex_jax.engine import sweep as sw
+def engine_flops(model, lengths, calls: list[dict]) -> dict:
+    """Matmul FLOPs the engine executes for the sweeps `calls` (one per layer, as recorded) on
+    inputs of these real lengths, read from `plan_sweep` with the recorded micro-batch: per
+    sweep, the cached prefixes and clean logits plus every executed unit (filler grid slots and
+    filler input rows are executed; filler units are skipped)."""
+    import numpy as np
 
-    cfg = model.config
-    suffix = prefix = 0.0
-    rows = useful = 0
-    for c in calls:
-        s = model.resume_block(c["sites"])
-        ips, Gs, G = c["inputs_per_step"], c["grid_per_step"], c["grid_size"]
-        blocks = sw.plan_blocks(lengths, len(lengths), ips)
-        r = math.ceil(G / Gs) * Gs * c["draws_per_step"] * ips
-        for b in blocks:
-            rows += r
-            suffix += r * fl.suffix_forward(cfg, b.length, s, cls_only)
-            prefix += ips * (fl.prefix_forward(cfg, b.length, s) + fl.suffix_forward(cfg, b.length, s, False))
-        useful += len(lengths) * G
-    torch_eq = sum(c["grid_size"] for c in calls) * sum(fl.full_forward(cfg, int(L)) for L in lengths)
-    return {"executed_row_forwards": rows, "useful_forwards": useful, "executed_flops": suffix + prefix,
-            "executed_flops_prefix": prefix, "torch_equivalent_flops": torch_eq}
+    from apex_jax.engine import plan_sweep
+
+    lengths = np.asarray(lengths)
+    mask = {"attention_mask": (np.arange(max(lengths.max(), 1))[None] < lengths[:, None]).astype(np.int32)}
+    plans = [plan_sweep(model, mask, c["grid_size"], c["draws"], c["sites"], draws_per_step=c["draws_per_step"],
+                        inputs_per_step=c["inputs_per_step"], grid_per_step=c["grid_per_step"],
+                        units_per_call=c["units_per_call"]) for c in calls]
+    torch_eq = sum(c["grid_size"] for c in calls) * sum(fl.full_forward(model.config, int(L)) for L in lengths)
+    return {"executed_row_forwards": sum(p.units * p.rows_per_step for p in plans),
+            "useful_forwards": len(lengths) * sum(c["grid_size"] for c in calls),
+            "executed_flops": sum(p.flops + p.prefix_flops for p in plans),
+            "executed_flops_prefix": sum(p.prefix_flops for p in plans), "torch_equivalent_flops": torch_eq,
+            "last_block_cls_only": all(p.head_only for p in plans)}
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -142,7 +140,7 @@ def memory_child(a) -> int:
 
     import apex_jax
     from apex_jax import data
-    from apex_jax.engine import sweep as sw
+    from apex_jax.engine import plan as sw
     from apex_jax.synapse import rankings
     from apex_jax.synapse import silence as synapse
 
@@ -206,8 +204,6 @@ def main() -> int:
     load_start = os.getloadavg()
 
     log("importing jax, torch, apex_jax")
-    import inspect
-
     import jax
     import numpy as np
     import torch
@@ -217,7 +213,7 @@ def main() -> int:
     import torch_hooks as th
     import torch_silence as ts
     from apex_jax import data
-    from apex_jax.engine import sweep as sw
+    from apex_jax.engine import plan as sw
     from apex_jax import synapse as probes_lib
     from apex_jax.synapse import rankings
     from apex_jax.synapse import silence as synapse
@@ -461,8 +457,8 @@ def main() -> int:
     mp["n"], mp["used"] = mm_n, "the larger of the two medians (a conservative peak)"
     jax_peak = mp["jax_gflops"]
     log(f"  JAX {peak2['jax_gflops']:.1f} GFLOP/s, torch {peak2['torch_gflops']:.1f} GFLOP/s")
-    cls_only = "head_only=True" in inspect.getsource(sw)
-    work = [engine_flops(model, lengths[rows], ours_calls[r], cls_only) for r, rows in enumerate(rounds_rows)]
+    work = [engine_flops(model, lengths[rows], ours_calls[r]) for r, rows in enumerate(rounds_rows)]
+    cls_only = all(w["last_block_cls_only"] for w in work)
     ex = sum(w["executed_flops"] for w in work)
     teq = sum(w["torch_equivalent_flops"] for w in work)
     useful = sum(w["useful_forwards"] for w in work)
@@ -470,7 +466,7 @@ def main() -> int:
         rec["ours_executed_gflops_per_second"] = w["executed_flops"] / rec["ours_seconds"] / 1e9
         rec["torch_best_gflops_per_second"] = w["torch_equivalent_flops"] / rec["best_seconds"] / 1e9
     # the whole W2 as the engine would plan it with the rounds' settings (first round's per layer)
-    full = engine_flops(model, lengths, ours_calls[0], cls_only)
+    full = engine_flops(model, lengths, ours_calls[0])
     res["flops"] = {
         "counted": "matmuls only (dense layers, QK^T, PV, pooler, classifier); see benchmarks/flops.py",
         "engine_suffix_starts": [model.resume_block(c["sites"]) for c in ours_calls[0]],
@@ -502,7 +498,7 @@ def main() -> int:
         total = 0.0
         for L in np.unique(buckets):
             near = min(rates, key=lambda b: abs(b - L))
-            wL = engine_flops(model, lengths[buckets == L], ours_calls[0], cls_only)
+            wL = engine_flops(model, lengths[buckets == L], ours_calls[0])
             total += wL[key] * rates[near][1] / rates[near][0]
         return total
 

@@ -1,7 +1,11 @@
-"""The sweep engine shared by APEX and SYNAPSE: deterministic keys, fixed micro-batches, sharded
-and resumable streaming reductions."""
+"""The sweep engine shared by APEX and SYNAPSE: an inspectable plan (`plan_sweep` -> `SweepPlan`),
+deterministic keys, module-level jitted kernels, sharded and resumable streaming reductions."""
 
+from apex_jax.engine.compile_cache import enable_compile_cache
 from apex_jax.engine.keys import draw_keys
+from apex_jax.engine.plan import SweepPlan, plan_sweep
+from apex_jax.engine.store import KERNEL_VERSION, CheckpointInfo, checkpoints_in, differences
 from apex_jax.engine.sweep import SweepResult, run_sweep
 
-__all__ = ["SweepResult", "draw_keys", "run_sweep"]
+__all__ = ["KERNEL_VERSION", "CheckpointInfo", "SweepPlan", "SweepResult", "checkpoints_in",
+           "differences", "draw_keys", "enable_compile_cache", "plan_sweep", "run_sweep"]

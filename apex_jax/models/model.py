@@ -17,6 +17,7 @@ runs the rest and equals the full forward with the same perturbation.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -59,7 +60,34 @@ class Prefix:
     start: int = struct.field(pytree_node=False)
 
 
-_SKELETONS: dict = {}  # ArchConfig -> its parameter-free Model (see Model.skeleton)
+@functools.partial(jax.jit, static_argnames=("config", "capture", "head_only"))
+def jit_apply(
+    config: ArchConfig,
+    params: Any,
+    inputs: Any,
+    perturbations: iv_lib.Perturbations | None = None,
+    *,
+    capture: tuple[str, ...] = (),
+    head_only: bool = False,
+) -> Output:
+    """`Model.apply` as one module-level jitted function with the architecture static.
+
+    Everything that varies between calls (parameters, inputs, perturbation leaves) is an array
+    argument, so JAX's own jit cache is the only cache: any model of the same `config` (another
+    checkpoint, other weights) and any inputs of the same shapes reuse one compilation, and no
+    parameters are kept alive by it.
+
+    Args:
+        config: the architecture (hashable, static).
+        params, inputs, perturbations, capture, head_only: as in `Model.apply` (capture a tuple).
+    """
+    return _skeleton(config).apply(params, inputs, perturbations, capture=capture, head_only=head_only)
+
+
+@functools.lru_cache(maxsize=32)
+def _skeleton(config: ArchConfig) -> "Model":
+    # a parameter-free Model: validation and module definition only (a few objects, no arrays)
+    return Model(config, None, {}, source="skeleton")
 
 
 class Model:
@@ -88,7 +116,6 @@ class Model:
         self.module = Encoder(config)
         self.sites = site_lib.site_names(config.n_layers, config.n_classes is not None)
         self._site_ids = {s: i for i, s in enumerate(self.sites)}
-        self._jitted: dict = {}
 
     def __repr__(self) -> str:
         c = self.config
@@ -168,27 +195,24 @@ class Model:
 
     @property
     def skeleton(self) -> "Model":
-        """The parameter-free model shared by every model of this architecture (equal `config`).
+        """The parameter-free model of this architecture (equal `config` -> the same object).
 
-        `apply` depends on the architecture only (parameters are an argument), so compiled
-        functions are cached on the skeleton rather than on each loaded model: a second
-        checkpoint of the same architecture (another fine-tune, a zoo member) reuses them
-        instead of compiling again, and caches do not keep any model's parameters alive.
+        Kept for code that builds its own jitted closures over a model and caches them per
+        architecture; new code should pass the config as a static argument instead (see
+        `jit_apply`), which needs no object identity at all.
         """
-        sk = _SKELETONS.get(self.config)
-        if sk is None:
-            sk = _SKELETONS[self.config] = Model(self.config, None, {}, source="skeleton")
-        return sk
+        return _skeleton(self.config)
 
     def jitted(self, capture: Sequence[str] = ()):
-        """`jax.jit` of `apply` for one capture set, compiled once per architecture:
-        `fn(params, inputs, perturbations=None) -> Output`."""
-        capture = tuple(capture)
-        sk = self.skeleton
-        fn = sk._jitted.get(capture)
-        if fn is None:
-            fn = jax.jit(lambda p, x, pert=None: sk.apply(p, x, pert, capture=capture))
-            sk._jitted[capture] = fn
+        """`apply` under `jax.jit` for one capture set: `fn(params, inputs, perturbations=None)
+        -> Output`. A thin wrapper of `jit_apply`: compiled once per (architecture, capture,
+        input shapes), shared by every model of the architecture, no cache of ours."""
+        config, capture = self.config, tuple(capture)
+
+        def fn(params: Any, inputs: Any, perturbations: iv_lib.Perturbations | None = None) -> Output:
+            # always the same call signature: one jit cache entry per shapes, not per call style
+            return jit_apply(config, params, inputs, perturbations, capture=capture)
+
         return fn
 
     def forward(self, inputs: Any, perturbations=None, *, capture: Sequence[str] = ()) -> Output:

@@ -42,7 +42,8 @@ def main() -> None:
         units_per_call=a.units_per_call, run_dir=a.run_dir, progress=False,
     )
     np.save(a.out, res.counts)
-    print("devices", res.settings["devices"], "compiles", res.settings["compiles"], file=sys.stderr)
+    print("devices", res.settings["devices"], "compiles", res.settings["compiles"],
+          "forwards", res.perturbed_forwards, file=sys.stderr)
     if a.coordinator:
         import jax
 

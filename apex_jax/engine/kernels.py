@@ -1,0 +1,116 @@
+"""The sweep's compiled kernels: module-level `jax.jit` functions, JAX's jit cache the only cache.
+
+Static (hashable structure, part of the compile key): the architecture `ArchConfig`, the site
+tuple, the `perturb` function (hashed by identity: pass the same function object to reuse a
+compilation), draws_per_step, n_classes, common_noise and the mesh. Arrays (never recompile):
+params, the cached prefix, input ids, the root key of the seed, the draw offset, K, the grid
+points and the unit indices. So a new seed, K, σ grid of the same length or inputs of the same
+length bucket run the compiled kernel again, and a second checkpoint of one architecture shares it.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from apex_jax.engine.keys import draw_keys
+from apex_jax.models.config import ArchConfig
+from apex_jax.models.model import Model, Prefix
+
+Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations
+UNIT_AXIS = "units"  # the mesh axis units are sharded over
+
+# Python-side trace counts per kernel ("chunk", "prefix"): the body of a jitted function runs
+# only when JAX traces it, so these count compilations (tests; SweepResult.settings["compiles"]).
+TRACES: collections.Counter = collections.Counter()
+
+
+def _model(config: ArchConfig) -> Model:
+    # built at trace time only: a parameter-free Model (validation + module definition)
+    return Model(config, None, {}, source="kernel")
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sites"))
+def prefix_and_clean(config: ArchConfig, params: Any, batch: dict, *, sites: tuple[str, ...]
+                     ) -> tuple[Prefix, jax.Array]:
+    """The cached prefix before the first block `sites` need, and the clean logits from it.
+
+    Args:
+        batch: one input block ({"input_ids", "attention_mask", ...} [inputs, pos] or pixels).
+
+    Returns:
+        (Prefix with hidden [inputs, pos, d_model], clean logits [inputs, n_classes]).
+    """
+    TRACES["prefix"] += 1
+    model = _model(config)
+    prefix = model.prefix(params, batch, sites)
+    return prefix, model.apply(params, prefix).logits
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "config", "perturb", "draws_per_step", "n_classes", "common_noise", "mesh"))
+def run_chunk(
+    params: Any,
+    prefix: Prefix,
+    block_ids: jax.Array,
+    root_key: jax.Array,
+    offset: jax.Array,
+    draws: jax.Array,
+    grid_points: Any,
+    g_idx: jax.Array,
+    d_idx: jax.Array,
+    *,
+    config: ArchConfig,
+    perturb: Perturb,
+    draws_per_step: int,
+    n_classes: int,
+    common_noise: bool,
+    mesh: jax.sharding.Mesh,
+) -> jax.Array:
+    """Class counts of one chunk of units of one input block.
+
+    Args:
+        params: the model's parameters.
+        prefix: the block's cached prefix ([inputs, pos, d_model]).
+        block_ids: input ids [inputs] (key the noise; filler rows hold any id).
+        root_key: `keys.root_key_data(seed)`, the raw root key [2] uint32.
+        offset: first draw index of the sweep (int32 scalar); draws: K (int32 scalar).
+        grid_points: grid leaves [units, grid_per_step, ...] (sharded over the unit axis).
+        g_idx: grid indices [units, grid_per_step]; -1 marks filler slots and filler units.
+        d_idx: draw block per unit [units].
+
+    Returns:
+        counts [units, grid_per_step, inputs, n_classes] int32.
+    """
+    TRACES["chunk"] += 1
+    model = _model(config)
+    D, C = draws_per_step, n_classes
+
+    def one_point(params, prefix, block_ids, root, offset, draws, grid_point, g, d):
+        draw_index = d * D + jnp.arange(D)
+        keys = draw_keys(root, block_ids, 0 if common_noise else jnp.maximum(g, 0), offset + draw_index)
+        logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k), head_only=True).logits)(keys)
+        hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
+        valid = (draw_index < draws) & (g >= 0)
+        return jnp.sum(hits * valid[:, None, None], axis=0)
+
+    def unit(shared, grid_points, g, d):  # grid_per_step grid points at once
+        run = lambda: jax.vmap(lambda p, gi: one_point(*shared, p, gi, d))(grid_points, g)
+        # filler units (a chunk's tail) skip the forward entirely: lax.map runs units one by
+        # one, so this is a real branch, not a select
+        n_inputs = shared[2].shape[0]
+        skip = lambda: jax.lax.pcast(jnp.zeros((g.shape[0], n_inputs, C), jnp.int32), (UNIT_AXIS,), to="varying")
+        return jax.lax.cond(jnp.any(g >= 0), run, skip)
+
+    def local_chunk(params, prefix, block_ids, root_data, offset, draws, grid_points, g_idx, d_idx):
+        shared = (params, prefix, block_ids, jax.random.wrap_key_data(root_data), offset, draws)
+        return jax.lax.map(lambda a: unit(shared, *a), (grid_points, g_idx, d_idx))
+
+    sharded = jax.shard_map(local_chunk, mesh=mesh, out_specs=P(UNIT_AXIS),
+                            in_specs=(P(),) * 6 + (P(UNIT_AXIS),) * 3)
+    return sharded(params, prefix, block_ids, root_key, offset, draws, grid_points, g_idx, d_idx)

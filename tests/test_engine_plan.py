@@ -1,0 +1,221 @@
+"""Engine: one compile across seeds/K/σ/inputs, the inspectable plan, checkpoint fingerprints
+that cover the parameters, finished-run records, the forward counter, corrupt checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import apex_jax
+from apex_jax.checkpoints import CheckpointError, Checkpoints
+from apex_jax.engine import (SweepPlan, checkpoints_in, differences, draw_keys,
+                             enable_compile_cache, plan_sweep, run_sweep)
+from apex_jax.engine import kernels
+from apex_jax.interventions import Noise
+from apex_jax.models.loading import resolve
+from tests.helpers.sweep_script import TEXTS
+from tests.helpers.tiny_text import tiny_bert_folder
+
+SITES = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+
+
+def _noise(point, keys):  # module-level: one function object, so one compile key
+    return {s: Noise(keys, point, relative=True) for s in SITES}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return apex_jax.load(tiny_bert_folder(tmp_path_factory.mktemp("plan") / "bert", resolve("minilm"), seed=1))
+
+
+def _negated(model):
+    params = jax.tree.map(lambda x: x, model.params)
+    params["head"]["classifier"]["kernel"] = -params["head"]["classifier"]["kernel"]
+    params["head"]["classifier"]["bias"] = -params["head"]["classifier"]["bias"]
+    return params
+
+
+def test_draw_keys_equal_for_traced_and_python_seeds():
+    ids, draws = np.arange(3), np.arange(4)
+    for seed in (0, 7, 2**31 - 1):
+        want = jax.random.key_data(draw_keys(seed, ids, 2, draws))
+        traced = jax.jit(lambda s: jax.random.key_data(draw_keys(s, ids, 2, draws)))(np.uint32(seed))
+        rooted = jax.random.key_data(draw_keys(jax.random.key(seed), ids, 2, draws))
+        np.testing.assert_array_equal(want, traced)
+        np.testing.assert_array_equal(want, rooted)
+
+
+def test_one_trace_across_seeds_k_sigmas_and_inputs(model):
+    """Seed, K, σ values and inputs of one length bucket are arrays of one compiled kernel."""
+    before = dict(kernels.TRACES)
+    kw = dict(sites=SITES, draws_per_step=4, inputs_per_step=4, progress=False)
+    a = run_sweep(model, model.params, model.encode(TEXTS[:4]), np.arange(4), _noise,
+                  np.array([0.1, 1.0], np.float32), draws=8, seed=1, **kw)
+    b = run_sweep(model, _negated(model), model.encode(TEXTS[4:]), np.arange(10, 14), _noise,
+                  np.array([0.3, 3.0], np.float32), draws=12, seed=2, common_noise=False, **kw)
+    assert a.plan.blocks[0].length == b.plan.blocks[0].length == 16  # the same bucket
+    assert kernels.TRACES["chunk"] - before.get("chunk", 0) == 1
+    assert kernels.TRACES["prefix"] - before.get("prefix", 0) <= 1
+    assert (a.settings["compiles"], b.settings["compiles"]) == (1, 0)
+    assert b.counts.sum() == 4 * 2 * 12
+    # Model.jitted: one compile for every model of the architecture
+    from apex_jax.models.model import jit_apply
+
+    other, batch = model.replace(_negated(model)), model.encode(TEXTS[:3])
+    model.jitted()(model.params, batch)
+    size = jit_apply._cache_size()
+    np.testing.assert_array_equal(np.asarray(other.forward(batch).logits),
+                                  -np.asarray(model.forward(batch).logits))
+    assert jit_apply._cache_size() == size
+
+
+def test_plan_is_attached_and_describes_the_schedule(model):
+    batch = model.encode(TEXTS)
+    plan = plan_sweep(model, batch, grid_size=5, draws=6, sites=SITES, draws_per_step=4,
+                      inputs_per_step=2, grid_per_step=2)
+    assert isinstance(plan, SweepPlan)
+    assert (plan.n_draw_blocks, plan.n_grid_blocks) == (2, 3)
+    assert plan.units == len(plan.blocks) * 6 and plan.rows_per_step == 16
+    lengths = batch["attention_mask"].sum(1)
+    assert plan.real_tokens == 5 * 6 * lengths.sum()
+    assert plan.padded_tokens >= plan.real_tokens and plan.flops > 0 and plan.peak_activation_bytes > 0
+    assert plan.start_block == 1 and plan.head_only  # block 0 output = the cached prefix
+    json.dumps(plan.summary())
+    res = run_sweep(model, model.params, batch, np.arange(len(TEXTS)), _noise,
+                    np.linspace(0.1, 2, 5).astype(np.float32), sites=SITES, draws=6, draws_per_step=4,
+                    inputs_per_step=2, grid_per_step=2, progress=False)
+    assert res.plan.summary() == plan.summary()
+
+
+def test_forward_counter_is_a_python_int_for_k_not_a_multiple_of_the_step(model):
+    res = run_sweep(model, model.params, model.encode(TEXTS[:3]), np.arange(3), _noise,
+                    np.array([0.1, 1.0], np.float32), sites=SITES, draws=3, draws_per_step=2,
+                    progress=False)
+    assert json.loads(json.dumps(res.perturbed_forwards)) == 3 * 2 * 3
+    assert type(res.perturbed_forwards) is int
+
+
+def test_checkpoint_of_another_model_is_not_resumed(model, tmp_path):
+    """Same run_dir, same settings, other weights: the result is the other model's own."""
+    batch, ids = model.encode(TEXTS[:4]), np.arange(4)
+    sig = np.array([0.1, 2.0], np.float32)
+    kw = dict(sites=SITES, draws=8, seed=3, progress=False)
+    first = run_sweep(model, model.params, batch, ids, _noise, sig, run_dir=tmp_path, **kw)
+    negated = _negated(model)
+    second = run_sweep(model, negated, batch, ids, _noise, sig, run_dir=tmp_path, **kw)
+    fresh = run_sweep(model, negated, batch, ids, _noise, sig, **kw)
+    np.testing.assert_array_equal(second.counts, fresh.counts)
+    assert not np.array_equal(first.counts, second.counts)
+    assert second.perturbed_forwards == 4 * 2 * 8
+    # both sweeps are listed, complete, and what differs between them is named
+    found = {c.fingerprint: c for c in checkpoints_in(tmp_path)}
+    assert set(found) == {first.fingerprint, second.fingerprint} and all(c.complete for c in found.values())
+    diff = differences(found[first.fingerprint].settings, found[second.fingerprint].settings)
+    assert list(diff) == ["params_sha256"]
+
+
+def test_finished_sweep_reruns_without_computing(model, tmp_path):
+    batch, ids = model.encode(TEXTS[:2]), np.arange(2)
+    kw = dict(sites=SITES, draws=4, seed=5, progress=False, run_dir=tmp_path)
+    first = run_sweep(model, model.params, batch, ids, _noise, np.array([0.5], np.float32), **kw)
+    again = run_sweep(model, model.params, batch, ids, _noise, np.array([0.5], np.float32), **kw)
+    assert again.perturbed_forwards == 0 and first.perturbed_forwards == 2 * 4
+    np.testing.assert_array_equal(first.counts, again.counts)
+    (info,) = checkpoints_in(tmp_path)
+    assert info.complete and info.settings["draws"] == 4 and info.settings["seed"] == 5
+
+
+def test_corrupt_sweep_checkpoint_names_its_folder(model, tmp_path):
+    batch, ids = model.encode(TEXTS[:2]), np.arange(2)
+    kw = dict(sites=SITES, draws=4, seed=5, progress=False, run_dir=tmp_path)
+    run_sweep(model, model.params, batch, ids, _noise, np.array([0.5], np.float32), **kw)
+    (info,) = checkpoints_in(tmp_path)
+    for step in (p for p in info.folder.iterdir() if p.name.isdigit()):
+        shutil.rmtree(step / "state")
+    with pytest.raises(CheckpointError, match=str(info.folder)):
+        run_sweep(model, model.params, batch, ids, _noise, np.array([0.5], np.float32), **kw)
+
+
+def test_checkpoints_round_trip_and_reject_other_shapes(tmp_path):
+    store = Checkpoints(tmp_path / "ck")
+    state = {"a": np.arange(6, dtype=np.int64).reshape(2, 3), "b": np.ones(3, bool)}
+    store.save(1, state, {"note": "x"})
+    got, meta = Checkpoints(tmp_path / "ck").restore(state)
+    np.testing.assert_array_equal(got["a"], state["a"]) and np.testing.assert_array_equal(got["b"], state["b"])
+    assert meta == {"note": "x"}
+    with pytest.raises(CheckpointError, match="Delete that folder"):
+        store.restore({"a": np.zeros((4, 4), np.int64), "b": np.ones(3, bool)})
+
+
+def test_enable_compile_cache_sets_jax_config(tmp_path):
+    old = jax.config.jax_compilation_cache_dir
+    try:
+        folder = enable_compile_cache(tmp_path / "cc")
+        assert folder.is_dir() and jax.config.jax_compilation_cache_dir == str(folder)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old)
+
+
+def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
+    """SIGKILL both processes of a 2-process sweep mid-run; the same command resumes from the
+    shared checkpoint and ends bitwise equal to an uninterrupted one-process run; a one-process
+    rerun then finds the finished sweep and computes nothing."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from tests.test_engine import _script
+
+    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
+    m = apex_jax.load(folder)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(m.config.n_layers)]
+    straight = run_sweep(m, m.params, m.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
+                         lambda s, k: {site: Noise(k, s, relative=True) for site in sites},
+                         np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32), sites=sites, draws=64, seed=7,
+                         draws_per_step=4, inputs_per_step=4, progress=False).counts  # as sweep_script
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+
+    def start():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return [subprocess.Popen(_script(folder, tmp_path / f"p{i}.npy", "--run-dir", str(run_dir),
+                                         "--units-per-call", "4", "--draws", "64", "--coordinator", f"127.0.0.1:{port}",
+                                         "--process-id", str(i), "--num-processes", "2"),
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for i in range(2)]
+
+    procs = start()
+    deadline = time.time() + 240
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        steps = [p for p in run_dir.glob("sweep-checkpoints/*/*") if p.name.isdigit()]
+        if steps and max(int(p.name) for p in steps) >= 5:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), "a process ended before the kill: " + b"".join(
+        p.stderr.read() for p in procs if p.poll() is not None).decode()[-2000:]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert not (tmp_path / "p0.npy").exists()
+    procs = start()
+    errs = [p.communicate(timeout=300)[1].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    for i in range(2):
+        np.testing.assert_array_equal(straight, np.load(tmp_path / f"p{i}.npy"))
+    resumed = int(errs[0].split("forwards ")[1].split()[0])
+    assert 0 < resumed < straight.sum()  # it did resume: only the unfinished units ran
+    r = subprocess.run(_script(folder, tmp_path / "one.npy", "--run-dir", str(run_dir), "--draws", "64"),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(straight, np.load(tmp_path / "one.npy"))
+    assert "forwards 0" in r.stderr  # the finished sweep is restored, nothing recomputed
+    (info,) = checkpoints_in(run_dir)
+    assert info.complete
