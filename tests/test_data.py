@@ -364,7 +364,7 @@ def test_npz_rgb_channels_last_and_names(tmp_path):
 def test_empty_files_are_reported(tmp_path):
     cases = [
         ("e.csv", "text,label\n", "only a header"),
-        ("e.jsonl", "\n", "no records"),
+        ("e.jsonl", "\n", "the file has no records"),
         ("blank.csv", "", "the file is empty"),
     ]
     for fname, content, problem in cases:
