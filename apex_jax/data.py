@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import difflib
 import functools
 import gzip
 import io
@@ -379,8 +380,9 @@ def _encode_labels(
     if all(_is_number(v) for v in raw):
         k, v = next((k, v) for k, v in enumerate(raw) if not _is_int_label(v))
         raise InputError(
-            f"{at(k)}: label {v!r} is a number but not an integer; labels must be "
-            "integer class indices (0, 1, ...) or class names (strings that are not numbers)"
+            f"{at(k)}: label {v!r} is a number but not an integer class index; labels must be "
+            "integer class indices (0, 1, ...; write 1, not 1.0) or class names (strings that "
+            "are not numbers)"
         )
     floats = [(k, v) for k, v in enumerate(raw) if isinstance(v, (float, np.floating))]
     if floats:
@@ -609,6 +611,9 @@ def _load_npz(path: Path) -> Dataset:
 
 
 def _unknown(name_or_path: str, reason: str) -> InputError:
+    close = difflib.get_close_matches(name_or_path, BUILTIN_DATASETS, n=1)
+    if close:
+        reason += f" (did you mean {close[0]!r}?)"
     return InputError(
         f"cannot load data set {name_or_path!r}: {reason}. Built-in data sets: "
         f"{', '.join(BUILTIN_DATASETS)}; files: {', '.join(FILE_TYPES)} "
