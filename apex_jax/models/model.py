@@ -372,9 +372,9 @@ def _as_texts(items: Any) -> list[str] | None:
         if items.dtype.kind not in "UO":
             return None
         items = items.tolist()
-    if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
         return None
-    items = list(items)
+    items = list(items)  # any iterable of str (a tuple, a pandas Series, a generator)
     return items if all(isinstance(t, str) for t in items) else None
 
 
