@@ -74,6 +74,7 @@ __all__ = [
     "Dataset",
     "LABEL_PURPOSES",
     "LabelSpace",
+    "check_input_kind",
     "check_label_space",
     "get_split",
     "load_dataset",
@@ -798,6 +799,43 @@ def get_split(
 
 
 # --------------------------------------------------------------------------------------------
+# Model vs. data
+
+
+_KIND_CHOICES = {
+    "text": f"a text data set ({', '.join(_VADER_FILES)}, or a .csv/.jsonl file)",
+    "image": "an image data set (mnist5k, digits, or a .npz file)",
+}
+
+
+def check_input_kind(data: Dataset, model_kind: str, model: str = "the model") -> None:
+    """Checks that a data set holds the kind of input a model reads, before any work is done.
+
+    Run layers call it right after loading both, so an image ``.npz`` given to a text model (or
+    text to an image model) is refused with a message naming both, instead of failing later
+    inside the tokenizer. (``Model.encode`` checks the same on its own.)
+
+    Args:
+        data: The data set.
+        model_kind: ``"text"`` or ``"image"`` (``"text" if model.config.is_text else "image"``).
+        model: How to name the model in the message (e.g. its path).
+
+    Raises:
+        InputError: The kinds differ (or ``model_kind`` is not one of them).
+    """
+    if model_kind not in _KINDS:
+        raise InputError(f"model_kind must be one of {_KINDS}, got {model_kind!r}")
+    if data.kind != model_kind:
+        raise InputError(
+            f"data set {data.name!r} holds {data.kind} inputs but {model} is {_a(model_kind)} "
+            f"model; give {_KIND_CHOICES[model_kind]}, or {_a(data.kind)} model"
+        )
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 # Model classes vs. data labels
 
 #: Purposes accepted by :func:`check_label_space`.

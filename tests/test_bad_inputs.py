@@ -223,6 +223,12 @@ CASES = [
         w["vit"].params, w["vit"].encode(w["images"]),
         {"hook_embed": apex_jax.silence(positions=jnp.array([40]))}), InputError,
         ("positions [40]", "[0, 5)")),
+    Case("image data set for a text model",
+         lambda w: data.check_input_kind(load_dataset(w["root"] / "digits.npz"), "text", "bert"),
+         InputError, ("digits.npz", "holds image inputs", "bert is a text model", "vader-movies", ".csv")),
+    Case("text data set for an image model",
+         lambda w: data.check_input_kind(load_dataset(w["csv40"]), "image"), InputError,
+         ("holds text inputs", "the model is an image model", "mnist5k", ".npz")),
     # --- label spaces
     Case("labels beyond the model's classes",
          lambda w: check_label_space(2, ("negative", "positive"), _ds([0, 1, 2], ("a", "b", "c")), "evaluate"),
@@ -316,4 +322,5 @@ def test_check_label_space():
 
 
 def test_data_module_exports():
-    assert {"check_label_space", "LabelSpace", "LABEL_PURPOSES"} <= set(data.__all__)
+    assert {"check_input_kind", "check_label_space", "LabelSpace", "LABEL_PURPOSES"} <= set(data.__all__)
+    data.check_input_kind(_ds([0, 1], ("0", "1")), "text")  # same kind: no error
