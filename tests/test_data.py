@@ -13,6 +13,7 @@ import pytest
 from apex_jax import assets
 from apex_jax.assets import AssetMissingError, asset_path, cache_dir, fetch_assets
 from apex_jax.data import Dataset, get_split, load_dataset, split_dataset
+from apex_jax.errors import InputError
 
 # (file rows, rows with rating exactly 0, negative kept, positive kept), counted from the files.
 VADER_COUNTS = {
@@ -272,7 +273,10 @@ def test_get_split(fetched):
     full = split_dataset(load_dataset("vader-nyt"), seed=3)["val"]
     first = get_split("vader-nyt", "val", n=25, seed=3)
     assert len(first) == 25 and np.array_equal(first.ids, full.ids[:25])
-    assert len(get_split("vader-nyt", "val", n=10**6, seed=3)) == len(full) == 495
+    assert len(get_split("vader-nyt", "val", n=495, seed=3)) == len(full) == 495
+    # More than the split has is an error naming both sizes, not a silent clamp.
+    with pytest.raises(InputError, match="n = 496 .* has 495; choose n <= 495"):
+        get_split("vader-nyt", "val", n=496, seed=3)
     everything = get_split("vader-nyt", "all", n=5)
     assert everything.ids.tolist() == [1001, 1002, 1003, 1004, 1005]
     with pytest.raises(ValueError, match="valid splits: train, val, test, all"):
@@ -358,10 +362,15 @@ def test_npz_rgb_channels_last_and_names(tmp_path):
 
 
 def test_empty_files_are_reported(tmp_path):
-    for fname, content in [("e.csv", "text,label\n"), ("e.jsonl", "\n"), ("blank.csv", "")]:
+    cases = [
+        ("e.csv", "text,label\n", "only a header"),
+        ("e.jsonl", "\n", "the file has no records"),
+        ("blank.csv", "", "the file is empty"),
+    ]
+    for fname, content, problem in cases:
         path = tmp_path / fname
         path.write_text(content)
-        with pytest.raises(ValueError, match=rf"data set '.*{fname}' is empty"):
+        with pytest.raises(InputError, match=rf"{fname}: {problem}"):
             load_dataset(path)
 
 

@@ -14,6 +14,7 @@ from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
 
+from apex_jax.errors import InputError
 from apex_jax.models.config import ArchConfig
 
 BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "vit": "vit"}
@@ -135,7 +136,7 @@ def normalize_keys(cfg_arch: str, state: Mapping[str, np.ndarray]) -> dict[str, 
         for pat, rep in _LEGACY + (_LEGACY_VIT if cfg_arch == "vit" else ()):
             k = re.sub(pat, rep, k)
         if k in out:
-            raise ValueError(
+            raise InputError(
                 f"weight {key!r} appears twice, as {k!r} under another spelling (with and without "
                 f"the '{prefix}' prefix, or in a legacy and a current name)."
             )
@@ -147,7 +148,7 @@ def to_params(cfg: ArchConfig, state: Mapping[str, np.ndarray], ignore: Iterable
     """HF state dict (already `normalize_keys`-ed) -> nested params dict of numpy arrays.
 
     Raises:
-        ValueError: naming every missing, unused or mis-shaped weight.
+        InputError: naming every missing, unused or mis-shaped weight (a ValueError).
     """
     remaining = dict(state)
     params: dict = {}
@@ -177,7 +178,7 @@ def to_params(cfg: ArchConfig, state: Mapping[str, np.ndarray], ignore: Iterable
             "without them)"
         )
     if problems:
-        raise ValueError(f"cannot load {cfg.arch} weights: " + "; ".join(problems) + ".")
+        raise InputError(f"cannot load {cfg.arch} weights: " + "; ".join(problems) + ".")
     return params
 
 

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import jax
 import numpy as np
 
+from apex_jax.errors import InputError, MissingInputError
 from apex_jax.models import convert
 from apex_jax.models.config import ArchConfig, from_hf
 from apex_jax.models.encoder import Encoder, Head, Hooks
@@ -33,14 +34,18 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} has no config.json; is it a Hugging Face model folder?")
+            raise MissingInputError(
+                f"{path} has no config.json; is it a Hugging Face model folder? Give a folder "
+                "with config.json plus model.safetensors or pytorch_model.bin, a hub id, or one "
+                f"of {list(BUILTIN)}."
+            )
         return path
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"model {name!r} is not a folder; give an HF folder, a hub id, or one of {list(BUILTIN)}."
         )
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"model {name!r} is neither a local folder nor built in ({list(BUILTIN)}), and "
             "HF_HUB_OFFLINE is set, so it cannot be downloaded."
         )
@@ -51,25 +56,41 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "pytorch_model.bin", "tf_model.h5"]
         ))
     except Exception as e:  # offline, unknown repo, ...
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"model {name!r} is not a local folder or built-in name ({list(BUILTIN)}) and could not "
             f"be fetched from the hub: {e}"
         ) from e
 
 
 def read_state(folder: Path) -> dict[str, np.ndarray]:
-    """All weights of an HF folder as numpy arrays (no torch needed for safetensors)."""
-    from safetensors.numpy import load_file
+    """All weights of an HF folder as numpy arrays (no torch needed for safetensors).
 
+    Raises:
+        MissingInputError: no weights file, or a shard the index names is absent.
+        InputError: a weights file is truncated or corrupt, or the shard index is malformed
+            (the file is named).
+    """
     single, index, torch_bin = (folder / "model.safetensors", folder / "model.safetensors.index.json",
                                 folder / "pytorch_model.bin")
     if single.is_file():
-        return dict(load_file(str(single)))
+        return _load_safetensors(single)
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json(index, "a sharded-weights index").get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise InputError(
+                f"{index} has no 'weight_map' object mapping weight names to shard files; "
+                "re-save the model with save_pretrained."
+            )
+        files = sorted(set(weight_map.values()))
+        absent = [f for f in files if not (folder / f).is_file()]
+        if absent:
+            raise MissingInputError(
+                f"{index} names shard files that are not in {folder}: {absent}; copy or "
+                "download the missing shards."
+            )
         state: dict[str, np.ndarray] = {}
         for f in files:
-            state.update(load_file(str(folder / f)))
+            state.update(_load_safetensors(folder / f))
         return state
     if torch_bin.is_file():
         try:
@@ -79,16 +100,76 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
                 f"{torch_bin} is a PyTorch pickle; install torch==2.13.0 to read it, or convert the "
                 "folder to safetensors."
             ) from e
-        sd = torch.load(str(torch_bin), map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(str(torch_bin), map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated zip, not a checkpoint, unsafe pickle, ...
+            raise InputError(
+                f"{torch_bin} cannot be read as PyTorch weights ({type(e).__name__}: "
+                f"{_first_line(e)}); it is truncated or corrupt: copy or download it again, or "
+                "re-save the model with save_pretrained."
+            ) from None
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
     if (folder / "tf_model.h5").is_file():
         from apex_jax.models.tf_weights import read_tf_h5
 
         return read_tf_h5(folder / "tf_model.h5")
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"{folder} has no weights: expected model.safetensors, model.safetensors.index.json, "
         "pytorch_model.bin or tf_model.h5."
     )
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """One safetensors file as numpy arrays; a damaged file is an InputError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return dict(load_file(str(path)))
+    except (SafetensorError, OSError, ValueError) as e:  # truncated header/data, not safetensors
+        raise InputError(
+            f"{path} is not a readable safetensors file ({_first_line(e)}); it is truncated or "
+            "corrupt (an interrupted download or copy?): copy or download it again, or re-save "
+            "the model with save_pretrained."
+        ) from None
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`; errors name the file, the line and column, and `what` it is.
+
+    Raises:
+        InputError: unreadable as UTF-8, malformed JSON, or not a JSON object.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} ({what}) is not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"{path} ({what}) is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}; "
+            "fix the file or re-save the model with save_pretrained."
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path} ({what}) must hold a JSON object {{...}}; got {type(value).__name__}.")
+    return value
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _arch_config(hf: dict, config_path: Path) -> ArchConfig:
+    """`from_hf`, with errors naming config.json: an unknown model_type lists the supported
+    ones; a missing or malformed field is named."""
+    try:
+        return from_hf(hf)
+    except KeyError as e:
+        raise InputError(
+            f"{config_path} lacks the field {e.args[0]!r} that a {hf.get('model_type')!r} config "
+            "needs; the file is incomplete: re-save the model with save_pretrained."
+        ) from None
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{config_path}: {e}") from None
 
 
 def load(
@@ -112,22 +193,25 @@ def load(
         seed: seed of a fresh head.
 
     Raises:
-        ValueError: unknown model type, or missing / unused / mis-shaped weights (named).
+        InputError: unknown model type (the supported ones are listed), a malformed or
+            incomplete config.json, a truncated or corrupt weights file (named), missing /
+            unused / mis-shaped weights (named), or num_labels disagreeing with the checkpoint.
+        MissingInputError: no such folder, built-in or hub model; no weights file.
     """
     folder = resolve(name_or_path)
-    hf = json.loads((folder / "config.json").read_text())
-    base = from_hf(hf)
+    hf = read_json(folder / "config.json", "the model's config")
+    base = _arch_config(hf, folder / "config.json")
     state = convert.normalize_keys(base.arch, read_state(folder))
     head_key = "classifier.out_proj.weight" if base.arch == "roberta" else "classifier.weight"
     ckpt_classes = state[head_key].shape[0] if head_key in state else None
     if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
-        raise ValueError(
+        raise InputError(
             f"{folder} has a {ckpt_classes}-class classifier but num_labels={num_labels} was asked; "
             "drop num_labels, or remove the classifier weights to train a new head."
         )
     n_classes = ckpt_classes if ckpt_classes is not None else num_labels
     if n_classes is not None and n_classes < 1:
-        raise ValueError(f"num_labels must be >= 1; got {n_classes}.")
+        raise InputError(f"num_labels must be >= 1; got {n_classes}.")
     has_pooler = "pooler.dense.weight" in state
     fresh = ckpt_classes is None and n_classes is not None
     if fresh and base.arch == "bert":
@@ -150,7 +234,10 @@ def load(
     if names is None and "id2label" in hf and n_classes and len(hf["id2label"]) == n_classes and not fresh:
         names = [hf["id2label"][str(i)] for i in range(n_classes)]
     if names is not None and n_classes is not None and len(names) != n_classes:
-        raise ValueError(f"{len(names)} label names given for {n_classes} classes.")
+        raise InputError(
+            f"{len(names)} label names given for {n_classes} classes; give exactly one name per "
+            "class, or none."
+        )
     tokenizer, mean, std = _preprocessing(folder, cfg)
     return Model(cfg, jax.tree.map(np.asarray, params), hf, tokenizer, mean, std, names, str(name_or_path))
 
@@ -206,9 +293,16 @@ def _preprocessing(folder: Path, cfg: ArchConfig):
         from transformers import AutoTokenizer
 
         # Never BertTokenizer(vocab_file=...): transformers 5 silently ignores it (STACK-NOTES).
-        return AutoTokenizer.from_pretrained(str(folder)), None, None
+        try:
+            return AutoTokenizer.from_pretrained(str(folder)), None, None
+        except Exception as e:  # a corrupt tokenizer.json, a vocab the tokenizer class rejects
+            raise InputError(
+                f"the tokenizer files in {folder} cannot be loaded ({type(e).__name__}: "
+                f"{_first_line(e)}); copy them again from the model's source (tokenizer.json, "
+                "tokenizer_config.json, vocab.txt / vocab.json + merges.txt)."
+            ) from None
     pre = folder / "preprocessor_config.json"
     if pre.is_file():
-        p = json.loads(pre.read_text())
+        p = read_json(pre, "the image preprocessing config")
         return None, p.get("image_mean"), p.get("image_std")
     return None, None, None

@@ -30,6 +30,7 @@ from flax import struct
 
 from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
+from apex_jax.errors import InputError
 from apex_jax.models import convert
 from apex_jax.models.config import ArchConfig
 from apex_jax.models.encoder import Encoder, Hooks
@@ -246,19 +247,19 @@ class Model:
         need = ("input_ids", "attention_mask") if self.config.is_text else ("pixel_values",)
         missing = [k for k in need if k not in inputs]
         if missing:
-            raise ValueError(f"inputs lack {missing}; a {self.config.arch} model needs {list(need)}.")
+            raise InputError(f"inputs lack {missing}; a {self.config.arch} model needs {list(need)}.")
         if self.config.is_text:
             shape = np.shape(inputs["input_ids"])
             if len(shape) != 2:
-                raise ValueError(f"input_ids must be [batch, pos]; got shape {shape}.")
+                raise InputError(f"input_ids must be [batch, pos]; got shape {shape}.")
             for k in ("attention_mask", "token_type_ids"):
                 if k in inputs and np.shape(inputs[k]) != shape:
-                    raise ValueError(f"{k} has shape {np.shape(inputs[k])}; input_ids have {shape}.")
+                    raise InputError(f"{k} has shape {np.shape(inputs[k])}; input_ids have {shape}.")
             limit = self.config.max_positions
             if self.config.arch == "roberta":  # positions run pad_token_id + 1 .. pad_token_id + n
                 limit -= self.config.pad_token_id + 1
             if shape[1] > limit:
-                raise ValueError(
+                raise InputError(
                     f"sequence length {shape[1]} exceeds the {limit} positions this model has "
                     f"(max_position_embeddings {self.config.max_positions})."
                 )
@@ -267,7 +268,7 @@ class Model:
             c, s = self.config.num_channels, self.config.image_size
             shape = np.shape(inputs["pixel_values"])
             if len(shape) != 4 or tuple(shape[1:]) != (c, s, s):
-                raise ValueError(
+                raise InputError(
                     f"pixel_values have shape {tuple(shape)}; this model expects "
                     f"[batch, {c}, {s}, {s}] (channels first, normalized; see model.encode)."
                 )
@@ -283,27 +284,71 @@ class Model:
 
         Images: [n, height, width] or [n, channels, height, width], uint8 (0-255) or float
         in [0, 1]; they are normalized with the model's image mean/std.
+
+        Args:
+            items: a list of strings for a text model; an image array for an image model.
+            max_length: text only: truncate to this many tokens (>= 1; default and upper
+                bound: the model's positions, at most 512).
+            pad_to_multiple_of: text only: pad the length up to a multiple of this (>= 1).
+
+        Raises:
+            InputError: the kind of input does not match the model (images for a text model
+                or texts for an image model: the message says which kind it expects), no
+                tokenizer, no texts, max_length or pad_to_multiple_of not a positive integer,
+                or images of the wrong rank.
         """
+        kind = f"a text model ({self.config.arch})" if self.config.is_text else (
+            f"an image model ({self.config.arch}, {self.config.num_channels}x"
+            f"{self.config.image_size}x{self.config.image_size})")
+        for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
+            # 0 used to mean "the default" silently; a non-positive length is a mistake.
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 1):
+                raise InputError(f"{name} must be a positive integer or None (the default); got {value!r}.")
         if self.config.is_text:
             if isinstance(items, str):
                 items = [items]
+            texts = _as_texts(items)
+            if texts is None:
+                raise InputError(
+                    f"{self.source!r} is {kind}: encode() expects a list of strings, got "
+                    f"{_describe(items)} (image data? use an image model, or a text data set: "
+                    ".csv/.jsonl or a built-in text set)."
+                )
             if self.tokenizer is None:
-                raise ValueError(f"{self.source!r} has no tokenizer files; pass token arrays to apply().")
-            if len(items) == 0:
-                raise ValueError("encode() got no texts.")
+                raise InputError(
+                    f"{self.source!r} has no tokenizer (none of tokenizer.json, vocab.txt, "
+                    "vocab.json in its folder): copy the tokenizer files of the model it was "
+                    "trained from into the folder, or pass token arrays to apply()."
+                )
+            if len(texts) == 0:
+                raise InputError("encode() got no texts; give at least one string.")
             limit = min(self.config.max_positions - (2 if self.config.arch == "roberta" else 0), 512)
             enc = self.tokenizer(
-                list(items), padding=True, truncation=True,
+                texts, padding=True, truncation=True,
                 max_length=min(max_length or limit, limit), pad_to_multiple_of=pad_to_multiple_of,
                 return_tensors="np",
             )
             keep = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.config.type_vocab_size else [])
             return {k: np.asarray(enc[k], np.int32) for k in keep if k in enc}
+        if isinstance(items, str) or (
+            isinstance(items, (list, tuple)) and any(isinstance(i, str) for i in items)
+        ) or (isinstance(items, np.ndarray) and items.dtype.kind in "USO"):
+            raise InputError(
+                f"{self.source!r} is {kind}: encode() expects images [n, height, width] or "
+                f"[n, channels, height, width], got {_describe(items)} (text data? use a text "
+                "model, or an image data set: .npz or a built-in image set)."
+            )
         x = np.asarray(items)
         if x.ndim == 3:
             x = x[:, None]
         if x.ndim != 4:
-            raise ValueError(f"images must be [n, height, width] or [n, channels, height, width]; got {x.shape}.")
+            raise InputError(
+                f"{self.source!r} is {kind}: images must be [n, height, width] or "
+                f"[n, channels, height, width]; got shape {x.shape}."
+            )
+        if x.dtype.kind not in "uif":
+            raise InputError(f"images must be uint8 (0-255) or floats in [0, 1]; got dtype {x.dtype}.")
         x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
         mean = np.asarray(self.image_mean, np.float32)[None, :, None, None]
         std = np.asarray(self.image_std, np.float32)[None, :, None, None]
@@ -342,3 +387,27 @@ class Model:
             }
             (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
         return path
+
+
+def _as_texts(items: Any) -> list[str] | None:
+    """`items` as a list of str, or None if it is not a sequence of strings (e.g. an array of
+    pixels)."""
+    if isinstance(items, np.ndarray):
+        if items.dtype.kind not in "UO":
+            return None
+        items = items.tolist()
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        return None
+    items = list(items)  # any iterable of str (a tuple, a pandas Series, a generator)
+    return items if all(isinstance(t, str) for t in items) else None
+
+
+def _describe(items: Any) -> str:
+    """A short description of what `encode` was given, for messages."""
+    if isinstance(items, np.ndarray):
+        return f"an array of shape {items.shape}, dtype {items.dtype}"
+    if isinstance(items, str):
+        return f"a string {items[:40]!r}"
+    if isinstance(items, Sequence) and len(items):
+        return f"a {type(items).__name__} of {len(items)} {type(items[0]).__name__}"
+    return f"a {type(items).__name__}"

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from apex_jax.errors import InputError
+
 # Last name component -> PyTorch name. Anything not listed is rejected: guessing (as
 # transformers does, keeping unknown names and not transposing) could hide a layout error.
 _LEAF = {
@@ -92,7 +94,7 @@ def read_tf_h5(path: str | PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         ImportError: h5py is not installed.
-        ValueError: the file is not a Keras HDF5 weights file, or a dataset has a name or
+        InputError: (a ValueError) the file is not a readable Keras HDF5 weights file, or a dataset has a name or
             shape the rules do not cover (the dataset is named), or two datasets map to the
             same key.
     """
@@ -105,9 +107,16 @@ def read_tf_h5(path: str | PathLike) -> dict[str, np.ndarray]:
 
     state: dict[str, np.ndarray] = {}
     source: dict[str, str] = {}
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:  # truncated, not HDF5 at all, ...
+        raise InputError(
+            f"{path} cannot be read as an HDF5 file ({e}); it is truncated or corrupt: copy or "
+            "download it again, or re-save the model with save_pretrained."
+        ) from None
+    with f:
         if "layer_names" not in f.attrs:
-            raise ValueError(
+            raise InputError(
                 f"{path} has no 'layer_names' attribute, so it is not a Keras HDF5 weights file "
                 "as transformers' TF save_pretrained writes (sharded TF checkpoints and Keras "
                 "full-model saves are not supported)."
@@ -123,7 +132,7 @@ def read_tf_h5(path: str | PathLike) -> dict[str, np.ndarray]:
                 value = np.asarray(group[weight_name])
                 mapped = tf_name_to_pt(weight_name)
                 if mapped is None:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}: h5 dataset {dataset!r} has a variable name apex_jax does not map "
                         f"to PyTorch (last level must be one of {sorted(_LEAF)})."
                     )
@@ -131,13 +140,13 @@ def read_tf_h5(path: str | PathLike) -> dict[str, np.ndarray]:
                 if is_kernel:
                     axes = _KERNEL_AXES.get(value.ndim)
                     if axes is None:
-                        raise ValueError(
+                        raise InputError(
                             f"{path}: h5 dataset {dataset!r} is a {value.ndim}-d kernel "
                             f"{value.shape}; only Dense (2-d) and Conv2D (4-d) kernels are supported."
                         )
                     value = np.ascontiguousarray(value.transpose(axes))
                 if key in state:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}: h5 datasets {source[key]!r} and {dataset!r} both map to {key!r}."
                     )
                 state[key], source[key] = value, dataset

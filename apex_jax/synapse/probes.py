@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from apex_jax.errors import CheckpointError
+
 Array = Any
 
 CONCAT = "concat"  # name of the probe on all layers' features concatenated (in site order)
@@ -211,10 +213,6 @@ class ProbeSet:
             probes[name] = Probe(*(np.asarray(arrays[k], np.float32) for k in ("W", "b", "mean", "std")),
                                  ProbeMetrics(**m))
         return cls(probes, tuple(meta["sites"]), int(meta["n_classes"]), ProbeConfig(**meta["config"]))
-
-
-class CheckpointError(RuntimeError):
-    """A probe checkpoint is incomplete or corrupt."""
 
 
 def _as_labels(labels: Array, n_classes: int | None) -> np.ndarray:
