@@ -31,6 +31,7 @@ from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
 from apex_jax.models import convert
 from apex_jax.models.config import ArchConfig
+from apex_jax.models.decoder import Decoder, classifier_positions, hf_class_name, prepare_tokenizer
 from apex_jax.models.encoder import Encoder, Hooks
 
 Array = Any
@@ -85,8 +86,9 @@ class Model:
         n = config.n_classes or 0
         self.label_names = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(n))
         self.source = source
-        self.module = Encoder(config)
-        self.sites = site_lib.site_names(config.n_layers, config.n_classes is not None)
+        self.module = Decoder(config) if config.is_decoder else Encoder(config)
+        self.sites = site_lib.site_names(config.n_layers, config.n_classes is not None,
+                                         final_norm=config.is_decoder)
         self._site_ids = {s: i for i, s in enumerate(self.sites)}
         self._jitted: dict = {}
 
@@ -158,6 +160,18 @@ class Model:
             {"params": params}, self._check_inputs(inputs), hooks, start=0, stop=start
         )
         return Prefix(hidden, mask, start)
+
+    def classifier_positions(self, inputs: Any) -> Array:
+        """The token position the classifier reads, per example: [batch] int32.
+
+        0 ([CLS]) for encoders; the last real token (rightmost `attention_mask` 1, for left or
+        right padding) for decoders. `inputs` is a batch from `encode` or a `Prefix`.
+        """
+        mask = inputs.mask if isinstance(inputs, Prefix) else inputs.get("attention_mask")
+        if not self.config.is_decoder:
+            n = (mask if mask is not None else inputs["pixel_values"]).shape[0]
+            return jnp.zeros((n,), jnp.int32)
+        return classifier_positions(jnp.asarray(mask))
 
     def resume_block(self, sites: str | Iterable[str]) -> int:
         """The first block a suffix run needs so that every one of `sites` is inside it."""
@@ -231,6 +245,8 @@ class Model:
                 if k in inputs and np.shape(inputs[k]) != shape:
                     raise ValueError(f"{k} has shape {np.shape(inputs[k])}; input_ids have {shape}.")
             limit = self.config.max_positions
+            if self.config.is_decoder and self.config.positions == "rope":
+                limit = max(limit, shape[1])  # rotary positions have no table to run out of
             if self.config.arch == "roberta":  # positions run pad_token_id + 1 .. pad_token_id + n
                 limit -= self.config.pad_token_id + 1
             if shape[1] > limit:
@@ -265,6 +281,8 @@ class Model:
                 items = [items]
             if self.tokenizer is None:
                 raise ValueError(f"{self.source!r} has no tokenizer files; pass token arrays to apply().")
+            if self.config.is_decoder:  # right padding, eos as pad when there is no pad token
+                prepare_tokenizer(self.tokenizer)
             if len(items) == 0:
                 raise ValueError("encode() got no texts.")
             limit = min(self.config.max_positions - (2 if self.config.arch == "roberta" else 0), 512)
@@ -301,7 +319,15 @@ class Model:
         state = convert.from_params(self.config, params)
         cfg = dict(self.hf_config)
         cfg.pop("_name_or_path", None)
-        if self.config.n_classes is not None:
+        if self.config.is_decoder:
+            cfg["architectures"] = [hf_class_name(self.config)]
+            if self.config.n_classes is not None and not self.config.lm_head:
+                cfg["num_labels"] = self.config.n_classes
+                cfg["id2label"] = {str(i): n for i, n in enumerate(self.label_names)}
+                cfg["label2id"] = {n: i for i, n in enumerate(self.label_names)}
+                if cfg.get("pad_token_id") is None:  # HF's score reader needs one to find the last token
+                    cfg["pad_token_id"] = self.config.eos_token_id
+        elif self.config.n_classes is not None:
             cfg["architectures"] = [HF_CLASS[self.config.arch]]
             cfg["num_labels"] = self.config.n_classes
             cfg["id2label"] = {str(i): n for i, n in enumerate(self.label_names)}
