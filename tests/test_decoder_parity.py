@@ -353,3 +353,42 @@ def test_create_and_sites_of_a_fresh_decoder():
     headless = apex_jax.create(hf_config("qwen2").to_dict(), num_labels=None)
     assert headless.apply(headless.params, batch).logits is None
     assert "head.hook_cls" not in headless.sites and "ln_final.hook_normalized" in headless.sites
+
+
+def _word_tokenizer(words):
+    """A GPT-2-like word-level tokenizer: eos, no pad token (ids 3.. for the words)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "<|endoftext|>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", unk_token="<unk>")
+
+
+def test_encode_pads_right_with_eos_when_there_is_no_pad_token(dref, tmp_path):
+    """GPT-2 tokenizers have no pad token: `encode` pads on the right with eos, and the
+    classifier reads the last real token (not a trailing eos pad)."""
+    import shutil
+
+    r = dref("gpt2", "seq")
+    folder = tmp_path / "with-tokenizer"
+    shutil.copytree(r.folder, folder)
+    texts = ["a fine film", "a dull film , far too long", "meh"]
+    tok = _word_tokenizer(sorted({w for t in texts for w in t.split()}))
+    tok.padding_side = "left"  # whatever the folder says, encode pads on the right
+    tok.save_pretrained(str(folder))
+    model = apex_jax.load(folder)
+    assert model.tokenizer.pad_token == "<|endoftext|>"
+    batch = model.encode(texts)
+    lengths = np.array([3, 7, 1])
+    np.testing.assert_array_equal(batch["attention_mask"].sum(1), lengths)
+    np.testing.assert_array_equal(batch["attention_mask"][:, 0], 1)  # right padding
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == 2).all()  # eos pads
+    np.testing.assert_array_equal(model.classifier_positions(batch), lengths - 1)
+    # The same logits as each text alone, unpadded.
+    logits = np.asarray(model.apply(model.params, batch).logits)
+    for i, t in enumerate(texts):
+        one = model.encode([t])
+        assert one["input_ids"].shape[1] == lengths[i]
+        assert max_err(model.apply(model.params, one).logits[0], logits[i]) < TOL

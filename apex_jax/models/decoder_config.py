@@ -76,8 +76,16 @@ def decoder_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
     """Builds a DecoderConfig from an HF config dict (head fields are filled by the loader).
 
     Raises:
-        ValueError: an option this implementation does not compute (naming it).
+        ValueError: a required entry is missing, or an option this implementation does not
+            compute (naming it).
     """
+    try:
+        return _decoder_from_hf(hf)
+    except KeyError as e:
+        raise ValueError(f"the {hf.get('model_type')} config lacks the entry {e.args[0]!r}.") from None
+
+
+def _decoder_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
     model_type = hf.get("model_type")
     arch = DECODERS[model_type]
     if arch == "gpt2":
