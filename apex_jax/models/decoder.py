@@ -198,23 +198,39 @@ class Block(nn.Module):
         return x + m  # the caller applies hook_resid_post (a boundary site)
 
 
+class _Kernel(nn.Module):
+    """A bias-free projection's kernel [d_in, features] (an LM head that may be read in part)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, d_in: int) -> Array:
+        return self.param("kernel", nn.initializers.lecun_normal(), (d_in, self.features))
+
+
 class DecoderHead(nn.Module):
-    """`score` (sequence classification, no bias) or the LM head on the classifier token."""
+    """`score` (sequence classification, no bias) or the LM head on the classifier token; with
+    `label_token_ids` (a verbalizer) the LM head's columns of those tokens only."""
 
     cfg: DecoderConfig
 
     @nn.compact
     def __call__(self, cls: Array, hooks: Hooks, embedding: Array | None = None) -> Array:
-        """cls: [batch, d_model] (final-normed) -> logits [batch, n_classes or vocab].
+        """cls: [batch, d_model] (final-normed) -> logits [batch, n_classes] (n_classes = vocab
+        for a plain LM head, the number of label tokens for a verbalizer).
 
         embedding: the token embedding [vocab, d_model] of a tied LM head."""
         cfg = self.cfg
         cls = hooks("head.hook_cls", cls)
-        if cfg.lm_head and cfg.tie_embeddings:
-            logits = cls @ embedding.T.astype(cls.dtype)
+        if not cfg.lm_head:
+            return hooks("head.hook_logits", nn.Dense(cfg.n_classes, use_bias=False, name="score")(cls))
+        if cfg.tie_embeddings:
+            w = embedding.T  # [d_model, vocab]
         else:
-            logits = nn.Dense(cfg.n_classes, use_bias=False, name="lm_head" if cfg.lm_head else "score")(cls)
-        return hooks("head.hook_logits", logits)
+            w = _Kernel(cfg.vocab_size, name="lm_head")(cfg.d_model)
+        if cfg.label_token_ids:  # only the label tokens' logits: no vocabulary-wide matmul
+            w = jnp.take(w, jnp.asarray(cfg.label_token_ids), axis=1)
+        return hooks("head.hook_logits", cls @ w.astype(cls.dtype))
 
 
 class Decoder(nn.Module):

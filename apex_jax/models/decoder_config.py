@@ -48,6 +48,10 @@ class DecoderConfig:
     sliding_layers: tuple[int, ...] = ()  # blocks whose attention is windowed
     n_classes: int | None = None  # None: no head; vocab_size for a causal-LM head
     lm_head: bool = False  # True: `*ForCausalLM` head (next-token logits), else `score`
+    # Verbalizer (a causal LM read as a classifier, see `decoder_loading.verbalizer`): the label
+    # tokens whose next-token logits are the class logits, and the prompt template `encode` fills.
+    label_token_ids: tuple[int, ...] = ()
+    prompt: str = ""
 
     # Fields the encoder-oriented code paths read (a decoder is a text model without token types).
     is_text = True

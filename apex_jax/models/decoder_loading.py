@@ -103,3 +103,56 @@ def tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
     return prepare_tokenizer(AutoTokenizer.from_pretrained(str(folder)))
+
+
+def verbalizer(model: Model, labels: Sequence[str | int], *, prompt: str = "{text}",
+               label_names: Sequence[str] | None = None) -> Model:
+    """A causal LM read as a classifier through label tokens ("verbalizer").
+
+    The class logits are the next-token logits of the label tokens at the classifier token (the
+    last real token of the prompt), so `head.hook_logits` is [batch, n_classes] and APEX and
+    SYNAPSE run on it unchanged; the head computes those columns only. Same parameters (saving
+    writes the full causal LM; the verbalizer is not an HF notion).
+
+        clf = verbalizer(lm, [" negative", " positive"], prompt="Review: {text}\\nSentiment:")
+        clf.apply(clf.params, clf.encode(["a fine film"])).logits   # [1, 2]
+
+    Args:
+        model: a causal LM (`apex_jax.load` of a `*ForCausalLM` folder).
+        labels: one word per class, each a single token of the model's tokenizer (mind the
+            leading space of BPE vocabularies: " positive"), or token ids.
+        prompt: template that `encode` fills (`{text}` = the input); it should end right before
+            the label word.
+        label_names: class names (default: the label words).
+
+    Raises:
+        ValueError: not a causal LM, a label that is not exactly one token, repeated labels.
+    """
+    cfg = model.config
+    if not getattr(cfg, "lm_head", False):
+        raise ValueError(f"a verbalizer needs a causal LM (a next-token head); {model!r} has none.")
+    if "{text}" not in prompt:
+        raise ValueError(f"the prompt template must contain '{{text}}'; got {prompt!r}.")
+    ids = []
+    for label in labels:
+        if isinstance(label, (int, np.integer)):
+            ids.append(int(label))
+            continue
+        if model.tokenizer is None:
+            raise ValueError(f"{model.source!r} has no tokenizer: give the label token ids instead of words.")
+        toks = model.tokenizer(label, add_special_tokens=False)["input_ids"]
+        if len(toks) != 1:
+            pieces = model.tokenizer.convert_ids_to_tokens(toks)
+            raise ValueError(
+                f"label {label!r} is {len(toks)} tokens {pieces}; each label must be one token (BPE "
+                "vocabularies usually want a leading space, e.g. ' positive')."
+            )
+        ids.append(toks[0])
+    bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
+    if bad or len(set(ids)) != len(ids) or len(ids) < 2:
+        raise ValueError(f"label token ids {ids} must be >= 2 distinct ids in [0, {cfg.vocab_size}).")
+    names = list(label_names) if label_names is not None else [str(x) for x in labels]
+    if len(names) != len(ids):
+        raise ValueError(f"{len(names)} label names given for {len(ids)} labels.")
+    new = dataclasses.replace(cfg, n_classes=len(ids), label_token_ids=tuple(ids), prompt=prompt)
+    return Model(new, model.params, model.hf_config, model.tokenizer, label_names=names, source=model.source)

@@ -283,6 +283,8 @@ class Model:
                 raise ValueError(f"{self.source!r} has no tokenizer files; pass token arrays to apply().")
             if self.config.is_decoder:  # right padding, eos as pad when there is no pad token
                 prepare_tokenizer(self.tokenizer)
+                if self.config.prompt:  # a verbalizer's template: the label token comes next
+                    items = [self.config.prompt.replace("{text}", t) for t in items]
             if len(items) == 0:
                 raise ValueError("encode() got no texts.")
             limit = min(self.config.max_positions - (2 if self.config.arch == "roberta" else 0), 512)
