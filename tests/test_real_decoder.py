@@ -66,3 +66,18 @@ def test_smollm2_matches_transformers():
     assert max_err(out.logits, logits) < 1e-5 * np.abs(logits).max()
     # A real model: it knows the capital of France.
     assert model.tokenizer.decode(int(np.argmax(out.logits[0]))) == " Paris"
+
+
+def test_smollm2_verbalizer_sentiment():
+    """The real LM as a 2-class sentiment classifier through label tokens; head_only agrees."""
+    from apex_jax.models import verbalizer
+
+    clf = verbalizer(apex_jax.load(_folder()), [" negative", " positive"],
+                     prompt="Review: {text}\nIs this review positive or negative? Answer:")
+    texts = ["A wonderful, moving film with superb acting.", "Dull, slow and far too long; I walked out.",
+             "I loved every minute of it.", "The worst movie I have seen this year."]
+    batch = clf.encode(texts)
+    logits = np.asarray(clf.forward(batch).logits)
+    np.testing.assert_array_equal(logits.argmax(1), [1, 0, 1, 0])
+    fast = np.asarray(clf.apply(clf.params, batch, head_only=True).logits)
+    assert max_err(fast, logits) < 1e-5 * np.abs(logits).max()
