@@ -459,3 +459,10 @@ def test_silence_at_each_examples_classifier_token(dref):
     assert max_err(out.logits, clean.logits) > 1e-4
     with pytest.raises(ValueError, match=r"\[batch, n\] per example \(batch 3\)"):
         model.apply(model.params, batch, {site: silence(positions=np.zeros((2, 1), np.int32))})
+
+
+def test_encoders_read_position_zero(bert):
+    """classifier_positions is one API for both: [CLS] (0) for encoders, batch or prefix."""
+    m, x = bert.model, bert.inputs
+    np.testing.assert_array_equal(m.classifier_positions(x), np.zeros(3))
+    np.testing.assert_array_equal(m.classifier_positions(m.prefix(m.params, x, "blocks.1.hook_resid_pre")), np.zeros(3))

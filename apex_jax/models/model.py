@@ -64,7 +64,8 @@ _SKELETONS: dict = {}  # ArchConfig -> its parameter-free Model (see Model.skele
 
 
 class Model:
-    """A loaded encoder: `config`, `params`, `sites`, `apply`, `prefix`, `encode`, `save`."""
+    """A loaded encoder or decoder: `config`, `params`, `sites`, `apply`, `prefix`, `encode`,
+    `save`, `classifier_positions`."""
 
     def __init__(
         self,
@@ -167,9 +168,12 @@ class Model:
         0 ([CLS]) for encoders; the last real token (rightmost `attention_mask` 1, for left or
         right padding) for decoders. `inputs` is a batch from `encode` or a `Prefix`.
         """
-        mask = inputs.mask if isinstance(inputs, Prefix) else inputs.get("attention_mask")
+        if isinstance(inputs, Prefix):
+            mask, n = inputs.mask, inputs.hidden.shape[0]
+        else:
+            mask = inputs.get("attention_mask")
+            n = np.shape(inputs["input_ids" if self.config.is_text else "pixel_values"])[0]
         if not self.config.is_decoder:
-            n = (mask if mask is not None else inputs["pixel_values"]).shape[0]
             return jnp.zeros((n,), jnp.int32)
         return classifier_positions(jnp.asarray(mask))
 
