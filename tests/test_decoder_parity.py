@@ -267,6 +267,11 @@ def test_prefix_then_suffix_equals_full(dref, family):
         assert max_err(full, rest) < TOL
     assert max_err(full, model.apply(params, inputs).logits) > 1e-3  # the perturbation bites
     assert model.resume_block("ln_final.hook_normalized") == model.config.n_layers
+    # A prefix of every block (only the final norm and head perturbed).
+    late = {"ln_final.hook_normalized": Noise(jax.random.key(3), 0.2), "head.hook_cls": Noise(jax.random.key(4), 0.2)}
+    whole = model.prefix(params, inputs, until=list(late))
+    assert whole.start == model.config.n_layers
+    assert max_err(model.apply(params, whole, late, head_only=True).logits, model.apply(params, inputs, late).logits) < TOL
     np.testing.assert_array_equal(model.classifier_positions(prefix), model.classifier_positions(inputs))
 
 
