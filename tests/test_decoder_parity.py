@@ -12,7 +12,6 @@ Also: left vs right padding, head_only, prefix + suffix, save -> transformers, s
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
