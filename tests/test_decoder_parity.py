@@ -470,3 +470,10 @@ def test_encoders_read_position_zero(bert):
     m, x = bert.model, bert.inputs
     np.testing.assert_array_equal(m.classifier_positions(x), np.zeros(3))
     np.testing.assert_array_equal(m.classifier_positions(m.prefix(m.params, x, "blocks.1.hook_resid_pre")), np.zeros(3))
+
+
+def test_pad_id_falls_back_to_eos():
+    """GPT-2 configs have no pad id; padded positions are filled with eos (as encode does)."""
+    cfg = hf_config("gpt2").to_dict()
+    cfg.pop("pad_token_id")
+    assert apex_jax.create(cfg, num_labels=2).config.pad_token_id == 2

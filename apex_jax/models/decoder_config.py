@@ -40,7 +40,7 @@ class DecoderConfig:
     tie_embeddings: bool
     vocab_size: int
     max_positions: int
-    pad_token_id: int | None = None
+    pad_token_id: int = 0  # fills padded positions: the config's pad id, else eos
     eos_token_id: int | None = None
     rope_theta: float = 10000.0
     rope_scaling: tuple = ()  # sorted (key, value) items of the rope parameters, e.g. (("factor", 2.0), ("rope_type", "linear"))
@@ -130,9 +130,13 @@ def _decoder_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
         )
     if common["act"] not in _ACTIVATIONS:
         raise ValueError(f"unsupported activation {common['act']!r}; supported: {', '.join(_ACTIVATIONS)}.")
+    eos = _first(hf.get("eos_token_id"))
+    pad = _first(hf.get("pad_token_id"))
     return DecoderConfig(
-        arch=arch, model_type=model_type, **common,
-        pad_token_id=_first(hf.get("pad_token_id")), eos_token_id=_first(hf.get("eos_token_id")),
+        arch=arch, model_type=model_type, **common, eos_token_id=eos,
+        # The id that fills padded positions (never read: the mask decides); GPT-2 has no pad
+        # token, so eos pads, as `encode` does.
+        pad_token_id=pad if pad is not None else (eos if eos is not None else 0),
     )
 
 
