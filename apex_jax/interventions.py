@@ -7,6 +7,8 @@ intervention and the `relative` switch are static.
 
 Every intervention can be restricted
   * to token positions: `positions`, an integer index array `[n]` along the site's position axis
+    (the same positions for every example), or `[batch, n]` (each example its own: e.g. a
+    decoder's classifier token, `model.classifier_positions(batch)[:, None]`), and
     (e.g. `jnp.array([0])` = [CLS] only), and
   * to neurons: `neurons`, a 0/1 (or bool) mask broadcastable to the site's feature shape (the
     shape without batch and position axes, e.g. `[d_model]` for residual sites).
@@ -231,11 +233,14 @@ def _selection(iv, x, site: str, pos_axis: int | None):
                 "position axis; drop 'positions' for head sites."
             )
         positions = jnp.asarray(iv.positions)
-        if positions.ndim != 1 or not jnp.issubdtype(positions.dtype, jnp.integer):
+        per_example = positions.ndim == 2
+        if positions.ndim not in (1, 2) or not jnp.issubdtype(positions.dtype, jnp.integer) or (
+            per_example and positions.shape[0] != x.shape[0]
+        ):
             raise InputError(
-                f"{kind} at site '{site}': 'positions' must be a 1-D integer index array "
-                f"(e.g. jnp.array([0]) for [CLS]); got shape {positions.shape}, dtype "
-                f"{positions.dtype}."
+                f"{kind} at site '{site}': 'positions' must be a 1-D integer index array [n] (e.g. "
+                f"jnp.array([0]) for [CLS]) or [batch, n] per example (batch {x.shape[0]}); got "
+                f"shape {positions.shape}, dtype {positions.dtype}."
             )
         n_pos = x.shape[pos_axis]
         if not isinstance(positions, jax.core.Tracer):
@@ -245,9 +250,14 @@ def _selection(iv, x, site: str, pos_axis: int | None):
                 raise InputError(
                     f"{kind} at site '{site}': positions {bad.tolist()} are outside [0, {n_pos})."
                 )
-        pmask = jnp.zeros((n_pos,), bool).at[positions].set(True)
         shape = [1] * x.ndim
         shape[pos_axis] = n_pos
+        if per_example:  # [batch, n_pos] selection, one row per example
+            rows = jnp.arange(x.shape[0])[:, None]
+            pmask = jnp.zeros((x.shape[0], n_pos), bool).at[rows, positions].set(True)
+            shape[0] = x.shape[0]
+        else:
+            pmask = jnp.zeros((n_pos,), bool).at[positions].set(True)
         sel = pmask.reshape(shape)
     if iv.neurons is not None:
         neurons = jnp.asarray(iv.neurons)

@@ -15,8 +15,13 @@ Every architecture exposes the same site list (DESIGN.md, "Activation sites"):
 | `blocks.{i}.mlp.hook_post`    | [batch, pos, d_mlp]                | MLP neurons after the activation    |
 | `blocks.{i}.hook_mlp_out`     | [batch, pos, d_model]              | MLP output projection               |
 | `blocks.{i}.hook_resid_post`  | [batch, pos, d_model]              | block output (= HF hidden_states[i+1]) |
+| `ln_final.hook_normalized`    | [batch, pos, d_model]              | decoders: final norm output (= HF hidden_states[-1]) |
 | `head.hook_cls`               | [batch, d_model]                   | the vector the final classifier reads |
-| `head.hook_logits`            | [batch, n_classes]                 | classifier logits                   |
+| `head.hook_logits`            | [batch, n_classes]                 | classifier logits ([batch, vocab] for a causal-LM head) |
+
+Decoders (`apex_jax.models.decoder`) have the same sites plus `ln_final.hook_normalized`; with
+grouped-query attention their `attn.hook_k`/`attn.hook_v` are [batch, pos, n_kv_heads, d_head],
+and `head.hook_cls` is the final-normed vector at the classifier token (the last real token).
 
 The "position axis" of a site is the axis that token-position selections index
 (the query axis for `hook_pattern`); head sites have none.
@@ -47,6 +52,7 @@ BLOCK_SITES = (
     "hook_resid_post",
 )
 HEAD_SITES = ("head.hook_cls", "head.hook_logits")
+FINAL_NORM_SITE = "ln_final.hook_normalized"  # decoders only (TransformerLens' name)
 
 _LAYOUTS = {
     "hook_embed": "[batch, pos, d_model]",
@@ -62,6 +68,7 @@ _LAYOUTS = {
     "attn.hook_pattern": "[batch, n_heads, query_pos, key_pos]",
     "mlp.hook_pre": "[batch, pos, d_mlp]",
     "mlp.hook_post": "[batch, pos, d_mlp]",
+    FINAL_NORM_SITE: "[batch, pos, d_model]",
     "head.hook_cls": "[batch, d_model]",
     "head.hook_logits": "[batch, n_classes]",
 }
@@ -86,11 +93,13 @@ def block_site(block: int, local: str) -> str:
     return f"blocks.{int(block)}.{local}"
 
 
-def site_names(n_layers: int, has_head: bool) -> tuple[str, ...]:
-    """All site names of a model, in forward order."""
+def site_names(n_layers: int, has_head: bool, final_norm: bool = False) -> tuple[str, ...]:
+    """All site names of a model, in forward order (`final_norm`: a decoder's final norm site)."""
     names = [EMBED_SITE]
     for i in range(n_layers):
         names += [block_site(i, s) for s in BLOCK_SITES]
+    if final_norm:
+        names.append(FINAL_NORM_SITE)
     if has_head:
         names += list(HEAD_SITES)
     return tuple(names)
@@ -142,6 +151,7 @@ def describe(sites: Iterable[str]) -> str:
     if blocks:
         rng = f"{blocks[0]}..{blocks[-1]}"
         parts += [f"blocks.{{{rng}}}.{s}" for s in BLOCK_SITES]
+    parts += [s for s in sites if s == FINAL_NORM_SITE]
     parts += [s for s in sites if s.startswith("head.")]
     return ", ".join(parts)
 

@@ -1,7 +1,9 @@
-"""Encoders as pure functions: configs, Flax modules, strict HF conversion, loading."""
+"""Encoders and decoders as pure functions: configs, Flax modules, strict HF conversion, loading."""
 
 from apex_jax.models.config import ArchConfig
+from apex_jax.models.decoder_config import DecoderConfig
+from apex_jax.models.decoder_loading import verbalizer
 from apex_jax.models.loading import create, load
 from apex_jax.models.model import Model, Output, Prefix
 
-__all__ = ["ArchConfig", "Model", "Output", "Prefix", "create", "load"]
+__all__ = ["ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "create", "load", "verbalizer"]

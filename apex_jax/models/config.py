@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from apex_jax.models.decoder_config import DECODERS, DecoderConfig, decoder_from_hf
+
 # model_type -> our architecture family
 ARCHITECTURES = {
     "bert": "bert",
@@ -47,6 +49,8 @@ class ArchConfig:
     patch_size: int = 0
     num_channels: int = 0
 
+    is_decoder = False  # decoders have their own config (models.decoder_config.DecoderConfig)
+
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_heads
@@ -67,12 +71,16 @@ def _get(cfg: Mapping[str, Any], *names, default=None):
     return default
 
 
-def from_hf(hf: Mapping[str, Any]) -> ArchConfig:
-    """Builds an ArchConfig from an HF config dict (head fields are filled by the loader)."""
+def from_hf(hf: Mapping[str, Any]) -> ArchConfig | DecoderConfig:
+    """Builds an ArchConfig (encoders) or DecoderConfig (decoders) from an HF config dict (head
+    fields are filled by the loader)."""
     model_type = hf.get("model_type")
+    if model_type in DECODERS:
+        return decoder_from_hf(hf)
     if model_type not in ARCHITECTURES:
         raise ValueError(
-            f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(ARCHITECTURES))}."
+            f"unsupported model_type {model_type!r}; supported: "
+            f"{', '.join(sorted({**ARCHITECTURES, **DECODERS}))}."
         )
     arch = ARCHITECTURES[model_type]
     if arch == "distilbert":

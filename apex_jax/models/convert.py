@@ -17,9 +17,12 @@ import numpy as np
 from apex_jax.errors import InputError
 from apex_jax.models.config import ArchConfig
 
-BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "vit": "vit"}
+BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "vit": "vit",
+               "gpt2": "transformer", "llama": "model"}
 # Buffers some checkpoints carry that are not weights.
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+# Decoder buffers: GPT-2's causal-mask constants, older Llama checkpoints' rotary frequencies.
+_BUFFER_RE = re.compile(r"^(h\.\d+\.attn\.(bias|masked_bias)|(layers\.\d+\.self_attn\.)?rotary_emb\.inv_freq)$")
 # Older checkpoint spellings -> current ones (applied in order to every key).
 _LEGACY = (
     (r"LayerNorm\.gamma$", "LayerNorm.weight"),
@@ -65,6 +68,10 @@ def _ln(path, key, d):
 
 def table(cfg: ArchConfig) -> list[Entry]:
     """The full weight table of a model described by `cfg`."""
+    if getattr(cfg, "is_decoder", False):
+        from apex_jax.models.decoder_convert import decoder_table
+
+        return decoder_table(cfg)
     d, f = cfg.d_model, cfg.d_mlp
     e: list[Entry] = []
     if cfg.arch == "vit":
@@ -165,7 +172,7 @@ def to_params(cfg: ArchConfig, state: Mapping[str, np.ndarray], ignore: Iterable
     ignore = tuple(ignore)
     unused = sorted(
         k for k in remaining
-        if k not in _BUFFERS and not any(fnmatch.fnmatchcase(k, pat) for pat in ignore)
+        if k not in _BUFFERS and not _BUFFER_RE.match(k) and not any(fnmatch.fnmatchcase(k, pat) for pat in ignore)
     )
     problems = []
     if missing:

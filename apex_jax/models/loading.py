@@ -202,6 +202,11 @@ def load(
     hf = read_json(folder / "config.json", "the model's config")
     base = _arch_config(hf, folder / "config.json")
     state = convert.normalize_keys(base.arch, read_state(folder))
+    if base.is_decoder:
+        from apex_jax.models.decoder_loading import load_decoder
+
+        return load_decoder(folder, hf, base, state, num_labels=num_labels, label_names=label_names,
+                            ignore=ignore, seed=seed, source=str(name_or_path))
     head_key = "classifier.out_proj.weight" if base.arch == "roberta" else "classifier.weight"
     ckpt_classes = state[head_key].shape[0] if head_key in state else None
     if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
@@ -242,9 +247,19 @@ def load(
     return Model(cfg, jax.tree.map(np.asarray, params), hf, tokenizer, mean, std, names, str(name_or_path))
 
 
-def create(hf_config: dict, *, num_labels: int, label_names: Sequence[str] | None = None,
-           seed: int = 0, tokenizer: Any = None) -> Model:
-    """A randomly initialized model from an HF config dict (e.g. a small ViT to train)."""
+def create(hf_config: dict, *, num_labels: int | None, label_names: Sequence[str] | None = None,
+           seed: int = 0, tokenizer: Any = None, lm_head: bool = False) -> Model:
+    """A randomly initialized model from an HF config dict (e.g. a small ViT to train).
+
+    Decoders (model_type gpt2 / llama / qwen2 / mistral): `num_labels` gives a `score` head,
+    `lm_head=True` the next-token head instead, neither a head-less model.
+    """
+    base = from_hf(hf_config)
+    if base.is_decoder:
+        from apex_jax.models.decoder_loading import create_decoder
+
+        return create_decoder(hf_config, base, num_labels=num_labels, lm_head=lm_head,
+                              label_names=label_names, seed=seed, tokenizer_=tokenizer)
     cfg = _replace(from_hf(hf_config), n_classes=num_labels, has_pooler=from_hf(hf_config).arch == "bert")
     return Model(cfg, init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
                  source="<new>")

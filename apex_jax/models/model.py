@@ -33,6 +33,7 @@ from apex_jax import sites as site_lib
 from apex_jax.errors import InputError
 from apex_jax.models import convert
 from apex_jax.models.config import ArchConfig
+from apex_jax.models.decoder import Decoder, classifier_positions, hf_class_name, prepare_tokenizer
 from apex_jax.models.encoder import Encoder, Hooks
 
 Array = Any
@@ -92,7 +93,8 @@ def _skeleton(config: ArchConfig) -> "Model":
 
 
 class Model:
-    """A loaded encoder: `config`, `params`, `sites`, `apply`, `prefix`, `encode`, `save`."""
+    """A loaded encoder or decoder: `config`, `params`, `sites`, `apply`, `prefix`, `encode`,
+    `save`, `classifier_positions`."""
 
     def __init__(
         self,
@@ -114,8 +116,9 @@ class Model:
         n = config.n_classes or 0
         self.label_names = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(n))
         self.source = source
-        self.module = Encoder(config)
-        self.sites = site_lib.site_names(config.n_layers, config.n_classes is not None)
+        self.module = Decoder(config) if config.is_decoder else Encoder(config)
+        self.sites = site_lib.site_names(config.n_layers, config.n_classes is not None,
+                                         final_norm=config.is_decoder)
         self._site_ids = {s: i for i, s in enumerate(self.sites)}
 
     def __repr__(self) -> str:
@@ -187,6 +190,21 @@ class Model:
         )
         return Prefix(hidden, mask, start)
 
+    def classifier_positions(self, inputs: Any) -> Array:
+        """The token position the classifier reads, per example: [batch] int32.
+
+        0 ([CLS]) for encoders; the last real token (rightmost `attention_mask` 1, for left or
+        right padding) for decoders. `inputs` is a batch from `encode` or a `Prefix`.
+        """
+        if isinstance(inputs, Prefix):
+            mask, n = inputs.mask, inputs.hidden.shape[0]
+        else:
+            mask = inputs.get("attention_mask")
+            n = np.shape(inputs["input_ids" if self.config.is_text else "pixel_values"])[0]
+        if not self.config.is_decoder:
+            return jnp.zeros((n,), jnp.int32)
+        return classifier_positions(jnp.asarray(mask))
+
     def resume_block(self, sites: str | Iterable[str]) -> int:
         """The first block a suffix run needs so that every one of `sites` is inside it."""
         sites = [sites] if isinstance(sites, str) else list(sites)
@@ -256,6 +274,8 @@ class Model:
                 if k in inputs and np.shape(inputs[k]) != shape:
                     raise InputError(f"{k} has shape {np.shape(inputs[k])}; input_ids have {shape}.")
             limit = self.config.max_positions
+            if self.config.is_decoder and self.config.positions == "rope":
+                limit = max(limit, shape[1])  # rotary positions have no table to run out of
             if self.config.arch == "roberta":  # positions run pad_token_id + 1 .. pad_token_id + n
                 limit -= self.config.pad_token_id + 1
             if shape[1] > limit:
@@ -321,6 +341,10 @@ class Model:
                     "vocab.json in its folder): copy the tokenizer files of the model it was "
                     "trained from into the folder, or pass token arrays to apply()."
                 )
+            if self.config.is_decoder:  # right padding, eos as pad when there is no pad token
+                prepare_tokenizer(self.tokenizer)
+                if self.config.prompt:  # a verbalizer's template: the label token comes next
+                    texts = [self.config.prompt.replace("{text}", t) for t in texts]
             if len(texts) == 0:
                 raise InputError("encode() got no texts; give at least one string.")
             limit = min(self.config.max_positions - (2 if self.config.arch == "roberta" else 0), 512)
@@ -370,7 +394,15 @@ class Model:
         state = convert.from_params(self.config, params)
         cfg = dict(self.hf_config)
         cfg.pop("_name_or_path", None)
-        if self.config.n_classes is not None:
+        if self.config.is_decoder:
+            cfg["architectures"] = [hf_class_name(self.config)]
+            if self.config.n_classes is not None and not self.config.lm_head:
+                cfg["num_labels"] = self.config.n_classes
+                cfg["id2label"] = {str(i): n for i, n in enumerate(self.label_names)}
+                cfg["label2id"] = {n: i for i, n in enumerate(self.label_names)}
+                if cfg.get("pad_token_id") is None:  # HF's score reader needs one to find the last token
+                    cfg["pad_token_id"] = self.config.eos_token_id
+        elif self.config.n_classes is not None:
             cfg["architectures"] = [HF_CLASS[self.config.arch]]
             cfg["num_labels"] = self.config.n_classes
             cfg["id2label"] = {str(i): n for i, n in enumerate(self.label_names)}

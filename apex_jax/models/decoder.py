@@ -1,0 +1,302 @@
+"""Flax (Linen) modules of decoder-only transformers, with hook points at every site.
+
+One `Decoder` module, parameterised by `DecoderConfig`, covers GPT-2 (learned positions,
+LayerNorm, GELU MLP) and the Llama family (rotary positions, RMSNorm, grouped-query attention,
+SwiGLU MLP; Qwen2's q/k/v biases; Mistral's sliding window). All are pre-norm:
+`x + attn(norm(x))`, then `x + mlp(norm(x))`, and a final norm before the head.
+
+Padding: positions come from the attention mask (`cumsum(mask) - 1`), attention is causal and
+never reads padded keys, so a left- and a right-padded batch give the same values at real
+tokens. The classifier token is the last real token of each example (`classifier_positions`).
+
+Sites (same names as the encoders, see `apex_jax.sites`):
+  * `attn.hook_q` is [batch, pos, n_heads, d_head]; `attn.hook_k`/`attn.hook_v` are
+    [batch, pos, n_kv_heads, d_head] (grouped-query attention shares each kv head between
+    n_heads / n_kv_heads query heads). q and k are hooked *before* the rotary embedding
+    (TransformerLens' hook_q/hook_k; its hook_rot_q/k has no site here).
+  * Gated MLP: `mlp.hook_pre` = gate projection (before the activation), `mlp.hook_post` =
+    act(gate) * up, the neurons the down projection reads.
+  * `ln_final.hook_normalized`: the final norm's output [batch, pos, d_model] (= HF
+    `hidden_states[-1]`; `blocks.{n-1}.hook_resid_post` is the last block's output before it).
+  * `head.hook_cls`: the final-normed vector at the classifier token [batch, d_model];
+    `head.hook_logits`: [batch, n_classes] (`score`) or [batch, vocab] (next-token logits).
+
+Segmented execution is the encoder's: a run stopping at block k returns the residual entering
+block k before its boundary hook; a run starting at block j applies that hook first.
+
+`head_only`: the last block computes queries, attention output and MLP at the classifier token
+only (keys and values for all tokens), so its sites after hook_k/hook_v have one position.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from apex_jax import sites as site_lib
+from apex_jax.models.decoder_config import DecoderConfig
+from apex_jax.models.encoder import _ACT, Hooks
+
+Array = Any
+
+
+def classifier_positions(mask: Array) -> Array:
+    """Index of the last real token of each example: [batch, pos] mask -> [batch] int32.
+
+    HF's `*ForSequenceClassification` reads the rightmost token whose id is not the pad id; with
+    pad ids only at padded positions that is this token, for left and right padding alike.
+    """
+    idx = jnp.arange(mask.shape[1], dtype=jnp.int32)
+    return jnp.max(jnp.where(mask > 0, idx, 0), axis=1)
+
+
+def position_ids(mask: Array) -> Array:
+    """Position of each token among the real ones: [batch, pos] -> [batch, pos] int32
+    (padding gets a valid but unused position)."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def rope_inv_freq(cfg: DecoderConfig) -> np.ndarray:
+    """Inverse frequencies [d_head / 2] of the rotary embedding, with the config's scaling."""
+    d = cfg.d_head
+    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
+    inv = inv.astype(np.float32)
+    scaling = dict(cfg.rope_scaling)
+    if cfg.rope_type == "linear":  # positions / factor, folded into the frequencies
+        inv = inv / np.float32(scaling["factor"])
+    elif cfg.rope_type == "llama3":
+        # Llama 3.1: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between.
+        factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * inv / factor + smooth * inv
+        inv = np.where(wavelen > old / lo, inv / factor, np.where(wavelen < old / hi, inv, mid))
+    return inv.astype(np.float32)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotates x [batch, pos, heads, d_head] by cos/sin [batch, pos, d_head] (halves layout)."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, :, None] + rotated * sin[:, :, None]
+
+
+class Norm(nn.Module):
+    """LayerNorm (GPT-2) or RMSNorm (Llama family), statistics in float32."""
+
+    cfg: DecoderConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.cfg
+        if cfg.norm_kind == "layernorm":
+            return nn.LayerNorm(epsilon=cfg.norm_eps, use_fast_variance=False, name="ln")(x)
+        scale = self.param("scale", nn.initializers.ones, (cfg.d_model,))
+        h = x.astype(jnp.float32)
+        h = h * jax.lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + cfg.norm_eps)
+        return scale * h.astype(x.dtype)
+
+
+class Attention(nn.Module):
+    """Causal (optionally windowed) multi-head attention with grouped key/value heads."""
+
+    cfg: DecoderConfig
+    window: int | None = None
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, q_index: Array, rope: tuple | None,
+                 hooks: Hooks, prefix: str) -> Array:
+        """Attention of the queries at `q_index` over all (real, earlier) tokens.
+
+        Args:
+            x: [batch, pos, d_model] normed residual (every token: the keys and values).
+            mask: [batch, pos], 1 = real token.
+            q_index: [batch, q] token index of each query (arange(pos), or the classifier token).
+            rope: (cos, sin), each [batch, pos, d_head], or None for learned positions.
+
+        Returns:
+            [batch, q, d_model] attention output.
+        """
+        cfg = self.cfg
+        b, p, _ = x.shape
+        h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+        full = q_index.shape[1] == p  # queries at every token
+        if cfg.arch == "gpt2":  # one fused projection (HF Conv1D c_attn)
+            qkv = nn.Dense(3 * h * dh, name="qkv")(x)
+            q, k, v = jnp.split(qkv, 3, axis=-1)
+            if not full:
+                q = jnp.take_along_axis(q, q_index[..., None], axis=1)
+        else:
+            xq = x if full else jnp.take_along_axis(x, q_index[..., None], axis=1)
+            q = nn.Dense(h * dh, use_bias=cfg.qkv_bias, name="q")(xq)
+            k = nn.Dense(kv * dh, use_bias=cfg.qkv_bias, name="k")(x)
+            v = nn.Dense(kv * dh, use_bias=cfg.qkv_bias, name="v")(x)
+        nq = q.shape[1]
+        q = hooks(f"{prefix}.attn.hook_q", q.reshape(b, nq, h, dh))
+        k = hooks(f"{prefix}.attn.hook_k", k.reshape(b, p, kv, dh))
+        v = hooks(f"{prefix}.attn.hook_v", v.reshape(b, p, kv, dh))
+        if rope is not None:
+            cos, sin = rope
+            take = lambda t: t if full else jnp.take_along_axis(t, q_index[..., None], axis=1)
+            q, k = apply_rope(q, take(cos), take(sin)), apply_rope(k, cos, sin)
+        # Query head j reads kv head j // group: group the query heads per kv head.
+        group = h // kv
+        qg = q.reshape(b, nq, kv, group, dh)
+        scores = jnp.einsum("bqkgd,bskd->bkgqs", qg, k).reshape(b, h, nq, p) / math.sqrt(dh)
+        k_index = jnp.arange(p)[None, None, :]
+        allowed = (mask[:, None, :] > 0) & (k_index <= q_index[:, :, None])  # [batch, q, key]
+        if self.window is not None:
+            allowed &= k_index > q_index[:, :, None] - self.window
+        scores = jnp.where(allowed[:, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        pattern = hooks(f"{prefix}.attn.hook_pattern", jax.nn.softmax(scores, axis=-1).astype(x.dtype))
+        z = jnp.einsum("bkgqs,bskd->bqkgd", pattern.reshape(b, kv, group, nq, p), v).reshape(b, nq, h, dh)
+        z = hooks(f"{prefix}.attn.hook_z", z)
+        return nn.Dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(z.reshape(b, nq, h * dh))
+
+
+class MLP(nn.Module):
+    cfg: DecoderConfig
+
+    @nn.compact
+    def __call__(self, x: Array, hooks: Hooks, prefix: str) -> Array:
+        """[batch, pos, d_model] -> [batch, pos, d_model]."""
+        cfg, act = self.cfg, _ACT[self.cfg.act]
+        if cfg.mlp_kind == "gated":  # SwiGLU: down(act(gate(x)) * up(x))
+            pre = hooks(f"{prefix}.mlp.hook_pre", nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="gate")(x))
+            up = nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="up")(x)
+            post = hooks(f"{prefix}.mlp.hook_post", act(pre) * up)
+        else:
+            pre = hooks(f"{prefix}.mlp.hook_pre", nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="fc_in")(x))
+            post = hooks(f"{prefix}.mlp.hook_post", act(pre))
+        return nn.Dense(cfg.d_model, use_bias=cfg.mlp_bias, name="fc_out")(post)
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    cfg: DecoderConfig
+    index: int
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, q_index: Array, rope: tuple | None,
+                 hooks: Hooks) -> Array:
+        """x: [batch, pos, d_model] -> [batch, q, d_model], q = q_index.shape[1]."""
+        cfg, p = self.cfg, f"blocks.{self.index}"
+        window = cfg.sliding_window if self.index in cfg.sliding_layers else None
+        x = hooks(f"{p}.hook_resid_pre", x)
+        a = Attention(cfg, window, name="attn")(Norm(cfg, name="ln_attn")(x), mask, q_index, rope, hooks, p)
+        a = hooks(f"{p}.hook_attn_out", a)
+        keep = x if q_index.shape[1] == x.shape[1] else jnp.take_along_axis(x, q_index[..., None], axis=1)
+        x = hooks(f"{p}.hook_resid_mid", keep + a)
+        m = hooks(f"{p}.hook_mlp_out", MLP(cfg, name="mlp")(Norm(cfg, name="ln_mlp")(x), hooks, p))
+        return x + m  # the caller applies hook_resid_post (a boundary site)
+
+
+class _Kernel(nn.Module):
+    """A bias-free projection's kernel [d_in, features] (an LM head that may be read in part)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, d_in: int) -> Array:
+        return self.param("kernel", nn.initializers.lecun_normal(), (d_in, self.features))
+
+
+class DecoderHead(nn.Module):
+    """`score` (sequence classification, no bias) or the LM head on the classifier token; with
+    `label_token_ids` (a verbalizer) the LM head's columns of those tokens only."""
+
+    cfg: DecoderConfig
+
+    @nn.compact
+    def __call__(self, cls: Array, hooks: Hooks, embedding: Array | None = None) -> Array:
+        """cls: [batch, d_model] (final-normed) -> logits [batch, n_classes] (n_classes = vocab
+        for a plain LM head, the number of label tokens for a verbalizer).
+
+        embedding: the token embedding [vocab, d_model] of a tied LM head."""
+        cfg = self.cfg
+        cls = hooks("head.hook_cls", cls)
+        if not cfg.lm_head:
+            return hooks("head.hook_logits", nn.Dense(cfg.n_classes, use_bias=False, name="score")(cls))
+        if cfg.tie_embeddings:
+            w = embedding.T  # [d_model, vocab]
+        else:
+            w = _Kernel(cfg.vocab_size, name="lm_head")(cfg.d_model)
+        if cfg.label_token_ids:  # only the label tokens' logits: no vocabulary-wide matmul
+            w = jnp.take(w, jnp.asarray(cfg.label_token_ids), axis=1)
+        return hooks("head.hook_logits", cls @ w.astype(cls.dtype))
+
+
+class Decoder(nn.Module):
+    """The whole decoder; `start`/`stop` select a segment of blocks (see module docstring)."""
+
+    cfg: DecoderConfig
+
+    @nn.compact
+    def __call__(self, inputs, hooks: Hooks, start: int = 0, stop: int | None = None,
+                 head_only: bool = False):
+        cfg = self.cfg
+        head_only = head_only and stop is None and cfg.n_classes is not None
+        wte = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")
+        if start == 0 and not isinstance(inputs, tuple):
+            mask = jnp.asarray(inputs["attention_mask"])
+            x = wte(inputs["input_ids"])
+            if cfg.positions == "learned":
+                wpe = nn.Embed(cfg.max_positions, cfg.d_model, name="position")
+                x = x + wpe(position_ids(mask))
+        else:
+            x, mask = inputs  # a cached prefix: (residual entering block `start`, mask)
+        b, p = mask.shape
+        cls_index = classifier_positions(mask)  # [batch]
+        rope = None
+        if cfg.positions == "rope":
+            angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(cfg))
+            angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, d_head]
+            rope = (jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype))
+        all_index = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+        for i in range(start, cfg.n_layers if stop is None else stop):
+            x = hooks(site_lib.boundary_site(i), x)
+            last = head_only and i == cfg.n_layers - 1
+            q_index = cls_index[:, None] if last else all_index
+            x = Block(cfg, i, name=f"blocks_{i}")(x, mask, q_index, rope, hooks)
+        if stop is not None:  # prefix mode: the boundary hook of `stop` belongs to the suffix
+            return x, mask, None
+        x = hooks(site_lib.boundary_site(cfg.n_layers), x)
+        normed = hooks("ln_final.hook_normalized", Norm(cfg, name="ln_final")(x))
+        logits = None
+        if cfg.n_classes is not None:
+            if normed.shape[1] == 1 and head_only:
+                cls = normed[:, 0]
+            else:
+                cls = jnp.take_along_axis(normed, cls_index[:, None, None], axis=1)[:, 0]
+            embedding = wte.embedding if cfg.lm_head and cfg.tie_embeddings else None
+            logits = DecoderHead(cfg, name="head")(cls, hooks, embedding)
+        return x, mask, logits
+
+
+_HF_NAMES = {"gpt2": "GPT2", "llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}
+
+
+def hf_class_name(cfg: DecoderConfig) -> str:
+    """The transformers class a saved folder declares (`architectures` in config.json)."""
+    name = _HF_NAMES[cfg.model_type]
+    if cfg.n_classes is None:
+        return f"{name}Model"
+    if cfg.lm_head:
+        return "GPT2LMHeadModel" if cfg.arch == "gpt2" else f"{name}ForCausalLM"
+    return f"{name}ForSequenceClassification"
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Decoder tokenizers pad on the right, with eos as the pad token when they have none
+    (GPT-2); the classifier token is found from the attention mask, so either side works."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
