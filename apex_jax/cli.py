@@ -10,6 +10,15 @@ apex_jax.synapse.run, apex_jax.training.finetune_run) and prints their summaries
     apex-jax attack MODEL --data DATA --probe RUN --out RUN3 [--target C]
     apex-jax reproduce NAME [--quick] [ARGS]   (regularity, regularity-text, random-labels, transitions, backdoor-bias, synapse, report, all)
     apex-jax demo [--out runs/demo]
+
+Run folders: every command writing --out keeps a manifest RUN/run.json (command, the settings
+that determine the result incl. the model's params sha256 and the data's sha256, versions,
+status "incomplete" while it runs and "complete" with the files written at the end). The same
+command on the same folder resumes or recomputes; other settings are refused (exit 2, the
+differing keys named) unless --overwrite, which removes the previous run's listed files and its
+sweep checkpoints first. Bad inputs exit with status 2 and a message; Ctrl-C exits 130 (rerun
+the same command to resume). Global flag --no-compile-cache (or APEX_JAX_NO_COMPILE_CACHE=1)
+turns off JAX's persistent compilation cache under $APEX_JAX_CACHE.
 """
 
 from __future__ import annotations
@@ -17,10 +26,13 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+from apex_jax.errors import ApexJaxError, CheckpointError, InputError
 
 DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
 DEMO_K = "5,10,20,50"
@@ -33,11 +45,56 @@ def _model_for(name: str, data, seed: int):
 
     if name in VIT_PRESETS:
         if data.kind != "image":
-            raise SystemExit(f"{name} is an image model; {data.name} is a text data set.")
+            raise InputError(f"{name} is an image model; {data.name} is a text data set: give an image data set "
+                             "(mnist5k, digits, an .npz file) or a text model")
         _, c, h, w = data.inputs.shape
         return apex_jax.create(vit_hf_config(name, c, h), num_labels=data.n_classes, label_names=data.label_names,
                                seed=seed)
     return apex_jax.load(name, num_labels=data.n_classes, label_names=data.label_names, seed=seed)
+
+
+def _positive(**flags) -> None:
+    """InputError unless every given integer flag is >= 1 (None = unset is fine)."""
+    for name, v in flags.items():
+        if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+            raise InputError(f"--{name.replace('_', '-')} must be a positive integer (>= 1); got {v}")
+
+
+def _in_range(flag: str, v: float, lo: float, hi: float, lo_open: bool = True) -> None:
+    ok = (lo < v if lo_open else lo <= v) and v <= hi
+    if not ok:
+        raise InputError(f"--{flag} must lie in {'(' if lo_open else '['}{lo:g}, {hi:g}]; got {v:g}")
+
+
+def _progress(quiet: bool) -> bool:
+    """Progress bars only on a terminal: redirected logs get no bar lines."""
+    return not quiet and sys.stderr.isatty()
+
+
+def _load_checked(model: str, ds, purpose: str):
+    """(model, label space) after the model/data checks every command runs before any work:
+    the input kind (text vs image) and the label space (see `apex_jax.data.check_label_space`)."""
+    import apex_jax
+    from apex_jax import data as data_lib
+
+    loaded = apex_jax.load(model)
+    data_lib.check_input_kind(ds, "text" if loaded.config.is_text else "image", model)
+    space = data_lib.check_label_space(loaded.config.n_classes, loaded.label_names, ds, purpose)
+    for note in space.notes:
+        print(f"note: {note}")
+    return loaded, space
+
+
+def _space(space) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(space)
+
+
+def _model_settings(model_name: str, loaded) -> dict:
+    from apex_jax.engine.store import params_digest
+
+    return {"model": str(model_name), "model_params_sha256": params_digest(loaded.params)}
 
 
 def _sigma(value) -> str:
@@ -65,18 +122,41 @@ def cmd_sites(args) -> int:
 
 def finetune(model: str, data: str, out: str, *, mode: str = "full", lr: float | None = None, batch_size: int = 32,
              epochs: int = 3, patience: int = 1, max_length: int = 64, seed: int = 0, split_seed: int = 0,
-             n_train: int | None = None) -> dict:
-    """`apex-jax finetune`: trains a classifier and prints its held-out accuracy."""
+             n_train: int | None = None, overwrite: bool = False) -> dict:
+    """`apex-jax finetune`: trains a classifier and prints its held-out accuracy.
+
+    The head is created with the data set's classes, so model and data share one label space.
+    """
     from apex_jax import data as data_lib
-    from apex_jax import training
+    from apex_jax import runs, training
+    from apex_jax.engine.store import params_digest
     from apex_jax.models.presets import VIT_PRESETS
 
+    _positive(batch_size=batch_size, epochs=epochs, max_length=max_length, n_train=n_train)
+    if patience < 0:
+        raise InputError(f"--patience must be >= 0; got {patience}")
+    if lr is not None and not lr > 0:
+        raise InputError(f"--lr must be > 0; got {lr}")
+    runs.check_out(out)
     full = data_lib.load_dataset(data)
+    n_tr = len(data_lib.split_dataset(full, seed=split_seed)["train"])
+    if n_train is not None and n_train > n_tr:
+        raise InputError(f"--n-train {n_train}, but the train split of {full.name!r} has {n_tr} examples; "
+                         f"choose 1 <= n <= {n_tr}, or leave it unset")
     config = training.TrainConfig(mode=mode, learning_rate=lr, batch_size=batch_size, max_epochs=epochs,
                                   patience=patience, max_length=max_length, seed=seed,
                                   from_scratch=model in VIT_PRESETS)
-    metrics = training.finetune_run(_model_for(model, full, seed), full, out, config, split_seed=split_seed,
+    initial = _model_for(model, full, seed)
+    if model not in VIT_PRESETS:
+        data_lib.check_input_kind(full, "text" if initial.config.is_text else "image", model)
+    run = runs.open_run(out, "finetune", {
+        "model": model, "model_params_sha256": params_digest(initial.params), "data": data,
+        "data_sha256": runs.data_digest(full), "mode": mode, "lr": lr, "batch_size": batch_size, "epochs": epochs,
+        "patience": patience, "max_length": max_length, "seed": seed, "split_seed": split_seed,
+        "n_train": n_train}, overwrite=overwrite)
+    metrics = training.finetune_run(initial, full, out, config, split_seed=split_seed,
                                     n_train=n_train, model_name=model, log=print)
+    run.complete()
     print(f"held-out test accuracy: {metrics['test_accuracy']:.4f} on {metrics['n_test']} examples "
           f"({metrics['seconds']} s); model saved to {Path(out) / 'model'}")
     return metrics
@@ -85,26 +165,42 @@ def finetune(model: str, data: str, out: str, *, mode: str = "full", lr: float |
 def cmd_finetune(args) -> int:
     finetune(args.model, args.data, args.out, mode=args.mode, lr=args.lr, batch_size=args.batch_size,
              epochs=args.epochs, patience=args.patience, max_length=args.max_length, seed=args.seed,
-             split_seed=args.split_seed, n_train=args.n_train)
+             split_seed=args.split_seed, n_train=args.n_train, overwrite=args.overwrite)
     return 0
 
 
 def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: int = 0, n: int | None = None,
          sigmas: str = "logspace:0.01:4:16", draws: int = 64, sites: str = "resid_post", absolute: bool = False,
          threshold: float = 0.5, seed: int = 0, chunk_size: int | None = None, max_length: int = 64,
-         quiet: bool = False) -> dict:
-    """`apex-jax apex`: the APEX run layer on a data split, then its summary printed."""
+         quiet: bool = False, overwrite: bool = False) -> dict:
+    """`apex-jax apex`: the APEX run layer on a data split, then its summary printed.
+
+    Predictions are compared with the data's labels (clean accuracy), so the labels must be the
+    model's classes (check_label_space "evaluate"): labels outside the model's classes or class
+    names that disagree are refused; metrics cover the classes present.
+    """
     import apex_jax
     from apex_jax import data as data_lib
+    from apex_jax import runs
     from apex_jax.apex.run import apex_run
 
-    loaded = apex_jax.load(model)
-    ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    site_list = apex_jax.parse_sites(loaded, sites)
+    _positive(n=n, draws=draws, chunk_size=chunk_size, max_length=max_length)
+    _in_range("threshold", threshold, 0, 1)
     grid = apex_jax.parse_sigmas(sigmas)
+    runs.check_out(out)
+    ds = data_lib.get_split(data, split, n=n, seed=split_seed)
+    loaded, space = _load_checked(model, ds, "evaluate")
+    site_list = apex_jax.parse_sites(loaded, sites)
+    run = runs.open_run(out, "apex", {
+        **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(ds), "split": split,
+        "split_seed": split_seed, "n": len(ds), "sigmas": [float(x) for x in grid], "draws": draws,
+        "sites": list(site_list), "absolute": absolute, "threshold": threshold, "seed": seed,
+        "max_length": max_length}, overwrite=overwrite)
     s = apex_run(loaded, ds, out, sigmas=grid, sites=site_list, draws=draws, seed=seed, relative=not absolute,
-                 threshold=threshold, max_length=max_length, units_per_call=chunk_size, progress=not quiet,
-                 settings={"model": model, "data": ds.name, "split": split, "n": len(ds), "split_seed": split_seed})
+                 threshold=threshold, max_length=max_length, units_per_call=chunk_size, progress=_progress(quiet),
+                 settings={"model": model, "data": ds.name, "split": split, "n": len(ds), "split_seed": split_seed},
+                 label_space=_space(space))
+    run.complete()
     r, t = s["results"], s["timing"]
     print(f"APEX: {len(ds)} inputs x {len(grid)} sigmas x {draws} draws on {len(site_list)} site(s): "
           f"{t['perturbed_forwards']} perturbed forwards in {t['seconds']} s ({t['forwards_per_second']}/s)")
@@ -126,23 +222,43 @@ def cmd_apex(args) -> int:
     """APEX noise sweep on a data split: samples.csv, summary.json, timing.json, plots."""
     apex(args.model, args.data, args.out, split=args.split, split_seed=args.split_seed, n=args.n,
          sigmas=args.sigmas, draws=args.draws, sites=args.sites, absolute=args.absolute, threshold=args.threshold,
-         seed=args.seed, chunk_size=args.chunk_size, max_length=args.max_length, quiet=args.quiet)
+         seed=args.seed, chunk_size=args.chunk_size, max_length=args.max_length, quiet=args.quiet,
+         overwrite=args.overwrite)
     return 0
 
 
 def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500, layers: str = "all",
-          l1: float = 1e-3, l2: float = 1e-3, steps: int = 400, split_seed: int = 0, max_length: int = 64) -> dict:
-    """`apex-jax probe`: the SYNAPSE probe run layer, then the probe table printed."""
+          l1: float = 1e-3, l2: float = 1e-3, steps: int = 400, split_seed: int = 0, max_length: int = 64,
+          overwrite: bool = False) -> dict:
+    """`apex-jax probe`: the SYNAPSE probe run layer, then the probe table printed.
+
+    The labels define the probes' task, which may be another task than the model's (probing
+    another task's features is legitimate): the model's classes are not compared
+    (check_label_space "probe"), but the training set needs at least two classes.
+    """
     import apex_jax
     from apex_jax import data as data_lib
+    from apex_jax import runs
     from apex_jax.synapse.run import probe_run
 
-    loaded = apex_jax.load(model)
+    _positive(n_train=n_train, n=n, steps=steps, max_length=max_length)
+    if l1 < 0 or l2 < 0:
+        raise InputError(f"--l1 and --l2 must be >= 0; got {l1:g}, {l2:g}")
+    runs.check_out(out)
     train = data_lib.get_split(data, "train", n=n_train, seed=split_seed)
     test = data_lib.get_split(data, "test", n=n, seed=split_seed)
+    loaded, space = _load_checked(model, train, "probe")
     cfg = apex_jax.ProbeConfig(l1=l1, l2=l2, steps=steps)
-    s = probe_run(loaded, train, test, Path(out), sites=apex_jax.parse_sites(loaded, layers), config=cfg,
-                  max_length=max_length, settings={"model": model, "data": data, "split_seed": split_seed})
+    site_list = apex_jax.parse_sites(loaded, layers)
+    run = runs.open_run(out, "probe", {
+        **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(train),
+        "test_data_sha256": runs.data_digest(test), "n_train": len(train), "n": len(test), "sites": list(site_list),
+        "l1": l1, "l2": l2, "steps": steps, "split_seed": split_seed, "max_length": max_length},
+        overwrite=overwrite)
+    s = probe_run(loaded, train, test, Path(out), sites=site_list, config=cfg,
+                  max_length=max_length, settings={"model": model, "data": data, "split_seed": split_seed},
+                  label_space=_space(space))
+    run.complete()
     print(f"probes on {len(train)} train / {len(test)} test inputs ({s['timing']['seconds']} s):")
     print("  site                          test acc  macro-F1  spearman(probe, act×grad)")
     agree = {r["site"]: r["spearman_probe_vs_attribution"] for r in s["results"]["ranking_agreement"]}
@@ -157,30 +273,66 @@ def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500,
 def cmd_probe(args) -> int:
     """[CLS] probes per layer (+ concatenated, + classifier input), rankings, agreement."""
     probe(args.model, args.data, args.out, n_train=args.n_train, n=args.n, layers=args.layers, l1=args.l1,
-          l2=args.l2, steps=args.steps, split_seed=args.split_seed, max_length=args.max_length)
+          l2=args.l2, steps=args.steps, split_seed=args.split_seed, max_length=args.max_length,
+          overwrite=args.overwrite)
     return 0
+
+
+def _probe_identity(probe_dir: str) -> str | None:
+    """sha256 of a probe run's manifest settings (None if it has none): a silence/attack run on
+    re-fitted probes is another run."""
+    import hashlib
+
+    from apex_jax import runs
+
+    try:
+        m = runs.read_manifest(probe_dir)
+    except InputError:
+        return None
+    return None if m is None else hashlib.sha256(json.dumps(m["settings"], sort_keys=True).encode()).hexdigest()
 
 
 def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200,
             k: str = "synapse", random: int = 20, layers: str | None = None, positions: str = "cls",
             mode: str = "zero", sigma: float = 1.0, draws: int = 16, asymmetry_k: float = 10.0, joint: bool = False,
-            seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False) -> dict:
-    """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed."""
+            seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False,
+            overwrite: bool = False) -> dict:
+    """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed.
+
+    Accuracy and F1 compare predictions with the labels, so the labels must be the model's
+    classes (check_label_space "evaluate"); macro-F1 averages over the classes present.
+    """
     import apex_jax
     from apex_jax import data as data_lib
-    from apex_jax.synapse.run import silence_run
+    from apex_jax import runs
+    from apex_jax.synapse.run import load_probes, silence_run
 
-    loaded = apex_jax.load(model)
-    ds = data_lib.get_split(data, split, n=n, seed=split_seed)
+    _positive(n=n, draws=draws, max_length=max_length)
+    if random < 2:
+        raise InputError(f"--random must be >= 2 (random masks per k, the control needs at least 2); got {random}")
+    if not sigma > 0:
+        raise InputError(f"--sigma must be > 0; got {sigma:g}")
     levels = apex_jax.parse_k(k)
+    runs.check_out(out)
+    ds = data_lib.get_split(data, split, n=n, seed=split_seed)
+    loaded, space = _load_checked(model, ds, "evaluate")
+    load_probes(probe_dir)  # a missing or corrupt probe run is refused before --out is touched
     cfg = apex_jax.SilenceConfig(k_levels=levels, n_random=random, positions=positions, mode=mode, sigma=sigma,
                                  draws=draws, seed=seed, joint=joint,
                                  asymmetry_k=asymmetry_k if asymmetry_k in levels else levels[len(levels) // 2])
+    cfg.check(loaded.config.n_classes)
     sites = apex_jax.parse_sites(loaded, layers) if layers else None
+    run = runs.open_run(out, "silence", {
+        **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(ds), "split": split,
+        "split_seed": split_seed, "n": len(ds), "probe": str(probe_dir), "probe_run_sha256": _probe_identity(probe_dir),
+        "k": [float(x) for x in levels], "random": random, "layers": None if sites is None else list(sites),
+        "positions": positions, "mode": mode, "sigma": sigma, "draws": draws, "asymmetry_k": cfg.asymmetry_k,
+        "joint": joint, "seed": seed, "max_length": max_length}, overwrite=overwrite)
     s = silence_run(loaded, ds, Path(probe_dir), Path(out), sites=sites, config=cfg, max_length=max_length,
-                    progress=not quiet, run_dir=Path(out),
+                    progress=_progress(quiet), run_dir=Path(out), label_space=_space(space),
                     settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
                               "probe": probe_dir})
+    run.complete()
     t = s["timing"]
     print(f"silencing: {len(ds)} inputs, {len(levels)} k levels x (ranked + {random} random) at "
           f"{len(s['result'].layers)} site(s): {t['perturbed_forwards']} forwards in {t['sweep_seconds']} s "
@@ -199,23 +351,42 @@ def cmd_silence(args) -> int:
     silence(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, k=args.k, random=args.random,
             layers=args.layers, positions=args.positions, mode=args.mode, sigma=args.sigma, draws=args.draws,
             asymmetry_k=args.asymmetry_k, joint=args.joint, seed=args.seed, split_seed=args.split_seed,
-            max_length=args.max_length, quiet=args.quiet)
+            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite)
     return 0
 
 
 def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200, target: int = 0,
-           k: float = 10.0, split_seed: int = 0, max_length: int = 64) -> dict:
-    """`apex-jax attack`: the SYNAPSE attack run layer, then the redirect rates printed."""
+           k: float = 10.0, split_seed: int = 0, max_length: int = 64, overwrite: bool = False) -> dict:
+    """`apex-jax attack`: the SYNAPSE attack run layer, then the redirect rates printed.
+
+    The target is one of the model's classes, and accuracy compares predictions with the
+    labels, so the labels must be the model's classes (check_label_space "evaluate").
+    """
     import apex_jax
     from apex_jax import data as data_lib
-    from apex_jax.synapse.run import attack_run
+    from apex_jax import runs
+    from apex_jax.synapse.run import attack_run, load_probes
 
-    loaded = apex_jax.load(model)
+    _positive(n=n, max_length=max_length)
+    _in_range("k", k, 0, 100)
+    runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
+    loaded, space = _load_checked(model, ds, "evaluate")
+    C = loaded.config.n_classes
+    if not 0 <= target < C:
+        names = ", ".join(f"{c} ({loaded.label_names[c]})" for c in range(min(C, 12)))
+        raise InputError(f"--target {target} is not one of the model's {C} classes; choose one of {names}")
+    load_probes(probe_dir)
     cfg = apex_jax.AttackConfig(target=target, k_percent=k)
+    run = runs.open_run(out, "attack", {
+        **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(ds), "split": split,
+        "split_seed": split_seed, "n": len(ds), "probe": str(probe_dir), "probe_run_sha256": _probe_identity(probe_dir),
+        "target": target, "k": k, "max_length": max_length}, overwrite=overwrite)
     s = attack_run(loaded, ds, Path(probe_dir), Path(out), config=cfg, max_length=max_length,
+                   label_space=_space(space),
                    settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
                              "probe": probe_dir})
+    run.complete()
     r = s["results"]
     print(f"attacks toward class {r['target']} ({loaded.label_names[r['target']]}) on {len(ds)} inputs; "
           f"clean accuracy {r['clean_accuracy']:.3f}, target share {r['clean_target_share']:.3f}")
@@ -231,7 +402,7 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
 def cmd_attack(args) -> int:
     """Logit bias, ±Δ column push and exponent bit flips toward a target class."""
     attack(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, target=args.target, k=args.k,
-           split_seed=args.split_seed, max_length=args.max_length)
+           split_seed=args.split_seed, max_length=args.max_length, overwrite=args.overwrite)
     return 0
 
 
@@ -252,16 +423,21 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     model_dir = str(out / "finetune" / "model")
     if not (out / "finetune" / "model" / "config.json").is_file():
-        finetune("minilm", "vader-movies", str(out / "finetune"), epochs=args.epochs, n_train=args.n_train)
+        finetune("minilm", "vader-movies", str(out / "finetune"), epochs=args.epochs, n_train=args.n_train,
+                 overwrite=args.overwrite)
     else:
         print(f"using the fine-tuned model in {out / 'finetune' / 'model'}")
-    apex(model_dir, "vader-movies", str(out / "apex"), n=args.n, sigmas=DEMO_SIGMAS, draws=args.draws)
+    apex(model_dir, "vader-movies", str(out / "apex"), n=args.n, sigmas=DEMO_SIGMAS, draws=args.draws,
+         overwrite=args.overwrite)
     print("\nSYNAPSE: [CLS] probes per layer")
-    probe(model_dir, "vader-movies", str(out / "probe"), n_train=args.probe_train, n=args.probe_test)
+    probe(model_dir, "vader-movies", str(out / "probe"), n_train=args.probe_train, n=args.probe_test,
+          overwrite=args.overwrite)
     print("\nSYNAPSE: silencing top-k vs random-k [CLS] neurons")
-    silence(model_dir, "vader-movies", str(out / "probe"), str(out / "silence"), n=args.n, k=DEMO_K)
+    silence(model_dir, "vader-movies", str(out / "probe"), str(out / "silence"), n=args.n, k=DEMO_K,
+            overwrite=args.overwrite)
     print("\nSYNAPSE: head attacks toward class 1")
-    attack(model_dir, "vader-movies", str(out / "probe"), str(out / "attack"), n=args.n, target=1)
+    attack(model_dir, "vader-movies", str(out / "probe"), str(out / "attack"), n=args.n, target=1,
+           overwrite=args.overwrite)
     metrics = json.loads((out / "finetune" / "metrics.json").read_text())
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s: test accuracy "
           f"{metrics['test_accuracy']:.4f}; tables and plots in {out}/")
@@ -275,11 +451,19 @@ def _defaults(fn) -> dict:
             if v.kind is v.KEYWORD_ONLY and v.default is not v.empty}
 
 
+def _overwrite(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a previous run with other settings in --out (its listed files and sweep "
+                        "checkpoints are removed first); without it such a folder is refused")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from apex_jax.models.presets import VIT_PRESETS
 
     p = argparse.ArgumentParser(prog="apex-jax", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache (also: APEX_JAX_NO_COMPILE_CACHE=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, **kw) -> argparse.ArgumentParser:
@@ -306,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--split-seed", type=int)
     s.add_argument("--n-train", type=int, help="use only the first N training examples")
+    _overwrite(s)
     s.set_defaults(fn=cmd_finetune, **_defaults(finetune))
 
     s = command("apex", help="APEX: consistency under activation noise, escape sigma, transitions, bias")
@@ -325,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--chunk-size", type=int, help="sweep units per compiled call")
     s.add_argument("--max-length", type=int)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    _overwrite(s)
     s.set_defaults(fn=cmd_apex, **_defaults(apex))
 
     def common_synapse(s, split=True):
@@ -333,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--data", required=True)
         s.add_argument("--out", required=True)
         s.add_argument("--split-seed", type=int)
-        s.add_argument("--max-length", type=int)
+        s.add_argument("--max-length", type=int, help="text inputs are truncated to this many tokens (>= 1)")
+        _overwrite(s)
         if split:
             s.add_argument("--split")
             s.add_argument("--n", type=int, help="inputs evaluated")
@@ -361,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--asymmetry-k", type=float)
     s.add_argument("--joint", action="store_true", help="silence all the layers at once (each its own ranking)")
     s.add_argument("--seed", type=int)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     s.set_defaults(fn=cmd_silence, **_defaults(silence))
 
     s = command("attack", help="SYNAPSE: logit bias, weight push and bit flips toward a class")
@@ -383,15 +570,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--draws", type=int, default=32)
     s.add_argument("--probe-train", type=int, default=1000)
     s.add_argument("--probe-test", type=int, default=300)
+    _overwrite(s)
     s.set_defaults(fn=cmd_demo)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command. Bad inputs (ApexJaxError, ValueError, FileNotFoundError, a corrupt
+    checkpoint) print "apex-jax CMD: error: ..." and return 2; Ctrl-C returns 130."""
     args = build_parser().parse_args(argv)
     try:
+        if not args.no_compile_cache and os.environ.get("APEX_JAX_NO_COMPILE_CACHE", "") in ("", "0"):
+            from apex_jax.engine.compile_cache import enable_compile_cache
+
+            enable_compile_cache()
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        print(f"apex-jax {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ApexJaxError, CheckpointError, ValueError, OSError) as e:  # OSError: e.g. disk full, permissions
         print(f"apex-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

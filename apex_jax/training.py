@@ -268,7 +268,7 @@ def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConf
         out: the run folder.
         config: training settings.
         split_seed: the split's seed.
-        n_train: use only the first n training examples.
+        n_train: use only the first n training examples (1 <= n <= the split's size; else InputError).
         model_name: recorded as metrics["model"].
         log: called with a progress line before training starts.
 
@@ -280,8 +280,13 @@ def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConf
     t0 = time.perf_counter()
     splits = data_lib.split_dataset(data, seed=split_seed)
     train_part = splits["train"]
-    if n_train:
-        train_part = train_part.subset(range(min(n_train, len(train_part))))
+    if n_train is not None:
+        if n_train <= 0 or n_train > len(train_part):
+            from apex_jax.errors import InputError
+
+            raise InputError(f"n_train = {n_train}, but the train split of {data.name!r} has {len(train_part)} "
+                             f"examples; choose 1 <= n_train <= {len(train_part)}, or leave it unset")
+        train_part = train_part.subset(range(n_train))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if log:

@@ -67,3 +67,9 @@ def ref(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bert(ref) -> Ref:
     return ref("bert", **BERT_KW)
+
+# The CLI enables JAX's persistent compilation cache under $APEX_JAX_CACHE (default
+# ~/.cache/apex-jax); tests never write one into the user's home. Assets are still found.
+import os as _os
+
+_os.environ.setdefault("APEX_JAX_NO_COMPILE_CACHE", "1")

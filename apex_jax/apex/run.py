@@ -72,7 +72,7 @@ def timing(result: ApexResult) -> dict:
 
 
 def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequence[int],
-              label_names: Sequence[str], settings: dict, relative: bool) -> dict:
+              label_names: Sequence[str], settings: dict, relative: bool, label_space: dict | None = None) -> dict:
     """Writes samples.csv, summary.json, timing.json and the plots of `result` into `out`;
     returns the summary with its timing under "timing"."""
     out = Path(out)
@@ -80,6 +80,8 @@ def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequenc
     header, rows = samples_table(result, ids, labels)
     io.write_rows(out / "samples.csv", header, rows)
     s = summary(result, np.asarray(labels), label_names, settings)
+    if label_space is not None:
+        s["label_space"] = label_space
     io.write_json(out / "summary.json", s)
     t = timing(result)
     io.write_timing(out, t)
@@ -100,6 +102,7 @@ def apex_run(
     threshold: float = 0.5,
     max_length: int = 64,
     settings: dict | None = None,
+    label_space: dict | None = None,
     **sweep_kw: Any,
 ) -> dict:
     """APEX noise sweep of `model` on a data set, written as a run folder.
@@ -113,7 +116,9 @@ def apex_run(
         draws, seed, relative, threshold: as for `run_apex`.
         max_length: text inputs are truncated to this many tokens.
         settings: what the caller records first in summary.json's settings (model, data, split,
-            n, split_seed); draws, seed, relative_sigma and the sweep's settings follow.
+            n, split_seed); draws, seed, relative_sigma, max_length and the sweep's settings follow.
+        label_space: recorded as summary.json's "label_space" (e.g. `dataclasses.asdict` of
+            `apex_jax.data.check_label_space(..., "evaluate")`).
         sweep_kw: passed to the engine (units_per_call, progress, mesh, ...).
 
     Returns:
@@ -124,6 +129,8 @@ def apex_run(
     batch = batching.encode(model, data, max_length)
     result = run_apex(model, model.params, batch, data.ids, sigmas, sites=sites, draws=draws, seed=seed,
                       relative=relative, threshold=threshold, run_dir=out, **sweep_kw)
-    settings = {**(settings or {}), "draws": draws, "seed": seed, "relative_sigma": relative}
-    s = write_run(out, result, data.ids, data.labels, model.label_names or data.label_names, settings, relative)
+    settings = {**(settings or {}), "draws": draws, "seed": seed, "relative_sigma": relative,
+                "max_length": max_length}
+    s = write_run(out, result, data.ids, data.labels, model.label_names or data.label_names, settings, relative,
+                  label_space)
     return {**s, "result": result}

@@ -31,7 +31,8 @@ from apex_jax.synapse.silence import SilenceConfig, silencing_experiment
 
 # ----------------------------------------------------------------------------- probe
 def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, sites: Sequence[str], config: ProbeConfig = ProbeConfig(),
-              max_length: int = 64, attribution_n: int = 128, settings: dict | None = None) -> dict:
+              max_length: int = 64, attribution_n: int = 128, settings: dict | None = None,
+              label_space: dict | None = None) -> dict:
     """[CLS] features of train + test, one probe per site (+ all layers concatenated) and one on
     the classifier input (head.hook_cls, for the attacks); rankings and their agreement with
     activation × gradient.
@@ -88,7 +89,9 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     io.write_csv(out / "ranking_agreement.csv", agree_rows)
     plots.plot_probe_accuracy(out / "probe_accuracy.png", table)
     summary = {"kind": "probe", "settings": {**(settings or {}), "sites": sites, "n_train": n_tr,
-                                              "n_test": len(test), "probe": dataclasses.asdict(config)},
+                                              "n_test": len(test), "max_length": max_length,
+                                              "probe": dataclasses.asdict(config)},
+               **({"label_space": label_space} if label_space is not None else {}),
                "versions": io.versions(), "results": {"probes": table, "ranking_agreement": agree_rows,
                                                         "label_names": list(model.label_names)}}
     io.write_json(out / "summary.json", summary)
@@ -109,8 +112,12 @@ def load_probes(run: str | Path) -> tuple[ProbeSet, ProbeSet]:
 # ----------------------------------------------------------------------------- silence
 def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str | Path, *, sites: Sequence[str] | None = None,
                 config: SilenceConfig = SilenceConfig(), max_length: int = 64,
-                settings: dict | None = None, **sweep_kw: Any) -> dict:
+                settings: dict | None = None, label_space: dict | None = None, **sweep_kw: Any) -> dict:
     """Silencing curves with random controls at each probed layer, class asymmetry.
+
+    `label_space` (`dataclasses.asdict` of `check_label_space(..., "evaluate")`) is recorded in
+    summary.json; with it, macro-F1 averages over the classes present in the data only
+    (scikit-learn's `labels=present`), not over every class of the model.
 
     Returns:
         summary.json's content plus "timing" and "result" (the `SilencingResult`).
@@ -135,6 +142,10 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
         means = {s: feats[s].mean(0) for s in sites}
     res = silencing_experiment(model, model.params, batch, data.labels, data.ids, scores, config,
                                means=means, **sweep_kw)
+    if label_space is not None:
+        present = np.asarray(label_space["present"], int)
+        for m in [res.clean, *(lr.metrics for lr in res.layers)]:
+            m.macro_f1 = m.class_f1[:, present].mean(1)
     io.write_csv(out / "silencing.csv", res.table())
     controls = res.controls("accuracy") + res.controls("weighted_f1")
     io.write_csv(out / "controls.csv", controls)
@@ -158,7 +169,8 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
                              f"{plots.short(last)}: top {config.asymmetry_k:g}% per class")
     plots.plot_silencing_curves(out / "silencing_curves.png", res, "accuracy")
     summary = {"kind": "silence", "settings": {**(settings or {}), "sites": sites, "n": len(data),
-                                                "config": dataclasses.asdict(config)},
+                                                "max_length": max_length, "config": dataclasses.asdict(config)},
+               **({"label_space": label_space} if label_space is not None else {}),
                "versions": io.versions(),
                "results": {"clean": res.clean.row(0), "layers": summary_layers,
                            "curves": curves, "asymmetry": {s: m.tolist() for s, m in asym.items()},
@@ -173,7 +185,7 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
 
 # ----------------------------------------------------------------------------- attack
 def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str | Path, *, config: AttackConfig = AttackConfig(),
-               max_length: int = 64, settings: dict | None = None) -> dict:
+               max_length: int = 64, settings: dict | None = None, label_space: dict | None = None) -> dict:
     """Logit bias, column push and bit flips toward a target class on the classifier input.
 
     Returns:
@@ -190,7 +202,9 @@ def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str 
     res = attack_experiment(model, model.params, h, data.labels, class_scores, config)
     io.write_csv(out / "attacks.csv", res["rows"])
     plots.plot_attacks(out / "attack_curves.png", res["rows"])
-    summary = {"kind": "attack", "settings": {**(settings or {}), "n": len(data), "config": dataclasses.asdict(config)},
+    summary = {"kind": "attack", "settings": {**(settings or {}), "n": len(data), "max_length": max_length,
+                                               "config": dataclasses.asdict(config)},
+               **({"label_space": label_space} if label_space is not None else {}),
                "versions": io.versions(), "results": {**res, "label_names": list(model.label_names)}}
     io.write_json(out / "summary.json", summary)
     timing = {"seconds": round(time.perf_counter() - t0, 2)}

@@ -1,0 +1,220 @@
+"""Run folders that are never mixed or silently overwritten: the manifest `RUN/run.json`.
+
+Every command that writes `--out` opens its folder through :func:`open_run` *after* validating
+its inputs (so a refused run leaves no folder behind) and *before* any work:
+
+    run = runs.open_run(out, "apex", settings, overwrite=args.overwrite)   # run.json: incomplete
+    ...                                                                    # the run layer writes
+    run.complete()                                                         # run.json: complete
+
+`run.json` (written atomically, first with ``"status": "incomplete"``, last with
+``"status": "complete"`` and the files written):
+
+    {"format": 1, "command": "apex", "status": "complete",
+     "settings": {...everything that determines the result: model path, model_params_sha256,
+                  data, data_sha256, split, n, sigmas, draws, seed, max_length, ...},
+     "versions": {...}, "files": ["samples.csv", "summary.json", ...],
+     "sweep_checkpoints": ["<fingerprint>", ...]}
+
+Rules:
+- no `run.json` and an empty or missing folder: a new run.
+- `run.json` with the same command and settings (complete or not): the run resumes (the
+  engine's sweep checkpoints) or recomputes, and rewrites its files.
+- `run.json` with another command or other settings (another model's weights included):
+  refused with an :class:`~apex_jax.errors.InputError` naming the differing keys, unless
+  ``overwrite``: then the files listed in the old manifest and every sweep checkpoint of the
+  folder are removed first (nothing else).
+- a non-empty folder without `run.json` (not written by apex-jax, or by an older version):
+  refused unless ``overwrite``, which removes only its sweep checkpoints.
+- `--out` that is a file, lies inside a file, or cannot be written: refused.
+A killed run leaves ``"status": "incomplete"``: the folder is visibly not a finished run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apex_jax import io
+from apex_jax.errors import InputError
+
+MANIFEST = "run.json"
+FORMAT = 1
+CHECKPOINTS = "sweep-checkpoints"
+
+__all__ = ["MANIFEST", "Run", "check_out", "data_digest", "open_run", "read_manifest"]
+
+
+def data_digest(data: Any) -> str:
+    """sha256 over a data set's inputs (texts or image arrays), labels and ids."""
+    h = hashlib.sha256()
+    inputs = data.inputs
+    if isinstance(inputs, np.ndarray):
+        a = np.ascontiguousarray(inputs)
+        h.update(f"{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.data)
+    else:
+        for t in inputs:
+            b = str(t).encode("utf-8", "surrogatepass")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+    for arr in (data.labels, data.ids):
+        a = np.ascontiguousarray(np.asarray(arr, np.int64))
+        h.update(a.data)
+    h.update(json.dumps(list(data.label_names)).encode())
+    return h.hexdigest()
+
+
+def check_out(out: str | Path) -> Path:
+    """`out` as a Path if it can be a run folder: not a file, not inside a file, writable.
+    Creates nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file, not a folder; give a folder path "
+                         "(new or a previous run of the same command)")
+    parent = out
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"--out {out} lies inside {parent}, which is a file; give a folder path")
+    try:  # os.access says yes to root even on read-only file systems: try a real write
+        fd, tmp = tempfile.mkstemp(prefix=".apex-jax-write-test.", dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"--out {out}: {parent} is not writable ({e.strerror or e}); give a folder you can "
+                         "write to") from None
+    return out
+
+
+def read_manifest(out: str | Path) -> dict | None:
+    """The manifest of a run folder, None if it has none; InputError if it is unreadable."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        m = json.loads(path.read_text())
+        if not isinstance(m, dict) or "settings" not in m:
+            raise ValueError("no settings")
+        return m
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is unreadable or corrupt ({e}); pass --overwrite to replace the "
+                         "run in that folder, or choose another --out") from None
+
+
+def _differences(old: dict, new: dict) -> dict:
+    keys = sorted(set(old) | set(new))
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 40 else s[:18] + "…" + s[-18:]
+
+
+def _remove_previous(out: Path, manifest: dict | None) -> list[str]:
+    """Removes the files a previous run listed and every sweep checkpoint; returns what went."""
+    removed = []
+    for rel in (manifest or {}).get("files", []):
+        p = (out / rel)
+        try:
+            p.resolve().relative_to(out.resolve())
+        except ValueError:
+            continue  # never outside the run folder
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+            removed.append(rel)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+            removed.append(rel)
+    if (out / CHECKPOINTS).is_dir():
+        shutil.rmtree(out / CHECKPOINTS)
+        removed.append(CHECKPOINTS)
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()
+    # folders left empty by the removal
+    for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return removed
+
+
+class Run:
+    """An open run folder: `complete()` writes the final manifest."""
+
+    def __init__(self, out: Path, command: str, settings: dict):
+        self.out, self.command, self.settings = out, command, settings
+
+    def manifest(self, status: str, files: list[str] | None = None) -> dict:
+        m = {"format": FORMAT, "command": self.command, "status": status,
+             "settings": self.settings, "versions": io.versions()}
+        if files is not None:
+            m["files"] = files
+            root = self.out / CHECKPOINTS
+            m["sweep_checkpoints"] = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return m
+
+    def write(self, status: str, files: list[str] | None = None) -> Path:
+        return io.write_json(self.out / MANIFEST, self.manifest(status, files))
+
+    def files(self) -> list[str]:
+        """The run's outputs: the entries at the top of the folder (a folder such as probes/ or
+        model/ as one entry), the manifest and sweep checkpoints excluded."""
+        out = []
+        for p in sorted(self.out.iterdir()):
+            if p.name in (MANIFEST, CHECKPOINTS) or p.name.startswith("."):
+                continue
+            if p.is_file() or p.is_dir():
+                out.append(p.name)
+        return out
+
+    def complete(self) -> Path:
+        """Writes the final manifest (status "complete", the files written). Call it last."""
+        return self.write("complete", self.files())
+
+
+def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool = False,
+             log=print) -> Run:
+    """Checks `out` against its manifest (see the module doc), prepares it, and writes the
+    manifest with status "incomplete". Raises InputError when the folder holds another run."""
+    out = check_out(out)
+    settings = io.jsonable(settings)
+    if out.is_dir():
+        old = read_manifest(out) if not overwrite else None
+        if overwrite:
+            try:
+                old = read_manifest(out)
+            except InputError:
+                old = None
+            removed = _remove_previous(out, old)
+            if removed and log:
+                log(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}")
+        elif old is not None:
+            diff = _differences({"command": old.get("command"), **old["settings"]},
+                                {"command": command, **settings})
+            if diff:
+                named = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in diff.items())
+                raise InputError(
+                    f"--out {out} holds another run ({old.get('command')}, {old.get('status')}) whose "
+                    f"settings differ in {', '.join(diff)} ({named}); choose another --out, or pass "
+                    "--overwrite to replace that run")
+        elif any(p for p in out.iterdir() if not p.name.startswith(".")):
+            raise InputError(
+                f"--out {out} is a non-empty folder without {MANIFEST} (not an apex-jax run of this "
+                "version); choose another --out (new or empty), or pass --overwrite to write into it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {out} cannot be created ({e.strerror or e}); give a folder you can write to") from None
+    run = Run(out, command, settings)
+    run.write("incomplete")
+    return run

@@ -1,0 +1,371 @@
+"""Bad inputs at the command line and run-folder level (issue 11): one table per command.
+
+Every case runs `cli.main([...])` in-process on a tiny BERT and tiny CSVs and asserts the exit
+status (2 for a bad input, 130 for Ctrl-C), fragments of a message that names the problem and
+the valid choices, no traceback on stderr, and that a previous run in the folder is unchanged.
+Then the run-folder rules: wrong-model reuse and mixed runs are refused, --overwrite equals a
+fresh folder, the same command twice is byte-identical, a killed run stays "incomplete".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apex_jax import cli
+from apex_jax.models.loading import resolve
+from tests.helpers.tiny_text import sentiment_csv, tiny_bert_folder
+
+APEX_BASE = ["--n", "4", "--draws", "2", "--sigmas", "0.1,1", "--max-length", "16", "--quiet"]
+PROBE_BASE = ["--n-train", "24", "--n", "8", "--steps", "10", "--max-length", "16"]
+SILENCE_BASE = ["--n", "4", "--k", "10,50", "--random", "2", "--asymmetry-k", "50", "--layers", "1",
+                "--max-length", "16", "--quiet"]
+ATTACK_BASE = ["--n", "4", "--target", "1", "--max-length", "16"]
+
+
+def tree_hash(folder: Path) -> dict:
+    """{relative path: sha256} of every file under `folder` ({} if it does not exist)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err and "Traceback" not in cap.out
+    return rc, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny model, its corrupt variants, CSVs, and one finished run of every command."""
+    root = tmp_path_factory.mktemp("cli_bad")
+    e = {"root": root}
+    e["model"] = tiny_bert_folder(root / "bert", resolve("minilm"), seed=1)
+    e["task"] = sentiment_csv(root / "task.csv", 40)  # test split: 8 rows
+    # the same model with its classifier's weight and bias negated
+    from safetensors.numpy import load_file, save_file
+
+    neg = root / "bert_neg"
+    shutil.copytree(e["model"], neg)
+    w = load_file(str(neg / "model.safetensors"))
+    for k in ("classifier.weight", "classifier.bias"):
+        w[k] = -w[k]
+    save_file(w, str(neg / "model.safetensors"), metadata={"format": "pt"})
+    e["model_neg"] = neg
+    trunc = root / "bert_trunc"
+    shutil.copytree(e["model"], trunc)
+    data = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    e["model_trunc"] = trunc
+    badcfg = root / "bert_badcfg"
+    shutil.copytree(e["model"], badcfg)
+    (badcfg / "config.json").write_text('{"model_type": "bert", "hidden_size": ')
+    e["model_badcfg"] = badcfg
+    # data files
+    e["latin1"] = root / "latin1.csv"
+    e["latin1"].write_bytes("text,label\n".encode() + "caf\xe9 great one,1\n".encode("latin-1") * 10)
+    three = root / "three.csv"
+    three.write_text("text,label\n" + "".join(f"sentence {w} {i},{i % 3}\n"
+                                               for i, w in enumerate(["a", "b", "c"] * 10)))
+    e["three"] = three
+    long = root / "long.csv"
+    long.write_text("text,label\n" + "".join(f"{'great ' * 30000}one,{i % 2}\n" for i in range(20)))
+    e["long"] = long
+    e["npz"] = root / "images.npz"
+    np.savez(e["npz"], images=np.zeros((20, 1, 8, 8), np.float32), labels=np.arange(20) % 2)
+    e["file"] = root / "a_file.txt"
+    e["file"].write_text("not a folder")
+    # one finished run of every command: the "previous result" that must not change
+    m, t = e["model"], e["task"]
+    assert cli.main(["finetune", m, "--data", t, "--out", root / "ft", "--epochs", "1", "--batch-size", "8",
+                     "--max-length", "16", "--n-train", "16"]) == 0
+    assert cli.main(["apex", m, "--data", t, "--out", root / "apex", *APEX_BASE]) == 0
+    assert cli.main(["probe", m, "--data", t, "--out", root / "probe", *PROBE_BASE]) == 0
+    assert cli.main(["silence", m, "--data", t, "--probe", root / "probe", "--out", root / "silence",
+                     *SILENCE_BASE]) == 0
+    assert cli.main(["attack", m, "--data", t, "--probe", root / "probe", "--out", root / "attack",
+                     *ATTACK_BASE]) == 0
+    # a probe run with a corrupt checkpoint
+    bad_probe = root / "probe_corrupt"
+    shutil.copytree(root / "probe", bad_probe)
+    for f in (bad_probe / "probes").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "json" not in f.name:
+            f.write_bytes(b"\0" * 7)
+    e["probe_corrupt"] = bad_probe
+    return e
+
+
+def _(key):  # a path from the environment, resolved at test time
+    return ("env", key)
+
+
+def _argv(env, argv):
+    return [env[a[1]] if isinstance(a, tuple) and a[0] == "env" else a for a in argv]
+
+
+# (case id, argv after the command name, expected status, message fragments); --out is the
+# command's finished run unless the case sets its own
+FINETUNE = [
+    ("batch-size-0", ["--batch-size", "0"], 2, ["--batch-size", ">= 1"]),
+    ("epochs-0", ["--epochs", "0"], 2, ["--epochs", ">= 1"]),
+    ("max-length-0", ["--max-length", "0"], 2, ["--max-length", ">= 1"]),
+    ("n-train-0", ["--n-train", "0"], 2, ["--n-train", ">= 1"]),
+    ("n-train-too-many", ["--n-train", "1000"], 2, ["--n-train 1000", "28 examples", "<= 28"]),
+    ("unknown-data", ["--data", "no-such-set"], 2, ["no-such-set", "vader-movies"]),
+    ("non-utf8-csv", ["--data", _("latin1")], 2, ["latin1.csv", "UTF-8"]),
+    ("malformed-config", ["--model", _("model_badcfg")], 2, ["config.json"]),
+    ("corrupt-safetensors", ["--model", _("model_trunc")], 2, ["model.safetensors"]),
+    ("out-is-file", ["--out", _("file")], 2, ["a_file.txt", "existing file"]),
+    ("out-inside-file", ["--out", ("sub", "file")], 2, ["inside", "a file"]),
+    ("out-unwritable", ["--out", "/proc/apex-jax-run"], 2, ["not writable"]),
+    ("other-settings", ["--seed", "3"], 2, ["seed", "--overwrite"]),
+]
+
+APEX = [
+    ("chunk-size-0", ["--chunk-size", "0"], 2, ["--chunk-size", ">= 1"]),
+    ("chunk-size-neg", ["--chunk-size", "-1"], 2, ["--chunk-size", ">= 1"]),
+    ("draws-0", ["--draws", "0"], 2, ["--draws", ">= 1"]),
+    ("n-0", ["--n", "0"], 2, ["--n", ">= 1"]),
+    ("n-too-many", ["--n", "100"], 2, ["n = 100", "has 8", "n <= 8"]),
+    ("max-length-0", ["--max-length", "0"], 2, ["--max-length", ">= 1"]),
+    ("threshold-0", ["--threshold", "0"], 2, ["--threshold", "(0, 1]"]),
+    ("threshold-1.5", ["--threshold", "1.5"], 2, ["--threshold", "(0, 1]"]),
+    ("logspace-lo-gt-hi", ["--sigmas", "logspace:4:0.1:5"], 2, ["logspace:4:0.1:5", "0 < LO < HI"]),
+    ("logspace-lo-0", ["--sigmas", "logspace:0:1:3"], 2, ["logspace:0:1:3", "0 < LO < HI"]),
+    ("sigma-duplicates", ["--sigmas", "0.1,0.1,1"], 2, ["repeat", "once"]),
+    ("sigma-negative", ["--sigmas", "-1,2"], 2, [">= 0"]),
+    ("bad-sites", ["--sites", "blocks.9.nothing"], 2, ["blocks.9.nothing"]),
+    ("bad-split", ["--split", "dev"], 2, ["dev", "train"]),
+    ("non-utf8-csv", ["--data", _("latin1")], 2, ["latin1.csv", "UTF-8"]),
+    ("npz-on-text-model", ["--data", _("npz")], 2, ["image", "text"]),
+    ("3-class-on-2-class", ["--data", _("three")], 2, ["labels [2]", "2 classes"]),
+    ("corrupt-safetensors", ["--model", _("model_trunc")], 2, ["model.safetensors", "truncated"]),
+    ("malformed-config", ["--model", _("model_badcfg")], 2, ["config.json"]),
+    ("missing-model", ["--model", "/no/such/model"], 2, ["/no/such/model"]),
+    ("out-is-file", ["--out", _("file")], 2, ["a_file.txt", "existing file"]),
+    ("out-inside-file", ["--out", ("sub", "file")], 2, ["inside", "a file"]),
+    ("out-unwritable", ["--out", "/proc/apex-jax-run"], 2, ["not writable"]),
+    ("other-model", ["--model", _("model_neg")], 2, ["model_params_sha256", "--overwrite"]),
+    ("other-draws", ["--draws", "3"], 2, ["draws", "--overwrite"]),
+    ("other-command", ["--out", ("run", "probe")], 2, ["probe", "command", "--overwrite"]),
+]
+
+PROBE = [
+    ("n-train-1-one-class", ["--n-train", "1"], 2, ["at least two classes"]),
+    ("n-train-0", ["--n-train", "0"], 2, ["--n-train", ">= 1"]),
+    ("n-too-many", ["--n", "100"], 2, ["n = 100", "n <= 8"]),
+    ("steps-0", ["--steps", "0"], 2, ["--steps", ">= 1"]),
+    ("max-length-0", ["--max-length", "0"], 2, ["--max-length", ">= 1"]),
+    ("bad-layers", ["--layers", "17"], 2, ["17"]),
+    ("npz-on-text-model", ["--data", _("npz")], 2, ["image", "text"]),
+    ("non-utf8-csv", ["--data", _("latin1")], 2, ["latin1.csv", "UTF-8"]),
+    ("corrupt-safetensors", ["--model", _("model_trunc")], 2, ["model.safetensors"]),
+    ("out-is-file", ["--out", _("file")], 2, ["existing file"]),
+    ("other-model", ["--model", _("model_neg")], 2, ["model_params_sha256"]),
+]
+
+SILENCE = [
+    ("k-duplicates", ["--k", "10,10"], 2, ["repeat", "once"]),
+    ("k-0", ["--k", "0,5"], 2, ["(0, 100]"]),
+    ("k-101", ["--k", "101"], 2, ["(0, 100]"]),
+    ("random-1", ["--random", "1"], 2, ["--random", ">= 2"]),
+    ("random-0", ["--random", "0"], 2, ["--random", ">= 2"]),
+    ("draws-0", ["--draws", "0"], 2, ["--draws", ">= 1"]),
+    ("n-0", ["--n", "0"], 2, ["--n", ">= 1"]),
+    ("n-too-many", ["--n", "100"], 2, ["n <= 8"]),
+    ("max-length-0", ["--max-length", "0"], 2, ["--max-length", ">= 1"]),
+    ("3-class-on-2-class", ["--data", _("three")], 2, ["labels [2]", "2 classes"]),
+    ("npz-on-text-model", ["--data", _("npz")], 2, ["image", "text"]),
+    ("missing-probe", ["--probe", "/no/such/probe"], 2, ["no probes", "apex-jax probe"]),
+    ("corrupt-probe", ["--probe", _("probe_corrupt")], 2, ["probe_corrupt"]),
+    ("corrupt-safetensors", ["--model", _("model_trunc")], 2, ["model.safetensors"]),
+    ("out-is-file", ["--out", _("file")], 2, ["existing file"]),
+    ("other-model", ["--model", _("model_neg")], 2, ["model_params_sha256"]),
+    ("other-k", ["--k", "10,20"], 2, ["k", "--overwrite"]),
+]
+
+ATTACK = [
+    ("target-5", ["--target", "5"], 2, ["--target 5", "2 classes", "0 (", "1 ("]),
+    ("target-neg", ["--target", "-1"], 2, ["--target -1", "2 classes"]),
+    ("k-0", ["--k", "0"], 2, ["--k", "(0, 100]"]),
+    ("k-150", ["--k", "150"], 2, ["--k", "(0, 100]"]),
+    ("n-too-many", ["--n", "100"], 2, ["n <= 8"]),
+    ("3-class-on-2-class", ["--data", _("three")], 2, ["labels [2]"]),
+    ("missing-probe", ["--probe", "/no/such/probe"], 2, ["no probes"]),
+    ("corrupt-probe", ["--probe", _("probe_corrupt")], 2, ["probe_corrupt"]),
+    ("out-is-file", ["--out", _("file")], 2, ["existing file"]),
+    ("other-target", ["--target", "0"], 2, ["target", "--overwrite"]),
+]
+
+
+def _command_argv(env, command, extra):
+    """The command's base argv with the case's replacements (--model, --out, --data, --probe
+    replace the defaults; other flags are appended, the last occurrence wins in argparse)."""
+    extra = list(extra)
+    opts = {}
+    for key in ("--model", "--out", "--data", "--probe"):
+        if key in extra:
+            i = extra.index(key)
+            opts[key] = extra[i + 1]
+            del extra[i:i + 2]
+    model = opts.get("--model", _("model"))
+    out = opts.get("--out", ("run", command))
+    if isinstance(out, tuple) and out[0] == "sub":
+        out = env[out[1]] / "sub"
+    elif isinstance(out, tuple) and out[0] == "run":
+        out = env["root"] / {"finetune": "ft"}.get(out[1], out[1])
+    base = {"finetune": ["--epochs", "1", "--batch-size", "8", "--max-length", "16", "--n-train", "16"],
+            "apex": APEX_BASE, "probe": PROBE_BASE, "silence": SILENCE_BASE, "attack": ATTACK_BASE}[command]
+    argv = [command, model, "--data", opts.get("--data", _("task")), "--out", out]
+    if command in ("silence", "attack"):
+        argv += ["--probe", opts.get("--probe", env["root"] / "probe")]
+    return _argv(env, argv + base + extra), out
+
+
+TABLES = {"finetune": FINETUNE, "apex": APEX, "probe": PROBE, "silence": SILENCE, "attack": ATTACK}
+CASES = [(cmd, *case) for cmd, table in TABLES.items() for case in table]
+TALLY: dict = {}
+
+
+@pytest.mark.parametrize("command,case,extra,status,fragments", CASES,
+                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_bad_input(env, capsys, command, case, extra, status, fragments):
+    argv, out = _command_argv(env, command, extra)
+    out = Path(out)
+    before = {f: tree_hash(env["root"] / f) for f in ("ft", "apex", "probe", "silence", "attack")}
+    existed = out.exists()
+    rc, _out, err = run_cli(argv, capsys)
+    assert rc == status, (rc, err)
+    assert err.startswith(f"apex-jax {command}: error: "), err
+    for frag in fragments:
+        assert frag in err, (frag, err)
+    assert {f: tree_hash(env["root"] / f) for f in before} == before  # no previous result changed
+    if not existed and not str(out).startswith("/proc"):
+        assert not out.exists()  # a refused run leaves no folder
+
+
+def test_long_csv_field_loads(env, capsys):
+    """A CSV field over 131,072 characters is an ordinary (long) document."""
+    out = env["root"] / "long_run"
+    rc, _o, err = run_cli(["apex", env["model"], "--data", env["long"], "--out", out, *APEX_BASE], capsys)
+    assert rc == 0, err
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_ctrl_c_is_130_and_leaves_incomplete_manifest(env, capsys, monkeypatch):
+    import apex_jax.apex.run as apex_run_mod
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(apex_run_mod, "run_apex", interrupted)
+    out = env["root"] / "interrupted"
+    rc, _o, err = run_cli(["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE], capsys)
+    assert rc == 130
+    assert "interrupted; rerun the same command to resume" in err
+    assert json.loads((out / "run.json").read_text())["status"] == "incomplete"
+    monkeypatch.undo()
+    # rerunning the same command resumes into a complete run
+    rc, _o, err = run_cli(["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE], capsys)
+    assert rc == 0, err
+    m = json.loads((out / "run.json").read_text())
+    assert m["status"] == "complete" and "summary.json" in m["files"]
+
+
+def test_killed_sweep_leaves_incomplete(env, capsys, monkeypatch):
+    """A crash inside the sweep (after the manifest is written) leaves status "incomplete"."""
+    import apex_jax.engine.sweep as sweep_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("killed inside the sweep")
+
+    monkeypatch.setattr(sweep_mod, "_accumulate", boom)
+    out = env["root"] / "killed"
+    with pytest.raises(RuntimeError, match="killed inside the sweep"):
+        cli.main([str(a) for a in ["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE]])
+    capsys.readouterr()
+    m = json.loads((out / "run.json").read_text())
+    assert m["status"] == "incomplete" and "files" not in m
+    assert not (out / "summary.json").exists()
+
+
+def test_corrupt_sweep_checkpoint(env, capsys):
+    out = env["root"] / "apex_ckpt"
+    argv = ["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE]
+    assert run_cli(argv, capsys)[0] == 0
+    ckpts = [p for p in (out / "sweep-checkpoints").rglob("*") if p.is_file() and p.stat().st_size > 0
+             and p.name != "settings.json" and "json" not in p.name.lower() and "metadata" not in p.name.lower()]
+    assert ckpts
+    for p in ckpts:
+        p.write_bytes(b"\0" * 5)
+    rc, _o, err = run_cli(argv, capsys)
+    assert rc == 2, err
+    assert "sweep-checkpoints" in err
+
+
+def _fresh_vs_overwrite(env, capsys, command, base, files):
+    """`command` with the other model into a reused folder: refused and unchanged; with
+    --overwrite, equal to a fresh folder; the same command twice: byte-identical."""
+    root = env["root"]
+    reused = root / f"{command}_reuse"
+    fresh = root / f"{command}_fresh"
+    probe = ["--probe", root / "probe"] if command == "silence" else []
+
+    def argv(model, out, *more):
+        return [command, model, "--data", env["task"], *probe, "--out", out, *base, *more]
+
+    assert run_cli(argv(env["model"], reused), capsys)[0] == 0
+    before = tree_hash(reused)
+    rc, _o, err = run_cli(argv(env["model_neg"], reused), capsys)
+    assert rc == 2 and "model_params_sha256" in err and "--overwrite" in err
+    assert tree_hash(reused) == before
+    rc, _o, err = run_cli(argv(env["model_neg"], reused, "--overwrite"), capsys)
+    assert rc == 0, err
+    assert run_cli(argv(env["model_neg"], fresh), capsys)[0] == 0
+    for f in files:
+        assert (reused / f).read_bytes() == (fresh / f).read_bytes(), f
+    # stale sweep checkpoints of the overwritten run are gone
+    assert len(list((reused / "sweep-checkpoints").iterdir())) == len(list((fresh / "sweep-checkpoints").iterdir()))
+    m = json.loads((reused / "run.json").read_text())
+    assert m["status"] == "complete" and m["command"] == command
+    assert m["settings"]["model"] == str(env["model_neg"])
+    # same command again: succeeds, byte-identical results
+    first = {f: (fresh / f).read_bytes() for f in files}
+    assert run_cli(argv(env["model_neg"], fresh), capsys)[0] == 0
+    assert {f: (fresh / f).read_bytes() for f in files} == first
+
+
+def test_apex_wrong_model_reuse(env, capsys):
+    _fresh_vs_overwrite(env, capsys, "apex", APEX_BASE, ["samples.csv", "summary.json"])
+
+
+def test_silence_wrong_model_reuse(env, capsys):
+    _fresh_vs_overwrite(env, capsys, "silence", SILENCE_BASE, ["silencing.csv", "controls.csv", "summary.json"])
+
+
+def test_manifest_and_label_space_recorded(env):
+    m = json.loads((env["root"] / "apex" / "run.json").read_text())
+    assert m["format"] == 1 and m["command"] == "apex" and m["status"] == "complete"
+    assert len(m["settings"]["model_params_sha256"]) == 64 and m["settings"]["draws"] == 2
+    assert {"samples.csv", "summary.json", "timing.json"} <= set(m["files"])
+    assert len(m["sweep_checkpoints"]) == 1
+    s = json.loads((env["root"] / "apex" / "summary.json").read_text())
+    assert s["settings"]["max_length"] == 16
+    assert s["label_space"]["present"] == [0, 1]
+    for cmd in ("probe", "silence", "attack", "ft"):
+        assert json.loads((env["root"] / cmd / "run.json").read_text())["status"] == "complete"
+
+
+def test_non_tty_progress_is_off(monkeypatch):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    assert cli._progress(False) is False
+    assert cli._progress(True) is False
