@@ -81,18 +81,19 @@ def env(tmp_path_factory):
     long.write_text("text,label\n" + "".join(f"{'great ' * 30000}one,{i % 2}\n" for i in range(20)))
     e["long"] = long
     e["npz"] = root / "images.npz"
-    np.savez(e["npz"], images=np.zeros((20, 1, 8, 8), np.float32), labels=np.arange(20) % 2)
+    np.savez(e["npz"], images=np.zeros((60, 1, 8, 8), np.float32), labels=np.arange(60) % 2)
     e["file"] = root / "a_file.txt"
     e["file"].write_text("not a folder")
     # one finished run of every command: the "previous result" that must not change
     m, t = e["model"], e["task"]
-    assert cli.main(["finetune", m, "--data", t, "--out", root / "ft", "--epochs", "1", "--batch-size", "8",
+    main = lambda argv: cli.main([str(a) for a in argv])  # noqa: E731
+    assert main(["finetune", m, "--data", t, "--out", root / "ft", "--epochs", "1", "--batch-size", "8",
                      "--max-length", "16", "--n-train", "16"]) == 0
-    assert cli.main(["apex", m, "--data", t, "--out", root / "apex", *APEX_BASE]) == 0
-    assert cli.main(["probe", m, "--data", t, "--out", root / "probe", *PROBE_BASE]) == 0
-    assert cli.main(["silence", m, "--data", t, "--probe", root / "probe", "--out", root / "silence",
+    assert main(["apex", m, "--data", t, "--out", root / "apex", *APEX_BASE]) == 0
+    assert main(["probe", m, "--data", t, "--out", root / "probe", *PROBE_BASE]) == 0
+    assert main(["silence", m, "--data", t, "--probe", root / "probe", "--out", root / "silence",
                      *SILENCE_BASE]) == 0
-    assert cli.main(["attack", m, "--data", t, "--probe", root / "probe", "--out", root / "attack",
+    assert main(["attack", m, "--data", t, "--probe", root / "probe", "--out", root / "attack",
                      *ATTACK_BASE]) == 0
     # a probe run with a corrupt checkpoint
     bad_probe = root / "probe_corrupt"
@@ -142,7 +143,7 @@ APEX = [
     ("logspace-lo-gt-hi", ["--sigmas", "logspace:4:0.1:5"], 2, ["logspace:4:0.1:5", "0 < LO < HI"]),
     ("logspace-lo-0", ["--sigmas", "logspace:0:1:3"], 2, ["logspace:0:1:3", "0 < LO < HI"]),
     ("sigma-duplicates", ["--sigmas", "0.1,0.1,1"], 2, ["repeat", "once"]),
-    ("sigma-negative", ["--sigmas", "-1,2"], 2, [">= 0"]),
+    ("sigma-negative", ["--sigmas=-1,2"], 2, [">= 0"]),
     ("bad-sites", ["--sites", "blocks.9.nothing"], 2, ["blocks.9.nothing"]),
     ("bad-split", ["--split", "dev"], 2, ["dev", "train"]),
     ("non-utf8-csv", ["--data", _("latin1")], 2, ["latin1.csv", "UTF-8"]),
@@ -219,7 +220,9 @@ def _command_argv(env, command, extra):
             del extra[i:i + 2]
     model = opts.get("--model", _("model"))
     out = opts.get("--out", ("run", command))
-    if isinstance(out, tuple) and out[0] == "sub":
+    if isinstance(out, tuple) and out[0] == "env":
+        out = env[out[1]]
+    elif isinstance(out, tuple) and out[0] == "sub":
         out = env[out[1]] / "sub"
     elif isinstance(out, tuple) and out[0] == "run":
         out = env["root"] / {"finetune": "ft"}.get(out[1], out[1])
