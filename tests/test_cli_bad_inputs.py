@@ -196,6 +196,7 @@ SILENCE = [
 
 ATTACK = [
     ("target-5", ["--target", "5"], 2, ["--target 5", "2 classes", "0 (", "1 ("]),
+    ("target-5-new-out", ["--target", "5", "--out", ("new", "attack_new")], 2, ["--target 5"]),
     ("target-neg", ["--target", "-1"], 2, ["--target -1", "2 classes"]),
     ("k-0", ["--k", "0"], 2, ["--k", "(0, 100]"]),
     ("k-150", ["--k", "150"], 2, ["--k", "(0, 100]"]),
@@ -220,7 +221,9 @@ def _command_argv(env, command, extra):
             del extra[i:i + 2]
     model = opts.get("--model", _("model"))
     out = opts.get("--out", ("run", command))
-    if isinstance(out, tuple) and out[0] == "env":
+    if isinstance(out, tuple) and out[0] == "new":
+        out = env["root"] / out[1]
+    elif isinstance(out, tuple) and out[0] == "env":
         out = env[out[1]]
     elif isinstance(out, tuple) and out[0] == "sub":
         out = env[out[1]] / "sub"
@@ -368,7 +371,32 @@ def test_manifest_and_label_space_recorded(env):
         assert json.loads((env["root"] / cmd / "run.json").read_text())["status"] == "complete"
 
 
+def test_probe_of_another_task(env, capsys):
+    """Probing another task's labels is legitimate: 3-class labels on a 2-class model."""
+    out = env["root"] / "probe3"
+    rc, _o, err = run_cli(["probe", env["model"], "--data", env["three"], "--out", out, "--n-train", "18",
+                           "--n", "6", "--steps", "5", "--max-length", "16"], capsys)
+    assert rc == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["label_space"]["present"] == [0, 1, 2]
+    assert "test_f1_class_2" in s["results"]["probes"][0]
+
+
 def test_non_tty_progress_is_off(monkeypatch):
     monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
     assert cli._progress(False) is False
     assert cli._progress(True) is False
+
+
+def test_compile_cache_flag(env, capsys, monkeypatch, tmp_path):
+    """Every command enables the compile cache unless --no-compile-cache or the env var."""
+    import apex_jax.engine.compile_cache as cc
+
+    calls = []
+    monkeypatch.setattr(cc, "enable_compile_cache", lambda *a, **k: calls.append(1))
+    argv = ["apex", "/no/such/model", "--data", str(env["task"]), "--out", str(tmp_path / "x")]
+    monkeypatch.delenv("APEX_JAX_NO_COMPILE_CACHE", raising=False)
+    assert run_cli(argv, capsys)[0] == 2 and calls == [1]
+    assert run_cli(["--no-compile-cache", *argv], capsys)[0] == 2 and calls == [1]
+    monkeypatch.setenv("APEX_JAX_NO_COMPILE_CACHE", "1")
+    assert run_cli(argv, capsys)[0] == 2 and calls == [1]

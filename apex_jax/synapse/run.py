@@ -35,7 +35,9 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
               label_space: dict | None = None) -> dict:
     """[CLS] features of train + test, one probe per site (+ all layers concatenated) and one on
     the classifier input (head.hook_cls, for the attacks); rankings and their agreement with
-    activation × gradient.
+    activation × gradient. The probes have the data's classes (`train.n_classes`), which may be
+    another task's than the model's (probing another task's features is legitimate; silence and
+    attack then need probes of the model's own classes).
 
     Returns:
         summary.json's content plus "timing".
@@ -51,7 +53,7 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     feats = extract_cls(model, model.params, batch, all_sites)
     t_feat = time.perf_counter() - t0
     tr_idx, te_idx = np.arange(n_tr), np.arange(n_tr, len(labels))
-    C = model.config.n_classes
+    C = train.n_classes  # the probes' task is the data's (it may be another task than the model's)
     layer_probes = train_probes({s: feats[s] for s in sites}, labels, tr_idx, te_idx, config, C)
     head_probe = train_probes({HEAD_SITE: feats[HEAD_SITE]}, labels, tr_idx, te_idx,
                               dataclasses.replace(config, concat=False), C)
