@@ -400,3 +400,15 @@ def test_compile_cache_flag(env, capsys, monkeypatch, tmp_path):
     assert run_cli(["--no-compile-cache", *argv], capsys)[0] == 2 and calls == [1]
     monkeypatch.setenv("APEX_JAX_NO_COMPILE_CACHE", "1")
     assert run_cli(argv, capsys)[0] == 2 and calls == [1]
+
+
+def test_draws_not_a_multiple_of_the_step(env, capsys):
+    """K = 3 (not a multiple of the automatic draws per step) finishes: timing.json, plots, manifest."""
+    out = env["root"] / "draws3"
+    argv = ["apex", env["model"], "--data", env["task"], "--out", out, "--n", "4", "--draws", "3",
+            "--sigmas", "0.1,1", "--max-length", "16", "--quiet"]
+    rc, _o, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    assert json.loads((out / "timing.json").read_text())["perturbed_forwards"] == 4 * 2 * 3
+    m = json.loads((out / "run.json").read_text())
+    assert m["status"] == "complete" and "consistency_curves.png" in m["files"]
