@@ -221,7 +221,7 @@ def test_verbalizer_runs_through_apex(folders):
 def test_cli_on_a_decoder(folders, tmp_path, capsys):
     """`apex-jax finetune` gives a causal LM folder a fresh score head; apex, probe, silence and
     attack then run on the fine-tuned decoder."""
-    task = sentiment_csv(tmp_path / "task.csv", 48)
+    task = sentiment_csv(tmp_path / "task.csv", 80)
     run = tmp_path / "ft"
     assert cli.main(["finetune", str(folders("gpt2", "lm")), "--data", str(task), "--out", str(run),
                      "--epochs", "1", "--batch-size", "8"]) == 0
@@ -239,8 +239,8 @@ def test_cli_on_a_decoder(folders, tmp_path, capsys):
     assert json.loads((ap / "timing.json").read_text())["perturbed_forwards"] == 5 * 2 * 4
 
     probe = tmp_path / "probe"
-    assert cli.main(["probe", str(folder), "--data", str(task), "--out", str(probe), "--n-train", "24",
-                     "--n", "12", "--steps", "30"]) == 0
+    assert cli.main(["probe", str(folder), "--data", str(task), "--out", str(probe), "--n-train", "40",
+                     "--n", "16", "--steps", "30"]) == 0
     prow = list(csv.DictReader(open(probe / "probes.csv")))
     assert [r["site"] for r in prow] == ["hook_embed", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post",
                                          "concat", "head.hook_cls"]
