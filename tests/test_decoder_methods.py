@@ -263,3 +263,39 @@ def test_cli_on_a_decoder(folders, tmp_path, capsys):
     arows = list(csv.DictReader(open(attack / "attacks.csv")))
     assert len({r["accuracy"] for r in arows if float(r["magnitude"]) == 0}) == 1
     assert "flip" in capsys.readouterr().out
+
+
+def test_silencing_modes_and_joint_sites_on_a_decoder(folders):
+    """mean-ablation, noise (σ = 0 is the identity) and a joint sweep over a full-length and a
+    one-position site, all at each input's classifier token, across two length buckets."""
+    from apex_jax.interventions import Replace
+
+    model = apex_jax.load(folders("llama", "seq"))
+    batch = model.encode(TEXTS)
+    n, d = len(TEXTS), model.config.d_model
+    cls = jnp.asarray(model.classifier_positions(batch))[:, None]
+    ids = np.arange(n)
+    rng = np.random.default_rng(3)
+    masks = (rng.random((2, d)) < 0.7).astype(np.float32)
+    clean = np.asarray(model.apply(model.params, batch).logits).argmax(-1)
+
+    noise = silencing.mask_sweep(model, model.params, batch, ids, "blocks.0.hook_resid_post", masks,
+                                 mode="noise", sigma=0.0, draws=3, progress=False)
+    np.testing.assert_array_equal(noise.counts.argmax(-1), np.repeat(clean[:, None], 2, 1))
+    assert noise.counts.sum() == n * 2 * 3
+
+    site = "blocks.0.hook_resid_post"
+    means = {site: rng.normal(size=d).astype(np.float32) * 3}
+    res = silencing.mask_sweep(model, model.params, batch, ids, site, masks, mode="mean", means=means,
+                               progress=False)
+    for g, m in enumerate(masks):
+        iv = Replace(jnp.asarray(means[site]), positions=cls, neurons=jnp.asarray(m))
+        want = np.asarray(model.apply(model.params, batch, {site: iv}).logits).argmax(-1)
+        np.testing.assert_array_equal(silencing.predictions(res)[:, g], want)
+
+    joint = {"blocks.0.hook_resid_post": masks, "blocks.1.hook_resid_post": masks[::-1].copy()}
+    res = silencing.mask_sweep(model, model.params, batch, ids, None, joint, progress=False)
+    for g in range(2):
+        p = {s: Scale(jnp.zeros(()), positions=cls, neurons=jnp.asarray(m[g])) for s, m in joint.items()}
+        want = np.asarray(model.apply(model.params, batch, p).logits).argmax(-1)
+        np.testing.assert_array_equal(silencing.predictions(res)[:, g], want)
