@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from apex_jax import sites as site_lib
+from apex_jax.classifier_token import right_padded
 from apex_jax.engine import SweepResult, run_sweep
 from apex_jax.interventions import Noise
 from apex_jax.models.model import Model
@@ -125,10 +126,17 @@ def run_apex(
     sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}.")
+    batch = _engine_batch(model, batch)
     perturb, scale, rms, tag = _noise(model, params, batch, sites, relative)
     sweep = run_sweep(model, params, batch, ids, perturb, _noise_grid(sigmas, scale), sites=sites, draws=draws,
                       seed=seed, tag=tag, common_noise=True, **sweep_kw)
     return ApexResult(sigmas, sites, sweep, threshold, rms)
+
+
+def _engine_batch(model: Model, batch: dict) -> dict:
+    """A decoder's batch padded on the right (the engine crops each input to its length bucket
+    from the right; values at real tokens do not depend on the padding side). Encoders: as is."""
+    return right_padded(batch) if getattr(model.config, "is_decoder", False) else batch
 
 
 def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool):
@@ -229,6 +237,7 @@ def adaptive_escape(
     if coarse < 2:
         raise ValueError(f"coarse must be >= 2 (the ends lo and hi); got {coarse}.")
     sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
+    batch = _engine_batch(model, batch)
     perturb, scale, _, tag = _noise(model, params, batch, sites, relative)
     n = len(ids)
     stage = stage_draws or draws

@@ -32,7 +32,7 @@ def attack_experiment(model: Model, params: Any, h: np.ndarray, labels: np.ndarr
     """Logit bias, ±Δ column push and exponent bit flips toward `config.target`, evaluated on
     the classifier input h = `head.hook_cls` [n, H]; `class_scores` [C, H] rank each class's
     neurons (e.g. |W| of a probe on head.hook_cls). Returns tables (lists of rows)."""
-    kernel, bias = attacks.head_weights(params)
+    kernel, bias = attacks.head_weights(params, model.config)
     H, C = kernel.shape
     t = config.target
     if not 0 <= t < C:

@@ -28,13 +28,30 @@ import numpy as np
 EXPONENT_BITS = tuple(range(23, 31))
 
 
-def head_weights(params: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The final classifier's (kernel [H, C], bias [C]) as float32 numpy copies."""
-    try:
-        layer = params["head"]["classifier"]
-    except (KeyError, TypeError) as e:
-        raise ValueError("params have no head.classifier layer; load the model with num_labels=N.") from e
-    return np.array(layer["kernel"], np.float32), np.array(layer["bias"], np.float32)
+def head_weights(params: Any, config: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The final classifier's (kernel [H, C], bias [C]) as float32 numpy copies.
+
+    Encoders: `head.classifier`. Decoders: the `score` head of a sequence classifier (no bias:
+    zeros), or for a verbalizer (pass `config`, whose `label_token_ids` pick the columns) the
+    LM head's label-token columns (the tied embedding's rows when the head is tied), bias zeros.
+    """
+    head = params.get("head", {}) if hasattr(params, "get") else {}
+    if "classifier" in head:
+        layer = head["classifier"]
+        return np.array(layer["kernel"], np.float32), np.array(layer["bias"], np.float32)
+    if "score" in head:
+        kernel = np.array(head["score"]["kernel"], np.float32)
+        return kernel, np.zeros(kernel.shape[1], np.float32)
+    if config is not None and getattr(config, "lm_head", False):
+        if getattr(config, "tie_embeddings", False):
+            w = np.asarray(params["embed"]["embedding"], np.float32).T  # [d_model, vocab]
+        else:
+            w = np.asarray(head["lm_head"]["kernel"], np.float32)
+        ids = getattr(config, "label_token_ids", None)
+        kernel = np.array(w[:, list(ids)] if ids else w, np.float32)
+        return kernel, np.zeros(kernel.shape[1], np.float32)
+    raise ValueError("params have no classifier head (head.classifier or a decoder's score); load the model "
+                     "with num_labels=N (for a verbalizer causal LM pass its config).")
 
 
 def apply_head(h: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -44,8 +61,16 @@ def apply_head(h: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarra
 
 
 def manipulated_params(params: Any, kernel: np.ndarray, bias: np.ndarray) -> Any:
-    """A copy of `params` whose classifier is (kernel, bias); `params` is left unchanged."""
+    """A copy of `params` whose classifier is (kernel, bias); `params` is left unchanged.
+
+    A decoder's `score` head has no bias: only a zero bias can be written there."""
     head = dict(params["head"])
+    if "score" in head and "classifier" not in head:
+        if np.any(np.asarray(bias) != 0):
+            raise ValueError("a decoder's score head has no bias; a logit bias cannot be written into its "
+                             "parameters (evaluate it on head.hook_cls with apply_head).")
+        head["score"] = {**head["score"], "kernel": jax.numpy.asarray(kernel)}
+        return {**params, "head": head}
     head["classifier"] = {**head["classifier"], "kernel": jax.numpy.asarray(kernel),
                           "bias": jax.numpy.asarray(bias)}
     return {**params, "head": head}

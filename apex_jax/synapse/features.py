@@ -1,7 +1,8 @@
 """SYNAPSE step 1a: the [CLS] vector of every requested site for every input.
 
-`extract_cls` runs the model once per chunk of inputs and keeps only position 0 ([CLS]) of every
-requested site, so memory holds [chunk, d] per site, never [n, pos, d]. Chunks have a fixed batch
+"[CLS]" is the classifier token (`apex_jax.classifier_token`): position 0 for encoders, the last
+real token for decoders (left or right padding). `extract_cls` runs the model once per chunk of
+inputs and keeps only the classifier token of every requested site, so memory holds [chunk, d] per site, never [n, pos, d]. Chunks have a fixed batch
 size (the last one is filled with repeated rows that are dropped) and text is cropped to the
 chunk's `batching.padded_width`, so the forward compiles a handful of times at most. With
 `out=folder` each site's features are streamed into `folder/{site}.npy` (memory-mapped) as
@@ -22,6 +23,7 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.batching import Chunk, iter_chunks, num_rows
+from apex_jax.classifier_token import token_vector
 from apex_jax.models.model import Model
 
 Array = Any
@@ -32,11 +34,17 @@ def default_sites(model) -> tuple[str, ...]:
     return tuple(site_lib.preset_sites("all", model.config.n_layers))
 
 
-def cls_of(site: str, x: Array) -> Array:
-    """[CLS] of a captured activation, flattened to [batch, features]."""
-    if site_lib.position_axis(site) is not None:
-        x = x[:, 0]
-    return x.reshape(x.shape[0], -1)
+def cls_of(site: str, x: Array, config=None, mask: Array | None = None, head_only: bool = False) -> Array:
+    """The classifier token of a captured activation, flattened to [batch, features].
+
+    Without `config` (or for an encoder) that is position 0; for a decoder `config` and the
+    attention `mask` give the last real token (see `apex_jax.classifier_token.token_vector`).
+    """
+    if config is None:
+        if site_lib.position_axis(site) is not None:
+            x = x[:, 0]
+        return x.reshape(x.shape[0], -1)
+    return token_vector(config, site, x, mask, head_only=head_only)
 
 
 def check_cls_sites(model, sites: Sequence[str]) -> tuple[str, ...]:
@@ -65,7 +73,9 @@ def _read_cls(params: Any, batch: dict, *, config, sites: tuple[str, ...]) -> di
     model = Model(config, None, {}, source="skeleton")  # parameter-free: apply takes params
     head_only = config.n_classes is not None  # last block: [CLS] only (principle 5)
     out = model.apply(params, batch, capture=sites, head_only=head_only)
-    return {s: cls_of(s, out.captured[s]).astype(jnp.float32) for s in sites}
+    mask = batch.get("attention_mask")
+    return {s: token_vector(config, s, out.captured[s], mask, head_only=head_only).astype(jnp.float32)
+            for s in sites}
 
 
 def extract_cls(
@@ -76,7 +86,8 @@ def extract_cls(
     batch_size: int = 64,
     out: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """The [CLS] (position 0) vector at each site for every input.
+    """The classifier-token vector at each site for every input: [CLS] (position 0) for
+    encoders, the last real token for decoders.
 
     Args:
         model: an `apex_jax.Model`.

@@ -25,6 +25,7 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.batching import iter_chunks, num_rows
+from apex_jax.classifier_token import token_positions, token_vector
 from apex_jax.interventions import Add
 from apex_jax.models.model import Model
 from apex_jax.specs import K_LEVELS
@@ -185,12 +186,15 @@ def spearman_matrix(rankings: Mapping[str, Array | Ranking] | Sequence[Array | R
 @functools.partial(jax.jit, static_argnames=("config", "site", "feature_shape", "predicted"))
 def _attribution(params: Any, batch: dict, target: jax.Array, *, config, site: str,
                  feature_shape: tuple[int, ...], predicted: bool) -> jax.Array:
-    """|activation × gradient| at [CLS] of `site` per example: [batch, features]. Static: the
+    """|activation × gradient| at the classifier token ([CLS] / a decoder's last real token) of
+    `site` per example: [batch, features]. Static: the
     architecture (`ArchConfig`), the site, its feature shape and whether the target is the
     prediction; params, inputs and targets are arguments, so every checkpoint shares it."""
     model = Model(config, None, {}, source="skeleton")  # parameter-free: apply takes params
     has_pos = site_lib.position_axis(site) is not None
-    positions = jnp.array([0], jnp.int32) if has_pos else None
+    mask = batch.get("attention_mask")
+    # the classifier token: [0] for encoders, [batch, 1] (last real token) for decoders
+    positions = token_positions(config, site, mask, head_only=True)
     b = next(iter(batch.values())).shape[0]
     # A zero Add at [CLS] of the site: d(logit)/d(value) is the gradient at the activation.
     zero = jnp.zeros((b, 1, *feature_shape) if has_pos else (b, *feature_shape), jnp.float32)
@@ -204,8 +208,9 @@ def _attribution(params: Any, batch: dict, target: jax.Array, *, config, site: s
 
     grad, act = jax.grad(objective, has_aux=True)(zero)
     if has_pos:
-        grad, act = grad[:, 0], act[:, 0]
-    return jnp.abs(act * grad).reshape(b, -1)
+        grad = grad[:, 0]  # the Add's value has one position: the classifier token
+    act = token_vector(config, site, act, mask, head_only=True)
+    return jnp.abs(act * grad.reshape(b, -1))
 
 
 def attribution_ranking(

@@ -30,7 +30,7 @@ class SilenceConfig:
 
     k_levels: tuple[float, ...] = K_LEVELS  # percent of the site's neurons
     n_random: int = 20  # random masks per k (the control)
-    positions: str = "cls"  # "cls" (SYNAPSE) or "all"
+    positions: str = "cls"  # "cls" (SYNAPSE: the classifier token; a decoder's last real token) or "all"
     mode: str = "zero"  # "zero", "mean" (mean-ablation) or "noise" (on the selected neurons)
     sigma: float = 1.0  # noise mode: std × the token's RMS
     draws: int = 16  # noise mode: draws per (input, mask)

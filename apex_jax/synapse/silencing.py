@@ -23,11 +23,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from apex_jax.classifier_token import right_padded, single_position
 from apex_jax.engine import run_sweep
 from apex_jax.interventions import Noise, Replace, Scale
+from apex_jax.models.decoder import classifier_positions
 from apex_jax.models.model import Model
 
 POSITIONS = ("cls", "all")
@@ -74,7 +77,8 @@ def mask_sweep(
         site: the site the masks apply to (or several sites sharing the masks); ignored when
             `masks` is a dict {site: [G, d]}.
         masks: [G, d] 0/1 neuron masks (1 = intervene), or {site: [G, d]}.
-        positions: "cls" (position 0 only, as SYNAPSE silences) or "all" positions.
+        positions: "cls" (the classifier token only, as SYNAPSE silences: [CLS] = position 0
+            for encoders, each input's last real token for decoders) or "all" positions.
         mode: "zero" (silence), "mean" (replace by `means[site]`, e.g. the clean mean [CLS]
             vector) or "noise" (add Gaussian noise of std σ × the token's RMS over the site's
             features to the selected neurons; `draws` > 1).
@@ -108,10 +112,25 @@ def mask_sweep(
                         for s in sites}
     if mode == "noise":
         grid["sigma"] = np.full(len(next(iter(site_masks.values()))), sigma, np.float32)
-    perturb = MaskPerturbation(sites, positions, mode)
     tag = f"synapse sites={list(sites)} positions={positions} mode={mode}"
-    return run_sweep(model, params, batch, ids, perturb, grid, sites=list(sites), draws=draws,
-                     seed=seed, tag=tag, **sweep_kw)
+    if not model.config.is_decoder:
+        perturb = MaskPerturbation(sites, positions, mode)
+        return run_sweep(model, params, batch, ids, perturb, grid, sites=list(sites), draws=draws,
+                         seed=seed, tag=tag, **sweep_kw)
+    # Decoders: the classifier token is each input's last real token. The engine crops inputs
+    # to their length bucket from the right, so pad on the right; the positions then survive
+    # the crop, and travel with their input as a per-input grid leaf (the masks, means and σ
+    # are shared: zero-copy broadcast views, read back at row 0 in the perturbation).
+    batch = right_padded(batch)
+    n = len(ids)
+    G = len(next(iter(site_masks.values())))
+    cls_pos = np.asarray(classifier_positions(jnp.asarray(batch["attention_mask"])), np.int32)
+    per_input = jax.tree.map(lambda a: np.broadcast_to(a[:, None], (G, n, *a.shape[1:])), grid)
+    per_input["pos"] = np.broadcast_to(cls_pos[None], (G, n))
+    single = tuple(single_position(model.config, s, True) for s in sites)
+    perturb = MaskPerturbation(sites, positions, mode, per_input=True, single=single)
+    return run_sweep(model, params, batch, ids, perturb, per_input, sites=list(sites), draws=draws,
+                     seed=seed, tag=tag + " token=last", per_input_grid=True, **sweep_kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,18 +146,30 @@ class MaskPerturbation:
     sites: tuple[str, ...]
     positions: str
     mode: str
+    # Decoders: grid leaves are per input ([inputs, ...], shared values repeated) and
+    # point["pos"] [inputs] is each input's classifier token; `single[i]`: site i has one
+    # position in the engine's head_only run (the classifier token, index 0).
+    per_input: bool = False
+    single: tuple[bool, ...] = ()
 
     def __call__(self, point: dict, keys) -> dict:
-        pos = jnp.array([0]) if self.positions == "cls" else None
         out = {}
-        for s in self.sites:
-            mask = point["mask"][s]
+        for i, s in enumerate(self.sites):
+            pos = None
+            if self.positions == "cls":
+                if self.per_input and not self.single[i]:
+                    pos = point["pos"][:, None]  # [inputs, 1]: each input's last real token
+                else:
+                    pos = jnp.array([0])
+            mask = point["mask"][s][0] if self.per_input else point["mask"][s]
             if self.mode == "zero":
                 out[s] = Scale(jnp.zeros((), jnp.float32), positions=pos, neurons=mask)
             elif self.mode == "mean":
-                out[s] = Replace(point["mean"][s], positions=pos, neurons=mask)
+                mean = point["mean"][s][0] if self.per_input else point["mean"][s]
+                out[s] = Replace(mean, positions=pos, neurons=mask)
             else:
-                out[s] = Noise(keys, point["sigma"], positions=pos, neurons=mask, relative=True)
+                sigma = point["sigma"][0] if self.per_input else point["sigma"]
+                out[s] = Noise(keys, sigma, positions=pos, neurons=mask, relative=True)
         return out
 
 
