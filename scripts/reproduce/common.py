@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from apex_jax import apex, io
-from apex_jax.models.model import Model
+from apex_jax import Model
 
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:

@@ -41,10 +41,10 @@ import optax
 
 import apex_jax
 from apex_jax import apex, io
-from apex_jax.sites import block_site
-from apex_jax.models.model import Model
-from apex_jax.reproduce import common, ensembles, minilm, regularity, stats
-from apex_jax.reproduce.reporting import estimator_sentence, num
+from apex_jax import block_site
+from apex_jax import Model
+from . import common, ensembles, minilm, regularity, stats
+from .reporting import estimator_sentence, num
 
 NAME = "regularity_text"
 CLAIM = 1
