@@ -88,6 +88,24 @@ class Checkpoints:
                 "was written by other settings. Delete that folder to start over.")
         return state, dict(got["meta"] or {})
 
+    def read_meta(self, step: int | None = None) -> dict:
+        """Only the JSON metadata of `step` (default: the latest), e.g. to size `restore`'s `like`.
+
+        Raises:
+            CheckpointError: no step, or its metadata cannot be read.
+        """
+        ocp = self._ocp
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.folder}.")
+        try:
+            got = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types
+            raise CheckpointError(
+                f"checkpoint {self.folder}/{step} has no readable metadata ({type(e).__name__}: {e}); it is "
+                "corrupt. Delete that folder to start over.") from e
+        return dict(got["meta"] or {})
+
     def close(self) -> None:
         """Releases orbax's background resources."""
         self._manager.close()

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from apex_jax.reproduce import backdoor, common, ensembles, stats
+from reproduce import backdoor, common, ensembles, stats  # scripts/reproduce/ (pyproject: pytest pythonpath)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    from apex_jax.reproduce import run
+    from reproduce import run
 
     root = tmp_path_factory.mktemp("reproduce")
     reports, work = root / "reports", root / "work"
@@ -174,7 +174,7 @@ def test_summaries_name_their_escape_sigma_estimator(quick):
 
 
 def test_claim_modules_own_their_sections(tmp_path):
-    from apex_jax.reproduce import CLAIMS, random_labels, regularity, report, transitions
+    from reproduce import CLAIMS, random_labels, regularity, report, transitions
 
     modules = report.claim_modules()
     assert [m.NAME for m in modules] == list(CLAIMS)
