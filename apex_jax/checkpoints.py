@@ -25,6 +25,11 @@ import numpy as np
 from apex_jax.errors import CheckpointError  # one error type for every checkpoint (re-exported)
 
 
+def _dtype(x: Any) -> np.dtype:
+    """A leaf's dtype (np.result_type of an array is deprecated; Python scalars have none)."""
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.result_type(x)
+
+
 class Checkpoints:
     """orbax `CheckpointManager` of (array pytree, JSON metadata) steps in one folder.
 
@@ -80,8 +85,8 @@ class Checkpoints:
             ) from e
         state = got["state"]
         # orbax restores numpy leaves with their saved shape whatever the target says: check
-        want = [(np.shape(x), np.result_type(x)) for x in jax.tree.leaves(like)]
-        have = [(np.shape(x), np.result_type(x)) for x in jax.tree.leaves(state)]
+        want = [(np.shape(x), _dtype(x)) for x in jax.tree.leaves(like)]
+        have = [(np.shape(x), _dtype(x)) for x in jax.tree.leaves(state)]
         if jax.tree.structure(state) != jax.tree.structure(like) or want != have:
             raise CheckpointError(
                 f"checkpoint {self.folder}/{step} holds arrays {have}, not the expected {want}: it "

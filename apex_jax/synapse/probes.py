@@ -37,7 +37,7 @@ from apex_jax.errors import CheckpointError
 Array = Any
 
 CONCAT = "concat"  # name of the probe on all layers' features concatenated (in site order)
-FORMAT = "apex_jax.probes/1"
+FORMAT = "apex_jax.probes/2"  # 2: one step (0) of apex_jax.checkpoints.Checkpoints (1: a bare orbax composite)
 
 
 # -------------------------------------------------------------------------------- probes
