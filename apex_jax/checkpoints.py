@@ -25,6 +25,11 @@ import numpy as np
 from apex_jax.errors import CheckpointError  # one error type for every checkpoint (re-exported)
 
 
+def _dtype(x: Any) -> np.dtype:
+    """A leaf's dtype (np.result_type of an array is deprecated; Python scalars have none)."""
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.result_type(x)
+
+
 class Checkpoints:
     """orbax `CheckpointManager` of (array pytree, JSON metadata) steps in one folder.
 
@@ -80,13 +85,31 @@ class Checkpoints:
             ) from e
         state = got["state"]
         # orbax restores numpy leaves with their saved shape whatever the target says: check
-        want = [(np.shape(x), np.result_type(x)) for x in jax.tree.leaves(like)]
-        have = [(np.shape(x), np.result_type(x)) for x in jax.tree.leaves(state)]
+        want = [(np.shape(x), _dtype(x)) for x in jax.tree.leaves(like)]
+        have = [(np.shape(x), _dtype(x)) for x in jax.tree.leaves(state)]
         if jax.tree.structure(state) != jax.tree.structure(like) or want != have:
             raise CheckpointError(
                 f"checkpoint {self.folder}/{step} holds arrays {have}, not the expected {want}: it "
                 "was written by other settings. Delete that folder to start over.")
         return state, dict(got["meta"] or {})
+
+    def read_meta(self, step: int | None = None) -> dict:
+        """Only the JSON metadata of `step` (default: the latest), e.g. to size `restore`'s `like`.
+
+        Raises:
+            CheckpointError: no step, or its metadata cannot be read.
+        """
+        ocp = self._ocp
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.folder}.")
+        try:
+            got = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types
+            raise CheckpointError(
+                f"checkpoint {self.folder}/{step} has no readable metadata ({type(e).__name__}: {e}); it is "
+                "corrupt. Delete that folder to start over.") from e
+        return dict(got["meta"] or {})
 
     def close(self) -> None:
         """Releases orbax's background resources."""

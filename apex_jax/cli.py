@@ -407,9 +407,27 @@ def cmd_attack(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    """A research-reproduction script (scripts/, reports/): its own arguments follow NAME."""
-    from apex_jax import reproduce
+    """A research-reproduction script (scripts/, reports/): its own arguments follow NAME.
 
+    The study is not part of the installed package: it lives in the repository's
+    `scripts/reproduce/` (the package `reproduce`, what `scripts/<claim>.py` import), found
+    next to the package's source tree (a source checkout or an editable install). Installed from
+    a wheel, there is none: exit 2 saying where it lives."""
+    import importlib
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    if not (scripts / "reproduce" / "__init__.py").is_file():
+        print(f"apex-jax reproduce: error: the reproduction study is not installed with the package; it lives in "
+              f"the repository's scripts/ folder (scripts/reproduce/). From a source checkout (`pip install -e .`) "
+              f"run `apex-jax reproduce {args.name}` or `python scripts/reproduce_all.py`.", file=sys.stderr)
+        return 2
+    if sys.path[:1] != [str(scripts)]:
+        sys.path.insert(0, str(scripts))
+    reproduce = importlib.import_module("reproduce")
+    if Path(reproduce.__file__).resolve().parent != scripts / "reproduce":
+        print(f"apex-jax reproduce: error: `import reproduce` found {reproduce.__file__}, not {scripts / 'reproduce'}.",
+              file=sys.stderr)
+        return 2
     out = reproduce.run(args.name, args.args)
     return out if isinstance(out, int) else 0
 

@@ -1,8 +1,8 @@
-"""`apex-jax reproduce backdoor-bias`: see apex_jax/reproduce/backdoor_bias.py (--help for the options)."""
+"""`apex-jax reproduce backdoor-bias`: see scripts/reproduce/backdoor_bias.py (--help for the options)."""
 
 import sys
 
-from apex_jax.reproduce import run
+from reproduce import run  # scripts/reproduce/: this folder is on sys.path when run as a script
 
 if __name__ == "__main__":
     run("backdoor_bias", sys.argv[1:])

@@ -1,8 +1,8 @@
-"""`apex-jax reproduce report`: see apex_jax/reproduce/report.py (--help for the options)."""
+"""`apex-jax reproduce report`: see scripts/reproduce/report.py (--help for the options)."""
 
 import sys
 
-from apex_jax.reproduce import run
+from reproduce import run  # scripts/reproduce/: this folder is on sys.path when run as a script
 
 if __name__ == "__main__":
     run("report", sys.argv[1:])

@@ -2,7 +2,7 @@
 
 import sys
 
-from apex_jax.reproduce import run
+from reproduce import run  # scripts/reproduce/: this folder is on sys.path when run as a script
 
 if __name__ == "__main__":
     run("all", sys.argv[1:])

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from apex_jax.reproduce import backdoor, common, ensembles, stats
+from reproduce import backdoor, common, ensembles, stats  # scripts/reproduce/ (pyproject: pytest pythonpath)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    from apex_jax.reproduce import run
+    from reproduce import run
 
     root = tmp_path_factory.mktemp("reproduce")
     reports, work = root / "reports", root / "work"
@@ -174,7 +174,7 @@ def test_summaries_name_their_escape_sigma_estimator(quick):
 
 
 def test_claim_modules_own_their_sections(tmp_path):
-    from apex_jax.reproduce import CLAIMS, random_labels, regularity, report, transitions
+    from reproduce import CLAIMS, random_labels, regularity, report, transitions
 
     modules = report.claim_modules()
     assert [m.NAME for m in modules] == list(CLAIMS)
@@ -268,3 +268,60 @@ def test_ensemble_bookkeeping():
         epoch_train_accuracy=np.zeros((1, 2)), epochs_run=1, seconds=0.0)
     np.testing.assert_allclose(res.learning_speed(), [0.75, np.nan])
     np.testing.assert_allclose(res.holdout_accuracy(), [np.nan, 1.0])
+
+
+def test_ensemble_resume_equals_uninterrupted(tmp_path):
+    """A run killed after its first checkpointed epoch and rerun with the same run_dir resumes from
+    RUN_DIR/ensemble-checkpoints (apex_jax.checkpoints.Checkpoints) and ends bit-identical to an
+    uninterrupted run."""
+    import jax
+
+    from apex_jax import data as data_lib
+    from reproduce import vit
+
+    pool = data_lib.load_dataset("digits").subset(np.arange(256))
+    model = vit.template(pool, "micro")
+    x = vit.pixels(model, pool.inputs)
+    members = ensembles.random_members(len(pool), 2, 128, seed=0)
+    cfg = ensembles.EnsembleConfig(epochs=3, batch_size=32, seed=0)
+
+    def train(run_dir=None, log=lambda m: None):
+        return ensembles.train_ensemble(model, vit.fresh_params(model, [0, 1]), x, pool.labels, members, cfg,
+                                        run_dir=run_dir, log=log)
+
+    full = train()
+
+    def killed(msg):
+        if msg.startswith("epoch 2/"):  # after epoch 1's checkpoint, before epoch 2's
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, killed)
+    logs = []
+    resumed = train(tmp_path, logs.append)
+    assert any("resumed ensemble training after epoch 1" in m for m in logs)
+    assert resumed.epochs_run == full.epochs_run == 3
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for f in ("train_hits", "train_seen", "final_correct", "epoch_train_accuracy"):
+        np.testing.assert_array_equal(getattr(full, f), getattr(resumed, f))
+
+
+def test_cli_reproduce_without_the_study(tmp_path):
+    """Installed from a wheel (no scripts/ beside the package), `apex-jax reproduce` exits 2 and
+    says where the study lives."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import apex_jax
+
+    shutil.copytree(Path(apex_jax.__file__).parent, tmp_path / "apex_jax",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-c", "import sys; from apex_jax.cli import main; "
+                        "sys.exit(main(['reproduce', 'report']))"],
+                       cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "scripts/" in r.stderr and "not installed with the package" in r.stderr

@@ -101,9 +101,9 @@ def tokenizer(folder: Path) -> Any:
     files = ("tokenizer.json", "vocab.json", "tokenizer.model")
     if not any((folder / f).is_file() for f in files):
         return None
-    from transformers import AutoTokenizer
+    from apex_jax.models.hf_import import transformers
 
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(folder)))
+    return prepare_tokenizer(transformers().AutoTokenizer.from_pretrained(str(folder)))
 
 
 def verbalizer(model: Model, labels: Sequence[str | int], *, prompt: str = "{text}",

@@ -305,8 +305,9 @@ def _preprocessing(folder: Path, cfg: ArchConfig):
         has_tok = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
         if not has_tok:
             return None, None, None
-        from transformers import AutoTokenizer
+        from apex_jax.models.hf_import import transformers
 
+        AutoTokenizer = transformers().AutoTokenizer
         # Never BertTokenizer(vocab_file=...): transformers 5 silently ignores it (STACK-NOTES).
         try:
             return AutoTokenizer.from_pretrained(str(folder)), None, None

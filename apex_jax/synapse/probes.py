@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -30,12 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from apex_jax.checkpoints import Checkpoints
 from apex_jax.errors import CheckpointError
 
 Array = Any
 
 CONCAT = "concat"  # name of the probe on all layers' features concatenated (in site order)
-FORMAT = "apex_jax.probes/1"
+FORMAT = "apex_jax.probes/2"  # 2: one step (0) of apex_jax.checkpoints.Checkpoints (1: a bare orbax composite)
 
 
 # -------------------------------------------------------------------------------- probes
@@ -152,9 +154,8 @@ class ProbeSet:
 
     # ---------------------------------------------------------------------------- saving
     def save(self, path: str | Path) -> Path:
-        """Writes an orbax checkpoint (arrays + JSON metadata) to the folder `path`."""
-        import orbax.checkpoint as ocp
-
+        """Writes the probes to the folder `path` (replaced if it exists): one step of an
+        `apex_jax.checkpoints.Checkpoints` (orbax), the arrays plus JSON metadata (`FORMAT`)."""
         path = Path(path).absolute()
         names = list(self.probes)
         state = [
@@ -169,9 +170,13 @@ class ProbeSet:
             "shapes": [list(p.W.shape) for p in self.probes.values()],
             "metrics": [p.metrics._asdict() for p in self.probes.values()],
         }
-        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
-            ckpt.save(path, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        if path.is_dir():  # a probe folder holds one step: overwrite it, as orbax's force=True did
+            shutil.rmtree(path)
+        store = Checkpoints(path)
+        try:
+            store.save(0, state, meta)
+        finally:
+            store.close()
         return path
 
     @classmethod
@@ -182,31 +187,27 @@ class ProbeSet:
             FileNotFoundError: no such folder.
             CheckpointError: the folder is not a complete probe checkpoint.
         """
-        import orbax.checkpoint as ocp
-
         path = Path(path).absolute()
         if not path.is_dir():
             raise FileNotFoundError(f"no probe checkpoint at {path} (folder missing).")
+        store = Checkpoints(path)
         try:
-            with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
-                meta = ckpt.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-                if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                    found = meta.get("format") if isinstance(meta, dict) else meta
-                    raise ValueError(f"metadata format is {found!r}, not {FORMAT!r}")
-                abstract = [
-                    {"W": jax.ShapeDtypeStruct(tuple(shape), np.float32),
-                     "b": jax.ShapeDtypeStruct((shape[0],), np.float32),
-                     "mean": jax.ShapeDtypeStruct((shape[1],), np.float32),
-                     "std": jax.ShapeDtypeStruct((shape[1],), np.float32)}
-                    for shape in meta["shapes"]
-                ]
-                state = ckpt.restore(path, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract)))["state"]
+            meta = store.read_meta()
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"metadata format is {meta.get('format')!r}, not {FORMAT!r}")
+            like = [
+                {"W": np.zeros(tuple(shape), np.float32), "b": np.zeros((shape[0],), np.float32),
+                 "mean": np.zeros((shape[1],), np.float32), "std": np.zeros((shape[1],), np.float32)}
+                for shape in meta["shapes"]
+            ]
+            state, _ = store.restore(like)
         except Exception as e:
             raise CheckpointError(
                 f"probe checkpoint at {path} cannot be read ({type(e).__name__}: {e}); it is "
                 "incomplete or corrupt: write it again with ProbeSet.save."
             ) from e
+        finally:
+            store.close()
         probes = {}
         for name, arrays, m in zip(meta["names"], state, meta["metrics"]):
             m["per_class_f1"] = tuple(m["per_class_f1"])

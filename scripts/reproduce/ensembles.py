@@ -15,7 +15,8 @@ example of the models that did not train on it).
 
 Epochs take `len(members[m]) // batch_size` steps (the remainder, different each epoch because
 batches come from a fresh permutation, waits for the next epoch). With `run_dir`, the state is
-checkpointed with orbax (every `checkpoint_every` epochs and at the end) and a rerun resumes
+checkpointed in RUN_DIR/ensemble-checkpoints (`apex_jax.checkpoints.Checkpoints`, orbax; every
+`checkpoint_every` epochs and at the end) and a rerun resumes
 from the last checkpoint.
 """
 
@@ -33,6 +34,7 @@ import numpy as np
 import optax
 
 from apex_jax.models import ArchConfig, Model
+from apex_jax.checkpoints import Checkpoints
 
 
 def stack(trees: list[Any]) -> Any:
@@ -195,14 +197,15 @@ def train_ensemble(
     seen = np.zeros((m, n), np.int32)
     epoch_acc: list[np.ndarray] = []
     start = 0
-    ckpt = _Checkpoints(run_dir) if run_dir is not None else None
-    if ckpt is not None and ckpt.latest() is not None:
-        state = ckpt.restore({"params": params, "opt": opt_state, "hits": hits, "seen": seen,
-                              "epoch_acc": np.zeros((ckpt.latest() + 1, m), np.float32)})
+    ckpt = Checkpoints(Path(run_dir) / "ensemble-checkpoints") if run_dir is not None else None
+    latest = ckpt.latest_step() if ckpt is not None else None
+    if latest is not None:
+        state = ckpt.restore(like={"params": params, "opt": opt_state, "hits": hits, "seen": seen,
+                                   "epoch_acc": np.zeros((latest + 1, m), np.float32)})[0]
         params, opt_state = state["params"], state["opt"]
         hits, seen = np.asarray(state["hits"]), np.asarray(state["seen"])
         epoch_acc = list(np.asarray(state["epoch_acc"]))
-        start = ckpt.latest() + 1
+        start = latest + 1
         log(f"resumed ensemble training after epoch {start}")
     t0 = time.perf_counter()
     done = start
@@ -277,29 +280,3 @@ def _epoch(params: Any, opt_state: Any, xb: jax.Array, yb: jax.Array, lrs: jax.A
 
     (params, opt_state), correct = jax.lax.scan(body, (params, opt_state), (xb, yb, lrs))
     return params, opt_state, correct
-
-
-class _Checkpoints:
-    """orbax CheckpointManager for the ensemble state (latest epoch kept)."""
-
-    def __init__(self, run_dir: str | Path):
-        import orbax.checkpoint as ocp
-
-        self.ocp = ocp
-        self.manager = ocp.CheckpointManager(Path(run_dir).absolute() / "ensemble-checkpoints",
-                                             options=ocp.CheckpointManagerOptions(max_to_keep=1))
-
-    def latest(self):
-        return self.manager.latest_step()
-
-    def save(self, epoch: int, state: dict) -> None:
-        self.manager.save(epoch, args=self.ocp.args.StandardSave(state))
-        self.manager.wait_until_finished()
-
-    def restore(self, target: dict) -> dict:
-        abstract = jax.tree.map(self.ocp.utils.to_shape_dtype_struct, target)
-        try:
-            return self.manager.restore(self.manager.latest_step(), args=self.ocp.args.StandardRestore(abstract))
-        except Exception as e:
-            raise RuntimeError(f"ensemble checkpoint in {self.manager.directory} cannot be restored ({e}); "
-                               "delete it to start over.") from e

@@ -6,8 +6,8 @@ Protocol, per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned he
 - Probes: the [CLS] vector of the embedding output and of every block's output, one elastic-net
   logistic-regression probe per layer (SYNAPSE's λ1 = λ2 = 1e-3 on standardized features) plus
   the all-layers-concatenated probe and one on the classifier input (`head.hook_cls`), trained on
-  fine-tuning training sentences and scored on held-out test sentences (`synapse_runs.probe_run`).
-- Silencing (`synapse_runs.silence_run`): at each block's output, zero the probe's top-k% [CLS]
+  fine-tuning training sentences and scored on held-out test sentences (`apex_jax.probe_run`).
+- Silencing (`apex_jax.silence_run`): at each block's output, zero the probe's top-k% [CLS]
   neurons (global ranking Σ_c|W[c, j]|), the bottom-k%, each class's top-k% (|W[c, j]|), and
   `n_random` random k% selections per k on other held-out sentences; the random selections are
   the control (z-score, Laplace-smoothed one-sided p = (1 + #{random ≥ ranked}) / (1 + R)).
@@ -15,7 +15,7 @@ Protocol, per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned he
   token position of the block's output, at a few k; tells whether a weak [CLS]-only effect
   comes from the position choice (later blocks rebuild [CLS] from the other tokens).
 - Class asymmetry: the drop in each class's F1 when one class's own top-k% neurons are silenced.
-- Manipulations (`synapse_runs.attack_run`, toward each class in turn, on the probe test
+- Manipulations (`apex_jax.attack_run`, toward each class in turn, on the probe test
   sentences): a bias on the target's logit, ±Δ on the classifier columns of the target's top
   neurons (balanced and not), exponent bit flips in those columns; and the smallest logit bias
   that redirects a given share of the other inputs.
@@ -34,10 +34,9 @@ import numpy as np
 
 import apex_jax
 from apex_jax import io
-from apex_jax.synapse import run as synapse_runs
 from apex_jax.synapse.plots import short
-from apex_jax.reproduce import common, minilm
-from apex_jax.reproduce.reporting import num
+from . import common, minilm
+from .reporting import num
 
 NAME = "synapse"
 CLAIM = 5
@@ -115,25 +114,25 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
     model = apex_jax.load(str(folder))
     train, test, silence = _subsets(s, cfg)
     probe_dir = work / "probe"
-    probe = synapse_runs.probe_run(model, train, test, probe_dir, sites=apex_jax.parse_sites(model, s.probe_layers),
+    probe = apex_jax.probe_run(model, train, test, probe_dir, sites=apex_jax.parse_sites(model, s.probe_layers),
                                    config=apex_jax.ProbeConfig(steps=s.probe_steps), max_length=s.max_length)
     timer.mark(f"{data}: probes")
     sc = apex_jax.SilenceConfig(k_levels=s.k_levels, n_random=s.n_random, positions=s.positions,
                                    asymmetry_k=s.asymmetry_k, seed=s.seed)
-    sil = synapse_runs.silence_run(model, silence, probe_dir, work / "silence",
+    sil = apex_jax.silence_run(model, silence, probe_dir, work / "silence",
                                    sites=apex_jax.parse_sites(model, s.silence_layers), config=sc, max_length=s.max_length,
                                    progress=progress)
     timer.mark(f"{data}: silencing")
     sil_all = None
     if s.all_positions_k:
         sa = dataclasses.replace(sc, positions="all", k_levels=s.all_positions_k, per_class=False)
-        sil_all = synapse_runs.silence_run(model, silence, probe_dir, work / "silence-all-positions",
+        sil_all = apex_jax.silence_run(model, silence, probe_dir, work / "silence-all-positions",
                                            sites=apex_jax.parse_sites(model, s.silence_layers), config=sa,
                                            max_length=s.max_length, progress=progress)
         timer.mark(f"{data}: silencing at all positions")
     attacks = {}
     for t in range(model.config.n_classes):
-        a = synapse_runs.attack_run(model, test, probe_dir, work / f"attack-{t}",
+        a = apex_jax.attack_run(model, test, probe_dir, work / f"attack-{t}",
                                     config=apex_jax.AttackConfig(target=t, k_percent=s.attack_k),
                                     max_length=s.max_length)
         attacks[model.label_names[t]] = a["results"]

@@ -1,5 +1,10 @@
-"""Reproduction of the APEX paper's claims on small ViTs trained here (claim 1 also on a MiniLM
-fine-tuned here) and of the SYNAPSE paper's on two fine-tuned MiniLMs (see reports/README.md).
+"""The research reproduction study: the APEX paper's claims on small ViTs trained here (claim 1
+also on a MiniLM fine-tuned here) and the SYNAPSE paper's on two fine-tuned MiniLMs (see
+reports/README.md).
+
+It lives in the repository, not in the installed apex-jax wheel: the package `reproduce` in
+`scripts/` (`python scripts/<claim>.py` finds it beside the script; `apex-jax reproduce` finds
+it next to the package's source tree), built on apex_jax's public API.
 
 Each claim is a module (`CLAIMS`, in report order) that owns its run, its report section and
 its verdict rule: `main(argv)` (argparse; `--quick` for a smoke-test size) writes tables, a
@@ -30,7 +35,7 @@ NAMES = (*CLAIMS, "report", "all")
 
 
 def _module(name: str):
-    return importlib.import_module(f"apex_jax.reproduce.{name}")
+    return importlib.import_module(f".{name}", __name__)
 
 
 def canonical(name: str) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 import apex_jax
 from apex_jax import Model
 from apex_jax import data as data_lib
-from apex_jax.reproduce import backdoor, ensembles, vit
+from . import backdoor, ensembles, vit
 
 KINDS = ("clean", "random", "backdoor")
 

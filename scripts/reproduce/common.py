@@ -10,8 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from apex_jax import apex, io
-from apex_jax.models.model import Model
+from apex_jax import ApexResult, Model, io, run_apex
 
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -56,12 +55,12 @@ class Timer:
 
 
 def apex_sweeps(model: Model, params_list: Sequence[Any], pixel_values: np.ndarray, ids: Sequence[int],
-                sigmas: Sequence[float], sites: Sequence[str], draws: int, seed: int = 0) -> list[apex.ApexResult]:
+                sigmas: Sequence[float], sites: Sequence[str], draws: int, seed: int = 0) -> list[ApexResult]:
     """`run_apex` for several models of one architecture on the same inputs (relative σ: each
     model's noise is scaled by its own site RMS). The sweep kernels are compiled per
     architecture, so every model reuses them."""
     batch = {"pixel_values": np.asarray(pixel_values, np.float32)}
-    return [apex.run_apex(model, p, batch, ids, sigmas, sites=list(sites), draws=draws, seed=seed, progress=False)
+    return [run_apex(model, p, batch, ids, sigmas, sites=list(sites), draws=draws, seed=seed, progress=False)
             for p in params_list]
 
 

@@ -40,11 +40,9 @@ import numpy as np
 import optax
 
 import apex_jax
-from apex_jax import apex, io
-from apex_jax.sites import block_site
-from apex_jax.models.model import Model
-from apex_jax.reproduce import common, ensembles, minilm, regularity, stats
-from apex_jax.reproduce.reporting import estimator_sentence, num
+from apex_jax import Model, block_site, io, run_apex
+from . import common, ensembles, minilm, regularity, stats
+from .reporting import estimator_sentence, num
 
 NAME = "regularity_text"
 CLAIM = 1
@@ -113,7 +111,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
     batch = model.encode([pool.inputs[r] for r in rows], max_length=config.max_length)
-    ar = apex.run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=sites, draws=s.draws,
+    ar = run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=sites, draws=s.draws,
                        seed=s.seed, threshold=s.threshold, progress=False)
     timer.mark("apex")
     escape = common.escape_sigma_interpolated(ar.consistency, sigmas, s.threshold)

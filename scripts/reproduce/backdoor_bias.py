@@ -34,9 +34,9 @@ import numpy as np
 
 import apex_jax
 from apex_jax import io
-from apex_jax.reproduce import backdoor, common, ensembles, stats, vit, zoo
+from . import backdoor, common, ensembles, stats, vit, zoo
 from apex_jax.specs import check_sigmas
-from apex_jax.reproduce.reporting import above, ci, num
+from .reporting import above, ci, num
 
 NAME = "backdoor_bias"
 CLAIM = 4

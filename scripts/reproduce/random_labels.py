@@ -23,8 +23,8 @@ import numpy as np
 
 import apex_jax
 from apex_jax import io
-from apex_jax.reproduce import common, stats, vit, zoo
-from apex_jax.reproduce.reporting import above, below, ci, estimator_sentence, num, span
+from . import common, stats, vit, zoo
+from .reporting import above, below, ci, estimator_sentence, num, span
 
 NAME = "random_labels"
 CLAIM = 2

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from apex_jax import io
-from apex_jax.reproduce import CLAIMS
+from . import CLAIMS
 
 HEADER = """# Reproduction report: APEX and SYNAPSE on models trained here (small ViTs, fine-tuned MiniLMs)
 
@@ -37,8 +37,8 @@ QUICK_WARNING = ("> **Quick run** ({names}): tiny sizes (`digits`, a head-only M
 
 
 def claim_modules() -> list[ModuleType]:
-    """The claim modules in report order (`apex_jax.reproduce.CLAIMS`)."""
-    return [importlib.import_module(f"apex_jax.reproduce.{name}") for name in CLAIMS]
+    """The claim modules in report order (`reproduce.CLAIMS`)."""
+    return [importlib.import_module(f".{name}", __package__) for name in CLAIMS]
 
 
 FOOTER = """## Machine and versions

@@ -22,8 +22,8 @@ from scipy import stats as sps
 
 import apex_jax
 from apex_jax import io
-from apex_jax.reproduce import common, stats, vit, zoo
-from apex_jax.reproduce.reporting import above, ci, num, span
+from . import common, stats, vit, zoo
+from .reporting import above, ci, num, span
 
 NAME = "transitions"
 CLAIM = 3

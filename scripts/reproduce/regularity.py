@@ -30,8 +30,8 @@ import apex_jax
 from apex_jax import io
 from apex_jax.models.presets import VIT_PRESETS
 from apex_jax import data as data_lib
-from apex_jax.reproduce import common, ensembles, stats, vit
-from apex_jax.reproduce.reporting import above, ci, estimator_sentence, num
+from . import common, ensembles, stats, vit
+from .reporting import above, ci, estimator_sentence, num
 
 NAME = "regularity"
 CLAIM = 1
