@@ -9,7 +9,10 @@ W1 (issue 15 §5): the first `--n` (4) vader-movies test sentences (mean 33 toke
 32 draws, noise on every block's `hook_resid_post`; ours = `run_sweep` with APEX's noise
 perturbation and the engine's defaults; torch best form = HF `BertForSequenceClassification`
 with one forward hook per layer, all G x K draws of a sentence in one batch at its exact length,
-`inference_mode`, all cores (`benchmarks/torch_hooks.py`).
+`inference_mode`, the faster of all cores and 1 thread (probed first: on a shared 2-core machine
+OpenMP's threads can collapse under foreign load) (`benchmarks/torch_hooks.py`).
+`--size minilm`: the real MiniLM (6 x 384) with a random 2-class head, 16 sentences of mixed lengths.
+`--compare-pad 16`: also times the engine with the old 16-token length buckets in every round.
 W2: the same sentences x 64 random [CLS] masks of 10% of the neurons at `blocks.{n/2}.hook_resid_post`
 (`synapse.silencing.mask_sweep`), torch = `benchmarks/torch_silence.py` best form.
 
@@ -37,8 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-SIZES = {  # name: (layers, d_model, heads, d_mlp)
+SIZES = {  # name: (layers, d_model, heads, d_mlp); "minilm" = the real MiniLM, random 2-class head
     "bert-base": (12, 768, 12, 3072),
+    "minilm": (6, 384, 12, 1536),
     "quick": (2, 64, 4, 128),
 }
 
@@ -128,7 +132,24 @@ def run_model(size: str, args, res: dict) -> dict:
     from apex_jax.synapse.silencing import mask_sweep
 
     quick = args.quick
-    folder = build_bert(Path(args.cache) / f"bert-{size}", size)
+    if size == "minilm":  # real weights; both sides get the same random 2-class head
+        folder = Path(args.cache) / "minilm-cls"
+        if not (folder / "config.json").exists():
+            from transformers import AutoModelForSequenceClassification
+
+            from apex_jax import assets
+
+            torch.manual_seed(0)
+            src = assets.asset_path("minilm")
+            tmp = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            AutoModelForSequenceClassification.from_pretrained(src, num_labels=2).save_pretrained(tmp)
+            for f in os.listdir(src):
+                if f != "config.json" and ("token" in f or f in ("vocab.txt", "special_tokens_map.json")):
+                    shutil.copy(src / f, tmp / f)
+            tmp.rename(folder)
+    else:
+        folder = build_bert(Path(args.cache) / f"bert-{size}", size)
     model = apex_jax.load(str(folder))
     model = model.replace(jax.device_put(model.params))
     tmodel = th.load_hf(str(folder))
@@ -155,6 +176,7 @@ def run_model(size: str, args, res: dict) -> dict:
 
     sweep_kw = dict(sites=sites, draws=K, tag=tag, common_noise=True, progress=False,
                     pad_multiple=args.pad_multiple)
+    others = [m for m in args.compare_pad if m != args.pad_multiple]  # e.g. 16 = the old rule
 
     # ---------------------------------------------------------------- W1 first call (compile)
     common.reset_peak()
@@ -164,8 +186,21 @@ def run_model(size: str, args, res: dict) -> dict:
     peak_mb = common.maxrss_mb() - rss0
     plan = first.plan
     flops = plan.flops + plan.prefix_flops
+    for m in others:  # compile the other padding rules' kernels too
+        run_sweep(model, model.params, batch, ids, perturb, grid, seed=0, **{**sweep_kw, "pad_multiple": m})
     hooks = th.NoiseHooks(tmodel, [rms[s] for s in sites])
     clean_t = th.clean_predictions(tmodel, batch, range(n))
+    # torch threads: the faster of all cores and 1 (on a shared 2-core machine OpenMP's threads
+    # can collapse under foreign load), probed on the whole workload
+    probe = {}
+    for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        with Timer() as t:
+            th.run_best(tmodel, hooks, batch, range(n), sigmas, K, G * K, cfg.n_classes)
+        probe[threads] = n * G * K / t.wall
+    torch.set_num_threads(max(probe, key=probe.get))
+    out["torch_threads_probe_fps"] = probe
+    out["torch_threads"] = torch.get_num_threads()
 
     # ---------------------------------------------------------------- W1 interleaved rounds
     rounds = []
@@ -188,9 +223,19 @@ def run_model(size: str, args, res: dict) -> dict:
                 th.run_best(tmodel, hooks, batch, range(n), sigmas, K, G * K, cfg.n_classes)
             rec.update(best_s=t.wall, best_cpu_s=t.cpu, best_fps=n * G * K / t.wall)
 
-        order = [ours, best] if r % 2 == 0 else [best, ours]
+        def ours_other():
+            for m in others:
+                with Timer() as t:
+                    R = run_sweep(model, model.params, batch, ids, perturb, grid, seed=r + 1,
+                                  **{**sweep_kw, "pad_multiple": m})
+                rec[f"ours_pad{m}_fps"] = R.perturbed_forwards / t.wall
+                rec[f"ours_pad{m}_ratio_to_best"] = None  # filled below
+
+        order = [ours, best, ours_other] if r % 2 == 0 else [ours_other, best, ours]
         for f in order:
             f()
+        for m in others:
+            rec[f"ours_pad{m}_ratio_to_best"] = rec[f"ours_pad{m}_fps"] / rec["best_fps"]
         if args.profile:
             for name, f in (("bare_padded", bare_pad), ("bare_exact", bare_exact)):
                 with Timer() as t:
@@ -200,7 +245,8 @@ def run_model(size: str, args, res: dict) -> dict:
         rec["ratio"] = rec["ours_fps"] / rec["best_fps"]
         rounds.append(rec)
         log(f"  W1 round {r + 1}: ours {rec['ours_fps']:.1f} fwd/s, torch best {rec['best_fps']:.1f} -> "
-            f"{rec['ratio']:.2f}x" + (f"; bare apply padded {rec['bare_padded_fps']:.1f}, exact "
+            f"{rec['ratio']:.2f}x" + "".join(f"; ours pad {m}: {rec[f'ours_pad{m}_fps']:.1f} -> "
+                                             f"{rec[f'ours_pad{m}_ratio_to_best']:.2f}x" for m in others) + (f"; bare apply padded {rec['bare_padded_fps']:.1f}, exact "
                                        f"{rec['bare_exact_fps']:.1f}" if args.profile else ""))
     ours_s = median([x["ours_s"] for x in rounds])
     w1 = {
@@ -216,6 +262,9 @@ def run_model(size: str, args, res: dict) -> dict:
         "padded_over_real_tokens": plan.padded_tokens / plan.real_tokens,
         "clean_agreement_with_torch": float((clean_t == first.clean).mean()),
     }
+    for m in others:
+        w1[f"ours_pad{m}_fps"] = median([x[f"ours_pad{m}_fps"] for x in rounds])
+        w1[f"ratio_pad{m}_median"] = median([x[f"ours_pad{m}_ratio_to_best"] for x in rounds])
     if args.profile:
         for k in ("bare_padded_fps", "bare_exact_fps"):
             w1[k] = median([x[k] for x in rounds])
@@ -227,6 +276,8 @@ def run_model(size: str, args, res: dict) -> dict:
         f"{t_first.wall:.1f} s ({w1['compiles']} compiles), peak +{peak_mb:.0f} MB")
     hooks.remove()
 
+    if args.skip_w2:
+        return out
     # ---------------------------------------------------------------- W2 silencing
     layer = cfg.n_layers // 2
     site = f"blocks.{layer}.hook_resid_post"
@@ -279,7 +330,6 @@ def run_model(size: str, args, res: dict) -> dict:
     }
     log(f"  W2: ours {out['w2']['ours_fps']:.1f} fwd/s vs torch best {out['w2']['torch_best_fps']:.1f} -> "
         f"{out['w2']['ratio_median']:.2f}x")
-    del torch
     return out
 
 
@@ -288,11 +338,13 @@ def main() -> int:
     p.add_argument("--out", default="bench-results")
     p.add_argument("--quick", action="store_true", help="smoke size (2 x 64 BERT, < 30 s)")
     p.add_argument("--size", default=None, choices=sorted(SIZES), help="default bert-base (quick with --quick)")
-    p.add_argument("--n", type=int, default=None, help="sentences (default 4; 2 with --quick)")
+    p.add_argument("--n", type=int, default=None, help="sentences (default 4, 16 for minilm; 2 with --quick)")
     p.add_argument("--draws", type=int, default=None, help="K (default 32; 4 with --quick)")
     p.add_argument("--masks", type=int, default=None, help="W2 masks (default 64; 8 with --quick)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3; 1 with --quick)")
     p.add_argument("--pad-multiple", type=int, default=None, help="engine length buckets (default: the engine's)")
+    p.add_argument("--compare-pad", default="", help="also time these engine pad multiples, e.g. 16 (the old rule)")
+    p.add_argument("--skip-w2", action="store_true")
     p.add_argument("--profile", action="store_true", help="also time a bare jitted model.apply per round")
     p.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "apex-jax-bench"))
     args = p.parse_args()
@@ -300,11 +352,12 @@ def main() -> int:
 
     q = args.quick
     args.size = args.size or ("quick" if q else "bert-base")
-    args.n = args.n or (2 if q else 4)
+    args.n = args.n or (2 if q else 16 if args.size == "minilm" else 4)
     args.draws = args.draws or (4 if q else 32)
     args.masks = args.masks or (8 if q else 64)
     args.rounds = args.rounds or (1 if q else 3)
     args.pad_multiple = args.pad_multiple or PAD_MULTIPLE
+    args.compare_pad = [int(x) for x in args.compare_pad.split(",") if x]
     import jax
     import torch
 
