@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-test assets demo test bench reproduce clean
+.PHONY: install install-test assets demo test bench bench-real bench-accelerator reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ bench: install-test assets
 	$(BIN)/python benchmarks/run.py --out bench-results --model runs/demo/finetune/model
 	$(BIN)/python benchmarks/w2.py --out bench-results --model runs/demo/finetune/model
 	$(BIN)/python benchmarks/escape.py --out bench-results --model runs/demo/finetune/model
+
+# Real size (issue 15 §4): W1/W2 on a BERT-base-size encoder (12 x 768, random weights) vs the
+# PyTorch best form in one run, f32 on CPU -> bench-results/real_size.json (tens of minutes on 2
+# cores). The accelerator script (bf16, MFU; run it on a GPU/TPU) -> bench-results/accelerator.json.
+bench-real: install-test assets
+	$(BIN)/python benchmarks/real_size.py --out bench-results --profile
+
+bench-accelerator: install
+	$(BIN)/python benchmarks/accelerator.py --out bench-results
 
 # The research reproduction (scripts/, reports/README.md): every claim's script, then the report.
 reproduce: install-test assets

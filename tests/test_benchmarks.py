@@ -50,3 +50,23 @@ def test_escape_quick_runs(folder, tmp_path):
     e = json.loads((tmp_path / "escape-quick.json").read_text())
     # the adaptive search agrees with our own fine grid (same noise, same model) within one grid step
     assert e["agreement_with_our_fine_grid_subset"]["plain"]["agree_within_one_grid_step"] == 1.0
+
+
+def test_real_size_quick_runs(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_size.py"), "--quick", "--out", str(tmp_path),
+                        "--cache", str(tmp_path / "models")], capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path / "real_size-quick.json").read_text())
+    m = res["models"]["quick"]
+    assert m["w1"]["ours_fps"] > 0 and m["w1"]["torch_best_fps"] > 0 and m["w1"]["flops"] > 0
+    assert m["w1"]["clean_agreement_with_torch"] == 1.0  # same weights on both sides
+    assert m["w2"]["prediction_agreement_with_torch_where_margin_ge_1e-3"] == 1.0
+
+
+def test_accelerator_smoke_runs_on_cpu(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accelerator.py"), "--smoke", "--out", str(tmp_path),
+                        "--models", "bert-base"], capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path / "accelerator-smoke.json").read_text())
+    w1 = res["models"]["bert-base"]["w1"]
+    assert w1["forwards_per_second"] > 0 and 0 < w1["mfu"] and res["peak_flops"] > 0

@@ -52,7 +52,7 @@ def test_draw_keys_equal_for_traced_and_python_seeds():
 def test_one_trace_across_seeds_k_sigmas_and_inputs(model):
     """Seed, K, σ values and inputs of one length bucket are arrays of one compiled kernel."""
     before = dict(kernels.TRACES)
-    kw = dict(sites=SITES, draws_per_step=4, inputs_per_step=4, progress=False)
+    kw = dict(sites=SITES, draws_per_step=4, inputs_per_step=4, progress=False, pad_multiple=16)
     a = run_sweep(model, model.params, model.encode(TEXTS[:4]), np.arange(4), _noise,
                   np.array([0.1, 1.0], np.float32), draws=8, seed=1, **kw)
     b = run_sweep(model, _negated(model), model.encode(TEXTS[4:]), np.arange(10, 14), _noise,
@@ -219,3 +219,50 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
     assert "forwards 0" in r.stderr  # the finished sweep is restored, nothing recomputed
     (info,) = checkpoints_in(run_dir)
     assert info.complete
+
+
+def test_length_buckets_follow_each_inputs_own_length(model):
+    """Default buckets are multiples of 8; 16 is the old rule, 1 exact lengths; a bucket
+    depends only on the input's own length."""
+    from apex_jax.engine.plan import PAD_MULTIPLE, bucket_length
+
+    assert PAD_MULTIPLE == 8
+    assert list(bucket_length(np.array([0, 1, 8, 9, 33]))) == [8, 8, 8, 16, 40]
+    assert list(bucket_length(np.array([1, 17, 33]), 16)) == [16, 32, 48]
+    assert list(bucket_length(np.array([3, 33]), 1)) == [3, 33]
+    batch = model.encode(TEXTS)
+    lengths = batch["attention_mask"].sum(1)
+    for m in (1, 8, 16):
+        plan = plan_sweep(model, batch, grid_size=2, draws=4, sites=SITES, pad_multiple=m)
+        assert plan.pad_multiple == m
+        for b in plan.blocks:
+            assert all(b.length == bucket_length(lengths[r], m) for r in b.rows if r >= 0)
+    with pytest.raises(ValueError, match="pad_multiple"):
+        plan_sweep(model, batch, grid_size=2, draws=4, sites=SITES, pad_multiple=0)
+
+
+def test_memory_budget_comes_from_the_device_when_it_reports_memory(model, monkeypatch):
+    from apex_jax.engine import plan as plan_mod
+
+    dev = jax.local_devices()[0]
+    batch = model.encode(TEXTS[:2])
+    cpu = plan_sweep(model, batch, grid_size=64, draws=256, sites=SITES)
+    assert cpu.memory_budget == plan_mod.DEFAULT_MEMORY_BUDGET  # CPU: no memory stats
+    per_row = plan_mod.activation_bytes_per_row(model.config, max(b.length for b in cpu.blocks))
+
+    class Dev:  # a device reporting 64 rows' worth of free memory (fraction 0.5)
+        process_index = dev.process_index
+
+        def memory_stats(self):
+            return {"bytes_limit": 200 * per_row, "bytes_in_use": 72 * per_row}
+
+    budget = plan_mod.device_memory_budget(Dev())
+    assert budget == plan_mod.DEVICE_MEMORY_FRACTION * 128 * per_row
+    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [Dev()])
+    small = plan_sweep(model, batch, grid_size=64, draws=256, sites=SITES)
+    assert small.memory_budget == budget
+    assert small.rows_per_step * per_row <= budget < 2 * small.rows_per_step * per_row
+    assert small.rows_per_step < cpu.rows_per_step
+    # an explicit budget wins over the device's
+    assert plan_sweep(model, batch, grid_size=64, draws=256, sites=SITES,
+                      memory_budget=2**30).memory_budget == 2**30

@@ -6,8 +6,11 @@
 Work is cut into *units*: (input block, grid block, draw block). A unit runs one compiled kernel
 of fixed shape — `grid_per_step` grid points × `draws_per_step` draws × `inputs_per_step` inputs ×
 the block's padded length — so XLA's numerics never depend on how units are grouped (chunking,
-devices, resumption). Inputs are bucketed by their own length (rounded up to `PAD_MULTIPLE`), so
-an input's kernel shape does not depend on the other inputs of the sweep. Benchmarks read this
+devices, resumption). Inputs are bucketed by their own length (rounded up to a multiple of
+`pad_multiple`, default `PAD_MULTIPLE` = 8), so an input's kernel shape does not depend on the
+other inputs of the sweep. `pad_multiple=16` reproduces the rule (and so the counts) of engines
+before 2026-11-30; `pad_multiple=1` runs every input at its exact length (one compile per
+distinct length). Benchmarks read this
 plan instead of re-deriving the schedule.
 """
 
@@ -21,10 +24,14 @@ import jax
 import numpy as np
 
 from apex_jax import sites as site_lib
-from apex_jax.batching import PAD_MULTIPLE  # one padding rule for the whole package
 from apex_jax.models.config import ArchConfig
 
-DEFAULT_MEMORY_BUDGET = 2**30  # bytes of live activations per device step
+DEFAULT_MEMORY_BUDGET = 2**30  # bytes of live activations per device step (CPU / no memory stats)
+DEVICE_MEMORY_FRACTION = 0.5  # share of a device's free memory a sweep step may use
+# The engine's length buckets: an input runs at its length rounded up to a multiple of this.
+# 8 (was 16, `apex_jax.batching.PAD_MULTIPLE`): at BERT-base size a 33-token sentence runs at 40
+# instead of 48 tokens (~1.2x less work) for at most twice the length buckets (compiles).
+PAD_MULTIPLE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +71,9 @@ class SweepPlan:
     padded_tokens: int  # Σ over executed rows of the padded length (filler included)
     flops: float  # matmul FLOPs of the executed perturbed forwards (benchmarks/flops.py formula)
     prefix_flops: float  # matmul FLOPs of the cached prefixes and the clean logits from them
-    peak_activation_bytes: int  # estimated live float32 activations of one unit (one device)
+    peak_activation_bytes: int  # estimated live activations of one unit (one device)
+    pad_multiple: int = PAD_MULTIPLE  # length bucket rounding
+    memory_budget: float = DEFAULT_MEMORY_BUDGET  # bytes the micro-batch was sized for
 
     @property
     def units_per_block(self) -> int:
@@ -93,16 +102,23 @@ class SweepPlan:
         return out
 
 
-def plan_blocks(lengths: np.ndarray | None, n: int, inputs_per_step: int) -> list[Block]:
+def bucket_length(length: Any, pad_multiple: int = PAD_MULTIPLE) -> Any:
+    """The padded length an input of `length` real tokens runs at (its own length only)."""
+    return np.ceil(np.maximum(length, 1) / pad_multiple).astype(int) * pad_multiple
+
+
+def plan_blocks(lengths: np.ndarray | None, n: int, inputs_per_step: int,
+                pad_multiple: int = PAD_MULTIPLE) -> list[Block]:
     """Input blocks: inputs grouped by padded length bucket, in input order within a bucket.
 
     Args:
         lengths: real token count per input [n], or None for images (one bucket of length 0).
+        pad_multiple: lengths are rounded up to a multiple of this (1 = exact lengths).
     """
     if lengths is None:
         buckets = {0: np.arange(n)}
     else:
-        padded = np.ceil(np.maximum(lengths, 1) / PAD_MULTIPLE).astype(int) * PAD_MULTIPLE
+        padded = bucket_length(np.asarray(lengths), pad_multiple)
         buckets = {int(L): np.flatnonzero(padded == L) for L in np.unique(padded)}
     blocks = []
     for L, rows in sorted(buckets.items()):
@@ -117,11 +133,38 @@ def _tokens(c: ArchConfig, length: int) -> int:
     return max(length, (c.n_patches + 1) if not c.is_text else 1)
 
 
+def _itemsize(c: ArchConfig) -> int:
+    dtype = getattr(c, "dtype", None) or "float32"  # bf16 activations when the config has them
+    try:
+        return int(np.dtype(jax.numpy.dtype(dtype)).itemsize)
+    except TypeError:
+        return 4
+
+
 def activation_bytes_per_row(c: ArchConfig, length: int) -> int:
-    """Live float32 activations of one layer of one forward (q, k, v, z, residuals, MLP,
-    attention probabilities) at `length` tokens."""
+    """Live activations of one layer of one forward (q, k, v, z, residuals, MLP, attention
+    probabilities in float32, the rest in the activation dtype) at `length` tokens."""
     tokens = _tokens(c, length)
-    return tokens * (8 * c.d_model + 2 * c.d_mlp + 2 * c.n_heads * tokens) * 4
+    return tokens * ((8 * c.d_model + 2 * c.d_mlp) * _itemsize(c) + 2 * c.n_heads * tokens * 4)
+
+
+def device_memory_budget(device: Any = None, *, fraction: float = DEVICE_MEMORY_FRACTION,
+                         default: float = DEFAULT_MEMORY_BUDGET) -> float:
+    """Bytes a sweep step may hold live on `device` (default: the first local device).
+
+    From the device's own memory statistics when it reports them (GPUs, TPUs):
+    `fraction` × (bytes_limit − bytes_in_use), so parameters already placed on it count; else
+    (CPU, whose `memory_stats()` is None) the fixed `default`.
+    """
+    device = device if device is not None else jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without the call
+        stats = None
+    if not stats or not stats.get("bytes_limit"):
+        return float(default)
+    free = float(stats["bytes_limit"]) - float(stats.get("bytes_in_use", 0))
+    return max(fraction * free, 0.0)
 
 
 def default_micro_batch(model: Any, length: int, draws: int, memory_budget: float) -> int:
@@ -166,8 +209,9 @@ def plan_sweep(
     inputs_per_step: int = 1,
     grid_per_step: int | None = None,
     units_per_call: int | None = None,
-    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    memory_budget: float | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    pad_multiple: int = PAD_MULTIPLE,
 ) -> SweepPlan:
     """The schedule `run_sweep` executes for these inputs and settings.
 
@@ -182,7 +226,12 @@ def plan_sweep(
             `memory_budget` bytes, and grid_per_step fills what the budget leaves (the grid is
             cut into equal parts of at most that size).
         units_per_call: units per jitted call (default: 2 per device, rounded to the devices).
+        memory_budget: bytes of live activations one unit may use on one device (default:
+            `device_memory_budget` of the mesh's first local device: a share of its free memory
+            on GPUs/TPUs, `DEFAULT_MEMORY_BUDGET` on CPU).
         mesh: 1-D mesh the units are sharded over (default: all devices).
+        pad_multiple: length bucket rounding (default `PAD_MULTIPLE`; 16 = the rule before
+            2026-11-30, 1 = exact lengths).
 
     Raises:
         ValueError: a setting below 1.
@@ -194,12 +243,18 @@ def plan_sweep(
         raise ValueError(f"the grid needs at least one point; got {grid_size}.")
     if inputs_per_step < 1:
         raise ValueError(f"inputs_per_step must be >= 1; got {inputs_per_step}.")
+    if int(pad_multiple) != pad_multiple or pad_multiple < 1:
+        raise ValueError(f"pad_multiple must be an integer >= 1; got {pad_multiple}.")
+    if memory_budget is None:
+        local = [d for d in (mesh.devices.flat if mesh is not None else jax.local_devices())
+                 if d.process_index == jax.process_index()]
+        memory_budget = device_memory_budget(local[0] if local else None)
     if c.is_text:
         lengths = np.asarray(inputs["attention_mask"]).sum(1)
         n = len(lengths)
     else:
         lengths, n = None, len(inputs["pixel_values"])
-    blocks = plan_blocks(lengths, n, inputs_per_step)
+    blocks = plan_blocks(lengths, n, inputs_per_step, int(pad_multiple))
     longest = max(b.length for b in blocks)
     if draws_per_step is None:
         draws_per_step = default_micro_batch(c, longest, draws, memory_budget / inputs_per_step)
@@ -232,4 +287,5 @@ def plan_sweep(
         devices=n_dev, start_block=start, head_only=head_only, real_tokens=real,
         padded_tokens=int(padded), flops=float(flops), prefix_flops=float(pre),
         peak_activation_bytes=int(rows_per_step * activation_bytes_per_row(c, longest)),
+        pad_multiple=int(pad_multiple), memory_budget=float(memory_budget),
     )

@@ -11,7 +11,7 @@ kernel shape, XLA's numerics cannot depend on how units are grouped:
 * a *chunk* is `units_per_call` units of one input block, run by one jitted call with
   `lax.map` (sequentially on a device, so peak memory is that of one unit, not of the chunk);
 * with several devices the chunk's unit axis is sharded over a 1-D `Mesh` with `jax.shard_map`;
-* inputs are bucketed by their own length (rounded up to 16 tokens), so an input's kernel shape
+* inputs are bucketed by their own length (rounded up to `pad_multiple` tokens, default 8), so an input's kernel shape
   does not depend on which other inputs are in the sweep or in what order;
 * counts are integers summed on the host, so their order does not matter either.
 
@@ -53,7 +53,7 @@ from apex_jax.engine import kernels as kern
 from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
 from apex_jax.engine.plan import (DEFAULT_MEMORY_BUDGET, PAD_MULTIPLE, Block, SweepPlan,  # noqa: F401
-                                  default_micro_batch, plan_blocks, plan_sweep)
+                                  default_micro_batch, device_memory_budget, plan_blocks, plan_sweep)
 from apex_jax.engine.store import Store, agree_on_step, describe
 from apex_jax.models.model import Model
 
@@ -90,8 +90,9 @@ def run_sweep(
     draws_per_step: int | None = None,
     inputs_per_step: int = 1,
     units_per_call: int | None = None,
-    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    memory_budget: float | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    pad_multiple: int = PAD_MULTIPLE,
     run_dir: str | Path | None = None,
     progress: bool = True,
     tag: str = "",
@@ -119,7 +120,11 @@ def run_sweep(
             cut into equal parts of at most that size). One input per step (the default) never
             computes filler rows: the micro-batch is filled with draws and grid points instead.
         units_per_call: units per jitted call (default: ~2 per device, at least 1 draw block).
+        memory_budget: bytes one unit may hold live per device (default: from the device's
+            memory statistics when it has them, `DEFAULT_MEMORY_BUDGET` on CPU; plan.py).
         mesh: 1-D mesh (axis "units") to shard units over (default: all devices).
+        pad_multiple: inputs run at their length rounded up to a multiple of this (default 8;
+            16 reproduces the counts of engines before 2026-11-30; 1 = exact lengths).
         run_dir: folder for resumable checkpoints (orbax; see engine/store.py).
         tag: extra text mixed into the checkpoint fingerprint (e.g. what `perturb` does).
         common_noise: use the same keys at every grid point (common random numbers): draw d of
@@ -137,7 +142,8 @@ def run_sweep(
     mesh = mesh or jax.make_mesh((jax.device_count(),), (kern.UNIT_AXIS,))
     plan = plan_sweep(model, inputs, G, draws, sites, draws_per_step=draws_per_step,
                       inputs_per_step=inputs_per_step, grid_per_step=grid_per_step,
-                      units_per_call=units_per_call, memory_budget=memory_budget, mesh=mesh)
+                      units_per_call=units_per_call, memory_budget=memory_budget, mesh=mesh,
+                      pad_multiple=pad_multiple)
     settings = _settings(plan, seed, sites, model.config.n_classes, tag, common_noise,
                          per_input_grid, draw_offset)
     store = _open_store(run_dir, settings, model, params, perturb, ids, inputs, grid)
@@ -216,6 +222,7 @@ def _settings(plan: SweepPlan, seed: int, sites: Sequence[str], n_classes: int, 
         "inputs_per_step": plan.inputs_per_step, "grid_per_step": plan.grid_per_step,
         "n_classes": n_classes, "tag": tag, "common_noise": common_noise,
         "per_input_grid": per_input_grid, "draw_offset": draw_offset,
+        "pad_multiple": plan.pad_multiple,
     }
 
 
