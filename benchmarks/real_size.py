@@ -94,7 +94,6 @@ class Timer:
 def bare_apply(model, batch, row: int, length: int, sigmas, scale, draws: int, perturb):
     """A jitted full `model.apply` of all G x K draws of one sentence as one batch at `length`."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     G = len(sigmas)

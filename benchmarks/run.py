@@ -181,7 +181,7 @@ def main() -> int:
     wall = time.perf_counter() - t
     comp = events.since(mk)
     st = A.sweep.settings
-    D, ips, upc, Gs = st["draws_per_step"], st["inputs_per_step"], st["units_per_call"], st["grid_per_step"]
+    D, ips, upc = st["draws_per_step"], st["inputs_per_step"], st["units_per_call"]
     fwd = A.sweep.perturbed_forwards
     res["ours_end_to_end"] = {
         "wall_seconds": wall, "sweep_seconds": A.sweep.seconds, "perturbed_forwards": fwd,
