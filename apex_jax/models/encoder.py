@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
+from apex_jax.models.blocks import run_blocks
 from apex_jax.models.config import ArchConfig
 
 Array = Any
@@ -192,6 +193,7 @@ class Encoder(nn.Module):
     """The whole model; `start`/`stop` select a segment of blocks (see module docstring)."""
 
     cfg: ArchConfig
+    scan: bool = True  # run the block stack as scans over stacked layers (models.blocks)
 
     @nn.compact
     def __call__(self, inputs, hooks: Hooks, start: int = 0, stop: int | None = None,
@@ -209,10 +211,22 @@ class Encoder(nn.Module):
                 x = PatchEmbeddings(cfg, name="embed")(inputs["pixel_values"])
         else:
             x, mask = inputs  # a cached prefix: (residual entering block `start`, mask)
-        for i in range(start, cfg.n_layers if stop is None else stop):
-            x = hooks(site_lib.boundary_site(i), x)
-            last = head_only and i == cfg.n_layers - 1
-            x = Block(cfg, i, cls_only=last, name=f"blocks_{i}")(x, mask, hooks)
+        end = cfg.n_layers if stop is None else stop
+        tail = end - 1 if head_only else end  # head_only: the last block runs unrolled, [CLS] only
+        if self.is_initializing():  # Linen init creates every block's parameters
+            for i in range(start, tail):
+                x = hooks(site_lib.boundary_site(i), x)
+                x = Block(cfg, i, name=f"blocks_{i}")(x, mask, hooks)
+        else:
+            params = self.variables["params"]
+            x = run_blocks(
+                x, hooks, range(start, tail),
+                lambda i, p, h, hk: Block(cfg, i, parent=None).apply({"params": p}, h, mask, hk),
+                lambda i: params[f"blocks_{i}"], scan=self.scan,
+            )
+        if tail < end:
+            x = hooks(site_lib.boundary_site(tail), x)
+            x = Block(cfg, tail, cls_only=True, name=f"blocks_{tail}")(x, mask, hooks)
         if stop is not None:  # prefix mode: the boundary hook of `stop` belongs to the suffix
             return x, mask, None
         x = hooks(site_lib.boundary_site(cfg.n_layers), x)
