@@ -222,7 +222,8 @@ class DecoderHead(nn.Module):
 
         embedding: the token embedding [vocab, d_model] of a tied LM head."""
         cfg = self.cfg
-        cls = hooks("head.hook_cls", cls)
+        # the head and the logits in float32 whatever the precision (a no-op cast in float32)
+        cls = hooks("head.hook_cls", cls.astype(jnp.float32))
         if not cfg.lm_head:
             return hooks("head.hook_logits", nn.Dense(cfg.n_classes, use_bias=False, name="score")(cls))
         if cfg.tie_embeddings:

@@ -82,10 +82,11 @@ class Attention(nn.Module):
         q = heads("q", x[:, :1] if cls_only else x)
         k, v = heads("k", x), heads("v", x)
         b, p = q.shape[:2]
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.d_head)
+        # softmax in float32 whatever the precision (a no-op cast in float32)
+        scores = (jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.d_head)).astype(jnp.float32)
         if mask is not None:
             scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
-        pattern = hooks(f"{prefix}.attn.hook_pattern", jax.nn.softmax(scores, axis=-1))
+        pattern = hooks(f"{prefix}.attn.hook_pattern", jax.nn.softmax(scores, axis=-1).astype(q.dtype))
         z = hooks(f"{prefix}.attn.hook_z", jnp.einsum("bhqk,bkhd->bqhd", pattern, v))
         return nn.Dense(cfg.d_model, name="o")(z.reshape(b, p, cfg.d_model))
 
@@ -153,6 +154,7 @@ class PatchEmbeddings(nn.Module):
     def __call__(self, pixel_values: Array) -> Array:
         """pixel_values: [batch, channels, height, width] -> [batch, 1 + n_patches, d_model]."""
         cfg = self.cfg
+        pixel_values = jnp.asarray(pixel_values).astype(cfg.compute_dtype)
         b, c, h, w = pixel_values.shape
         if (c, h, w) != (cfg.num_channels, cfg.image_size, cfg.image_size):
             raise ValueError(
@@ -235,5 +237,6 @@ class Encoder(nn.Module):
             cls = x[:, 0]
             if cfg.arch == "vit":  # ViT's final LayerNorm; per token, so [CLS] alone suffices
                 cls = _layer_norm(cfg, "final_ln")(cls)
-            logits = Head(cfg, name="head")(cls, hooks)
+            # the head (pooler, classifier) and the logits in float32 (a no-op cast in float32)
+            logits = Head(cfg, name="head")(cls.astype(jnp.float32), hooks)
         return x, mask, logits
