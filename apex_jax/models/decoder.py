@@ -264,7 +264,7 @@ class Decoder(nn.Module):
             rope = (jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype))
         all_index = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
         end = cfg.n_layers if stop is None else stop
-        tail = end - 1 if head_only else end  # head_only: the last block runs unrolled, one query
+        tail = end - 1 if head_only and end > start else end  # head_only: the last block runs unrolled, one query
         if self.is_initializing():  # Linen init creates every block's parameters
             for i in range(start, tail):
                 x = hooks(site_lib.boundary_site(i), x)

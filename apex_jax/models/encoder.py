@@ -214,7 +214,7 @@ class Encoder(nn.Module):
         else:
             x, mask = inputs  # a cached prefix: (residual entering block `start`, mask)
         end = cfg.n_layers if stop is None else stop
-        tail = end - 1 if head_only else end  # head_only: the last block runs unrolled, [CLS] only
+        tail = end - 1 if head_only and end > start else end  # head_only: the last block runs unrolled, [CLS] only
         if self.is_initializing():  # Linen init creates every block's parameters
             for i in range(start, tail):
                 x = hooks(site_lib.boundary_site(i), x)
