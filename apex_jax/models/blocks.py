@@ -83,6 +83,18 @@ class _LayerHooks:
         return x
 
 
+def _varying(x: Array) -> Array:
+    """Inside `shard_map`, `x` marked as varying over every manual mesh axis: a scan's carry must
+    have one type in and out, and the layers' noise (keyed per unit) makes the output vary."""
+    manual = getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ())
+    mat = getattr(jax.typeof(x), "manual_axis_type", None)
+    varying = getattr(mat, "varying", None)
+    if varying is None:  # older JAX: `aval.vma`
+        varying = getattr(jax.typeof(x), "vma", frozenset())
+    missing = tuple(a for a in manual if a not in varying)
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(l) for l in leaves]), *trees)
 
@@ -144,9 +156,9 @@ def _scan_group(x, hooks, group, call_block, params_of, captured: tuple) -> Arra
         lh = _LayerHooks(pert, ids, captured, checks)
         h = lh(_site(first, BOUNDARY), h, local=BOUNDARY)
         h = call_block(first, params, h, lh)
-        return h, lh.captured
+        return _varying(h), lh.captured
 
-    x, ys = jax.lax.scan(body, x, xs)
+    x, ys = jax.lax.scan(body, _varying(x), xs)
     for local in captured:
         for k, i in enumerate(group):
             hooks.captured[_site(i, local)] = ys[local][k]
