@@ -62,15 +62,16 @@ def test_scan_equals_unrolled_to_rounding(arch):
     m = apex_jax.create(CFGS[arch], num_labels=3)
     n, b = m.config.n_layers, _batch()
     caps = tuple(f"blocks.{i}.{s}" for i in range(n) for s in ("hook_resid_post", "mlp.hook_post"))
-    for name, pert in _perts(n, jax.random.key(1)).items():
-        for head_only in (False, True):
-            for capture in ((), caps):
-                a = _run(m, pert, capture, head_only, False, b)
-                s = _run(m, pert, capture, head_only, True, b)
-                assert set(a[1]) == set(s[1]) == set(capture)
-                for k in capture:
-                    np.testing.assert_allclose(np.asarray(s[1][k]), np.asarray(a[1][k]), atol=2e-5, err_msg=k)
-                np.testing.assert_allclose(np.asarray(s[0]), np.asarray(a[0]), atol=2e-5, err_msg=name)
+    perts = _perts(n, jax.random.key(1))
+    cases = [("resid_post", True, ()), ("embed_and_resid_post", False, caps), ("mlp_post_relative", False, ()),
+             ("mixed", True, caps), ("none", False, caps)]  # (perturbation, head_only, capture)
+    for name, head_only, capture in cases:
+        a = _run(m, perts[name], capture, head_only, False, b)
+        s = _run(m, perts[name], capture, head_only, True, b)
+        assert set(a[1]) == set(s[1]) == set(capture)
+        for k in capture:
+            np.testing.assert_allclose(np.asarray(s[1][k]), np.asarray(a[1][k]), atol=2e-5, err_msg=k)
+        np.testing.assert_allclose(np.asarray(s[0]), np.asarray(a[0]), atol=2e-5, err_msg=name)
 
 
 def test_scan_under_vmap_and_prefix_equals_unrolled():
