@@ -75,7 +75,8 @@ def main() -> None:
         r32 = apex_jax.run_apex(m32, m32.params, batch, ids, sig, draws=args.apex_draws, progress=False)
         r16 = apex_jax.run_apex(m16, m16.params, batch, ids, sig, draws=args.apex_draws, progress=False)
         clean = a.argmax(1)
-        keep = lambda r: np.take_along_axis(np.asarray(r.sweep.counts), clean[None, :, None], 2)[..., 0] / args.apex_draws
+        # counts [n, G, C] -> share of draws keeping the clean (f32) prediction [G, n]
+        keep = lambda r: (np.asarray(r.sweep.counts)[np.arange(len(clean)), :, clean] / args.apex_draws).T
         k32, k16 = keep(r32), keep(r16)  # [G, n]
         se = np.sqrt(np.maximum(k32 * (1 - k32), 1 / args.apex_draws) / args.apex_draws)
         rep["apex"] = {"sigmas": sig.tolist(), "draws": args.apex_draws,
