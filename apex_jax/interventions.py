@@ -106,7 +106,9 @@ class Noise:
         if self.relative:
             feature_axes = tuple(a for a in range(1, x.ndim) if a != pos_axis)
             sigma = sigma * jnp.sqrt(jnp.mean(jnp.square(x), axis=feature_axes, keepdims=True))
-        return x + sigma * _normal(self.key, site_id, x.shape, x.dtype)
+        # drawn in (at least) float32, so a bfloat16 model sees the float32 model's noise, rounded
+        draw_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        return x + sigma * _normal(self.key, site_id, x.shape, draw_dtype).astype(x.dtype)
 
 
 @struct.dataclass

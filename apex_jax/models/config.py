@@ -21,6 +21,16 @@ ARCHITECTURES = {
     "distilbert": "distilbert",
     "vit": "vit",
 }
+DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(name: str):
+    """The JAX dtype of parameters and activations for a precision setting."""
+    import jax.numpy as jnp
+
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu", "silu", "swish")
 
 
@@ -48,12 +58,19 @@ class ArchConfig:
     image_size: int = 0
     patch_size: int = 0
     num_channels: int = 0
+    # precision (DESIGN principle 8): "float32" | "bfloat16" parameters and activations; softmax,
+    # norm statistics and the logits stay float32 either way
+    dtype: str = "float32"
 
     is_decoder = False  # decoders have their own config (models.decoder_config.DecoderConfig)
 
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def compute_dtype(self):
+        return compute_dtype(self.dtype)
 
     @property
     def is_text(self) -> bool:

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from apex_jax import sites as site_lib
+from apex_jax.models.blocks import run_blocks
 from apex_jax.models.decoder_config import DecoderConfig
 from apex_jax.models.encoder import _ACT, Hooks
 
@@ -221,7 +222,8 @@ class DecoderHead(nn.Module):
 
         embedding: the token embedding [vocab, d_model] of a tied LM head."""
         cfg = self.cfg
-        cls = hooks("head.hook_cls", cls)
+        # the head and the logits in float32 whatever the precision (a no-op cast in float32)
+        cls = hooks("head.hook_cls", cls.astype(jnp.float32))
         if not cfg.lm_head:
             return hooks("head.hook_logits", nn.Dense(cfg.n_classes, use_bias=False, name="score")(cls))
         if cfg.tie_embeddings:
@@ -237,6 +239,7 @@ class Decoder(nn.Module):
     """The whole decoder; `start`/`stop` select a segment of blocks (see module docstring)."""
 
     cfg: DecoderConfig
+    scan: bool = True  # run the block stack as scans over stacked layers (models.blocks)
 
     @nn.compact
     def __call__(self, inputs, hooks: Hooks, start: int = 0, stop: int | None = None,
@@ -260,11 +263,24 @@ class Decoder(nn.Module):
             angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, d_head]
             rope = (jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype))
         all_index = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-        for i in range(start, cfg.n_layers if stop is None else stop):
-            x = hooks(site_lib.boundary_site(i), x)
-            last = head_only and i == cfg.n_layers - 1
-            q_index = cls_index[:, None] if last else all_index
-            x = Block(cfg, i, name=f"blocks_{i}")(x, mask, q_index, rope, hooks)
+        end = cfg.n_layers if stop is None else stop
+        tail = end - 1 if head_only and end > start else end  # head_only: the last block runs unrolled, one query
+        if self.is_initializing():  # Linen init creates every block's parameters
+            for i in range(start, tail):
+                x = hooks(site_lib.boundary_site(i), x)
+                x = Block(cfg, i, name=f"blocks_{i}")(x, mask, all_index, rope, hooks)
+        else:
+            params = self.variables["params"]
+            x = run_blocks(
+                x, hooks, range(start, tail),
+                lambda i, p, h, hk: Block(cfg, i, parent=None).apply({"params": p}, h, mask, all_index, rope, hk),
+                lambda i: params[f"blocks_{i}"],
+                kind_of=lambda i: i in cfg.sliding_layers,  # windowed and full attention never share a scan
+                scan=self.scan,
+            )
+        if tail < end:
+            x = hooks(site_lib.boundary_site(tail), x)
+            x = Block(cfg, tail, name=f"blocks_{tail}")(x, mask, cls_index[:, None], rope, hooks)
         if stop is not None:  # prefix mode: the boundary hook of `stop` belongs to the suffix
             return x, mask, None
         x = hooks(site_lib.boundary_site(cfg.n_layers), x)

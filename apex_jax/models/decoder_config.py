@@ -53,6 +53,7 @@ class DecoderConfig:
     # tokens whose next-token logits are the class logits, and the prompt template `encode` fills.
     label_token_ids: tuple[int, ...] = ()
     prompt: str = ""
+    dtype: str = "float32"  # "float32" | "bfloat16" (see models.config.ArchConfig.dtype)
 
     # Fields the encoder-oriented code paths read (a decoder is a text model without token types).
     is_text = True
@@ -60,6 +61,12 @@ class DecoderConfig:
     type_vocab_size = 0
     num_channels = 0
     has_pooler = False
+
+    @property
+    def compute_dtype(self):
+        from apex_jax.models.config import compute_dtype
+
+        return compute_dtype(self.dtype)
 
     @property
     def rope_type(self) -> str:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
+from apex_jax.models.blocks import run_blocks
 from apex_jax.models.config import ArchConfig
 
 Array = Any
@@ -81,10 +82,11 @@ class Attention(nn.Module):
         q = heads("q", x[:, :1] if cls_only else x)
         k, v = heads("k", x), heads("v", x)
         b, p = q.shape[:2]
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.d_head)
+        # softmax in float32 whatever the precision (a no-op cast in float32)
+        scores = (jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.d_head)).astype(jnp.float32)
         if mask is not None:
             scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
-        pattern = hooks(f"{prefix}.attn.hook_pattern", jax.nn.softmax(scores, axis=-1))
+        pattern = hooks(f"{prefix}.attn.hook_pattern", jax.nn.softmax(scores, axis=-1).astype(q.dtype))
         z = hooks(f"{prefix}.attn.hook_z", jnp.einsum("bhqk,bkhd->bqhd", pattern, v))
         return nn.Dense(cfg.d_model, name="o")(z.reshape(b, p, cfg.d_model))
 
@@ -152,6 +154,7 @@ class PatchEmbeddings(nn.Module):
     def __call__(self, pixel_values: Array) -> Array:
         """pixel_values: [batch, channels, height, width] -> [batch, 1 + n_patches, d_model]."""
         cfg = self.cfg
+        pixel_values = jnp.asarray(pixel_values).astype(cfg.compute_dtype)
         b, c, h, w = pixel_values.shape
         if (c, h, w) != (cfg.num_channels, cfg.image_size, cfg.image_size):
             raise ValueError(
@@ -192,6 +195,7 @@ class Encoder(nn.Module):
     """The whole model; `start`/`stop` select a segment of blocks (see module docstring)."""
 
     cfg: ArchConfig
+    scan: bool = True  # run the block stack as scans over stacked layers (models.blocks)
 
     @nn.compact
     def __call__(self, inputs, hooks: Hooks, start: int = 0, stop: int | None = None,
@@ -209,10 +213,22 @@ class Encoder(nn.Module):
                 x = PatchEmbeddings(cfg, name="embed")(inputs["pixel_values"])
         else:
             x, mask = inputs  # a cached prefix: (residual entering block `start`, mask)
-        for i in range(start, cfg.n_layers if stop is None else stop):
-            x = hooks(site_lib.boundary_site(i), x)
-            last = head_only and i == cfg.n_layers - 1
-            x = Block(cfg, i, cls_only=last, name=f"blocks_{i}")(x, mask, hooks)
+        end = cfg.n_layers if stop is None else stop
+        tail = end - 1 if head_only and end > start else end  # head_only: the last block runs unrolled, [CLS] only
+        if self.is_initializing():  # Linen init creates every block's parameters
+            for i in range(start, tail):
+                x = hooks(site_lib.boundary_site(i), x)
+                x = Block(cfg, i, name=f"blocks_{i}")(x, mask, hooks)
+        else:
+            params = self.variables["params"]
+            x = run_blocks(
+                x, hooks, range(start, tail),
+                lambda i, p, h, hk: Block(cfg, i, parent=None).apply({"params": p}, h, mask, hk),
+                lambda i: params[f"blocks_{i}"], scan=self.scan,
+            )
+        if tail < end:
+            x = hooks(site_lib.boundary_site(tail), x)
+            x = Block(cfg, tail, cls_only=True, name=f"blocks_{tail}")(x, mask, hooks)
         if stop is not None:  # prefix mode: the boundary hook of `stop` belongs to the suffix
             return x, mask, None
         x = hooks(site_lib.boundary_site(cfg.n_layers), x)
@@ -221,5 +237,6 @@ class Encoder(nn.Module):
             cls = x[:, 0]
             if cfg.arch == "vit":  # ViT's final LayerNorm; per token, so [CLS] alone suffices
                 cls = _layer_norm(cfg, "final_ln")(cls)
-            logits = Head(cfg, name="head")(cls, hooks)
+            # the head (pooler, classifier) and the logits in float32 (a no-op cast in float32)
+            logits = Head(cfg, name="head")(cls.astype(jnp.float32), hooks)
         return x, mask, logits

@@ -179,6 +179,7 @@ def load(
     label_names: Sequence[str] | None = None,
     ignore: Iterable[str] = (),
     seed: int = 0,
+    dtype: str = "float32",
 ) -> Model:
     """Loads an HF encoder (BERT, MiniLM, RoBERTa, DistilBERT, ViT) strictly.
 
@@ -191,6 +192,8 @@ def load(
         ignore: glob patterns of checkpoint weights to drop on purpose (e.g. `["cls.*"]` for
             the masked-LM head of a pre-training checkpoint). Any other unused weight is an error.
         seed: seed of a fresh head.
+        dtype: precision, "float32" (default) or "bfloat16": parameters and activations in
+            that type; softmax, LayerNorm/RMSNorm statistics and the logits stay float32.
 
     Raises:
         InputError: unknown model type (the supported ones are listed), a malformed or
@@ -198,6 +201,7 @@ def load(
             unused / mis-shaped weights (named), or num_labels disagreeing with the checkpoint.
         MissingInputError: no such folder, built-in or hub model; no weights file.
     """
+    check_dtype(dtype)
     folder = resolve(name_or_path)
     hf = read_json(folder / "config.json", "the model's config")
     base = _arch_config(hf, folder / "config.json")
@@ -205,8 +209,9 @@ def load(
     if base.is_decoder:
         from apex_jax.models.decoder_loading import load_decoder
 
-        return load_decoder(folder, hf, base, state, num_labels=num_labels, label_names=label_names,
-                            ignore=ignore, seed=seed, source=str(name_or_path))
+        return with_dtype(load_decoder(folder, hf, base, state, num_labels=num_labels,
+                                       label_names=label_names, ignore=ignore, seed=seed,
+                                       source=str(name_or_path)), dtype)
     head_key = "classifier.out_proj.weight" if base.arch == "roberta" else "classifier.weight"
     ckpt_classes = state[head_key].shape[0] if head_key in state else None
     if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
@@ -244,25 +249,53 @@ def load(
             "class, or none."
         )
     tokenizer, mean, std = _preprocessing(folder, cfg)
-    return Model(cfg, jax.tree.map(np.asarray, params), hf, tokenizer, mean, std, names, str(name_or_path))
+    model = Model(cfg, jax.tree.map(np.asarray, params), hf, tokenizer, mean, std, names, str(name_or_path))
+    return with_dtype(model, dtype)
 
 
 def create(hf_config: dict, *, num_labels: int | None, label_names: Sequence[str] | None = None,
-           seed: int = 0, tokenizer: Any = None, lm_head: bool = False) -> Model:
+           seed: int = 0, tokenizer: Any = None, lm_head: bool = False, dtype: str = "float32") -> Model:
     """A randomly initialized model from an HF config dict (e.g. a small ViT to train).
 
     Decoders (model_type gpt2 / llama / qwen2 / mistral): `num_labels` gives a `score` head,
-    `lm_head=True` the next-token head instead, neither a head-less model.
+    `lm_head=True` the next-token head instead, neither a head-less model. `dtype` as in `load`
+    (the parameters are initialized in float32, then cast).
     """
+    check_dtype(dtype)
     base = from_hf(hf_config)
     if base.is_decoder:
         from apex_jax.models.decoder_loading import create_decoder
 
-        return create_decoder(hf_config, base, num_labels=num_labels, lm_head=lm_head,
-                              label_names=label_names, seed=seed, tokenizer_=tokenizer)
+        return with_dtype(create_decoder(hf_config, base, num_labels=num_labels, lm_head=lm_head,
+                                         label_names=label_names, seed=seed, tokenizer_=tokenizer), dtype)
     cfg = _replace(from_hf(hf_config), n_classes=num_labels, has_pooler=from_hf(hf_config).arch == "bert")
-    return Model(cfg, init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
-                 source="<new>")
+    return with_dtype(Model(cfg, init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
+                            source="<new>"), dtype)
+
+
+def check_dtype(dtype: str) -> None:
+    from apex_jax.models.config import DTYPES
+
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {list(DTYPES)}; got {dtype!r}.")
+
+
+def with_dtype(model: Model, dtype: str) -> Model:
+    """`model` in precision `dtype`: its config says so and its floating parameters are cast
+    (float32 returns the model itself, untouched)."""
+    check_dtype(dtype)
+    if dtype == model.config.dtype:
+        return model
+    cfg = _replace(model.config, dtype=dtype)
+    target = cfg.compute_dtype
+
+    def cast(a):
+        a = np.asarray(a)
+        return a.astype(target) if np.issubdtype(a.dtype, np.floating) or a.dtype == target else a
+
+    params = jax.tree.map(cast, model.params)
+    return Model(cfg, params, model.hf_config, model.tokenizer, model.image_mean, model.image_std,
+                 model.label_names, model.source)
 
 
 def init_params(cfg: ArchConfig, seed: int) -> Any:

@@ -391,6 +391,9 @@ class Model:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         params = jax.device_get(self.params if params is None else params)
+        if self.config.dtype != "float32":  # HF folders hold float32 here (bfloat16 casts back exactly)
+            params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "V"
+                                  or np.issubdtype(np.asarray(a).dtype, np.floating) else a, params)
         state = convert.from_params(self.config, params)
         cfg = dict(self.hf_config)
         cfg.pop("_name_or_path", None)

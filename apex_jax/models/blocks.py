@@ -1,0 +1,165 @@
+"""The block stack as scans over stacked layers: compile time that does not grow with depth.
+
+Shared by the encoder and the decoder (DESIGN.md principle 7). A *step* `i` of the stack is
+`x = hooks(boundary_site(i), x)` followed by block `i` (which applies its own inner sites; its
+`hook_resid_post` is the boundary of step `i + 1`). `run_blocks` groups consecutive steps whose
+hook structure is the same (the same intervention kinds at the same local sites with leaves of the
+same shapes, the same captured local sites, the same block kind: e.g. Mistral's windowed layers)
+and runs each group of two or more as one `jax.lax.scan`:
+
+  * the blocks' parameters are stacked along a leading layer axis inside the traced function;
+  * the interventions' leaves are stacked the same way (APEX's noise on every block's
+    `hook_resid_post` is one scan over all blocks), and the site id each `Noise` folds into its
+    key is a scanned value, so the draw for (input, grid point, draw, site) is the unrolled one;
+  * captures are scan outputs, unstacked into per-site arrays afterwards.
+
+Every layer runs the same operations as the unrolled loop, in the same order, so float32 results
+are bitwise those of the unrolled loop. A group of one step runs unrolled with the real `Hooks`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from apex_jax import interventions as iv_lib
+from apex_jax import sites as site_lib
+
+Array = Any
+BOUNDARY = "<boundary>"  # the local name of a step's boundary site (hook_embed / previous resid_post)
+_STEP_LOCALS = (BOUNDARY,) + tuple(s for s in site_lib.BLOCK_SITES if s != "hook_resid_post")
+
+
+def _site(i: int, local: str) -> str:
+    return site_lib.boundary_site(i) if local == BOUNDARY else site_lib.block_site(i, local)
+
+
+def _step_perturbations(hooks, i: int) -> dict:
+    out = {}
+    for local in _STEP_LOCALS:
+        iv = hooks.perturbations.get(_site(i, local))
+        if iv is not None:
+            out[local] = iv
+    return out
+
+
+def _leaf_sig(leaf) -> tuple:
+    return (tuple(np.shape(leaf)), str(jnp.result_type(leaf) if not hasattr(leaf, "dtype") else leaf.dtype))
+
+
+def _signature(hooks, i: int, kind: Any) -> tuple:
+    pert = _step_perturbations(hooks, i)
+    leaves, treedef = jax.tree.flatten(pert)
+    captured = tuple(local for local in _STEP_LOCALS if _site(i, local) in hooks.capture)
+    return (kind, treedef, tuple(_leaf_sig(l) for l in leaves), captured)
+
+
+class _LayerHooks:
+    """The hooks of one layer inside a scan body: per-layer slices of the stacked interventions,
+    the layer's site ids as scanned values, captures returned as scan outputs."""
+
+    def __init__(self, perturbations: dict, site_ids: dict, capture: tuple, checks: dict):
+        self.perturbations = perturbations
+        self.site_ids = site_ids
+        self.capture = capture
+        self.checks = checks  # local -> [(site, iv)] with host values to check once
+        self.captured: dict[str, Array] = {}
+
+    def __call__(self, site: str, x: Array, local: str | None = None) -> Array:
+        local = local or site_lib.parse(site)[1]
+        iv = self.perturbations.get(local)
+        if iv is not None:
+            pos_axis = site_lib.position_axis(site)
+            for name, host_iv in self.checks.get(local, ()):
+                # the unrolled loop's checks of host values (σ, positions), naming the layer's site
+                jax.eval_shape(lambda v: iv_lib.apply_intervention(host_iv, v, name, 0, pos_axis),
+                               jax.ShapeDtypeStruct(x.shape, x.dtype))
+            x = iv_lib.apply_intervention(iv, x, site, self.site_ids[local], pos_axis)
+        if local in self.capture:
+            self.captured[local] = x
+        return x
+
+
+def _varying(x: Array) -> Array:
+    """Inside `shard_map`, `x` marked as varying over every manual mesh axis: a scan's carry must
+    have one type in and out, and the layers' noise (keyed per unit) makes the output vary."""
+    manual = getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ())
+    mat = getattr(jax.typeof(x), "manual_axis_type", None)
+    varying = getattr(mat, "varying", None)
+    if varying is None:  # older JAX: `aval.vma`
+        varying = getattr(jax.typeof(x), "vma", frozenset())
+    missing = tuple(a for a in manual if a not in varying)
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(l) for l in leaves]), *trees)
+
+
+def run_blocks(
+    x: Array,
+    hooks,
+    steps: Sequence[int],
+    call_block: Callable[[int, Any, Array, Any], Array],
+    params_of: Callable[[int], Any],
+    kind_of: Callable[[int], Any] = lambda i: None,
+    scan: bool = True,
+) -> Array:
+    """Runs steps `steps` (consecutive block indices) on the residual `x`.
+
+    Args:
+        hooks: the forward pass's `Hooks` (perturbations, capture, site ids, captured).
+        call_block: `(index, block params, x, hooks) -> x`, block `index` as a pure function
+            (`index` names the block's sites; inside a scan it is the group's first block).
+        params_of: block index -> that block's parameter tree.
+        kind_of: block index -> a hashable block kind; only blocks of one kind share a scan.
+        scan: False runs every step unrolled (the reference for the bitwise tests).
+    """
+    steps = list(steps)
+    sigs = [_signature(hooks, i, kind_of(i)) for i in steps]
+    a = 0
+    while a < len(steps):
+        b = a + 1
+        while scan and b < len(steps) and sigs[b] == sigs[a]:
+            b += 1
+        group = steps[a:b]
+        if len(group) == 1:
+            i = group[0]
+            x = hooks(site_lib.boundary_site(i), x)
+            x = call_block(i, params_of(i), x, hooks)
+        else:
+            x = _scan_group(x, hooks, group, call_block, params_of, sigs[a][3])
+        a = b
+    return x
+
+
+def _scan_group(x, hooks, group, call_block, params_of, captured: tuple) -> Array:
+    first = group[0]
+    perts = [_step_perturbations(hooks, i) for i in group]
+    checks: dict[str, list] = {}
+    for i, pert in zip(group, perts):
+        for local, iv in pert.items():
+            if any(not isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(iv)):
+                checks.setdefault(local, []).append((_site(i, local), iv))
+    xs = (
+        _stack([params_of(i) for i in group]),
+        _stack(perts),
+        {local: jnp.asarray([hooks.site_ids[_site(i, local)] for i in group], jnp.int32)
+         for local in perts[0]},
+    )
+
+    def body(h, layer):
+        params, pert, ids = layer
+        lh = _LayerHooks(pert, ids, captured, checks)
+        h = lh(_site(first, BOUNDARY), h, local=BOUNDARY)
+        h = call_block(first, params, h, lh)
+        return _varying(h), lh.captured
+
+    x, ys = jax.lax.scan(body, _varying(x), xs)
+    for local in captured:
+        for k, i in enumerate(group):
+            hooks.captured[_site(i, local)] = ys[local][k]
+    return x
