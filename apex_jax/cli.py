@@ -71,18 +71,23 @@ def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def _load_checked(model: str, ds, purpose: str):
+def _load_checked(model: str, ds, purpose: str, dtype: str = "float32"):
     """(model, label space) after the model/data checks every command runs before any work:
     the input kind (text vs image) and the label space (see `apex_jax.data.check_label_space`)."""
     import apex_jax
     from apex_jax import data as data_lib
 
-    loaded = apex_jax.load(model)
+    loaded = apex_jax.load(model, dtype=dtype)
     data_lib.check_input_kind(ds, "text" if loaded.config.is_text else "image", model)
     space = data_lib.check_label_space(loaded.config.n_classes, loaded.label_names, ds, purpose)
     for note in space.notes:
         print(f"note: {note}")
     return loaded, space
+
+
+def _dtype(args) -> dict:
+    """The `--dtype` keyword for the commands that have the flag (none for finetune and demo)."""
+    return {"dtype": args.dtype} if getattr(args, "dtype", None) else {}
 
 
 def _space(space) -> dict:
@@ -165,14 +170,14 @@ def finetune(model: str, data: str, out: str, *, mode: str = "full", lr: float |
 def cmd_finetune(args) -> int:
     finetune(args.model, args.data, args.out, mode=args.mode, lr=args.lr, batch_size=args.batch_size,
              epochs=args.epochs, patience=args.patience, max_length=args.max_length, seed=args.seed,
-             split_seed=args.split_seed, n_train=args.n_train, overwrite=args.overwrite)
+             split_seed=args.split_seed, n_train=args.n_train, overwrite=args.overwrite, **_dtype(args))
     return 0
 
 
 def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: int = 0, n: int | None = None,
          sigmas: str = "logspace:0.01:4:16", draws: int = 64, sites: str = "resid_post", absolute: bool = False,
          threshold: float = 0.5, seed: int = 0, chunk_size: int | None = None, max_length: int = 64,
-         quiet: bool = False, overwrite: bool = False) -> dict:
+         quiet: bool = False, overwrite: bool = False, dtype: str = "float32") -> dict:
     """`apex-jax apex`: the APEX run layer on a data split, then its summary printed.
 
     Predictions are compared with the data's labels (clean accuracy), so the labels must be the
@@ -189,13 +194,13 @@ def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: in
     grid = apex_jax.parse_sigmas(sigmas)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate")
+    loaded, space = _load_checked(model, ds, "evaluate", dtype)
     site_list = apex_jax.parse_sites(loaded, sites)
     run = runs.open_run(out, "apex", {
         **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(ds), "split": split,
         "split_seed": split_seed, "n": len(ds), "sigmas": [float(x) for x in grid], "draws": draws,
         "sites": list(site_list), "absolute": absolute, "threshold": threshold, "seed": seed,
-        "max_length": max_length}, overwrite=overwrite)
+        "max_length": max_length, "dtype": dtype}, overwrite=overwrite)
     s = apex_run(loaded, ds, out, sigmas=grid, sites=site_list, draws=draws, seed=seed, relative=not absolute,
                  threshold=threshold, max_length=max_length, units_per_call=chunk_size, progress=_progress(quiet),
                  settings={"model": model, "data": ds.name, "split": split, "n": len(ds), "split_seed": split_seed},
@@ -223,13 +228,14 @@ def cmd_apex(args) -> int:
     apex(args.model, args.data, args.out, split=args.split, split_seed=args.split_seed, n=args.n,
          sigmas=args.sigmas, draws=args.draws, sites=args.sites, absolute=args.absolute, threshold=args.threshold,
          seed=args.seed, chunk_size=args.chunk_size, max_length=args.max_length, quiet=args.quiet,
-         overwrite=args.overwrite)
+         overwrite=args.overwrite, **_dtype(args))
     return 0
 
 
 def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500, layers: str = "all",
           l1: float = 1e-3, l2: float = 1e-3, steps: int = 400, split_seed: int = 0, max_length: int = 64,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False,
+          dtype: str = "float32") -> dict:
     """`apex-jax probe`: the SYNAPSE probe run layer, then the probe table printed.
 
     The labels define the probes' task, which may be another task than the model's (probing
@@ -247,13 +253,13 @@ def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500,
     runs.check_out(out)
     train = data_lib.get_split(data, "train", n=n_train, seed=split_seed)
     test = data_lib.get_split(data, "test", n=n, seed=split_seed)
-    loaded, space = _load_checked(model, train, "probe")
+    loaded, space = _load_checked(model, train, "probe", dtype)
     cfg = apex_jax.ProbeConfig(l1=l1, l2=l2, steps=steps)
     site_list = apex_jax.parse_sites(loaded, layers)
     run = runs.open_run(out, "probe", {
         **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(train),
         "test_data_sha256": runs.data_digest(test), "n_train": len(train), "n": len(test), "sites": list(site_list),
-        "l1": l1, "l2": l2, "steps": steps, "split_seed": split_seed, "max_length": max_length},
+        "l1": l1, "l2": l2, "steps": steps, "split_seed": split_seed, "max_length": max_length, "dtype": dtype},
         overwrite=overwrite)
     s = probe_run(loaded, train, test, Path(out), sites=site_list, config=cfg,
                   max_length=max_length, settings={"model": model, "data": data, "split_seed": split_seed},
@@ -274,7 +280,7 @@ def cmd_probe(args) -> int:
     """[CLS] probes per layer (+ concatenated, + classifier input), rankings, agreement."""
     probe(args.model, args.data, args.out, n_train=args.n_train, n=args.n, layers=args.layers, l1=args.l1,
           l2=args.l2, steps=args.steps, split_seed=args.split_seed, max_length=args.max_length,
-          overwrite=args.overwrite)
+          overwrite=args.overwrite, **_dtype(args))
     return 0
 
 
@@ -296,7 +302,8 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
             k: str = "synapse", random: int = 20, layers: str | None = None, positions: str = "cls",
             mode: str = "zero", sigma: float = 1.0, draws: int = 16, asymmetry_k: float = 10.0, joint: bool = False,
             seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False,
+            dtype: str = "float32") -> dict:
     """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed.
 
     Accuracy and F1 compare predictions with the labels, so the labels must be the model's
@@ -315,7 +322,7 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
     levels = apex_jax.parse_k(k)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate")
+    loaded, space = _load_checked(model, ds, "evaluate", dtype)
     load_probes(probe_dir)  # a missing or corrupt probe run is refused before --out is touched
     cfg = apex_jax.SilenceConfig(k_levels=levels, n_random=random, positions=positions, mode=mode, sigma=sigma,
                                  draws=draws, seed=seed, joint=joint,
@@ -327,7 +334,7 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
         "split_seed": split_seed, "n": len(ds), "probe": str(probe_dir), "probe_run_sha256": _probe_identity(probe_dir),
         "k": [float(x) for x in levels], "random": random, "layers": None if sites is None else list(sites),
         "positions": positions, "mode": mode, "sigma": sigma, "draws": draws, "asymmetry_k": cfg.asymmetry_k,
-        "joint": joint, "seed": seed, "max_length": max_length}, overwrite=overwrite)
+        "joint": joint, "seed": seed, "max_length": max_length, "dtype": dtype}, overwrite=overwrite)
     s = silence_run(loaded, ds, Path(probe_dir), Path(out), sites=sites, config=cfg, max_length=max_length,
                     progress=_progress(quiet), run_dir=Path(out), label_space=_space(space),
                     settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
@@ -351,12 +358,13 @@ def cmd_silence(args) -> int:
     silence(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, k=args.k, random=args.random,
             layers=args.layers, positions=args.positions, mode=args.mode, sigma=args.sigma, draws=args.draws,
             asymmetry_k=args.asymmetry_k, joint=args.joint, seed=args.seed, split_seed=args.split_seed,
-            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite)
+            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite, **_dtype(args))
     return 0
 
 
 def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200, target: int = 0,
-           k: float = 10.0, split_seed: int = 0, max_length: int = 64, overwrite: bool = False) -> dict:
+           k: float = 10.0, split_seed: int = 0, max_length: int = 64, overwrite: bool = False,
+           dtype: str = "float32") -> dict:
     """`apex-jax attack`: the SYNAPSE attack run layer, then the redirect rates printed.
 
     The target is one of the model's classes, and accuracy compares predictions with the
@@ -371,7 +379,7 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
     _in_range("k", k, 0, 100)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate")
+    loaded, space = _load_checked(model, ds, "evaluate", dtype)
     C = loaded.config.n_classes
     if not 0 <= target < C:
         names = ", ".join(f"{c} ({loaded.label_names[c]})" for c in range(min(C, 12)))
@@ -381,7 +389,7 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
     run = runs.open_run(out, "attack", {
         **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(ds), "split": split,
         "split_seed": split_seed, "n": len(ds), "probe": str(probe_dir), "probe_run_sha256": _probe_identity(probe_dir),
-        "target": target, "k": k, "max_length": max_length}, overwrite=overwrite)
+        "target": target, "k": k, "max_length": max_length, "dtype": dtype}, overwrite=overwrite)
     s = attack_run(loaded, ds, Path(probe_dir), Path(out), config=cfg, max_length=max_length,
                    label_space=_space(space),
                    settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
@@ -402,7 +410,7 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
 def cmd_attack(args) -> int:
     """Logit bias, ±Δ column push and exponent bit flips toward a target class."""
     attack(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, target=args.target, k=args.k,
-           split_seed=args.split_seed, max_length=args.max_length, overwrite=args.overwrite)
+           split_seed=args.split_seed, max_length=args.max_length, overwrite=args.overwrite, **_dtype(args))
     return 0
 
 
@@ -442,20 +450,20 @@ def cmd_demo(args) -> int:
     model_dir = str(out / "finetune" / "model")
     if not (out / "finetune" / "model" / "config.json").is_file():
         finetune("minilm", "vader-movies", str(out / "finetune"), epochs=args.epochs, n_train=args.n_train,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, **_dtype(args))
     else:
         print(f"using the fine-tuned model in {out / 'finetune' / 'model'}")
     apex(model_dir, "vader-movies", str(out / "apex"), n=args.n, sigmas=DEMO_SIGMAS, draws=args.draws,
-         overwrite=args.overwrite)
+         overwrite=args.overwrite, **_dtype(args))
     print("\nSYNAPSE: [CLS] probes per layer")
     probe(model_dir, "vader-movies", str(out / "probe"), n_train=args.probe_train, n=args.probe_test,
-          overwrite=args.overwrite)
+          overwrite=args.overwrite, **_dtype(args))
     print("\nSYNAPSE: silencing top-k vs random-k [CLS] neurons")
     silence(model_dir, "vader-movies", str(out / "probe"), str(out / "silence"), n=args.n, k=DEMO_K,
-            overwrite=args.overwrite)
+            overwrite=args.overwrite, **_dtype(args))
     print("\nSYNAPSE: head attacks toward class 1")
     attack(model_dir, "vader-movies", str(out / "probe"), str(out / "attack"), n=args.n, target=1,
-           overwrite=args.overwrite)
+           overwrite=args.overwrite, **_dtype(args))
     metrics = json.loads((out / "finetune" / "metrics.json").read_text())
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s: test accuracy "
           f"{metrics['test_accuracy']:.4f}; tables and plots in {out}/")
@@ -529,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-size", type=int, help="sweep units per compiled call")
     s.add_argument("--max-length", type=int)
     s.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    s.add_argument("--dtype", choices=("float32", "bfloat16"),
+                   help="precision: bfloat16 parameters and activations (softmax, norm statistics and logits in "
+                        "float32) for accelerators; float32 (default) on CPU, where bf16 GEMMs are slower")
     _overwrite(s)
     s.set_defaults(fn=cmd_apex, **_defaults(apex))
 
@@ -538,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", required=True)
         s.add_argument("--split-seed", type=int)
         s.add_argument("--max-length", type=int, help="text inputs are truncated to this many tokens (>= 1)")
+        s.add_argument("--dtype", choices=("float32", "bfloat16"),
+                       help="precision: bfloat16 parameters and activations (softmax, norm statistics and logits in "
+                            "float32) for accelerators; float32 (default) on CPU, where bf16 GEMMs are slower")
         _overwrite(s)
         if split:
             s.add_argument("--split")

@@ -98,3 +98,28 @@ def test_probe_silence_attack(tmp_path, capsys):
     assert "flip" in capsys.readouterr().out
     assert cli.main(["silence", str(folder), "--data", str(task), "--probe", str(tmp_path / "none"),
                      "--out", str(tmp_path / "x")]) == 2
+
+
+def test_apex_in_bfloat16_records_the_dtype(tmp_path):
+    """--dtype bfloat16 loads the model in bf16 (its clean predictions are those of a bf16
+    forward), and the dtype is part of the run's settings: the same folder in float32 is another
+    run and is refused without --overwrite."""
+    import apex_jax
+
+    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"))
+    task = sentiment_csv(tmp_path / "task.csv", 40)
+    out = tmp_path / "bf16"
+    argv = ["apex", str(folder), "--data", str(task), "--out", str(out), "--n", "4", "--draws", "4",
+            "--sigmas", "0,1", "--quiet"]
+    assert cli.main([*argv, "--dtype", "bfloat16"]) == 0
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["settings"]["dtype"] == "bfloat16"
+    rows = list(csv.DictReader(open(out / "samples.csv")))
+    bf16 = apex_jax.load(folder, dtype="bfloat16")
+    from apex_jax import data as data_lib
+
+    ds = data_lib.get_split(str(task), "test", n=4, seed=0)
+    clean = np.asarray(bf16.forward(bf16.encode(list(ds.inputs), max_length=64)).logits).argmax(-1)
+    assert [int(r["clean_prediction"]) for r in rows] == clean.tolist()
+    assert all(float(r["kept_sigma_0"]) == 1.0 for r in rows)  # σ = 0 keeps every bf16 prediction
+    assert cli.main([*argv, "--dtype", "float32"]) == 2  # another precision is another run

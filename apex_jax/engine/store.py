@@ -39,8 +39,8 @@ def params_digest(params: Any) -> str:
     h = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
-        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.data)
+        h.update(f"{jax.tree_util.keystr(path)}|{_dtype_name(a)}|{a.shape}|".encode())
+        h.update(_raw_bytes(a))
     return h.hexdigest()
 
 
@@ -49,9 +49,19 @@ def arrays_digest(*trees: Any) -> str:
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(trees):
         a = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.data)
+        h.update(f"{_dtype_name(a)}|{a.shape}|".encode())
+        h.update(_raw_bytes(a))
     return h.hexdigest()
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    # bfloat16 (ml_dtypes) has the anonymous type string '<V2'; its name tells it apart
+    return a.dtype.str if a.dtype.kind != "V" else a.dtype.name
+
+
+def _raw_bytes(a: np.ndarray) -> memoryview:
+    # ml_dtypes arrays (bfloat16) do not export the buffer protocol; their bytes as uint8 do
+    return a.view(np.uint8).data if a.dtype.kind == "V" else a.data
 
 
 def describe(settings: dict, *, config: Any, params: Any, perturb: Any, ids: Any, inputs: dict,
