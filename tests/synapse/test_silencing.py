@@ -137,7 +137,10 @@ def test_head_manipulations(model):
     np.testing.assert_allclose(np.asarray(model.jitted()(new, batch).logits),
                                attacks.apply_head(h, k[1], b[1]), atol=1e-5)
     np.testing.assert_array_equal(np.array(model.params["head"]["classifier"]["kernel"]), before)  # not in place
-    # the smallest bias that redirects an input does redirect it; slightly less does not
+    # the smallest bias that redirects an input does redirect it; slightly less does not. Exact to
+    # the ulp, so the logits come from the same function the attacks are evaluated with (the
+    # compiled forward may differ from numpy's head by an ulp), as in synapse.attack
+    clean_logits = attacks.apply_head(h, kernel, bias)
     clean_pred = clean_logits.argmax(1)
     target = int(np.bincount(clean_pred, minlength=clean_logits.shape[1]).argmin())  # inputs to redirect
     assert (clean_pred != target).any()
