@@ -5,7 +5,10 @@ The public API (everything a user needs, importable from the top):
 - models: `load`, `create`, `Model`, `Output`, `Prefix`;
 - interventions: `Add`, `Noise`, `Replace`, `Scale`, `neuron_mask`, `silence`;
 - sites: `parse_sites`, `block_site`, `SITE_PRESETS`; grids: `parse_sigmas`, `parse_k`, `K_LEVELS`;
-- the sweep engine: `run_sweep`, `SweepResult`;
+- the sweep engine: `run_sweep`, `SweepResult`, `plan_sweep`, `SweepPlan` (the inspectable schedule),
+  `enable_compile_cache`;
+- errors: `ApexJaxError` (base), `InputError`, `MissingInputError`, `CheckpointError`;
+- decoders: `verbalizer` (a causal LM read as a classifier through label tokens);
 - APEX: `run_apex`, `adaptive_escape`, `calibrate_rms`, `ApexResult`, `AdaptiveEscape`, `apex_run`;
 - SYNAPSE: `extract_cls`, `train_probes`, `ProbeConfig`, `ProbeSet`, the rankings
   (`global_ranking`, `class_ranking`, `attribution_ranking`, `top_k`, `bottom_k`, `random_k`),
@@ -16,9 +19,10 @@ Importing apex_jax does not import matplotlib or torch (figures import matplotli
 """
 
 from apex_jax.apex import AdaptiveEscape, ApexResult, adaptive_escape, apex_run, calibrate_rms, run_apex
-from apex_jax.engine import SweepResult, run_sweep
+from apex_jax.engine import SweepPlan, SweepResult, enable_compile_cache, plan_sweep, run_sweep
+from apex_jax.errors import ApexJaxError, CheckpointError, InputError, MissingInputError
 from apex_jax.interventions import Add, Noise, Replace, Scale, neuron_mask, silence
-from apex_jax.models import Model, Output, Prefix, create, load
+from apex_jax.models import Model, Output, Prefix, create, load, verbalizer
 from apex_jax.sites import SITE_PRESETS, block_site, parse_sites
 from apex_jax.specs import K_LEVELS, parse_k, parse_sigmas
 from apex_jax.synapse import (AttackConfig, ProbeConfig, ProbeSet, SilenceConfig, attack_experiment, attack_run,
@@ -27,7 +31,8 @@ from apex_jax.synapse import (AttackConfig, ProbeConfig, ProbeSet, SilenceConfig
 
 __version__ = "0.1.0"
 __all__ = [
-    "AdaptiveEscape", "Add", "ApexResult", "AttackConfig", "K_LEVELS", "Model", "Noise", "Output", "Prefix",
+    "AdaptiveEscape", "Add", "ApexJaxError", "ApexResult", "AttackConfig", "CheckpointError", "InputError",
+    "K_LEVELS", "MissingInputError", "SweepPlan", "enable_compile_cache", "plan_sweep", "verbalizer", "Model", "Noise", "Output", "Prefix",
     "ProbeConfig", "ProbeSet", "Replace", "SITE_PRESETS", "Scale", "SilenceConfig", "SweepResult",
     "adaptive_escape", "apex_run", "attack_experiment", "attack_run", "attribution_ranking", "block_site",
     "bottom_k", "calibrate_rms", "class_ranking", "create", "extract_cls", "global_ranking", "load", "mask_sweep",
