@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from apex_jax.engine.keys import draw_keys
 from apex_jax.models.config import ArchConfig
-from apex_jax.models.model import Model, Prefix
+from apex_jax.models.model import Prefix, skeleton
 
 Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations
 UNIT_AXIS = "units"  # the mesh axis units are sharded over
@@ -28,11 +28,6 @@ UNIT_AXIS = "units"  # the mesh axis units are sharded over
 # Python-side trace counts per kernel ("chunk", "prefix"): the body of a jitted function runs
 # only when JAX traces it, so these count compilations (tests; SweepResult.settings["compiles"]).
 TRACES: collections.Counter = collections.Counter()
-
-
-def _model(config: ArchConfig) -> Model:
-    # built at trace time only: a parameter-free Model (validation + module definition)
-    return Model(config, None, {}, source="kernel")
 
 
 @functools.partial(jax.jit, static_argnames=("config", "sites"))
@@ -47,7 +42,7 @@ def prefix_and_clean(config: ArchConfig, params: Any, batch: dict, *, sites: tup
         (Prefix with hidden [inputs, pos, d_model], clean logits [inputs, n_classes]).
     """
     TRACES["prefix"] += 1
-    model = _model(config)
+    model = skeleton(config)
     prefix = model.prefix(params, batch, sites)
     return prefix, model.apply(params, prefix).logits
 
@@ -88,7 +83,7 @@ def run_chunk(
         counts [units, grid_per_step, inputs, n_classes] int32.
     """
     TRACES["chunk"] += 1
-    model = _model(config)
+    model = skeleton(config)
     D, C = draws_per_step, n_classes
 
     def one_point(params, prefix, block_ids, root, offset, draws, grid_point, g, d):

@@ -52,8 +52,7 @@ from jax.sharding import PartitionSpec as P
 from apex_jax.engine import kernels as kern
 from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
-from apex_jax.engine.plan import (DEFAULT_MEMORY_BUDGET, PAD_MULTIPLE, Block, SweepPlan,  # noqa: F401
-                                  default_micro_batch, device_memory_budget, plan_blocks, plan_sweep)
+from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
 from apex_jax.engine.store import Store, agree_on_step, describe
 from apex_jax.models.model import Model
 

@@ -4,6 +4,6 @@ from apex_jax.models.config import ArchConfig
 from apex_jax.models.decoder_config import DecoderConfig
 from apex_jax.models.decoder_loading import verbalizer
 from apex_jax.models.loading import create, load
-from apex_jax.models.model import Model, Output, Prefix
+from apex_jax.models.model import Model, Output, Prefix, skeleton
 
-__all__ = ["ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "create", "load", "verbalizer"]
+__all__ = ["ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "create", "load", "skeleton", "verbalizer"]

@@ -83,12 +83,13 @@ def jit_apply(
         config: the architecture (hashable, static).
         params, inputs, perturbations, capture, head_only: as in `Model.apply` (capture a tuple).
     """
-    return _skeleton(config).apply(params, inputs, perturbations, capture=capture, head_only=head_only)
+    return skeleton(config).apply(params, inputs, perturbations, capture=capture, head_only=head_only)
 
 
 @functools.lru_cache(maxsize=32)
-def _skeleton(config: ArchConfig) -> "Model":
-    # a parameter-free Model: validation and module definition only (a few objects, no arrays)
+def skeleton(config: ArchConfig) -> "Model":
+    """The parameter-free Model of an architecture (validation and module definition only, no
+    arrays): what a jitted function with the config static calls `apply` on."""
     return Model(config, None, {}, source="skeleton")
 
 
@@ -220,7 +221,7 @@ class Model:
         architecture; new code should pass the config as a static argument instead (see
         `jit_apply`), which needs no object identity at all.
         """
-        return _skeleton(self.config)
+        return skeleton(self.config)
 
     def jitted(self, capture: Sequence[str] = ()):
         """`apply` under `jax.jit` for one capture set: `fn(params, inputs, perturbations=None)

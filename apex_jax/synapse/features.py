@@ -24,7 +24,7 @@ import numpy as np
 from apex_jax import sites as site_lib
 from apex_jax.batching import Chunk, iter_chunks, num_rows
 from apex_jax.classifier_token import token_vector
-from apex_jax.models.model import Model
+from apex_jax.models.model import skeleton
 
 Array = Any
 
@@ -70,7 +70,7 @@ def check_cls_sites(model, sites: Sequence[str]) -> tuple[str, ...]:
 def _read_cls(params: Any, batch: dict, *, config, sites: tuple[str, ...]) -> dict:
     """{site: float32 [batch, d]} of one chunk. Static: the architecture (`ArchConfig`) and the
     site tuple; every checkpoint of an architecture shares the compiled function."""
-    model = Model(config, None, {}, source="skeleton")  # parameter-free: apply takes params
+    model = skeleton(config)  # parameter-free: apply takes params
     head_only = config.n_classes is not None  # last block: [CLS] only (principle 5)
     out = model.apply(params, batch, capture=sites, head_only=head_only)
     mask = batch.get("attention_mask")

@@ -27,7 +27,7 @@ from apex_jax import sites as site_lib
 from apex_jax.batching import iter_chunks, num_rows
 from apex_jax.classifier_token import token_positions, token_vector
 from apex_jax.interventions import Add
-from apex_jax.models.model import Model
+from apex_jax.models.model import skeleton
 from apex_jax.specs import K_LEVELS
 from apex_jax.synapse.features import check_cls_sites
 
@@ -190,7 +190,7 @@ def _attribution(params: Any, batch: dict, target: jax.Array, *, config, site: s
     `site` per example: [batch, features]. Static: the
     architecture (`ArchConfig`), the site, its feature shape and whether the target is the
     prediction; params, inputs and targets are arguments, so every checkpoint shares it."""
-    model = Model(config, None, {}, source="skeleton")  # parameter-free: apply takes params
+    model = skeleton(config)  # parameter-free: apply takes params
     has_pos = site_lib.position_axis(site) is not None
     mask = batch.get("attention_mask")
     # the classifier token: [0] for encoders, [batch, 1] (last real token) for decoders

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from apex_jax.models import ArchConfig, Model
+from apex_jax.models import ArchConfig, Model, skeleton
 from apex_jax.checkpoints import Checkpoints
 
 
@@ -138,9 +138,9 @@ def predict_stack(model: Model, params: Any, pixel_values: np.ndarray, batch: in
 
 
 def _logits(config: ArchConfig, params: Any, pixel_values: jax.Array) -> jax.Array:
-    """One model's logits [N, C] (traced: a parameter-free Model of `config` is only the
+    """One model's logits [N, C] (traced: the architecture's parameter-free Model is only the
     function)."""
-    return Model(config, None, {}).apply(params, {"pixel_values": pixel_values}).logits
+    return skeleton(config).apply(params, {"pixel_values": pixel_values}).logits
 
 
 @functools.partial(jax.jit, static_argnames=("config", "per_model"))
