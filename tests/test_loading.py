@@ -77,6 +77,28 @@ def test_save_reload_in_transformers_and_apex(ref, arch, tmp_path):
     assert again.label_names == model.label_names
 
 
+def test_interrupted_save_leaves_the_previous_folder_whole(ref, tmp_path, monkeypatch):
+    """A save that fails half-way (here: while writing the weights) leaves every file of the
+    previous save byte-identical, keeps unrelated files, and leaves no temporary folder."""
+    import safetensors.numpy
+
+    model = ref("bert", **BERT_KW).model
+    out = model.save(tmp_path / "saved")
+    (out / "notes.txt").write_text("mine")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def half_write(state, filename, metadata=None):
+        Path(filename).write_bytes(b"\x00" * 10)  # a truncated file, then the crash
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(out, jax.tree.map(lambda p: p + 1, model.params))
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
+    assert_same_params(apex_jax.load(out).params, jax.tree.map(np.asarray, model.params))
+
+
 def test_label_names_round_trip(ref, tmp_path):
     r = ref("bert", **BERT_KW)
     names = ("negative", "neutral", "positive")

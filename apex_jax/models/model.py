@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -386,11 +388,28 @@ class Model:
                      self.image_std, self.label_names, self.source)
 
     def save(self, path: str | os.PathLike, params: Any = None) -> Path:
-        """Writes an HF folder (config.json, model.safetensors, tokenizer) that `transformers` loads."""
-        from safetensors.numpy import save_file
+        """Writes an HF folder (config.json, model.safetensors, tokenizer) that `transformers` loads.
 
+        Files of `path` that the folder does not hold are left alone; the ones it holds are
+        replaced whole (atomic renames), so an interrupted save leaves no truncated file.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # Written into a temporary folder beside `path`, then each file renamed into place
+        # (config.json last): an interrupted save never leaves a half-written file.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            self._write_folder(tmp, params)
+            names = sorted(f.name for f in tmp.iterdir())
+            for name in sorted(names, key=lambda n: n == "config.json"):
+                os.replace(tmp / name, path / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    def _write_folder(self, path: Path, params: Any) -> None:
+        from safetensors.numpy import save_file
+
         params = jax.device_get(self.params if params is None else params)
         if self.config.dtype != "float32":  # HF folders hold float32 here (bfloat16 casts back exactly)
             params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "V"
@@ -422,7 +441,6 @@ class Model:
                 "image_mean": list(self.image_mean), "image_std": list(self.image_std),
             }
             (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
-        return path
 
 
 def _as_texts(items: Any) -> list[str] | None:
