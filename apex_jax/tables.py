@@ -15,6 +15,7 @@ frame, 6 significant digits in the file):
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 from apex_jax.errors import InputError
@@ -39,7 +40,10 @@ def check_level(level: str, levels: Sequence[str], owner: str) -> None:
 
 
 def _value(v: Any) -> Any:
-    """numpy scalars as Python values (a column of them gets a plain numpy dtype)."""
+    """numpy scalars as Python values (a column of them gets a plain numpy dtype); None (an
+    undefined number, an empty CSV cell) as NaN, what pandas reads from an empty cell."""
+    if v is None:
+        return math.nan
     return v.item() if hasattr(v, "item") and getattr(v, "ndim", 1) == 0 else v
 
 
@@ -51,7 +55,7 @@ def frame(header: Sequence[str], rows: Sequence[Sequence[Any]]):
 
 def frame_from_dicts(rows: Sequence[Mapping[str, Any]]):
     """A DataFrame of dict rows; its columns are the union of their keys in first-seen order, as
-    `apex_jax.io.write_csv` writes them (a missing key is a missing value)."""
+    `apex_jax.io.write_csv` writes them (a missing key is a missing value, NaN)."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
