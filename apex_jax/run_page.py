@@ -89,19 +89,22 @@ h3 { font-size: 15px; margin: 20px 0 4px; font-family: ui-monospace, SFMono-Regu
 .card .note { font-size: 12px; color: #59636e; }
 .figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 16px; }
 figure { margin: 0; border: 1px solid #d0d7de; border-radius: 8px; padding: 8px; background: #fff; }
+figure.wide { grid-column: 1 / -1; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { font-size: 13px; color: #59636e; margin-top: 6px; }
 .desc { color: #59636e; font-size: 13px; margin: 0 0 6px; }
-.scroll { overflow-x: auto; border: 1px solid #d0d7de; border-radius: 6px; }
-table { border-collapse: collapse; font-size: 13px; width: max-content; min-width: 100%; }
+.scroll { overflow-x: auto; border: 1px solid #d0d7de; border-radius: 6px; display: inline-block; max-width: 100%;
+          vertical-align: top; }
+table { border-collapse: collapse; font-size: 13px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #eaeef2; text-align: left; white-space: nowrap; }
 th { background: #f6f8fa; font-weight: 600; position: sticky; top: 0; }
 tr:nth-child(even) td { background: #fbfcfd; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .more { font-size: 13px; color: #59636e; margin: 4px 0 0; }
 pre { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: 10px 12px;
       white-space: pre-wrap; word-break: break-all; font-size: 13px; }
-table.kv td:first-child { color: #59636e; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
+.scroll.kv { display: block; } table.kv { width: 100%; }
+table.kv td:first-child { white-space: nowrap; width: 1%; color: #59636e; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
 table.kv td { white-space: normal; word-break: break-word; }
 a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underline; }
 .run { border: 1px solid #d0d7de; border-radius: 8px; padding: 12px 16px; margin: 14px 0; }
@@ -280,9 +283,13 @@ def _csv_table(folder: Path, name: str, max_rows: int = MAX_ROWS) -> str:
     if not rows:
         return f'<p class="more">{html.escape(name)} is empty.</p>'
     header, body = rows[0], rows[1:]
-    parts = ['<div class="scroll"><table><thead><tr>', *(f"<th>{_short(h, 40)}</th>" for h in header),
+    shown = body[:max_rows]
+    numeric = [bool(col) and all(_cell(v)[1] for v in col) for col in
+               ([r[i] for r in shown if i < len(r) and r[i] != ""] for i in range(len(header)))]
+    parts = ['<div class="scroll"><table><thead><tr>',
+             *(f'<th{" class=num" if num else ""}>{_short(h, 40)}</th>' for h, num in zip(header, numeric)),
              "</tr></thead><tbody>"]
-    for row in body[:max_rows]:
+    for row in shown:
         parts.append("<tr>")
         for text in row:
             shown, numeric = _cell(text)
@@ -308,7 +315,17 @@ def _rows_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def _kv(d: dict) -> str:
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_short(fmt(v), 240)}</td></tr>" for k, v in d.items())
-    return f'<div class="scroll"><table class="kv"><tbody>{rows}</tbody></table></div>'
+    return f'<div class="scroll kv"><table class="kv"><tbody>{rows}</tbody></table></div>'
+
+
+def _png_width(path: Path) -> int:
+    """The pixel width of a PNG from its header (0 if unreadable): wide figures get a full row."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return 0
+    return int.from_bytes(head[16:20], "big") if head[:8] == b"\x89PNG\r\n\x1a\n" else 0
 
 
 def _size(p: Path) -> int:
@@ -378,7 +395,8 @@ def build_page(folder: str | Path, manifest: dict | None = None) -> str:
         body.append('<h2>Figures</h2><div class="figs">')
         for f in figs:
             cap = FIGURES.get(f, "")
-            body.append(f'<figure><a href="{_href(f)}"><img src="{_href(f)}" alt="{html.escape(f)}" loading="lazy"></a>'
+            wide = " class=wide" if _png_width(folder / f) > 900 else ""
+            body.append(f'<figure{wide}><a href="{_href(f)}"><img src="{_href(f)}" alt="{html.escape(f)}" loading="lazy"></a>'
                         f'<figcaption><b>{html.escape(f)}</b>{" — " + html.escape(cap) if cap else ""}</figcaption></figure>')
         body.append("</div>")
     tables = _ordered([f for f in files if f.endswith(".csv")], list(TABLES))

@@ -191,3 +191,33 @@ def test_overwrite_removes_the_page(runs, capsys):
     assert cli.main(other) == 0
     assert "index.html" in capsys.readouterr().out
     assert "target class 0" in parse(run / "index.html").text
+
+
+def test_demo_ends_with_its_page(tmp_path, monkeypatch, capsys):
+    """`apex-jax demo` (on the tiny model and task instead of MiniLM and VADER) writes a page per
+    run and one linking them, and prints that page's path last."""
+    import apex_jax.assets
+
+    model = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=5)
+    task = str(sentiment_csv(tmp_path / "task.csv", 40))
+    monkeypatch.setattr(apex_jax.assets, "fetch_assets", lambda names=None: None)
+    for name in ("finetune", "apex", "probe", "silence", "attack"):
+        original = getattr(cli, name)
+
+        def tiny(m, data, *rest, _original=original, _name=name, **kw):
+            kw["max_length"] = 16
+            return _original(str(model) if _name == "finetune" else m, task, *rest, **kw)
+
+        monkeypatch.setattr(cli, name, tiny)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--epochs", "1", "--n-train", "16", "--n", "4", "--draws", "2",
+                     "--probe-train", "24", "--probe-test", "8"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"open the demo's page: {(out / 'index.html').resolve()}"
+    parsed = parse(out / "index.html")
+    assert_links_exist(out / "index.html", parsed)
+    assert list(dict.fromkeys(link for link in parsed.links if link.endswith("/index.html"))) == [
+        f"{n}/index.html" for n in ("finetune", "apex", "probe", "silence", "attack")]
+    for n in ("finetune", "apex", "probe", "silence", "attack"):
+        assert json.loads((out / n / "run.json").read_text())["command_line"][:2] == ["apex-jax", "demo"]
+        assert_links_exist(out / n / "index.html", parse(out / n / "index.html"))
