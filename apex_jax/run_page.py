@@ -439,21 +439,29 @@ def write_page(folder: str | Path, manifest: dict | None = None) -> Path:
 
 # ----------------------------------------------------------------------------- a folder of runs
 def _runs_in(folder: Path) -> list[Path]:
-    found = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".") and is_run(p)]
-    return sorted(found, key=lambda p: (RUN_ORDER.index(_read(p, None)["command"])
-                                        if _read(p, None)["command"] in RUN_ORDER else len(RUN_ORDER), p.name))
+    """The run folders directly inside `folder`, in the demo's order (finetune, apex, probe,
+    silence, attack), then by name."""
+    def key(p: Path) -> tuple[int, str]:
+        cmd = _read(p, None)["command"]
+        return (RUN_ORDER.index(cmd) if cmd in RUN_ORDER else len(RUN_ORDER), p.name)
+
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run(p)), key=key)
 
 
 def build_index(folder: str | Path, runs: Sequence[str | Path], title: str = "apex-jax runs") -> str:
-    """The HTML of a page linking several run folders (each given relative to `folder` or
-    inside it): per run its command, status, summary numbers, first figures and a link to its
-    own page."""
+    """The HTML of a page linking several run folders inside `folder` (each given relative to
+    it): per run its command, status, summary numbers, first figures and a link to its own page.
+
+    Raises:
+        InputError: a run that is not a folder inside `folder` (the page links relatively).
+    """
     folder = Path(folder)
     body = [f"<h1>{html.escape(title)}</h1>", f'<p class="sub">{html.escape(str(folder.resolve()))}</p>']
     for run in runs:
-        run = Path(run)
-        rel = run if not run.is_absolute() else run.relative_to(folder.resolve()) if run.is_relative_to(folder.resolve()) else run
-        path = folder / rel
+        path = Path(folder, run).resolve()
+        if not path.is_dir() or not path.is_relative_to(folder.resolve()):
+            raise InputError(f"{run} is not a folder inside {folder}; a page links only the runs inside its folder")
+        rel = path.relative_to(folder.resolve())
         d = _read(path, None)
         status = d["manifest"].get("status", "complete")
         page = f"{rel.as_posix()}/{PAGE}"

@@ -221,3 +221,20 @@ def test_demo_ends_with_its_page(tmp_path, monkeypatch, capsys):
     for n in ("finetune", "apex", "probe", "silence", "attack"):
         assert json.loads((out / n / "run.json").read_text())["command_line"][:2] == ["apex-jax", "demo"]
         assert_links_exist(out / n / "index.html", parse(out / n / "index.html"))
+
+
+def test_incomplete_run_is_flagged(runs):
+    run = runs["root"] / "probe"
+    manifest = json.loads((run / "run.json").read_text())
+    html = run_page.build_page(run, {**manifest, "status": "incomplete"})
+    p = _Page()
+    p.feed(html)
+    text = " ".join(" ".join(p.text).split())
+    assert "incomplete" in text and "This run is not complete" in text and "Rerun the same command" in text
+
+
+def test_numbers_for_people():
+    assert run_page.fmt(0.10000000149011612) == "0.1" and run_page.fmt(0.019999999552965164) == "0.02"
+    assert run_page.fmt(None) == "—" and run_page.fmt(float("inf")) == "∞" and run_page.fmt(4.0) == "4"
+    assert run_page.fmt(21504) == "21,504" and run_page.fmt(512) == "512" and run_page.fmt(0.53125) == "0.5312"
+    assert run_page.fmt([0.05000000074505806, 1.0]) == "0.05, 1"
