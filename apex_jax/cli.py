@@ -17,9 +17,9 @@ that determine the result incl. the model's params sha256 and the data's sha256,
 status "incomplete" while it runs and "complete" with the files written at the end). The same
 command on the same folder resumes or recomputes; other settings are refused (exit 2, the
 differing keys named) unless --overwrite, which removes the previous run's listed files and its
-sweep checkpoints first. Each run folder gets a static page, RUN/index.html (summary
-numbers, figures, tables, the command and versions, links to every file). Bad inputs exit with status 2 and a message; Ctrl-C exits 130 (rerun
-the same command to resume). Global flag --no-compile-cache (or APEX_JAX_NO_COMPILE_CACHE=1)
+sweep checkpoints first. Each run folder gets a static page, RUN/index.html (summary numbers,
+figures, tables, the command and versions, links to every file). Bad inputs exit with status 2
+and a message; Ctrl-C exits 130 (rerun the same command to resume). Global flag --no-compile-cache (or APEX_JAX_NO_COMPILE_CACHE=1)
 turns off JAX's persistent compilation cache under $APEX_JAX_CACHE.
 """
 
