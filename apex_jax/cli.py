@@ -19,8 +19,9 @@ command on the same folder resumes or recomputes; other settings are refused (ex
 differing keys named) unless --overwrite, which removes the previous run's listed files and its
 sweep checkpoints first. Each run folder gets a static page, RUN/index.html (summary numbers,
 figures, tables, the command and versions, links to every file). Bad inputs exit with status 2
-and a message; Ctrl-C exits 130 (rerun the same command to resume). Global flag --no-compile-cache (or APEX_JAX_NO_COMPILE_CACHE=1)
-turns off JAX's persistent compilation cache under $APEX_JAX_CACHE.
+and a message; Ctrl-C exits 130 (rerun the same command to resume). Global flag
+--no-compile-cache (or APEX_JAX_NO_COMPILE_CACHE=1) turns off JAX's persistent compilation cache
+under $APEX_JAX_CACHE.
 """
 
 from __future__ import annotations
