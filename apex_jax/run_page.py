@@ -31,7 +31,8 @@ from apex_jax.errors import InputError
 
 PAGE = "index.html"
 MANIFEST = "run.json"  # = runs.MANIFEST (not imported: runs imports this module)
-MAX_ROWS = 25  # rows of a CSV shown on the page; the rest is behind the link to the file
+LONG_TABLE = 40  # a CSV with more rows is cut on the page: its first MAX_ROWS, then a link to the file
+MAX_ROWS = 25
 MAX_CELL = 48  # characters of a cell shown (long lists of neuron indices); the full text is its tooltip
 RESULT_FILES = ("summary.json", "metrics.json")  # what a run layer writes without a manifest too
 
@@ -274,7 +275,8 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
 
 
 # ----------------------------------------------------------------------------- page parts
-def _csv_table(folder: Path, name: str, max_rows: int = MAX_ROWS) -> str:
+def _csv_table(folder: Path, name: str, max_rows: int = MAX_ROWS, long: int = LONG_TABLE) -> str:
+    """A CSV as an HTML table: all of it up to `long` rows, else its first `max_rows`; a link to the file."""
     try:
         with open(folder / name, newline="") as f:
             rows = list(csv.reader(f))
@@ -283,7 +285,7 @@ def _csv_table(folder: Path, name: str, max_rows: int = MAX_ROWS) -> str:
     if not rows:
         return f'<p class="more">{html.escape(name)} is empty.</p>'
     header, body = rows[0], rows[1:]
-    shown = body[:max_rows]
+    shown = body if len(body) <= long else body[:max_rows]
     numeric = [bool(col) and all(_cell(v)[1] for v in col) for col in
                ([r[i] for r in shown if i < len(r) and r[i] != ""] for i in range(len(header)))]
     parts = ['<div class="scroll"><table><thead><tr>',
@@ -292,11 +294,11 @@ def _csv_table(folder: Path, name: str, max_rows: int = MAX_ROWS) -> str:
     for row in shown:
         parts.append("<tr>")
         for text in row:
-            shown, numeric = _cell(text)
-            parts.append(f'<td class="num">{_short(shown)}</td>' if numeric else f"<td>{_short(shown)}</td>")
+            value, num = _cell(text)
+            parts.append(f'<td class="num">{_short(value)}</td>' if num else f"<td>{_short(value)}</td>")
         parts.append("</tr>")
     parts.append("</tbody></table></div>")
-    more = (f"showing {min(len(body), max_rows)} of {len(body)} rows — " if len(body) > max_rows
+    more = (f"showing {len(shown)} of {len(body)} rows — " if len(shown) < len(body)
             else f"{len(body)} row{'s' if len(body) != 1 else ''} — ")
     parts.append(f'<p class="more">{more}full table: <a href="{_href(name)}">{html.escape(name)}</a></p>')
     return "".join(parts)

@@ -133,8 +133,11 @@ def test_summary_numbers_on_the_pages(runs):
 def test_long_table_is_cut_with_a_link(runs, tmp_path):
     silencing = runs["root"] / "silence" / "silencing.csv"
     n = len(silencing.read_text().splitlines()) - 1
-    html = run_page._csv_table(silencing.parent, "silencing.csv", max_rows=3)
-    assert html.count("<tr>") == 1 + 3 and f"showing 3 of {n} rows" in html and 'href="silencing.csv"' in html
+    html = run_page._csv_table(silencing.parent, "silencing.csv", max_rows=3, long=5)
+    assert n > 5 and html.count("<tr>") == 1 + 3 and f"showing 3 of {n} rows" in html
+    assert 'href="silencing.csv"' in html
+    html = run_page._csv_table(silencing.parent, "silencing.csv", max_rows=3, long=n)  # not long: all of it
+    assert html.count("<tr>") == 1 + n and f"{n} rows — full table" in html
 
 
 def test_report_rebuilds_a_page(runs, capsys):
