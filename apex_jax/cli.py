@@ -10,15 +10,18 @@ apex_jax.synapse.run, apex_jax.training.finetune_run) and prints their summaries
     apex-jax attack MODEL --data DATA --probe RUN --out RUN3 [--target C]
     apex-jax reproduce NAME [--quick] [ARGS]   (regularity, regularity-text, random-labels, transitions, backdoor-bias, synapse, report, all)
     apex-jax demo [--out runs/demo]
+    apex-jax report RUN [RUN ...]     (re)build RUN/index.html, the page of a run (or of a folder of runs)
 
 Run folders: every command writing --out keeps a manifest RUN/run.json (command, the settings
 that determine the result incl. the model's params sha256 and the data's sha256, versions,
 status "incomplete" while it runs and "complete" with the files written at the end). The same
 command on the same folder resumes or recomputes; other settings are refused (exit 2, the
 differing keys named) unless --overwrite, which removes the previous run's listed files and its
-sweep checkpoints first. Bad inputs exit with status 2 and a message; Ctrl-C exits 130 (rerun
-the same command to resume). Global flag --no-compile-cache (or APEX_JAX_NO_COMPILE_CACHE=1)
-turns off JAX's persistent compilation cache under $APEX_JAX_CACHE.
+sweep checkpoints first. Each run folder gets a static page, RUN/index.html (summary numbers,
+figures, tables, the command and versions, links to every file). Bad inputs exit with status 2
+and a message; Ctrl-C exits 130 (rerun the same command to resume). Global flag
+--no-compile-cache (or APEX_JAX_NO_COMPILE_CACHE=1) turns off JAX's persistent compilation cache
+under $APEX_JAX_CACHE.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from apex_jax.errors import ApexJaxError, CheckpointError, InputError
 
 DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
 DEMO_K = "5,10,20,50"
+RUN_PAGES = ("finetune", "apex", "probe", "silence", "attack")  # the demo's runs, in its page's order
 
 
 def _model_for(name: str, data, seed: int):
@@ -465,8 +469,23 @@ def cmd_demo(args) -> int:
     attack(model_dir, "vader-movies", str(out / "probe"), str(out / "attack"), n=args.n, target=1,
            overwrite=args.overwrite, **_dtype(args))
     metrics = json.loads((out / "finetune" / "metrics.json").read_text())
+    from apex_jax import run_page
+
+    page = run_page.write_index(out, RUN_PAGES, "apex-jax demo: MiniLM on VADER movie reviews")
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s: test accuracy "
           f"{metrics['test_accuracy']:.4f}; tables and plots in {out}/")
+    print(f"open the demo's page: {page.resolve()}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """(Re)builds the page (index.html) of run folders, or of a folder of runs such as the demo's."""
+    from apex_jax import run_page
+
+    for folder in args.runs:  # check every folder before writing any page
+        run_page.check_reportable(folder)
+    for folder in args.runs:
+        print(run_page.report(folder))
     return 0
 
 
@@ -604,6 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probe-test", type=int, default=300)
     _overwrite(s)
     s.set_defaults(fn=cmd_demo)
+
+    s = command("report", help="(re)build the page RUN/index.html of run folders (or of a folder of runs)")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or a folder of runs such as runs/demo")
+    s.set_defaults(fn=cmd_report)
     return p
 
 
@@ -616,7 +639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from apex_jax.engine.compile_cache import enable_compile_cache
 
             enable_compile_cache()
-        return args.fn(args)
+        from apex_jax import runs
+
+        with runs.command_line(["apex-jax", *(sys.argv[1:] if argv is None else argv)]):
+            return args.fn(args)
     except KeyboardInterrupt:
         print(f"apex-jax {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

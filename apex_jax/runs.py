@@ -13,8 +13,13 @@ its inputs (so a refused run leaves no folder behind) and *before* any work:
     {"format": 1, "command": "apex", "status": "complete",
      "settings": {...everything that determines the result: model path, model_params_sha256,
                   data, data_sha256, split, n, sigmas, draws, seed, max_length, ...},
-     "versions": {...}, "files": ["samples.csv", "summary.json", ...],
+     "versions": {...}, "command_line": ["apex-jax", "apex", ...],
+     "files": ["index.html", "samples.csv", "summary.json", ...],
      "sweep_checkpoints": ["<fingerprint>", ...]}
+
+`complete()` also writes the run's page, RUN/index.html (`apex_jax.run_page`), listed in "files"
+like every output. "command_line" is the command that wrote the run (set by the CLI with
+`command_line(argv)`; `sys.argv` otherwise): a record, not part of the settings compared.
 
 Rules:
 - no `run.json` and an empty or missing folder: a new run.
@@ -32,24 +37,39 @@ A killed run leaves ``"status": "incomplete"``: the folder is visibly not a fini
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from apex_jax import io
+from apex_jax import io, run_page
 from apex_jax.errors import InputError
 
 MANIFEST = "run.json"
 FORMAT = 1
 CHECKPOINTS = "sweep-checkpoints"
 
-__all__ = ["MANIFEST", "Run", "check_out", "data_digest", "open_run", "read_manifest"]
+__all__ = ["MANIFEST", "Run", "check_out", "command_line", "data_digest", "open_run", "read_manifest"]
+
+_COMMAND_LINE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("command_line", default=None)
+
+
+@contextlib.contextmanager
+def command_line(argv: list[str]):
+    """Within the block, run.json records `argv` as the command that wrote the run."""
+    token = _COMMAND_LINE.set([str(a) for a in argv])
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
 
 
 def data_digest(data: Any) -> str:
@@ -153,10 +173,12 @@ class Run:
 
     def __init__(self, out: Path, command: str, settings: dict):
         self.out, self.command, self.settings = out, command, settings
+        argv = _COMMAND_LINE.get()
+        self.command_line = argv if argv is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
 
     def manifest(self, status: str, files: list[str] | None = None) -> dict:
         m = {"format": FORMAT, "command": self.command, "status": status,
-             "settings": self.settings, "versions": io.versions()}
+             "settings": self.settings, "versions": io.versions(), "command_line": self.command_line}
         if files is not None:
             m["files"] = files
             root = self.out / CHECKPOINTS
@@ -177,9 +199,21 @@ class Run:
                 out.append(p.name)
         return out
 
-    def complete(self) -> Path:
-        """Writes the final manifest (status "complete", the files written). Call it last."""
-        return self.write("complete", self.files())
+    def complete(self, log=print) -> Path:
+        """Writes the run's page (index.html) and the final manifest (status "complete", the files
+        written, the page included). Call it last. A page that cannot be built is reported through
+        `log` (rebuild it with `apex-jax report`); it does not fail the run."""
+        files = sorted({*self.files(), run_page.PAGE})
+        manifest = self.manifest("complete", files)
+        try:
+            run_page.write_page(self.out, manifest)
+        except Exception as e:  # noqa: BLE001 — the results are written; only their page failed
+            files.remove(run_page.PAGE)
+            manifest = self.manifest("complete", files)
+            if log:
+                log(f"warning: could not write {self.out / run_page.PAGE} ({type(e).__name__}: {e}); "
+                    f"rebuild it with `apex-jax report {self.out}`")
+        return io.write_json(self.out / MANIFEST, manifest)
 
 
 def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool = False,

@@ -260,7 +260,7 @@ def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConf
                  n_train: int | None = None, model_name: str = "", log: Callable[[str], None] | None = None) -> dict:
     """Fine-tunes (or trains) `model` on the train split of `data` with early stopping on val,
     scores it on test, and writes the run folder: OUT/model (HF folder), OUT/checkpoints (resume),
-    OUT/metrics.json.
+    OUT/metrics.json, OUT/index.html (the run's page).
 
     Args:
         model: the model to train (with a head of `data.n_classes` classes).
@@ -302,4 +302,7 @@ def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConf
         "seconds": round(time.perf_counter() - t0, 1),
     }
     save_metrics(out / "metrics.json", metrics)
+    from apex_jax import run_page
+
+    run_page.write_page(out)
     return metrics

@@ -25,6 +25,7 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.classifier_token import right_padded
+from apex_jax.errors import InputError
 from apex_jax.engine import SweepResult, run_sweep
 from apex_jax.interventions import Noise
 from apex_jax.models.model import Model
@@ -59,6 +60,7 @@ class ApexResult:
     sweep: SweepResult
     threshold: float
     site_rms: dict[str, float] | None
+    ids: np.ndarray | None = None  # [n] the inputs' ids (None: 0..n-1)
 
     @property
     def clean(self) -> np.ndarray:
@@ -106,6 +108,34 @@ class ApexResult:
                 "entropy": float(-(nz * np.log(nz)).sum()), "dominant_class": int(shares.argmax()),
                 "dominant_share": float(shares.max())}
 
+    def to_pandas(self, level: str = "input", *, labels: Sequence[int] | None = None):
+        """The result as a pandas DataFrame with the columns of the run folder's CSV.
+
+        Args:
+            level: "input": one row per input, the columns of samples.csv (id, label,
+                clean_prediction, escape_sigma — inf if the input never escapes on the grid —,
+                top_transition, kept_sigma_{σ} per σ); "grid": one row per σ, the columns of
+                sigmas.csv (sigma, share_kept, flip_rate, share_escaped, dominant_class,
+                dominant_share, entropy).
+            labels: the inputs' labels [n] for the "label" column; without them the column is left out.
+
+        Raises:
+            InputError: another level. ImportError: pandas is not installed
+                (`pip install "apex-jax[pandas]"`).
+        """
+        from apex_jax import tables
+        from apex_jax.apex import run  # the run layer's tables: one definition of every column
+
+        tables.check_level(level, ("input", "grid"), "ApexResult")
+        if level == "grid":
+            return tables.frame(*run.sigmas_table(self))
+        n = len(self.clean)
+        ids = self.ids if self.ids is not None else np.arange(n)
+        if labels is not None and len(labels) != n:
+            raise InputError(f"ApexResult.to_pandas: {len(labels)} labels for {n} inputs")
+        df = tables.frame(*run.samples_table(self, ids, labels if labels is not None else [0] * n))
+        return df if labels is not None else df.drop(columns="label")
+
 
 def run_apex(
     model: Model,
@@ -130,7 +160,7 @@ def run_apex(
     perturb, scale, rms, tag = _noise(model, params, batch, sites, relative)
     sweep = run_sweep(model, params, batch, ids, perturb, _noise_grid(sigmas, scale), sites=sites, draws=draws,
                       seed=seed, tag=tag, common_noise=True, **sweep_kw)
-    return ApexResult(sigmas, sites, sweep, threshold, rms)
+    return ApexResult(sigmas, sites, sweep, threshold, rms, np.asarray(ids))
 
 
 def _engine_batch(model: Model, batch: dict) -> dict:

@@ -2,10 +2,13 @@
 
     RUN/samples.csv      one row per input: id, label, clean prediction, escape σ (grid
                          estimator), top transition, share kept per σ
+    RUN/sigmas.csv       one row per σ: share kept, flip rate, share of inputs escaped, the
+                         dominant class, its share and the entropy of the class shares
     RUN/summary.json     settings, versions and model-level results (deterministic: rerunning
                          the same command rewrites it byte for byte)
     RUN/timing.json      seconds, perturbed forwards, compiles, forwards per second
     RUN/*.png            consistency curves, escape-σ histogram, transitions, large-σ shares
+    RUN/index.html       the run's page (`apex_jax.run_page`): summary, figures, tables, files
 
     summary = apex_run(model, dataset, Path("runs/apex"), sigmas=parse_sigmas("logspace:0.01:4:16"))
 """
@@ -17,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from apex_jax import batching, io
+from apex_jax import batching, io, run_page
 from apex_jax.apex.analysis import ApexResult, run_apex
 from apex_jax.apex.plots import plot_all, transition_index
 from apex_jax.data import Dataset
@@ -33,6 +36,22 @@ def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int])
     header = ["id", "label", "clean_prediction", "escape_sigma", "top_transition",
               *(f"kept_sigma_{s:.6g}" for s in result.sigmas)]
     rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist()] for j in range(len(ids))]
+    return header, rows
+
+
+def sigmas_table(result: ApexResult) -> tuple[list[str], list[list]]:
+    """(header, rows) of sigmas.csv, one row per σ: sigma, share_kept (mean over inputs of the
+    share of draws keeping the clean prediction), flip_rate (1 - share_kept), share_escaped
+    (inputs whose grid escape σ is at most this σ), dominant_class, dominant_share and entropy
+    (nats) of the class shares of all draws at this σ."""
+    esc = result.escape_sigma()
+    kept = result.consistency.mean(0)
+    header = ["sigma", "share_kept", "flip_rate", "share_escaped", "dominant_class", "dominant_share", "entropy"]
+    rows = []
+    for g, s in enumerate(result.sigmas):
+        b = result.bias(g)
+        rows.append([float(s), float(kept[g]), float(1 - kept[g]), float((esc <= s).mean()), b["dominant_class"],
+                     b["dominant_share"], b["entropy"]])
     return header, rows
 
 
@@ -73,12 +92,13 @@ def timing(result: ApexResult) -> dict:
 
 def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequence[int],
               label_names: Sequence[str], settings: dict, relative: bool, label_space: dict | None = None) -> dict:
-    """Writes samples.csv, summary.json, timing.json and the plots of `result` into `out`;
-    returns the summary with its timing under "timing"."""
+    """Writes samples.csv, sigmas.csv, summary.json, timing.json and the plots of `result` into
+    `out`; returns the summary with its timing under "timing"."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header, rows = samples_table(result, ids, labels)
     io.write_rows(out / "samples.csv", header, rows)
+    io.write_rows(out / "sigmas.csv", *sigmas_table(result))
     s = summary(result, np.asarray(labels), label_names, settings)
     if label_space is not None:
         s["label_space"] = label_space
@@ -86,6 +106,7 @@ def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequenc
     t = timing(result)
     io.write_timing(out, t)
     plot_all(out, result, label_names, relative)
+    run_page.write_page(out)
     return {**s, "timing": t}
 
 

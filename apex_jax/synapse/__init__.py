@@ -11,7 +11,7 @@ inference-time interventions on the ranked neurons.
 - `run`: `probe_run`, `silence_run`, `attack_run` -> run folders; `plots`: their figures.
 """
 
-from apex_jax.synapse.attack import AttackConfig, attack_experiment
+from apex_jax.synapse.attack import AttackConfig, AttackResult, attack_experiment
 from apex_jax.synapse.features import check_cls_sites, extract_cls
 from apex_jax.synapse.probes import CONCAT, Probe, ProbeConfig, ProbeMetrics, ProbeSet, train_probes
 from apex_jax.synapse.rankings import (Ranking, attribution_ranking, bottom_k, class_ranking, global_ranking,
@@ -22,7 +22,7 @@ from apex_jax.synapse.silencing import MaskPerturbation, mask_sweep
 
 __all__ = [
     "AttackConfig", "CONCAT", "MaskPerturbation", "Probe", "ProbeConfig", "ProbeMetrics", "ProbeSet", "Ranking",
-    "SilenceConfig", "SilencingResult", "attack_experiment", "attack_run", "attribution_ranking", "bottom_k",
+    "SilenceConfig", "SilencingResult", "AttackResult", "attack_experiment", "attack_run", "attribution_ranking", "bottom_k",
     "check_cls_sites", "class_ranking", "extract_cls", "global_ranking", "k_count", "load_probes", "mask_sweep",
     "mass_cover", "probe_run", "random_k", "rank", "silence_run", "silencing_experiment", "spearman", "top_k",
     "train_probes",

@@ -27,11 +27,30 @@ class AttackConfig:
     balanced: bool = True
 
 
+class AttackResult(dict):
+    """`attack_experiment`'s result: a dict with "rows" (one per attack and magnitude: attack,
+    magnitude, flip_to_target, accuracy, target_share), "target", "k_neurons", "neurons",
+    "bias_to_redirect", "clean_accuracy" and "clean_target_share"; `to_pandas()` is attacks.csv."""
+
+    def to_pandas(self, level: str = "grid"):
+        """The rows as a pandas DataFrame with attacks.csv's columns ("grid": one row per attack
+        and magnitude, the only level).
+
+        Raises:
+            InputError: another level. ImportError: pandas is not installed
+                (`pip install "apex-jax[pandas]"`).
+        """
+        from apex_jax.tables import check_level, frame_from_dicts
+
+        check_level(level, ("grid",), "AttackResult")
+        return frame_from_dicts(self["rows"])
+
+
 def attack_experiment(model: Model, params: Any, h: np.ndarray, labels: np.ndarray,
-                      class_scores: np.ndarray, config: AttackConfig = AttackConfig()) -> dict:
+                      class_scores: np.ndarray, config: AttackConfig = AttackConfig()) -> AttackResult:
     """Logit bias, ±Δ column push and exponent bit flips toward `config.target`, evaluated on
     the classifier input h = `head.hook_cls` [n, H]; `class_scores` [C, H] rank each class's
-    neurons (e.g. |W| of a probe on head.hook_cls). Returns tables (lists of rows)."""
+    neurons (e.g. |W| of a probe on head.hook_cls). Returns an `AttackResult` (a dict of tables)."""
     kernel, bias = attacks.head_weights(params, model.config)
     H, C = kernel.shape
     t = config.target
@@ -59,7 +78,7 @@ def attack_experiment(model: Model, params: Any, h: np.ndarray, labels: np.ndarr
     counts = [c for c in config.flip_counts if c <= k]
     add(f"bit_flip_{config.bit}", counts, attacks.bit_flip(kernel, bias, t, top, counts, config.bit))
     needed = attacks.bias_to_redirect(clean_logits, t, config.redirect_shares)
-    return {"rows": rows, "target": t, "k_neurons": int(k), "neurons": top.tolist(),
-            "bias_to_redirect": {f"{s:g}": float(b) for s, b in zip(config.redirect_shares, needed)},
-            "clean_accuracy": float((clean_pred == labels).mean()),
-            "clean_target_share": float((clean_pred == t).mean())}
+    return AttackResult(rows=rows, target=t, k_neurons=int(k), neurons=top.tolist(),
+                        bias_to_redirect={f"{s:g}": float(b) for s, b in zip(config.redirect_shares, needed)},
+                        clean_accuracy=float((clean_pred == labels).mean()),
+                        clean_target_share=float((clean_pred == t).mean()))

@@ -152,6 +152,29 @@ class ProbeSet:
             for s, p in self.probes.items()
         ]
 
+    def rows(self) -> list[dict]:
+        """One row per probe with probes.csv's columns: site, test_accuracy, test_macro_f1,
+        test_weighted_f1, train_accuracy, test_f1_class_{c} per class, nonzero_weights
+        (|W| > 1e-4) and width (the probe's input features)."""
+        rows = []
+        for name, p in self.probes.items():
+            m = p.metrics
+            rows.append({"site": name, "test_accuracy": m.accuracy, "test_macro_f1": m.macro_f1,
+                         "test_weighted_f1": m.weighted_f1, "train_accuracy": m.train_accuracy,
+                         **{f"test_f1_class_{c}": v for c, v in enumerate(m.per_class_f1)},
+                         "nonzero_weights": int((np.abs(p.W) > 1e-4).sum()), "width": int(p.W.shape[1])})
+        return rows
+
+    def to_pandas(self):
+        """The probes as a pandas DataFrame, one row per probe, with probes.csv's columns (`rows`).
+
+        Raises:
+            ImportError: pandas is not installed (`pip install "apex-jax[pandas]"`).
+        """
+        from apex_jax.tables import frame_from_dicts
+
+        return frame_from_dicts(self.rows())
+
     # ---------------------------------------------------------------------------- saving
     def save(self, path: str | Path) -> Path:
         """Writes the probes to the folder `path` (replaced if it exists): one step of an

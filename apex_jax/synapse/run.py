@@ -7,6 +7,9 @@ into its run folder, and returns the summary.
     silence RUN2/silencing.csv, controls.csv, curves.csv, asymmetry.csv, silencing_curves.png,
             class_asymmetry.png
     attack  RUN3/attacks.csv, attack_curves.png
+
+Each also writes its page, RUN/index.html (`apex_jax.run_page`); the CLI rewrites it with the
+final run.json when the run completes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from apex_jax import batching, io
+from apex_jax import batching, io, run_page
 from apex_jax.data import Dataset
 from apex_jax.models.model import Model
 from apex_jax.sites import HEAD_INPUT_SITE as HEAD_SITE  # the attacks' probe reads the classifier input
@@ -61,13 +64,7 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     head_probe.save(out / "head_probe")
     t_train = time.perf_counter() - t0 - t_feat
 
-    table = []
-    for name, p in [*layer_probes.probes.items(), *head_probe.probes.items()]:
-        m = p.metrics
-        table.append({"site": name, "test_accuracy": m.accuracy, "test_macro_f1": m.macro_f1,
-                      "test_weighted_f1": m.weighted_f1, "train_accuracy": m.train_accuracy,
-                      **{f"test_f1_class_{c}": v for c, v in enumerate(m.per_class_f1)},
-                      "nonzero_weights": int((np.abs(p.W) > 1e-4).sum()), "width": int(p.W.shape[1])})
+    table = layer_probes.rows() + head_probe.rows()
     io.write_csv(out / "probes.csv", table)
 
     # rankings: global top neurons and their agreement with activation × gradient
@@ -100,6 +97,7 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     timing = {"seconds": round(time.perf_counter() - t0, 2), "feature_seconds": round(t_feat, 2),
               "train_seconds": round(t_train, 2)}
     io.write_timing(out, timing)
+    run_page.write_page(out)
     return {**summary, "timing": timing}
 
 
@@ -148,10 +146,10 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
         present = np.asarray(label_space["present"], int)
         for m in [res.clean, *(lr.metrics for lr in res.layers)]:
             m.macro_f1 = m.class_f1[:, present].mean(1)
-    io.write_csv(out / "silencing.csv", res.table())
-    controls = res.controls("accuracy") + res.controls("weighted_f1")
+    io.write_csv(out / "silencing.csv", res.rows("grid"))
+    controls = res.rows("controls")
     io.write_csv(out / "controls.csv", controls)
-    curves = res.curves("accuracy") + res.curves("weighted_f1")
+    curves = res.rows("curves")
     io.write_csv(out / "curves.csv", curves)
     names = list(model.label_names)
     summary_layers = []
@@ -163,9 +161,7 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
     if config.per_class:
         for lr in res.layers:
             asym[lr.site] = res.asymmetry(lr.site)
-        io.write_csv(out / "asymmetry.csv", [
-            {"site": s, "silenced_class": i, **{f"f1_drop_class_{j}": m[i, j] for j in range(len(m))}}
-            for s, m in asym.items() for i in range(len(m))])
+        io.write_csv(out / "asymmetry.csv", res.rows("asymmetry"))
         last = res.layers[-1].site
         plots.plot_asymmetry(out / "class_asymmetry.png", asym[last], names,
                              f"{plots.short(last)}: top {config.asymmetry_k:g}% per class")
@@ -182,6 +178,7 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
               "perturbed_forwards": res.perturbed_forwards,
               "forwards_per_second": round(res.perturbed_forwards / max(res.seconds, 1e-9), 1)}
     io.write_timing(out, timing)
+    run_page.write_page(out)
     return {**summary, "timing": timing, "result": res}
 
 
@@ -191,7 +188,7 @@ def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str 
     """Logit bias, column push and bit flips toward a target class on the classifier input.
 
     Returns:
-        summary.json's content plus "timing".
+        summary.json's content plus "timing" and "result" (the `AttackResult`).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -211,4 +208,5 @@ def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str 
     io.write_json(out / "summary.json", summary)
     timing = {"seconds": round(time.perf_counter() - t0, 2)}
     io.write_timing(out, timing)
-    return {**summary, "timing": timing}
+    run_page.write_page(out)
+    return {**summary, "timing": timing, "result": res}

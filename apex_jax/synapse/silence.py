@@ -52,6 +52,9 @@ class SilenceConfig:
             raise ValueError(f"asymmetry_k {self.asymmetry_k} must be one of the k levels {list(self.k_levels)}.")
 
 
+TABLE_LEVELS = ("grid", "controls", "curves", "asymmetry")  # SilencingResult.rows / to_pandas
+
+
 @dataclasses.dataclass
 class Selection:
     """One grid point of a layer's sweep."""
@@ -128,6 +131,42 @@ class SilencingResult:
                 rows.append({"site": lr.site, "selection": kind, "class": c, "score": score,
                              **silencing.curve_summary(k, clean - v, clean, v)})
         return rows
+
+    def rows(self, level: str = "grid") -> list[dict]:
+        """The rows of one of the silence run's CSVs: "grid" (silencing.csv, `table`),
+        "controls" (controls.csv: accuracy then weighted-F1), "curves" (curves.csv, likewise),
+        "asymmetry" (asymmetry.csv: per site and silenced class, the F1 drop of every class;
+        empty without `config.per_class`)."""
+        from apex_jax.tables import check_level
+
+        check_level(level, TABLE_LEVELS, "SilencingResult")
+        if level == "grid":
+            return self.table()
+        if level == "controls":
+            return self.controls("accuracy") + self.controls("weighted_f1")
+        if level == "curves":
+            return self.curves("accuracy") + self.curves("weighted_f1")
+        if not self.config.per_class:
+            return []
+        rows = []
+        for lr in self.layers:
+            m = self.asymmetry(lr.site)
+            rows += [{"site": lr.site, "silenced_class": i, **{f"f1_drop_class_{j}": m[i, j] for j in range(len(m))}}
+                     for i in range(len(m))]
+        return rows
+
+    def to_pandas(self, level: str = "grid"):
+        """One of the silence run's tables as a pandas DataFrame, with its CSV's columns (see `rows`):
+        "grid" — one row per grid point (site, selection, class, draw, k_percent: the scores,
+        per-class F1 and prediction shares); "controls"; "curves"; "asymmetry".
+
+        Raises:
+            InputError: another level. ImportError: pandas is not installed
+                (`pip install "apex-jax[pandas]"`).
+        """
+        from apex_jax.tables import frame_from_dicts
+
+        return frame_from_dicts(self.rows(level))
 
     def asymmetry(self, site: str | None = None) -> np.ndarray:
         """[C, C]: drop in class c2's F1 when class c1's own top-k% neurons are silenced

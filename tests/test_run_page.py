@@ -1,0 +1,243 @@
+"""The run page (RUN/index.html, `apex-jax report`) on a finished run of every command.
+
+Each page must parse, link only files that exist beside it, show the run's summary numbers and
+the exact command, be listed in run.json (so --overwrite removes it), and be rebuilt by
+`apex-jax report`; a folder that is not a run exits 2 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from apex_jax import cli, run_page
+from apex_jax.models.loading import resolve
+from tests.helpers.tiny_text import sentiment_csv, tiny_bert_folder
+
+COMMANDS = ("ft", "apex", "probe", "silence", "attack")
+
+
+class _Page(HTMLParser):
+    """Collects the links (href, src), the text and the tables of a page; fails on unbalanced tags."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.links, self.images, self.text, self.stack, self.tables = [], [], [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [v for k, v in attrs if k in ("href", "src")]
+        self.images += [v for k, v in attrs if tag == "img" and k == "src"]
+        self.tables += tag == "table"
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:])
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(page: Path) -> _Page:
+    p = _Page()
+    p.feed(page.read_text(encoding="utf-8"))
+    p.close()
+    assert p.stack == [], p.stack
+    p.text = " ".join(" ".join(p.text).split())
+    return p
+
+
+def assert_links_exist(page: Path, parsed: _Page) -> None:
+    assert parsed.links
+    for link in parsed.links:
+        assert "://" not in link and not link.startswith("/"), link  # relative only: the folder travels
+        assert (page.parent / unquote(link)).exists(), link
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pages")
+    model = tiny_bert_folder(root / "bert", resolve("minilm"), seed=3)
+    task = sentiment_csv(root / "task.csv", 40)
+    argv = {
+        "ft": ["finetune", model, "--data", task, "--out", root / "ft", "--epochs", "1", "--batch-size", "8",
+               "--max-length", "16", "--n-train", "16"],
+        "apex": ["apex", model, "--data", task, "--out", root / "apex", "--n", "6", "--draws", "4",
+                 "--sigmas", "0.1,1,8", "--max-length", "16", "--quiet"],
+        "probe": ["probe", model, "--data", task, "--out", root / "probe", "--n-train", "24", "--n", "8",
+                  "--steps", "10", "--max-length", "16"],
+        "silence": ["silence", model, "--data", task, "--probe", root / "probe", "--out", root / "silence", "--n", "4",
+                    "--k", "10,50", "--random", "2", "--asymmetry-k", "50", "--layers", "1", "--max-length", "16",
+                    "--quiet"],
+        "attack": ["attack", model, "--data", task, "--probe", root / "probe", "--out", root / "attack", "--n", "4",
+                   "--target", "1", "--max-length", "16"],
+    }
+    for name in COMMANDS:
+        assert cli.main([str(a) for a in argv[name]]) == 0, name
+    return {"root": root, "argv": {k: [str(a) for a in v] for k, v in argv.items()}}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_run_has_a_page(runs, name):
+    run = runs["root"] / name
+    page = run / "index.html"
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "complete" and "index.html" in manifest["files"]
+    assert manifest["command_line"] == ["apex-jax", *runs["argv"][name]]
+    parsed = parse(page)
+    assert_links_exist(page, parsed)
+    text = parsed.text
+    assert "complete" in text and "not complete" not in text  # the final manifest, not the run layer's
+    assert " ".join(runs["argv"][name][:2]) in text  # the exact command
+    assert manifest["settings"]["model_params_sha256"] in text and manifest["versions"]["jax"] in text
+    # every output file is linked, every figure shown inline, every table rendered
+    for f in manifest["files"]:
+        if f != "index.html":
+            assert f in parsed.links or f + "/" in parsed.links, f
+    pngs = sorted(p.name for p in run.glob("*.png"))
+    assert parsed.images == run_page._ordered(pngs, list(run_page.FIGURES))  # inline, known figures first
+    assert parsed.tables >= len(list(run.glob("*.csv"))) + 1  # + files (+ settings, versions)
+
+
+def test_summary_numbers_on_the_pages(runs):
+    root = runs["root"]
+    text = {n: parse(root / n / "index.html").text for n in COMMANDS}
+    m = json.loads((root / "ft" / "metrics.json").read_text())
+    assert f"held-out test accuracy {m['test_accuracy']:.4g}" in text["ft"]
+    r = json.loads((root / "apex" / "summary.json").read_text())["results"]
+    assert f"clean accuracy {r['clean_accuracy']:.4g}" in text["apex"]
+    assert f"inputs {r['n_inputs']}" in text["apex"]
+    esc = r["escape_sigma"]
+    assert (f"{esc['n_escaped']} of 6 inputs escape" in text["apex"]) if esc["median"] is not None \
+        else "none escape" in text["apex"]
+    t = json.loads((root / "apex" / "timing.json").read_text())
+    assert f"perturbed forwards {t['perturbed_forwards']}" in text["apex"] and t["perturbed_forwards"] == 6 * 3 * 4
+    probes = json.loads((root / "probe" / "summary.json").read_text())["results"]["probes"]
+    head = next(p for p in probes if p["site"] == "head.hook_cls")
+    assert f"head.hook_cls probe {head['test_accuracy']:.4g}" in text["probe"]
+    clean = json.loads((root / "silence" / "summary.json").read_text())["results"]["clean"]
+    assert f"clean accuracy {clean['accuracy']:.4g}" in text["silence"]
+    a = json.loads((root / "attack" / "summary.json").read_text())["results"]
+    assert f"target class 1 ({a['label_names'][1]})" in text["attack"]
+    # a σ printed for people: 0.1, never 0.10000000149011612
+    assert "0.10000000149011612" not in text["apex"] and "0.1, 1, 8" in text["apex"]
+
+
+def test_long_table_is_cut_with_a_link(runs, tmp_path):
+    silencing = runs["root"] / "silence" / "silencing.csv"
+    n = len(silencing.read_text().splitlines()) - 1
+    html = run_page._csv_table(silencing.parent, "silencing.csv", max_rows=3, long=5)
+    assert n > 5 and html.count("<tr>") == 1 + 3 and f"showing 3 of {n} rows" in html
+    assert 'href="silencing.csv"' in html
+    html = run_page._csv_table(silencing.parent, "silencing.csv", max_rows=3, long=n)  # not long: all of it
+    assert html.count("<tr>") == 1 + n and f"{n} rows — full table" in html
+
+
+def test_report_rebuilds_a_page(runs, capsys):
+    run = runs["root"] / "apex"
+    before = (run / "index.html").read_text()
+    (run / "index.html").unlink()
+    m = json.loads((run / "run.json").read_text())
+    m["files"].remove("index.html")  # a run written before pages existed
+    (run / "run.json").write_text(json.dumps(m))
+    assert cli.main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "index.html")
+    assert (run / "index.html").read_text() == before
+    assert "index.html" in json.loads((run / "run.json").read_text())["files"]
+
+
+def test_report_on_a_folder_of_runs(runs, capsys):
+    root = runs["root"]
+    assert cli.main(["report", str(root)]) == 0
+    page = root / "index.html"
+    assert capsys.readouterr().out.strip() == str(page)
+    parsed = parse(page)
+    assert_links_exist(page, parsed)
+    for name in COMMANDS:
+        assert f"{name}/index.html" in parsed.links
+
+
+@pytest.mark.parametrize("what", ["empty", "missing", "file", "not_a_run"])
+def test_report_refuses_what_is_not_a_run(runs, tmp_path, capsys, what):
+    target = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", "file": tmp_path / "f.txt",
+              "not_a_run": tmp_path / "other"}[what]
+    if what == "empty":
+        target.mkdir()
+    elif what == "file":
+        target.write_text("x")
+    elif what == "not_a_run":
+        (target / "sub").mkdir(parents=True)
+        (target / "sub" / "notes.csv").write_text("a,b\n1,2\n")
+    good = runs["root"] / "attack"
+    stamp = (good / "index.html").stat().st_mtime_ns
+    assert cli.main(["report", str(good), str(target)]) == 2  # every folder is checked before any page is written
+    err = capsys.readouterr().err
+    assert err.startswith("apex-jax report: error: ") and str(target) in err and "run" in err
+    assert "Traceback" not in err
+    assert (good / "index.html").stat().st_mtime_ns == stamp
+    assert not (tmp_path / "empty" / "index.html").exists() and not (tmp_path / "other" / "index.html").exists()
+
+
+def test_overwrite_removes_the_page(runs, capsys):
+    """--overwrite removes the listed files, the page among them; the new run writes its own."""
+    run = runs["root"] / "attack"
+    argv = runs["argv"]["attack"]
+    i = argv.index("--target")
+    other = [*argv[:i + 1], "0", *argv[i + 2:], "--overwrite"]
+    assert cli.main(other) == 0
+    assert "index.html" in capsys.readouterr().out
+    assert "target class 0" in parse(run / "index.html").text
+
+
+def test_demo_ends_with_its_page(tmp_path, monkeypatch, capsys):
+    """`apex-jax demo` (on the tiny model and task instead of MiniLM and VADER) writes a page per
+    run and one linking them, and prints that page's path last."""
+    import apex_jax.assets
+
+    model = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=5)
+    task = str(sentiment_csv(tmp_path / "task.csv", 40))
+    monkeypatch.setattr(apex_jax.assets, "fetch_assets", lambda names=None: None)
+    for name in ("finetune", "apex", "probe", "silence", "attack"):
+        original = getattr(cli, name)
+
+        def tiny(m, data, *rest, _original=original, _name=name, **kw):
+            kw["max_length"] = 16
+            return _original(str(model) if _name == "finetune" else m, task, *rest, **kw)
+
+        monkeypatch.setattr(cli, name, tiny)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--epochs", "1", "--n-train", "16", "--n", "4", "--draws", "2",
+                     "--probe-train", "24", "--probe-test", "8"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"open the demo's page: {(out / 'index.html').resolve()}"
+    parsed = parse(out / "index.html")
+    assert_links_exist(out / "index.html", parsed)
+    assert list(dict.fromkeys(link for link in parsed.links if link.endswith("/index.html"))) == [
+        f"{n}/index.html" for n in ("finetune", "apex", "probe", "silence", "attack")]
+    for n in ("finetune", "apex", "probe", "silence", "attack"):
+        assert json.loads((out / n / "run.json").read_text())["command_line"][:2] == ["apex-jax", "demo"]
+        assert_links_exist(out / n / "index.html", parse(out / n / "index.html"))
+
+
+def test_incomplete_run_is_flagged(runs):
+    run = runs["root"] / "probe"
+    manifest = json.loads((run / "run.json").read_text())
+    html = run_page.build_page(run, {**manifest, "status": "incomplete"})
+    p = _Page()
+    p.feed(html)
+    text = " ".join(" ".join(p.text).split())
+    assert "incomplete" in text and "This run is not complete" in text and "Rerun the same command" in text
+
+
+def test_numbers_for_people():
+    assert run_page.fmt(0.10000000149011612) == "0.1" and run_page.fmt(0.019999999552965164) == "0.02"
+    assert run_page.fmt(None) == "—" and run_page.fmt(float("inf")) == "∞" and run_page.fmt(4.0) == "4"
+    assert run_page.fmt(21504) == "21,504" and run_page.fmt(512) == "512" and run_page.fmt(0.53125) == "0.5312"
+    assert run_page.fmt([0.05000000074505806, 1.0]) == "0.05, 1"
