@@ -135,3 +135,56 @@ def test_micro_batch_is_sized_for_each_devices_share_of_the_activations():
     assert plan_mod.default_micro_batch(c, L, 1024, budget) == 64
     rows = plan_mod.default_micro_batch(c, L, 1024, budget, 2)
     assert rows == 1 << int(np.log2(budget // two)) and rows == 128  # more rows fit each device
+
+
+def test_two_processes_killed_then_one_process_resumes_identically(tmp_path):
+    """SIGKILL both processes of a 2-process sweep mid-run; the same sweep rerun by ONE process
+    resumes from their checkpoint (the units and counts do not depend on the process count)
+    and ends bitwise equal to an uninterrupted run, computing only the unfinished units."""
+    import signal
+    import socket
+    import time
+
+    from apex_jax.engine import checkpoints_in
+    from apex_jax.models.loading import resolve
+    from tests.helpers.sweep_script import TEXTS
+    from tests.helpers.tiny_text import tiny_bert_folder
+    from tests.test_engine import _script
+
+    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
+    m = apex_jax.load(folder)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(m.config.n_layers)]
+    straight = run_sweep(m, m.params, m.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
+                         lambda s, k: {site: Noise(k, s, relative=True) for site in sites},
+                         np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32), sites=sites, draws=64, seed=7,
+                         draws_per_step=4, inputs_per_step=4, progress=False).counts  # as sweep_script
+    run_dir = tmp_path / "run"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen(_script(folder, tmp_path / f"p{i}.npy", "--run-dir", str(run_dir),
+                                      "--units-per-call", "2", "--draws", "64", "--coordinator",
+                                      f"127.0.0.1:{port}", "--process-id", str(i), "--num-processes", "2"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(2)]
+    deadline = time.time() + 240
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        steps = [p for p in run_dir.glob("sweep-checkpoints/*/*") if p.name.isdigit()]
+        if steps and max(int(p.name) for p in steps) >= 4:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), "a process ended before the kill: " + b"".join(
+        p.stderr.read() for p in procs if p.poll() is not None).decode()[-2000:]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    (info,) = checkpoints_in(run_dir)
+    assert not info.complete
+    r = subprocess.run(_script(folder, tmp_path / "one.npy", "--run-dir", str(run_dir), "--draws", "64"),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    np.testing.assert_array_equal(straight, np.load(tmp_path / "one.npy"))
+    resumed = int(r.stderr.split("forwards ")[1].split()[0])
+    assert 0 < resumed < straight.sum()  # it did resume: only the unfinished units ran
+    (info,) = checkpoints_in(run_dir)
+    assert info.complete
