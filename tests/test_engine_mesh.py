@@ -188,3 +188,16 @@ def test_two_processes_killed_then_one_process_resumes_identically(tmp_path):
     assert 0 < resumed < straight.sum()  # it did resume: only the unfinished units ran
     (info,) = checkpoints_in(run_dir)
     assert info.complete
+
+
+def test_cli_model_parallel_is_checked_before_any_work(tmp_path, capsys):
+    from apex_jax.cli import main
+
+    n = jax.device_count()
+    for cmd in (["apex", "minilm", "--data", "vader-movies"],
+                ["silence", "minilm", "--data", "vader-movies", "--probe", str(tmp_path / "none")]):
+        assert main([*cmd, "--out", str(tmp_path / "o"), "--model-parallel", str(n + 1)]) == 2
+        assert f"model_parallel={n + 1} does not divide the {n} devices" in capsys.readouterr().err
+        assert main([*cmd, "--out", str(tmp_path / "o"), "--model-parallel", "0"]) == 2
+        assert "--model-parallel must be a positive integer" in capsys.readouterr().err
+        assert not (tmp_path / "o").exists()
