@@ -10,13 +10,17 @@ kernel shape, XLA's numerics cannot depend on how units are grouped:
 
 * a *chunk* is `units_per_call` units of one input block, run by one jitted call with
   `lax.map` (sequentially on a device, so peak memory is that of one unit, not of the chunk);
-* with several devices the chunk's unit axis is sharded over a 1-D `Mesh` with `jax.shard_map`;
+* with several devices the chunk's unit axis is sharded over the mesh's "units" axis with
+  `jax.shard_map`; with `model_parallel=N` the mesh also has a "model" axis of N devices that
+  the parameters are split over (engine/mesh.py), left to XLA's partitioner (its counts equal
+  one device's except at near-ties: split reductions change float summation order);
 * inputs are bucketed by their own length (rounded up to `pad_multiple` tokens, default 8), so an input's kernel shape
   does not depend on which other inputs are in the sweep or in what order;
 * counts are integers summed on the host, so their order does not matter either.
 
-Results are therefore bitwise identical across chunk sizes, input order, device count and
-resumption (for a fixed micro-batch `grid_per_step` × `draws_per_step` × `inputs_per_step`).
+Results are therefore bitwise identical across chunk sizes, input order, device count on the
+sweep axis and resumption (for a fixed micro-batch `grid_per_step` × `draws_per_step` ×
+`inputs_per_step`).
 
 Prefix caching: activations before the first perturbed site are computed once per input block
 (`Model.prefix`) and reused by every grid point and draw.
