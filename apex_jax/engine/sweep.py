@@ -277,7 +277,7 @@ def _prefix(model: Model, params: Any, inputs: dict, block: Block, sites: Sequen
     prefix, logits = kern.prefix_and_clean(model.config, params, batch, sites=tuple(sites))
     if jax.process_count() > 1:  # each process computed the same prefix: pass it as host
         prefix = jax.tree.map(_to_host, prefix)  # data, which every process holds in full
-    return prefix, np.asarray(logits).argmax(-1)
+    return prefix, _to_host(logits).argmax(-1)
 
 
 def _block_inputs(inputs: dict[str, np.ndarray], block: Block, pad_id: int) -> dict[str, np.ndarray]:
