@@ -94,6 +94,28 @@ def _dtype(args) -> dict:
     return {"dtype": args.dtype} if getattr(args, "dtype", None) else {}
 
 
+def _model_mesh(model_parallel: int):
+    """The engine's mesh for `--model-parallel N` (InputError before any work when N is not a
+    positive divisor of the device count)."""
+    from apex_jax.engine.mesh import sweep_mesh
+
+    _positive(model_parallel=model_parallel)
+    return sweep_mesh(model_parallel)
+
+
+def _split_params(loaded, mesh):
+    """`loaded` with its parameters split over the mesh's "model" axis, so every forward of the
+    run (calibration, clean predictions, sweeps) runs tensor-parallel; unchanged without one."""
+    from apex_jax.engine.mesh import model_parallel_of, shard_params
+
+    return loaded if model_parallel_of(mesh) == 1 else loaded.replace(shard_params(loaded.params, mesh))
+
+
+def _mp_setting(model_parallel: int) -> dict:
+    # recorded only when used, so the manifests of one-device-per-model runs stay as they were
+    return {"model_parallel": model_parallel} if model_parallel > 1 else {}
+
+
 def _space(space) -> dict:
     import dataclasses
 
@@ -181,7 +203,7 @@ def cmd_finetune(args) -> int:
 def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: int = 0, n: int | None = None,
          sigmas: str = "logspace:0.01:4:16", draws: int = 64, sites: str = "resid_post", absolute: bool = False,
          threshold: float = 0.5, seed: int = 0, chunk_size: int | None = None, max_length: int = 64,
-         quiet: bool = False, overwrite: bool = False, dtype: str = "float32") -> dict:
+         quiet: bool = False, overwrite: bool = False, dtype: str = "float32", model_parallel: int = 1) -> dict:
     """`apex-jax apex`: the APEX run layer on a data split, then its summary printed.
 
     Predictions are compared with the data's labels (clean accuracy), so the labels must be the
@@ -195,18 +217,21 @@ def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: in
 
     _positive(n=n, draws=draws, chunk_size=chunk_size, max_length=max_length)
     _in_range("threshold", threshold, 0, 1)
+    mesh = _model_mesh(model_parallel)
     grid = apex_jax.parse_sigmas(sigmas)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
     loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded = _split_params(loaded, mesh)
     site_list = apex_jax.parse_sites(loaded, sites)
     run = runs.open_run(out, "apex", {
         **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(ds), "split": split,
         "split_seed": split_seed, "n": len(ds), "sigmas": [float(x) for x in grid], "draws": draws,
         "sites": list(site_list), "absolute": absolute, "threshold": threshold, "seed": seed,
-        "max_length": max_length, "dtype": dtype}, overwrite=overwrite)
+        "max_length": max_length, "dtype": dtype, **_mp_setting(model_parallel)}, overwrite=overwrite)
     s = apex_run(loaded, ds, out, sigmas=grid, sites=site_list, draws=draws, seed=seed, relative=not absolute,
                  threshold=threshold, max_length=max_length, units_per_call=chunk_size, progress=_progress(quiet),
+                 mesh=mesh,
                  settings={"model": model, "data": ds.name, "split": split, "n": len(ds), "split_seed": split_seed},
                  label_space=_space(space))
     run.complete()
@@ -232,7 +257,7 @@ def cmd_apex(args) -> int:
     apex(args.model, args.data, args.out, split=args.split, split_seed=args.split_seed, n=args.n,
          sigmas=args.sigmas, draws=args.draws, sites=args.sites, absolute=args.absolute, threshold=args.threshold,
          seed=args.seed, chunk_size=args.chunk_size, max_length=args.max_length, quiet=args.quiet,
-         overwrite=args.overwrite, **_dtype(args))
+         overwrite=args.overwrite, model_parallel=args.model_parallel, **_dtype(args))
     return 0
 
 
@@ -307,7 +332,7 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
             mode: str = "zero", sigma: float = 1.0, draws: int = 16, asymmetry_k: float = 10.0, joint: bool = False,
             seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False,
             overwrite: bool = False,
-            dtype: str = "float32") -> dict:
+            dtype: str = "float32", model_parallel: int = 1) -> dict:
     """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed.
 
     Accuracy and F1 compare predictions with the labels, so the labels must be the model's
@@ -319,6 +344,7 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
     from apex_jax.synapse.run import load_probes, silence_run
 
     _positive(n=n, draws=draws, max_length=max_length)
+    mesh = _model_mesh(model_parallel)
     if random < 2:
         raise InputError(f"--random must be >= 2 (random masks per k, the control needs at least 2); got {random}")
     if not sigma > 0:
@@ -327,6 +353,7 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
     loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded = _split_params(loaded, mesh)
     load_probes(probe_dir)  # a missing or corrupt probe run is refused before --out is touched
     cfg = apex_jax.SilenceConfig(k_levels=levels, n_random=random, positions=positions, mode=mode, sigma=sigma,
                                  draws=draws, seed=seed, joint=joint,
@@ -338,9 +365,10 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
         "split_seed": split_seed, "n": len(ds), "probe": str(probe_dir), "probe_run_sha256": _probe_identity(probe_dir),
         "k": [float(x) for x in levels], "random": random, "layers": None if sites is None else list(sites),
         "positions": positions, "mode": mode, "sigma": sigma, "draws": draws, "asymmetry_k": cfg.asymmetry_k,
-        "joint": joint, "seed": seed, "max_length": max_length, "dtype": dtype}, overwrite=overwrite)
+        "joint": joint, "seed": seed, "max_length": max_length, "dtype": dtype, **_mp_setting(model_parallel)},
+        overwrite=overwrite)
     s = silence_run(loaded, ds, Path(probe_dir), Path(out), sites=sites, config=cfg, max_length=max_length,
-                    progress=_progress(quiet), run_dir=Path(out), label_space=_space(space),
+                    progress=_progress(quiet), run_dir=Path(out), label_space=_space(space), mesh=mesh,
                     settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
                               "probe": probe_dir})
     run.complete()
@@ -362,7 +390,8 @@ def cmd_silence(args) -> int:
     silence(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, k=args.k, random=args.random,
             layers=args.layers, positions=args.positions, mode=args.mode, sigma=args.sigma, draws=args.draws,
             asymmetry_k=args.asymmetry_k, joint=args.joint, seed=args.seed, split_seed=args.split_seed,
-            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite, **_dtype(args))
+            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite,
+            model_parallel=args.model_parallel, **_dtype(args))
     return 0
 
 
@@ -559,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="precision: bfloat16 parameters and activations (softmax, norm statistics and logits in "
                         "float32) for accelerators; float32 (default) on CPU, where bf16 GEMMs are slower")
+    s.add_argument("--model-parallel", type=int,
+                   help="split the model's big matrices over N devices (tensor parallel, for models bigger "
+                        "than one device); the sweep is spread over device count / N replicas")
     _overwrite(s)
     s.set_defaults(fn=cmd_apex, **_defaults(apex))
 
@@ -600,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--joint", action="store_true", help="silence all the layers at once (each its own ranking)")
     s.add_argument("--seed", type=int)
     s.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    s.add_argument("--model-parallel", type=int,
+                   help="split the model's big matrices over N devices (tensor parallel, for models bigger "
+                        "than one device); the sweep is spread over device count / N replicas")
     s.set_defaults(fn=cmd_silence, **_defaults(silence))
 
     s = command("attack", help="SYNAPSE: logit bias, weight push and bit flips toward a class")

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from apex_jax.engine.keys import draw_keys
+from apex_jax.engine.mesh import UNIT_AXIS  # the mesh axis units are sharded over
 from apex_jax.models.config import ArchConfig
 from apex_jax.models.model import Prefix, skeleton
 
 Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations
-UNIT_AXIS = "units"  # the mesh axis units are sharded over
 
 # Python-side trace counts per kernel ("chunk", "prefix"): the body of a jitted function runs
 # only when JAX traces it, so these count compilations (tests; SweepResult.settings["compiles"]).
@@ -106,6 +106,8 @@ def run_chunk(
         shared = (params, prefix, block_ids, jax.random.wrap_key_data(root_data), offset, draws)
         return jax.lax.map(lambda a: unit(shared, *a), (grid_points, g_idx, d_idx))
 
+    # only the unit axis is manual: on a ("units", "model") mesh the parameters stay split over
+    # "model" and XLA partitions the model's matmuls over it (engine/mesh.py)
     sharded = jax.shard_map(local_chunk, mesh=mesh, out_specs=P(UNIT_AXIS),
-                            in_specs=(P(),) * 6 + (P(UNIT_AXIS),) * 3)
+                            in_specs=(P(),) * 6 + (P(UNIT_AXIS),) * 3, axis_names={UNIT_AXIS})
     return sharded(params, prefix, block_ids, root_key, offset, draws, grid_points, g_idx, d_idx)

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from apex_jax import sites as site_lib
+from apex_jax.engine.mesh import model_parallel_of, sweep_devices_of
 from apex_jax.models.config import ArchConfig
 
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of live activations per device step (CPU / no memory stats)
@@ -74,6 +75,7 @@ class SweepPlan:
     peak_activation_bytes: int  # estimated live activations of one unit (one device)
     pad_multiple: int = PAD_MULTIPLE  # length bucket rounding
     memory_budget: float = DEFAULT_MEMORY_BUDGET  # bytes the micro-batch was sized for
+    model_parallel: int = 1  # devices each model replica is split over (the mesh's "model" axis)
 
     @property
     def units_per_block(self) -> int:
@@ -141,11 +143,19 @@ def _itemsize(c: ArchConfig) -> int:
         return 4
 
 
-def activation_bytes_per_row(c: ArchConfig, length: int) -> int:
-    """Live activations of one layer of one forward (q, k, v, z, residuals, MLP, attention
-    probabilities in float32, the rest in the activation dtype) at `length` tokens."""
+def activation_bytes_per_row(c: ArchConfig, length: int, model_parallel: int = 1) -> int:
+    """Live activations of one layer of one forward on one device (q, k, v, z, residuals, MLP,
+    attention probabilities in float32, the rest in the activation dtype) at `length` tokens.
+
+    With the parameters split over `model_parallel` devices (engine/mesh.py: q/k/v and the
+    MLP's input projections split by output features), each device holds 1/model_parallel of
+    q, k, v, z, the MLP's hidden activations and the attention probabilities (its heads);
+    the residual stream, attention and MLP outputs and norms (4 × d_model) stay whole.
+    """
     tokens = _tokens(c, length)
-    return tokens * ((8 * c.d_model + 2 * c.d_mlp) * _itemsize(c) + 2 * c.n_heads * tokens * 4)
+    mp = max(int(model_parallel), 1)
+    split = (4 * c.d_model + 2 * c.d_mlp) * _itemsize(c) + 2 * c.n_heads * tokens * 4
+    return tokens * (4 * c.d_model * _itemsize(c) + math.ceil(split / mp))
 
 
 def device_memory_budget(device: Any = None, *, fraction: float = DEVICE_MEMORY_FRACTION,
@@ -167,10 +177,11 @@ def device_memory_budget(device: Any = None, *, fraction: float = DEVICE_MEMORY_
     return max(fraction * free, 0.0)
 
 
-def default_micro_batch(model: Any, length: int, draws: int, memory_budget: float) -> int:
+def default_micro_batch(model: Any, length: int, draws: int, memory_budget: float,
+                        model_parallel: int = 1) -> int:
     """Largest power-of-two rows per step (up to `draws`) whose activations fit the memory
-    budget (bytes). `model` is a `Model` or an `ArchConfig`."""
-    per_row = activation_bytes_per_row(getattr(model, "config", model), length)
+    budget (bytes per device). `model` is a `Model` or an `ArchConfig`."""
+    per_row = activation_bytes_per_row(getattr(model, "config", model), length, model_parallel)
     d = 1
     while d * 2 <= draws and d * 2 * per_row <= memory_budget:
         d *= 2
@@ -225,11 +236,13 @@ def plan_sweep(
             By default draws_per_step is the largest power of two <= draws that fits
             `memory_budget` bytes, and grid_per_step fills what the budget leaves (the grid is
             cut into equal parts of at most that size).
-        units_per_call: units per jitted call (default: 2 per device, rounded to the devices).
+        units_per_call: units per jitted call (default: 2 per device of the sweep axis, rounded to them).
         memory_budget: bytes of live activations one unit may use on one device (default:
             `device_memory_budget` of the mesh's first local device: a share of its free memory
             on GPUs/TPUs, `DEFAULT_MEMORY_BUDGET` on CPU).
-        mesh: 1-D mesh the units are sharded over (default: all devices).
+        mesh: the mesh units are sharded over (its "units" axis; default: all devices) and,
+            with a "model" axis, the parameters are split over (engine/mesh.py): the
+            micro-batch is then sized for each device's share of the activations.
         pad_multiple: length bucket rounding (default `PAD_MULTIPLE`; 16 = the rule before
             2026-11-30, 1 = exact lengths).
 
@@ -256,15 +269,16 @@ def plan_sweep(
         lengths, n = None, len(inputs["pixel_values"])
     blocks = plan_blocks(lengths, n, inputs_per_step, int(pad_multiple))
     longest = max(b.length for b in blocks)
+    mp = model_parallel_of(mesh)
     if draws_per_step is None:
-        draws_per_step = default_micro_batch(c, longest, draws, memory_budget / inputs_per_step)
+        draws_per_step = default_micro_batch(c, longest, draws, memory_budget / inputs_per_step, mp)
     if grid_per_step is None:
         most = default_micro_batch(c, longest, 1 << max(0, grid_size - 1).bit_length(),
-                                   memory_budget / (inputs_per_step * draws_per_step))
+                                   memory_budget / (inputs_per_step * draws_per_step), mp)
         grid_per_step = math.ceil(grid_size / math.ceil(grid_size / most))  # fewest filler slots
     if draws_per_step < 1 or grid_per_step < 1:
         raise ValueError("draws_per_step, grid_per_step and inputs_per_step must be >= 1.")
-    n_dev = mesh.devices.size if mesh is not None else jax.device_count()
+    n_dev = sweep_devices_of(mesh)  # units run side by side over the sweep axis only
     if units_per_call is None:
         units_per_call = 2 * n_dev
     units_per_call = max(n_dev, math.ceil(units_per_call / n_dev) * n_dev)
@@ -284,8 +298,8 @@ def plan_sweep(
         blocks=tuple(blocks), n_inputs=n, grid_size=grid_size, draws=draws,
         draws_per_step=draws_per_step, grid_per_step=grid_per_step, inputs_per_step=inputs_per_step,
         n_draw_blocks=n_draw_blocks, n_grid_blocks=n_grid_blocks, units_per_call=units_per_call,
-        devices=n_dev, start_block=start, head_only=head_only, real_tokens=real,
+        devices=n_dev * mp, start_block=start, head_only=head_only, real_tokens=real,
         padded_tokens=int(padded), flops=float(flops), prefix_flops=float(pre),
-        peak_activation_bytes=int(rows_per_step * activation_bytes_per_row(c, longest)),
-        pad_multiple=int(pad_multiple), memory_budget=float(memory_budget),
+        peak_activation_bytes=int(rows_per_step * activation_bytes_per_row(c, longest, mp)),
+        pad_multiple=int(pad_multiple), memory_budget=float(memory_budget), model_parallel=mp,
     )

@@ -10,13 +10,17 @@ kernel shape, XLA's numerics cannot depend on how units are grouped:
 
 * a *chunk* is `units_per_call` units of one input block, run by one jitted call with
   `lax.map` (sequentially on a device, so peak memory is that of one unit, not of the chunk);
-* with several devices the chunk's unit axis is sharded over a 1-D `Mesh` with `jax.shard_map`;
+* with several devices the chunk's unit axis is sharded over the mesh's "units" axis with
+  `jax.shard_map`; with `model_parallel=N` the mesh also has a "model" axis of N devices that
+  the parameters are split over (engine/mesh.py), left to XLA's partitioner (its counts equal
+  one device's except at near-ties: split reductions change float summation order);
 * inputs are bucketed by their own length (rounded up to `pad_multiple` tokens, default 8), so an input's kernel shape
   does not depend on which other inputs are in the sweep or in what order;
 * counts are integers summed on the host, so their order does not matter either.
 
-Results are therefore bitwise identical across chunk sizes, input order, device count and
-resumption (for a fixed micro-batch `grid_per_step` × `draws_per_step` × `inputs_per_step`).
+Results are therefore bitwise identical across chunk sizes, input order, device count on the
+sweep axis and resumption (for a fixed micro-batch `grid_per_step` × `draws_per_step` ×
+`inputs_per_step`).
 
 Prefix caching: activations before the first perturbed site are computed once per input block
 (`Model.prefix`) and reused by every grid point and draw.
@@ -52,8 +56,10 @@ from jax.sharding import PartitionSpec as P
 from apex_jax.engine import kernels as kern
 from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
+from apex_jax.engine.mesh import check_mesh, model_parallel_of, shard_params, sweep_mesh
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
 from apex_jax.engine.store import Store, agree_on_step, describe
+from apex_jax.errors import InputError
 from apex_jax.models.model import Model
 
 
@@ -99,6 +105,7 @@ def run_sweep(
     per_input_grid: bool = False,
     draw_offset: int = 0,
     grid_per_step: int | None = None,
+    model_parallel: int | None = None,
 ) -> SweepResult:
     """Runs K perturbed forwards per (input, grid point) and counts predicted classes.
 
@@ -121,7 +128,12 @@ def run_sweep(
         units_per_call: units per jitted call (default: ~2 per device, at least 1 draw block).
         memory_budget: bytes one unit may hold live per device (default: from the device's
             memory statistics when it has them, `DEFAULT_MEMORY_BUDGET` on CPU; plan.py).
-        mesh: 1-D mesh (axis "units") to shard units over (default: all devices).
+        mesh: the mesh (engine/mesh.py `sweep_mesh`): axis "units" to shard units over, and
+            optionally "model" to split the parameters over (default: all devices, 1-D, or
+            `sweep_mesh(model_parallel)`).
+        model_parallel: devices each model replica is split over (tensor parallel, for models
+            bigger than one device; default 1, or the mesh's "model" axis). Counts then equal
+            the one-device ones except where a draw's top two logits are within rounding.
         pad_multiple: inputs run at their length rounded up to a multiple of this (default 8;
             16 reproduces the counts of engines before 2026-11-30; 1 = exact lengths).
         run_dir: folder for resumable checkpoints (orbax; see engine/store.py).
@@ -138,14 +150,15 @@ def run_sweep(
         SweepResult with counts [n, G, n_classes] and the plan that ran.
     """
     ids, G = _validate(model, inputs, ids, grid, draws, per_input_grid)
-    mesh = mesh or jax.make_mesh((jax.device_count(),), (kern.UNIT_AXIS,))
+    mesh = _mesh(mesh, model_parallel)
+    store_params, params = params, shard_params(params, mesh)  # placed before the plan reads free memory
     plan = plan_sweep(model, inputs, G, draws, sites, draws_per_step=draws_per_step,
                       inputs_per_step=inputs_per_step, grid_per_step=grid_per_step,
                       units_per_call=units_per_call, memory_budget=memory_budget, mesh=mesh,
                       pad_multiple=pad_multiple)
     settings = _settings(plan, seed, sites, model.config.n_classes, tag, common_noise,
-                         per_input_grid, draw_offset)
-    store = _open_store(run_dir, settings, model, params, perturb, ids, inputs, grid)
+                         per_input_grid, draw_offset, model_parallel_of(mesh))
+    store = _open_store(run_dir, settings, model, store_params, perturb, ids, inputs, grid)
     counts = np.zeros((plan.n_inputs, G, model.config.n_classes), np.int64)
     done = np.zeros(plan.units, bool)
     if store is not None:
@@ -212,10 +225,27 @@ def _validate(model: Model, inputs: dict, ids: Sequence[int], grid: Any, draws: 
     return ids, G
 
 
+def _mesh(mesh: jax.sharding.Mesh | None, model_parallel: int | None) -> jax.sharding.Mesh:
+    """The sweep's mesh: `mesh` checked against `model_parallel`, or `sweep_mesh(model_parallel)`."""
+    if mesh is None:
+        return sweep_mesh(1 if model_parallel is None else model_parallel)
+    check_mesh(mesh)
+    if model_parallel is not None and model_parallel != model_parallel_of(mesh):
+        raise InputError(
+            f"model_parallel={model_parallel} disagrees with the mesh's model axis of "
+            f"{model_parallel_of(mesh)} devices; pass one of them (sweep_mesh(model_parallel=N) builds the mesh).")
+    return mesh
+
+
 def _settings(plan: SweepPlan, seed: int, sites: Sequence[str], n_classes: int, tag: str,
-              common_noise: bool, per_input_grid: bool, draw_offset: int) -> dict:
-    """The sweep's settings as recorded in SweepResult.settings (and fingerprinted)."""
-    return {
+              common_noise: bool, per_input_grid: bool, draw_offset: int,
+              model_parallel: int = 1) -> dict:
+    """The sweep's settings as recorded in SweepResult.settings (and fingerprinted).
+
+    `model_parallel` enters only when above 1 (its counts may differ at near-ties), so the
+    fingerprints of one-device-per-replica sweeps stay those of earlier versions."""
+    extra = {"model_parallel": model_parallel} if model_parallel > 1 else {}
+    return {**extra,
         "n_inputs": plan.n_inputs, "grid_size": plan.grid_size, "draws": plan.draws, "seed": seed,
         "sites": list(sites), "draws_per_step": plan.draws_per_step,
         "inputs_per_step": plan.inputs_per_step, "grid_per_step": plan.grid_per_step,
@@ -245,9 +275,9 @@ def _prefix(model: Model, params: Any, inputs: dict, block: Block, sites: Sequen
     """The block's cached prefix (hidden [inputs, pos, d_model]) and clean predictions [inputs]."""
     batch = _block_inputs(inputs, block, model.config.pad_token_id)
     prefix, logits = kern.prefix_and_clean(model.config, params, batch, sites=tuple(sites))
-    if jax.process_count() > 1:  # each process computed the same prefix locally: pass it as
-        prefix = jax.device_get(prefix)  # host data, which every process holds in full
-    return prefix, np.asarray(logits).argmax(-1)
+    if jax.process_count() > 1:  # each process computed the same prefix: pass it as host
+        prefix = jax.tree.map(_to_host, prefix)  # data, which every process holds in full
+    return prefix, _to_host(logits).argmax(-1)
 
 
 def _block_inputs(inputs: dict[str, np.ndarray], block: Block, pad_id: int) -> dict[str, np.ndarray]:
@@ -310,7 +340,7 @@ def _global_array(a: np.ndarray, sharding) -> jax.Array:
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
-    if jax.process_count() > 1:
+    if jax.process_count() > 1 and not x.is_fully_addressable:
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))

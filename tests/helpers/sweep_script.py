@@ -20,6 +20,7 @@ def main() -> None:
     p.add_argument("--coordinator", default=None, help="host:port for jax.distributed")
     p.add_argument("--process-id", type=int, default=0)
     p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--model-parallel", type=int, default=None)
     a = p.parse_args()
     if a.coordinator:
         import jax
@@ -39,7 +40,7 @@ def main() -> None:
         model, model.params, model.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
         lambda s, k: {site: Noise(k, s, relative=True) for site in sites}, sigmas, sites=sites,
         draws=a.draws, seed=7, draws_per_step=4, inputs_per_step=4,
-        units_per_call=a.units_per_call, run_dir=a.run_dir, progress=False,
+        units_per_call=a.units_per_call, run_dir=a.run_dir, progress=False, model_parallel=a.model_parallel,
     )
     np.save(a.out, res.counts)
     print("devices", res.settings["devices"], "compiles", res.settings["compiles"],
