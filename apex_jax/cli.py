@@ -73,18 +73,36 @@ def _progress(quiet: bool) -> bool:
     return not quiet
 
 
-def _load_checked(model: str, ds, purpose: str, dtype: str = "float32"):
+def _load_checked(model: str, ds, purpose: str, dtype: str = "float32", labels: str | None = None,
+                  prompt: str | None = None):
     """(model, label space) after the model/data checks every command runs before any work:
-    the input kind (text vs image) and the label space (see `apex_jax.data.check_label_space`)."""
+    the input kind (text vs image) and the label space (see `apex_jax.data.check_label_space`).
+    With `labels` (comma-separated label words, one per class) a causal LM is read as a
+    classifier through those tokens (`apex_jax.models.verbalizer`, `prompt` its template)."""
     import apex_jax
     from apex_jax import data as data_lib
 
     loaded = apex_jax.load(model, dtype=dtype)
+    if labels is not None or prompt is not None:
+        from apex_jax.models import verbalizer
+
+        if labels is None:
+            raise InputError("--prompt reads a causal LM through label tokens: give --labels too, "
+                             "e.g. --labels ' negative, positive'")
+        words = labels.split(",")  # leading spaces kept: BPE label tokens usually start with one
+        if any(not w.strip() for w in words):
+            raise InputError(f"--labels needs one non-empty word per class, comma-separated; got {labels!r}")
+        loaded = verbalizer(loaded, words, prompt=prompt or "{text}")
     data_lib.check_input_kind(ds, "text" if loaded.config.is_text else "image", model)
     space = data_lib.check_label_space(loaded.config.n_classes, loaded.label_names, ds, purpose)
     for note in space.notes:
         print(f"note: {note}")
     return loaded, space
+
+
+def _verbalizer(args) -> dict:
+    """The --labels/--prompt keywords (a causal LM read through label tokens) when given."""
+    return {k: getattr(args, k) for k in ("labels", "prompt") if getattr(args, k, None) is not None}
 
 
 def _dtype(args) -> dict:
@@ -101,7 +119,9 @@ def _space(space) -> dict:
 def _model_settings(model_name: str, loaded) -> dict:
     from apex_jax.engine.store import params_digest
 
-    return {"model": str(model_name), "model_params_sha256": params_digest(loaded.params)}
+    verbal = ({"label_token_ids": list(loaded.config.label_token_ids), "prompt": loaded.config.prompt}
+              if getattr(loaded.config, "label_token_ids", None) else {})  # a verbalizer is another classifier
+    return {"model": str(model_name), "model_params_sha256": params_digest(loaded.params), **verbal}
 
 
 def _sigma(value) -> str:
@@ -180,7 +200,8 @@ def cmd_finetune(args) -> int:
 def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: int = 0, n: int | None = None,
          sigmas: str = "logspace:0.01:4:16", draws: int = 64, sites: str = "resid_post", absolute: bool = False,
          threshold: float = 0.5, seed: int = 0, chunk_size: int | None = None, max_length: int = 64,
-         quiet: bool = False, overwrite: bool = False, dtype: str = "float32") -> dict:
+         quiet: bool = False, overwrite: bool = False, dtype: str = "float32", labels: str | None = None,
+          prompt: str | None = None) -> dict:
     """`apex-jax apex`: the APEX run layer on a data split, then its summary printed.
 
     Predictions are compared with the data's labels (clean accuracy), so the labels must be the
@@ -197,7 +218,7 @@ def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: in
     grid = apex_jax.parse_sigmas(sigmas)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded, space = _load_checked(model, ds, "evaluate", dtype, labels, prompt)
     site_list = apex_jax.parse_sites(loaded, sites)
     run = runs.open_run(out, "apex", {
         **_model_settings(model, loaded), "data": data, "data_sha256": runs.data_digest(ds), "split": split,
@@ -231,14 +252,15 @@ def cmd_apex(args) -> int:
     apex(args.model, args.data, args.out, split=args.split, split_seed=args.split_seed, n=args.n,
          sigmas=args.sigmas, draws=args.draws, sites=args.sites, absolute=args.absolute, threshold=args.threshold,
          seed=args.seed, chunk_size=args.chunk_size, max_length=args.max_length, quiet=args.quiet,
-         overwrite=args.overwrite, **_dtype(args))
+         overwrite=args.overwrite, **_dtype(args), **_verbalizer(args))
     return 0
 
 
 def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500, layers: str = "all",
           l1: float = 1e-3, l2: float = 1e-3, steps: int = 400, split_seed: int = 0, max_length: int = 64,
           quiet: bool = False, overwrite: bool = False,
-          dtype: str = "float32") -> dict:
+          dtype: str = "float32", labels: str | None = None,
+          prompt: str | None = None) -> dict:
     """`apex-jax probe`: the SYNAPSE probe run layer, then the probe table printed.
 
     The labels define the probes' task, which may be another task than the model's (probing
@@ -256,7 +278,7 @@ def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500,
     runs.check_out(out)
     train = data_lib.get_split(data, "train", n=n_train, seed=split_seed)
     test = data_lib.get_split(data, "test", n=n, seed=split_seed)
-    loaded, space = _load_checked(model, train, "probe", dtype)
+    loaded, space = _load_checked(model, train, "probe", dtype, labels, prompt)
     cfg = apex_jax.ProbeConfig(l1=l1, l2=l2, steps=steps)
     site_list = apex_jax.parse_sites(loaded, layers)
     run = runs.open_run(out, "probe", {
@@ -283,7 +305,7 @@ def cmd_probe(args) -> int:
     """[CLS] probes per layer (+ concatenated, + classifier input), rankings, agreement."""
     probe(args.model, args.data, args.out, n_train=args.n_train, n=args.n, layers=args.layers, l1=args.l1,
           l2=args.l2, steps=args.steps, split_seed=args.split_seed, max_length=args.max_length,
-          quiet=args.quiet, overwrite=args.overwrite, **_dtype(args))
+          quiet=args.quiet, overwrite=args.overwrite, **_dtype(args), **_verbalizer(args))
     return 0
 
 
@@ -306,7 +328,8 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
             mode: str = "zero", sigma: float = 1.0, draws: int = 16, asymmetry_k: float = 10.0, joint: bool = False,
             seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False,
             overwrite: bool = False,
-            dtype: str = "float32") -> dict:
+            dtype: str = "float32", labels: str | None = None,
+          prompt: str | None = None) -> dict:
     """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed.
 
     Accuracy and F1 compare predictions with the labels, so the labels must be the model's
@@ -325,7 +348,7 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
     levels = apex_jax.parse_k(k)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded, space = _load_checked(model, ds, "evaluate", dtype, labels, prompt)
     load_probes(probe_dir)  # a missing or corrupt probe run is refused before --out is touched
     cfg = apex_jax.SilenceConfig(k_levels=levels, n_random=random, positions=positions, mode=mode, sigma=sigma,
                                  draws=draws, seed=seed, joint=joint,
@@ -361,13 +384,15 @@ def cmd_silence(args) -> int:
     silence(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, k=args.k, random=args.random,
             layers=args.layers, positions=args.positions, mode=args.mode, sigma=args.sigma, draws=args.draws,
             asymmetry_k=args.asymmetry_k, joint=args.joint, seed=args.seed, split_seed=args.split_seed,
-            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite, **_dtype(args))
+            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite,
+            **_dtype(args), **_verbalizer(args))
     return 0
 
 
 def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200, target: int = 0,
            k: float = 10.0, split_seed: int = 0, max_length: int = 64, quiet: bool = False, overwrite: bool = False,
-           dtype: str = "float32") -> dict:
+           dtype: str = "float32", labels: str | None = None,
+          prompt: str | None = None) -> dict:
     """`apex-jax attack`: the SYNAPSE attack run layer, then the redirect rates printed.
 
     The target is one of the model's classes, and accuracy compares predictions with the
@@ -382,7 +407,7 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
     _in_range("k", k, 0, 100)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded, space = _load_checked(model, ds, "evaluate", dtype, labels, prompt)
     C = loaded.config.n_classes
     if not 0 <= target < C:
         names = ", ".join(f"{c} ({loaded.label_names[c]})" for c in range(min(C, 12)))
@@ -414,7 +439,7 @@ def cmd_attack(args) -> int:
     """Logit bias, ±Δ column push and exponent bit flips toward a target class."""
     attack(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, target=args.target, k=args.k,
            split_seed=args.split_seed, max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite,
-           **_dtype(args))
+           **_dtype(args), **_verbalizer(args))
     return 0
 
 
@@ -493,6 +518,14 @@ def _defaults(fn) -> dict:
             if v.kind is v.KEYWORD_ONLY and v.default is not v.empty}
 
 
+def _verbalizer_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--labels", help="a causal LM read as a classifier through label tokens: one word per class, "
+                                    "comma-separated, each one token (BPE words keep their leading space: "
+                                    "' negative, positive')")
+    s.add_argument("--prompt", help="with --labels: the template, {text} = the input, ending right before the "
+                                    "label word (default '{text}')")
+
+
 def _quiet(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true",
                    help="no progress reports (else a bar with rate and ETA on a terminal, a line every ~10%% "
@@ -560,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-size", type=int, help="sweep units per compiled call")
     s.add_argument("--max-length", type=int)
     _quiet(s)
+    _verbalizer_flags(s)
     s.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="precision: bfloat16 parameters and activations (softmax, norm statistics and logits in "
                         "float32) for accelerators; float32 (default) on CPU, where bf16 GEMMs are slower")
@@ -576,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="precision: bfloat16 parameters and activations (softmax, norm statistics and logits in "
                             "float32) for accelerators; float32 (default) on CPU, where bf16 GEMMs are slower")
         _quiet(s)
+        _verbalizer_flags(s)
         _overwrite(s)
         if split:
             s.add_argument("--split")
