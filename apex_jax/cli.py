@@ -36,7 +36,7 @@ from apex_jax.errors import ApexJaxError, CheckpointError, InputError
 
 DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
 DEMO_K = "5,10,20,50"
-DEMO_EPOCHS, DEMO_N_TRAIN, DEMO_MAX_LENGTH = 2, None, 64  # fine-tuning budget of `apex-jax demo`
+DEMO_EPOCHS, DEMO_N_TRAIN, DEMO_MAX_LENGTH = 1, None, 64  # fine-tuning budget of `apex-jax demo`
 
 
 def _model_for(name: str, data, seed: int):
