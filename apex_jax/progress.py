@@ -40,7 +40,8 @@ class Status:
         done: units finished so far.
         total: units in all.
         elapsed: seconds since the tracker started.
-        rate: units per second (None before any unit is done).
+        rate: units per second since the first update (None until a second one); on the final
+            report done / elapsed.
         eta: estimated seconds left (None while unknown).
         finished: True on the final report (`close`).
     """
@@ -98,7 +99,8 @@ class Tracker:
 
     Rate and ETA leave out the time before the first update (compilation, warm-up): the rate is
     (units done since the first update) / (seconds since it), so a one-off compile does not
-    inflate the ETA of the remaining work; with a single update so far it is done / elapsed.
+    inflate the ETA of the remaining work; until a second update both are unknown (None). The
+    final status (`close`) reports the overall rate, done / elapsed.
     """
 
     def __init__(self, total: int, desc: str, unit: str = "it", progress: Progress = None, *,
@@ -135,14 +137,14 @@ class Tracker:
         now = self._clock()
         elapsed = now - self._t0
         rate = None
-        if self._first is not None:
+        if finished:
+            rate = self.done / elapsed if elapsed > 0 and self.done > 0 else None
+        elif self._first is not None:
             t1, d1 = self._first
             if self.done > d1 and now > t1:
                 rate = (self.done - d1) / (now - t1)
-            elif elapsed > 0 and self.done > 0:
-                rate = self.done / elapsed
         eta = None
-        if rate is not None and rate > 0:
+        if rate is not None and rate > 0 and not finished:
             eta = max(self.total - self.done, 0) / rate
         return Status(self.desc, self.unit, self.done, self.total, elapsed, rate, eta, finished)
 

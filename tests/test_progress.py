@@ -33,7 +33,8 @@ def test_eta_leaves_out_the_time_before_the_first_update():
     clock.t += 30.0  # compilation: 30 s before the first step is done
     bar.update()
     s = bar.status()
-    assert s.rate == pytest.approx(1 / 30) and s.eta == pytest.approx(99 * 30)  # one update: done / elapsed
+    assert s.rate is None and s.eta is None  # one update: the time per step is not known yet
+    assert s.line() == "fine-tuning: 1/100 steps (1%)"
     for _ in range(20):  # then 4 steps per second
         clock.t += 0.25
         bar.update()
@@ -41,6 +42,9 @@ def test_eta_leaves_out_the_time_before_the_first_update():
     assert s.done == 21 and s.elapsed == pytest.approx(35.0)
     assert s.rate == pytest.approx(4.0)
     assert s.eta == pytest.approx(79 / 4.0)
+    assert s.line() == "fine-tuning: 21/100 steps (21%), 4 steps/s, ETA 20s"
+    bar.close()
+    assert out.getvalue().splitlines()[-1] == "fine-tuning: 21/100 steps (21%) in 35s, 0.6 steps/s"
 
 
 def test_non_tty_lines_every_tenth_and_a_summary():
@@ -52,10 +56,10 @@ def test_non_tty_lines_every_tenth_and_a_summary():
     lines = out.getvalue().splitlines()
     # 10%, 20%, ... 90% (the 100% report is the summary), then the summary
     assert len(lines) == 10
-    assert lines[0] == "[CLS] features: 5/50 inputs (10%), 5 inputs/s, ETA 9s"
+    assert lines[0] == "[CLS] features: 5/50 inputs (10%)"  # the first update: no rate yet
     assert lines[1] == "[CLS] features: 10/50 inputs (20%), 5 inputs/s, ETA 8s"
     assert lines[8] == "[CLS] features: 45/50 inputs (90%), 5 inputs/s, ETA 1s"
-    assert lines[-1] == "[CLS] features: 50/50 inputs (100%) in 10s, 5 inputs/s"
+    assert lines[-1] == "[CLS] features: 50/50 inputs (100%) in 10s, 5 inputs/s"  # overall: 50 / 10 s
 
 
 def test_non_tty_lines_at_most_one_per_tenth_but_every_30_s():
