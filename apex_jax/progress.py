@@ -7,7 +7,7 @@ Every long-running library function takes `progress: Progress`:
   a Jupyter kernel runs); nothing in scripts, logs and tests.
 * ``True`` (what the CLI passes unless ``--quiet``): a bar with rate and ETA on a terminal;
   when stderr is not a terminal (a log file, CI), quiet line-based reports instead, about one
-  every 10% of the work or every 30 s, e.g.
+  every 10% of the work or every 30 s (a step done within 5 s logs only its summary), e.g.
   ``fine-tuning, epoch 1/2: 58/232 steps (25%), 1.93 steps/s, ETA 1m30s``.
 * ``False``: silent.
 * a callable: called with a `Status` after every update and once at the end (``finished``),
@@ -27,7 +27,8 @@ import time
 from typing import Callable, TextIO, Union
 
 LINE_PARTS = 10  # line mode: a line at every further tenth of the work ...
-LINE_SECONDS = 30.0  # ... or after this many seconds without one, whichever comes first
+LINE_SECONDS = 30.0  # ... or after this many seconds without one, whichever comes first;
+LINE_AFTER = 5.0  # no line before a step has run this long: a fast step logs its summary only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +164,7 @@ class Tracker:
             now = self._clock()
             part = self.done * LINE_PARTS // self.total if self.total else LINE_PARTS  # integers: no rounding
             if part > self._part or now - self._last_line >= LINE_SECONDS:
-                if self.done < self.total:  # the last line is close()'s summary
+                if self.done < self.total and now - self._t0 >= LINE_AFTER:  # the last line is close()'s
                     print(self.status().line(), file=self._stream, flush=True)
                 self._last_line, self._part = now, part
 

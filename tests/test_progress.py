@@ -51,20 +51,30 @@ def test_non_tty_lines_every_tenth_and_a_summary():
     clock, out = Clock(), io.StringIO()  # StringIO.isatty() is False: line mode
     with P.tracker(50, "[CLS] features", "inputs", True, stream=out, clock=clock) as bar:
         for _ in range(10):
-            clock.t += 1.0
+            clock.t += 10.0
             bar.update(5)
     lines = out.getvalue().splitlines()
     # 10%, 20%, ... 90% (the 100% report is the summary), then the summary
     assert len(lines) == 10
     assert lines[0] == "[CLS] features: 5/50 inputs (10%)"  # the first update: no rate yet
-    assert lines[1] == "[CLS] features: 10/50 inputs (20%), 5 inputs/s, ETA 8s"
-    assert lines[8] == "[CLS] features: 45/50 inputs (90%), 5 inputs/s, ETA 1s"
-    assert lines[-1] == "[CLS] features: 50/50 inputs (100%) in 10s, 5 inputs/s"  # overall: 50 / 10 s
+    assert lines[1] == "[CLS] features: 10/50 inputs (20%), 0.5 inputs/s, ETA 1m20s"
+    assert lines[8] == "[CLS] features: 45/50 inputs (90%), 0.5 inputs/s, ETA 10s"
+    assert lines[-1] == "[CLS] features: 50/50 inputs (100%) in 1m40s, 0.5 inputs/s"  # overall: 50 / 100 s
+
+
+def test_a_fast_step_logs_only_its_summary():
+    clock, out = Clock(), io.StringIO()
+    with P.tracker(4, "probes", "steps", True, stream=out, clock=clock) as bar:
+        for _ in range(4):
+            clock.t += 1.0  # 4 s in all: under LINE_AFTER
+            bar.update()
+    assert out.getvalue().splitlines() == ["probes: 4/4 steps (100%) in 4s, 1 steps/s"]
 
 
 def test_non_tty_lines_at_most_one_per_tenth_but_every_30_s():
     clock, out = Clock(), io.StringIO()
     bar = P.tracker(1000, "sweep", "forwards", True, stream=out, clock=clock)
+    clock.t += 6.0  # past LINE_AFTER
     for _ in range(99):  # 99 small updates within the first 10%: no line
         bar.update(1)
     assert out.getvalue() == ""
