@@ -40,6 +40,7 @@ from apex_jax.errors import ApexJaxError, CheckpointError, InputError
 DEMO_SIGMAS = "0.02,0.05,0.1,0.2,0.5,1,2,4"
 DEMO_K = "5,10,20,50"
 RUN_PAGES = ("finetune", "apex", "probe", "silence", "attack")  # the demo's runs, in its page's order
+DEMO_EPOCHS, DEMO_N_TRAIN, DEMO_MAX_LENGTH = 1, None, 64  # fine-tuning budget of `apex-jax demo`
 
 
 def _model_for(name: str, data, seed: int):
@@ -71,22 +72,41 @@ def _in_range(flag: str, v: float, lo: float, hi: float, lo_open: bool = True) -
 
 
 def _progress(quiet: bool) -> bool:
-    """Progress bars only on a terminal: redirected logs get no bar lines."""
-    return not quiet and sys.stderr.isatty()
+    """Progress for `apex_jax.progress`: a bar on a terminal, a line every ~10% or 30 s when
+    stderr is a log; nothing with --quiet."""
+    return not quiet
 
 
-def _load_checked(model: str, ds, purpose: str, dtype: str = "float32"):
+def _load_checked(model: str, ds, purpose: str, dtype: str = "float32", labels: str | None = None,
+                  prompt: str | None = None):
     """(model, label space) after the model/data checks every command runs before any work:
-    the input kind (text vs image) and the label space (see `apex_jax.data.check_label_space`)."""
+    the input kind (text vs image) and the label space (see `apex_jax.data.check_label_space`).
+    With `labels` (comma-separated label words, one per class) a causal LM is read as a
+    classifier through those tokens (`apex_jax.models.verbalizer`, `prompt` its template)."""
     import apex_jax
     from apex_jax import data as data_lib
 
     loaded = apex_jax.load(model, dtype=dtype)
+    if labels is not None or prompt is not None:
+        from apex_jax.models import verbalizer
+
+        if labels is None:
+            raise InputError("--prompt reads a causal LM through label tokens: give --labels too, "
+                             "e.g. --labels ' negative, positive'")
+        words = labels.split(",")  # leading spaces kept: BPE label tokens usually start with one
+        if any(not w.strip() for w in words):
+            raise InputError(f"--labels needs one non-empty word per class, comma-separated; got {labels!r}")
+        loaded = verbalizer(loaded, words, prompt=prompt or "{text}")
     data_lib.check_input_kind(ds, "text" if loaded.config.is_text else "image", model)
     space = data_lib.check_label_space(loaded.config.n_classes, loaded.label_names, ds, purpose)
     for note in space.notes:
         print(f"note: {note}")
     return loaded, space
+
+
+def _verbalizer(args) -> dict:
+    """The --labels/--prompt keywords (a causal LM read through label tokens) when given."""
+    return {k: getattr(args, k) for k in ("labels", "prompt") if getattr(args, k, None) is not None}
 
 
 def _dtype(args) -> dict:
@@ -125,7 +145,9 @@ def _space(space) -> dict:
 def _model_settings(model_name: str, loaded) -> dict:
     from apex_jax.engine.store import params_digest
 
-    return {"model": str(model_name), "model_params_sha256": params_digest(loaded.params)}
+    verbal = ({"label_token_ids": list(loaded.config.label_token_ids), "prompt": loaded.config.prompt}
+              if getattr(loaded.config, "label_token_ids", None) else {})  # a verbalizer is another classifier
+    return {"model": str(model_name), "model_params_sha256": params_digest(loaded.params), **verbal}
 
 
 def _sigma(value) -> str:
@@ -153,7 +175,7 @@ def cmd_sites(args) -> int:
 
 def finetune(model: str, data: str, out: str, *, mode: str = "full", lr: float | None = None, batch_size: int = 32,
              epochs: int = 3, patience: int = 1, max_length: int = 64, seed: int = 0, split_seed: int = 0,
-             n_train: int | None = None, overwrite: bool = False) -> dict:
+             n_train: int | None = None, quiet: bool = False, overwrite: bool = False) -> dict:
     """`apex-jax finetune`: trains a classifier and prints its held-out accuracy.
 
     The head is created with the data set's classes, so model and data share one label space.
@@ -186,7 +208,7 @@ def finetune(model: str, data: str, out: str, *, mode: str = "full", lr: float |
         "patience": patience, "max_length": max_length, "seed": seed, "split_seed": split_seed,
         "n_train": n_train}, overwrite=overwrite)
     metrics = training.finetune_run(initial, full, out, config, split_seed=split_seed,
-                                    n_train=n_train, model_name=model, log=print)
+                                    n_train=n_train, model_name=model, log=print, progress=_progress(quiet))
     run.complete()
     print(f"held-out test accuracy: {metrics['test_accuracy']:.4f} on {metrics['n_test']} examples "
           f"({metrics['seconds']} s); model saved to {Path(out) / 'model'}")
@@ -196,14 +218,16 @@ def finetune(model: str, data: str, out: str, *, mode: str = "full", lr: float |
 def cmd_finetune(args) -> int:
     finetune(args.model, args.data, args.out, mode=args.mode, lr=args.lr, batch_size=args.batch_size,
              epochs=args.epochs, patience=args.patience, max_length=args.max_length, seed=args.seed,
-             split_seed=args.split_seed, n_train=args.n_train, overwrite=args.overwrite, **_dtype(args))
+             split_seed=args.split_seed, n_train=args.n_train, quiet=args.quiet, overwrite=args.overwrite,
+             **_dtype(args))
     return 0
 
 
 def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: int = 0, n: int | None = None,
          sigmas: str = "logspace:0.01:4:16", draws: int = 64, sites: str = "resid_post", absolute: bool = False,
          threshold: float = 0.5, seed: int = 0, chunk_size: int | None = None, max_length: int = 64,
-         quiet: bool = False, overwrite: bool = False, dtype: str = "float32", model_parallel: int = 1) -> dict:
+         quiet: bool = False, overwrite: bool = False, dtype: str = "float32", model_parallel: int = 1,
+         labels: str | None = None, prompt: str | None = None) -> dict:
     """`apex-jax apex`: the APEX run layer on a data split, then its summary printed.
 
     Predictions are compared with the data's labels (clean accuracy), so the labels must be the
@@ -221,7 +245,7 @@ def apex(model: str, data: str, out: str, *, split: str = "test", split_seed: in
     grid = apex_jax.parse_sigmas(sigmas)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded, space = _load_checked(model, ds, "evaluate", dtype, labels, prompt)
     loaded = _split_params(loaded, mesh)
     site_list = apex_jax.parse_sites(loaded, sites)
     run = runs.open_run(out, "apex", {
@@ -257,14 +281,15 @@ def cmd_apex(args) -> int:
     apex(args.model, args.data, args.out, split=args.split, split_seed=args.split_seed, n=args.n,
          sigmas=args.sigmas, draws=args.draws, sites=args.sites, absolute=args.absolute, threshold=args.threshold,
          seed=args.seed, chunk_size=args.chunk_size, max_length=args.max_length, quiet=args.quiet,
-         overwrite=args.overwrite, model_parallel=args.model_parallel, **_dtype(args))
+         overwrite=args.overwrite, model_parallel=args.model_parallel, **_dtype(args), **_verbalizer(args))
     return 0
 
 
 def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500, layers: str = "all",
           l1: float = 1e-3, l2: float = 1e-3, steps: int = 400, split_seed: int = 0, max_length: int = 64,
-          overwrite: bool = False,
-          dtype: str = "float32") -> dict:
+          quiet: bool = False, overwrite: bool = False,
+          dtype: str = "float32", labels: str | None = None,
+          prompt: str | None = None) -> dict:
     """`apex-jax probe`: the SYNAPSE probe run layer, then the probe table printed.
 
     The labels define the probes' task, which may be another task than the model's (probing
@@ -282,7 +307,7 @@ def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500,
     runs.check_out(out)
     train = data_lib.get_split(data, "train", n=n_train, seed=split_seed)
     test = data_lib.get_split(data, "test", n=n, seed=split_seed)
-    loaded, space = _load_checked(model, train, "probe", dtype)
+    loaded, space = _load_checked(model, train, "probe", dtype, labels, prompt)
     cfg = apex_jax.ProbeConfig(l1=l1, l2=l2, steps=steps)
     site_list = apex_jax.parse_sites(loaded, layers)
     run = runs.open_run(out, "probe", {
@@ -292,7 +317,7 @@ def probe(model: str, data: str, out: str, *, n_train: int = 2000, n: int = 500,
         overwrite=overwrite)
     s = probe_run(loaded, train, test, Path(out), sites=site_list, config=cfg,
                   max_length=max_length, settings={"model": model, "data": data, "split_seed": split_seed},
-                  label_space=_space(space))
+                  label_space=_space(space), progress=_progress(quiet))
     run.complete()
     print(f"probes on {len(train)} train / {len(test)} test inputs ({s['timing']['seconds']} s):")
     print("  site                          test acc  macro-F1  spearman(probe, act×grad)")
@@ -309,7 +334,7 @@ def cmd_probe(args) -> int:
     """[CLS] probes per layer (+ concatenated, + classifier input), rankings, agreement."""
     probe(args.model, args.data, args.out, n_train=args.n_train, n=args.n, layers=args.layers, l1=args.l1,
           l2=args.l2, steps=args.steps, split_seed=args.split_seed, max_length=args.max_length,
-          overwrite=args.overwrite, **_dtype(args))
+          quiet=args.quiet, overwrite=args.overwrite, **_dtype(args), **_verbalizer(args))
     return 0
 
 
@@ -332,7 +357,8 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
             mode: str = "zero", sigma: float = 1.0, draws: int = 16, asymmetry_k: float = 10.0, joint: bool = False,
             seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False,
             overwrite: bool = False,
-            dtype: str = "float32", model_parallel: int = 1) -> dict:
+            dtype: str = "float32", model_parallel: int = 1, labels: str | None = None,
+            prompt: str | None = None) -> dict:
     """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed.
 
     Accuracy and F1 compare predictions with the labels, so the labels must be the model's
@@ -352,7 +378,7 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
     levels = apex_jax.parse_k(k)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded, space = _load_checked(model, ds, "evaluate", dtype, labels, prompt)
     loaded = _split_params(loaded, mesh)
     load_probes(probe_dir)  # a missing or corrupt probe run is refused before --out is touched
     cfg = apex_jax.SilenceConfig(k_levels=levels, n_random=random, positions=positions, mode=mode, sigma=sigma,
@@ -391,13 +417,14 @@ def cmd_silence(args) -> int:
             layers=args.layers, positions=args.positions, mode=args.mode, sigma=args.sigma, draws=args.draws,
             asymmetry_k=args.asymmetry_k, joint=args.joint, seed=args.seed, split_seed=args.split_seed,
             max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite,
-            model_parallel=args.model_parallel, **_dtype(args))
+            model_parallel=args.model_parallel, **_dtype(args), **_verbalizer(args))
     return 0
 
 
 def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200, target: int = 0,
-           k: float = 10.0, split_seed: int = 0, max_length: int = 64, overwrite: bool = False,
-           dtype: str = "float32") -> dict:
+           k: float = 10.0, split_seed: int = 0, max_length: int = 64, quiet: bool = False, overwrite: bool = False,
+           dtype: str = "float32", labels: str | None = None,
+          prompt: str | None = None) -> dict:
     """`apex-jax attack`: the SYNAPSE attack run layer, then the redirect rates printed.
 
     The target is one of the model's classes, and accuracy compares predictions with the
@@ -412,7 +439,7 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
     _in_range("k", k, 0, 100)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
-    loaded, space = _load_checked(model, ds, "evaluate", dtype)
+    loaded, space = _load_checked(model, ds, "evaluate", dtype, labels, prompt)
     C = loaded.config.n_classes
     if not 0 <= target < C:
         names = ", ".join(f"{c} ({loaded.label_names[c]})" for c in range(min(C, 12)))
@@ -424,7 +451,7 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
         "split_seed": split_seed, "n": len(ds), "probe": str(probe_dir), "probe_run_sha256": _probe_identity(probe_dir),
         "target": target, "k": k, "max_length": max_length, "dtype": dtype}, overwrite=overwrite)
     s = attack_run(loaded, ds, Path(probe_dir), Path(out), config=cfg, max_length=max_length,
-                   label_space=_space(space),
+                   label_space=_space(space), progress=_progress(quiet),
                    settings={"model": model, "data": data, "split": split, "split_seed": split_seed,
                              "probe": probe_dir})
     run.complete()
@@ -443,7 +470,8 @@ def attack(model: str, data: str, probe_dir: str, out: str, *, split: str = "tes
 def cmd_attack(args) -> int:
     """Logit bias, ±Δ column push and exponent bit flips toward a target class."""
     attack(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, target=args.target, k=args.k,
-           split_seed=args.split_seed, max_length=args.max_length, overwrite=args.overwrite, **_dtype(args))
+           split_seed=args.split_seed, max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite,
+           **_dtype(args), **_verbalizer(args))
     return 0
 
 
@@ -474,35 +502,47 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Fine-tune MiniLM on vader-movies, then run APEX and SYNAPSE on it."""
+    """Fine-tune MiniLM on vader-movies, then run APEX and SYNAPSE on it; prints each step's wall
+    time and the total at the end."""
     from apex_jax import assets
 
     t0 = time.perf_counter()
-    assets.fetch_assets(["minilm", "vader"])
+    walls: dict[str, float] = {}
+
+    def step(name: str, fn, *a, **kw):
+        t = time.perf_counter()
+        out = fn(*a, **kw)
+        walls[name] = time.perf_counter() - t
+        print(f"[demo] {name}: {walls[name]:.0f} s")
+        return out
+
+    step("assets", assets.fetch_assets, ["minilm", "vader"])
     out = Path(args.out)
     model_dir = str(out / "finetune" / "model")
+    q = {"quiet": args.quiet, "overwrite": args.overwrite, **_dtype(args)}
     if not (out / "finetune" / "model" / "config.json").is_file():
-        finetune("minilm", "vader-movies", str(out / "finetune"), epochs=args.epochs, n_train=args.n_train,
-                 overwrite=args.overwrite, **_dtype(args))
+        step("fine-tuning", finetune, "minilm", "vader-movies", str(out / "finetune"), epochs=args.epochs,
+             n_train=args.n_train, max_length=args.max_length, **q)
     else:
         print(f"using the fine-tuned model in {out / 'finetune' / 'model'}")
-    apex(model_dir, "vader-movies", str(out / "apex"), n=args.n, sigmas=DEMO_SIGMAS, draws=args.draws,
-         overwrite=args.overwrite, **_dtype(args))
+    step("APEX", apex, model_dir, "vader-movies", str(out / "apex"), n=args.n, sigmas=DEMO_SIGMAS, draws=args.draws,
+         max_length=args.max_length, **q)
     print("\nSYNAPSE: [CLS] probes per layer")
-    probe(model_dir, "vader-movies", str(out / "probe"), n_train=args.probe_train, n=args.probe_test,
-          overwrite=args.overwrite, **_dtype(args))
+    step("probes", probe, model_dir, "vader-movies", str(out / "probe"), n_train=args.probe_train, n=args.probe_test,
+         max_length=args.max_length, **q)
     print("\nSYNAPSE: silencing top-k vs random-k [CLS] neurons")
-    silence(model_dir, "vader-movies", str(out / "probe"), str(out / "silence"), n=args.n, k=DEMO_K,
-            overwrite=args.overwrite, **_dtype(args))
+    step("silencing", silence, model_dir, "vader-movies", str(out / "probe"), str(out / "silence"), n=args.n,
+         k=DEMO_K, max_length=args.max_length, **q)
     print("\nSYNAPSE: head attacks toward class 1")
-    attack(model_dir, "vader-movies", str(out / "probe"), str(out / "attack"), n=args.n, target=1,
-           overwrite=args.overwrite, **_dtype(args))
+    step("attacks", attack, model_dir, "vader-movies", str(out / "probe"), str(out / "attack"), n=args.n, target=1,
+         max_length=args.max_length, **q)
     metrics = json.loads((out / "finetune" / "metrics.json").read_text())
     from apex_jax import run_page
 
     page = run_page.write_index(out, RUN_PAGES, "apex-jax demo: MiniLM on VADER movie reviews")
-    print(f"\ndemo done in {time.perf_counter() - t0:.0f} s: test accuracy "
-          f"{metrics['test_accuracy']:.4f}; tables and plots in {out}/")
+    total = time.perf_counter() - t0
+    print(f"\ndemo done in {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
+          + f"): test accuracy {metrics['test_accuracy']:.4f}; tables and plots in {out}/")
     print(f"open the demo's page: {page.resolve()}")
     return 0
 
@@ -523,6 +563,20 @@ def _defaults(fn) -> dict:
     command and `demo` (which calls the functions) cannot disagree."""
     return {k: v.default for k, v in inspect.signature(fn).parameters.items()
             if v.kind is v.KEYWORD_ONLY and v.default is not v.empty}
+
+
+def _verbalizer_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--labels", help="a causal LM read as a classifier through label tokens: one word per class, "
+                                    "comma-separated, each one token (BPE words keep their leading space: "
+                                    "' negative, positive')")
+    s.add_argument("--prompt", help="with --labels: the template, {text} = the input, ending right before the "
+                                    "label word (default '{text}')")
+
+
+def _quiet(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress reports (else a bar with rate and ETA on a terminal, a line every ~10%% "
+                        "or 30 s when stderr is not one)")
 
 
 def _overwrite(s: argparse.ArgumentParser) -> None:
@@ -564,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--split-seed", type=int)
     s.add_argument("--n-train", type=int, help="use only the first N training examples")
+    _quiet(s)
     _overwrite(s)
     s.set_defaults(fn=cmd_finetune, **_defaults(finetune))
 
@@ -584,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--chunk-size", type=int, help="sweep units per compiled call")
     s.add_argument("--max-length", type=int)
-    s.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    _quiet(s)
+    _verbalizer_flags(s)
     s.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="precision: bfloat16 parameters and activations (softmax, norm statistics and logits in "
                         "float32) for accelerators; float32 (default) on CPU, where bf16 GEMMs are slower")
@@ -603,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--dtype", choices=("float32", "bfloat16"),
                        help="precision: bfloat16 parameters and activations (softmax, norm statistics and logits in "
                             "float32) for accelerators; float32 (default) on CPU, where bf16 GEMMs are slower")
+        _quiet(s)
+        _verbalizer_flags(s)
         _overwrite(s)
         if split:
             s.add_argument("--split")
@@ -631,7 +689,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--asymmetry-k", type=float)
     s.add_argument("--joint", action="store_true", help="silence all the layers at once (each its own ranking)")
     s.add_argument("--seed", type=int)
-    s.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     s.add_argument("--model-parallel", type=int,
                    help="split the model's big matrices over N devices (tensor parallel, for models bigger "
                         "than one device); the sweep is spread over device count / N replicas")
@@ -650,12 +707,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("demo", help="fine-tune MiniLM on vader-movies, then run APEX and SYNAPSE on it")
     s.add_argument("--out", default="runs/demo")
-    s.add_argument("--epochs", type=int, default=2)
-    s.add_argument("--n-train", type=int, default=None)
+    # The fine-tuning budget keeps `make demo` under 15 min on 2 cores (README "Quick start").
+    s.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    s.add_argument("--n-train", type=int, default=DEMO_N_TRAIN)
+    s.add_argument("--max-length", type=int, default=DEMO_MAX_LENGTH)
     s.add_argument("--n", type=int, default=32)
     s.add_argument("--draws", type=int, default=32)
     s.add_argument("--probe-train", type=int, default=1000)
     s.add_argument("--probe-test", type=int, default=300)
+    _quiet(s)
     _overwrite(s)
     s.set_defaults(fn=cmd_demo)
 

@@ -27,6 +27,7 @@ from apex_jax import batching
 from apex_jax.checkpoints import Checkpoints
 from apex_jax.data import Dataset
 from apex_jax.models.model import Model
+from apex_jax.progress import Progress, tracker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,19 +130,23 @@ def _loss_fn(model: Model):
 
 
 def predict_logits(model: Model, params: Any, data: Dataset, batch_size: int = 64,
-                   max_length: int = 64) -> np.ndarray:
-    """Clean logits [n, n_classes] for a data set, in order."""
+                   max_length: int = 64, progress: Progress = None, desc: str = "predicting") -> np.ndarray:
+    """Clean logits [n, n_classes] for a data set, in order (`progress`: see apex_jax.progress)."""
     step = model.jitted()
     feats = featurize(model, data, max_length)
-    out = [np.asarray(step(params, b.inputs).logits)[: int(b.weights.sum())]
-           for b in make_batches(feats, data.labels, batch_size)]
+    out = []
+    with tracker(len(data), desc, "inputs", progress) as bar:
+        for b in make_batches(feats, data.labels, batch_size):
+            k = int(b.weights.sum())
+            out.append(np.asarray(step(params, b.inputs).logits)[:k])
+            bar.update(k)
     return np.concatenate(out)
 
 
 def evaluate(model: Model, params: Any, data: Dataset, batch_size: int = 64,
-             max_length: int = 64) -> dict[str, float]:
+             max_length: int = 64, progress: Progress = None, desc: str = "evaluating") -> dict[str, float]:
     """Accuracy and mean cross-entropy on a data set."""
-    logits = predict_logits(model, params, data, batch_size, max_length)
+    logits = predict_logits(model, params, data, batch_size, max_length, progress, desc)
     logp = np.asarray(jax.nn.log_softmax(logits, axis=1))
     return {
         "accuracy": float((logits.argmax(1) == data.labels).mean()),
@@ -156,8 +161,13 @@ def train(
     config: TrainConfig = TrainConfig(),
     out_dir: str | Path | None = None,
     log: Callable[[str], None] = print,
+    progress: Progress = None,
 ) -> tuple[Model, dict]:
     """Trains `model`'s classifier on `train_data`, early-stopping on `val_data`.
+
+    `progress` reports the steps of every epoch and the validation pass with rate and ETA
+    (`apex_jax.progress`: None = a bar on a terminal only, True = bar or log lines, False =
+    silent, or a callable).
 
     Returns:
         (the model with the best validation parameters, history dict).
@@ -202,11 +212,16 @@ def train(
         t0 = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch])
         losses = []
-        for batch in make_batches(train_feats, train_data.labels, config.batch_size, rng):
-            trainable, opt_state, value = train_step(trainable, opt_state, frozen, batch)
-            losses.append(value)
+        with tracker(steps_per_epoch, f"fine-tuning, epoch {epoch + 1}/{config.max_epochs}", "steps",
+                     progress) as bar:
+            for batch in make_batches(train_feats, train_data.labels, config.batch_size, rng):
+                trainable, opt_state, value = train_step(trainable, opt_state, frozen, batch)
+                losses.append(value)
+                value.block_until_ready()  # the bar counts finished steps, not dispatched ones
+                bar.update()
         params = {**frozen, **trainable}
-        val = evaluate(model, params, val_data, max_length=config.max_length)
+        val = evaluate(model, params, val_data, max_length=config.max_length, progress=progress,
+                       desc="validation")
         record = {"epoch": epoch, "train_loss": float(np.mean(jax.device_get(losses))),
                   "val_accuracy": val["accuracy"], "val_loss": val["loss"],
                   "seconds": round(time.perf_counter() - t0, 1)}
@@ -257,7 +272,8 @@ def save_metrics(path: str | Path, metrics: dict) -> None:
 
 
 def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConfig, *, split_seed: int = 0,
-                 n_train: int | None = None, model_name: str = "", log: Callable[[str], None] | None = None) -> dict:
+                 n_train: int | None = None, model_name: str = "", log: Callable[[str], None] | None = None,
+                 progress: Progress = None) -> dict:
     """Fine-tunes (or trains) `model` on the train split of `data` with early stopping on val,
     scores it on test, and writes the run folder: OUT/model (HF folder), OUT/checkpoints (resume),
     OUT/metrics.json, OUT/index.html (the run's page).
@@ -270,7 +286,8 @@ def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConf
         split_seed: the split's seed.
         n_train: use only the first n training examples (1 <= n <= the split's size; else InputError).
         model_name: recorded as metrics["model"].
-        log: called with a progress line before training starts.
+        log: called with a progress line before training starts (and per epoch).
+        progress: steps and evaluation passes with rate and ETA (see `train`).
 
     Returns:
         metrics.json's content.
@@ -292,8 +309,10 @@ def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConf
     if log:
         log(f"{model}\ntraining on {len(train_part)} {data.name} examples ({config.mode}), "
             f"validating on {len(splits['val'])}")
-    model, history = train(model, train_part, splits["val"], config, out_dir=out)
-    test = evaluate(model, model.params, splits["test"], max_length=config.max_length)
+    model, history = train(model, train_part, splits["val"], config, out_dir=out, log=log or print,
+                           progress=progress)
+    test = evaluate(model, model.params, splits["test"], max_length=config.max_length, progress=progress,
+                    desc="test")
     model.save(out / "model")
     metrics = {
         "model": model_name, "data": data.name, "mode": config.mode, "n_train": len(train_part),

@@ -382,9 +382,9 @@ def test_probe_of_another_task(env, capsys):
     assert "test_f1_class_2" in s["results"]["probes"][0]
 
 
-def test_non_tty_progress_is_off(monkeypatch):
-    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
-    assert cli._progress(False) is False
+def test_progress_is_on_unless_quiet():
+    """The CLI asks for progress (a bar on a terminal, log lines off one: tests/test_progress.py)."""
+    assert cli._progress(False) is True
     assert cli._progress(True) is False
 
 

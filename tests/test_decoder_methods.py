@@ -299,3 +299,40 @@ def test_silencing_modes_and_joint_sites_on_a_decoder(folders):
         p = {s: Scale(jnp.zeros(()), positions=cls, neurons=jnp.asarray(m[g])) for s, m in joint.items()}
         want = np.asarray(model.apply(model.params, batch, p).logits).argmax(-1)
         np.testing.assert_array_equal(silencing.predictions(res)[:, g], want)
+
+
+def test_cli_verbalizer_flags(folders, tmp_path, capsys):
+    """--labels/--prompt read a causal LM through label tokens on the command line: the clean
+    predictions are those of `verbalizer` in Python, the manifest records the label tokens and
+    the prompt, and bad flags exit 2 naming the problem."""
+    from apex_jax import data as data_lib
+    from apex_jax.models import verbalizer
+
+    lm = folders("llama", "lm")
+    task = sentiment_csv(tmp_path / "task.csv", 40)
+    flags = ["--labels", "awful,great", "--prompt", "review : {text} sentiment :"]
+    ap = tmp_path / "apex"
+    assert cli.main(["apex", str(lm), "--data", str(task), "--out", str(ap), "--n", "6", "--draws", "2",
+                     "--sigmas", "0,2", "--max-length", "16", "--quiet", *flags]) == 0
+    clf = verbalizer(apex_jax.load(lm), ["awful", "great"], prompt="review : {text} sentiment :")
+    ds = data_lib.get_split(str(task), "test", n=6, seed=0)
+    want = np.asarray(clf.apply(clf.params, clf.encode(list(ds.inputs), max_length=16)).logits).argmax(-1)
+    rows = list(csv.DictReader(open(ap / "samples.csv")))
+    assert [int(r["clean_prediction"]) for r in rows] == want.tolist()
+    settings = json.loads((ap / "run.json").read_text())["settings"]
+    assert settings["label_token_ids"] == list(clf.config.label_token_ids)
+    assert settings["prompt"] == "review : {text} sentiment :"
+
+    probe = tmp_path / "probe"
+    assert cli.main(["probe", str(lm), "--data", str(task), "--out", str(probe), "--n-train", "20", "--n", "8",
+                     "--steps", "10", "--max-length", "16", "--quiet", *flags]) == 0
+    prow = list(csv.DictReader(open(probe / "probes.csv")))
+    assert prow[-1]["site"] == "head.hook_cls" and len(prow) == 5
+    capsys.readouterr()
+
+    bad = [(["--prompt", "x {text}"], "--labels"), (["--labels", "awful,,great"], "one non-empty word"),
+           (["--labels", "awful,great", "--prompt", "no slot"], "{text}")]
+    for extra, needle in bad:
+        rc = cli.main(["apex", str(lm), "--data", str(task), "--out", str(tmp_path / "bad"), "--n", "2",
+                       "--quiet", *extra])
+        assert rc == 2 and needle in capsys.readouterr().err

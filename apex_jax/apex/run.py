@@ -149,7 +149,7 @@ def apex_run(
     out = Path(out)
     batch = batching.encode(model, data, max_length)
     result = run_apex(model, model.params, batch, data.ids, sigmas, sites=sites, draws=draws, seed=seed,
-                      relative=relative, threshold=threshold, run_dir=out, **sweep_kw)
+                      relative=relative, threshold=threshold, run_dir=out, **{"desc": "APEX sweep", **sweep_kw})
     settings = {**(settings or {}), "draws": draws, "seed": seed, "relative_sigma": relative,
                 "max_length": max_length}
     s = write_run(out, result, data.ids, data.labels, model.label_names or data.label_names, settings, relative,

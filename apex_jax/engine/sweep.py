@@ -61,6 +61,7 @@ from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
 from apex_jax.engine.store import Store, agree_on_step, describe
 from apex_jax.errors import InputError
 from apex_jax.models.model import Model
+from apex_jax.progress import Progress, tracker
 
 
 @dataclasses.dataclass
@@ -99,7 +100,8 @@ def run_sweep(
     mesh: jax.sharding.Mesh | None = None,
     pad_multiple: int = PAD_MULTIPLE,
     run_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: Progress = None,
+    desc: str = "perturbed forwards",
     tag: str = "",
     common_noise: bool = False,
     per_input_grid: bool = False,
@@ -137,6 +139,9 @@ def run_sweep(
         pad_multiple: inputs run at their length rounded up to a multiple of this (default 8;
             16 reproduces the counts of engines before 2026-11-30; 1 = exact lengths).
         run_dir: folder for resumable checkpoints (orbax; see engine/store.py).
+        progress: perturbed forwards done, with rate and ETA (`apex_jax.progress`: None = a bar
+            on a terminal only, True = bar or log lines, False = silent, or a callable).
+        desc: the progress report's label.
         tag: extra text mixed into the checkpoint fingerprint (e.g. what `perturb` does).
         common_noise: use the same keys at every grid point (common random numbers): draw d of
             an input sees the same noise direction at every σ, so curves over the grid vary
@@ -173,7 +178,8 @@ def run_sweep(
     clean = np.zeros(plan.n_inputs, np.int64)
     t0 = time.perf_counter()
     computed = 0
-    bar = _progress(int((~done).sum()) * plan.rows_per_step, progress)
+    bar = tracker(int((~done).sum()) * plan.rows_per_step, desc, "forwards",
+                  progress if jax.process_index() == 0 else False)  # one report per run, not per host
     for bi, block in enumerate(plan.blocks):
         prefix, block_clean = _prefix(model, params, inputs, block, sites)
         real = block.rows >= 0
@@ -346,9 +352,3 @@ def _to_host(x: jax.Array) -> np.ndarray:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="fwd", unit_scale=True, smoothing=0.1,
-                desc="perturbed forwards")

@@ -25,6 +25,7 @@ from apex_jax import sites as site_lib
 from apex_jax.batching import Chunk, iter_chunks, num_rows
 from apex_jax.classifier_token import token_vector
 from apex_jax.models.model import skeleton
+from apex_jax.progress import Progress, tracker
 
 Array = Any
 
@@ -85,6 +86,7 @@ def extract_cls(
     sites: Sequence[str] | None = None,
     batch_size: int = 64,
     out: str | Path | None = None,
+    progress: Progress = None,
 ) -> dict[str, np.ndarray]:
     """The classifier-token vector at each site for every input: [CLS] (position 0) for
     encoders, the last real token for decoders.
@@ -100,6 +102,8 @@ def extract_cls(
         batch_size: examples per forward pass.
         out: optional folder; each site's features are written to `out/{site}.npy` as chunks
             arrive and memory-mapped arrays (read-only) are returned.
+        progress: inputs read, with rate and ETA (`apex_jax.progress`: None = a bar on a
+            terminal only, True = bar or log lines, False = silent, or a callable).
 
     Returns:
         {site: float32 [n, d]} in the order of `sites`.
@@ -111,6 +115,8 @@ def extract_cls(
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
     result: dict[str, np.ndarray] = {}
+
+    bar = tracker(n, "[CLS] features", "inputs", progress)
 
     def store(chunk: Chunk, got: dict) -> None:
         k = chunk.stop - chunk.start
@@ -124,6 +130,7 @@ def extract_cls(
                     if folder is not None else np.empty(shape, np.float32)
                 )
             result[s][chunk.start:chunk.stop] = rows
+        bar.update(k)
 
     # Dispatch chunk i+1 before copying chunk i to the host, so transfer overlaps compute.
     pending = None
@@ -133,6 +140,7 @@ def extract_cls(
             store(*pending)
         pending = (chunk, got)
     store(*pending)
+    bar.close()
 
     if folder is None:
         return result

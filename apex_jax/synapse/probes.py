@@ -33,9 +33,11 @@ import optax
 
 from apex_jax.checkpoints import Checkpoints
 from apex_jax.errors import CheckpointError
+from apex_jax.progress import Progress, Tracker, tracker
 
 Array = Any
 
+CHUNK_STEPS = 50  # optimizer steps per compiled call: progress is reported between calls
 CONCAT = "concat"  # name of the probe on all layers' features concatenated (in site order)
 FORMAT = "apex_jax.probes/2"  # 2: one step (0) of apex_jax.checkpoints.Checkpoints (1: a bare orbax composite)
 
@@ -299,40 +301,58 @@ def _loss(params, x, y, l1, l2):
     return ce + l1 * jnp.abs(W).sum() + l2 * jnp.square(W).sum()
 
 
-@functools.partial(jax.jit, static_argnames=("n_classes", "steps"))
-def _fit_stack(x, y, l1, l2, learning_rate, *, n_classes: int, steps: int):
-    """Trains one probe per stacked feature set: x [G, n, d], y [n] -> W [G, C, d], b [G, C], loss [G]."""
-    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+def _optimizer(learning_rate, steps: int):
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
-    def fit_one(x):
-        params = (jnp.zeros((n_classes, x.shape[1]), x.dtype), jnp.zeros((n_classes,), x.dtype))
 
+@functools.partial(jax.jit, static_argnames=("steps", "length"))
+def _fit_chunk(params, state, x, y, l1, l2, learning_rate, *, steps: int, length: int):
+    """`length` more Adam steps of every stacked probe: params (W [G, C, d], b [G, C]), their
+    optimizer states, x [G, n, d], y [n]. `steps` (the schedule's horizon) and `length` are
+    static; the step count lives in the optimizer state, so any chunking gives the same run."""
+    opt = _optimizer(learning_rate, steps)
+
+    def fit_one(params, state, x):
         def step(carry, _):
             params, state = carry
             grads = jax.grad(_loss)(params, x, y, l1, l2)
             updates, state = opt.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), None
 
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-        return params, _loss(params, x, y, l1, l2)
+        return jax.lax.scan(step, (params, state), None, length=length)[0]
 
-    (W, b), loss = jax.vmap(fit_one)(x)
-    return W, b, loss
+    return jax.vmap(fit_one)(params, state, x)
 
 
-def fit_stack(x: Array, y: Array, config: ProbeConfig, n_classes: int):
+@jax.jit
+def _final_loss(params, x, y, l1, l2):
+    return jax.vmap(lambda p, x: _loss(p, x, y, l1, l2))(params, x)
+
+
+def fit_stack(x: Array, y: Array, config: ProbeConfig, n_classes: int, bar: Tracker | None = None):
     """Trains probes on stacked, standardized features x [G, n, d] with labels y [n].
+
+    The `config.steps` full-batch steps run in compiled chunks of `CHUNK_STEPS`; `bar` (a
+    `progress.Tracker`) counts them.
 
     Returns:
         (W [G, C, d], b [G, C], final loss [G]) as numpy float32.
     """
     config.check()
-    W, b, loss = _fit_stack(
-        jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), jnp.float32(config.l1),
-        jnp.float32(config.l2), jnp.float32(config.learning_rate), n_classes=int(n_classes),
-        steps=config.steps,
-    )
-    return np.asarray(W), np.asarray(b), np.asarray(loss)
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.int32)
+    G, _, d = x.shape
+    l1, l2, lr = jnp.float32(config.l1), jnp.float32(config.l2), jnp.float32(config.learning_rate)
+    params = (jnp.zeros((G, int(n_classes), d), jnp.float32), jnp.zeros((G, int(n_classes)), jnp.float32))
+    state = jax.vmap(_optimizer(lr, config.steps).init)(params)
+    for start in range(0, config.steps, CHUNK_STEPS):
+        length = min(CHUNK_STEPS, config.steps - start)
+        params, state = _fit_chunk(params, state, x, y, l1, l2, lr, steps=config.steps, length=length)
+        if bar is not None:
+            jax.block_until_ready(params)
+            bar.update(length)
+    loss = _final_loss(params, x, y, l1, l2)
+    return np.asarray(params[0]), np.asarray(params[1]), np.asarray(loss)
 
 
 def _metrics(W, b, z, y, train_idx, test_idx, n_classes, loss) -> ProbeMetrics:
@@ -359,6 +379,7 @@ def train_probes(
     test_idx: Array,
     config: ProbeConfig = ProbeConfig(),
     n_classes: int | None = None,
+    progress: Progress = None,
 ) -> ProbeSet:
     """Trains one elastic-net logistic probe per site (and the CONCAT probe) at once.
 
@@ -369,6 +390,8 @@ def train_probes(
         test_idx: rows the metrics are computed on; disjoint from `train_idx`.
         config: penalty and optimizer settings.
         n_classes: number of classes; default `labels.max() + 1`.
+        progress: optimizer steps done, with rate and ETA (`apex_jax.progress`: None = a bar on
+            a terminal only, True = bar or log lines, False = silent, or a callable).
 
     Returns:
         A `ProbeSet` with W [C, d] (standardized units), b, mean, std and test metrics per site.
@@ -400,10 +423,11 @@ def train_probes(
         groups.setdefault(zs.shape[1], []).append(name)
     y_train = y[train_idx]
     probes: dict[str, Probe] = {}
-    for names in groups.values():
-        W, b, loss = fit_stack(np.stack([z[s][train_idx] for s in names]), y_train, config, n_classes)
-        for g, s in enumerate(names):
-            m = _metrics(W[g], b[g], z[s], y, train_idx, test_idx, n_classes, loss[g])
-            probes[s] = Probe(W[g], b[g], std[s][1], std[s][2], m)
+    with tracker(config.steps * len(groups), f"training {len(z)} probe(s)", "steps", progress) as bar:
+        for names in groups.values():
+            W, b, loss = fit_stack(np.stack([z[s][train_idx] for s in names]), y_train, config, n_classes, bar)
+            for g, s in enumerate(names):
+                m = _metrics(W[g], b[g], z[s], y, train_idx, test_idx, n_classes, loss[g])
+                probes[s] = Probe(W[g], b[g], std[s][1], std[s][2], m)
     order = [s for s in z]  # sites first, CONCAT last
     return ProbeSet({s: probes[s] for s in order}, sites, n_classes, config)

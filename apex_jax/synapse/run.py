@@ -24,6 +24,7 @@ import numpy as np
 from apex_jax import batching, io, run_page
 from apex_jax.data import Dataset
 from apex_jax.models.model import Model
+from apex_jax.progress import Progress, tracker
 from apex_jax.sites import HEAD_INPUT_SITE as HEAD_SITE  # the attacks' probe reads the classifier input
 from apex_jax.synapse import plots, rankings
 from apex_jax.synapse.attack import AttackConfig, attack_experiment
@@ -35,12 +36,13 @@ from apex_jax.synapse.silence import SilenceConfig, silencing_experiment
 # ----------------------------------------------------------------------------- probe
 def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, sites: Sequence[str], config: ProbeConfig = ProbeConfig(),
               max_length: int = 64, attribution_n: int = 128, settings: dict | None = None,
-              label_space: dict | None = None) -> dict:
+              label_space: dict | None = None, progress: Progress = None) -> dict:
     """[CLS] features of train + test, one probe per site (+ all layers concatenated) and one on
     the classifier input (head.hook_cls, for the attacks); rankings and their agreement with
     activation × gradient. The probes have the data's classes (`train.n_classes`), which may be
     another task's than the model's (probing another task's features is legitimate; silence and
-    attack then need probes of the model's own classes).
+    attack then need probes of the model's own classes). `progress` reports feature extraction,
+    probe training and the rankings (`apex_jax.progress`).
 
     Returns:
         summary.json's content plus "timing".
@@ -53,13 +55,13 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     n_tr = len(train)
     batch = batching.encode(model, [train, test], max_length)  # one padded width for both parts
     labels = np.concatenate([train.labels, test.labels])
-    feats = extract_cls(model, model.params, batch, all_sites)
+    feats = extract_cls(model, model.params, batch, all_sites, progress=progress)
     t_feat = time.perf_counter() - t0
     tr_idx, te_idx = np.arange(n_tr), np.arange(n_tr, len(labels))
     C = train.n_classes  # the probes' task is the data's (it may be another task than the model's)
-    layer_probes = train_probes({s: feats[s] for s in sites}, labels, tr_idx, te_idx, config, C)
+    layer_probes = train_probes({s: feats[s] for s in sites}, labels, tr_idx, te_idx, config, C, progress)
     head_probe = train_probes({HEAD_SITE: feats[HEAD_SITE]}, labels, tr_idx, te_idx,
-                              dataclasses.replace(config, concat=False), C)
+                              dataclasses.replace(config, concat=False), C, progress)
     layer_probes.save(out / "probes")
     head_probe.save(out / "head_probe")
     t_train = time.perf_counter() - t0 - t_feat
@@ -71,6 +73,7 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     att_rows = np.arange(n_tr, min(len(labels), n_tr + attribution_n))
     att_batch = {k: v[att_rows] for k, v in batch.items()}
     rank_rows, agree_rows = [], []
+    bar = tracker(len(sites) + 1, "rankings (act x grad)", "sites", progress)
     for s in sites + [HEAD_SITE]:
         W = (head_probe if s == HEAD_SITE else layer_probes)[s].W
         g = rankings.global_ranking(W)
@@ -84,6 +87,8 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
                            "spearman_probe_vs_random": rankings.spearman(g, rnd),
                            "top10pct_overlap_probe_attribution": float(
                                (rankings.top_k(g, 10) * rankings.top_k(attr, 10)).sum() / rankings.k_count(10, len(g.scores)))})
+        bar.update()
+    bar.close()
     io.write_csv(out / "rankings.csv", rank_rows)
     io.write_csv(out / "ranking_agreement.csv", agree_rows)
     plots.plot_probe_accuracy(out / "probe_accuracy.png", table)
@@ -138,7 +143,7 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
     batch = batching.encode(model, data, max_length)
     means = None
     if config.mode == "mean":
-        feats = extract_cls(model, model.params, batch, sites)
+        feats = extract_cls(model, model.params, batch, sites, progress=sweep_kw.get("progress"))
         means = {s: feats[s].mean(0) for s in sites}
     res = silencing_experiment(model, model.params, batch, data.labels, data.ids, scores, config,
                                means=means, **sweep_kw)
@@ -184,8 +189,10 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
 
 # ----------------------------------------------------------------------------- attack
 def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str | Path, *, config: AttackConfig = AttackConfig(),
-               max_length: int = 64, settings: dict | None = None, label_space: dict | None = None) -> dict:
+               max_length: int = 64, settings: dict | None = None, label_space: dict | None = None,
+               progress: Progress = None) -> dict:
     """Logit bias, column push and bit flips toward a target class on the classifier input.
+    `progress` reports the [CLS] feature extraction (`apex_jax.progress`).
 
     Returns:
         summary.json's content plus "timing" and "result" (the `AttackResult`).
@@ -197,7 +204,7 @@ def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str 
     W = head_probe[HEAD_SITE].W
     class_scores = np.stack([rankings.class_ranking(W, c).scores for c in range(W.shape[0])])
     batch = batching.encode(model, data, max_length)
-    h = extract_cls(model, model.params, batch, [HEAD_SITE])[HEAD_SITE]
+    h = extract_cls(model, model.params, batch, [HEAD_SITE], progress=progress)[HEAD_SITE]
     res = attack_experiment(model, model.params, h, data.labels, class_scores, config)
     io.write_csv(out / "attacks.csv", res["rows"])
     plots.plot_attacks(out / "attack_curves.png", res["rows"])

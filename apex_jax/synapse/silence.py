@@ -237,10 +237,11 @@ def silencing_experiment(
     jobs = ([("joint", next(iter(grids.values()))[0], {s: m for s, (_, m) in grids.items()})] if config.joint
             else [(site, sels, masks) for site, (sels, masks) in grids.items()])
     draws = config.draws if config.mode == "noise" else 1
-    for name, sels, masks in jobs:
+    for j, (name, sels, masks) in enumerate(jobs):
+        kw = {"desc": f"silencing {name} ({j + 1}/{len(jobs)})", **sweep_kw}  # a progress label per sweep
         res = silencing.mask_sweep(model, params, batch, ids, name, masks, positions=config.positions,
                                    mode=config.mode, means=means, sigma=config.sigma, draws=draws,
-                                   seed=config.seed, **sweep_kw)
+                                   seed=config.seed, **kw)
         clean_pred = res.clean
         layers.append(LayerResult(name, sels, silencing.metrics_from_counts(labels, res.counts), res.counts))
         seconds += res.seconds
