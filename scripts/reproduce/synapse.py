@@ -138,7 +138,7 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
         n_test = min(s.n_probe_test, len(te) // 2)
         rows = np.sort(te[n_test:n_test + s.n_ref_eval])
         evaluation = minilm.splits(cfg)["test"].subset(rows)
-        info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['mode']})",
+        info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['config']['mode']})",
                 "test_accuracy": ft["test_accuracy"]}
     timer.mark(f"reference {task}: model")
     r = ref.run_task(task, model, params, train, test, evaluation, out, s.reference, s.max_length, progress)

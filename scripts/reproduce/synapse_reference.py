@@ -333,7 +333,7 @@ def attack_verdicts(domains: dict) -> list[Verdict]:
                 vals.append((n, weakest(d, k2, m2)))
             else:
                 vals.append((n, weakest(d, kind, mag)))
-        if any(v is None for _, v in vals):
+        if not vals or any(v is None for _, v in vals):
             o = "inconclusive"
         else:
             o = "reproduced" if all(v >= thr for _, v in vals) else "not reproduced"
