@@ -110,7 +110,7 @@ class ProbeMetrics(NamedTuple):
 class Probe(NamedTuple):
     """One linear probe. Logits of raw features x [n, d]: ((x - mean) / std) @ W.T + b."""
 
-    W: np.ndarray  # [C, d] float32, in standardized units: |W[c, j]| ranks neuron j for class c
+    W: np.ndarray  # [C, d] float32, in standardized (or, standardize=False, raw) units: |W[c, j]| ranks neuron j
     b: np.ndarray  # [C] float32
     mean: np.ndarray  # [d] float32, train-split mean
     std: np.ndarray  # [d] float32, train-split std (1 where below the floor)

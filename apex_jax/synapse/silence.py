@@ -249,6 +249,9 @@ def concat_silencing_experiment(
     """
     C = model.config.n_classes
     config.check(C)
+    if config.mode == "mean":
+        raise ValueError("concat_silencing_experiment zeroes or adds noise; mode='mean' is per-site only "
+                         "(silencing_experiment).")
     W = np.asarray(W, np.float64)
     sites = list(sites)
     d = model.config.d_model
@@ -272,11 +275,8 @@ def concat_silencing_experiment(
         grid["head.hook_cls"] = np.concatenate([np.zeros((len(sels), d), np.float32), pgrid[sites[-1]]])
         parts.append((ALL_LAYERS_POOLER, psels))
     draws = config.draws if config.mode == "noise" else 1
-    means = None
-    if config.mode == "mean":
-        raise ValueError("concat_silencing_experiment zeroes or adds noise; mode='mean' is per-site only.")
     res = silencing.mask_sweep(model, params, batch, ids, None, grid, positions=config.positions,
-                               mode=config.mode, means=means, sigma=config.sigma, draws=draws,
+                               mode=config.mode, sigma=config.sigma, draws=draws,
                                seed=config.seed, **sweep_kw)
     layers, start = [], 0
     for name, ss in parts:

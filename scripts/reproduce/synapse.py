@@ -549,10 +549,8 @@ the top-k% mapped back to (layer, unit) and zeroed at [CLS] of every block at on
 forward; for BERT also a variant that zeroes the last block's units at the pooler output. Curve:
 the {len(ks)} k levels, ranked (and 2 random) selections; control: k ∈ {{{', '.join(f'{k:g}' for k in ctrl_k)}}}%,
 {rs.get('n_random', '?')} random k% selections of the concatenation each (z = (ranked drop − random mean) /
-random std). Tasks: binary sentiment (vader-tweets), which of the 4 VADER corpora a sentence
-comes from (vader-corpus: 700 sentences each, MiniLM fine-tuned here) and the 10 digit classes
-(the zoo's first clean ViT). "Detectable" = 5 inputs (a one-sided sign test of 5 one-way flips
-gives p = 0.031).
+random std). Tasks: {'; '.join(ref.TASKS.get(n, n) for n in refd)}. "Detectable" = 5 inputs (a
+one-sided sign test of 5 one-way flips gives p = 0.031).
 
 | task | model | classes | probe train / test | concat probe accuracy | eval inputs | clean accuracy | chance (majority) | detectable drop | Spearman vs attribution | layers of the global top 10% |
 |---|---|---|---|---|---|---|---|---|---|---|

@@ -27,13 +27,10 @@ from typing import Any
 
 import numpy as np
 
-import apex_jax
 from apex_jax import batching, io
 from apex_jax.specs import K_LEVELS
-from apex_jax.synapse import plots, rankings
-from apex_jax.synapse import silence as S
-from apex_jax.synapse.features import extract_cls
-from apex_jax.synapse.probes import CONCAT, ProbeConfig, train_probes
+from apex_jax.synapse import (ALL_LAYERS, ALL_LAYERS_POOLER, CONCAT, ProbeConfig, SilenceConfig,
+                              concat_silencing_experiment, extract_cls, plots, rankings, train_probes)
 from .reporting import num
 from .verdicts import Verdict, combine
 
@@ -60,6 +57,11 @@ CITATIONS = {
 
 Z_MIN = 3.0  # a ranked drop "beats random" at z >= 3 …
 MIN_FLIPS = 5  # … and by at least 5 inputs (one-sided sign test of 5 one-way flips: p = 0.031)
+TASKS = {"vader-tweets": "binary sentiment (vader-tweets)",
+         "vader-movies": "binary sentiment (vader-movies)",
+         "vader-corpus": "which of the 4 VADER corpora a sentence comes from (vader-corpus: 700 sentences each, "
+                         "MiniLM fine-tuned here)",
+         "digits-vit": "the 10 digit classes (the zoo's first clean ViT)"}
 PAPER_Z = "random-control z ≈ 17–30"
 PAPER_RHO = "Spearman(probe, attribution) 0.46–0.70"
 RHO_LOW = 0.46
@@ -113,15 +115,15 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
     rho = rankings.spearman(g, attr)
     rho_layers = [rankings.spearman(g.scores[i * d:(i + 1) * d], attr[i * d:(i + 1) * d]) for i in range(len(sites))]
 
-    curve_cfg = S.SilenceConfig(k_levels=rs.k_levels, n_random=2, bottom=False, per_class=C > 2,
+    curve_cfg = SilenceConfig(k_levels=rs.k_levels, n_random=2, bottom=False, per_class=C > 2,
                                 asymmetry_k=rs.asymmetry_k if rs.asymmetry_k in rs.k_levels else rs.k_levels[0],
                                 seed=rs.seed)
-    curve = S.concat_silencing_experiment(model, params, ev, y, ids, W, sites, curve_cfg, pooler=False,
+    curve = concat_silencing_experiment(model, params, ev, y, ids, W, sites, curve_cfg, pooler=False,
                                           progress=progress)
-    ctrl_cfg = S.SilenceConfig(k_levels=rs.random_k, n_random=rs.n_random, bottom=False, per_class=False,
+    ctrl_cfg = SilenceConfig(k_levels=rs.random_k, n_random=rs.n_random, bottom=False, per_class=False,
                                seed=rs.seed + 1)
     pooler = "head.hook_cls" in model.sites and bool(getattr(model.config, "has_pooler", False))
-    ctrl = S.concat_silencing_experiment(model, params, ev, y, ids, W, sites, ctrl_cfg, pooler=pooler,
+    ctrl = concat_silencing_experiment(model, params, ev, y, ids, W, sites, ctrl_cfg, pooler=pooler,
                                          progress=progress)
     controls = [{k: r[k] for k in ("site", "k_percent", "clean", "drop", "random_mean", "random_std", "z", "p")}
                 for r in ctrl.controls("accuracy") if r["selection"] == "top"]
@@ -134,7 +136,7 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
                "random_drop": clean["accuracy"] - float(np.mean([acc[i] for i, s in enumerate(kinds)
                                                                   if s.kind == "random" and s.k == k]))}
               for k in rs.k_levels]
-    asym = curve.asymmetry(S.ALL_LAYERS) if C > 2 else None
+    asym = curve.asymmetry(ALL_LAYERS) if C > 2 else None
     io.write_csv(out / "controls.csv", controls)
     io.write_csv(out / "curve.csv", ranked)
     io.write_csv(out / "silencing.csv", curve.table() + ctrl.table())
@@ -176,7 +178,7 @@ def _overall(outcomes: list[str]) -> str:
     return "inconclusive"
 
 
-def beats_random(tasks: dict, variant: str = S.ALL_LAYERS) -> Verdict:
+def beats_random(tasks: dict, variant: str = ALL_LAYERS) -> Verdict:
     """Ranked vs random silencing, all layers at once. Per task and control k, a cell *beats
     random* when z >= 3 and the ranked drop exceeds the random mean by >= 5 inputs' worth; a
     cell has *power* when the ranked or the mean random drop reaches 5 inputs. Per task:
@@ -196,7 +198,7 @@ def beats_random(tasks: dict, variant: str = S.ALL_LAYERS) -> Verdict:
         ev.append(f"{name}: {len(wins)}/{len(cells)} k levels beat random, z {num(min(zs), 1)}…{num(max(zs), 1)}, "
                   f"largest ranked / random drop {num(max(_f(c['drop']) for c in cells))} / "
                   f"{num(max(_f(c['random_mean']) for c in cells))} ({o})")
-    what = "the pooler output too" if variant == S.ALL_LAYERS_POOLER else "every layer at once"
+    what = "the pooler output too" if variant == ALL_LAYERS_POOLER else "every layer at once"
     return Verdict(
         claim=f"zeroing the probe's global top-k% [CLS] neurons ({what}) hurts more than random k%",
         outcome=_overall(outs),
@@ -205,7 +207,7 @@ def beats_random(tasks: dict, variant: str = S.ALL_LAYERS) -> Verdict:
              "the random drop reaches 5 inputs at any k",
         power=("smallest detectable accuracy drop " + ", ".join(f"{n}: {num(t['min_detectable_drop'])} "
                                                                f"({MIN_FLIPS}/{t['n_eval']})" for n, t in tasks.items())),
-        evidence="; ".join(ev) or "no task", source="reference code" if variant == S.ALL_LAYERS_POOLER else "paper",
+        evidence="; ".join(ev) or "no task", source="reference code" if variant == ALL_LAYERS_POOLER else "paper",
         paper=PAPER_Z)
 
 
@@ -350,7 +352,7 @@ def all_verdicts(tasks: dict, domains: dict) -> list[Verdict]:
     """Every SYNAPSE sub-claim's verdict (rules above)."""
     vs = [beats_random(tasks), attribution_agreement(tasks), plateau_collapse(tasks), class_asymmetry(tasks)]
     if any(t["pooler"] for t in tasks.values()):
-        vs.append(beats_random({n: t for n, t in tasks.items() if t["pooler"]}, S.ALL_LAYERS_POOLER))
+        vs.append(beats_random({n: t for n, t in tasks.items() if t["pooler"]}, ALL_LAYERS_POOLER))
     return vs + attack_verdicts(domains)
 
 
