@@ -1,6 +1,13 @@
-"""Claim 5 — SYNAPSE on two MiniLM sentiment domains.
+"""Claim 5 — SYNAPSE: the reference protocol's arm and today's layer-wise arm.
 
-Protocol, per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned here,
+Reference-protocol arm (`synapse_reference`, which holds the verdict rules and cites the
+reference code): one NeuroX-recipe probe on every block's [CLS] concatenated, a global ranking
+over the concatenation, the top-k% zeroed at every block at once (and, for BERT, at the pooler
+output too), 18 k levels, random controls; on vader-tweets (2 classes), vader-corpus (which of
+the 4 VADER corpora a sentence is from; `corpora`) and the zoo's first clean ViT (10 digits).
+The claim's verdict is decided there by three-valued sub-claim verdicts.
+
+Layer-wise arm (today's protocol, reported next to it, not in the verdict), per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned here,
 `minilm.fine_tuned`):
 
 - Probes: the [CLS] vector of the embedding output and of every block's output, one elastic-net
