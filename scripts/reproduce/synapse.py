@@ -112,13 +112,16 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
     return summary
 
 
-def _subsets(s: Settings, cfg: minilm.FineTuneConfig):
-    """(probe train, probe test, silencing) data: disjoint random samples of the splits."""
+def _subsets(s: Settings, cfg: minilm.FineTuneConfig, n_eval: int | None = None):
+    """(probe train, probe test, silencing) data: disjoint random samples of the splits; the
+    silencing part has `n_eval` sentences (default `s.n_silence`; at most half the test split),
+    the first of them the same for any `n_eval`."""
     sp = minilm.splits(cfg)
     rng = np.random.default_rng(s.seed)
     tr = rng.permutation(len(sp["train"]))[: s.n_probe_train]
     te = rng.permutation(len(sp["test"]))
-    n_test, n_sil = min(s.n_probe_test, len(te) // 2), min(s.n_silence, len(te) // 2)
+    n_test = min(s.n_probe_test, len(te) // 2)
+    n_sil = min(s.n_silence if n_eval is None else n_eval, len(te) - n_test)
     return (sp["train"].subset(np.sort(tr)), sp["test"].subset(np.sort(te[:n_test])),
             sp["test"].subset(np.sort(te[n_test:n_test + n_sil])))
 
@@ -141,10 +144,7 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
         model = apex_jax.load(str(folder))
         params = model.params
         train, test, _ = _subsets(s, cfg)
-        te = np.random.default_rng(s.seed).permutation(len(minilm.splits(cfg)["test"]))
-        n_test = min(s.n_probe_test, len(te) // 2)
-        rows = np.sort(te[n_test:n_test + s.n_ref_eval])
-        evaluation = minilm.splits(cfg)["test"].subset(rows)
+        evaluation = _subsets(s, cfg, n_eval=s.n_ref_eval)[2]  # test sentences the probe is not scored on
         info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['config']['mode']})",
                 "test_accuracy": ft["test_accuracy"]}
     timer.mark(f"reference {task}: model")
