@@ -114,7 +114,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
 
 def _subsets(s: Settings, cfg: minilm.FineTuneConfig, n_eval: int | None = None):
     """(probe train, probe test, silencing) data: disjoint random samples of the splits; the
-    silencing part has `n_eval` sentences (default `s.n_silence`; at most half the test split),
+    silencing part has `n_eval` sentences (default `s.n_silence`; at most what the probe test leaves),
     the first of them the same for any `n_eval`."""
     sp = minilm.splits(cfg)
     rng = np.random.default_rng(s.seed)
