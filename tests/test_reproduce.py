@@ -110,6 +110,17 @@ def test_synapse_numbers(quick):
             assert a["k_neurons"] == round(st["attack_k"] / 100 * 384)
     pooled = syn["results"]["pooled"]
     assert pooled["n_cells"] == sum(d["silencing"]["n_cells"] for d in dom.values())
+    # the reference-protocol arm: a 4-class text task (with the pooler variant) and 10 digit classes
+    refd = syn["results"]["reference"]
+    assert list(refd) == ["vader-corpus", "digits-vit"]
+    assert (refd["vader-corpus"]["n_classes"], refd["digits-vit"]["n_classes"]) == (4, 10)
+    assert refd["vader-corpus"]["pooler"] and not refd["digits-vit"]["pooler"]
+    for t in refd.values():
+        assert [c["k_percent"] for c in t["curve"]] == list(st["reference"]["k_levels"])
+        assert abs(sum(t["top10_layer_share"]) - 1) < 1e-9 and np.array(t["asymmetry"]).shape == (t["n_classes"],) * 2
+        assert {c["site"] for c in t["controls"]} == ({"all layers", "all layers + pooler"} if t["pooler"]
+                                                      else {"all layers"})
+    assert {v["outcome"] for v in syn["results"]["verdicts"]} <= {"reproduced", "not reproduced", "inconclusive"}
 
 
 def test_random_label_numbers(quick):

@@ -13,6 +13,13 @@ that `model.apply` with it gives the same logits.
 * column push: kernel[j, target] += Δ for the target's top neurons j; with `balanced=True`
   the other classes' columns get −Δ/(C−1) at those neurons, so each neuron's total weight is
   unchanged and the push is a pure redistribution.
+* signed column push: kernel[j, target] += Δ · s_j with s_j the neuron's majority activation
+  sign over reference inputs (`activation_signs`), so that for inputs where neuron j has its
+  usual sign the push raises the target logit (the unsigned push lowers it wherever h_j < 0,
+  e.g. half the time for a tanh pooler unit centred at 0); restricted to neurons whose sign is
+  stable (`stability`), it raises the target's margin for every input where all keep their sign.
+* margins: a logit bias means little without the clean logits' scale, so biases can also be
+  given in units of the median clean margin (top logit − runner-up; `median_margin`).
 * bit flip: flips one exponent bit (23..30 of IEEE float32) of kernel[j, target] for the
   chosen neurons: bit 30 multiplies a weight of magnitude in [2^-126, 1) by 2^128, turns one
   in [1, 2) into inf/NaN and one in [2, 4) into a denormal below 2^-125.
@@ -150,6 +157,61 @@ def column_push(kernel, bias, target: int, neurons: Sequence[int], deltas: Seque
         others = np.delete(np.arange(C), target)
         k[:, neurons[:, None], others[None, :]] -= (d / (C - 1))[:, None, None]
     return k, np.repeat(np.asarray(bias, np.float32)[None], len(d), 0)
+
+
+def activation_signs(h: np.ndarray, neurons: Sequence[int], stability: float = 0.0):
+    """Majority activation sign of each neuron over inputs h [n, H], and the share of inputs
+    having it; neurons whose share is below `stability` are dropped (order kept).
+
+    Returns:
+        (neurons [m] int64, signs [m] float32 in {−1, +1} (ties: +1), shares [m] float64).
+    """
+    h = np.asarray(h, np.float32)
+    if h.ndim != 2 or h.shape[0] == 0:
+        raise ValueError(f"h must be non-empty [n, H]; got shape {h.shape}.")
+    if not 0 <= stability <= 1:
+        raise ValueError(f"stability must lie in [0, 1]; got {stability}.")
+    neurons = _check_neurons(neurons, h.shape[1])
+    pos = (h[:, neurons] > 0).mean(0)
+    neg = (h[:, neurons] < 0).mean(0)
+    signs = np.where(pos >= neg, 1.0, -1.0).astype(np.float32)
+    shares = np.maximum(pos, neg).astype(np.float64)
+    keep = shares >= stability
+    return neurons[keep], signs[keep], shares[keep]
+
+
+def column_push_signed(kernel, bias, target: int, neurons: Sequence[int], signs: Sequence[float],
+                       deltas: Sequence[float], balanced: bool = True):
+    """Stacked heads with kernel[j, target] += Δ·s_j (and −Δ·s_j/(C−1) on the other classes'
+    columns if `balanced`): for an input h the target's logit gap to any other class grows by
+    Δ · Σ_j s_j h_j · (1 + 1/(C−1)) (balanced) — positive wherever every h_j has sign s_j."""
+    kernel = np.asarray(kernel, np.float32)
+    H, C = kernel.shape
+    _check_target(target, C)
+    neurons = _check_neurons(neurons, H)
+    s = np.asarray(signs, np.float32).ravel()
+    if s.shape != neurons.shape or not np.isin(s, (-1.0, 1.0)).all():
+        raise ValueError(f"signs must be ±1, one per neuron ({len(neurons)}); got {s.tolist()[:10]}.")
+    d = np.asarray(deltas, np.float32)
+    k = np.repeat(kernel[None], len(d), 0)
+    k[:, neurons, target] += d[:, None] * s[None, :]
+    if balanced and C > 1:
+        others = np.delete(np.arange(C), target)
+        k[:, neurons[:, None], others[None, :]] -= (d[:, None] * s[None, :] / (C - 1))[:, :, None]
+    return k, np.repeat(np.asarray(bias, np.float32)[None], len(d), 0)
+
+
+def clean_margins(logits: np.ndarray) -> np.ndarray:
+    """Top logit minus the runner-up per input [n] (>= 0): how far each prediction is from a flip."""
+    z = np.sort(np.asarray(logits, np.float64), axis=1)
+    if z.shape[1] < 2:
+        raise ValueError("margins need at least 2 classes.")
+    return z[:, -1] - z[:, -2]
+
+
+def median_margin(logits: np.ndarray) -> float:
+    """The median clean margin (`clean_margins`): the unit logit biases are expressed in."""
+    return float(np.median(clean_margins(logits)))
 
 
 def flip_bits(values: np.ndarray, bit: int) -> np.ndarray:

@@ -10,6 +10,11 @@ Probes. Multinomial logistic regression with an elastic-net penalty on standardi
 
     loss(W, b) = mean_i CE(W x_i + b, y_i) + l1 · Σ|W| + l2 · Σ W²     (b is not penalized)
 
+The reference recipe (`ProbeConfig.neurox()`, SYNAPSE's NeuroX fork): raw features, the penalty
+l1 · Σ|W| + l2 · ‖W‖_F (the Frobenius norm, not its square) added to every minibatch's mean
+cross-entropy, Adam at a constant 1e-3, 10 epochs of minibatches of 32 taken in data order (no
+shuffling), W and b initialized like `torch.nn.Linear` (uniform ±1/√d).
+
 Standardization uses the train split's mean and std, so W is in standardized units and |W[c, j]|
 compares neurons fairly (MiniLM's [CLS] spreads ~1e-3 in early layers; unstandardized probes
 there stay at chance). All probes of one width are trained together: features are stacked on a
@@ -38,6 +43,7 @@ from apex_jax.progress import Progress, Tracker, tracker
 Array = Any
 
 CHUNK_STEPS = 50  # optimizer steps per compiled call: progress is reported between calls
+RECIPES = ("full-batch", "minibatch")
 CONCAT = "concat"  # name of the probe on all layers' features concatenated (in site order)
 FORMAT = "apex_jax.probes/2"  # 2: one step (0) of apex_jax.checkpoints.Checkpoints (1: a bare orbax composite)
 
@@ -58,6 +64,20 @@ class ProbeConfig:
     steps: int = 400
     std_floor: float = 1e-6  # features with a smaller train std are left unscaled (std := 1)
     concat: bool = True  # also train the CONCAT probe (with two or more sites)
+    # --- the reference (NeuroX) recipe; `ProbeConfig.neurox()` sets all of these
+    recipe: str = "full-batch"  # "full-batch" (cosine-decayed Adam, `steps`) or "minibatch" (`epochs`)
+    standardize: bool = True  # False: raw features (mean 0, std 1 stored)
+    l2_norm: bool = False  # True: the l2 term is l2 · ‖W‖_F (NeuroX); False: l2 · Σ W²
+    epochs: int = 10  # minibatch recipe: passes over the train split, batches in data order
+    batch_size: int = 32  # minibatch recipe
+    init_seed: int = 0  # minibatch recipe: torch.nn.Linear-style uniform init (full-batch starts at 0)
+
+    @classmethod
+    def neurox(cls, l1: float = 1e-3, l2: float = 1e-3) -> "ProbeConfig":
+        """SYNAPSE's reference recipe (NeuroX `train_logistic_regression_probe` defaults):
+        raw features, λ1 Σ|W| + λ2 ‖W‖_F, Adam lr 1e-3, 10 epochs, batch 32."""
+        return cls(l1=l1, l2=l2, learning_rate=1e-3, recipe="minibatch", standardize=False, l2_norm=True,
+                   epochs=10, batch_size=32)
 
     def check(self) -> None:
         for name in ("l1", "l2"):
@@ -70,6 +90,12 @@ class ProbeConfig:
             raise ValueError(f"ProbeConfig.steps must be a positive integer; got {self.steps!r}.")
         if not self.std_floor >= 0:
             raise ValueError(f"ProbeConfig.std_floor must be >= 0; got {self.std_floor}.")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"ProbeConfig.recipe must be one of {RECIPES}; got {self.recipe!r}.")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ProbeConfig.{name} must be a positive integer; got {v!r}.")
 
 
 class ProbeMetrics(NamedTuple):
@@ -86,7 +112,7 @@ class ProbeMetrics(NamedTuple):
 class Probe(NamedTuple):
     """One linear probe. Logits of raw features x [n, d]: ((x - mean) / std) @ W.T + b."""
 
-    W: np.ndarray  # [C, d] float32, in standardized units: |W[c, j]| ranks neuron j for class c
+    W: np.ndarray  # [C, d] float32, in standardized (or, standardize=False, raw) units: |W[c, j]| ranks neuron j
     b: np.ndarray  # [C] float32
     mean: np.ndarray  # [d] float32, train-split mean
     std: np.ndarray  # [d] float32, train-split std (1 where below the floor)
@@ -283,8 +309,12 @@ def _check_features(features: Mapping[str, Array]) -> int:
     return ns.pop()
 
 
-def _standardize(x: np.ndarray, train_idx: np.ndarray, floor: float):
-    """Train-split mean/std (float64 sums) and the standardized float32 features [n, d]."""
+def _standardize(x: np.ndarray, train_idx: np.ndarray, floor: float, standardize: bool = True):
+    """Train-split mean/std (float64 sums) and the standardized float32 features [n, d]; with
+    `standardize=False` the raw features, mean 0 and std 1."""
+    if not standardize:
+        d = np.shape(x)[1]
+        return np.asarray(x, np.float32), np.zeros(d, np.float32), np.ones(d, np.float32)
     tr = np.asarray(x[train_idx], np.float64)
     mean = tr.mean(axis=0)
     std = tr.std(axis=0)
@@ -293,29 +323,76 @@ def _standardize(x: np.ndarray, train_idx: np.ndarray, floor: float):
     return z, mean.astype(np.float32), std.astype(np.float32)
 
 
-def _loss(params, x, y, l1, l2):
-    """Penalized mean cross-entropy; x [n, d], y [n]; params (W [C, d], b [C])."""
+def _loss(params, x, y, l1, l2, l2_norm: bool = False, weights=None):
+    """Penalized mean cross-entropy; x [n, d], y [n]; params (W [C, d], b [C]); `weights` [n]
+    (0/1) leave padded rows out of the mean; `l2_norm`: l2 · ‖W‖_F instead of l2 · Σ W²."""
     W, b = params
     logits = x @ W.T + b
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return ce + l1 * jnp.abs(W).sum() + l2 * jnp.square(W).sum()
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    ce = ce.mean() if weights is None else (ce * weights).sum() / weights.sum()
+    return ce + l1 * jnp.abs(W).sum() + l2 * (frobenius(W) if l2_norm else jnp.square(W).sum())
 
 
 def _optimizer(learning_rate, steps: int):
     return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "length"))
-def _fit_chunk(params, state, x, y, l1, l2, learning_rate, *, steps: int, length: int):
-    """`length` more Adam steps of every stacked probe: params (W [G, C, d], b [G, C]), their
-    optimizer states, x [G, n, d], y [n]. `steps` (the schedule's horizon) and `length` are
+def frobenius(W):
+    """‖W‖_F with gradient 0 (a subgradient) at W = 0, where √ has none."""
+    sq = jnp.square(W).sum()
+    pos = sq > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
+
+def linear_init(d: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch.nn.Linear's default initialization in distribution: W [C, d] and b [C] uniform on
+    ±1/√d (numpy Generator `seed`)."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / math.sqrt(d)
+    return (rng.uniform(-bound, bound, (n_classes, d)).astype(np.float32),
+            rng.uniform(-bound, bound, (n_classes,)).astype(np.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "l2_norm"))
+def _fit_minibatch(x, y, W0, b0, l1, l2, learning_rate, *, epochs: int, batch_size: int, l2_norm: bool):
+    """Minibatch Adam per stacked feature set: x [G, n, d], y [n], init W0 [C, d], b0 [C]
+    -> W [G, C, d], b [G, C], full-data loss [G]. Batches are rows [i·bs, (i+1)·bs) in data
+    order; the last, shorter one is padded with weight-0 rows."""
+    n = x.shape[1]
+    nb = -(-n // batch_size)
+    rows = jnp.arange(nb * batch_size).reshape(nb, batch_size)
+    valid = (rows < n).astype(x.dtype)
+    rows = jnp.minimum(rows, n - 1)
+    opt = optax.adam(learning_rate)  # torch.optim.Adam's defaults: b1 .9, b2 .999, eps 1e-8
+
+    def fit_one(x):
+        params = (W0, b0)
+
+        def step(carry, i):
+            params, state = carry
+            grads = jax.grad(_loss)(params, x[rows[i]], y[rows[i]], l1, l2, l2_norm, valid[i])
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        order = jnp.tile(jnp.arange(nb), epochs)
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), order)
+        return params, _loss(params, x, y, l1, l2, l2_norm)
+
+    (W, b), loss = jax.vmap(fit_one)(x)
+    return W, b, loss
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "length", "l2_norm"))
+def _fit_chunk(params, state, x, y, l1, l2, learning_rate, *, steps: int, length: int, l2_norm: bool = False):
+    """`length` more full-batch Adam steps of every stacked probe: params (W [G, C, d], b [G, C]),
+    their optimizer states, x [G, n, d], y [n]. `steps` (the schedule's horizon) and `length` are
     static; the step count lives in the optimizer state, so any chunking gives the same run."""
     opt = _optimizer(learning_rate, steps)
 
     def fit_one(params, state, x):
         def step(carry, _):
             params, state = carry
-            grads = jax.grad(_loss)(params, x, y, l1, l2)
+            grads = jax.grad(_loss)(params, x, y, l1, l2, l2_norm)
             updates, state = opt.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), None
 
@@ -324,16 +401,25 @@ def _fit_chunk(params, state, x, y, l1, l2, learning_rate, *, steps: int, length
     return jax.vmap(fit_one)(params, state, x)
 
 
-@jax.jit
-def _final_loss(params, x, y, l1, l2):
-    return jax.vmap(lambda p, x: _loss(p, x, y, l1, l2))(params, x)
+@functools.partial(jax.jit, static_argnames=("l2_norm",))
+def _final_loss(params, x, y, l1, l2, l2_norm: bool = False):
+    return jax.vmap(lambda p, x: _loss(p, x, y, l1, l2, l2_norm))(params, x)
+
+
+def fit_steps(config: ProbeConfig, n: int) -> int:
+    """Optimizer steps `fit_stack` takes on n training rows (what its progress counts)."""
+    if config.recipe == "minibatch":
+        return config.epochs * -(-n // config.batch_size)
+    return config.steps
 
 
 def fit_stack(x: Array, y: Array, config: ProbeConfig, n_classes: int, bar: Tracker | None = None):
-    """Trains probes on stacked, standardized features x [G, n, d] with labels y [n].
+    """Trains probes on stacked (standardized or raw) features x [G, n, d] with labels y [n],
+    by `config.recipe`.
 
-    The `config.steps` full-batch steps run in compiled chunks of `CHUNK_STEPS`; `bar` (a
-    `progress.Tracker`) counts them.
+    Full batch: the `config.steps` steps run in compiled chunks of `CHUNK_STEPS`; `bar` (a
+    `progress.Tracker`) counts them. Minibatch (the reference recipe): one compiled run, counted
+    at its end.
 
     Returns:
         (W [G, C, d], b [G, C], final loss [G]) as numpy float32.
@@ -341,17 +427,25 @@ def fit_stack(x: Array, y: Array, config: ProbeConfig, n_classes: int, bar: Trac
     config.check()
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.int32)
-    G, _, d = x.shape
-    l1, l2, lr = jnp.float32(config.l1), jnp.float32(config.l2), jnp.float32(config.learning_rate)
+    G, n, d = x.shape
+    l1, l2, lr = (jnp.float32(v) for v in (config.l1, config.l2, config.learning_rate))
+    if config.recipe == "minibatch":
+        W0, b0 = linear_init(int(d), int(n_classes), config.init_seed)
+        W, b, loss = _fit_minibatch(x, y, jnp.asarray(W0), jnp.asarray(b0), l1, l2, lr, epochs=config.epochs,
+                                    batch_size=config.batch_size, l2_norm=config.l2_norm)
+        if bar is not None:
+            bar.update(fit_steps(config, n))
+        return np.asarray(W), np.asarray(b), np.asarray(loss)
     params = (jnp.zeros((G, int(n_classes), d), jnp.float32), jnp.zeros((G, int(n_classes)), jnp.float32))
     state = jax.vmap(_optimizer(lr, config.steps).init)(params)
     for start in range(0, config.steps, CHUNK_STEPS):
         length = min(CHUNK_STEPS, config.steps - start)
-        params, state = _fit_chunk(params, state, x, y, l1, l2, lr, steps=config.steps, length=length)
+        params, state = _fit_chunk(params, state, x, y, l1, l2, lr, steps=config.steps, length=length,
+                                   l2_norm=config.l2_norm)
         if bar is not None:
             jax.block_until_ready(params)
             bar.update(length)
-    loss = _final_loss(params, x, y, l1, l2)
+    loss = _final_loss(params, x, y, l1, l2, config.l2_norm)
     return np.asarray(params[0]), np.asarray(params[1]), np.asarray(loss)
 
 
@@ -411,7 +505,7 @@ def train_probes(
         raise ValueError(f"train_idx and test_idx share {overlap.size} rows (e.g. {overlap[:5].tolist()}).")
 
     sites = tuple(features)
-    std = {s: _standardize(features[s], train_idx, config.std_floor) for s in sites}
+    std = {s: _standardize(features[s], train_idx, config.std_floor, config.standardize) for s in sites}
     z = {s: std[s][0] for s in sites}
     if config.concat and len(sites) > 1:
         z[CONCAT] = np.concatenate([z[s] for s in sites], axis=1)
@@ -423,7 +517,8 @@ def train_probes(
         groups.setdefault(zs.shape[1], []).append(name)
     y_train = y[train_idx]
     probes: dict[str, Probe] = {}
-    with tracker(config.steps * len(groups), f"training {len(z)} probe(s)", "steps", progress) as bar:
+    with tracker(fit_steps(config, len(train_idx)) * len(groups), f"training {len(z)} probe(s)", "steps",
+                 progress) as bar:
         for names in groups.values():
             W, b, loss = fit_stack(np.stack([z[s][train_idx] for s in names]), y_train, config, n_classes, bar)
             for g, s in enumerate(names):

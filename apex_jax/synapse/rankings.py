@@ -135,6 +135,33 @@ def random_k(
     return masks
 
 
+def split_concat(masks: Array, sites: Sequence[str], d: int | None = None) -> dict[str, np.ndarray]:
+    """Masks over all layers concatenated (in `sites` order) -> one mask per site.
+
+    Neuron g of the concatenation is unit g mod d of layer g // d (SYNAPSE's global index), so
+    a global top-k% maps back to (layer, unit) pairs.
+
+    Args:
+        masks: [L·d] or [G, L·d] 0/1 masks over the concatenated [CLS] vectors.
+        sites: the L sites, in the order their features were concatenated.
+        d: the width of one site (default: the concatenation's width / L).
+
+    Returns:
+        {site: float32 [d] or [G, d]}.
+    """
+    m = np.asarray(masks, np.float32)
+    if m.ndim not in (1, 2):
+        raise ValueError(f"masks must be [L*d] or [G, L*d]; got shape {m.shape}.")
+    sites = list(sites)
+    if not sites:
+        raise ValueError("give at least one site.")
+    width = m.shape[-1]
+    d = width // len(sites) if d is None else int(d)
+    if d * len(sites) != width:
+        raise ValueError(f"masks have {width} neurons; {len(sites)} sites of width {d} need {d * len(sites)}.")
+    return {s: m[..., i * d:(i + 1) * d] for i, s in enumerate(sites)}
+
+
 def mass_cover(scores: Array | Ranking, p: float) -> np.ndarray:
     """Mask [d] of the fewest top neurons whose scores sum to at least p% of the total.
 

@@ -247,3 +247,81 @@ def silencing_experiment(
         seconds += res.seconds
         forwards += res.perturbed_forwards
     return SilencingResult(config, silencing.metrics(labels, clean_pred, C), clean_pred, layers, seconds, forwards)
+
+
+# ------------------------------------------------------------ the reference protocol: all layers at once
+ALL_LAYERS = "all layers"
+ALL_LAYERS_POOLER = "all layers + pooler"
+
+
+def concat_silencing_experiment(
+    model: Model,
+    params: Any,
+    batch: dict,
+    labels: np.ndarray,
+    ids: Sequence[int],
+    W: np.ndarray,
+    sites: Sequence[str],
+    config: SilenceConfig = SilenceConfig(),
+    pooler: bool = False,
+    **sweep_kw,
+) -> SilencingResult:
+    """SYNAPSE's reference protocol: ONE probe on every layer's [CLS] concatenated ranks the
+    neurons globally; the top-k% of the concatenation, mapped back to (layer, unit), are zeroed
+    at the classifier token of every layer at once, in one forward.
+
+    The grid holds, per k, the global top-k% (Σ_c |W[c, g]|), optionally the bottom-k% and each
+    class's top-k% (|W[c, g]|), and `n_random` random k% of the concatenation (the control).
+    With `pooler=True` a second variant runs in the same sweep: the same top-k% and random
+    selections, and in addition the last layer's selected units zeroed at the classifier input
+    `head.hook_cls` (BERT's pooler output, tanh(dense(·)): zeroing it equals zeroing the pooler's
+    dense output, where the reference code hooks).
+
+    Args:
+        W: the concatenated probe's weights [C, L·d] (e.g. `ProbeSet[CONCAT].W`).
+        sites: the L sites in the order the probe concatenated them (`ProbeSet.sites`).
+        config: k levels, controls; `positions` and `mode` as in `silencing_experiment`;
+            `joint` is ignored (this is always joint).
+        sweep_kw: passed to the engine.
+
+    Returns:
+        A `SilencingResult` with one `LayerResult` named `ALL_LAYERS` (and `ALL_LAYERS_POOLER`).
+    """
+    C = model.config.n_classes
+    config.check(C)
+    if config.mode == "mean":
+        raise ValueError("concat_silencing_experiment zeroes or adds noise; mode='mean' is per-site only "
+                         "(silencing_experiment).")
+    W = np.asarray(W, np.float64)
+    sites = list(sites)
+    d = model.config.d_model
+    if W.ndim != 2 or W.shape != (C, len(sites) * d):
+        raise ValueError(f"W must be [{C}, {len(sites)} * {d}] (classes × the concatenated sites); got {W.shape}.")
+    labels = np.asarray(labels)
+    if len(labels) != len(ids):
+        raise ValueError(f"{len(labels)} labels for {len(ids)} inputs.")
+    g_scores = rankings.global_ranking(W).scores
+    c_scores = np.abs(W)
+    sels, masks = selections_and_masks(g_scores, c_scores, config, seed=config.seed)
+    grid = rankings.split_concat(masks, sites, d)
+    parts = [(ALL_LAYERS, sels)]
+    if pooler:
+        if "head.hook_cls" not in model.sites:
+            raise ValueError("pooler=True needs the head.hook_cls site; this model has no classifier input site.")
+        pc = dataclasses.replace(config, bottom=False, per_class=False)
+        psels, pmasks = selections_and_masks(g_scores, None, pc, seed=config.seed)  # same top and random draws
+        pgrid = rankings.split_concat(pmasks, sites, d)
+        grid = {s: np.concatenate([grid[s], pgrid[s]]) for s in sites}
+        grid["head.hook_cls"] = np.concatenate([np.zeros((len(sels), d), np.float32), pgrid[sites[-1]]])
+        parts.append((ALL_LAYERS_POOLER, psels))
+    draws = config.draws if config.mode == "noise" else 1
+    res = silencing.mask_sweep(model, params, batch, ids, None, grid, positions=config.positions,
+                               mode=config.mode, sigma=config.sigma, draws=draws,
+                               seed=config.seed, **sweep_kw)
+    layers, start = [], 0
+    for name, ss in parts:
+        counts = res.counts[:, start:start + len(ss)]
+        layers.append(LayerResult(name, ss, silencing.metrics_from_counts(labels, counts), counts))
+        start += len(ss)
+    return SilencingResult(config, silencing.metrics(labels, res.clean, C), res.clean, layers, res.seconds,
+                           res.perturbed_forwards)

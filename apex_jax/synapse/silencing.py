@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from apex_jax import sites as site_lib
 from apex_jax.classifier_token import right_padded, single_position
 from apex_jax.engine import run_sweep
 from apex_jax.interventions import Noise, Replace, Scale
@@ -156,7 +157,7 @@ class MaskPerturbation:
         out = {}
         for i, s in enumerate(self.sites):
             pos = None
-            if self.positions == "cls":
+            if self.positions == "cls" and site_lib.position_axis(s) is not None:  # head sites: one vector
                 if self.per_input and not self.single[i]:
                     pos = point["pos"][:, None]  # [inputs, 1]: each input's last real token
                 else:

@@ -1,6 +1,13 @@
-"""Claim 5 — SYNAPSE on two MiniLM sentiment domains.
+"""Claim 5 — SYNAPSE: the reference protocol's arm and today's layer-wise arm.
 
-Protocol, per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned here,
+Reference-protocol arm (`synapse_reference`, which holds the verdict rules and cites the
+reference code): one NeuroX-recipe probe on every block's [CLS] concatenated, a global ranking
+over the concatenation, the top-k% zeroed at every block at once (and, for BERT, at the pooler
+output too), 18 k levels, random controls; on vader-tweets (2 classes), vader-corpus (which of
+the 4 VADER corpora a sentence is from; `corpora`) and the zoo's first clean ViT (10 digits).
+The claim's verdict is decided there by three-valued sub-claim verdicts.
+
+Layer-wise arm (today's protocol, reported next to it, not in the verdict), per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned here,
 `minilm.fine_tuned`):
 
 - Probes: the [CLS] vector of the embedding output and of every block's output, one elastic-net
@@ -35,13 +42,16 @@ import numpy as np
 import apex_jax
 from apex_jax import io
 from apex_jax.synapse.plots import short
-from . import common, minilm
+from . import common, minilm, vit, zoo
+from . import synapse_reference as ref
 from .reporting import num
+from .verdicts import Verdict
 
 NAME = "synapse"
 CLAIM = 5
 TITLE = "SYNAPSE probes, silencing, manipulations (MiniLM)"
 ALPHA = 0.05  # the random control's significance level
+VIT_TASK = "digits-vit"  # the reference arm's image task: the zoo's first clean ViT, 10 digit classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +73,18 @@ class Settings:
     silence_layers: str = "blocks"
     max_length: int = 64
     seed: int = 0
+    # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
+    # (the ViT task uses its whole test split) and its settings
+    reference_tasks: tuple[str, ...] = ("vader-tweets", "vader-corpus", VIT_TASK)
+    n_ref_eval: int = 300
+    reference: ref.RefSettings = ref.RefSettings()
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(n_probe_train=64, n_probe_test=32, n_silence=12, k_levels=(10.0, 50.0), n_random=3,
                    probe_steps=60, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
-                   max_length=32)
+                   max_length=32, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
+                   reference=ref.RefSettings.quick())
 
 
 def main(argv=None) -> dict:
@@ -86,6 +102,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
         domains[d] = _domain(s, d, out / d, work, log, quick, timer, progress)
     results = {"domains": domains}
     results["pooled"] = _pooled(domains)
+    results["reference"] = {t: _reference_task(s, t, out / "reference" / t, work, log, quick, timer, progress)
+                            for t in s.reference_tasks}
+    results["verdicts"] = [v.to_json() for v in ref.all_verdicts(results["reference"], domains)]
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
                "results": results, "timing": timer.summary(), "versions": io.versions()}
     io.write_json(out / "summary.json", summary)
@@ -93,15 +112,47 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
     return summary
 
 
-def _subsets(s: Settings, cfg: minilm.FineTuneConfig):
-    """(probe train, probe test, silencing) data: disjoint random samples of the splits."""
+def _subsets(s: Settings, cfg: minilm.FineTuneConfig, n_eval: int | None = None):
+    """(probe train, probe test, silencing) data: disjoint random samples of the splits; the
+    silencing part has `n_eval` sentences (default `s.n_silence`; at most what the probe test leaves),
+    the first of them the same for any `n_eval`."""
     sp = minilm.splits(cfg)
     rng = np.random.default_rng(s.seed)
     tr = rng.permutation(len(sp["train"]))[: s.n_probe_train]
     te = rng.permutation(len(sp["test"]))
-    n_test, n_sil = min(s.n_probe_test, len(te) // 2), min(s.n_silence, len(te) // 2)
+    n_test = min(s.n_probe_test, len(te) // 2)
+    n_sil = min(s.n_silence if n_eval is None else n_eval, len(te) - n_test)
     return (sp["train"].subset(np.sort(tr)), sp["test"].subset(np.sort(te[:n_test])),
             sp["test"].subset(np.sort(te[n_test:n_test + n_sil])))
+
+
+def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
+                    progress: bool) -> dict:
+    """The reference protocol (`synapse_reference.run_task`) on a text task's fine-tuned MiniLM
+    or on the zoo's first clean ViT (digit classes)."""
+    if task == VIT_TASK:
+        zc = zoo.ZooConfig.quick() if quick else zoo.ZooConfig()
+        group = zoo.get_group(zc, "clean", work_root, log)
+        sp = zoo.splits(zc)
+        model, params = group.model, group.params[0]
+        train, test = sp["train"], sp["test"]
+        evaluation, info = test, {"model": f"zoo clean ViT 0 ({zc.data}, {zc.size})",
+                                  "test_accuracy": group.members[0].get("test_accuracy")}
+    else:
+        cfg = minilm.domain_config(task, quick)
+        folder, ft = minilm.fine_tuned(cfg, work_root, log)
+        model = apex_jax.load(str(folder))
+        params = model.params
+        train, test, _ = _subsets(s, cfg)
+        evaluation = _subsets(s, cfg, n_eval=s.n_ref_eval)[2]  # test sentences the probe is not scored on
+        info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['config']['mode']})",
+                "test_accuracy": ft["test_accuracy"]}
+    timer.mark(f"reference {task}: model")
+    r = ref.run_task(task, model, params, train, test, evaluation, out, s.reference, s.max_length, progress)
+    timer.mark(f"reference {task}: probe and silencing")
+    log(f"[synapse] reference {task}: concat probe acc {r['probe_accuracy']:.3f}, "
+        f"{r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
+    return {**info, **r}
 
 
 def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
@@ -210,21 +261,19 @@ def subclaims(domains: dict) -> list[SubClaim]:
             *_redirects(domains), _bit_flips(domains)]
 
 
-def verdict(sub: list[SubClaim]) -> tuple[str, str]:
-    """Claim 5's rule over the sub-claims (`subclaims`). Reproduced: every sub-claim holds in
-    both domains. Partly: some hold (or partly hold). Otherwise not reproduced.
+def verdict(verdicts: list[Verdict]) -> tuple[str, str]:
+    """Claim 5's outcome from its three-valued sub-claim verdicts (`synapse_reference.all_verdicts`,
+    rules stated there before the numbers): reproduced if every primary sub-claim (extensions
+    excluded) is, not reproduced if any is not, else inconclusive (`verdicts.combine`).
 
     Returns:
-        (verdict, one-sentence reason naming the sub-claims that do not hold).
+        (outcome, one sentence counting the primary sub-claims per outcome).
     """
-    held = [v == "yes" for _, _, v in sub]
-    n = sum(held)
-    if all(held):
-        return "reproduced", "Every sub-claim holds in both domains."
-    if n or any(v == "partly" for _, _, v in sub):
-        which = "; ".join(label.split(" (")[0] for label, _, v in sub if v != "yes")
-        return "partly reproduced", f"{n} of {len(sub)} sub-claims hold in both domains; not (or only partly): {which}."
-    return "not reproduced", "No sub-claim holds in both domains."
+    primary = [v for v in verdicts if v.source != "extension"]
+    counts = {o: sum(v.outcome == o for v in primary) for o in ("reproduced", "not reproduced", "inconclusive")}
+    reason = (f"Of {len(primary)} sub-claims (extensions excluded): " + ", ".join(f"{n} {o}" for o, n in counts.items())
+              + ".")
+    return ref.overall(verdicts), reason
 
 
 def _depth(domains: dict) -> SubClaim:
@@ -315,9 +364,18 @@ def _bit_flips(domains: dict) -> SubClaim:
 
 # ------------------------------------------------------------------------------ report section
 
-SECTION = """## Claim 5 — SYNAPSE: [CLS] probes, neuron silencing and head manipulations (MiniLM, two domains)
+SECTION = """## Claim 5 — SYNAPSE: [CLS] probes, neuron silencing and head manipulations (MiniLM, ViT)
 
 **Verdict: {verdict}.** {reason}
+
+Sub-claims, each decided by a rule fixed in `scripts/reproduce/synapse_reference.py` before the
+numbers; "paper" = a figure the SYNAPSE paper states, "reference code" = what its code
+(kikaymusic/Neuron-Level-Interpretability-and-Robustness-in-LLMs) does, "extension" = ours:
+
+{verdict_lines}
+
+{reference}
+### Layer-wise arm (today's protocol, not the reference's; not in the verdict)
 
 Setup, per domain: MiniLM (6 blocks, d_model 384) fine-tuned here (full fine-tuning, AdamW,
 early stopping on the validation split). Linear probes (elastic net, λ1 = λ2 = 1e-3, standardized
@@ -349,7 +407,7 @@ Probe test accuracy per layer:
 |---|{probe_sep}
 {probe_rows}
 
-| sub-claim (rule) | {domain_head} | holds here? |
+| layer-wise sub-claim (rule) | {domain_head} | holds here? |
 |---|{domain_sep}---|
 {subclaims}
 
@@ -439,7 +497,10 @@ def section(summary: dict) -> tuple[str, str]:
     st, dom = summary["settings"], summary["results"]["domains"]
     names = list(dom)
     sub = subclaims(dom)
-    v, reason = verdict(sub)
+    refd = summary["results"].get("reference", {})
+    vs = ([Verdict(**x) for x in summary["results"]["verdicts"]] if "verdicts" in summary["results"]
+          else ref.attack_verdicts(dom))  # a summary written before the reference arm existed
+    v, reason = verdict(vs)
     first = dom[names[0]]
     models = "\n".join(
         f"| {n} | {d['fine_tune']['n_train']} sentences, {d['fine_tune']['epochs_run']} epochs | "
@@ -451,7 +512,8 @@ def section(summary: dict) -> tuple[str, str]:
         f"![{n}: manipulations toward class 1](synapse/{n}/attack-1-attack_curves.png)\n" for n in names)
     ft = ", ".join(f"{n} {d['fine_tune']['seconds']} s" for n, d in dom.items())
     text = SECTION.format(
-        verdict=v, reason=reason, n_probe_train=first["n_probe_train"], n_probe_test=first["n_probe_test"],
+        verdict=v, reason=reason, verdict_lines="\n".join(x.line() for x in vs),
+        reference=_reference_section(refd, st), n_probe_train=first["n_probe_train"], n_probe_test=first["n_probe_test"],
         n_silence=first["n_silence"], n_random=st["n_random"], k_levels=", ".join(f"{k:g}" for k in st["k_levels"]),
         p_min=num(1 / (1 + st["n_random"])), n_k=len(st["k_levels"]), step=num(1 / first["n_silence"]),
         attack_k=st["attack_k"], models=models, **_probe_table(dom), **_attack_cells(dom),
@@ -461,3 +523,60 @@ def section(summary: dict) -> tuple[str, str]:
         sensitivity=_sensitivity(dom, st), seconds=summary["timing"]["total_seconds"], ft_seconds=ft or "none",
         figures=figures)
     return v, text
+
+
+def _reference_section(refd: dict, st: dict) -> str:
+    """The reference-protocol arm's part of the section: setup, one row per task, the ranked
+    curve over the k levels, the random controls."""
+    if not refd:
+        return "The reference-protocol arm has not run for this summary (it predates it).\n"
+    rs = st.get("reference", {})
+    rows = "\n".join(
+        f"| {n} | {t['model']} | {t['n_classes']} | {t['n_probe_train']} / {t['n_probe_test']} | "
+        f"{num(t['probe_accuracy'])} | {t['n_eval']} | {num(t['clean']['accuracy'])} | {num(t['chance'])} | "
+        f"{num(t['min_detectable_drop'])} | {num(t['spearman_attribution'])} | "
+        + ", ".join(f"{x:.0%}" for x in t["top10_layer_share"]) + " |" for n, t in refd.items())
+    ks = [c["k_percent"] for c in next(iter(refd.values()))["curve"]]
+    curve = "\n".join(f"| {n} | " + " | ".join(f"{num(c['top_drop'], 2)} ({num(c['random_drop'], 2)})"
+                                              for c in t["curve"]) + " |" for n, t in refd.items())
+    ctrl_k = sorted({c["k_percent"] for t in refd.values() for c in t["controls"]})
+    ctrl = []
+    for n, t in refd.items():
+        for variant in dict.fromkeys(c["site"] for c in t["controls"]):
+            cells = {c["k_percent"]: c for c in t["controls"] if c["site"] == variant}
+            ctrl.append(f"| {n} | {variant} | " + " | ".join(
+                f"{num(cells[k]['drop'], 2)} / {num(cells[k]['random_mean'], 2)} (z {num(cells[k]['z'], 1)})"
+                if k in cells else "" for k in ctrl_k) + " |")
+    return f"""### Reference-protocol arm
+
+As SYNAPSE's reference code runs it: one probe on every block's [CLS] output concatenated (raw
+features, NeuroX's penalty λ1 Σ|W| + λ2 ‖W‖_F with λ1 = λ2 = {rs.get('l1', 1e-3):g}, Adam lr 1e-3, 10 epochs,
+batch 32), neurons ranked globally over the concatenation (Σ_c |W[c, g]|; per class |W[c, g]|),
+the top-k% mapped back to (layer, unit) and zeroed at [CLS] of every block at once, in one
+forward; for BERT also a variant that zeroes the last block's units at the pooler output. Curve:
+the {len(ks)} k levels, ranked (and 2 random) selections; control: k ∈ {{{', '.join(f'{k:g}' for k in ctrl_k)}}}%,
+{rs.get('n_random', '?')} random k% selections of the concatenation each (z = (ranked drop − random mean) /
+random std). Tasks: {'; '.join(ref.TASKS.get(n, n) for n in refd)}. "Detectable" = 5 inputs (a
+one-sided sign test of 5 one-way flips gives p = 0.031).
+
+| task | model | classes | probe train / test | concat probe accuracy | eval inputs | clean accuracy | chance (majority) | detectable drop | Spearman vs attribution | layers of the global top 10% |
+|---|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+Accuracy drop when the global top-k% are zeroed at every layer (mean drop of 2 random k% in
+parentheses):
+
+| task | {' | '.join(f'{k:g}%' for k in ks)} |
+|---|{'---|' * len(ks)}
+{curve}
+
+Random control — ranked drop / mean random drop (z):
+
+| task | variant | {' | '.join(f'k = {k:g}%' for k in ctrl_k)} |
+|---|---|{'---|' * len(ctrl_k)}
+{chr(10).join(ctrl)}
+
+Files: `synapse/reference/<task>/` (`controls.csv`, `curve.csv`, `silencing.csv`, `asymmetry.csv`,
+`silencing_curves.png`).
+
+"""

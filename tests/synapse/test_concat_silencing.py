@@ -1,0 +1,62 @@
+"""The reference protocol's silencing: a global ranking over all layers' [CLS] concatenated, mapped
+back to (layer, unit) and zeroed at every layer at once (and at the pooler output) in one sweep,
+equals direct forwards with those multi-site masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apex_jax.interventions import Scale
+from apex_jax.synapse import rankings
+from apex_jax.synapse import silence as S
+from tests.synapse.test_silencing import TEXTS, model  # noqa: F401  (the module fixture)
+
+SITES = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+
+
+def test_split_concat_maps_global_indices_to_layer_and_unit():
+    d = 5
+    g = np.array([0, 4, 5, 9, 12])  # layer 0 units 0, 4; layer 1 units 0, 4; layer 2 unit 2
+    m = np.zeros(3 * d, np.float32)
+    m[g] = 1
+    out = rankings.split_concat(m, ["a", "b", "c"])
+    assert [np.flatnonzero(out[s]).tolist() for s in "abc"] == [[0, 4], [0, 4], [2]]
+    assert rankings.split_concat(np.stack([m, 1 - m]), ["a", "b", "c"])["b"].shape == (2, d)
+    with pytest.raises(ValueError, match="width"):
+        rankings.split_concat(m, ["a", "b"], d=5)
+
+
+def test_concat_silencing_equals_direct_multi_site_forwards(model):  # noqa: F811
+    batch = model.encode(TEXTS)
+    d, C = model.config.d_model, model.config.n_classes
+    rng = np.random.default_rng(7)
+    W = rng.normal(size=(C, len(SITES) * d))
+    cfg = S.SilenceConfig(k_levels=(25.0, 75.0), n_random=2, asymmetry_k=25.0)
+    labels = np.asarray(model.forward(batch).logits).argmax(-1)
+    res = S.concat_silencing_experiment(model, model.params, batch, labels, np.arange(len(TEXTS)), W, SITES, cfg,
+                                        pooler=True, progress=False)
+    blocks, pooled = res.layers
+    assert (blocks.site, pooled.site) == (S.ALL_LAYERS, S.ALL_LAYERS_POOLER)
+    # blocks variant: top, bottom, 2 classes, 2 random per k; pooler variant: top and random
+    assert len(blocks.selections) == 2 * 6 and len(pooled.selections) == 2 * 3
+    sels, masks = S.selections_and_masks(rankings.global_ranking(W).scores, np.abs(W), cfg, seed=cfg.seed)
+    top25 = masks[0]
+    assert top25.sum() == rankings.k_count(25, len(SITES) * d)  # k% of the concatenation, not per layer
+    order = np.argsort(-np.abs(W).sum(0), kind="stable")[: int(top25.sum())]
+    assert set(np.flatnonzero(top25)) == set(order)
+    moved = 0
+    for lr, pool in ((blocks, False), (pooled, True)):
+        for g, sel in enumerate(lr.selections):
+            j = next(i for i, s in enumerate(sels) if (s.kind, s.k, s.cls, s.draw) == (sel.kind, sel.k, sel.cls, sel.draw))
+            per_site = rankings.split_concat(masks[j], SITES)
+            pert = {s: Scale(np.float32(0), positions=np.array([0]), neurons=per_site[s]) for s in SITES}
+            if pool:  # the last layer's units zeroed at the pooler output too (no position axis)
+                pert["head.hook_cls"] = Scale(np.float32(0), neurons=per_site[SITES[-1]])
+            direct = np.asarray(model.forward(batch, pert).logits).argmax(-1)
+            np.testing.assert_array_equal(lr.counts[:, g].argmax(-1), direct)
+            moved += int((direct != labels).sum())
+    assert moved > 0  # some selection changes some prediction: the comparison is not vacuous
+    rows = res.controls("accuracy")
+    assert {r["site"] for r in rows} == {S.ALL_LAYERS, S.ALL_LAYERS_POOLER}
+    assert all(r["draws"] == 2 for r in rows)
