@@ -73,7 +73,10 @@ class SweepResult:
         margin is negative for misclassified inputs.
       * KL(clean ‖ perturbed) of the softmax distributions (nats, float32 log-softmax).
     `mean_margin` and `mean_kl` divide the sums by K. They move with every perturbation, also
-    where no prediction flips, so small effects are visible that counts cannot show.
+    where no prediction flips, so small effects are visible that counts cannot show. The clean
+    logits come from a forward batched [inputs], the draws from one batched [draws, inputs],
+    so an identity perturbation (σ = 0) gives KL 0 and the clean margin up to float32 rounding
+    (KL < 1e-6 nats on the test models; exactly 0 where the two forwards agree bit for bit).
     """
 
     counts: np.ndarray  # [n_inputs, n_grid, n_classes] int64: draws predicting each class
