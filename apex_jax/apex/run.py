@@ -1,7 +1,9 @@
 """The APEX run layer: a model, a data set and settings in; a run folder out.
 
     RUN/samples.csv      one row per input: id, label, clean prediction, escape σ (grid
-                         estimator), top transition, share kept per σ
+                         estimator), top transition, share kept per σ, clean margin, mean
+                         margin per σ, mean KL(clean ‖ noisy) per σ
+    RUN/sigma_curves.csv one row per σ: mean share kept, mean margin, mean KL over inputs
     RUN/summary.json     settings, versions and model-level results (deterministic: rerunning
                          the same command rewrites it byte for byte)
     RUN/timing.json      seconds, perturbed forwards, compiles, forwards per second
@@ -26,14 +28,28 @@ from apex_jax.models.model import Model
 
 def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[str], list[list]]:
     """(header, rows) of samples.csv: id, label, clean_prediction, escape_sigma (grid estimator,
-    inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ."""
+    inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ,
+    clean_margin (the clean prediction's logit margin), margin_sigma_{σ} and kl_sigma_{σ} per σ
+    (means over draws of the margin and of KL(clean ‖ noisy), nats)."""
     esc = result.escape_sigma()
-    kept = result.consistency
+    kept, margin, kl = result.consistency, result.mean_margin, result.mean_kl
+    clean_margin = result.clean_margin
     top = result.top_transition(transition_index(result))
     header = ["id", "label", "clean_prediction", "escape_sigma", "top_transition",
-              *(f"kept_sigma_{s:.6g}" for s in result.sigmas)]
-    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist()] for j in range(len(ids))]
+              *(f"kept_sigma_{s:.6g}" for s in result.sigmas), "clean_margin",
+              *(f"margin_sigma_{s:.6g}" for s in result.sigmas), *(f"kl_sigma_{s:.6g}" for s in result.sigmas)]
+    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist(), float(clean_margin[j]),
+             *margin[j].tolist(), *kl[j].tolist()] for j in range(len(ids))]
     return header, rows
+
+
+def sigma_table(result: ApexResult) -> list[dict]:
+    """Rows of sigma_curves.csv, one per σ: the means over inputs of the share kept, of the
+    mean margin and of the mean KL(clean ‖ noisy) (nats), and the mean clean margin."""
+    kept, margin, kl = result.consistency.mean(0), result.mean_margin.mean(0), result.mean_kl.mean(0)
+    clean = float(result.clean_margin.mean())
+    return [{"sigma": float(s), "mean_consistency": float(kept[g]), "mean_margin": float(margin[g]),
+             "mean_kl": float(kl[g]), "clean_margin": clean} for g, s in enumerate(result.sigmas)]
 
 
 def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], settings: dict) -> dict:
@@ -54,6 +70,10 @@ def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], 
         "results": {
             "n_inputs": int(len(labels)), "clean_accuracy": float((result.clean == labels).mean()),
             "mean_consistency": result.consistency.mean(0).tolist(),
+            # continuous scores (means over inputs; margin of the clean prediction, KL in nats)
+            "clean_margin": float(result.clean_margin.mean()),
+            "mean_margin": result.mean_margin.mean(0).tolist(),
+            "mean_kl": result.mean_kl.mean(0).tolist(),
             "escape_sigma": {"n_escaped": int(finite.size), "median": float(np.median(finite)) if finite.size else None},
             "transitions": {"sigma": float(result.sigmas[transition_at]),
                             "matrix": result.transitions(transition_at).tolist()},
@@ -79,6 +99,7 @@ def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequenc
     out.mkdir(parents=True, exist_ok=True)
     header, rows = samples_table(result, ids, labels)
     io.write_rows(out / "samples.csv", header, rows)
+    io.write_csv(out / "sigma_curves.csv", sigma_table(result))
     s = summary(result, np.asarray(labels), label_names, settings)
     if label_space is not None:
         s["label_space"] = label_space
