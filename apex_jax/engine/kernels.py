@@ -48,8 +48,9 @@ def prefix_and_clean(config: ArchConfig, params: Any, batch: dict, *, sites: tup
     TRACES["prefix"] += 1
     model = skeleton(config)
     prefix = model.prefix(params, batch, sites)
-    # head_only, as the chunk kernel runs: the clean logits are then those of a σ = 0 draw
-    # (same computation), so the scores' KL is exactly 0 and the margin the clean one there
+    # head_only, as the chunk kernel runs (less work, equal logits): the scores' reference is
+    # then the draws' own code path, so a σ = 0 draw differs from it only by the batching
+    # ([inputs] here, [draws, inputs] there), i.e. float32 rounding or nothing
     return prefix, model.apply(params, prefix, head_only=True).logits
 
 
