@@ -355,14 +355,17 @@ def _probe_identity(probe_dir: str) -> str | None:
 def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "test", n: int = 200,
             k: str = "synapse", random: int = 20, layers: str | None = None, positions: str = "cls",
             mode: str = "zero", sigma: float = 1.0, draws: int = 16, asymmetry_k: float = 10.0, joint: bool = False,
-            seed: int = 0, split_seed: int = 0, max_length: int = 64, quiet: bool = False,
-            overwrite: bool = False,
-            dtype: str = "float32", model_parallel: int = 1, labels: str | None = None,
-            prompt: str | None = None) -> dict:
+            controls: str = "attribution", seed: int = 0, split_seed: int = 0, max_length: int = 64,
+            quiet: bool = False, overwrite: bool = False, dtype: str = "float32", model_parallel: int = 1,
+            labels: str | None = None, prompt: str | None = None) -> dict:
     """`apex-jax silence`: the SYNAPSE silencing run layer, then the top-k drops printed.
 
     Accuracy and F1 compare predictions with the labels, so the labels must be the model's
     classes (check_label_space "evaluate"); macro-F1 averages over the classes present.
+    `controls`: the positive controls, a comma list of "attribution" (top-k% by activation ×
+    gradient: one more mask per k and one gradient pass per site; the default) and "mean"
+    (the ranked and random masks also mean-ablated: about doubles the sweep; mode zero only),
+    or "none".
     """
     import apex_jax
     from apex_jax import data as data_lib
@@ -376,13 +379,15 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
     if not sigma > 0:
         raise InputError(f"--sigma must be > 0; got {sigma:g}")
     levels = apex_jax.parse_k(k)
+    chosen = _parse_controls(controls)
     runs.check_out(out)
     ds = data_lib.get_split(data, split, n=n, seed=split_seed)
     loaded, space = _load_checked(model, ds, "evaluate", dtype, labels, prompt)
     loaded = _split_params(loaded, mesh)
     load_probes(probe_dir)  # a missing or corrupt probe run is refused before --out is touched
     cfg = apex_jax.SilenceConfig(k_levels=levels, n_random=random, positions=positions, mode=mode, sigma=sigma,
-                                 draws=draws, seed=seed, joint=joint,
+                                 draws=draws, seed=seed, joint=joint, attribution="attribution" in chosen,
+                                 mean_ablation="mean" in chosen,
                                  asymmetry_k=asymmetry_k if asymmetry_k in levels else levels[len(levels) // 2])
     cfg.check(loaded.config.n_classes)
     sites = apex_jax.parse_sites(loaded, layers) if layers else None
@@ -391,7 +396,8 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
         "split_seed": split_seed, "n": len(ds), "probe": str(probe_dir), "probe_run_sha256": _probe_identity(probe_dir),
         "k": [float(x) for x in levels], "random": random, "layers": None if sites is None else list(sites),
         "positions": positions, "mode": mode, "sigma": sigma, "draws": draws, "asymmetry_k": cfg.asymmetry_k,
-        "joint": joint, "seed": seed, "max_length": max_length, "dtype": dtype, **_mp_setting(model_parallel)},
+        "joint": joint, "controls": sorted(chosen), "seed": seed, "max_length": max_length, "dtype": dtype,
+        **_mp_setting(model_parallel)},
         overwrite=overwrite)
     s = silence_run(loaded, ds, Path(probe_dir), Path(out), sites=sites, config=cfg, max_length=max_length,
                     progress=_progress(quiet), run_dir=Path(out), label_space=_space(space), mesh=mesh,
@@ -411,12 +417,21 @@ def silence(model: str, data: str, probe_dir: str, out: str, *, split: str = "te
     return s
 
 
+def _parse_controls(spec: str) -> set[str]:
+    """`--controls`: a comma list of attribution, mean, or none -> the set chosen."""
+    items = {c.strip() for c in str(spec).split(",") if c.strip()}
+    valid = {"attribution", "mean", "none"}
+    if not items or items - valid or ("none" in items and len(items) > 1):
+        raise InputError(f"--controls must be a comma list of attribution, mean (or 'none' alone); got {spec!r}")
+    return items - {"none"}
+
+
 def cmd_silence(args) -> int:
     """Silencing curves with random controls (z, p) and the class-asymmetry matrix."""
     silence(args.model, args.data, args.probe, args.out, split=args.split, n=args.n, k=args.k, random=args.random,
             layers=args.layers, positions=args.positions, mode=args.mode, sigma=args.sigma, draws=args.draws,
-            asymmetry_k=args.asymmetry_k, joint=args.joint, seed=args.seed, split_seed=args.split_seed,
-            max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite,
+            asymmetry_k=args.asymmetry_k, joint=args.joint, controls=args.controls, seed=args.seed,
+            split_seed=args.split_seed, max_length=args.max_length, quiet=args.quiet, overwrite=args.overwrite,
             model_parallel=args.model_parallel, **_dtype(args), **_verbalizer(args))
     return 0
 
@@ -688,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--draws", type=int, help="noise mode: draws per input and mask")
     s.add_argument("--asymmetry-k", type=float)
     s.add_argument("--joint", action="store_true", help="silence all the layers at once (each its own ranking)")
+    s.add_argument("--controls", help="positive controls: attribution (top-k%% by activation x gradient; default), "
+                                      "mean (masks also mean-ablated, ~2x the sweep; mode zero), both as "
+                                      "attribution,mean, or none")
     s.add_argument("--seed", type=int)
     s.add_argument("--model-parallel", type=int,
                    help="split the model's big matrices over N devices (tensor parallel, for models bigger "

@@ -73,15 +73,20 @@ def test_probe_silence_attack(tmp_path, capsys):
             "--n", "12", "--k", "10,50,100", "--random", "3", "--asymmetry-k", "50", "--quiet"]
     assert cli.main(argv) == 0
     table = list(csv.DictReader(open(silence / "silencing.csv")))
-    # per site: 3 k x (top + bottom + 2 classes + 3 random)
-    assert len(table) == 3 * 3 * (1 + 1 + 2 + 3)
+    # per site: 3 k x (top + attribution (the default positive control) + bottom + 2 classes + 3 random)
+    assert len(table) == 3 * 3 * (1 + 1 + 1 + 2 + 3)
+    assert {r["selection"] for r in table} == {"top", "attribution", "bottom", "class", "random"}
+    assert all(float(r["mean_kl"]) >= 0 and r["mean_margin"] != "" for r in table)
     # k = 100%: every selection silences all neurons, so top, bottom and random agree
     for site in {r["site"] for r in table}:
         full = {r["accuracy"] for r in table if r["site"] == site and r["k_percent"] == "100"}
         assert len(full) == 1
     controls = list(csv.DictReader(open(silence / "controls.csv")))
     assert all(0 < float(c["p"]) <= 1 for c in controls)
+    assert {c["score"] for c in controls} == {"accuracy", "weighted_f1", "margin", "kl"}
     summary = json.loads((silence / "summary.json").read_text())
+    assert set(summary["results"]["layers"][0]["ranked"]) == {"top/zero", "attribution/zero"}
+    assert "margin" in summary["results"]["clean"]
     assert len(summary["results"]["asymmetry"]["blocks.1.hook_resid_post"]) == 2
     for png in ("silencing_curves", "class_asymmetry"):
         assert (silence / f"{png}.png").stat().st_size > 1000

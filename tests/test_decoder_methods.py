@@ -252,7 +252,8 @@ def test_cli_on_a_decoder(folders, tmp_path, capsys):
     assert cli.main(["silence", str(folder), "--data", str(task), "--probe", str(probe), "--out", str(silence),
                      "--n", "8", "--k", "10,100", "--random", "2", "--asymmetry-k", "10", "--quiet"]) == 0
     table = list(csv.DictReader(open(silence / "silencing.csv")))
-    assert len(table) == 3 * 2 * (1 + 1 + 2 + 2)  # sites x k x (top, bottom, 2 classes, 2 random)
+    # sites x k x (top, attribution (the default positive control), bottom, 2 classes, 2 random)
+    assert len(table) == 3 * 2 * (1 + 1 + 1 + 2 + 2)
     for site in {r["site"] for r in table}:  # k = 100%: every selection silences the whole token
         assert len({r["accuracy"] for r in table if r["site"] == site and r["k_percent"] == "100"}) == 1
     assert all(0 <= float(r["accuracy"]) <= 1 for r in table)

@@ -1,4 +1,5 @@
-"""Sweep engine invariances: chunking, order, device count, compile count, SIGKILL + resume."""
+"""Sweep engine invariances: chunking, order, device count, compile count, SIGKILL + resume —
+for the class counts and, bitwise too, the margin and KL sums."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import apex_jax
 from apex_jax.engine import run_sweep
 from apex_jax.interventions import Noise
 from apex_jax.models.loading import resolve
-from tests.helpers.sweep_script import TEXTS
+from tests.helpers.sweep_script import TEXTS, load_scores
 from tests.helpers.tiny_text import tiny_bert_folder
 
 SCRIPT = Path(__file__).parent / "helpers" / "sweep_script.py"
@@ -41,6 +42,13 @@ def _sweep(model, texts, ids, **kw):
                      progress=False, **kw)
 
 
+def _assert_same(a, counts, margin, kl):
+    """Sweep result `a` equals (counts, margin sums, KL sums) bit for bit."""
+    np.testing.assert_array_equal(a.counts, counts)
+    np.testing.assert_array_equal(a.margin_sum, margin)
+    np.testing.assert_array_equal(a.kl_sum, kl)
+
+
 def _script(folder, out, *extra, env=None):
     return [sys.executable, str(SCRIPT), str(folder), str(out), *extra]
 
@@ -52,28 +60,29 @@ def test_chunking_and_order_do_not_change_counts_and_one_compile(model):
     # every chunk of a length bucket reuses one compiled kernel: one compile per bucket
     assert base.settings["compiles"] == len({b.length for b in base.plan.blocks}) == 2
     assert 0 < base.kept.mean() < 1  # some draws flip, some keep
+    assert (base.kl_sum > 0).all() and np.isfinite(base.margin_sum).all()
     for upc in (3, 7):
-        np.testing.assert_array_equal(base.counts, _sweep(model, TEXTS, ids, units_per_call=upc).counts)
+        _assert_same(_sweep(model, TEXTS, ids, units_per_call=upc), base.counts, base.margin_sum, base.kl_sum)
     perm = np.random.default_rng(0).permutation(len(TEXTS))
     permuted = _sweep(model, [TEXTS[i] for i in perm], ids[perm], units_per_call=2)
-    np.testing.assert_array_equal(base.counts[perm], permuted.counts)
+    _assert_same(permuted, base.counts[perm], base.margin_sum[perm], base.kl_sum[perm])
     np.testing.assert_array_equal(base.clean[perm], permuted.clean)
 
 
 def test_four_devices_equal_one(folder, model, tmp_path):
-    one = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS))).counts
+    one = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS)))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     out = tmp_path / "four.npy"
     r = subprocess.run(_script(folder, out, "--units-per-call", "8"), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "devices 4" in r.stderr
-    np.testing.assert_array_equal(one, np.load(out))
+    _assert_same(one, np.load(out), *load_scores(out))
 
 
 def test_two_processes_equal_one(folder, model, tmp_path):
     import socket
 
-    one = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS))).counts
+    one = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS)))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -89,11 +98,11 @@ def test_two_processes_equal_one(folder, model, tmp_path):
     assert all(p.returncode == 0 for p in procs), errs
     assert "devices 4" in errs[0]  # 2 processes x 2 CPU devices in one mesh
     for i in range(2):
-        np.testing.assert_array_equal(one, np.load(tmp_path / f"p{i}.npy"))
+        _assert_same(one, np.load(tmp_path / f"p{i}.npy"), *load_scores(tmp_path / f"p{i}.npy"))
 
 
 def test_sigkill_then_rerun_finishes_identically(folder, model, tmp_path):
-    straight = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS))).counts
+    straight = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS)))
     run_dir, out = tmp_path / "run", tmp_path / "resumed.npy"
     cmd = _script(folder, out, "--run-dir", str(run_dir), "--units-per-call", "1", "--draws", "16")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -110,7 +119,7 @@ def test_sigkill_then_rerun_finishes_identically(folder, model, tmp_path):
     assert not out.exists()
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    np.testing.assert_array_equal(straight, np.load(out))
+    _assert_same(straight, np.load(out), *load_scores(out))  # resumed score sums continue exactly
 
 
 def test_bad_sweeps_are_rejected(model):

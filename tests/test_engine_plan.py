@@ -125,6 +125,9 @@ def test_finished_sweep_reruns_without_computing(model, tmp_path):
     again = run_sweep(model, model.params, batch, ids, _noise, np.array([0.5], np.float32), **kw)
     assert again.perturbed_forwards == 0 and first.perturbed_forwards == 2 * 4
     np.testing.assert_array_equal(first.counts, again.counts)
+    assert (first.kl_sum > 0).all()  # the restored score sums are the computed ones
+    np.testing.assert_array_equal(first.margin_sum, again.margin_sum)
+    np.testing.assert_array_equal(first.kl_sum, again.kl_sum)
     (info,) = checkpoints_in(tmp_path)
     assert info.complete and info.settings["draws"] == 4 and info.settings["seed"] == 5
 
@@ -170,6 +173,7 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
     import subprocess
     import time
 
+    from tests.helpers.sweep_script import load_scores
     from tests.test_engine import _script
 
     folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
@@ -178,7 +182,9 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
     straight = run_sweep(m, m.params, m.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
                          lambda s, k: {site: Noise(k, s, relative=True) for site in sites},
                          np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32), sites=sites, draws=64, seed=7,
-                         draws_per_step=4, inputs_per_step=4, progress=False).counts  # as sweep_script
+                         draws_per_step=4, inputs_per_step=4, progress=False)  # as sweep_script
+    straight_scores = (straight.margin_sum, straight.kl_sum)
+    straight = straight.counts
     run_dir = tmp_path / "run"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
@@ -210,12 +216,16 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
     assert all(p.returncode == 0 for p in procs), errs
     for i in range(2):
         np.testing.assert_array_equal(straight, np.load(tmp_path / f"p{i}.npy"))
+        for want, got in zip(straight_scores, load_scores(tmp_path / f"p{i}.npy")):
+            np.testing.assert_array_equal(want, got)  # resumed float sums continue exactly
     resumed = int(errs[0].split("forwards ")[1].split()[0])
     assert 0 < resumed < straight.sum()  # it did resume: only the unfinished units ran
     r = subprocess.run(_script(folder, tmp_path / "one.npy", "--run-dir", str(run_dir), "--draws", "64"),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(straight, np.load(tmp_path / "one.npy"))
+    for want, got in zip(straight_scores, load_scores(tmp_path / "one.npy")):
+        np.testing.assert_array_equal(want, got)
     assert "forwards 0" in r.stderr  # the finished sweep is restored, nothing recomputed
     (info,) = checkpoints_in(run_dir)
     assert info.complete

@@ -46,7 +46,11 @@ def calibrate_rms(model: Model, params: Any, batch: dict, sites: Sequence[str]) 
 
 @dataclasses.dataclass
 class ApexResult:
-    """Counts of an APEX sweep on a σ grid and the analyses read from them.
+    """Counts and continuous scores of an APEX sweep on a σ grid and the analyses read from them.
+
+    The engine's margin and KL are taken against the clean prediction (APEX asks whether noise
+    moves the model off its own answer, not off the label), so at σ = 0 the margin is the clean
+    confidence margin and the KL is 0.
 
     Escape σ. `escape_sigma()` is the *grid* estimator: the smallest grid σ whose share kept is
     below the threshold. `AdaptiveEscape.escape_sigma` is the *bisection* estimator (the upper end
@@ -75,6 +79,22 @@ class ApexResult:
     def consistency(self) -> np.ndarray:
         """Share of draws keeping the clean prediction: [n, G]."""
         return self.sweep.kept
+
+    @property
+    def mean_margin(self) -> np.ndarray:
+        """Mean over draws of the clean prediction's logit margin (its logit minus the largest
+        other) under noise: [n, G]. Positive while the clean class is kept on average."""
+        return self.sweep.mean_margin
+
+    @property
+    def mean_kl(self) -> np.ndarray:
+        """Mean over draws of KL(clean ‖ noisy) of the softmax outputs, in nats: [n, G]."""
+        return self.sweep.mean_kl
+
+    @property
+    def clean_margin(self) -> np.ndarray:
+        """The clean forward's margin of its own prediction (the confidence baseline): [n]."""
+        return self.sweep.clean_margin
 
     def escape_sigma(self) -> np.ndarray:
         """Smallest grid σ whose consistency is below the threshold; inf if none: [n]."""

@@ -1,9 +1,12 @@
 """The APEX run layer: a model, a data set and settings in; a run folder out.
 
     RUN/samples.csv      one row per input: id, label, clean prediction, escape σ (grid
-                         estimator), top transition, share kept per σ
+                         estimator), top transition, share kept per σ, clean margin, mean
+                         margin per σ, mean KL(clean ‖ noisy) per σ
     RUN/sigmas.csv       one row per σ: share kept, flip rate, share of inputs escaped, the
-                         dominant class, its share and the entropy of the class shares
+                         dominant class, its share, the entropy of the class shares, and the
+                         means over inputs of the margin and of KL(clean ‖ noisy), with the
+                         mean clean margin
     RUN/summary.json     settings, versions and model-level results (deterministic: rerunning
                          the same command rewrites it byte for byte)
     RUN/timing.json      seconds, perturbed forwards, compiles, forwards per second
@@ -29,13 +32,18 @@ from apex_jax.models.model import Model
 
 def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[str], list[list]]:
     """(header, rows) of samples.csv: id, label, clean_prediction, escape_sigma (grid estimator,
-    inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ."""
+    inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ,
+    clean_margin (the clean prediction's logit margin), margin_sigma_{σ} and kl_sigma_{σ} per σ
+    (means over draws of the margin and of KL(clean ‖ noisy), nats)."""
     esc = result.escape_sigma()
-    kept = result.consistency
+    kept, margin, kl = result.consistency, result.mean_margin, result.mean_kl
+    clean_margin = result.clean_margin
     top = result.top_transition(transition_index(result))
     header = ["id", "label", "clean_prediction", "escape_sigma", "top_transition",
-              *(f"kept_sigma_{s:.6g}" for s in result.sigmas)]
-    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist()] for j in range(len(ids))]
+              *(f"kept_sigma_{s:.6g}" for s in result.sigmas), "clean_margin",
+              *(f"margin_sigma_{s:.6g}" for s in result.sigmas), *(f"kl_sigma_{s:.6g}" for s in result.sigmas)]
+    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist(), float(clean_margin[j]),
+             *margin[j].tolist(), *kl[j].tolist()] for j in range(len(ids))]
     return header, rows
 
 
@@ -43,15 +51,20 @@ def sigmas_table(result: ApexResult) -> tuple[list[str], list[list]]:
     """(header, rows) of sigmas.csv, one row per σ: sigma, share_kept (mean over inputs of the
     share of draws keeping the clean prediction), flip_rate (1 - share_kept), share_escaped
     (inputs whose grid escape σ is at most this σ), dominant_class, dominant_share and entropy
-    (nats) of the class shares of all draws at this σ."""
+    (nats) of the class shares of all draws at this σ, mean_margin and mean_kl (means over
+    inputs of the clean-prediction margin and of KL(clean ‖ noisy), nats) and clean_margin (the
+    mean clean margin, the same on every row)."""
     esc = result.escape_sigma()
     kept = result.consistency.mean(0)
-    header = ["sigma", "share_kept", "flip_rate", "share_escaped", "dominant_class", "dominant_share", "entropy"]
+    margin, kl = result.mean_margin.mean(0), result.mean_kl.mean(0)
+    clean = float(result.clean_margin.mean())
+    header = ["sigma", "share_kept", "flip_rate", "share_escaped", "dominant_class", "dominant_share", "entropy",
+              "mean_margin", "mean_kl", "clean_margin"]
     rows = []
     for g, s in enumerate(result.sigmas):
         b = result.bias(g)
         rows.append([float(s), float(kept[g]), float(1 - kept[g]), float((esc <= s).mean()), b["dominant_class"],
-                     b["dominant_share"], b["entropy"]])
+                     b["dominant_share"], b["entropy"], float(margin[g]), float(kl[g]), clean])
     return header, rows
 
 
@@ -73,6 +86,10 @@ def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], 
         "results": {
             "n_inputs": int(len(labels)), "clean_accuracy": float((result.clean == labels).mean()),
             "mean_consistency": result.consistency.mean(0).tolist(),
+            # continuous scores (means over inputs; margin of the clean prediction, KL in nats)
+            "clean_margin": float(result.clean_margin.mean()),
+            "mean_margin": result.mean_margin.mean(0).tolist(),
+            "mean_kl": result.mean_kl.mean(0).tolist(),
             "escape_sigma": {"n_escaped": int(finite.size), "median": float(np.median(finite)) if finite.size else None},
             "transitions": {"sigma": float(result.sigmas[transition_at]),
                             "matrix": result.transitions(transition_at).tolist()},

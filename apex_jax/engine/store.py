@@ -1,6 +1,6 @@
 """Resumable sweeps: the fingerprint of everything that determines a result, and its checkpoints.
 
-A sweep with `run_dir` checkpoints (counts, finished units) after every chunk under
+A sweep with `run_dir` checkpoints (counts, margin and KL sums, finished units) after every chunk under
 `run_dir/sweep-checkpoints/<fingerprint>/`, beside `settings.json` (what the fingerprint covers,
 readable) — `complete: true` once the sweep has finished, so a rerun of the same sweep restores
 its counts and computes nothing. The fingerprint covers the parameters (content hash), the
@@ -26,7 +26,8 @@ import numpy as np
 from apex_jax.checkpoints import Checkpoints
 
 # Bump when a kernel change alters counts for the same settings (old checkpoints then miss).
-KERNEL_VERSION = 2
+# 3: the state holds margin and KL sums beside the counts.
+KERNEL_VERSION = 3
 CHECKPOINTS = "sweep-checkpoints"
 SETTINGS_FILE = "settings.json"
 
@@ -114,7 +115,8 @@ def checkpoints_in(run_dir: str | Path) -> list[CheckpointInfo]:
 
 
 class Store:
-    """The checkpoints of one sweep: counts [n, G, C] int64 and done units [units] bool.
+    """The checkpoints of one sweep: a state dict of arrays — counts [n, G, C] int64, margin
+    and KL sums [n, G] float64, done units [units] bool (see engine/sweep.py).
 
     Multi-process sweeps: every process holds the full counts (they are all-gathered), so all
     of them save the same state through orbax, which writes it once and finalizes a step only
@@ -136,17 +138,18 @@ class Store:
     def exists(self) -> bool:
         return self.checkpoints.latest_step() is not None
 
-    def restore(self, counts: np.ndarray, done: np.ndarray, step: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """The saved (counts, done) of `step` (default: the latest); raises `CheckpointError`
-        naming the folder if it is corrupt."""
-        state, _ = self.checkpoints.restore({"counts": counts, "done": done}, step=step)
-        return np.asarray(state["counts"]), np.asarray(state["done"])
+    def restore(self, like: dict[str, np.ndarray], step: int | None = None) -> dict[str, np.ndarray]:
+        """The saved state of `step` (default: the latest) with `like`'s keys, shapes and
+        dtypes (bit-exact, so resumed float sums continue exactly); raises `CheckpointError`
+        naming the folder if it is corrupt or holds other arrays."""
+        state, _ = self.checkpoints.restore(like, step=step)
+        return {k: np.array(v) for k, v in state.items()}  # writable host copies
 
-    def save(self, counts: np.ndarray, done: np.ndarray) -> None:
+    def save(self, state: dict[str, np.ndarray]) -> None:
+        """Writes `state` (it must hold "done", the finished units) as the next step."""
         self.step += 1
-        self.checkpoints.save(self.step, {"counts": counts, "done": done},
-                              {"fingerprint": self.fingerprint, "units_done": int(done.sum())})
+        self.checkpoints.save(self.step, state,
+                              {"fingerprint": self.fingerprint, "units_done": int(state["done"].sum())})
 
     def mark_complete(self) -> None:
         """Records that the sweep finished (its last step holds the final counts)."""

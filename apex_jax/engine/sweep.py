@@ -16,7 +16,11 @@ kernel shape, XLA's numerics cannot depend on how units are grouped:
   one device's except at near-ties: split reductions change float summation order);
 * inputs are bucketed by their own length (rounded up to `pad_multiple` tokens, default 8), so an input's kernel shape
   does not depend on which other inputs are in the sweep or in what order;
-* counts are integers summed on the host, so their order does not matter either.
+* counts are integers summed on the host, so their order does not matter either;
+* the continuous scores (margin and KL sums, see `SweepResult`) are float32 sums over a unit's
+  draws (one fixed-shape reduction per unit), added on the host in float64 in draw-block order,
+  which is the same for every chunking, device count and resumption (units of a block are run
+  and restored in unit order; a resumed sum holds exactly the earlier draw blocks).
 
 Results are therefore bitwise identical across chunk sizes, input order, device count on the
 sweep axis and resumption (for a fixed micro-batch `grid_per_step` × `draws_per_step` ×
@@ -29,7 +33,7 @@ Multi-host: after `jax.distributed.initialize`, every process runs the same call
 inputs; the mesh spans all processes' devices, units are spread over them and the counts are
 all-gathered, so every process returns the full result.
 
-Resumption: with `run_dir`, the counts and the set of finished units are
+Resumption: with `run_dir`, the counts, score sums and the set of finished units are
 checkpointed with orbax after every chunk under a fingerprint of everything that determines the
 result (engine/store.py); rerunning the same sweep skips finished units, a finished sweep is
 marked complete and its rerun computes nothing. Multi-process sweeps save through orbax's
@@ -58,7 +62,7 @@ from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
 from apex_jax.engine.mesh import check_mesh, model_parallel_of, shard_params, sweep_mesh
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
-from apex_jax.engine.store import Store, agree_on_step, describe
+from apex_jax.engine.store import Store, agree_on_step, arrays_digest, describe
 from apex_jax.errors import InputError
 from apex_jax.models.model import Model
 from apex_jax.progress import Progress, tracker
@@ -66,6 +70,21 @@ from apex_jax.progress import Progress, tracker
 
 @dataclasses.dataclass
 class SweepResult:
+    """What a sweep reduced: class counts and two continuous scores per (input, grid point).
+
+    Scores (`engine.kernels.scores`), summed over the K draws like the counts:
+      * margin = logit[r] − max_{c≠r} logit[c] of the perturbed logits, r = the *reference*
+        class: the input's label when the sweep got `labels`, else its clean prediction
+        (`margin_reference` says which). Positive while r is predicted; with labels, the clean
+        margin is negative for misclassified inputs.
+      * KL(clean ‖ perturbed) of the softmax distributions (nats, float32 log-softmax).
+    `mean_margin` and `mean_kl` divide the sums by K. They move with every perturbation, also
+    where no prediction flips, so small effects are visible that counts cannot show. The clean
+    logits come from a forward batched [inputs], the draws from one batched [draws, inputs],
+    so an identity perturbation (σ = 0) gives KL 0 and the clean margin up to float32 rounding
+    (KL < 1e-6 nats on the test models; exactly 0 where the two forwards agree bit for bit).
+    """
+
     counts: np.ndarray  # [n_inputs, n_grid, n_classes] int64: draws predicting each class
     clean: np.ndarray  # [n_inputs] clean predictions
     draws: int
@@ -74,12 +93,40 @@ class SweepResult:
     settings: dict
     plan: SweepPlan | None = None  # the schedule that ran
     fingerprint: str = ""  # of the checkpointed sweep ("" without run_dir)
+    margin_sum: np.ndarray | None = None  # [n_inputs, n_grid] float64: Σ over draws of the margin
+    kl_sum: np.ndarray | None = None  # [n_inputs, n_grid] float64: Σ over draws of KL(clean ‖ perturbed)
+    clean_logits: np.ndarray | None = None  # [n_inputs, n_classes] float32
+    reference: np.ndarray | None = None  # [n_inputs] int64: the margin's class per input
+    margin_reference: str = "clean"  # "label" (the sweep got labels) or "clean" (clean prediction)
 
     @property
     def kept(self) -> np.ndarray:
         """Share of draws keeping the clean prediction, [n_inputs, n_grid]."""
         n = self.counts.shape[0]
         return self.counts[np.arange(n), :, self.clean] / self.draws
+
+    @property
+    def mean_margin(self) -> np.ndarray:
+        """Mean over draws of the reference class's logit margin, [n_inputs, n_grid]."""
+        return self._need("margin_sum") / self.draws
+
+    @property
+    def mean_kl(self) -> np.ndarray:
+        """Mean over draws of KL(clean ‖ perturbed) in nats, [n_inputs, n_grid]."""
+        return self._need("kl_sum") / self.draws
+
+    @property
+    def clean_margin(self) -> np.ndarray:
+        """The reference class's logit margin of the clean forward, [n_inputs] float64 (the
+        confidence baseline; computed like the perturbed margins, in float32)."""
+        logits = self._need("clean_logits")
+        return np.asarray(_margin(logits, self._need("reference")), np.float64)
+
+    def _need(self, name: str) -> np.ndarray:
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"this SweepResult has no {name} (it was built without scores).")
+        return value
 
 
 def run_sweep(
@@ -108,8 +155,10 @@ def run_sweep(
     draw_offset: int = 0,
     grid_per_step: int | None = None,
     model_parallel: int | None = None,
+    labels: Sequence[int] | None = None,
 ) -> SweepResult:
-    """Runs K perturbed forwards per (input, grid point) and counts predicted classes.
+    """Runs K perturbed forwards per (input, grid point): counts predicted classes and sums
+    the reference class's logit margin and KL(clean ‖ perturbed) over draws (`SweepResult`).
 
     Args:
         model, params: a classifier.
@@ -150,11 +199,14 @@ def run_sweep(
             so a later sweep can add draws to an earlier one (sequential stopping).
         per_input_grid: grid leaves are [G, n, ...], one value per input; the grid point given
             to `perturb` is then [inputs_per_step, ...] (e.g. a σ per input for bisection).
+        labels: true classes [n]: the margin is then the label's (negative where the clean
+            model is already wrong); without labels it is the clean prediction's.
 
     Returns:
-        SweepResult with counts [n, G, n_classes] and the plan that ran.
+        SweepResult with counts [n, G, n_classes], margin and KL sums [n, G] and the plan.
     """
     ids, G = _validate(model, inputs, ids, grid, draws, per_input_grid)
+    labels = _check_labels(labels, len(ids), model.config.n_classes)
     mesh = _mesh(mesh, model_parallel)
     store_params, params = params, shard_params(params, mesh)  # placed before the plan reads free memory
     plan = plan_sweep(model, inputs, G, draws, sites, draws_per_step=draws_per_step,
@@ -163,11 +215,17 @@ def run_sweep(
                       pad_multiple=pad_multiple)
     settings = _settings(plan, seed, sites, model.config.n_classes, tag, common_noise,
                          per_input_grid, draw_offset, model_parallel_of(mesh))
+    settings["margin_reference"] = "clean" if labels is None else "label"
+    if labels is not None:  # the margins depend on them: part of the checkpoint fingerprint
+        settings["labels_sha256"] = arrays_digest(labels)
     store = _open_store(run_dir, settings, model, store_params, perturb, ids, inputs, grid)
-    counts = np.zeros((plan.n_inputs, G, model.config.n_classes), np.int64)
-    done = np.zeros(plan.units, bool)
+    state = {"counts": np.zeros((plan.n_inputs, G, model.config.n_classes), np.int64),
+             "margin": np.zeros((plan.n_inputs, G), np.float64),
+             "kl": np.zeros((plan.n_inputs, G), np.float64),
+             "done": np.zeros(plan.units, bool)}
     if store is not None:
-        counts, done = _resume(store, counts, done)
+        state = _resume(store, state)
+    counts, done = state["counts"], state["done"]
 
     traces_before = kern.TRACES["chunk"]
     kernel = functools.partial(  # the compiled chunk kernel with this sweep's static structure
@@ -176,15 +234,20 @@ def run_sweep(
     scalars = (root_key_data(seed), np.int32(draw_offset), np.int32(draws))
     unit_sharding = jax.sharding.NamedSharding(mesh, P(kern.UNIT_AXIS))
     clean = np.zeros(plan.n_inputs, np.int64)
+    clean_logits = np.zeros((plan.n_inputs, model.config.n_classes), np.float32)
     t0 = time.perf_counter()
     computed = 0
     bar = tracker(int((~done).sum()) * plan.rows_per_step, desc, "forwards",
                   progress if jax.process_index() == 0 else False)  # one report per run, not per host
     for bi, block in enumerate(plan.blocks):
-        prefix, block_clean = _prefix(model, params, inputs, block, sites)
+        prefix, block_logits = _prefix(model, params, inputs, block, sites)
         real = block.rows >= 0
-        clean[block.rows[real]] = block_clean[real]
+        clean_logits[block.rows[real]] = block_logits[real]
+        clean[block.rows[real]] = block_logits[real].argmax(-1)
         block_ids = np.where(real, ids[np.maximum(block.rows, 0)], 0)
+        # the margin's class per row: the label, or the clean prediction (filler rows: any)
+        reference = (block_logits.argmax(-1) if labels is None
+                     else labels[np.maximum(block.rows, 0)]).astype(np.int32)
         first = bi * plan.units_per_block
         todo = [u for u in range(first, first + plan.units_per_block) if not done[u]]
         for s in range(0, len(todo), plan.units_per_call):
@@ -192,11 +255,11 @@ def run_sweep(
             g_idx, d_idx = _unit_indices(plan, np.asarray(chunk) - first)
             points = _grid_points(grid, g_idx, block, per_input_grid)
             per_unit = jax.tree.map(lambda a: _global_array(a, unit_sharding), (points, g_idx, d_idx))
-            out = _to_host(kernel(params, prefix, block_ids, *scalars, *per_unit))
-            computed += _accumulate(counts, out, block, g_idx, d_idx, plan)
+            out = _to_host(kernel(params, prefix, block_ids, reference, block_logits, *scalars, *per_unit))
+            computed += _accumulate(state, out, block, g_idx, d_idx, plan)
             done[chunk] = True
             if store is not None:
-                store.save(counts, done)
+                store.save(state)
             bar.update(len(chunk) * plan.rows_per_step)
     bar.close()
     if store is not None:
@@ -204,7 +267,31 @@ def run_sweep(
     return SweepResult(counts, clean, draws, time.perf_counter() - t0, computed,
                        {**settings, "units_per_call": plan.units_per_call, "devices": plan.devices,
                         "blocks": len(plan.blocks), "compiles": kern.TRACES["chunk"] - traces_before},
-                       plan, store.fingerprint if store is not None else "")
+                       plan, store.fingerprint if store is not None else "",
+                       state["margin"], state["kl"], clean_logits,
+                       clean if labels is None else labels.astype(np.int64), settings["margin_reference"])
+
+
+def _check_labels(labels: Sequence[int] | None, n: int, n_classes: int) -> np.ndarray | None:
+    """Labels as int64 [n], or None; raises InputError naming what is wrong."""
+    if labels is None:
+        return None
+    a = np.asarray(labels)
+    if a.shape != (n,) or (a.size and a.dtype.kind not in "iu"):
+        raise InputError(f"labels must be {n} integer classes (one per input); got {a.dtype} {a.shape}.")
+    bad = np.unique(a[(a < 0) | (a >= n_classes)])
+    if bad.size:
+        raise InputError(f"labels {bad[:10].tolist()} are outside the model's classes 0..{n_classes - 1}.")
+    return a.astype(np.int64)
+
+
+def _margin(logits: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Host twin of the kernel's margin: logit[r] − max_{c≠r} logit[c] in float32, [n]."""
+    logits = np.asarray(logits, np.float32)
+    n = len(logits)
+    other = logits.copy()
+    other[np.arange(n), reference] = -np.inf
+    return logits[np.arange(n), reference] - other.max(-1)
 
 
 def _validate(model: Model, inputs: dict, ids: Sequence[int], grid: Any, draws: int,
@@ -268,22 +355,22 @@ def _open_store(run_dir, settings: dict, model: Model, params, perturb, ids, inp
                                    ids=ids, inputs=inputs, grid=grid), jax.process_index())
 
 
-def _resume(store: Store, counts: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The checkpointed (counts, done) every process agrees on, or the fresh ones."""
+def _resume(store: Store, state: dict) -> dict:
+    """The checkpointed state (counts, margin, kl, done) every process agrees on, or `state`."""
     step, highest = agree_on_step(store)
     store.step = highest  # later saves get new step numbers on every process
     if step == 0:
-        return counts, done
-    return store.restore(counts, done, step=step)
+        return state
+    return store.restore(state, step=step)
 
 
 def _prefix(model: Model, params: Any, inputs: dict, block: Block, sites: Sequence[str]):
-    """The block's cached prefix (hidden [inputs, pos, d_model]) and clean predictions [inputs]."""
+    """The block's cached prefix (hidden [inputs, pos, d_model]) and clean logits [inputs, C] float32."""
     batch = _block_inputs(inputs, block, model.config.pad_token_id)
     prefix, logits = kern.prefix_and_clean(model.config, params, batch, sites=tuple(sites))
     if jax.process_count() > 1:  # each process computed the same prefix: pass it as host
-        prefix = jax.tree.map(_to_host, prefix)  # data, which every process holds in full
-    return prefix, _to_host(logits).argmax(-1)
+        prefix = _to_host(prefix)  # data, which every process holds in full
+    return prefix, _to_host(logits).astype(np.float32)
 
 
 def _block_inputs(inputs: dict[str, np.ndarray], block: Block, pad_id: int) -> dict[str, np.ndarray]:
@@ -322,11 +409,16 @@ def _grid_points(grid: Any, g_idx: np.ndarray, block: Block, per_input_grid: boo
     return jax.tree.map(lambda a: np.asarray(a)[take], grid)
 
 
-def _accumulate(counts: np.ndarray, out: np.ndarray, block: Block, g_idx: np.ndarray,
+def _accumulate(state: dict, out: tuple, block: Block, g_idx: np.ndarray,
                 d_idx: np.ndarray, plan: SweepPlan) -> int:
-    """Adds a chunk's counts [units, Gs, inputs, C] into `counts` [n, G, C] (in place); returns
-    the perturbed forwards it holds as a Python int (real inputs × real draws × real grid slots)."""
+    """Adds a chunk's counts [units, Gs, inputs, C] and margin / KL sums [units, Gs, inputs]
+    into `state` (counts [n, G, C], margin and kl [n, G] float64; in place), unit by unit in the
+    chunk's order (ascending draw block: the fixed order that keeps float sums reproducible);
+    returns the perturbed forwards it holds as a Python int (real inputs × real draws × real
+    grid slots)."""
+    counts, margins, kls = out
     real = block.rows >= 0
+    rows = block.rows[real]
     n_real = int(real.sum())
     forwards = 0
     for j in range(len(g_idx)):
@@ -334,7 +426,9 @@ def _accumulate(counts: np.ndarray, out: np.ndarray, block: Block, g_idx: np.nda
         real_draws = min(plan.draws_per_step, plan.draws - int(d_idx[j]) * plan.draws_per_step)
         for gi_local, gi in enumerate(g_idx[j]):
             if gi >= 0:
-                counts[block.rows[real], gi] += out[j, gi_local][real]
+                state["counts"][rows, gi] += counts[j, gi_local][real]
+                state["margin"][rows, gi] += margins[j, gi_local][real].astype(np.float64)
+                state["kl"][rows, gi] += kls[j, gi_local][real].astype(np.float64)
                 forwards += real_draws * n_real
     return forwards
 
@@ -345,10 +439,15 @@ def _global_array(a: np.ndarray, sharding) -> jax.Array:
     return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-    if jax.process_count() > 1 and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
+def _to_host(x: Any) -> Any:
+    """A pytree of arrays -> host numpy arrays; global arrays that this process does not hold
+    in full are all-gathered across processes."""
+    from jax.experimental import multihost_utils
 
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+    def one(a):
+        if jax.process_count() > 1 and isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree.map(one, x)
 

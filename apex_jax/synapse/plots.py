@@ -48,11 +48,13 @@ def plot_silencing_curves(path: Path, result, score: str = "accuracy") -> Path:
     clean = float(getattr(result.clean, score)[0])
     for ax, lr in zip(axes.ravel(), result.layers):
         v = getattr(lr.metrics, score)
-        for kind, style in (("top", "o-"), ("bottom", "s--")):
-            ys = [v[g] for g, s in enumerate(lr.selections) if s.kind == kind]
+        base = result.config.mode  # the plotted selections; mean-ablated controls are in the CSVs
+        for kind, style in (("top", "o-"), ("bottom", "s--"), ("attribution", "^-.")):
+            ys = [v[g] for g, s in enumerate(lr.selections) if s.kind == kind and s.ablation == base]
             if ys:
                 ax.plot(k, ys, style, label=f"{kind}-k", ms=3)
-        rand = np.array([[v[g] for g, s in enumerate(lr.selections) if s.kind == "random" and s.k == kk] for kk in k])
+        rand = np.array([[v[g] for g, s in enumerate(lr.selections)
+                          if s.kind == "random" and s.k == kk and s.ablation == base] for kk in k])
         ax.fill_between(k, rand.min(1), rand.max(1), color="gray", alpha=0.3, label="random (min–max)")
         ax.plot(k, rand.mean(1), color="gray", lw=1)
         ax.axhline(clean, color="black", ls=":", lw=1, label="clean")

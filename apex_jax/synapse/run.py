@@ -5,7 +5,7 @@ into its run folder, and returns the summary.
     probe   RUN/probes/ (orbax), head_probe/, probes.csv, rankings.csv, ranking_agreement.csv,
             probe_accuracy.png
     silence RUN2/silencing.csv, controls.csv, curves.csv, asymmetry.csv, silencing_curves.png,
-            class_asymmetry.png
+            class_asymmetry.png (scores: accuracy, weighted F1, mean label margin, mean KL)
     attack  RUN3/attacks.csv, attack_curves.png
 
 Each also writes its page, RUN/index.html (`apex_jax.run_page`); the CLI rewrites it with the
@@ -120,6 +120,12 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
                 settings: dict | None = None, label_space: dict | None = None, **sweep_kw: Any) -> dict:
     """Silencing curves with random controls at each probed layer, class asymmetry.
 
+    Every selection is scored by accuracy, weighted F1, the mean label margin and the mean
+    KL(clean ‖ silenced); controls.csv compares each ranked selection with the random ones on
+    all four. `config.attribution` / `config.mean_ablation` add the positive controls (see
+    `synapse.silence`): attribution scores are computed here on the evaluation inputs (the
+    label's logit, at the classifier token), the means are the evaluation inputs' mean [CLS].
+
     `label_space` (`dataclasses.asdict` of `check_label_space(..., "evaluate")`) is recorded in
     summary.json; with it, macro-F1 averages over the classes present in the data only
     (scikit-learn's `labels=present`), not over every class of the model.
@@ -141,12 +147,16 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
         scores[s] = (rankings.global_ranking(W).scores,
                      np.stack([rankings.class_ranking(W, c).scores for c in range(W.shape[0])]))
     batch = batching.encode(model, data, max_length)
-    means = None
-    if config.mode == "mean":
+    means = attribution = None
+    if config.mode == "mean" or config.mean_ablation:
         feats = extract_cls(model, model.params, batch, sites, progress=sweep_kw.get("progress"))
         means = {s: feats[s].mean(0) for s in sites}
+    if config.attribution:
+        attribution = {s: rankings.attribution_ranking(model, model.params, batch, s,
+                                                       target=np.asarray(data.labels, np.int32)).scores
+                       for s in sites}
     res = silencing_experiment(model, model.params, batch, data.labels, data.ids, scores, config,
-                               means=means, **sweep_kw)
+                               means=means, attribution=attribution, **sweep_kw)
     if label_space is not None:
         present = np.asarray(label_space["present"], int)
         for m in [res.clean, *(lr.metrics for lr in res.layers)]:
@@ -158,10 +168,18 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
     io.write_csv(out / "curves.csv", curves)
     names = list(model.label_names)
     summary_layers = []
+    cells = ("k_percent", "drop", "z", "p", "random_mean")
     for lr in res.layers:
-        top = [c for c in controls if c["site"] == lr.site and c["selection"] == "top" and c["score"] == "accuracy"]
-        summary_layers.append({"site": lr.site, "top_k": [{k: c[k] for k in ("k_percent", "drop", "z", "p", "random_mean")}
-                                                          for c in top]})
+        mine = [c for c in controls if c["site"] == lr.site]
+        top = [c for c in mine if c["selection"] == "top" and c["ablation"] == config.mode and c["score"] == "accuracy"]
+        # every ranked selection (probe top, attribution, zeroed / mean-ablated) on every score
+        ranked = {}
+        for c in mine:
+            if c["selection"] in ("top", "attribution"):
+                ranked.setdefault(f"{c['selection']}/{c['ablation']}", {}).setdefault(c["score"], []).append(
+                    {k: c[k] for k in cells})
+        summary_layers.append({"site": lr.site, "top_k": [{k: c[k] for k in cells} for c in top],
+                               "ranked": ranked})
     asym = {}
     if config.per_class:
         for lr in res.layers:
@@ -175,7 +193,8 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
                                                 "max_length": max_length, "config": dataclasses.asdict(config)},
                **({"label_space": label_space} if label_space is not None else {}),
                "versions": io.versions(),
-               "results": {"clean": res.clean.row(0), "layers": summary_layers,
+               "results": {"clean": {**res.clean.row(0), "margin": res.clean_value("margin")},
+                           "layers": summary_layers,
                            "curves": curves, "asymmetry": {s: m.tolist() for s, m in asym.items()},
                            "label_names": names}}
     io.write_json(out / "summary.json", summary)

@@ -9,6 +9,8 @@ sharded sweep whose prefix (the activations before that layer) is computed once 
 Metrics come from the per-input predictions `[n, G]` (exact: one deterministic forward each):
 accuracy, macro-/weighted-F1, per-class F1, the prediction distribution, and the clean → new
 class map. Random controls give a z-score and a Laplace-smoothed one-sided p-value per k.
+The engine also reduces continuous scores per (input, mask) — the label's logit margin (with
+`labels`) and KL(clean ‖ silenced) — which move where no prediction flips.
 
 Example (a tiny model; masks zero neuron 0, or nothing):
     >>> import numpy as np
@@ -70,6 +72,7 @@ def mask_sweep(
     sigma: float = 1.0,
     draws: int = 1,
     seed: int = 0,
+    labels: Sequence[int] | None = None,
     **sweep_kw,
 ):
     """Runs one intervention per mask and returns the engine's `SweepResult`.
@@ -83,10 +86,15 @@ def mask_sweep(
         mode: "zero" (silence), "mean" (replace by `means[site]`, e.g. the clean mean [CLS]
             vector) or "noise" (add Gaussian noise of std σ × the token's RMS over the site's
             features to the selected neurons; `draws` > 1).
+        means: mode "mean": per site the replacement values, [d] for every mask or [G, d] one
+            row per mask (a row of zeros silences: zero- and mean-ablations in one sweep).
+        labels: [n] true classes: the sweep's margins are then the label's (else the clean
+            prediction's; see `SweepResult`).
         sweep_kw: passed to `run_sweep` (grid_per_step, inputs_per_step, mesh, run_dir, ...).
 
     Returns:
-        SweepResult: counts [n, G, C] (with draws = 1, each input's prediction is one-hot).
+        SweepResult: counts [n, G, C] (with draws = 1, each input's prediction is one-hot),
+        margin and KL sums [n, G].
     """
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}; got {positions!r}.")
@@ -102,6 +110,10 @@ def mask_sweep(
     if mode == "mean":
         if means is None or any(s not in means for s in site_masks):
             raise ValueError(f"mode='mean' needs means for every site: {sorted(site_masks)}.")
+        for s, m in site_masks.items():
+            shape = np.shape(means[s])
+            if shape not in ((m.shape[1],), m.shape):
+                raise ValueError(f"means for {s} have shape {shape}; expected [{m.shape[1]}] or {list(m.shape)}.")
     if mode == "noise" and not (np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be finite and >= 0; got {sigma}.")
     if mode != "noise" and draws != 1:
@@ -117,7 +129,7 @@ def mask_sweep(
     if not model.config.is_decoder:
         perturb = MaskPerturbation(sites, positions, mode)
         return run_sweep(model, params, batch, ids, perturb, grid, sites=list(sites), draws=draws,
-                         seed=seed, tag=tag, **sweep_kw)
+                         seed=seed, tag=tag, labels=labels, **sweep_kw)
     # Decoders: the classifier token is each input's last real token. The engine crops inputs
     # to their length bucket from the right, so pad on the right; the positions then survive
     # the crop, and travel with their input as a per-input grid leaf (the masks, means and σ
@@ -131,7 +143,7 @@ def mask_sweep(
     single = tuple(single_position(model.config, s, True) for s in sites)
     perturb = MaskPerturbation(sites, positions, mode, per_input=True, single=single)
     return run_sweep(model, params, batch, ids, perturb, per_input, sites=list(sites), draws=draws,
-                     seed=seed, tag=tag + " token=last", per_input_grid=True, **sweep_kw)
+                     seed=seed, tag=tag + " token=last", per_input_grid=True, labels=labels, **sweep_kw)
 
 
 @dataclasses.dataclass(frozen=True)

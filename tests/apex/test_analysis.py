@@ -120,3 +120,33 @@ def test_noise_perturbation_is_a_value():
     """The engine keys compiled kernels on the perturbation: equal site lists must be equal."""
     a, b = apex.NoisePerturbation(("hook_embed",)), apex.NoisePerturbation(("hook_embed",))
     assert a == b and hash(a) == hash(b) and a != apex.NoisePerturbation(("blocks.0.hook_resid_post",))
+
+
+def test_run_folder_reports_margin_and_kl(model, tmp_path):
+    """samples.csv, sigmas.csv and summary.json carry the engine's continuous scores: the
+    clean margin, mean margin and mean KL per σ (0 and the clean margin at σ = 0)."""
+    import csv
+    import json
+
+    from apex_jax.data import Dataset
+
+    data = Dataset("tiny", "text", list(TEXTS), np.array([1, 0, 0, 1, 0], np.int32), ("neg", "pos"))
+    out = apex.apex_run(model, data, tmp_path / "run", sigmas=[0.0, 2.0], draws=4, progress=False)
+    res = out["result"]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "samples.csv")))
+    for j, r in enumerate(rows):
+        # the tiny random model's logits are close together: KL of order 1e-5 at σ = 2
+        assert float(r["kl_sigma_0"]) < 1e-8 < float(r["kl_sigma_2"])
+        assert float(r["margin_sigma_0"]) == pytest.approx(float(r["clean_margin"]), rel=1e-5, abs=1e-7)
+        assert float(r["clean_margin"]) > 0  # the clean prediction's own margin
+        # cells hold 6 significant digits
+        assert float(r["kl_sigma_2"]) == pytest.approx(res.mean_kl[j, 1], rel=1e-5)
+        assert float(r["margin_sigma_2"]) == pytest.approx(res.mean_margin[j, 1], rel=1e-5)
+    curves = list(csv.DictReader(open(tmp_path / "run" / "sigmas.csv")))
+    assert [float(c["sigma"]) for c in curves] == [0.0, 2.0]
+    assert float(curves[1]["mean_kl"]) == pytest.approx(res.mean_kl[:, 1].mean(), rel=1e-5)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["results"]
+    np.testing.assert_allclose(summary["mean_margin"], res.mean_margin.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(summary["mean_kl"], res.mean_kl.mean(0), rtol=1e-6)
+    assert summary["clean_margin"] == pytest.approx(res.clean_margin.mean(), rel=1e-6)
+    assert summary["mean_kl"][1] > summary["mean_kl"][0]

@@ -1,13 +1,26 @@
-"""Runs one noise sweep on a saved model and writes its counts: used in subprocesses by
-test_engine.py (forced device counts, SIGKILL and resume)."""
+"""Runs one noise sweep on a saved model and writes its counts (OUT, .npy) and its margin and KL
+sums (OUT with suffix .scores.npz): used in subprocesses by test_engine.py (forced device
+counts, SIGKILL and resume)."""
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 TEXTS = ["what a great one", "the film was awful", "i found it boring", "a lovely cast", "meh",
          "the cast is superb and the plot is wonderful", "terrible", "honestly a dreadful one"]
+
+
+def scores_path(out) -> Path:
+    """Where the script writes the margin and KL sums of the counts file `out`."""
+    return Path(out).with_suffix(".scores.npz")
+
+
+def load_scores(out) -> tuple:
+    """(margin sums, KL sums) [n, G] the script wrote beside `out`."""
+    with np.load(scores_path(out)) as z:
+        return z["margin"], z["kl"]
 
 
 def main() -> None:
@@ -42,7 +55,8 @@ def main() -> None:
         draws=a.draws, seed=7, draws_per_step=4, inputs_per_step=4,
         units_per_call=a.units_per_call, run_dir=a.run_dir, progress=False, model_parallel=a.model_parallel,
     )
-    np.save(a.out, res.counts)
+    np.savez(scores_path(a.out), margin=res.margin_sum, kl=res.kl_sum)
+    np.save(a.out, res.counts)  # last: tests wait for it
     print("devices", res.settings["devices"], "compiles", res.settings["compiles"],
           "forwards", res.perturbed_forwards, file=sys.stderr)
     if a.coordinator:

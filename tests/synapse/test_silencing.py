@@ -210,3 +210,60 @@ def test_mask_perturbation_is_a_value():
     assert a == silencing.MaskPerturbation(("blocks.0.hook_resid_post",), "cls", "zero")
     assert hash(a) == hash(silencing.MaskPerturbation(("blocks.0.hook_resid_post",), "cls", "zero"))
     assert a != silencing.MaskPerturbation(("blocks.0.hook_resid_post",), "all", "zero")
+
+
+def test_silencing_scores_and_positive_controls_equal_direct_forwards(model):
+    """Attribution-ranked and mean-ablated selections beside the probe's, one sweep per site:
+    every selection's predictions, label margins and KL(clean ‖ silenced) equal a direct
+    forward with that intervention (zero or the data mean at [CLS]); controls compare each
+    selection with random masks of its own ablation, on accuracy, margin and KL."""
+    from apex_jax.synapse import rankings
+    from apex_jax.synapse import silence as synapse
+    from apex_jax.synapse.features import extract_cls
+
+    batch = model.encode(TEXTS)
+    site, n, d = "blocks.0.hook_resid_post", len(TEXTS), model.config.d_model
+    clean_logits = np.asarray(model.forward(batch).logits, np.float64)
+    labels = clean_logits.argmax(1)
+    labels[:2] = 1 - labels[:2]  # two wrong labels: their clean margins are negative
+    attribution = rankings.attribution_ranking(model, model.params, batch, site, target=labels).scores
+    means = {site: extract_cls(model, model.params, batch, [site])[site].mean(0)}
+    probe = np.random.default_rng(1).random(d)  # a probe that knows nothing
+    cfg = synapse.SilenceConfig(k_levels=(25.0, 50.0), n_random=3, bottom=False, per_class=False,
+                                attribution=True, mean_ablation=True)
+    res = synapse.silencing_experiment(model, model.params, batch, labels, np.arange(n), {site: (probe, None)},
+                                       cfg, means=means, attribution={site: attribution}, progress=False)
+    (lr,) = res.layers
+    kinds = [(s.kind, s.ablation) for s in lr.selections if s.k == 25.0]
+    assert kinds == [("top", "zero"), ("attribution", "zero")] + [("random", "zero")] * 3 + [
+        ("top", "mean"), ("attribution", "mean")] + [("random", "mean")] * 3
+    _, masks = synapse.selections_and_masks(probe, None, cfg, seed=0, attribution=attribution)
+    logp = clean_logits - np.log(np.exp(clean_logits).sum(1, keepdims=True))
+    rows = np.arange(n)
+    for g, sel in enumerate(lr.selections):
+        iv = (Replace(means[site], positions=np.array([0]), neurons=masks[g]) if sel.ablation == "mean"
+              else Scale(np.float32(0), positions=np.array([0]), neurons=masks[g]))
+        z = np.asarray(model.forward(batch, {site: iv}).logits, np.float64)
+        np.testing.assert_array_equal(lr.counts[:, g].argmax(-1), z.argmax(1))
+        other = z.copy()
+        other[rows, labels] = -np.inf
+        np.testing.assert_allclose(lr.margin[:, g], z[rows, labels] - other.max(1), rtol=1e-4, atol=1e-4)
+        logq = z - np.log(np.exp(z).sum(1, keepdims=True))
+        np.testing.assert_allclose(lr.kl[:, g], (np.exp(logp) * (logp - logq)).sum(1), rtol=1e-3, atol=1e-6)
+    assert (res.clean_margin[:2] < 0).all() and (res.clean_margin[2:] > 0).all()
+    for score in ("accuracy", "margin", "kl"):
+        rows_ = res.controls(score)
+        assert len(rows_) == 2 * 4 and all(r["draws"] == 3 for r in rows_)
+    for g, sel in enumerate(lr.selections):  # the attribution selections are its own top-k%
+        if sel.kind == "attribution":
+            np.testing.assert_array_equal(masks[g], rankings.top_k(attribution, sel.k))
+    kl = {(r["selection"], r["ablation"], r["k_percent"]): r for r in res.controls("kl")}
+    row = kl["attribution", "zero", 50.0]  # the KL's "drop" is its increase over the clean 0
+    assert row["clean"] == 0 and row["value"] == row["drop"] == pytest.approx(lr.kl[:, 1 + 10].mean())
+    table = res.table()
+    assert {"ablation", "mean_margin", "mean_kl"} <= set(table[0])
+    with pytest.raises(ValueError, match="mode='zero'"):
+        synapse.SilenceConfig(mode="noise", mean_ablation=True).check(2)
+    with pytest.raises(ValueError, match="attribution scores"):
+        synapse.silencing_experiment(model, model.params, batch, labels, np.arange(n), {site: (probe, None)},
+                                     cfg, means=means, progress=False)
