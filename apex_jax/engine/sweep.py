@@ -54,6 +54,7 @@ from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
 from apex_jax.engine.store import Store, agree_on_step, describe
+from apex_jax.models.blocks import stack_blocks
 from apex_jax.models.model import Model
 
 
@@ -151,6 +152,8 @@ def run_sweep(
     if store is not None:
         counts, done = _resume(store, counts, done)
 
+    # the blocks' parameters stacked once per sweep, not inside every unit of the kernel's loop
+    params = stack_blocks(params, model.config.n_layers)
     traces_before = kern.TRACES["chunk"]
     kernel = functools.partial(  # the compiled chunk kernel with this sweep's static structure
         kern.run_chunk, config=model.config, perturb=perturb, draws_per_step=plan.draws_per_step,
