@@ -8,8 +8,9 @@ on 4 random token sequences of length 32, 3 relative σ, 16 draws, noise on ever
 hook_resid_post. Per (depth, code) one fresh subprocess (no persistent compile cache):
   * compile: JAX's monitoring events (trace + lowering + backend compile) of the first
     `run_apex`, and its wall time;
-  * steady state: the median wall time of 3 further `run_apex` calls with new seeds on 16
-    sequences of the same length (the same kernel: the engine must not recompile; its trace
+  * steady state: the median wall time (and process CPU time, the steadier figure when other
+    processes share the cores) of 3 further `run_apex` calls with new seeds on 16 sequences of
+    the same length (the same kernel: the engine must not recompile; its trace
     counts are checked and reported).
 `--base DIR` is a folder holding another `apex_jax` package (e.g. the pre-scan commit:
 `git archive e070d22 apex_jax | tar -x -C DIR`); `--unrolled` adds this tree with the block stack
@@ -74,11 +75,14 @@ def worker(layers: int, unrolled: bool = False) -> dict:
            "attention_mask": np.ones((STEADY_INPUTS, LENGTH), np.int32),
            "token_type_ids": np.zeros((STEADY_INPUTS, LENGTH), np.int32)}
 
+    cpu: list[float] = []
+
     def call(seed: int, n: int):
         batch = {k: v[:n] for k, v in big.items()}
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = apex_jax.run_apex(model, model.params, batch, list(range(n)), SIGMAS, draws=DRAWS,
                                 seed=seed, progress=False)
+        cpu.append(time.process_time() - c)
         return time.perf_counter() - t, res
 
     before = dict(events)
@@ -87,13 +91,15 @@ def worker(layers: int, unrolled: bool = False) -> dict:
     traces = dict(kernels.TRACES)
     warm_big = call(99, STEADY_INPUTS)[0]  # compiles the 16-input helpers (RMS calibration), not the kernel
     steady = []
+    cpu.clear()
     with common.ForeignLoad() as load:
         for seed in range(1, 1 + STEADY_CALLS):
             steady.append(call(seed, STEADY_INPUTS)[0])
     forwards = STEADY_INPUTS * len(SIGMAS) * DRAWS
     return {
         "layers": layers, "first_call_s": first, "compile_s": sum(compile_s.values()),
-        "compile_events_s": compile_s, "steady_s": statistics.median(steady), "steady_all_s": steady, "warm_big_s": warm_big,
+        "compile_events_s": compile_s, "steady_s": statistics.median(steady), "steady_all_s": steady,
+        "steady_cpu_s": statistics.median(cpu), "steady_cpu_all_s": list(cpu), "warm_big_s": warm_big,
         "forwards_per_s": forwards / statistics.median(steady),
         "recompiled_on_new_seed": dict(kernels.TRACES) != traces, "traces": dict(kernels.TRACES),
         "foreign_load_cores": load.cores, "maxrss_mb": common.maxrss_mb(),
@@ -138,7 +144,7 @@ def main() -> None:
                 res = run_worker(*codes[c][:1], d, codes[c][1])
                 runs[c][d].append(res)
                 print(f"round {r} {c:8s} {d:3d} layers: compile {res['compile_s']:6.2f} s, first call "
-                      f"{res['first_call_s']:6.2f} s, steady {res['steady_s']:.3f} s "
+                      f"{res['first_call_s']:6.2f} s, steady {res['steady_s']:.3f} s (CPU {res['steady_cpu_s']:.3f} s) "
                       f"(foreign load {res['foreign_load_cores']:.2f} cores)", file=sys.stderr, flush=True)
     med = lambda xs: statistics.median(xs)
     table = {}
@@ -149,6 +155,9 @@ def main() -> None:
                 "compile_s": med([x["compile_s"] for x in rs]),
                 "first_call_s": med([x["first_call_s"] for x in rs]),
                 "steady_s": med([x["steady_s"] for x in rs]),
+                "steady_cpu_s": med([x["steady_cpu_s"] for x in rs]),
+                "steady_s_quietest": min(x["steady_s"] for x in rs),
+                "compile_s_quietest": min(x["compile_s"] for x in rs),
                 "recompiled_on_new_seed": any(x["recompiled_on_new_seed"] for x in rs)}
     summary = {}
     for c in codes:
@@ -160,6 +169,8 @@ def main() -> None:
     if "unrolled" in codes:
         summary["steady_scan_over_unrolled"] = {d: table["scan"][d]["steady_s"] / table["unrolled"][d]["steady_s"] for d in depths}
         summary["compile_scan_over_unrolled"] = {d: table["scan"][d]["compile_s"] / table["unrolled"][d]["compile_s"] for d in depths}
+        summary["steady_cpu_scan_over_unrolled"] = {
+            d: table["scan"][d]["steady_cpu_s"] / table["unrolled"][d]["steady_cpu_s"] for d in depths}
         # per round (same-round pairs: the machine's load drifts between rounds)
         summary["steady_scan_over_unrolled_by_round"] = {
             d: [s["steady_s"] / u["steady_s"] for s, u in zip(runs["scan"][d], runs["unrolled"][d])] for d in depths}
@@ -170,11 +181,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compile_depth.json").write_text(json.dumps(report, indent=2, default=str))
-    print(f"{'code':8s} {'layers':>6s} {'compile s':>10s} {'first call s':>12s} {'steady s':>9s}")
+    print(f"{'code':8s} {'layers':>6s} {'compile s':>10s} {'first call s':>12s} {'steady s':>9s} {'steady CPU s':>12s}")
     for c in codes:
         for d in depths:
             t = table[c][d]
-            print(f"{c:8s} {d:6d} {t['compile_s']:10.2f} {t['first_call_s']:12.2f} {t['steady_s']:9.3f}")
+            print(f"{c:8s} {d:6d} {t['compile_s']:10.2f} {t['first_call_s']:12.2f} {t['steady_s']:9.3f} "
+                  f"{t['steady_cpu_s']:12.3f}")
     print(json.dumps(summary, indent=2))
 
 
