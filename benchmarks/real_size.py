@@ -1,8 +1,10 @@
-"""Real-size benchmark: W1 (APEX noise sweep) and W2 (SYNAPSE [CLS] silencing) on a BERT-base-size
-encoder (12 x 768, random weights, the MiniLM tokenizer), ours vs the PyTorch best form in one run.
+"""Real-size benchmark: W1 (APEX noise sweep) and W2 (SYNAPSE classifier-token silencing) on a
+BERT-base-size encoder and a GPT-2-small-size decoder (12 x 768 each, random weights, the MiniLM
+tokenizer), ours vs the PyTorch best form in one run.
 
-    python benchmarks/real_size.py --out bench-results            # BERT-base size (minutes)
-    python benchmarks/real_size.py --out /tmp/x --quick           # smoke size (< 30 s)
+    python benchmarks/real_size.py --out bench-results            # BERT-base, then GPT-2 small (tens of minutes)
+    python benchmarks/real_size.py --out bench-results --size gpt2-small
+    python benchmarks/real_size.py --out /tmp/x --quick           # smoke sizes of both (< 1 min)
     make bench-real
 
 W1 (issue 15 §5): the first `--n` (4) vader-movies test sentences (mean 33 tokens), 2 relative σ x
@@ -12,9 +14,15 @@ with one forward hook per layer, all G x K draws of a sentence in one batch at i
 `inference_mode`, the faster of all cores and 1 thread (probed first: on a shared 2-core machine
 OpenMP's threads can collapse under foreign load) (`benchmarks/torch_hooks.py`).
 `--size minilm`: the real MiniLM (6 x 384) with a random 2-class head, 16 sentences of mixed lengths.
+`--size gpt2-small`: an HF `GPT2ForSequenceClassification` (12 x 768, 12 heads, MLP 3072, vocab
+50257, random weights, pad_token_id = the tokenizer's [PAD]); W1 as above with the hooks on
+`transformer.h[i]`; the classifier token is the last real token (torch: the last position of the
+exact-length input, found by HF from pad_token_id; ours: from the attention mask).
+`--size` takes a comma-separated list; each model's figures go under `models[size]`.
 `--compare-pad 16`: also times the engine with the old 16-token length buckets in every round.
-W2: the same sentences x 64 random [CLS] masks of 10% of the neurons at `blocks.{n/2}.hook_resid_post`
-(`synapse.silencing.mask_sweep`), torch = `benchmarks/torch_silence.py` best form.
+W2: the same sentences x 64 random masks of 10% of the neurons at `blocks.{n/2}.hook_resid_post`,
+at the classifier token ([CLS] / a decoder's last real token; `synapse.silencing.mask_sweep`),
+torch = `benchmarks/torch_silence.py` best form (the hook zeroes position 0 / -1).
 
 Rounds interleave ours and torch (order alternating) in this process; ratios are medians of the
 rounds (the machine is shared: only same-run ratios mean anything). With `--profile` each round
@@ -44,7 +52,10 @@ SIZES = {  # name: (layers, d_model, heads, d_mlp); "minilm" = the real MiniLM, 
     "bert-base": (12, 768, 12, 3072),
     "minilm": (6, 384, 12, 1536),
     "quick": (2, 64, 4, 128),
+    "gpt2-small": (12, 768, 12, 3072),  # decoders: names starting "gpt2"
+    "gpt2-quick": (2, 64, 4, 128),
 }
+DEFAULT_SIZES = {False: "bert-base,gpt2-small", True: "quick,gpt2-quick"}  # by --quick
 
 
 def log(msg: str) -> None:
@@ -71,6 +82,32 @@ def build_bert(folder: Path, size: str, seed: int = 0) -> Path:
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     BertForSequenceClassification(cfg).eval().save_pretrained(tmp)
+    src = assets.asset_path("minilm")
+    for f in os.listdir(src):
+        if f != "config.json" and ("token" in f or f in ("vocab.txt", "special_tokens_map.json")):
+            shutil.copy(src / f, tmp / f)
+    tmp.rename(folder)
+    return folder
+
+
+def build_gpt2(folder: Path, size: str, seed: int = 0) -> Path:
+    """A random-weight HF GPT-2 classifier of `size` (vocab 50257, 1024 positions) with the MiniLM
+    tokenizer (cached on disk). Its pad_token_id is the tokenizer's [PAD] (0), which HF's
+    sequence classifier needs to find the last real token of a batch."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from apex_jax import assets
+
+    if (folder / "config.json").exists():
+        return folder
+    layers, d, heads, mlp = SIZES[size]
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=d, n_layer=layers, n_head=heads, n_inner=mlp,
+                     num_labels=2, pad_token_id=0, use_cache=False)  # no KV cache: one forward per batch
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    GPT2ForSequenceClassification(cfg).eval().save_pretrained(tmp)
     src = assets.asset_path("minilm")
     for f in os.listdir(src):
         if f != "config.json" and ("token" in f or f in ("vocab.txt", "special_tokens_map.json")):
@@ -131,6 +168,8 @@ def run_model(size: str, args, res: dict) -> dict:
     from apex_jax.synapse.silencing import mask_sweep
 
     quick = args.quick
+    n_sent = args.n or (2 if quick else 16 if size == "minilm" else 4)
+    decoder = size.startswith("gpt2")
     if size == "minilm":  # real weights; both sides get the same random 2-class head
         folder = Path(args.cache) / "minilm-cls"
         if not (folder / "config.json").exists():
@@ -147,13 +186,15 @@ def run_model(size: str, args, res: dict) -> dict:
                 if f != "config.json" and ("token" in f or f in ("vocab.txt", "special_tokens_map.json")):
                     shutil.copy(src / f, tmp / f)
             tmp.rename(folder)
+    elif decoder:
+        folder = build_gpt2(Path(args.cache) / size, size)
     else:
         folder = build_bert(Path(args.cache) / f"bert-{size}", size)
     model = apex_jax.load(str(folder))
     model = model.replace(jax.device_put(model.params))
     tmodel = th.load_hf(str(folder))
     cfg = model.config
-    ds = data.get_split("vader-movies", "test", n=args.n)
+    ds = data.get_split("vader-movies", "test", n=n_sent)
     batch = model.encode(list(ds.inputs), max_length=64)
     ids = np.asarray(ds.ids)
     n = len(ids)
@@ -163,7 +204,7 @@ def run_model(size: str, args, res: dict) -> dict:
     sites = apex_jax.parse_sites(model, "resid_post")
     perturb, scale, rms, tag = am._noise(model, model.params, batch, sites, True)
     grid = am._noise_grid(sigmas, scale)
-    out: dict = {"size": size, "layers": cfg.n_layers, "d_model": cfg.d_model, "n_inputs": n,
+    out: dict = {"size": size, "arch": cfg.arch, "layers": cfg.n_layers, "d_model": cfg.d_model, "n_inputs": n,
                  "lengths": lengths.tolist(), "mean_length": float(lengths.mean()), "sigmas": sigmas.tolist(),
                  "draws": K, "pad_multiple": args.pad_multiple,
                  "buckets": sorted(set(int(b) for b in bucket_length(lengths, args.pad_multiple)))}
@@ -307,7 +348,8 @@ def run_model(size: str, args, res: dict) -> dict:
 
         def best2():
             with Timer() as t:
-                _, p, margin = ts.run_best(tmodel, batch, range(n), all_masks, M, layers_to_run=[layer])
+                _, p, margin = ts.run_best(tmodel, batch, range(n), all_masks, M, layers_to_run=[layer],
+                                           position=-1 if decoder else 0)
             rec.update(best_s=t.wall, best_fps=n * M / t.wall)
             rec["tpreds"], rec["margin"] = p[:, layer], margin[:, layer]
 
@@ -340,8 +382,10 @@ def run_model(size: str, args, res: dict) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench-results")
-    p.add_argument("--quick", action="store_true", help="smoke size (2 x 64 BERT, < 30 s)")
-    p.add_argument("--size", default=None, choices=sorted(SIZES), help="default bert-base (quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="smoke sizes (2 x 64 BERT and GPT-2, < 1 min)")
+    p.add_argument("--size", default=None,
+                   help=f"comma-separated, of {sorted(SIZES)}; default {DEFAULT_SIZES[False]} "
+                        f"({DEFAULT_SIZES[True]} with --quick)")
     p.add_argument("--n", type=int, default=None, help="sentences (default 4, 16 for minilm; 2 with --quick)")
     p.add_argument("--draws", type=int, default=None, help="K (default 32; 4 with --quick)")
     p.add_argument("--masks", type=int, default=None, help="W2 masks (default 64; 8 with --quick)")
@@ -355,8 +399,10 @@ def main() -> int:
     from apex_jax.engine.plan import PAD_MULTIPLE
 
     q = args.quick
-    args.size = args.size or ("quick" if q else "bert-base")
-    args.n = args.n or (2 if q else 16 if args.size == "minilm" else 4)
+    sizes = [x for x in (args.size or DEFAULT_SIZES[q]).split(",") if x]
+    bad = [x for x in sizes if x not in SIZES]
+    if bad or not sizes:
+        p.error(f"--size: unknown {bad}; choose from {sorted(SIZES)} (comma-separated)")
     args.draws = args.draws or (4 if q else 32)
     args.masks = args.masks or (8 if q else 64)
     args.rounds = args.rounds or (1 if q else 3)
@@ -369,14 +415,20 @@ def main() -> int:
            "env": {"python": platform.python_version(), "jax": jax.__version__, "torch": torch.__version__,
                    "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(),
                    "torch_threads": torch.get_num_threads(), "dtype": "float32"}}
-    res["models"] = {args.size: run_model(args.size, args, res)}
-    res["env"]["loadavg_end"] = os.getloadavg()
-    out = Path(args.out)
+    res["models"] = {}
+    for size in sizes:  # one at a time; the JSON is rewritten after each (a long run keeps its first model)
+        res["models"][size] = run_model(size, args, res)
+        res["env"]["loadavg_end"] = os.getloadavg()
+        write(res, args.out, q)
+    return 0
+
+
+def write(res: dict, out: str, quick: bool) -> None:
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / ("real_size-quick.json" if q else "real_size.json")
+    path = out / ("real_size-quick.json" if quick else "real_size.json")
     path.write_text(json.dumps(res, indent=1, default=float))
     log(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,8 +33,14 @@ def load_hf(folder: str, threads: int | None = None):
 
 
 def encoder_layers(model) -> Sequence[torch.nn.Module]:
+    """The transformer blocks of an HF classifier, in order: `encoder.layer` (BERT family),
+    `h` (GPT-2) or `layers` (Llama family); a hook on block i's output sees `blocks.{i}.hook_resid_post`."""
     base = getattr(model, model.base_model_prefix)
-    return list(base.encoder.layer)
+    if hasattr(base, "encoder"):
+        return list(base.encoder.layer)
+    if hasattr(base, "h"):
+        return list(base.h)
+    return list(base.layers)
 
 
 class NoiseHooks:

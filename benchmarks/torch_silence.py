@@ -55,25 +55,28 @@ def run_reference(model, batch: dict, masks: Sequence[np.ndarray], jobs: Sequenc
 
 
 class _KeepHook:
-    def __init__(self):
+    def __init__(self, position: int = 0):
         self.keep: torch.Tensor | None = None  # [B, d]: 1 keeps a neuron, 0 silences it
+        self.position = position  # the classifier token: 0 ([CLS]) or -1 (a decoder's last token)
 
     def __call__(self, module, inp, output):
-        _hidden(output)[:, 0, :] *= self.keep
+        _hidden(output)[:, self.position, :] *= self.keep
 
 
 @torch.inference_mode()
 def run_best(model, batch: dict, rows: Sequence[int], masks: Sequence[np.ndarray], batch_size: int,
-             layers_to_run: Sequence[int] | None = None):
+             layers_to_run: Sequence[int] | None = None, position: int = 0):
     """For every row and layer, all G masks of that layer batched `batch_size` at a time.
-    Returns (seconds, predictions [len(rows), n_layers, G], top-2 logit margins, same shape)."""
+    `position` is the classifier token in the exact-length input: 0 for [CLS], -1 for a
+    decoder's last token. Returns (seconds, predictions [len(rows), n_layers, G], top-2 logit
+    margins, same shape)."""
     layers = encoder_layers(model)
     L_ids = list(range(len(masks))) if layers_to_run is None else list(layers_to_run)
     G = masks[0].shape[0]
     keep = [torch.from_numpy(np.ascontiguousarray(1.0 - np.asarray(m, np.float32))) for m in masks]
     preds = np.zeros((len(rows), len(masks), G), np.int64)
     margin = np.zeros((len(rows), len(masks), G), np.float32)
-    hook = _KeepHook()
+    hook = _KeepHook(position)
     t0 = time.perf_counter()
     for j, r in enumerate(rows):
         x = sentence_tensors(batch, r)

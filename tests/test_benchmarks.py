@@ -57,10 +57,13 @@ def test_real_size_quick_runs(tmp_path):
                         "--cache", str(tmp_path / "models")], capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((tmp_path / "real_size-quick.json").read_text())
-    m = res["models"]["quick"]
-    assert m["w1"]["ours_fps"] > 0 and m["w1"]["torch_best_fps"] > 0 and m["w1"]["flops"] > 0
-    assert m["w1"]["clean_agreement_with_torch"] == 1.0  # same weights on both sides
-    assert m["w2"]["prediction_agreement_with_torch_where_margin_ge_1e-3"] == 1.0
+    assert sorted(res["models"]) == ["gpt2-quick", "quick"]  # a BERT encoder and a GPT-2 decoder
+    for size, m in res["models"].items():
+        assert m["w1"]["ours_fps"] > 0 and m["w1"]["torch_best_fps"] > 0 and m["w1"]["flops"] > 0, size
+        assert m["w1"]["clean_agreement_with_torch"] == 1.0, size  # same weights on both sides
+        # the same neurons silenced at the same token: [CLS] for BERT, the last real token for GPT-2
+        assert m["w2"]["prediction_agreement_with_torch_where_margin_ge_1e-3"] == 1.0, size
+    assert res["models"]["gpt2-quick"]["arch"] == "gpt2"
 
 
 def test_accelerator_smoke_runs_on_cpu(tmp_path):

@@ -118,7 +118,9 @@ def test_silencing_at_the_classifier_token_is_per_example_scale0(folders, family
     masks[0] = 0.0  # the clean model
     masks[1] = 1.0  # the whole classifier token
     ids = np.arange(n)
-    for site in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_mid"):  # full length, one position
+    # full length; one position (inside the head_only last block); full length again (the last
+    # block's output alone: the engine's prefix then runs every block, the suffix none)
+    for site in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_mid", "blocks.1.hook_resid_post"):
         res = silencing.mask_sweep(model, model.params, to_left(right), ids, site, masks,
                                    progress=False, grid_per_step=2)
         assert res.counts.sum() == n * len(masks)

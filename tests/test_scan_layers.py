@@ -7,6 +7,7 @@ scan's compiled size does not grow with depth."""
 from __future__ import annotations
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import apex_jax
 from apex_jax.errors import InputError
 from apex_jax.interventions import Add, Noise, Scale
+from apex_jax.models.blocks import STACKED, stack_blocks
 from apex_jax.models.decoder import Decoder
 from apex_jax.models.encoder import Encoder
 
@@ -111,3 +113,52 @@ def test_errors_name_the_layer_inside_a_scanned_group():
     pert["blocks.2.hook_resid_post"] = Scale(jnp.float32(1.0), positions=jnp.array([20]))
     with pytest.raises(InputError, match=r"blocks\.2\.hook_resid_post.*outside"):
         m.apply(m.params, _batch(), pert)
+
+
+def _concat_shapes(jaxpr) -> list[tuple]:
+    """Output shapes of every stack/concatenate in a jaxpr and its sub-jaxprs (scan/cond/map bodies)."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("stack", "concatenate"):
+            out += [tuple(v.aval.shape) for v in eqn.outvars]
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            out += _concat_shapes(sub)
+    return out
+
+
+@pytest.mark.parametrize("arch", list(CFGS))
+def test_stacked_params_are_bitwise_the_per_call_stack(arch):
+    # stack_blocks hoists the stacking out of the caller's loop; the scan sees the same layer values
+    m = apex_jax.create(CFGS[arch], num_labels=3)
+    b, n = _batch(), m.config.n_layers
+    stacked = stack_blocks(m.params, n)
+    assert set(stacked) == set(m.params) | {STACKED} and stack_blocks(stacked, n) is stacked
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(n)]  # prefix to block 1; blocks 1-2 one scan
+    pre = m.prefix(m.params, b, sites)
+
+    def logits(params, keys):
+        one = lambda k: m.apply(params, pre, {s: Noise(k, jnp.float32(0.3)) for s in sites}, head_only=True).logits
+        return jax.lax.map(jax.vmap(one), keys)  # a loop over units, as the sweep kernel runs it
+
+    keys = jax.random.split(jax.random.key(0), 6).reshape(2, 3)
+    plain, hoisted = jax.jit(logits)(m.params, keys), jax.jit(logits)(stacked, keys)
+    np.testing.assert_array_equal(np.asarray(hoisted), np.asarray(plain))
+    full = m.apply(stacked, b, {s: Noise(keys[0, 0], jnp.float32(0.3)) for s in sites},
+                   capture=("blocks.2.hook_resid_post",))
+    ref = m.apply(m.params, b, {s: Noise(keys[0, 0], jnp.float32(0.3)) for s in sites},
+                  capture=("blocks.2.hook_resid_post",))
+    np.testing.assert_array_equal(np.asarray(full.logits), np.asarray(ref.logits))
+    np.testing.assert_array_equal(np.asarray(full.captured["blocks.2.hook_resid_post"]),
+                                  np.asarray(ref.captured["blocks.2.hook_resid_post"]))
+    # the per-call stack is gone from the traced loop: no concatenate builds a [layers, d, d] weight
+    d = m.config.d_model
+    weights = lambda p: [s for s in _concat_shapes(jax.make_jaxpr(logits)(p, keys).jaxpr)
+                         if len(s) == 3 and s[1:] == (d, d)]
+    assert weights(m.params) and not weights(stacked)
+
+
+def test_stack_blocks_names_missing_blocks():
+    m = apex_jax.create(CFGS["bert"], num_labels=3)
+    params = {k: v for k, v in m.params.items() if k != "blocks_2"}
+    with pytest.raises(ValueError, match="blocks_2"):
+        stack_blocks(params, m.config.n_layers)

@@ -64,6 +64,7 @@ from apex_jax.engine.mesh import check_mesh, model_parallel_of, shard_params, sw
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
 from apex_jax.engine.store import Store, agree_on_step, arrays_digest, describe
 from apex_jax.errors import InputError
+from apex_jax.models.blocks import stack_blocks
 from apex_jax.models.model import Model
 from apex_jax.progress import Progress, tracker
 
@@ -208,7 +209,9 @@ def run_sweep(
     ids, G = _validate(model, inputs, ids, grid, draws, per_input_grid)
     labels = _check_labels(labels, len(ids), model.config.n_classes)
     mesh = _mesh(mesh, model_parallel)
-    store_params, params = params, shard_params(params, mesh)  # placed before the plan reads free memory
+    # the blocks' parameters stacked once per sweep, not inside every unit of the kernel's loop,
+    # then placed (split over a model axis) before the plan reads free memory
+    store_params, params = params, shard_params(stack_blocks(params, model.config.n_layers), mesh)
     plan = plan_sweep(model, inputs, G, draws, sites, draws_per_step=draws_per_step,
                       inputs_per_step=inputs_per_step, grid_per_step=grid_per_step,
                       units_per_call=units_per_call, memory_budget=memory_budget, mesh=mesh,

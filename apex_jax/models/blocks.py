@@ -7,7 +7,10 @@ hook structure is the same (the same intervention kinds at the same local sites 
 same shapes, the same captured local sites, the same block kind: e.g. Mistral's windowed layers)
 and runs each group of two or more as one `jax.lax.scan`:
 
-  * the blocks' parameters are stacked along a leading layer axis inside the traced function;
+  * the blocks' parameters are stacked along a leading layer axis: once, outside any loop, when
+    the caller passes them stacked (`stack_blocks`: the sweep engine does so once per sweep, so
+    the stacking copy is not repeated inside its per-unit `lax.map`/`cond`), else inside the
+    traced function at every call;
   * the interventions' leaves are stacked the same way (APEX's noise on every block's
     `hook_resid_post` is one scan over all blocks), and the site id each `Noise` folds into its
     key is a scanned value, so the draw for (input, grid point, draw, site) is the unrolled one;
@@ -29,6 +32,7 @@ from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
 
 Array = Any
+STACKED = "stacked_blocks"  # params key of `stack_blocks`: every block's tree, [n_layers, ...] leaves
 BOUNDARY = "<boundary>"  # the local name of a step's boundary site (hook_embed / previous resid_post)
 _STEP_LOCALS = (BOUNDARY,) + tuple(s for s in site_lib.BLOCK_SITES if s != "hook_resid_post")
 
@@ -99,6 +103,31 @@ def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(l) for l in leaves]), *trees)
 
 
+def stack_blocks(params: dict, n_layers: int) -> dict:
+    """`params` plus, under `STACKED`, every block's parameters stacked along a leading layer axis.
+
+    A scanned group then reads its layers from this one stack (a dynamic index per layer)
+    instead of stacking its blocks inside the traced function, so a caller that runs the model
+    many times inside one compiled loop (the sweep kernel's `lax.map` over units) pays the copy
+    once. The per-layer entries stay (unrolled steps and the `head_only` last block read them);
+    the stack costs one more copy of the blocks' parameters while it lives. Results are those of
+    the unstacked params bit for bit (the same layer values enter the same scan body).
+
+    Args:
+        params: a model's parameter tree with entries `blocks_0` .. `blocks_{n_layers-1}`.
+        n_layers: the number of blocks.
+
+    Returns:
+        A new dict (the input is not modified); `params` unchanged if it is already stacked.
+    """
+    if STACKED in params:
+        return params
+    missing = [f"blocks_{i}" for i in range(n_layers) if f"blocks_{i}" not in params]
+    if missing:
+        raise ValueError(f"stack_blocks: params lack {missing[:3]} (expected blocks_0 .. blocks_{n_layers - 1}).")
+    return {**params, STACKED: _stack([params[f"blocks_{i}"] for i in range(n_layers)])}
+
+
 def run_blocks(
     x: Array,
     hooks,
@@ -107,6 +136,7 @@ def run_blocks(
     params_of: Callable[[int], Any],
     kind_of: Callable[[int], Any] = lambda i: None,
     scan: bool = True,
+    stacked: Any = None,
 ) -> Array:
     """Runs steps `steps` (consecutive block indices) on the residual `x`.
 
@@ -117,6 +147,8 @@ def run_blocks(
         params_of: block index -> that block's parameter tree.
         kind_of: block index -> a hashable block kind; only blocks of one kind share a scan.
         scan: False runs every step unrolled (the reference for the bitwise tests).
+        stacked: every block's parameters stacked [n_layers, ...] (`stack_blocks`), or None to
+            stack each scanned group's parameters here.
     """
     steps = list(steps)
     sigs = [_signature(hooks, i, kind_of(i)) for i in steps]
@@ -131,12 +163,12 @@ def run_blocks(
             x = hooks(site_lib.boundary_site(i), x)
             x = call_block(i, params_of(i), x, hooks)
         else:
-            x = _scan_group(x, hooks, group, call_block, params_of, sigs[a][3])
+            x = _scan_group(x, hooks, group, call_block, params_of, sigs[a][3], stacked)
         a = b
     return x
 
 
-def _scan_group(x, hooks, group, call_block, params_of, captured: tuple) -> Array:
+def _scan_group(x, hooks, group, call_block, params_of, captured: tuple, stacked=None) -> Array:
     first = group[0]
     perts = [_step_perturbations(hooks, i) for i in group]
     checks: dict[str, list] = {}
@@ -144,8 +176,12 @@ def _scan_group(x, hooks, group, call_block, params_of, captured: tuple) -> Arra
         for local, iv in pert.items():
             if any(not isinstance(l, jax.core.Tracer) for l in jax.tree.leaves(iv)):
                 checks.setdefault(local, []).append((_site(i, local), iv))
+    if stacked is None:
+        layer_params = _stack([params_of(i) for i in group])
+    else:  # the layer's index into the caller's stack; scan slices it the same way as its own xs
+        layer_params = jnp.arange(first, first + len(group), dtype=jnp.int32)
     xs = (
-        _stack([params_of(i) for i in group]),
+        layer_params,
         _stack(perts),
         {local: jnp.asarray([hooks.site_ids[_site(i, local)] for i in group], jnp.int32)
          for local in perts[0]},
@@ -153,6 +189,8 @@ def _scan_group(x, hooks, group, call_block, params_of, captured: tuple) -> Arra
 
     def body(h, layer):
         params, pert, ids = layer
+        if stacked is not None:
+            params = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, params, keepdims=False), stacked)
         lh = _LayerHooks(pert, ids, captured, checks)
         h = lh(_site(first, BOUNDARY), h, local=BOUNDARY)
         h = call_block(first, params, h, lh)

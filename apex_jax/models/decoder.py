@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from apex_jax import sites as site_lib
-from apex_jax.models.blocks import run_blocks
+from apex_jax.models.blocks import STACKED, run_blocks
 from apex_jax.models.decoder_config import DecoderConfig
 from apex_jax.models.encoder import _ACT, Hooks
 
@@ -277,6 +277,7 @@ class Decoder(nn.Module):
                 lambda i: params[f"blocks_{i}"],
                 kind_of=lambda i: i in cfg.sliding_layers,  # windowed and full attention never share a scan
                 scan=self.scan,
+                stacked=params.get(STACKED),
             )
         if tail < end:
             x = hooks(site_lib.boundary_site(tail), x)

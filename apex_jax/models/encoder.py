@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
-from apex_jax.models.blocks import run_blocks
+from apex_jax.models.blocks import STACKED, run_blocks
 from apex_jax.models.config import ArchConfig
 
 Array = Any
@@ -224,7 +224,7 @@ class Encoder(nn.Module):
             x = run_blocks(
                 x, hooks, range(start, tail),
                 lambda i, p, h, hk: Block(cfg, i, parent=None).apply({"params": p}, h, mask, hk),
-                lambda i: params[f"blocks_{i}"], scan=self.scan,
+                lambda i: params[f"blocks_{i}"], scan=self.scan, stacked=params.get(STACKED),
             )
         if tail < end:
             x = hooks(site_lib.boundary_site(tail), x)

@@ -140,7 +140,10 @@ def mask_sweep(
     cls_pos = np.asarray(classifier_positions(jnp.asarray(batch["attention_mask"])), np.int32)
     per_input = jax.tree.map(lambda a: np.broadcast_to(a[:, None], (G, n, *a.shape[1:])), grid)
     per_input["pos"] = np.broadcast_to(cls_pos[None], (G, n))
-    single = tuple(single_position(model.config, s, True) for s in sites)
+    # one position only where the engine's suffix runs the head_only last block: sites that all
+    # lie after it (the last block's output alone) give a prefix of every block, full length
+    runs_last = model.resume_block(sites) < model.config.n_layers
+    single = tuple(runs_last and single_position(model.config, s, True) for s in sites)
     perturb = MaskPerturbation(sites, positions, mode, per_input=True, single=single)
     return run_sweep(model, params, batch, ids, perturb, per_input, sites=list(sites), draws=draws,
                      seed=seed, tag=tag + " token=last", per_input_grid=True, labels=labels, **sweep_kw)
