@@ -83,10 +83,12 @@ class Group:
 
 
 def splits(cfg: ZooConfig) -> dict[str, data_lib.Dataset]:
-    """{"train": the zoo's training images, "test": the test split}."""
+    """{"train": the zoo's training images, "test": the test split, "val": the validation split
+    (never trained on, never used for model selection here: held-out inputs disjoint from the
+    test split)}."""
     s = data_lib.split_dataset(data_lib.load_dataset(cfg.data), seed=cfg.split_seed)
     train = s["train"]
-    return {"train": train.subset(np.arange(min(cfg.n_train, len(train)))), "test": s["test"]}
+    return {"train": train.subset(np.arange(min(cfg.n_train, len(train)))), "test": s["test"], "val": s["val"]}
 
 
 def target_of(i: int, n_classes: int) -> int:
