@@ -69,9 +69,9 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        # 4 models on 46% of the 1,258 training digits = 18 steps of 32 per epoch: the shapes
+        # 6 models on 46% of the 1,258 training digits = 18 steps of 32 per epoch: the shapes
         # of the quick zoo's training, so one compiled epoch serves both in one process
-        return cls(data="digits", size="micro", n_models=4, subset=0.46, epochs=16, batch_size=32,
+        return cls(data="digits", size="micro", n_models=6, subset=0.46, epochs=16, batch_size=32,
                    learning_rate=5e-3, n_apex=48, sigma_lo=0.02, n_sigmas=8, draws=8, checkpoint_every=1000)
 
 
