@@ -59,9 +59,9 @@ SITE_SETS = ("resid_post", "embed")
 @dataclasses.dataclass(frozen=True)
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
-    n_inputs: int = 128
-    sigmas: tuple = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-    abs_sigmas: tuple = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # noise std, not × site RMS
+    n_inputs: int = 64  # models are the units: 64 inputs × 16 draws = 1,024 predictions per model and σ
+    sigmas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # large σ: below 1 × RMS the input still decides
+    abs_sigmas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # noise std, not × site RMS
     draws: int = 16
     seed: int = 0
     n_calibration: int = 4  # per group: the last members, used only to choose the site set and σ

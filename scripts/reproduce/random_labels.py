@@ -45,7 +45,7 @@ TITLE = "structured vs random labels"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
-    n_eval: int = 150  # models are the claim's units: 150 images give each model's median escape σ
+    n_eval: int = 100  # models are the claim's units: 100 images give each model's median escape σ
     sigma_lo: float = 0.1
     sigma_hi: float = 8.0
     abs_sigma_lo: float = 0.1  # the absolute-σ rerun's grid (noise std, not × site RMS)
