@@ -297,8 +297,11 @@ def margin_rows(r: dict) -> str:
 
 
 def ceiling_sentence(r: dict) -> str:
+    """The ceiling and escape-vs-margin sentence; for a summary written before the confidence
+    baseline existed, a sentence saying it is missing."""
     if "cscore_ceiling_share" not in r:
-        return ""
+        return ("The clean-margin (confidence) baseline is not in this summary, which predates it: rerun the "
+                "script to add it. ")
     return (f"Ceiling: {num(100 * r['cscore_ceiling_share'], 0)}% of the examples have a C-score estimate of "
             f"exactly 1 and {num(100 * r['learning_speed_ceiling_share'], 0)}% a learning speed of exactly 1 "
             f"(ties that no score can order). Log escape σ vs the clean margin: ρ = "
