@@ -6,6 +6,11 @@ correlations, whose bootstrap distribution is shifted by the duplicates a resamp
 (pairs resampled together), and percentile intervals for AUROCs (the two groups resampled
 separately, i.e. stratified; BCa is undefined when every resample gives the same AUROC, as
 with a few perfectly separated models). Means over a few seeds get Student-t intervals.
+
+When models are the units (a handful per group), intervals from resampling them are degenerate:
+`mann_whitney_exact` gives the exact one-sided p over models and what the design can detect;
+`cluster_auroc` pools every model's values but resamples whole models; `partial_spearman`
+adjusts a rank correlation for baselines (e.g. the clean softmax margin).
 """
 
 from __future__ import annotations
