@@ -208,7 +208,7 @@ def test_summaries_name_their_escape_sigma_estimator(quick):
 
 
 def test_claim_modules_own_their_sections(tmp_path):
-    from reproduce import CLAIMS, random_labels, regularity, report, transitions
+    from reproduce import CLAIMS, regularity, report, transitions
 
     modules = report.claim_modules()
     assert [m.NAME for m in modules] == list(CLAIMS)

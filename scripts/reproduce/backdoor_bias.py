@@ -323,7 +323,6 @@ def verdicts(results: dict) -> list[V.Verdict]:
     above +0.1 (uniform is 0.1), not reproduced if below, else inconclusive
     (`verdicts.interval_rule`). (3) Absolute σ, target unknown: rule (1), an extension."""
     out = []
-    R = results["modes"]["relative"]
     for mode, source in (("relative", "abstract"), ("absolute", "extension")):
         r = results["modes"][mode]
         t = r["target_unknown"]
