@@ -247,9 +247,20 @@ def verdict(results: dict) -> tuple[str, str]:
     return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
 
 
+OUTDATED = """## Claim {claim} — {title}
+
+**Verdict: not run (the summary predates this protocol).** `{name}/summary.json` was written
+before the exact model-level test, the clean-recipe random-label models and the absolute-σ rerun; rerun `scripts/{name}.py` (its numbers are not shown: they come from the
+earlier protocol).
+"""
+
+
 def section(summary: dict) -> tuple[str, str]:
-    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    """The README section of this claim from its summary.json: (verdict, markdown text); a
+    summary written by the earlier protocol gets a section saying so."""
     r, st = summary["results"], summary["settings"]
+    if "model_level" not in r:
+        return "not run (outdated summary)", OUTDATED.format(claim=CLAIM, title=TITLE, name=NAME)
     v, _ = verdict(r)
     z = st["zoo"]
     c, rd = r["models"]["clean"], r["models"]["random"]

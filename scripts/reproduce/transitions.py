@@ -360,9 +360,20 @@ def verdict(results: dict) -> tuple[str, str]:
     return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
 
 
+OUTDATED = """## Claim 3 — small-σ transitions follow the confusion structure
+
+**Verdict: not run (the summary predates this protocol).** `transitions/summary.json` was written
+before the confusions came from disjoint inputs and before the independence null; rerun
+`scripts/transitions.py` (its numbers are not shown: they come from the earlier protocol).
+"""
+
+
 def section(summary: dict) -> tuple[str, str]:
-    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    """The README section of this claim from its summary.json: (verdict, markdown text); a
+    summary written by the earlier protocol gets a section saying so."""
     r, st = summary["results"], summary["settings"]
+    if "partial_spearman_given_margins" not in r:
+        return "not run (outdated summary)", OUTDATED
     v, _ = verdict(r)
     pairs = "\n".join(f"| {p['from']} → {p['to']} | {num(p['share_of_transitions'])} | {p['confusions']} | "
                       f"{p['confusion_rank']} |" for p in r["top_pairs"])
