@@ -229,6 +229,12 @@ def test_claim_modules_own_their_sections(tmp_path):
     assert transitions.verdict(t)[0] == "reproduced"
     t["independence_null_rho"] = 0.95  # margins alone explain more than the transitions agree
     assert transitions.verdict(t)[0] == "not reproduced"
+    # a summary from the earlier protocol is not judged by rules it cannot feed
+    from reproduce import backdoor_bias, random_labels
+
+    for m in (random_labels, transitions, backdoor_bias):
+        v, text = m.section({"results": {"spearman_offdiagonal": down}, "settings": {}})
+        assert v == "not run (outdated summary)" and f"scripts/{m.NAME}.py" in text
     # a claim without a summary gets a "not run" row and section
     text = report.build(tmp_path)
     assert text.count("| not run |") == len(CLAIMS) and "**Verdict:" not in text
