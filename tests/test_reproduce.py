@@ -127,11 +127,19 @@ def test_random_label_numbers(quick):
     _, _, s = quick
     r = s["random_labels"]["results"]
     assert all(0 <= a <= 1 for a in r["pair_auroc"])
-    assert _in_ci(r["pair_auroc_mean"], "mean") and _in_ci(r["model_auroc_median_escape"], "auroc")
+    assert _in_ci(r["pair_auroc_mean"], "mean") and _in_ci(r["pooled_sample_auroc"], "auroc")
     clean, rand = r["models"]["clean"], r["models"]["random"]
+    # models are the units: one median per model, an exact test over 6 vs 6
+    for key in ("model_level", "model_level_absolute", "model_level_clean_margin"):
+        t = r[key]
+        assert (t["n_pos"], t["n_neg"]) == (len(clean), len(rand)) == (6, 6)
+        assert 0 <= t["auroc"] <= 1 and t["p_min"] <= t["p"] <= 1
+        assert t["p_min"] == pytest.approx(1 / 924)  # 1 / C(12, 6)
+    assert r["pooled_sample_auroc"]["n_pos"] == 6  # clusters = models
+    # the clean recipe with paired seeds: random-label member i is clean member i but for its labels
+    assert r["random_recipe"] == "clean" and [m["seed"] for m in rand] == [m["seed"] for m in clean]
     assert min(m["test_accuracy"] for m in clean) > 0.6
     assert max(m["test_accuracy"] for m in rand) < 0.3  # random labels: chance on the test set
-    assert min(m["train_accuracy"] for m in rand) > 0.3  # but they learned their own labels
 
 
 def test_transition_numbers(quick):
@@ -140,24 +148,50 @@ def test_transition_numbers(quick):
     r = t["results"]
     T, K = np.array(t["transition_matrix"]), np.array(t["confusion_matrix"])
     assert T.shape == K.shape == (10, 10) and not np.diag(T).any() and not np.diag(K).any()
-    assert r["n_transitions"] == T.sum() > 0
-    rho = r["spearman_offdiagonal"]
-    assert -1 <= rho["rho"] <= 1 and _in_ci(rho, "rho")
+    assert r["n_transitions"] == T.sum() > 0 and r["n_confusions"] == K.sum()
+    # confusions from inputs disjoint from the 48 transition inputs: the 180 validation digits
+    # and the other 311 test digits
+    assert r["n_inputs"] == 48 and r["n_confusion_inputs"] == 180 + 359 - 48
+    for key in ("spearman_offdiagonal", "partial_spearman_given_margins", "spearman_same_inputs"):
+        assert -1 <= r[key]["rho"] <= 1 and _in_ci(r[key], "rho"), (key, r[key])
+    assert -1 <= r["independence_null_rho"] <= 1
     assert r["top_pairs"] and all(p["from"] != p["to"] for p in r["top_pairs"])
     assert all(f >= 0.1 for f in r["flip_rate_at_small_sigma"])
 
 
 def test_backdoor_numbers(quick):
     _, _, s = quick
-    r = s["backdoor_bias"]["results"]
+    summary = s["backdoor_bias"]
+    r = summary["results"]
     assert all(m["attack_success_rate"] > 0.8 for m in r["models"]["backdoor"])  # the backdoor works
     assert r["clean_accuracy"]["backdoor"]["mean"] > 0.6
-    for spec in ("resid_post", "embed"):
-        site = r["sites"][spec]
-        for key in ("auroc_target_known", "auroc_max_share"):
-            assert 0 <= site[key]["auroc"] <= 1 and _in_ci(site[key], "auroc")
-        shares = np.array(s["backdoor_bias"]["class_shares_large_sigma"][spec]["backdoor"])
-        np.testing.assert_allclose(shares.sum(1), 1.0, atol=1e-6)
+    assert r["n_calibration"] == {"clean": 2, "backdoor": 2} and r["n_evaluated"] == {"clean": 4, "backdoor": 4}
+    for mode in ("relative", "absolute"):
+        m = r["modes"][mode]
+        assert m["site_set"] in ("resid_post", "embed") and m["sigma"] in summary["sigmas"][mode]
+        cal = m["calibration"]
+        assert cal["auroc"] == max(max(v) for v in cal["table"].values())  # the rule's winner
+        for key in ("target_unknown", "target_known"):
+            assert 0 <= m[key]["auroc"] <= 1 and (m[key]["n_pos"], m[key]["n_neg"]) == (4, 4)
+        assert m["target_share_excess"]["mean"] == pytest.approx(
+            m["target_share_backdoor"]["mean"] - m["target_share_clean"]["mean"])
+        shares = np.array(summary["class_shares_by_sigma"][mode][m["site_set"]]["backdoor"])
+        np.testing.assert_allclose(shares.sum(-1), 1.0, atol=1e-6)
+
+
+def test_verdict_lines_in_the_readme(quick):
+    reports, _, s = quick
+    text = (reports / "README.md").read_text()
+    from reproduce import backdoor_bias, random_labels, regularity, transitions
+
+    for mod in (regularity, random_labels, transitions, backdoor_bias):
+        vs = mod.verdicts(s[mod.NAME]["results"])
+        assert vs and all(v.outcome in ("reproduced", "not reproduced", "inconclusive") for v in vs)
+        for v in vs:
+            assert v.line() in text and "Rule:" in v.line() and "Power:" in v.line()
+    # claim 1 reports its confidence baseline as extensions
+    assert [v.source for v in regularity.verdicts(s["regularity"]["results"])] == \
+        ["abstract", "abstract", "extension", "extension"]
 
 
 def test_readme_is_filled_from_the_summaries(quick):
@@ -185,7 +219,7 @@ def test_summaries_name_their_escape_sigma_estimator(quick):
 
 
 def test_claim_modules_own_their_sections(tmp_path):
-    from reproduce import CLAIMS, random_labels, regularity, report, transitions
+    from reproduce import CLAIMS, regularity, report, transitions
 
     modules = report.claim_modules()
     assert [m.NAME for m in modules] == list(CLAIMS)
@@ -194,16 +228,89 @@ def test_claim_modules_own_their_sections(tmp_path):
         assert callable(m.main) and callable(m.section) and m.verdict.__doc__
     # the rules on hand-made results: intervals above / straddling / below the bound
     up, mid, down = {"rho": 0.5, "lo": 0.2, "hi": 0.7}, {"rho": 0.1, "lo": -0.2, "hi": 0.4}, {"lo": -0.6, "hi": -0.1}
+    for d in (up, mid, down):
+        d.setdefault("rho", 0.0)
+        d["n"] = 1000
     assert regularity.verdict({"escape_vs_cscore": up, "escape_vs_learning_speed": up})[0] == "reproduced"
-    assert regularity.verdict({"escape_vs_cscore": up, "escape_vs_learning_speed": mid})[0] == "partly reproduced"
-    assert regularity.verdict({"escape_vs_cscore": mid, "escape_vs_learning_speed": mid})[0] == "not reproduced"
-    assert random_labels.verdict({"pair_auroc_mean": {"lo": 0.6, "hi": 0.9}})[0] == "reproduced"
-    assert random_labels.verdict({"pair_auroc_mean": {"lo": 0.1, "hi": 0.4}})[0] == "opposite direction"
-    assert random_labels.verdict({"pair_auroc_mean": {"lo": None, "hi": None}})[0] == "inconclusive"
-    assert transitions.verdict({"spearman_offdiagonal": down})[0] == "not reproduced"
+    assert regularity.verdict({"escape_vs_cscore": up, "escape_vs_learning_speed": mid})[0] == "inconclusive"
+    assert regularity.verdict({"escape_vs_cscore": up, "escape_vs_learning_speed": down})[0] == "not reproduced"
+    assert transitions.verdict({"spearman_offdiagonal": down})[0] == "inconclusive"  # no disjoint confusions
+    t = {"spearman_offdiagonal": {"rho": 0.8, "lo": 0.7, "hi": 0.9, "n_cells": 90}, "independence_null_rho": 0.5,
+         "partial_spearman_given_margins": {"rho": 0.6, "lo": 0.4, "hi": 0.8}}
+    assert transitions.verdict(t)[0] == "reproduced"
+    t["independence_null_rho"] = 0.95  # margins alone explain more than the transitions agree
+    assert transitions.verdict(t)[0] == "not reproduced"
+    # a summary from the earlier protocol is not judged by rules it cannot feed
+    from reproduce import backdoor_bias, random_labels
+
+    for m in (random_labels, transitions, backdoor_bias):
+        v, text = m.section({"results": {"spearman_offdiagonal": down}, "settings": {}})
+        assert v == "not run (outdated summary)" and f"scripts/{m.NAME}.py" in text
     # a claim without a summary gets a "not run" row and section
     text = report.build(tmp_path)
     assert text.count("| not run |") == len(CLAIMS) and "**Verdict:" not in text
+
+
+def _model_level(clean, rand):
+    from reproduce import stats
+
+    t = stats.mann_whitney_exact(clean, rand)
+    return {"model_level": t, "model_level_absolute": t, "pair_auroc_mean": {"mean": 0.5, "lo": 0.4, "hi": 0.6},
+            "pooled_sample_auroc": {"auroc": 0.9, "lo": 0.8, "hi": 0.95, "n_pos": len(clean), "n_neg": len(rand)}}
+
+
+def test_claim_rules_have_three_outcomes():
+    """Planted effect -> reproduced; the same perfect separation over too few models ->
+    inconclusive (the exact test cannot reach p < 0.05); a powered null -> not reproduced."""
+    from reproduce import random_labels
+
+    rng = np.random.default_rng(0)
+    planted = _model_level(rng.normal(3, 1, 10), rng.normal(0, 1, 10))
+    assert random_labels.verdict(planted)[0] == "reproduced"
+    few = _model_level([3.0, 4.0, 5.0], [0.0, 1.0, 2.0])  # perfect, but p = 1/20 at best
+    vs = random_labels.verdicts(few)
+    assert vs[0].outcome == "inconclusive" and few["model_level"]["p"] == pytest.approx(0.05)
+    null = _model_level(np.arange(12.0), np.arange(12.0) + 0.5)  # AUROC < 0.5 with power to see 0.9
+    assert random_labels.verdicts(null)[0].outcome == "not reproduced"
+    # the pooled interval straddling 0.5 is inconclusive; below 0.6 not reproduced
+    straddle = dict(planted, pooled_sample_auroc={"auroc": 0.55, "lo": 0.45, "hi": 0.65, "n_pos": 10, "n_neg": 10})
+    assert random_labels.verdicts(straddle)[2].outcome == "inconclusive"
+    low = dict(planted, pooled_sample_auroc={"auroc": 0.52, "lo": 0.5, "hi": 0.55, "n_pos": 10, "n_neg": 10})
+    assert random_labels.verdicts(low)[2].outcome == "not reproduced"
+
+
+def test_backdoor_rules_on_planted_and_powerless_cases():
+    from reproduce import backdoor_bias
+
+    rng = np.random.default_rng(1)
+    C = 10
+
+    def shares(m, target=None, extra=0.0):
+        x = rng.dirichlet(np.full(C, 50.0), m)
+        if target is not None:
+            x[np.arange(m), target] += extra
+            x /= x.sum(1, keepdims=True)
+        return x
+
+    targets = [0, 2, 4, 6, 8] * 2
+    planted = backdoor_bias.analyse(shares(10), shares(10, targets, 0.6), targets)
+    assert planted["target_unknown"]["auroc"] == 1.0 and planted["target_share_excess"]["lo"] > 0.1
+    few = backdoor_bias.analyse(shares(3), shares(3, targets[:3], 0.6), targets[:3])
+    nothing = backdoor_bias.analyse(shares(10), shares(10), targets)
+
+    def outcomes(r):
+        mode = {**r, "site_set": "resid_post", "sigma": 8.0}
+        return [v.outcome for v in backdoor_bias.verdicts({"modes": {"relative": mode, "absolute": mode}})]
+
+    assert outcomes(planted) == ["reproduced", "reproduced", "reproduced"]
+    assert outcomes(few)[0] == "inconclusive"  # 3 vs 3 models: p >= 0.05 whatever the shares
+    assert outcomes(nothing)[1] == "not reproduced"  # no excess: interval below +0.1
+    # the calibration rule picks the best-separating (site set, σ) of the calibration models
+    same = np.stack([shares(2)] * 3, 1)  # resid_post: nothing to separate (AUROC 0.5)
+    cal = backdoor_bias.calibrate({"resid_post": same, "embed": np.stack([shares(2)] * 3, 1)},
+                                  {"resid_post": same,
+                                   "embed": np.stack([shares(2), shares(2, [0, 2], 0.9), shares(2)], 1)})
+    assert (cal["site_set"], cal["sigma_index"], cal["auroc"]) == ("embed", 1, 1.0)
 
 
 def test_zoo_members_are_hf_folders(quick):
@@ -268,6 +375,48 @@ def test_stats_match_scipy_and_sklearn():
     assert j["estimate"] == pytest.approx(v.mean()) and j["se"] == pytest.approx(v.std(ddof=1) / 20, rel=1e-6)
     m = stats.mean_ci([0.2, 0.4, 0.6])
     assert m["mean"] == pytest.approx(0.4) and m["lo"] < 0.4 < m["hi"]
+
+
+def test_model_level_and_partial_statistics():
+    from scipy.stats import mannwhitneyu, spearmanr
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1, 1, 8), rng.normal(0, 1, 7)
+    t = stats.mann_whitney_exact(a, b)
+    assert t["p"] == pytest.approx(mannwhitneyu(a, b, alternative="greater", method="exact").pvalue)
+    assert t["auroc"] == pytest.approx(mannwhitneyu(a, b).statistic / 56)
+    np.testing.assert_allclose(stats.mann_whitney_null(3, 2) * 10, [1, 1, 2, 2, 2, 1, 1])  # C(5, 2) = 10
+    assert t["p_min"] == pytest.approx(1 / 6435) and stats.mann_whitney_exact([1, 2], [0])["critical_auroc"] is None
+    # partial ρ: a covariate unrelated to both changes little; one that drives both removes it
+    x, z = rng.normal(size=400), rng.normal(size=400)
+    y = x + rng.normal(size=400)
+    p = stats.partial_spearman(x, y, [z], n_boot=200)
+    assert p["rho"] == pytest.approx(spearmanr(x, y).statistic, abs=0.03) and _in_ci(p, "rho")
+    p0 = stats.partial_spearman(z + 0.1 * rng.normal(size=400), z + 0.1 * rng.normal(size=400), [z], n_boot=0)
+    assert abs(p0["rho"]) < 0.15
+    # clustered pooled AUROC: the point equals the plain pooled one; the interval is wider when
+    # clusters differ (here each cluster has its own offset)
+    pos = [rng.normal(o, 0.1, 50) for o in rng.normal(0.5, 1, 5)]
+    neg = [rng.normal(o, 0.1, 50) for o in rng.normal(0, 1, 5)]
+    c = stats.cluster_auroc(pos, neg, n_boot=300)
+    plain = stats.auroc(np.concatenate(pos), np.concatenate(neg), n_boot=300)
+    assert c["auroc"] == pytest.approx(plain["auroc"]) and c["hi"] - c["lo"] > 2 * (plain["hi"] - plain["lo"])
+
+
+def test_verdict_power_and_rules():
+    from reproduce import verdicts as V
+
+    assert V.mde_spearman(1000) == pytest.approx(np.tanh(2.8016 / np.sqrt(997)), rel=1e-3)
+    assert V.mde_interval(0.2, 0.4) == pytest.approx(0.1 * 2.8016 / 1.95996, rel=1e-3)
+    assert V.mde_auroc(5, 5) > 0.9 > V.mde_auroc(14, 14)
+    assert V.rank_test_rule(0.01, 1e-4, 0.8, 0.9) == "reproduced"
+    assert V.rank_test_rule(0.3, 1e-4, 0.8, 0.9) == "not reproduced"
+    assert V.rank_test_rule(0.3, 1e-4, 0.97, 0.9) == "inconclusive"  # could not see the claimed effect
+    assert V.rank_test_rule(0.05, 0.05, 0.8, 0.9) == "inconclusive"  # cannot reach alpha
+    assert V.effect_rule(-0.05, 0.08, 0.0, 0.1) == "not reproduced"
+    assert V.effect_rule(-0.05, 0.3, 0.0, 0.1) == "inconclusive"
+    assert V.effect_rule(0.02, 0.3, 0.0, 0.1) == "reproduced"
+    assert V.spearman_rule({"lo": None, "hi": None}) == "inconclusive"
 
 
 def test_ensemble_bookkeeping():

@@ -19,7 +19,9 @@ Library parts: `vit` (small ViT configs; templates and fresh parameters from
 `apex_jax.create`), `ensembles` (many models trained at once with a vmapped Optax step;
 per-example training-time and hold-out correctness), `backdoor` (BadNets trigger and
 poisoning), `zoo` (clean / random-label / backdoored model groups saved as HF folders), `stats`
-(Spearman and AUROC with bootstrap intervals), `common` (arguments, APEX sweeps over many
+(Spearman and AUROC with bootstrap intervals; exact Mann–Whitney tests over models,
+model-clustered bootstrap, partial Spearman), `verdicts` (three-valued verdicts: rule, power,
+source, the paper's figure), `common` (arguments, APEX sweeps over many
 models, the interpolated escape σ, outputs), `reporting` (number and interval formatting shared
 by the report sections), `minilm` (MiniLM sentiment classifiers fine-tuned once and cached for
 the text claims).

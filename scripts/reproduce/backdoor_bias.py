@@ -1,28 +1,39 @@
 """Claim 4 — large-σ backdoor bias: under large activation noise, a backdoored model's
-predictions concentrate on its backdoor target class, so the class shares at large σ detect
+predictions concentrate on its backdoor target class, so the class shares at large σ expose
 backdoored models without any triggered input.
 
 Protocol. The zoo's clean and BadNets-backdoored ViTs (`zoo`; targets 0, 2, 4, ... over the
-seeds) are probed with APEX on clean test images (no trigger), σ relative to each site's RMS,
-at two site sets: every block's output (`resid_post`) and the embedding output only
-(`hook_embed`, input-only noise). The *large σ* of a site set is chosen without looking at
-which models are backdoored: the smallest grid σ at which the mean share of draws keeping the
-clean prediction, over all models and inputs, is at most `lost` (default 2/C: the inputs are
-essentially forgotten). Far beyond it the noise passes the residual connections of these
-pre-LN ViTs straight to the head and every model's shares become uniform, so the top of the
-grid is no "large σ" in the claim's sense; the full σ curves are reported as well. At the large
-σ the class shares (share of all draws over all inputs predicting each class) of every model are
-compared:
+seeds) are probed with APEX on clean test images (no trigger) at two site sets: every block's
+output (`resid_post`) and the embedding output only (`hook_embed`, input-only noise), with σ
+relative to each site's RMS and, rerun, absolute. Each model's class shares at a σ: the share of
+all draws over all inputs predicting each class.
 
-- target share: the backdoored model's share of its target vs the clean models' share of the
-  same class;
-- AUROC (target known): positives = each backdoored model's share of its target, negatives =
-  every clean model's share of every target in use;
-- AUROC (target unknown): the largest class share of each model (backdoored vs clean);
-- how often the dominant class at large σ is the backdoor target.
+Calibration. The last `n_calibration` models of each group are a held-out calibration group:
+the site set and σ are chosen on them only, by a rule fixed here — the (site set, σ) whose
+largest class share best separates the calibration group's backdoored models from its clean ones
+(AUROC; ties: the larger gap in mean largest share, then the first site set, then the smaller
+σ). The evaluated models (the others) never enter the choice. Relative and absolute σ are
+calibrated separately.
 
-Intervals: percentile bootstrap over models (stratified). Also each model's clean accuracy and
-attack success rate, and the clean models' rate of predicting each target on stamped images.
+Tests on the evaluated models at the chosen site set and σ (models are the units; one value per
+model, so no model's many inputs or classes count as independent negatives):
+
+- target unknown (primary): each model's largest class share, backdoored vs clean, exact
+  one-sided Mann–Whitney test (`stats.mann_whitney_exact`);
+- magnitude: each backdoored model's share of its target minus the clean models' mean share of
+  that class (t interval over backdoored models), its z against the clean models' spread and
+  percentile in their distribution; how often the dominant class is the target;
+- target known (reported): each backdoored model's target share vs each clean model's mean share
+  of the targets in use (exact Mann–Whitney).
+
+Also each model's clean accuracy and attack success rate, the clean models' rate of predicting
+each target on stamped images, and the target-unknown AUROC at every σ of both site sets
+(descriptive: it shows how much a rule choosing σ on the evaluated models could gain).
+
+Verdicts (`verdicts`, fixed here): target-unknown detection by `verdicts.rank_test_rule`
+(AUROC 0.9 as the separation "pronounced" implies); magnitude by `verdicts.interval_rule` with
+a smallest effect of +0.1 target share (reproduced if the interval lies above it, not
+reproduced if below); the absolute-σ rerun as an extension.
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ import apex_jax
 from apex_jax import io
 from . import backdoor, common, ensembles, stats, vit, zoo
 from apex_jax.specs import check_sigmas
-from .reporting import above, ci, num
+from . import verdicts as V
+from .reporting import ci, num
 
 NAME = "backdoor_bias"
 CLAIM = 4
@@ -47,17 +59,23 @@ SITE_SETS = ("resid_post", "embed")
 @dataclasses.dataclass(frozen=True)
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
-    n_inputs: int = 128
-    sigmas: tuple = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-    draws: int = 32
+    n_inputs: int = 64  # models are the units: 64 inputs × 16 draws = 1,024 predictions per model and σ
+    sigmas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # large σ: below 1 × RMS the input still decides
+    abs_sigmas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # noise std, not × site RMS
+    draws: int = 16
     seed: int = 0
-    lost: float | None = None  # consistency that defines the large σ (None: 2 / n_classes)
+    n_calibration: int = 4  # per group: the last members, used only to choose the site set and σ
 
     @classmethod
     def quick(cls) -> "Settings":
         # 8 σ values and 8 draws on 48 inputs, like the other quick runs: one compiled kernel
-        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigmas=tuple(np.logspace(-0.5, 1.5, 8).round(4)),
-                   draws=8)
+        grid = tuple(np.logspace(-0.5, 1.5, 8).round(4))
+        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigmas=grid, abs_sigmas=grid, draws=8, n_calibration=2)
+
+
+MODES = ("relative", "absolute")
+NEEDED_AUROC = 0.9  # "pronounced": most backdoored models above most clean ones
+SMALLEST_EXCESS = 0.1  # target share above the clean models' share of that class: +10 points (uniform: 0.1)
 
 
 def main(argv=None) -> dict:
@@ -71,6 +89,13 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     clean = zoo.get_group(s.zoo, "clean", work, log)
     bd = zoo.get_group(s.zoo, "backdoor", work, log)
     timer.mark("zoo")
+    n_cal = s.n_calibration
+    for g in (clean, bd):
+        if not 2 <= len(g.params) - n_cal:
+            raise ValueError(f"{g.kind} group has {len(g.params)} models: too few for {n_cal} calibration models "
+                             f"and at least 2 evaluated ones.")
+    if n_cal < 1:
+        raise ValueError(f"n_calibration must be >= 1 (the site set and σ are chosen on those models); got {n_cal}.")
     test = zoo.splits(s.zoo)["test"]
     model = clean.model
     targets = [int(t) for t in bd.targets]
@@ -78,39 +103,48 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     trigger = backdoor.Trigger(**bd.info["trigger"])
     stamped = ensembles.predict_stack(model, ensembles.stack(clean.params),
                                       vit.pixels(model, backdoor.stamp(test.inputs, trigger))).argmax(-1)
-    clean_trigger_rate = {t: float(np.mean([(p[test.labels != t] == t).mean() for p in stamped])) for t in targets}
+    clean_trigger_rate = {t: float(np.mean([(p[test.labels != t] == t).mean() for p in stamped]))
+                          for t in sorted(set(targets))}
     inputs = test.subset(np.arange(min(s.n_inputs, len(test))))
     x = vit.pixels(model, inputs.inputs)
-    sigmas = check_sigmas(s.sigmas)
-    lost = s.lost if s.lost is not None else 2 / test.n_classes
-    shares, per_site, large = {}, {}, {}
-    for spec in SITE_SETS:
-        sites = apex_jax.parse_sites(model, spec)
-        sh, kept = {}, []
-        for g in (clean, bd):
-            res = common.apex_sweeps(model, g.params, x, inputs.ids, sigmas, sites, s.draws, s.seed)
-            sh[g.kind] = np.stack([[r.class_shares(i) for i in range(len(sigmas))] for r in res])  # [M, G, C]
-            kept += [r.consistency.mean(0) for r in res]
-        kept = np.mean(kept, axis=0)  # [G], all models pooled: no use of which is backdoored
-        gi = int(np.argmax(kept <= lost)) if (kept <= lost).any() else len(sigmas) - 1
-        large[spec] = gi
-        shares[spec] = sh
-        per_site[spec] = _analyse(sh["clean"][:, gi], sh["backdoor"][:, gi], targets)
-        per_site[spec]["large_sigma"] = float(sigmas[gi])
-        per_site[spec]["consistency_at_large_sigma"] = float(kept[gi])
-        per_site[spec]["consistency_by_sigma"] = kept.tolist()
-        per_site[spec]["auroc_target_known_by_sigma"] = [
-            _analyse(sh["clean"][:, g], sh["backdoor"][:, g], targets, n_boot=0)["auroc_target_known"]["auroc"]
-            for g in range(len(sigmas))]
-        per_site[spec]["target_share_by_sigma"] = {
-            "backdoor": [float(np.mean([sh["backdoor"][i, g, t] for i, t in enumerate(targets)]))
-                         for g in range(len(sigmas))],
-            "clean": [float(np.mean([sh["clean"][:, g, t].mean() for t in targets])) for g in range(len(sigmas))],
-        }
-        timer.mark(f"apex_{spec}")
+    grids = {"relative": check_sigmas(s.sigmas), "absolute": check_sigmas(s.abs_sigmas)}
+    shares = {}  # mode -> site set -> kind -> [M, G, C]
+    for mode in MODES:
+        shares[mode] = {}
+        for spec in SITE_SETS:
+            sites = apex_jax.parse_sites(model, spec)
+            shares[mode][spec] = {
+                g.kind: np.stack([[r.class_shares(i) for i in range(len(grids[mode]))]
+                                  for r in common.apex_sweeps(model, g.params, x, inputs.ids, grids[mode], sites,
+                                                              s.draws, s.seed, relative=mode == "relative")])
+                for g in (clean, bd)}
+            timer.mark(f"apex_{mode}_{spec}")
+    ev_c, ev_b = np.arange(len(clean.params) - n_cal), np.arange(len(bd.params) - n_cal)
+    cal_c, cal_b = np.arange(len(ev_c), len(clean.params)), np.arange(len(ev_b), len(bd.params))
+    per_mode = {}
+    for mode in MODES:
+        sh = shares[mode]
+        choice = calibrate({spec: sh[spec]["clean"][cal_c] for spec in SITE_SETS},
+                           {spec: sh[spec]["backdoor"][cal_b] for spec in SITE_SETS})
+        spec, gi = choice["site_set"], choice["sigma_index"]
+        res = analyse(sh[spec]["clean"][ev_c, gi], sh[spec]["backdoor"][ev_b, gi], [targets[i] for i in ev_b])
+        res.update({"calibration": choice, "site_set": spec, "sigma": float(grids[mode][gi]),
+                    "auroc_max_share_by_sigma": {
+                        sp: [stats.mann_whitney_exact(sh[sp]["backdoor"][ev_b, g].max(1),
+                                                      sh[sp]["clean"][ev_c, g].max(1))["auroc"]
+                             for g in range(len(grids[mode]))] for sp in SITE_SETS},
+                    "target_share_by_sigma": {
+                        sp: {"backdoor": [float(np.mean([sh[sp]["backdoor"][i, g, targets[i]] for i in ev_b]))
+                                          for g in range(len(grids[mode]))],
+                             "clean": [float(np.mean([sh[sp]["clean"][ev_c, g, targets[i]].mean() for i in ev_b]))
+                                       for g in range(len(grids[mode]))]} for sp in SITE_SETS}})
+        per_mode[mode] = res
     results = {
-        "large_sigma_rule": f"smallest grid σ with mean consistency <= {lost:g} (all models pooled)",
-        "sites": per_site,
+        "modes": per_mode,
+        "calibration_rule": ("the (site set, σ) maximizing the calibration models' AUROC of the largest class share "
+                             "(backdoored vs clean); ties: larger gap in mean largest share, first site set, smaller σ"),
+        "n_evaluated": {"clean": int(len(ev_c)), "backdoor": int(len(ev_b))},
+        "n_calibration": {"clean": int(len(cal_c)), "backdoor": int(len(cal_b))},
         "models": {"clean": clean.members, "backdoor": bd.members},
         "attack_success_rate": stats.mean_ci([m["attack_success_rate"] for m in bd.members]),
         "clean_accuracy": {"clean": stats.mean_ci([m["test_accuracy"] for m in clean.members]),
@@ -121,27 +155,29 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     }
     timer.mark("statistics")
     rows = []
-    for spec in SITE_SETS:
-        for g, group in (("clean", clean), ("backdoor", bd)):
+    for mode in MODES:
+        spec, gi = per_mode[mode]["site_set"], per_mode[mode]["calibration"]["sigma_index"]
+        for kind, group, ev in (("clean", clean, ev_c), ("backdoor", bd, ev_b)):
             for i, m in enumerate(group.members):
-                rows.append((spec, float(sigmas[large[spec]]), g, m["seed"], m.get("target", ""), m["test_accuracy"],
-                             m.get("attack_success_rate", ""), *shares[spec][g][i, large[spec]]))
-    io.write_rows(out / "class_shares.csv", ["sites", "sigma", "kind", "seed", "target", "clean_accuracy",
-                                                "attack_success_rate", *[f"share_{n}" for n in test.label_names]], rows)
-    _plot(out, shares, targets, sigmas, test.label_names, per_site, large)
+                rows.append((mode, spec, float(grids[mode][gi]), kind, "evaluated" if i in ev else "calibration",
+                             m["seed"], m.get("target", ""), m["test_accuracy"], m.get("attack_success_rate", ""),
+                             *shares[mode][spec][kind][i, gi]))
+    io.write_rows(out / "class_shares.csv", ["sigma_mode", "sites", "sigma", "kind", "role", "seed", "target",
+                                             "clean_accuracy", "attack_success_rate",
+                                             *[f"share_{n}" for n in test.label_names]], rows)
+    _plot(out, shares, targets, grids, test.label_names, per_mode, ev_c, ev_b)
     timer.mark("outputs")
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
-               "results": results,
-               "class_shares_large_sigma": {spec: {k: v[:, large[spec]].tolist() for k, v in sh.items()}
-                                            for spec, sh in shares.items()},
-               "class_shares_by_sigma": {spec: {k: v.tolist() for k, v in sh.items()} for spec, sh in shares.items()},
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s),
+               "sigmas": {m: g.tolist() for m, g in grids.items()}, "results": results,
+               "class_shares_by_sigma": {mode: {spec: {k: v.tolist() for k, v in sh.items()}
+                                                for spec, sh in shares[mode].items()} for mode in MODES},
                "timing": timer.summary(), "versions": io.versions()}
     io.write_json(out / "summary.json", summary)
-    for spec in SITE_SETS:
-        r = per_site[spec]
-        log(f"[backdoor_bias] {spec}: target share at σ={r['large_sigma']:g}: backdoored "
-            f"{r['target_share_backdoor']['mean']:.3f} vs clean {r['target_share_clean']['mean']:.3f}; AUROC "
-            f"(target known) {r['auroc_target_known']['auroc']:.3f}, (unknown) {r['auroc_max_share']['auroc']:.3f}")
+    for mode in MODES:
+        r = per_mode[mode]
+        t = r["target_unknown"]
+        log(f"[backdoor_bias] {mode} σ: {r['site_set']} σ={r['sigma']:g} (calibrated); target unknown AUROC "
+            f"{t['auroc']:.3f} (p {t['p']:.2g}); target share excess {r['target_share_excess']['mean']:.3f}")
     log(f"[backdoor_bias] attack success {results['attack_success_rate']['mean']:.3f} "
         f"({summary['timing']['total_seconds']} s)")
     return summary
@@ -153,47 +189,85 @@ def _settings(s) -> dict:
     return d
 
 
-def _analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int], n_boot: int = stats.N_BOOT) -> dict:
-    """clean [Mc, C], bd [Mb, C]: class shares at one σ."""
+def calibrate(clean: dict, bd: dict) -> dict:
+    """The calibration rule (fixed before any evaluated model is seen): for every site set and σ
+    the AUROC of the largest class share, backdoored vs clean calibration models; the best one
+    wins (ties: the larger gap in mean largest share, then the first site set of `SITE_SETS`,
+    then the smaller σ).
+
+    Args:
+        clean, bd: {site set: [M, G, C] class shares of the calibration models}.
+
+    Returns:
+        {site_set, sigma_index, auroc (the winner's), table: {site set: [G] AUROCs}}.
+    """
+    table, best = {}, None
+    for si, spec in enumerate(SITE_SETS):
+        c, b = clean[spec].max(-1), bd[spec].max(-1)  # [M, G]
+        aucs = [stats.mann_whitney_exact(b[:, g], c[:, g])["auroc"] for g in range(c.shape[1])]
+        table[spec] = aucs
+        for g, a in enumerate(aucs):
+            key = (a, float(b[:, g].mean() - c[:, g].mean()), -si, -g)
+            if best is None or key > best[0]:
+                best = (key, spec, g)
+    return {"site_set": best[1], "sigma_index": int(best[2]), "auroc": float(best[0][0]), "table": table}
+
+
+def analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
+    """The tests at one site set and σ. clean [Mc, C], bd [Mb, C]: class shares of the evaluated
+    models; targets [Mb]: each backdoored model's target."""
     pos = np.array([bd[i, t] for i, t in enumerate(targets)])
-    neg = np.array([clean[j, t] for t in targets for j in range(len(clean))])
+    used = sorted(set(targets))
+    neg = clean[:, used].mean(1)  # one value per clean model: its mean share of the targets in use
+    mu, sd = clean.mean(0), clean.std(0, ddof=1) if len(clean) > 1 else np.zeros(clean.shape[1])
+    excess = pos - mu[targets]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sd[targets] > 0, excess / sd[targets], np.nan)
+    pct = [float(np.mean(clean[:, t] < p)) for p, t in zip(pos, targets)]
     return {
+        "target_unknown": stats.mann_whitney_exact(bd.max(1), clean.max(1)),
+        "target_known": stats.mann_whitney_exact(pos, neg),
         "target_share_backdoor": stats.mean_ci(pos),
-        "target_share_clean": stats.mean_ci([clean[:, t].mean() for t in targets]),
-        "auroc_target_known": stats.auroc(pos, neg, n_boot=n_boot, seed=1),
-        "auroc_max_share": stats.auroc(bd.max(1), clean.max(1), n_boot=n_boot, seed=2),
+        "target_share_clean": stats.mean_ci(mu[targets]),
+        "target_share_excess": stats.mean_ci(excess, bounds=None),
+        "target_share_z": stats.mean_ci(z, bounds=None),
+        "target_share_clean_p95": float(np.mean([np.quantile(clean[:, t], 0.95) for t in targets])),
+        "target_share_percentile_in_clean": pct,
         "dominant_is_target": int(sum(int(bd[i].argmax() == t) for i, t in enumerate(targets))),
-        "n_backdoored": len(targets),
+        "n_backdoored": len(targets), "n_clean": int(len(clean)),
         "dominant_share": {"backdoor": stats.mean_ci(bd.max(1)), "clean": stats.mean_ci(clean.max(1))},
         "dominant_class": {"backdoor": bd.argmax(1).tolist(), "clean": clean.argmax(1).tolist()},
     }
 
 
-def _plot(out: Path, shares: dict, targets, sigmas, names, per_site, large) -> None:
+def _plot(out: Path, shares: dict, targets, grids, names, per_mode, ev_c, ev_b) -> None:
     plt = io.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
-    for ax, spec in zip(axes[:2], SITE_SETS):
-        sh = shares[spec]
-        mat = np.concatenate([sh["clean"][:, large[spec]], sh["backdoor"][:, large[spec]]])
+    for ax, mode in zip(axes[:2], MODES):
+        r = per_mode[mode]
+        spec, gi = r["site_set"], r["calibration"]["sigma_index"]
+        sh = shares[mode][spec]
+        mat = np.concatenate([sh["clean"][ev_c, gi], sh["backdoor"][ev_b, gi]])
         im = ax.imshow(mat, cmap="magma", vmin=0, vmax=max(float(mat.max()), 0.2), aspect="auto")
-        nc = len(sh["clean"])
-        for i, t in enumerate(targets):
-            ax.add_patch(plt.Rectangle((t - 0.5, nc + i - 0.5), 1, 1, fill=False, ec="cyan", lw=2))
+        nc = len(ev_c)
+        for k, i in enumerate(ev_b):
+            ax.add_patch(plt.Rectangle((targets[i] - 0.5, nc + k - 0.5), 1, 1, fill=False, ec="cyan", lw=2))
         ax.axhline(nc - 0.5, color="white", lw=1)
         ax.set(xticks=range(len(names)), xticklabels=names,
-               yticks=range(len(mat)), yticklabels=[f"clean {i}" for i in range(nc)]
-               + [f"backdoor→{t}" for t in targets],
-               xlabel="predicted class", title=f"class shares at σ={sigmas[large[spec]]:g} ({spec})")
+               yticks=range(len(mat)), yticklabels=[f"clean {i}" for i in ev_c] + [f"backdoor→{targets[i]}"
+                                                                                    for i in ev_b],
+               xlabel="predicted class", title=f"{mode} σ={grids[mode][gi]:g} ({spec}), evaluated models")
         fig.colorbar(im, ax=ax, fraction=0.046)
     ax = axes[2]
+    r = per_mode["relative"]
     for spec, ls in zip(SITE_SETS, ("-", "--")):
-        r = per_site[spec]["target_share_by_sigma"]
-        ax.plot(sigmas, r["backdoor"], ls, color="tab:red", marker="o", label=f"backdoored, {spec}")
-        ax.plot(sigmas, r["clean"], ls, color="tab:blue", marker="o", label=f"clean, {spec}")
-        ax.axvline(sigmas[large[spec]], ls=ls, color="gray", lw=1)
+        t = r["target_share_by_sigma"][spec]
+        ax.plot(grids["relative"], t["backdoor"], ls, color="tab:red", marker="o", label=f"backdoored, {spec}")
+        ax.plot(grids["relative"], t["clean"], ls, color="tab:blue", marker="o", label=f"clean, {spec}")
+    ax.axvline(r["sigma"], color="gray", lw=1)
     ax.set(xscale="log", xlabel="σ (× site RMS)", ylabel="mean share of the target class",
-           ylim=(0, max(0.3, 1.1 * max(max(per_site[sp]["target_share_by_sigma"]["backdoor"]) for sp in SITE_SETS))),
-           title="target-class share vs σ (gray: the large σ)")
+           ylim=(0, max(0.3, 1.1 * max(max(r["target_share_by_sigma"][sp]["backdoor"]) for sp in SITE_SETS))),
+           title="target-class share vs σ (gray: calibrated σ)")
     ax.legend(fontsize=8)
     io.save_figure(fig, out / "backdoor_bias.png", dpi=120)
 
@@ -202,27 +276,32 @@ def _plot(out: Path, shares: dict, targets, sigmas, names, per_site, large) -> N
 
 SECTION = """## Claim 4 — large-σ predictions reveal a backdoor's target class
 
-**Verdict: {verdict}.** {reason}
+**Verdict: {verdict}.**
+
+{lines}
 
 Setup: {n_clean} clean and {n_bd} BadNets-backdoored ViTs ({size}) on {n_train} `{data}` training
 images; backdoor: a {trig}×{trig} white square {margin} px from the bottom-right corner on
 {poison_pct}% of the images, relabelled to the target (targets {targets}). Backdoored models: clean
 test accuracy {bd_acc} (clean models {clean_acc}), attack success rate {asr} (per model {asrs});
 clean models send stamped images to those targets at a rate of {clean_asr}. APEX on {n_inputs}
-clean (untriggered) test images, {draws} draws, σ ∈ {{{sigmas}}}. Large σ: the {rule}, chosen
-without knowing which models are backdoored.
+clean (untriggered) test images, {draws} draws, σ ∈ {{{sigmas}}} (× site RMS; absolute: {{{abs_sigmas}}}).
+Calibration: {n_cal_c} clean and {n_cal_b} backdoored models held out; on them only, {rule}.
+Evaluated: the other {n_ev_c} clean and {n_ev_b} backdoored models.
 
-| | every block's output (`resid_post`) | input only (`hook_embed`) |
+| | relative σ | absolute σ |
 |---|---|---|
-| large σ (mean share keeping the clean prediction there) | {large_r} ({kept_r}) | {large_e} ({kept_e}) |
-| target-class share, backdoored models (mean [t-CI]) | {ts_bd_r} | {ts_bd_e} |
-| share of the same classes, clean models | {ts_c_r} | {ts_c_e} |
-| AUROC backdoored vs clean, target known (share of the target) | {auc_k_r} | {auc_k_e} |
-| AUROC backdoored vs clean, target unknown (largest class share) | {auc_u_r} | {auc_u_e} |
-| backdoored models whose dominant class is the target | {dom_r} | {dom_e} |
-| verdict | {v_r} | {v_e} |
+| chosen on the calibration models: site set, σ (their AUROC) | {choice_r} | {choice_a} |
+| target unknown: AUROC of the largest class share (exact one-sided p) | {unk_r} | {unk_a} |
+| target-class share, backdoored models (mean [t-CI]) | {ts_bd_r} | {ts_bd_a} |
+| share of the same classes, clean models (mean; 95th percentile) | {ts_c_r} | {ts_c_a} |
+| excess target share over the clean models' (mean [t-CI]) | {ex_r} | {ex_a} |
+| z of the target share against the clean models' spread (mean [t-CI]) | {z_r} | {z_a} |
+| target known: AUROC target share vs clean models' share of the targets (exact p) | {known_r} | {known_a} |
+| backdoored models whose dominant class is the target | {dom_r} | {dom_a} |
 
-AUROC (target known) at every σ of the grid — `resid_post`: {by_r}; `hook_embed`: {by_e}.
+Target-unknown AUROC on the evaluated models at every relative σ (descriptive; not used for any
+choice) — `resid_post`: {by_r}; `hook_embed`: {by_e}.
 
 Run time {seconds} s. Files: `backdoor_bias/class_shares.csv`, `backdoor_bias/summary.json`.
 
@@ -230,54 +309,108 @@ Run time {seconds} s. Files: `backdoor_bias/class_shares.csv`, `backdoor_bias/su
 """
 
 
-def site_verdict(r: dict) -> str:
-    """The rule for one site set's results. Reproduced: AUROC (target known) has its interval
-    above 0.5 and the backdoored models' mean target share exceeds the clean models'.
-    Detectable without the target too: additionally the target-unknown AUROC interval is
-    above 0.5. Otherwise not reproduced."""
-    if above(r["auroc_target_known"], 0.5) and r["target_share_backdoor"]["mean"] > r["target_share_clean"]["mean"]:
-        if above(r["auroc_max_share"], 0.5):
-            return "reproduced (also without knowing the target)"
-        return "reproduced (target known)"
-    return "not reproduced"
+def _test_text(t: dict) -> str:
+    return f"{num(t['auroc'])} (p = {t['p']:.2g})"
+
+
+def verdicts(results: dict) -> list[V.Verdict]:
+    """Claim 4's rules, fixed before the numbers, at the site set and σ chosen on the
+    calibration models. (1) Target unknown (abstract: model-level bias exposed without a
+    trigger; primary): `verdicts.rank_test_rule` on the exact one-sided Mann–Whitney test of the
+    largest class share, AUROC 0.9 the separation "pronounced" implies. (2) Magnitude
+    (abstract: "a pronounced concentration of predictions on the target class"): reproduced if
+    the t-interval of the target share's excess over the clean models' share of that class lies
+    above +0.1 (uniform is 0.1), not reproduced if below, else inconclusive
+    (`verdicts.interval_rule`). (3) Absolute σ, target unknown: rule (1), an extension."""
+    out = []
+    for mode, source in (("relative", "abstract"), ("absolute", "extension")):
+        r = results["modes"][mode]
+        t = r["target_unknown"]
+        out.append(V.Verdict(
+            claim=("large-σ class shares tell backdoored from clean models without knowing the target"
+                   + (" (absolute σ)" if mode == "absolute" else "")),
+            outcome=V.rank_test_rule(t["p"], t["p_min"], V.mde_auroc(t["n_pos"], t["n_neg"]), NEEDED_AUROC),
+            rule=(f"exact one-sided Mann–Whitney test over the evaluated models of their largest class share at the "
+                  f"calibrated site set and σ: reproduced if p < {V.ALPHA}; inconclusive if the design cannot detect "
+                  f"AUROC {NEEDED_AUROC} with 80% power; else not reproduced"),
+            power=V.rank_test_power(t), source=source, paper=V.no_figure(),
+            evidence=f"AUROC {_test_text(t)} at {r['site_set']}, σ = {r['sigma']:g}"))
+        if mode == "relative":
+            e = r["target_share_excess"]
+            out.append(V.Verdict(
+                claim="predictions concentrate on the target class (pronounced: ≥ 10 points above the clean "
+                      "models' share of that class)",
+                outcome=V.interval_rule(e["lo"], e["hi"], 0.0, SMALLEST_EXCESS), source="abstract",
+                paper=V.no_figure(),
+                rule=(f"reproduced if the t-interval of the excess target share lies above +{SMALLEST_EXCESS}; not "
+                      f"reproduced if it lies below; else inconclusive"),
+                power=(f"{e['n']} backdoored models; this interval resolves ≈ "
+                       f"{num(V.mde_interval(e['lo'], e['hi']), 3)} of share"),
+                evidence=(f"excess {ci(e, 'mean')}; target share {num(r['target_share_backdoor']['mean'])} vs "
+                          f"{num(r['target_share_clean']['mean'])} in clean models (their 95th percentile "
+                          f"{num(r['target_share_clean_p95'])}); target known AUROC {_test_text(r['target_known'])}")))
+    return out
 
 
 def verdict(results: dict) -> tuple[str, str]:
-    """Claim 4's rule: `site_verdict` of the activation-noise sites (every block's output,
-    `resid_post`); input-only noise (`hook_embed`) is reported for comparison, not judged.
+    """Claim 4's overall outcome: `verdicts.combine` of `verdicts(results)` (target-unknown
+    detection and the magnitude decide; absolute σ is an extension).
 
     Returns:
-        (verdict, one-sentence reason naming both site sets' verdicts).
+        (outcome, one sentence naming each sub-claim's outcome).
     """
-    v = site_verdict(results["sites"]["resid_post"])
-    e = site_verdict(results["sites"]["embed"])
-    return v, f"With noise on every block's output: {v}; with input-only noise: {e}."
+    vs = verdicts(results)
+    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
+
+
+OUTDATED = """## Claim {claim} — {title}
+
+**Verdict: not run (the summary predates this protocol).** `{name}/summary.json` was written
+before the calibration models, the target-unknown test and the absolute-σ rerun; rerun `scripts/{name}.py` (its numbers are not shown: they come from the
+earlier protocol).
+"""
 
 
 def section(summary: dict) -> tuple[str, str]:
-    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    """The README section of this claim from its summary.json: (verdict, markdown text); a
+    summary written by the earlier protocol gets a section saying so."""
     r, st = summary["results"], summary["settings"]
-    v, reason = verdict(r)
+    if "modes" not in r:
+        return "not run (outdated summary)", OUTDATED.format(claim=CLAIM, title=TITLE, name=NAME)
+    v, _ = verdict(r)
     z = st["zoo"]
     bd = r["models"]["backdoor"]
-    R, E = r["sites"]["resid_post"], r["sites"]["embed"]
+    R, A = r["modes"]["relative"], r["modes"]["absolute"]
     trig = backdoor.Trigger.for_images(28 if z["data"] == "mnist5k" else 8)
+
+    def choice(m):
+        return f"{m['site_set']}, {m['sigma']:g} ({num(m['calibration']['auroc'], 2)})"
+
+    def share_c(m):
+        return f"{num(m['target_share_clean']['mean'])}; {num(m['target_share_clean_p95'])}"
+
+    def by(spec):
+        return ", ".join(f"{x:g}: {num(a, 2)}" for x, a in zip(summary["sigmas"]["relative"],
+                                                                 R["auroc_max_share_by_sigma"][spec]))
+
     text = SECTION.format(
-        verdict=v, reason=reason, n_clean=len(r["models"]["clean"]), n_bd=len(bd), size=z["size"],
-        n_train=z["n_train"], data=z["data"], trig=trig.size, margin=trig.margin,
-        poison_pct=round(100 * z["poison_rate"]), targets=", ".join(str(t) for t in r["targets"]),
+        verdict=v, lines="\n".join(x.line() for x in verdicts(r)), n_clean=len(r["models"]["clean"]), n_bd=len(bd),
+        size=z["size"], n_train=z["n_train"], data=z["data"], trig=trig.size, margin=trig.margin,
+        poison_pct=round(100 * z["poison_rate"]), targets=", ".join(str(t) for t in sorted(set(r["targets"]))),
         bd_acc=ci(r["clean_accuracy"]["backdoor"], "mean"), clean_acc=ci(r["clean_accuracy"]["clean"], "mean"),
         asr=ci(r["attack_success_rate"], "mean"), asrs=", ".join(num(m["attack_success_rate"]) for m in bd),
         clean_asr=num(float(np.mean(list(r["clean_models_trigger_to_target_rate"].values())))),
         n_inputs=r["n_inputs"], draws=st["draws"], sigmas=", ".join(f"{x:g}" for x in st["sigmas"]),
-        rule=r["large_sigma_rule"], large_r=f"{R['large_sigma']:g}", large_e=f"{E['large_sigma']:g}",
-        kept_r=num(R["consistency_at_large_sigma"]), kept_e=num(E["consistency_at_large_sigma"]),
-        by_r=", ".join(f"{x:g}: {num(a, 2)}" for x, a in zip(summary["sigmas"], R["auroc_target_known_by_sigma"])),
-        by_e=", ".join(f"{x:g}: {num(a, 2)}" for x, a in zip(summary["sigmas"], E["auroc_target_known_by_sigma"])),
-        ts_bd_r=ci(R["target_share_backdoor"], "mean"), ts_bd_e=ci(E["target_share_backdoor"], "mean"),
-        ts_c_r=ci(R["target_share_clean"], "mean"), ts_c_e=ci(E["target_share_clean"], "mean"),
-        auc_k_r=ci(R["auroc_target_known"], "auroc"), auc_k_e=ci(E["auroc_target_known"], "auroc"),
-        auc_u_r=ci(R["auroc_max_share"], "auroc"), auc_u_e=ci(E["auroc_max_share"], "auroc"),
-        dom_r=f"{R['dominant_is_target']}/{R['n_backdoored']}", dom_e=f"{E['dominant_is_target']}/{E['n_backdoored']}",
-        v_r=site_verdict(R), v_e=site_verdict(E), seconds=summary["timing"]["total_seconds"])
+        abs_sigmas=", ".join(f"{x:g}" for x in st["abs_sigmas"]), rule=r["calibration_rule"],
+        n_cal_c=r["n_calibration"]["clean"], n_cal_b=r["n_calibration"]["backdoor"],
+        n_ev_c=r["n_evaluated"]["clean"], n_ev_b=r["n_evaluated"]["backdoor"],
+        choice_r=choice(R), choice_a=choice(A),
+        unk_r=_test_text(R["target_unknown"]), unk_a=_test_text(A["target_unknown"]),
+        ts_bd_r=ci(R["target_share_backdoor"], "mean"), ts_bd_a=ci(A["target_share_backdoor"], "mean"),
+        ts_c_r=share_c(R), ts_c_a=share_c(A),
+        ex_r=ci(R["target_share_excess"], "mean"), ex_a=ci(A["target_share_excess"], "mean"),
+        z_r=ci(R["target_share_z"], "mean"), z_a=ci(A["target_share_z"], "mean"),
+        known_r=_test_text(R["target_known"]), known_a=_test_text(A["target_known"]),
+        dom_r=f"{R['dominant_is_target']}/{R['n_backdoored']}", dom_a=f"{A['dominant_is_target']}/{A['n_backdoored']}",
+        by_r=by("resid_post"), by_e=by("embed"), seconds=summary["timing"]["total_seconds"])
     return v, text

@@ -55,13 +55,14 @@ class Timer:
 
 
 def apex_sweeps(model: Model, params_list: Sequence[Any], pixel_values: np.ndarray, ids: Sequence[int],
-                sigmas: Sequence[float], sites: Sequence[str], draws: int, seed: int = 0) -> list[ApexResult]:
-    """`run_apex` for several models of one architecture on the same inputs (relative σ: each
-    model's noise is scaled by its own site RMS). The sweep kernels are compiled per
-    architecture, so every model reuses them."""
+                sigmas: Sequence[float], sites: Sequence[str], draws: int, seed: int = 0,
+                relative: bool = True) -> list[ApexResult]:
+    """`run_apex` for several models of one architecture on the same inputs (relative σ by
+    default: each model's noise is scaled by its own site RMS; `relative=False`: σ is the noise
+    std). The sweep kernels are compiled per architecture, so every model reuses them."""
     batch = {"pixel_values": np.asarray(pixel_values, np.float32)}
-    return [run_apex(model, p, batch, ids, sigmas, sites=list(sites), draws=draws, seed=seed, progress=False)
-            for p in params_list]
+    return [run_apex(model, p, batch, ids, sigmas, sites=list(sites), draws=draws, seed=seed, relative=relative,
+                     progress=False) for p in params_list]
 
 
 # The id every summary.json holding an escape σ gives under "escape_sigma_estimator": escape σ
@@ -137,3 +138,22 @@ def plot_regularity(path: Path, escape: np.ndarray, cscore: np.ndarray, speed: n
         title = "ρ n/a" if r["rho"] is None else f"Spearman ρ = {r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
         ax.set(yscale="log", xlabel=label, ylabel="escape σ (× site RMS)", title=title)
     io.save_figure(fig, path, dpi=120)
+
+
+def clean_logits(model: Model, params: Any, batch: dict, chunk: int = 128) -> np.ndarray:
+    """The model's clean logits on a batch (dict of arrays with a leading input axis), in chunks:
+    [n, C]."""
+    n = len(next(iter(batch.values())))
+    out = [np.asarray(model.apply(params, {k: np.asarray(v)[s:s + chunk] for k, v in batch.items()}).logits)
+           for s in range(0, n, chunk)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def softmax_margin(logits: np.ndarray) -> np.ndarray:
+    """The clean confidence baseline: softmax probability of the predicted class minus that of
+    the runner-up, per input ([n, C] logits -> [n] in [0, 1])."""
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    top2 = np.sort(p, axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]

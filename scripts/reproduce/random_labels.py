@@ -1,17 +1,27 @@
 """Claim 2 — structured vs random labels: the escape-noise distribution tells a model trained on
 true labels from one trained (to fit) on random labels.
 
-Protocol. The zoo's clean and random-label ViTs (`zoo`, same training images, seeds 0..n-1)
-are probed with APEX (noise on every block's output, σ relative to each site's RMS) on the same
-sample of their training images. Reported:
+Protocol. The zoo's clean and random-label ViTs (`zoo`: the same training images, and with the
+default `random_recipe="clean"` the same recipe and paired seeds — random-label member i differs
+from clean member i only in its labels) are probed with APEX (noise on every block's output, σ
+relative to each site's RMS; rerun with absolute σ) on the same sample of their training images.
+Models are the units of the claim ("distinguishing structured from randomly labeled models").
+Reported:
 
-- per seed pair (clean seed i vs random seed i, the same images): AUROC of telling a clean
-  model's escape σ from the random-label model's (probability that an image's escape σ is
-  higher under the clean model; 0.5 = indistinguishable), and its mean over seeds with a
-  Student-t 95% interval;
-- model level: AUROC of separating the models by their median escape σ (bootstrap interval over
-  models);
+- model level (primary): each model's median escape σ; the exact one-sided Mann–Whitney test
+  (clean > random; `stats.mann_whitney_exact`), its AUROC, the AUROC the design needs for
+  p < 0.05 and the one it detects with 80% power; the same with absolute σ;
+- all images of all models pooled: AUROC with a bootstrap that resamples whole models (an
+  image's escape σ under one model is not independent of the others under it);
+- per seed pair (clean seed i vs random seed i, the same images): the AUROC of telling the
+  clean model's escape σ from the random-label model's, mean over pairs with a t interval;
+- confidence baseline: the same model-level test on each model's median clean softmax margin;
 - the escape-σ distribution of every model (ECDF plot) and medians.
+
+Verdicts (`verdicts`, fixed here): model level by `verdicts.rank_test_rule` (reproduced if
+p < 0.05; inconclusive if the design could not detect AUROC 0.9, the separation the claim
+implies; else not reproduced); pooled by `verdicts.effect_rule` (interval above 0.5; not
+reproduced if below 0.6, the smallest separation that counts).
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ import numpy as np
 import apex_jax
 from apex_jax import io
 from . import common, stats, vit, zoo
-from .reporting import above, below, ci, estimator_sentence, num, span
+from . import verdicts as V
+from .reporting import ci, estimator_sentence, num, span
 
 NAME = "random_labels"
 CLAIM = 2
@@ -34,16 +45,18 @@ TITLE = "structured vs random labels"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
-    n_eval: int = 300
+    n_eval: int = 100  # models are the claim's units: 100 images give each model's median escape σ
     sigma_lo: float = 0.1
     sigma_hi: float = 8.0
+    abs_sigma_lo: float = 0.1  # the absolute-σ rerun's grid (noise std, not × site RMS)
+    abs_sigma_hi: float = 16.0
     n_sigmas: int = 12
-    draws: int = 24
+    draws: int = 16
     seed: int = 0
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(zoo=zoo.ZooConfig.quick(), n_eval=48, sigma_lo=0.02, n_sigmas=8, draws=8)
+        return cls(zoo=zoo.ZooConfig.quick(), n_eval=48, sigma_lo=0.02, abs_sigma_lo=0.02, n_sigmas=8, draws=8)
 
 
 def main(argv=None) -> dict:
@@ -63,32 +76,46 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     x = vit.pixels(model, train.inputs[rows])
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
-    esc, curves = {}, {}
+    abs_sigmas = common.sigma_grid(s.abs_sigma_lo, s.abs_sigma_hi, s.n_sigmas)
+    esc, esc_abs, curves, margin = {}, {}, {}, {}
     for g in (clean, rand):
         res = common.apex_sweeps(model, g.params, x, train.ids[rows], sigmas, sites, s.draws, s.seed)
         esc[g.kind] = np.stack([common.escape_sigma_interpolated(r.consistency, sigmas) for r in res])  # [models, n]
         curves[g.kind] = np.stack([r.consistency.mean(0) for r in res])
+        res = common.apex_sweeps(model, g.params, x, train.ids[rows], abs_sigmas, sites, s.draws, s.seed,
+                                 relative=False)
+        esc_abs[g.kind] = np.stack([common.escape_sigma_interpolated(r.consistency, abs_sigmas) for r in res])
+        margin[g.kind] = np.stack([common.softmax_margin(common.clean_logits(model, p, {"pixel_values": x}))
+                                   for p in g.params])  # [models, n]
     timer.mark("apex")
     n_pairs = min(len(clean.params), len(rand.params))
     pair = [stats.auroc(esc["clean"][i], esc["random"][i], n_boot=200, seed=i) for i in range(n_pairs)]
     median = {k: np.median(v, axis=1) for k, v in esc.items()}
+    median_abs = {k: np.median(v, axis=1) for k, v in esc_abs.items()}
+    median_margin = {k: np.median(v, axis=1) for k, v in margin.items()}
     results = {
+        "model_level": stats.mann_whitney_exact(np.log(median["clean"]), np.log(median["random"])),
+        "model_level_absolute": stats.mann_whitney_exact(np.log(median_abs["clean"]), np.log(median_abs["random"])),
+        "model_level_clean_margin": stats.mann_whitney_exact(median_margin["clean"], median_margin["random"]),
+        "pooled_sample_auroc": stats.cluster_auroc(list(esc["clean"]), list(esc["random"]), seed=99),
         "pair_auroc": [p["auroc"] for p in pair],
         "pair_auroc_mean": stats.mean_ci([p["auroc"] for p in pair]),
-        "pooled_sample_auroc": stats.auroc(esc["clean"].ravel(), esc["random"].ravel(), n_boot=200, seed=99),
-        "model_auroc_median_escape": stats.auroc(np.log(median["clean"]), np.log(median["random"]), seed=7),
         "median_escape": {k: v.tolist() for k, v in median.items()},
+        "median_escape_absolute": {k: v.tolist() for k, v in median_abs.items()},
+        "median_clean_margin": {k: v.tolist() for k, v in median_margin.items()},
         "median_escape_mean": {k: float(np.exp(np.log(v).mean())) for k, v in median.items()},
         "never_escaped_share": {k: float(np.isinf(v).mean()) for k, v in esc.items()},
         "n_eval": int(len(rows)),
         "models": {"clean": clean.members, "random": rand.members},
         "random_epochs_run": rand.info["epochs_run"],
+        "random_recipe": s.zoo.random_recipe, "abs_sigmas": abs_sigmas.tolist(),
         "zoo_training_seconds": {g.kind: g.info["seconds"] for g in (clean, rand)},
     }
     timer.mark("statistics")
     io.write_rows(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",
-                                          "pair_auroc"],
+                                          "median_escape_sigma_absolute", "median_clean_margin", "pair_auroc"],
                      [(g.kind, m["seed"], m["train_accuracy"], m["test_accuracy"], median[g.kind][i],
+                       median_abs[g.kind][i], median_margin[g.kind][i],
                        results["pair_auroc"][i] if g.kind == "clean" and i < n_pairs else "")
                       for g in (clean, rand) for i, m in enumerate(g.members)])
     io.write_rows(out / "samples.csv", ["id", "kind", "seed", "escape_sigma"],
@@ -101,10 +128,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                "mean_consistency": {k: v.tolist() for k, v in curves.items()},
                "results": results, "timing": timer.summary(), "versions": io.versions()}
     io.write_json(out / "summary.json", summary)
-    m = results["pair_auroc_mean"]
-    log(f"[random_labels] AUROC clean vs random escape σ per seed pair: {m['mean']:.3f} "
-        f"[{m['lo']:.3f}, {m['hi']:.3f}] over {m['n']} pairs; model-level AUROC "
-        f"{results['model_auroc_median_escape']['auroc']:.3f} ({summary['timing']['total_seconds']} s)")
+    m, t = results["pair_auroc_mean"], results["model_level"]
+    log(f"[random_labels] model-level AUROC {t['auroc']:.3f} (exact p {t['p']:.2g}, {t['n_pos']} vs {t['n_neg']}); "
+        f"per seed pair {m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}] ({summary['timing']['total_seconds']} s)")
     return summary
 
 
@@ -142,21 +168,25 @@ def _plot(out: Path, esc: dict, curves: dict, sigmas: np.ndarray, results: dict)
 
 SECTION = """## Claim 2 — structured vs random labels
 
-**Verdict: {verdict}.** {reason}
+**Verdict: {verdict}.**
+
+{lines}
 
 Setup: {n_clean} clean and {n_random} random-label ViTs ({size}) on the same {n_train} `{data}`
-training images. Clean models: {clean_epochs} epochs, training accuracy {clean_train}, test
-accuracy {clean_test}. Random-label models: trained until they fit (training-time accuracy ≥
-{fit}, at most {max_epochs} epochs; stopped after {random_epochs}): training accuracy on their
-labels {random_train}, test accuracy {random_test} (chance 0.1). APEX on {n_eval} of the training
-images, noise on every block's output, {n_sigmas} σ from {sigma_lo} to {sigma_hi}, {draws} draws.
+training images. {recipe} Clean models: training accuracy {clean_train}, test accuracy
+{clean_test}. Random-label models: training accuracy on their own labels {random_train}, test
+accuracy {random_test} (chance 0.1). APEX on {n_eval} of the training images, noise on every
+block's output, {n_sigmas} σ from {sigma_lo} to {sigma_hi} (× site RMS; absolute rerun: {abs_lo}
+to {abs_hi}), {draws} draws.
 
 | | value |
 |---|---|
+| models separated by their median escape σ: AUROC (exact one-sided Mann–Whitney p) | {model_level} |
+| the same with absolute σ | {model_abs} |
+| baseline: models separated by their median clean softmax margin | {model_margin} |
+| AUROC, all images of all models pooled [95% CI, bootstrap over models] | {pooled} |
 | AUROC per seed pair (P[escape σ under the clean model > under the random-label one]), mean [95% t-CI] over {n_pairs} pairs | {pair} |
 | per-pair AUROCs | {pairs} |
-| AUROC, all images of all models pooled | {pooled} |
-| AUROC separating the models by their median escape σ | {model_level} |
 | median escape σ (geometric mean over models): clean / random labels | {med_clean} / {med_random} |
 
 {estimator}Run time {seconds} s. Files: `random_labels/models.csv`, `random_labels/samples.csv`,
@@ -165,39 +195,93 @@ images, noise on every block's output, {n_sigmas} σ from {sigma_lo} to {sigma_h
 ![escape σ distributions](random_labels/random_labels.png)
 """
 
+NEEDED_AUROC = 0.9  # "distinguishes" models: most clean models above most random-label ones
+SMALLEST_POOLED = 0.1  # pooled AUROC 0.6: the least image-level separation that counts
+
+
+def _test_text(t: dict) -> str:
+    return f"{num(t['auroc'])} (p = {t['p']:.2g}{', ties' if t.get('ties') else ''})"
+
+
+def verdicts(results: dict) -> list[V.Verdict]:
+    """Claim 2's rules, fixed before the numbers. Model level (abstract; relative σ, and absolute
+    σ as an extension): `verdicts.rank_test_rule` on the exact one-sided Mann–Whitney test of
+    the models' median escape σ (clean > random), with AUROC 0.9 as the separation the claim
+    implies. Pooled images (abstract): `verdicts.effect_rule` on the AUROC's model-clustered
+    interval (reproduced above 0.5, not reproduced below 0.6)."""
+    out = []
+    for key, claim, source in (("model_level", "escape σ distinguishes clean from random-label models", "abstract"),
+                               ("model_level_absolute", "the same with absolute σ (noise std not scaled by "
+                                "each site's RMS)", "extension")):
+        t = results[key]
+        mde = V.mde_auroc(t["n_pos"], t["n_neg"])
+        base = results.get("model_level_clean_margin")
+        out.append(V.Verdict(
+            claim=claim, outcome=V.rank_test_rule(t["p"], t["p_min"], mde, NEEDED_AUROC),
+            rule=(f"exact one-sided Mann–Whitney test over models of their median escape σ: reproduced if "
+                  f"p < {V.ALPHA}; inconclusive if the design cannot detect AUROC {NEEDED_AUROC} with 80% power; "
+                  f"else not reproduced"),
+            power=V.rank_test_power(t), source=source, paper=V.no_figure(),
+            evidence=f"AUROC {_test_text(t)}" + (f"; the clean-margin baseline separates them with AUROC "
+                                                 f"{_test_text(base)}" if base and key == "model_level" else "")))
+    d = results["pooled_sample_auroc"]
+    out.append(V.Verdict(
+        claim="escape σ of all images pooled is higher under clean models", source="abstract", paper=V.no_figure(),
+        outcome=V.effect_rule(d["lo"], d["hi"], 0.5, SMALLEST_POOLED),
+        rule=(f"reproduced if the model-clustered 95% interval of the pooled AUROC lies above 0.5; not "
+              f"reproduced if it lies below {0.5 + SMALLEST_POOLED}; else inconclusive"),
+        power=f"{d['n_pos']} vs {d['n_neg']} models; this interval resolves ≈ "
+              f"{num(V.mde_interval(d['lo'], d['hi']), 2)} of AUROC (80% power)",
+        evidence=f"AUROC {ci(d, 'auroc')}"))
+    return out
+
 
 def verdict(results: dict) -> tuple[str, str]:
-    """Claim 2's rule. Reproduced: the mean per-pair AUROC has its t-interval above 0.5 (the
-    clean models' escape σ is higher). Opposite direction: interval below 0.5. Otherwise
-    inconclusive.
+    """Claim 2's overall outcome: `verdicts.combine` of `verdicts(results)` (sub-claims from the
+    abstract decide; the absolute-σ rerun is an extension).
 
     Returns:
-        (verdict, one-sentence reason).
+        (outcome, one sentence naming each sub-claim's outcome).
     """
-    m = results["pair_auroc_mean"]
-    if above(m, 0.5):
-        return "reproduced", "The escape-σ distributions separate clean from random-label models (interval above 0.5)."
-    if below(m, 0.5):
-        return "opposite direction", "Random-label models have the higher escape σ (interval below 0.5)."
-    return "inconclusive", "The per-pair AUROC interval contains 0.5."
+    vs = verdicts(results)
+    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
+
+
+OUTDATED = """## Claim {claim} — {title}
+
+**Verdict: not run (the summary predates this protocol).** `{name}/summary.json` was written
+before the exact model-level test, the clean-recipe random-label models and the absolute-σ rerun; rerun `scripts/{name}.py` (its numbers are not shown: they come from the
+earlier protocol).
+"""
 
 
 def section(summary: dict) -> tuple[str, str]:
-    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    """The README section of this claim from its summary.json: (verdict, markdown text); a
+    summary written by the earlier protocol gets a section saying so."""
     r, st = summary["results"], summary["settings"]
-    v, reason = verdict(r)
+    if "model_level" not in r:
+        return "not run (outdated summary)", OUTDATED.format(claim=CLAIM, title=TITLE, name=NAME)
+    v, _ = verdict(r)
     z = st["zoo"]
     c, rd = r["models"]["clean"], r["models"]["random"]
+    recipe = ("Both groups are trained with one recipe ({epochs} epochs, learning rate {lr}, weight decay, "
+              "cosine schedule) and paired seeds: random-label model i has clean model i's initialization and "
+              "batch order." if z.get("random_recipe", "fit") == "clean" else
+              "Random-label models are trained until they fit (training-time accuracy ≥ {fit}, at most "
+              "{max_epochs} epochs; stopped after {random_epochs}), clean ones {epochs} epochs.")
+    recipe = recipe.format(epochs=z["epochs"], lr=z["learning_rate"], fit=z["fit_threshold"],
+                           max_epochs=z["random_max_epochs"], random_epochs=r["random_epochs_run"])
     text = SECTION.format(
-        verdict=v, reason=reason, n_clean=len(c), n_random=len(rd), size=z["size"], n_train=z["n_train"],
-        data=z["data"], clean_epochs=z["epochs"], clean_train=span(m["train_accuracy"] for m in c),
-        clean_test=span(m["test_accuracy"] for m in c), fit=z["fit_threshold"],
-        max_epochs=z["random_max_epochs"], random_epochs=r["random_epochs_run"],
+        verdict=v, lines="\n".join(x.line() for x in verdicts(r)), n_clean=len(c), n_random=len(rd),
+        size=z["size"], n_train=z["n_train"], data=z["data"], recipe=recipe,
+        clean_train=span(m["train_accuracy"] for m in c), clean_test=span(m["test_accuracy"] for m in c),
         random_train=span(m["train_accuracy"] for m in rd), random_test=span(m["test_accuracy"] for m in rd),
         n_eval=r["n_eval"], n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"], sigma_hi=st["sigma_hi"],
-        draws=st["draws"], n_pairs=r["pair_auroc_mean"]["n"], pair=ci(r["pair_auroc_mean"], "mean"),
-        pairs=", ".join(num(a) for a in r["pair_auroc"]), pooled=ci(r["pooled_sample_auroc"], "auroc"),
-        model_level=ci(r["model_auroc_median_escape"], "auroc"),
+        abs_lo=st["abs_sigma_lo"], abs_hi=st["abs_sigma_hi"], draws=st["draws"],
+        model_level=_test_text(r["model_level"]), model_abs=_test_text(r["model_level_absolute"]),
+        model_margin=_test_text(r["model_level_clean_margin"]), pooled=ci(r["pooled_sample_auroc"], "auroc"),
+        n_pairs=r["pair_auroc_mean"]["n"], pair=ci(r["pair_auroc_mean"], "mean"),
+        pairs=", ".join(num(a) for a in r["pair_auroc"]),
         med_clean=num(r["median_escape_mean"]["clean"]), med_random=num(r["median_escape_mean"]["random"]),
         estimator=estimator_sentence(summary), seconds=summary["timing"]["total_seconds"])
     return v, text

@@ -6,6 +6,11 @@ correlations, whose bootstrap distribution is shifted by the duplicates a resamp
 (pairs resampled together), and percentile intervals for AUROCs (the two groups resampled
 separately, i.e. stratified; BCa is undefined when every resample gives the same AUROC, as
 with a few perfectly separated models). Means over a few seeds get Student-t intervals.
+
+When models are the units (a handful per group), intervals from resampling them are degenerate:
+`mann_whitney_exact` gives the exact one-sided p over models and what the design can detect;
+`cluster_auroc` pools every model's values but resamples whole models; `partial_spearman`
+adjusts a rank correlation for baselines (e.g. the clean softmax margin).
 """
 
 from __future__ import annotations
@@ -147,3 +152,101 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
     den = np.sqrt((ra * ra).sum(axis) * (rb * rb).sum(axis))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (ra * rb).sum(axis) / np.where(den > 0, den, 1), 0.0)
+
+
+# ---------------------------------------------------------------- model-level and baseline-adjusted tests
+
+
+def mann_whitney_null(n_pos: int, n_neg: int) -> np.ndarray:
+    """The exact null distribution of the Mann–Whitney U (pairs positive > negative) for
+    n_pos vs n_neg values without ties: [n_pos * n_neg + 1] probabilities of U = 0, 1, ….
+
+    Counts arrangements with the recurrence f(m, n, u) = f(m − 1, n, u − n) + f(m, n − 1, u)
+    (the largest value is a positive, beating all n negatives, or a negative)."""
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"the Mann–Whitney test needs at least one value per group; got {n_pos} and {n_neg}.")
+    # table[n] holds f(m, n, ·) for the current m, padded to the largest U
+    size = n_pos * n_neg + 1
+    table = [np.eye(1, size, 0).ravel() for _ in range(n_neg + 1)]  # m = 0: U = 0 only
+    for m in range(1, n_pos + 1):
+        new = [np.eye(1, size, 0).ravel()]  # n = 0: U = 0 only
+        for n in range(1, n_neg + 1):
+            shifted = np.zeros(size)
+            shifted[n:] = table[n][: size - n]
+            new.append(shifted + new[n - 1])
+        table = new
+    counts = table[n_neg]
+    return counts / counts.sum()
+
+
+def mann_whitney_exact(positive: Sequence[float], negative: Sequence[float], alpha: float = 0.05) -> dict:
+    """One-sided exact Mann–Whitney test that `positive` values exceed `negative` ones (one value
+    per model: models are the units), with what the design can detect.
+
+    Returns:
+        {auroc (= U / (n_pos n_neg)), p (exact, one-sided; ties counted one half in U and the
+        p read off the tie-free null, as scipy's "exact" method does), n_pos, n_neg, p_min (the
+        smallest p the design can give: every positive above every negative), critical_auroc
+        (the smallest AUROC with p < alpha; None if none can), ties (bool)}.
+    """
+    pos, neg = _finite_ranks(np.concatenate([np.asarray(positive, np.float64),
+                                             np.asarray(negative, np.float64)])), None
+    pos, neg = pos[: len(positive)], pos[len(positive):]
+    n1, n2 = len(pos), len(neg)
+    null = mann_whitney_null(n1, n2)
+    tail = np.cumsum(null[::-1])[::-1]  # tail[u] = P(U >= u)
+    u = float(sps.mannwhitneyu(pos, neg, alternative="greater", method="asymptotic").statistic)
+    p = float(tail[int(np.ceil(u - 1e-9))])
+    ok = np.flatnonzero(tail < alpha)
+    return {"auroc": u / (n1 * n2), "p": p, "n_pos": n1, "n_neg": n2, "p_min": float(null[-1]),
+            "critical_auroc": float(ok[0] / (n1 * n2)) if ok.size else None,
+            "ties": bool(len(np.unique(np.concatenate([pos, neg]))) < n1 + n2)}
+
+
+def cluster_auroc(positive: Sequence[Sequence[float]], negative: Sequence[Sequence[float]], n_boot: int = N_BOOT,
+                  seed: int = 0) -> dict:
+    """AUROC of all pooled values (e.g. every image's escape σ under every model), with a
+    percentile bootstrap that resamples whole clusters (models) within each class, so values of
+    one model are never treated as independent: {auroc, lo, hi, n_pos, n_neg (clusters),
+    interval}. positive / negative: one array of values per cluster."""
+    pos = [_finite_ranks(np.asarray(v, np.float64)) for v in positive]
+    neg = [_finite_ranks(np.asarray(v, np.float64)) for v in negative]
+    allv = _finite_ranks(np.concatenate(pos + neg))  # one common ±inf replacement
+    cut = np.cumsum([len(v) for v in pos + neg])[:-1]
+    parts = np.split(allv, cut)
+    pos, neg = parts[: len(pos)], parts[len(pos):]
+    point = _auc(np.concatenate(pos), np.concatenate(neg))
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        bp = np.concatenate([pos[i] for i in rng.integers(0, len(pos), len(pos))])
+        bn = np.concatenate([neg[i] for i in rng.integers(0, len(neg), len(neg))])
+        boot.append(float(_auc_rows(bp, bn)))
+    lo, hi = (np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) if n_boot > 0 else (np.nan, np.nan))
+    return _clean({"auroc": point, "lo": float(lo), "hi": float(hi), "n_pos": len(pos), "n_neg": len(neg),
+                   "interval": "percentile bootstrap over models (clusters)"})
+
+
+def partial_spearman(x: Sequence[float], y: Sequence[float], covariates: Sequence[Sequence[float]],
+                     n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Partial Spearman ρ of x and y given covariates: the Pearson correlation of the ranks of x
+    and of y after each is regressed (least squares, with an intercept) on the covariates' ranks;
+    BCa bootstrap interval over rows. {rho, lo, hi, n}. Rows with a NaN anywhere are dropped;
+    ±inf rank as extremes."""
+    cols = [np.asarray(v, np.float64) for v in (x, y, *covariates)]
+    keep = ~np.any([np.isnan(c) for c in cols], axis=0)
+    ranks = np.stack([sps.rankdata(_finite_ranks(c[keep])) for c in cols], axis=1)  # [n, 2 + k]
+    n = len(ranks)
+
+    def stat(idx: np.ndarray) -> float:
+        r = ranks[idx]
+        z = np.column_stack([np.ones(len(r)), r[:, 2:]])
+        res = r[:, :2] - z @ np.linalg.lstsq(z, r[:, :2], rcond=None)[0]
+        den = np.sqrt((res ** 2).sum(0).prod())
+        return float((res[:, 0] * res[:, 1]).sum() / den) if den > 0 else 0.0
+
+    if n < ranks.shape[1] + 2:
+        return {"rho": None, "lo": None, "hi": None, "n": int(n)}
+    rho = stat(np.arange(n))
+    lo, hi = bootstrap_indices(stat, n, n_boot=n_boot, seed=seed) if n_boot > 0 else (None, None)
+    return _clean({"rho": rho, "lo": lo, "hi": hi, "n": int(n)})

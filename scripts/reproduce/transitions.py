@@ -2,14 +2,29 @@
 ones the model confuses on clean inputs.
 
 Protocol. Each clean zoo ViT is probed with APEX (noise on every block's output, σ relative to
-each site's RMS) on the test split. Its *small σ* is the smallest grid σ at which the mean
-flip rate over the inputs (share of draws leaving the clean prediction) reaches `flip_rate`.
-The transition matrix counts, over inputs and draws at that σ, clean class -> noisy class;
-the confusion matrix counts true class -> clean prediction on the same inputs; both are summed
-over the models. Reported: the top class pairs of the transition matrix (with their rank in the
-confusion matrix), Spearman ρ between the two matrices' off-diagonal entries with a
-delete-a-group jackknife interval over inputs, the same per model (mean and t interval), and
-the overlap of the top-10 pairs.
+each site's RMS) on the first `n_inputs` test images. Its *small σ* is the smallest grid σ at
+which the mean flip rate over the inputs (share of draws leaving the clean prediction) reaches
+`flip_rate`. The transition matrix counts, over inputs and draws at that σ, clean class ->
+noisy class; the confusion matrix counts true class -> clean prediction on *other* inputs (the
+validation split and the rest of the test split: disjoint from the transition inputs, so the
+two matrices share no input-level noise); both are summed over the models. The earlier protocol
+(confusions on the transition inputs themselves) is reported beside it.
+
+Independence null. Part of any agreement comes from the class margins alone (classes that
+noise moves predictions to often are also often predicted in error). The margins-only
+expectation of a matrix is outer(row sums, column sums) / total (off-diagonal cells); its ρ with
+the confusions is the agreement margins alone give, and the partial Spearman ρ of transitions
+and confusions given both matrices' margins-only expectations is the agreement beyond them.
+
+Reported: the top class pairs of the transition matrix (with their rank in the confusion
+matrix), Spearman ρ between the two matrices' off-diagonal entries and the partial ρ, each with
+a delete-a-group jackknife interval over inputs (transition and confusion inputs left out
+together), the independence null's ρ, the same per model (mean and t interval), and the overlap
+of the top-10 pairs.
+
+Verdicts (`verdicts`, fixed here): reproduced if the jackknife interval of ρ (disjoint
+confusions) lies above the independence null's ρ, and if the interval of the partial ρ lies
+above 0 (not reproduced if below 0.1); else inconclusive.
 """
 
 from __future__ import annotations
@@ -22,8 +37,9 @@ from scipy import stats as sps
 
 import apex_jax
 from apex_jax import io
-from . import common, stats, vit, zoo
-from .reporting import above, ci, num, span
+from . import common, ensembles, stats, vit, zoo
+from . import verdicts as V
+from .reporting import ci, num, span
 
 NAME = "transitions"
 CLAIM = 3
@@ -34,7 +50,7 @@ TOP = 10
 @dataclasses.dataclass(frozen=True)
 class Settings:
     zoo: zoo.ZooConfig = zoo.ZooConfig()
-    n_inputs: int = 1000
+    n_inputs: int = 500  # transition inputs: the first n_inputs test images
     sigma_lo: float = 0.1
     sigma_hi: float = 2.0
     n_sigmas: int = 8
@@ -58,9 +74,17 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer = common.Timer()
     clean = zoo.get_group(s.zoo, "clean", work, log)
     timer.mark("zoo")
-    test = zoo.splits(s.zoo)["test"]
-    test = test.subset(np.arange(min(s.n_inputs, len(test))))
+    parts = zoo.splits(s.zoo)
+    full_test = parts["test"]
+    test = full_test.subset(np.arange(min(s.n_inputs, len(full_test))))
     model, C, n = clean.model, test.n_classes, len(test)
+    # confusion inputs: the validation split and the rest of the test split (disjoint)
+    rest = full_test.subset(np.arange(len(test), len(full_test)))
+    stack = ensembles.stack(clean.params)
+    conf_labels = np.concatenate([parts["val"].labels, rest.labels])
+    conf_pred = np.concatenate(
+        [ensembles.predict_stack(model, stack, vit.pixels(model, d.inputs)).argmax(-1) for d in (parts["val"], rest)
+         if len(d)], axis=1)  # [M, n_conf]
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
     res = common.apex_sweeps(model, clean.params, vit.pixels(model, test.inputs), test.ids, sigmas, sites,
@@ -76,17 +100,27 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         clean_pred.append(r.clean)
     trans_rows, clean_pred = np.stack(trans_rows), np.stack(clean_pred)  # [M, n, C], [M, n]
     labels = test.labels
-    T, K = _matrices(trans_rows, clean_pred, labels, np.arange(n), C)
+    T, K_same = _matrices(trans_rows, clean_pred, labels, np.arange(n), C)
+    K = _confusions(conf_pred, conf_labels, np.arange(len(conf_labels)), C)
     off = ~np.eye(C, dtype=bool)
     boot = _interval_rho(trans_rows, clean_pred, labels, C, s.jackknife_groups, s.seed)
-    per_model = [_rho(*_matrices(trans_rows[m:m + 1], clean_pred[m:m + 1], labels, np.arange(n), C))
+    disjoint = _interval_disjoint(trans_rows, clean_pred, conf_pred, conf_labels, C, s.jackknife_groups, s.seed)
+    per_model = [_rho(_matrices(trans_rows[m:m + 1], clean_pred[m:m + 1], labels, np.arange(n), C)[0],
+                      _confusions(conf_pred[m:m + 1], conf_labels, np.arange(len(conf_labels)), C))
                  for m in range(len(res))]
     top_t = _top_pairs(T, TOP)
     top_k = _top_pairs(K, TOP)
     names = test.label_names
     k_rank = _ranks(K)
     results = {
-        "spearman_offdiagonal": {"rho": _rho(T, K), **boot, "n_cells": int(off.sum())},
+        "spearman_offdiagonal": {"rho": _rho(T, K), **disjoint["rho"], "n_cells": int(off.sum()),
+                                 "confusions": "disjoint inputs"},
+        "partial_spearman_given_margins": {"rho": _partial(T, K), **disjoint["partial"], "n_cells": int(off.sum())},
+        "independence_null_rho": _rho(_independence(T), K),
+        "independence_null_rho_interval": disjoint["null"],
+        "spearman_same_inputs": {"rho": _rho(T, K_same), **boot, "n_cells": int(off.sum()),
+                                 "confusions": "the transition inputs"},
+        "n_confusion_inputs": int(len(conf_labels)),
         "spearman_per_model": per_model,
         "spearman_per_model_mean": stats.mean_ci(per_model, bounds=(-1.0, 1.0)),
         "spearman_symmetrized": _rho(T + T.T, K + K.T, upper=True),
@@ -100,6 +134,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "n_inputs": int(n), "n_models": len(res),
         "zoo_training_seconds": {"clean": clean.info["seconds"]},
         "n_transitions": int(T[off].sum()), "n_confusions": int(K[off].sum()),
+        "n_confusions_same_inputs": int(K_same[off].sum()),
     }
     timer.mark("statistics")
     io.write_rows(out / "pairs.csv", ["from", "to", "transitions", "transition_share", "confusions",
@@ -136,6 +171,55 @@ def _matrices(trans_rows, clean_pred, labels, idx, C):
     np.fill_diagonal(T, 0)
     np.fill_diagonal(K, 0)
     return T, K
+
+
+def _confusions(pred, labels, idx, C):
+    """Confusion matrix (true -> predicted) over the inputs `idx` (with repeats) and all models
+    (pred [M, n]), diagonal zeroed."""
+    K = np.zeros((C, C))
+    for m in range(pred.shape[0]):
+        np.add.at(K, (labels[idx], pred[m, idx]), 1)
+    np.fill_diagonal(K, 0)
+    return K
+
+
+def _independence(M):
+    """The margins-only (independence) expectation of an off-diagonal count matrix:
+    outer(row sums, column sums) / total, diagonal zeroed."""
+    total = M.sum()
+    E = np.outer(M.sum(1), M.sum(0)) / max(total, 1e-12)
+    np.fill_diagonal(E, 0)
+    return E
+
+
+def _partial(T, K) -> float:
+    """Partial Spearman ρ of the off-diagonal cells of T and K given both matrices'
+    margins-only expectations (`_independence`)."""
+    off = ~np.eye(len(T), dtype=bool)
+    if np.ptp(T[off]) == 0 or np.ptp(K[off]) == 0:
+        return float("nan")
+    r = stats.partial_spearman(T[off], K[off], [_independence(T)[off], _independence(K)[off]], n_boot=0)["rho"]
+    return float("nan") if r is None else float(r)
+
+
+def _interval_disjoint(trans_rows, clean_pred, conf_pred, conf_labels, C, groups, seed) -> dict:
+    """Delete-a-group jackknife intervals (clipped to [-1, 1]) of ρ, of the partial ρ and of the
+    independence null's ρ, with transition and confusion inputs shuffled into the same groups
+    (units 0..n_t−1: transition inputs; n_t..: confusion inputs)."""
+    n_t = trans_rows.shape[1]
+    out = {}
+    for name in ("rho", "partial", "null"):
+        def stat(idx, name=name):
+            t_idx, k_idx = idx[idx < n_t], idx[idx >= n_t] - n_t
+            T = _matrices(trans_rows, clean_pred, np.zeros(n_t, int), t_idx, C)[0]
+            K = _confusions(conf_pred, conf_labels, k_idx, C)
+            v = {"rho": lambda: _rho(T, K), "partial": lambda: _partial(T, K),
+                 "null": lambda: _rho(_independence(T), K)}[name]()
+            return 0.0 if not np.isfinite(v) else v
+
+        j = stats.jackknife_groups(stat, n_t + len(conf_labels), groups, seed)
+        out[name] = {"lo": max(-1.0, j["lo"]), "hi": min(1.0, j["hi"]), "interval": f"jackknife, {j['groups']} groups"}
+    return out
 
 
 def _rho(T, K, upper: bool = False) -> float:
@@ -195,18 +279,23 @@ def _plot(out: Path, T, K, names, results) -> None:
 
 SECTION = """## Claim 3 — small-σ transitions follow the confusion structure
 
-**Verdict: {verdict}.** {reason}
+**Verdict: {verdict}.**
+
+{lines}
 
 Setup: the {n_models} clean ViTs on {n_inputs} test images (clean accuracy {acc}). Each model's
 small σ is the smallest grid σ whose mean flip rate reaches {flip}: σ = {small}. Transition
 matrix: clean class → noisy class over all draws ({n_trans} transitions); confusion matrix: true
-class → clean prediction on the same images ({n_conf} errors); both summed over the models,
-diagonals dropped ({cells} cells).
+class → clean prediction on {n_conf_inputs} other images (the validation split and the rest of the
+test split; {n_conf} errors); both summed over the models, diagonals dropped ({cells} cells).
 
 | | value |
 |---|---|
-| Spearman ρ, transitions vs confusions (off-diagonal cells), [95% CI over images, {how}] | {rho} |
-| the same per model, mean [95% t-CI] | {per_model} |
+| Spearman ρ, transitions vs confusions on disjoint images (off-diagonal cells) [95% CI over images, {how}] | {rho} |
+| independence null: ρ of the margins-only transition matrix with the confusions | {null} |
+| partial ρ given both matrices' margins-only expectations | {partial} |
+| earlier protocol: confusions on the transition images themselves ({n_conf_same} errors) | {same} |
+| Spearman ρ per model (disjoint confusions), mean [95% t-CI] | {per_model} |
 | the same on symmetrized matrices (unordered pairs) | {sym} |
 | top-{top} transition pairs that are also top-{top} confusion pairs | {overlap} |
 
@@ -221,30 +310,83 @@ Run time {seconds} s. Files: `transitions/pairs.csv`, `transitions/summary.json`
 ![transitions and confusions](transitions/transitions.png)
 """
 
+SMALLEST_RHO = 0.1  # the least partial agreement that counts
+
+
+def verdicts(results: dict) -> list[V.Verdict]:
+    """Claim 3's rules, fixed before the numbers (both from the abstract's "semantically coherent
+    prediction transitions", read as: they go where the models' errors go). (1) Beyond the class
+    margins: reproduced if the jackknife 95% interval of ρ (transitions vs confusions on disjoint
+    inputs) lies above the independence null's ρ, not reproduced if it lies below it, else
+    inconclusive. (2) Partial ρ given the margins-only expectations: `verdicts.effect_rule`
+    (above 0: reproduced; below 0.1: not reproduced). Summaries without the disjoint
+    confusions (older runs) are judged inconclusive: their confusions share inputs with the
+    transitions."""
+    d = results["spearman_offdiagonal"]
+    cells = d.get("n_cells", 90)
+    power = (f"{cells} matrix cells (ρ ≥ {num(V.mde_spearman(cells), 2)} detected with 80% power if cells were "
+             f"independent); this interval resolves ≈ {num(V.mde_interval(d.get('lo'), d.get('hi')), 2)}")
+    if "partial_spearman_given_margins" not in results:
+        return [V.Verdict(claim="small-σ transitions follow the confusions", outcome="inconclusive",
+                          rule="needs confusions on inputs disjoint from the transitions' (absent in this summary)",
+                          power=power, evidence=f"ρ = {ci(d, 'rho')} on shared inputs", paper=V.no_figure())]
+    null = results["independence_null_rho"]
+    lo, hi = d.get("lo"), d.get("hi")
+    beyond = "inconclusive" if lo is None or hi is None else (
+        "reproduced" if lo > null else "not reproduced" if hi < null else "inconclusive")
+    p = results["partial_spearman_given_margins"]
+    return [
+        V.Verdict(claim="small-σ transitions agree with the confusions (disjoint inputs) more than the class "
+                        "margins alone make them", outcome=beyond, paper=V.no_figure(), power=power,
+                  rule=("reproduced if the jackknife 95% interval of ρ lies above the independence null's ρ; not "
+                        "reproduced if it lies below it; else inconclusive"),
+                  evidence=f"ρ = {ci(d, 'rho')}; independence null ρ = {num(null)}"),
+        V.Verdict(claim="the agreement survives the margins (partial ρ given the margins-only expectations)",
+                  outcome=V.effect_rule(p.get("lo"), p.get("hi"), 0.0, SMALLEST_RHO), paper=V.no_figure(),
+                  rule=(f"reproduced if the jackknife 95% interval of the partial ρ lies above 0; not reproduced if "
+                        f"it lies below {SMALLEST_RHO}; else inconclusive"),
+                  power=f"this interval resolves ≈ {num(V.mde_interval(p.get('lo'), p.get('hi')), 2)}",
+                  evidence=f"partial ρ = {ci(p, 'rho')}"),
+    ]
+
 
 def verdict(results: dict) -> tuple[str, str]:
-    """Claim 3's rule. Reproduced: the pooled Spearman ρ (transitions vs confusions,
-    off-diagonal cells) has its interval above 0. Otherwise not reproduced.
+    """Claim 3's overall outcome: `verdicts.combine` of `verdicts(results)`.
 
     Returns:
-        (verdict, one-sentence reason).
+        (outcome, one sentence naming each sub-claim's outcome).
     """
-    if above(results["spearman_offdiagonal"], 0):
-        return "reproduced", "Noise moves predictions to the classes the models confuse (interval above 0)."
-    return "not reproduced", "The rank agreement's interval does not lie above 0."
+    vs = verdicts(results)
+    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
+
+
+OUTDATED = """## Claim 3 — small-σ transitions follow the confusion structure
+
+**Verdict: not run (the summary predates this protocol).** `transitions/summary.json` was written
+before the confusions came from disjoint inputs and before the independence null; rerun
+`scripts/transitions.py` (its numbers are not shown: they come from the earlier protocol).
+"""
 
 
 def section(summary: dict) -> tuple[str, str]:
-    """The README section of this claim from its summary.json: (verdict, markdown text)."""
+    """The README section of this claim from its summary.json: (verdict, markdown text); a
+    summary written by the earlier protocol gets a section saying so."""
     r, st = summary["results"], summary["settings"]
-    v, reason = verdict(r)
+    if "partial_spearman_given_margins" not in r:
+        return "not run (outdated summary)", OUTDATED
+    v, _ = verdict(r)
     pairs = "\n".join(f"| {p['from']} → {p['to']} | {num(p['share_of_transitions'])} | {p['confusions']} | "
                       f"{p['confusion_rank']} |" for p in r["top_pairs"])
+    same = r.get("spearman_same_inputs", r["spearman_offdiagonal"])
     text = SECTION.format(
-        verdict=v, reason=reason, n_models=r["n_models"], n_inputs=r["n_inputs"],
+        verdict=v, lines="\n".join(x.line() for x in verdicts(r)), n_models=r["n_models"], n_inputs=r["n_inputs"],
         acc=span(r["clean_accuracy"]), flip=st["flip_rate"], small=", ".join(num(x) for x in r["small_sigma"]),
-        n_trans=r["n_transitions"], n_conf=r["n_confusions"], cells=r["spearman_offdiagonal"]["n_cells"],
+        n_trans=r["n_transitions"], n_conf=r["n_confusions"], n_conf_inputs=r.get("n_confusion_inputs", "n/a"),
+        cells=r["spearman_offdiagonal"]["n_cells"],
         rho=ci(r["spearman_offdiagonal"], "rho"), how=r["spearman_offdiagonal"].get("interval", "bootstrap"),
+        null=num(r.get("independence_null_rho")),
+        partial=ci(r["partial_spearman_given_margins"], "rho") if "partial_spearman_given_margins" in r else "n/a",
+        same=ci(same, "rho"), n_conf_same=r.get("n_confusions_same_inputs", r["n_confusions"]),
         per_model=ci(r["spearman_per_model_mean"], "mean"),
         sym=num(r["spearman_symmetrized"]), top=r["top_k"], overlap=r["top_overlap"], pairs=pairs,
         seconds=summary["timing"]["total_seconds"])

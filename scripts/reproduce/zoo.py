@@ -4,9 +4,13 @@ Kinds (every member of every kind trains on the same `n_train` images: the first
 the stratified train split, so they are close to class-balanced):
 
 - ``clean``: true labels; seeds 0..n-1 (initialization and batch order).
-- ``random``: labels drawn uniformly at random (a new draw per seed), trained until every model
-  fits its training set (training-time accuracy >= `fit_threshold`, at most `random_max_epochs`
-  epochs, constant learning rate, no weight decay).
+- ``random``: labels drawn uniformly at random (a new draw per seed). With `random_recipe`
+  "clean" (the default) member i is trained exactly like clean member i: the same seed (so the
+  same initialization and batch order), learning rate, weight decay, schedule and epochs; only
+  the labels differ, so a difference between the two groups cannot come from the recipe. With
+  "fit" (the earlier recipe) they train until every model fits its labels (training-time
+  accuracy >= `fit_threshold`, at most `random_max_epochs` epochs, constant learning rate
+  `random_learning_rate`, no weight decay, seeds 100+i).
 - ``backdoor``: BadNets (`backdoor.poison`): `poison_rate` of the images, drawn from the other
   classes, stamped with the trigger and relabelled to the member's target class; targets
   cycle through (0, 2, 4, ...) so several target classes are covered.
@@ -35,6 +39,7 @@ from apex_jax import data as data_lib
 from . import backdoor, ensembles, vit
 
 KINDS = ("clean", "random", "backdoor")
+RANDOM_RECIPES = ("clean", "fit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +48,7 @@ class ZooConfig:
     size: str = "tiny"
     split_seed: int = 0
     n_train: int = 2000
-    n_models: int = 5
+    n_models: int = 14  # claim 4 holds some of them out to fix its σ and site rule
     epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 3e-3
@@ -51,12 +56,13 @@ class ZooConfig:
     random_learning_rate: float = 1e-3
     fit_threshold: float = 0.99
     poison_rate: float = 0.1
+    random_recipe: str = "clean"  # "clean": the clean group's recipe and seeds; "fit": train to fit
     checkpoint_every: int = 1  # epochs between orbax checkpoints of a group's training
 
     @classmethod
     def quick(cls) -> "ZooConfig":
         """The zoo of every claim's quick mode (digits, micro ViT, a few models)."""
-        return cls(data="digits", size="micro", n_train=600, n_models=4, epochs=16, batch_size=32,
+        return cls(data="digits", size="micro", n_train=600, n_models=6, epochs=16, batch_size=32,
                    learning_rate=5e-3, random_max_epochs=30, random_learning_rate=2e-3, checkpoint_every=1000)
 
     def key(self) -> str:
@@ -77,10 +83,12 @@ class Group:
 
 
 def splits(cfg: ZooConfig) -> dict[str, data_lib.Dataset]:
-    """{"train": the zoo's training images, "test": the test split}."""
+    """{"train": the zoo's training images, "test": the test split, "val": the validation split
+    (never trained on, never used for model selection here: held-out inputs disjoint from the
+    test split)}."""
     s = data_lib.split_dataset(data_lib.load_dataset(cfg.data), seed=cfg.split_seed)
     train = s["train"]
-    return {"train": train.subset(np.arange(min(cfg.n_train, len(train)))), "test": s["test"]}
+    return {"train": train.subset(np.arange(min(cfg.n_train, len(train)))), "test": s["test"], "val": s["val"]}
 
 
 def target_of(i: int, n_classes: int) -> int:
@@ -109,7 +117,11 @@ def _train_group(cfg: ZooConfig, kind: str, folder: Path, model: Model, log) -> 
     sp = splits(cfg)
     train, test = sp["train"], sp["test"]
     n, m, C = len(train), cfg.n_models, train.n_classes
-    base = {"clean": 0, "random": 100, "backdoor": 200}[kind]
+    if kind == "random" and cfg.random_recipe not in RANDOM_RECIPES:
+        raise ValueError(f"unknown random_recipe {cfg.random_recipe!r}; choose from {RANDOM_RECIPES}.")
+    paired = kind == "random" and cfg.random_recipe == "clean"
+    # paired random-label members share the clean members' seeds (initialization, batch order)
+    base = 0 if paired else {"clean": 0, "random": 100, "backdoor": 200}[kind]
     seeds = [base + i for i in range(m)]
     trigger = backdoor.Trigger.for_images(train.inputs.shape[-1])
     members = np.tile(np.arange(n), (m, 1))
@@ -125,7 +137,7 @@ def _train_group(cfg: ZooConfig, kind: str, folder: Path, model: Model, log) -> 
                     for t, s in zip(targets, seeds)]
         x = vit.pixels(model, np.stack([p.images for p in poisoned]))
         y = np.stack([p.labels for p in poisoned])
-    if kind == "random":
+    if kind == "random" and not paired:
         ec = ensembles.EnsembleConfig(epochs=cfg.random_max_epochs, batch_size=cfg.batch_size,
                                       learning_rate=cfg.random_learning_rate, weight_decay=0.0,
                                       schedule="constant", fit_threshold=cfg.fit_threshold, seed=base,
