@@ -71,23 +71,13 @@ def build_bert(folder: Path, size: str, seed: int = 0) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from apex_jax import assets
-
     if (folder / "config.json").exists():
         return folder
     layers, d, heads, mlp = SIZES[size]
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=30522, hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=mlp, num_labels=2, max_position_embeddings=512)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    BertForSequenceClassification(cfg).eval().save_pretrained(tmp)
-    src = assets.asset_path("minilm")
-    for f in os.listdir(src):
-        if f != "config.json" and ("token" in f or f in ("vocab.txt", "special_tokens_map.json")):
-            shutil.copy(src / f, tmp / f)
-    tmp.rename(folder)
-    return folder
+    return _save_with_minilm_tokenizer(BertForSequenceClassification(cfg).eval(), folder)
 
 
 def build_gpt2(folder: Path, size: str, seed: int = 0) -> Path:
@@ -97,17 +87,23 @@ def build_gpt2(folder: Path, size: str, seed: int = 0) -> Path:
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from apex_jax import assets
-
     if (folder / "config.json").exists():
         return folder
     layers, d, heads, mlp = SIZES[size]
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=d, n_layer=layers, n_head=heads, n_inner=mlp,
                      num_labels=2, pad_token_id=0, use_cache=False)  # no KV cache: one forward per batch
+    return _save_with_minilm_tokenizer(GPT2ForSequenceClassification(cfg).eval(), folder)
+
+
+def _save_with_minilm_tokenizer(hf_model, folder: Path) -> Path:
+    """Saves `hf_model` with the MiniLM tokenizer's files into `folder` (written beside it, then
+    renamed, so an interrupted build leaves no half folder)."""
+    from apex_jax import assets
+
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    GPT2ForSequenceClassification(cfg).eval().save_pretrained(tmp)
+    hf_model.save_pretrained(tmp)
     src = assets.asset_path("minilm")
     for f in os.listdir(src):
         if f != "config.json" and ("token" in f or f in ("vocab.txt", "special_tokens_map.json")):

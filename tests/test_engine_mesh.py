@@ -21,6 +21,7 @@ from apex_jax.engine import run_sweep
 from apex_jax.engine.mesh import param_specs, sweep_mesh, unsplit_leaves
 from apex_jax.errors import InputError
 from apex_jax.interventions import Noise
+from tests.helpers import kill_once_checkpointed
 from tests.helpers.mesh_script import CONFIGS, inputs
 
 MESH_SCRIPT = Path(__file__).parent / "helpers" / "mesh_script.py"
@@ -141,9 +142,7 @@ def test_two_processes_killed_then_one_process_resumes_identically(tmp_path):
     """SIGKILL both processes of a 2-process sweep mid-run; the same sweep rerun by ONE process
     resumes from their checkpoint (the units and counts do not depend on the process count)
     and ends bitwise equal to an uninterrupted run, computing only the unfinished units."""
-    import signal
     import socket
-    import time
 
     from apex_jax.engine import checkpoints_in
     from apex_jax.models.loading import resolve
@@ -167,17 +166,7 @@ def test_two_processes_killed_then_one_process_resumes_identically(tmp_path):
                                       f"127.0.0.1:{port}", "--process-id", str(i), "--num-processes", "2"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for i in range(2)]
-    deadline = time.time() + 240
-    while time.time() < deadline and all(p.poll() is None for p in procs):
-        steps = [p for p in run_dir.glob("sweep-checkpoints/*/*") if p.name.isdigit()]
-        if steps and max(int(p.name) for p in steps) >= 4:
-            break
-        time.sleep(0.05)
-    assert all(p.poll() is None for p in procs), "a process ended before the kill: " + b"".join(
-        p.stderr.read() for p in procs if p.poll() is not None).decode()[-2000:]
-    for p in procs:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+    kill_once_checkpointed(procs, run_dir, min_step=4)
     (info,) = checkpoints_in(run_dir)
     assert not info.complete
     r = subprocess.run(_script(folder, tmp_path / "one.npy", "--run-dir", str(run_dir), "--draws", "64"),

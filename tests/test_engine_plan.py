@@ -17,6 +17,7 @@ from apex_jax.engine import (SweepPlan, checkpoints_in, differences, draw_keys,
 from apex_jax.engine import kernels
 from apex_jax.interventions import Noise
 from apex_jax.models.loading import resolve
+from tests.helpers import kill_once_checkpointed
 from tests.helpers.sweep_script import TEXTS
 from tests.helpers.tiny_text import tiny_bert_folder
 
@@ -168,10 +169,8 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
     shared checkpoint and ends bitwise equal to an uninterrupted one-process run; a one-process
     rerun then finds the finished sweep and computes nothing."""
     import os
-    import signal
     import socket
     import subprocess
-    import time
 
     from tests.helpers.sweep_script import load_scores
     from tests.test_engine import _script
@@ -199,17 +198,7 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
                 for i in range(2)]
 
     procs = start()
-    deadline = time.time() + 240
-    while time.time() < deadline and all(p.poll() is None for p in procs):
-        steps = [p for p in run_dir.glob("sweep-checkpoints/*/*") if p.name.isdigit()]
-        if steps and max(int(p.name) for p in steps) >= 5:
-            break
-        time.sleep(0.05)
-    assert all(p.poll() is None for p in procs), "a process ended before the kill: " + b"".join(
-        p.stderr.read() for p in procs if p.poll() is not None).decode()[-2000:]
-    for p in procs:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+    kill_once_checkpointed(procs, run_dir, min_step=5)
     assert not (tmp_path / "p0.npy").exists()
     procs = start()
     errs = [p.communicate(timeout=300)[1].decode() for p in procs]

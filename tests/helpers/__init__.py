@@ -56,3 +56,22 @@ def minilm_folder() -> Path:
         return Path(assets.fetch_assets(["minilm"])["minilm"])
     except Exception as e:
         pytest.skip(f"MiniLM asset unavailable (not cached, fetch failed: {e}; first: {reason})")
+
+
+def kill_once_checkpointed(procs, run_dir: Path, min_step: int, timeout: float = 240) -> None:
+    """SIGKILLs the sweep processes `procs` once `run_dir` holds a checkpoint step >= `min_step`
+    (asserting they were all still running: a kill after the end would test nothing)."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        steps = [p for p in Path(run_dir).glob("sweep-checkpoints/*/*") if p.name.isdigit()]
+        if steps and max(int(p.name) for p in steps) >= min_step:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), "a process ended before the kill: " + b"".join(
+        p.stderr.read() for p in procs if p.poll() is not None).decode()[-2000:]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
