@@ -156,12 +156,19 @@ def test_checkpoints_round_trip_and_reject_other_shapes(tmp_path):
 
 
 def test_enable_compile_cache_sets_jax_config(tmp_path):
-    old = jax.config.jax_compilation_cache_dir
-    try:
-        folder = enable_compile_cache(tmp_path / "cc")
-        assert folder.is_dir() and jax.config.jax_compilation_cache_dir == str(folder)
-    finally:
-        jax.config.update("jax_compilation_cache_dir", old)
+    # in a subprocess: once JAX has seen the cache on, it keeps writing every later compile of
+    # this process there, and the rest of the suite runs without the persistent cache
+    import subprocess
+    import sys
+
+    code = ("import jax, sys; from apex_jax.engine import enable_compile_cache\n"
+            "folder = enable_compile_cache(sys.argv[1])\n"
+            "assert folder.is_dir() and jax.config.jax_compilation_cache_dir == str(folder)\n"
+            "assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.5\n"
+            "jax.jit(lambda x: x + 1)(1.0).block_until_ready()\n"
+            "print(len(list(folder.iterdir())))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cc")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
