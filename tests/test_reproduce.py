@@ -117,7 +117,7 @@ def test_synapse_numbers(quick):
     assert refd["vader-corpus"]["pooler"] and not refd["digits-vit"]["pooler"]
     for t in refd.values():
         assert [c["k_percent"] for c in t["curve"]] == list(st["reference"]["k_levels"])
-        assert abs(sum(t["top10_layer_share"]) - 1) < 1e-9 and np.array(t["asymmetry"]).shape == (t["n_classes"],) * 2
+        assert abs(sum(t["top10_layer_share"]) - 1) < 1e-6 and np.array(t["asymmetry"]).shape == (t["n_classes"],) * 2
         assert {c["site"] for c in t["controls"]} == ({"all layers", "all layers + pooler"} if t["pooler"]
                                                       else {"all layers"})
     assert {v["outcome"] for v in syn["results"]["verdicts"]} <= {"reproduced", "not reproduced", "inconclusive"}
