@@ -146,17 +146,12 @@ def test_two_processes_killed_then_one_process_resumes_identically(tmp_path):
 
     from apex_jax.engine import checkpoints_in
     from apex_jax.models.loading import resolve
-    from tests.helpers.sweep_script import TEXTS
+    from tests.helpers.sweep_script import sweep
     from tests.helpers.tiny_text import tiny_bert_folder
     from tests.test_engine import _script
 
     folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
-    m = apex_jax.load(folder)
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(m.config.n_layers)]
-    straight = run_sweep(m, m.params, m.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
-                         lambda s, k: {site: Noise(k, s, relative=True) for site in sites},
-                         np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32), sites=sites, draws=64, seed=7,
-                         draws_per_step=4, inputs_per_step=4, progress=False).counts  # as sweep_script
+    straight = sweep(apex_jax.load(folder), draws=64).counts
     run_dir = tmp_path / "run"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

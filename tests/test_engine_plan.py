@@ -179,16 +179,11 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
     import socket
     import subprocess
 
-    from tests.helpers.sweep_script import load_scores
+    from tests.helpers.sweep_script import load_scores, sweep
     from tests.test_engine import _script
 
     folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
-    m = apex_jax.load(folder)
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(m.config.n_layers)]
-    straight = run_sweep(m, m.params, m.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
-                         lambda s, k: {site: Noise(k, s, relative=True) for site in sites},
-                         np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32), sites=sites, draws=64, seed=7,
-                         draws_per_step=4, inputs_per_step=4, progress=False)  # as sweep_script
+    straight = sweep(apex_jax.load(folder), draws=64)
     straight_scores = (straight.margin_sum, straight.kl_sum)
     straight = straight.counts
     run_dir = tmp_path / "run"

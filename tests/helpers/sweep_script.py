@@ -23,6 +23,20 @@ def load_scores(out) -> tuple:
         return z["margin"], z["kl"]
 
 
+def sweep(model, draws: int = 16, **kwargs):
+    """The script's sweep: noise on every block's output, 5 relative σ, seed 7, on `TEXTS`
+    (ids 100…); `kwargs` go to `run_sweep` (run_dir, units_per_call, model_parallel, …). Tests
+    call it in-process for the uninterrupted reference run."""
+    from apex_jax.engine import run_sweep
+    from apex_jax.interventions import Noise
+
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)]
+    sigmas = np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32)
+    return run_sweep(model, model.params, model.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
+                     lambda s, k: {site: Noise(k, s, relative=True) for site in sites}, sigmas, sites=sites,
+                     draws=draws, seed=7, draws_per_step=4, inputs_per_step=4, progress=False, **kwargs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("folder")
@@ -43,18 +57,9 @@ def main() -> None:
                                    process_id=a.process_id)
 
     import apex_jax
-    from apex_jax.engine import run_sweep
-    from apex_jax.interventions import Noise
 
-    model = apex_jax.load(a.folder)
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)]
-    sigmas = np.array([0.1, 0.5, 1.0, 2.0, 4.0], np.float32)
-    res = run_sweep(
-        model, model.params, model.encode(TEXTS), np.arange(100, 100 + len(TEXTS)),
-        lambda s, k: {site: Noise(k, s, relative=True) for site in sites}, sigmas, sites=sites,
-        draws=a.draws, seed=7, draws_per_step=4, inputs_per_step=4,
-        units_per_call=a.units_per_call, run_dir=a.run_dir, progress=False, model_parallel=a.model_parallel,
-    )
+    res = sweep(apex_jax.load(a.folder), a.draws, units_per_call=a.units_per_call, run_dir=a.run_dir,
+                model_parallel=a.model_parallel)
     np.savez(scores_path(a.out), margin=res.margin_sum, kl=res.kl_sum)
     np.save(a.out, res.counts)  # last: tests wait for it
     print("devices", res.settings["devices"], "compiles", res.settings["compiles"],
