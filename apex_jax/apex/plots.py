@@ -18,6 +18,22 @@ def transition_index(result: ApexResult) -> int:
     return int(np.argmax(moved)) if moved.any() else len(result.sigmas) - 1
 
 
+def _grid_ticks(ax, sigmas: np.ndarray, lo: float, hi: float, most: int = 7) -> None:
+    """Labels a log σ axis at the grid's own σ values (at most `most`, evenly thinned) instead of
+    matplotlib's minor-tick labels, which overlap when the axis spans less than a decade."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ticks = np.asarray([s for s in sigmas if lo <= s <= hi and s > 0], float)
+    if ticks.size > most:
+        ticks = ticks[np.unique(np.linspace(0, ticks.size - 1, most).round().astype(int))]
+    if ticks.size < 2:  # too few grid values on the axis: keep matplotlib's major ticks only
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        return
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative: bool) -> list[Path]:
     """Writes consistency_curves.png, escape_sigma_hist.png, transitions.png and
     large_sigma_shares.png into `out`; returns their paths."""
@@ -43,6 +59,7 @@ def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative
         bins = np.logspace(np.log10(max(finite.min(), 1e-6)), np.log10(finite.max() * 1.01 + 1e-12), 20)
         ax.hist(finite, bins=bins, color="tab:blue")
         ax.set_xscale("log")
+        _grid_ticks(ax, result.sigmas, bins[0], bins[-1])
     ax.set(xlabel=f"escape {xlabel}", ylabel="inputs",
            title=f"{int(np.isinf(esc).sum())} of {len(esc)} never escape")
     paths.append(save_figure(fig, out / "escape_sigma_hist.png"))

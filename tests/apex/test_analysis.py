@@ -150,3 +150,25 @@ def test_run_folder_reports_margin_and_kl(model, tmp_path):
     np.testing.assert_allclose(summary["mean_kl"], res.mean_kl.mean(0), rtol=1e-6)
     assert summary["clean_margin"] == pytest.approx(res.clean_margin.mean(), rel=1e-6)
     assert summary["mean_kl"][1] > summary["mean_kl"][0]
+
+
+def test_escape_histogram_labels_its_log_axis_at_the_grid_sigmas():
+    """A log axis spanning under a decade gets matplotlib minor-tick labels that overlap; the
+    histogram labels the grid's σ values in range instead (thinned to at most 7), nothing else."""
+    from apex_jax.apex.plots import _grid_ticks
+    from apex_jax.io import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.hist([0.6, 1.5, 3.0], bins=np.logspace(np.log10(0.5), np.log10(3.5), 5))
+    ax.set_xscale("log")
+    _grid_ticks(ax, np.array([0.02, 0.05, 0.1, 0.5, 1, 2, 4], np.float32), 0.5, 3.5)
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels() if 0.5 <= t.get_position()[0] <= 3.5] == ["0.5", "1", "2"]
+    assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))
+    many = np.geomspace(0.01, 10, 20)
+    ax2 = fig.add_subplot(2, 1, 2)
+    ax2.set_xscale("log")
+    _grid_ticks(ax2, many, 0.01, 10)
+    assert len(ax2.xaxis.get_major_locator()()) == 7
+    plt.close(fig)
