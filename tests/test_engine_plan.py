@@ -74,6 +74,35 @@ def test_one_trace_across_seeds_k_sigmas_and_inputs(model):
     assert jit_apply._cache_size() == size
 
 
+def _zero_sites(sites):
+    """A perturbation zeroing every site of `sites` scaled by the grid point."""
+    from apex_jax.interventions import Scale
+
+    def perturb(point, keys):
+        return {s: Scale(point) for s in sites}
+    return perturb
+
+
+def test_prefix_shared_by_site_sets_with_one_first_block(model):
+    """The cached prefix depends only on the first block a sweep perturbs: site sets that start
+    at the same block (block 0's output, with or without block 1's) compile it once, and the
+    clean logits are those of the model."""
+    batch = model.encode(TEXTS[:3])
+    kw = dict(draws=1, inputs_per_step=4, progress=False, pad_multiple=16)
+    grid = np.array([1.0], np.float32)
+    before = kernels.TRACES["prefix"]
+    a = run_sweep(model, model.params, batch, np.arange(3), _zero_sites(SITES[:1]), grid, sites=SITES[:1], **kw)
+    mid = kernels.TRACES["prefix"]
+    b = run_sweep(model, model.params, batch, np.arange(3), _zero_sites(SITES), grid, sites=SITES, **kw)
+    assert mid - before <= 1 and kernels.TRACES["prefix"] == mid  # the second site set reuses it
+    clean = np.asarray(model.forward(batch).logits)
+    np.testing.assert_allclose(a.clean_logits, clean, atol=1e-5)
+    np.testing.assert_array_equal(a.clean_logits, b.clean_logits)
+    # scale 1 is the identity: every input keeps its clean prediction at both site sets
+    np.testing.assert_array_equal(a.counts[:, 0].argmax(-1), clean.argmax(-1))
+    np.testing.assert_array_equal(b.counts[:, 0].argmax(-1), clean.argmax(-1))
+
+
 def test_plan_is_attached_and_describes_the_schedule(model):
     batch = model.encode(TEXTS)
     plan = plan_sweep(model, batch, grid_size=5, draws=6, sites=SITES, draws_per_step=4,

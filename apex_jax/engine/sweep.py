@@ -57,6 +57,7 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from apex_jax import sites as site_lib
 from apex_jax.engine import kernels as kern
 from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
@@ -370,7 +371,11 @@ def _resume(store: Store, state: dict) -> dict:
 def _prefix(model: Model, params: Any, inputs: dict, block: Block, sites: Sequence[str]):
     """The block's cached prefix (hidden [inputs, pos, d_model]) and clean logits [inputs, C] float32."""
     batch = _block_inputs(inputs, block, model.config.pad_token_id)
-    prefix, logits = kern.prefix_and_clean(model.config, params, batch, sites=tuple(sites))
+    # the prefix depends only on the block it ends before: key the kernel on that block's boundary
+    # site, so sweeps of other site sets with the same first perturbed block (e.g. every block's
+    # output, with or without the head) share one compilation
+    until = (site_lib.boundary_site(model.resume_block(sites)),)
+    prefix, logits = kern.prefix_and_clean(model.config, params, batch, sites=until)
     if jax.process_count() > 1:  # each process computed the same prefix: pass it as host
         prefix = _to_host(prefix)  # data, which every process holds in full
     return prefix, _to_host(logits).astype(np.float32)

@@ -72,6 +72,10 @@ class Settings:
     probe_layers: str = "all"  # apex_jax.parse_sites spec: the embedding output and every block
     silence_layers: str = "blocks"
     max_length: int = 64
+    # the engine's length buckets (inputs run at their length rounded up to a multiple of this;
+    # None: the engine's default, 8). Quick: max_length, one bucket, so every sweep of a site set
+    # compiles once (a compile costs more than the padding at the quick sizes)
+    pad_multiple: int | None = None
     seed: int = 0
     # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
     # (the ViT task uses its whole test split) and its settings
@@ -83,7 +87,7 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(n_probe_train=64, n_probe_test=32, n_silence=12, k_levels=(10.0, 50.0), n_random=3,
                    probe_steps=60, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
-                   max_length=32, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
+                   max_length=32, pad_multiple=32, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
                    reference=ref.RefSettings.quick())
 
 
@@ -148,11 +152,17 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
         info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['config']['mode']})",
                 "test_accuracy": ft["test_accuracy"]}
     timer.mark(f"reference {task}: model")
-    r = ref.run_task(task, model, params, train, test, evaluation, out, s.reference, s.max_length, progress)
+    r = ref.run_task(task, model, params, train, test, evaluation, out, s.reference, s.max_length, progress,
+                     **_sweep_kw(s))
     timer.mark(f"reference {task}: probe and silencing")
     log(f"[synapse] reference {task}: concat probe acc {r['probe_accuracy']:.3f}, "
         f"{r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
     return {**info, **r}
+
+
+def _sweep_kw(s: Settings) -> dict:
+    """Engine settings of every sweep of the claim (only what differs from the engine's defaults)."""
+    return {} if s.pad_multiple is None else {"pad_multiple": s.pad_multiple}
 
 
 def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
@@ -172,14 +182,14 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
                                    asymmetry_k=s.asymmetry_k, seed=s.seed)
     sil = apex_jax.silence_run(model, silence, probe_dir, work / "silence",
                                    sites=apex_jax.parse_sites(model, s.silence_layers), config=sc, max_length=s.max_length,
-                                   progress=progress)
+                                   progress=progress, **_sweep_kw(s))
     timer.mark(f"{data}: silencing")
     sil_all = None
     if s.all_positions_k:
         sa = dataclasses.replace(sc, positions="all", k_levels=s.all_positions_k, per_class=False)
         sil_all = apex_jax.silence_run(model, silence, probe_dir, work / "silence-all-positions",
                                            sites=apex_jax.parse_sites(model, s.silence_layers), config=sa,
-                                           max_length=s.max_length, progress=progress)
+                                           max_length=s.max_length, progress=progress, **_sweep_kw(s))
         timer.mark(f"{data}: silencing at all positions")
     attacks = {}
     for t in range(model.config.n_classes):

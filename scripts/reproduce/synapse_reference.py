@@ -89,9 +89,10 @@ def layer_sites(model) -> list[str]:
 
 
 def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, rs: RefSettings,
-             max_length: int = 64, progress: bool = False) -> dict:
+             max_length: int = 64, progress: bool = False, **sweep_kw) -> dict:
     """The reference protocol on one task: concatenated NeuroX probe (train → test), global and
-    per-class rankings, all-layer silencing on `evaluation`; writes CSVs/figure into `out`."""
+    per-class rankings, all-layer silencing on `evaluation`; writes CSVs/figure into `out`.
+    `sweep_kw` goes to the engine's sweeps (e.g. pad_multiple)."""
     out.mkdir(parents=True, exist_ok=True)
     sites = layer_sites(model)
     C = model.config.n_classes
@@ -122,12 +123,12 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
                                 asymmetry_k=rs.asymmetry_k if rs.asymmetry_k in rs.k_levels else rs.k_levels[0],
                                 seed=rs.seed)
     curve = concat_silencing_experiment(model, params, ev, y, ids, W, sites, curve_cfg, pooler=False,
-                                          progress=progress)
+                                          progress=progress, **sweep_kw)
     ctrl_cfg = SilenceConfig(k_levels=rs.random_k, n_random=rs.n_random, bottom=False, per_class=False,
                                seed=rs.seed + 1)
     pooler = "head.hook_cls" in model.sites and bool(getattr(model.config, "has_pooler", False))
     ctrl = concat_silencing_experiment(model, params, ev, y, ids, W, sites, ctrl_cfg, pooler=pooler,
-                                         progress=progress)
+                                         progress=progress, **sweep_kw)
     controls = [{k: r[k] for k in ("site", "k_percent", "clean", "drop", "random_mean", "random_std", "z", "p")}
                 for r in ctrl.controls("accuracy") if r["selection"] == "top"]
     clean = curve.clean.row(0)
