@@ -17,7 +17,7 @@ inference-time interventions on the ranked neurons.
 from apex_jax.synapse.attack import AttackConfig, AttackResult, attack_experiment
 from apex_jax.synapse.features import check_cls_sites, extract_cls
 from apex_jax.synapse.probes import CONCAT, Probe, ProbeConfig, ProbeMetrics, ProbeSet, train_probes
-from apex_jax.synapse.rankings import (Ranking, attribution_ranking, bottom_k, class_ranking, global_ranking,
+from apex_jax.synapse.rankings import (Ranking, attribution_ranking, attribution_rankings, bottom_k, class_ranking, global_ranking,
                                        k_count, mass_cover, random_k, rank, spearman, split_concat, top_k)
 from apex_jax.synapse.run import attack_run, load_probes, probe_run, silence_run
 from apex_jax.synapse.silence import (ALL_LAYERS, ALL_LAYERS_POOLER, SilenceConfig, SilencingResult,
@@ -27,7 +27,7 @@ from apex_jax.synapse.silencing import MaskPerturbation, mask_sweep
 __all__ = [
     "ALL_LAYERS", "ALL_LAYERS_POOLER", "concat_silencing_experiment", "split_concat",
     "AttackConfig", "CONCAT", "MaskPerturbation", "Probe", "ProbeConfig", "ProbeMetrics", "ProbeSet", "Ranking",
-    "SilenceConfig", "SilencingResult", "AttackResult", "attack_experiment", "attack_run", "attribution_ranking", "bottom_k",
+    "SilenceConfig", "SilencingResult", "AttackResult", "attack_experiment", "attack_run", "attribution_ranking", "attribution_rankings", "bottom_k",
     "check_cls_sites", "class_ranking", "extract_cls", "global_ranking", "k_count", "load_probes", "mask_sweep",
     "mass_cover", "probe_run", "random_k", "rank", "silence_run", "silencing_experiment", "spearman", "top_k",
     "train_probes",

@@ -210,34 +210,39 @@ def spearman_matrix(rankings: Mapping[str, Array | Ranking] | Sequence[Array | R
 
 
 # --------------------------------------------------------------------- attribution
-@functools.partial(jax.jit, static_argnames=("config", "site", "feature_shape", "predicted"))
-def _attribution(params: Any, batch: dict, target: jax.Array, *, config, site: str,
-                 feature_shape: tuple[int, ...], predicted: bool) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("config", "sites", "feature_shapes", "predicted"))
+def _attribution(params: Any, batch: dict, target: jax.Array, *, config, sites: tuple[str, ...],
+                 feature_shapes: tuple[tuple[int, ...], ...], predicted: bool) -> tuple[jax.Array, ...]:
     """|activation × gradient| at the classifier token ([CLS] / a decoder's last real token) of
-    `site` per example: [batch, features]. Static: the
-    architecture (`ArchConfig`), the site, its feature shape and whether the target is the
-    prediction; params, inputs and targets are arguments, so every checkpoint shares it."""
+    every site of `sites` per example: one [batch, features] per site, from ONE forward and
+    backward pass (a zero Add at each site; adding 0 changes no activation, so each site's
+    gradient is the one a pass with that site alone gives). Static: the architecture
+    (`ArchConfig`), the sites, their feature shapes and whether the target is the prediction;
+    params, inputs and targets are arguments, so every checkpoint shares it."""
     model = skeleton(config)  # parameter-free: apply takes params
-    has_pos = site_lib.position_axis(site) is not None
     mask = batch.get("attention_mask")
-    # the classifier token: [0] for encoders, [batch, 1] (last real token) for decoders
-    positions = token_positions(config, site, mask, head_only=True)
     b = next(iter(batch.values())).shape[0]
-    # A zero Add at [CLS] of the site: d(logit)/d(value) is the gradient at the activation.
-    zero = jnp.zeros((b, 1, *feature_shape) if has_pos else (b, *feature_shape), jnp.float32)
+    has_pos = [site_lib.position_axis(s) is not None for s in sites]
+    # the classifier token: [0] for encoders, [batch, 1] (last real token) for decoders
+    positions = [token_positions(config, s, mask, head_only=True) for s in sites]
+    # A zero Add at [CLS] of each site: d(logit)/d(value) is the gradient at the activation.
+    zeros = tuple(jnp.zeros((b, 1, *f) if p else (b, *f), jnp.float32) for f, p in zip(feature_shapes, has_pos))
 
-    def objective(value):
-        out = model.apply(params, batch, {site: Add(value, positions=positions)},
-                          capture=(site,), head_only=True)
+    def objective(values):
+        perts = {s: Add(v, positions=pos) for s, v, pos in zip(sites, values, positions)}
+        out = model.apply(params, batch, perts, capture=sites, head_only=True)
         t = jnp.argmax(jax.lax.stop_gradient(out.logits), axis=1) if predicted else target
         picked = jnp.take_along_axis(out.logits, t[:, None], axis=1)
-        return picked.sum(), out.captured[site]  # examples are independent: sum = per row
+        return picked.sum(), tuple(out.captured[s] for s in sites)  # examples are independent: sum = per row
 
-    grad, act = jax.grad(objective, has_aux=True)(zero)
-    if has_pos:
-        grad = grad[:, 0]  # the Add's value has one position: the classifier token
-    act = token_vector(config, site, act, mask, head_only=True)
-    return jnp.abs(act * grad.reshape(b, -1))
+    grads, acts = jax.grad(objective, has_aux=True)(zeros)
+    out = []
+    for s, grad, act, p in zip(sites, grads, acts, has_pos):
+        if p:
+            grad = grad[:, 0]  # the Add's value has one position: the classifier token
+        act = token_vector(config, s, act, mask, head_only=True)
+        out.append(jnp.abs(act * grad.reshape(b, -1)))
+    return tuple(out)
 
 
 def attribution_ranking(
@@ -262,9 +267,27 @@ def attribution_ranking(
     Returns:
         Ranking over the site's [CLS] features ([d]; heads × d_head flattened for q/k/v/z).
     """
+    return attribution_rankings(model, params, inputs, [site], target, batch_size)[site]
+
+
+def attribution_rankings(
+    model,
+    params: Any,
+    inputs: Mapping[str, np.ndarray],
+    sites: Sequence[str],
+    target: int | Array | None = None,
+    batch_size: int = 64,
+) -> dict[str, Ranking]:
+    """`attribution_ranking` of several sites at once: {site: Ranking}, from one forward and
+    backward pass per chunk (one compiled kernel for all the sites, not one per site).
+
+    Args:
+        sites: sites of `model.sites` (not attention patterns), each at most once.
+        model, params, inputs, target, batch_size: as in `attribution_ranking`.
+    """
     if model.config.n_classes is None:
         raise ValueError(f"{model!r} has no classification head, so there is no logit to attribute.")
-    (site,) = check_cls_sites(model, (site,))
+    sites = check_cls_sites(model, tuple(sites))
     n = num_rows(inputs)
     n_classes = model.config.n_classes
     predicted = target is None
@@ -283,15 +306,15 @@ def attribution_ranking(
         if bad.size:
             raise ValueError(f"target classes {bad.tolist()} are out of range; valid: 0..{n_classes - 1}.")
 
-    total = None
+    totals = None
     for chunk in iter_chunks(inputs, batch_size):
-        if total is None:
-            shape = jax.eval_shape(
-                lambda p, x: model.apply(p, x, capture=(site,)).captured[site], params, chunk.batch
-            ).shape
-            feature_shape = tuple(shape[2:] if site_lib.position_axis(site) is not None else shape[1:])
-        got = np.asarray(_attribution(params, chunk.batch, targets[chunk.rows], config=model.config, site=site,
-                                      feature_shape=feature_shape, predicted=predicted), np.float64)
-        part = got[: chunk.stop - chunk.start].sum(axis=0)  # drop the filler rows
-        total = part if total is None else total + part
-    return rank(total / n)
+        if totals is None:
+            captured = jax.eval_shape(lambda p, x: model.apply(p, x, capture=sites).captured, params, chunk.batch)
+            feature_shapes = tuple(tuple(captured[s].shape[2:] if site_lib.position_axis(s) is not None
+                                         else captured[s].shape[1:]) for s in sites)
+        got = _attribution(params, chunk.batch, targets[chunk.rows], config=model.config, sites=sites,
+                           feature_shapes=feature_shapes, predicted=predicted)
+        # drop the filler rows
+        parts = [np.asarray(g, np.float64)[: chunk.stop - chunk.start].sum(axis=0) for g in got]
+        totals = parts if totals is None else [a + b for a, b in zip(totals, parts)]
+    return {s: rank(t / n) for s, t in zip(sites, totals)}

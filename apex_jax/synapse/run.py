@@ -74,10 +74,12 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     att_batch = {k: v[att_rows] for k, v in batch.items()}
     rank_rows, agree_rows = [], []
     bar = tracker(len(sites) + 1, "rankings (act x grad)", "sites", progress)
+    # every site's activation × gradient from one pass (one compiled kernel for all of them)
+    attrs = rankings.attribution_rankings(model, model.params, att_batch, list(dict.fromkeys(sites + [HEAD_SITE])))
     for s in sites + [HEAD_SITE]:
         W = (head_probe if s == HEAD_SITE else layer_probes)[s].W
         g = rankings.global_ranking(W)
-        attr = rankings.attribution_ranking(model, model.params, att_batch, s)
+        attr = attrs[s]
         rnd = rankings.rank(np.random.default_rng(0).random(W.shape[1]))
         rank_rows.append({"site": s, "top_neurons": g.order[:20].tolist(),
                           **{f"top_neurons_class_{c}": rankings.class_ranking(W, c).order[:20].tolist() for c in range(C)},
@@ -152,9 +154,8 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
         feats = extract_cls(model, model.params, batch, sites, progress=sweep_kw.get("progress"))
         means = {s: feats[s].mean(0) for s in sites}
     if config.attribution:
-        attribution = {s: rankings.attribution_ranking(model, model.params, batch, s,
-                                                       target=np.asarray(data.labels, np.int32)).scores
-                       for s in sites}
+        attribution = {s: r.scores for s, r in rankings.attribution_rankings(
+            model, model.params, batch, sites, target=np.asarray(data.labels, np.int32)).items()}
     res = silencing_experiment(model, model.params, batch, data.labels, data.ids, scores, config,
                                means=means, attribution=attribution, **sweep_kw)
     if label_space is not None:

@@ -112,9 +112,10 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
     ids = np.asarray(evaluation.ids)
     # activation × gradient over every layer's [CLS], concatenated like the probe's features
     rho, rho_layers = math.nan, []
-    if rs.n_attribution > 0:  # 0 (the smoke test) skips it: one gradient kernel per layer to compile
+    if rs.n_attribution > 0:  # 0 (the smoke test) skips it
         att_batch = {k: v[: rs.n_attribution] for k, v in ev.items()}
-        attr = np.concatenate([rankings.attribution_ranking(model, params, att_batch, s).scores for s in sites])
+        per_site = rankings.attribution_rankings(model, params, att_batch, sites)  # one pass for every layer
+        attr = np.concatenate([per_site[s].scores for s in sites])
         rho = rankings.spearman(g, attr)
         rho_layers = [rankings.spearman(g.scores[i * d:(i + 1) * d], attr[i * d:(i + 1) * d])
                       for i in range(len(sites))]

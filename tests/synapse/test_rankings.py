@@ -140,6 +140,25 @@ def test_attribution_matches_finite_differences(tiny):
     np.testing.assert_allclose(r.scores, np.abs(a * fd), rtol=1e-3, atol=1e-4 * r.scores.max())
 
 
+def test_attribution_of_many_sites_in_one_pass_equals_one_site_each(tiny):
+    """`attribution_rankings` over the embedding, two blocks and the head input (one kernel, one
+    forward and backward pass per chunk) gives each site the scores of its own single-site pass."""
+    model, inputs = tiny
+    sites = ["hook_embed", "blocks.0.hook_resid_post", f"blocks.{model.config.n_layers - 1}.hook_resid_post",
+             "head.hook_cls"]
+    labels = np.arange(len(TEXTS)) % 2
+    for target in (None, labels):
+        before = R._attribution._cache_size()
+        joint = R.attribution_rankings(model, model.params, inputs, sites, target=target, batch_size=4)
+        assert list(joint) == sites and R._attribution._cache_size() - before <= 1
+        for s in sites:
+            one = R.attribution_ranking(model, model.params, inputs, s, target=target, batch_size=4)
+            np.testing.assert_allclose(joint[s].scores, one.scores, rtol=1e-5, atol=1e-7 * one.scores.max())
+            assert joint[s].scores.shape == (model.config.d_model,) and joint[s].scores.max() > 0
+    with pytest.raises(ValueError, match="repeated"):
+        R.attribution_rankings(model, model.params, inputs, ["head.hook_cls", "head.hook_cls"])
+
+
 def test_attribution_bad_inputs(tiny):
     model, inputs = tiny
     with pytest.raises(ValueError, match="unknown site"):
