@@ -439,14 +439,16 @@ def test_ensemble_resume_equals_uninterrupted(tmp_path):
     from apex_jax import data as data_lib
     from reproduce import vit
 
-    pool = data_lib.load_dataset("digits").subset(np.arange(256))
+    # the shapes of the quick zoo's training (6 micro ViTs, 18 steps of 32 per epoch): after the
+    # quick run in this module its compiled epoch serves these runs too
+    pool = data_lib.load_dataset("digits").subset(np.arange(600))
     model = vit.template(pool, "micro")
     x = vit.pixels(model, pool.inputs)
-    members = ensembles.random_members(len(pool), 2, 128, seed=0)
+    members = ensembles.random_members(len(pool), 6, 18 * 32, seed=0)
     cfg = ensembles.EnsembleConfig(epochs=3, batch_size=32, seed=0)
 
     def train(run_dir=None, log=lambda m: None):
-        return ensembles.train_ensemble(model, vit.fresh_params(model, [0, 1]), x, pool.labels, members, cfg,
+        return ensembles.train_ensemble(model, vit.fresh_params(model, range(6)), x, pool.labels, members, cfg,
                                         run_dir=run_dir, log=log)
 
     full = train()

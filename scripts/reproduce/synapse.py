@@ -86,7 +86,7 @@ class Settings:
     @classmethod
     def quick(cls) -> "Settings":
         return cls(n_probe_train=64, n_probe_test=32, n_silence=12, k_levels=(10.0, 50.0), n_random=3,
-                   probe_steps=60, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
+                   probe_steps=50, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
                    max_length=32, pad_multiple=32, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
                    reference=ref.RefSettings.quick())
 
