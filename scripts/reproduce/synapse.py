@@ -76,10 +76,6 @@ class Settings:
     # None: the engine's default, 8). Quick: max_length, one bucket, so every sweep of a site set
     # compiles once (a compile costs more than the padding at the quick sizes)
     pad_multiple: int | None = None
-    # grid points per kernel call of the engine's sweeps (None: the engine sizes it from the grid).
-    # Quick: 8 for every sweep, so sweeps of one structure but different grid sizes (the reference
-    # arm's curve and control on the ViT) share one compiled kernel
-    grid_per_step: int | None = None
     seed: int = 0
     # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
     # (the ViT task uses its whole test split) and its settings
@@ -91,7 +87,7 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(n_probe_train=64, n_probe_test=32, n_silence=12, k_levels=(10.0, 50.0), n_random=3,
                    probe_steps=50, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
-                   max_length=32, pad_multiple=32, grid_per_step=8, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
+                   max_length=32, pad_multiple=32, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
                    reference=ref.RefSettings.quick())
 
 
@@ -166,7 +162,7 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
 
 def _sweep_kw(s: Settings) -> dict:
     """Engine settings of every sweep of the claim (only what differs from the engine's defaults)."""
-    return {k: v for k, v in (("pad_multiple", s.pad_multiple), ("grid_per_step", s.grid_per_step)) if v is not None}
+    return {} if s.pad_multiple is None else {"pad_multiple": s.pad_multiple}
 
 
 def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,

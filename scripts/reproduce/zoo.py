@@ -62,7 +62,7 @@ class ZooConfig:
     @classmethod
     def quick(cls) -> "ZooConfig":
         """The zoo of every claim's quick mode (digits, micro ViT, a few models)."""
-        return cls(data="digits", size="micro", n_train=600, n_models=6, epochs=12, batch_size=32,
+        return cls(data="digits", size="micro", n_train=600, n_models=6, epochs=16, batch_size=32,
                    learning_rate=5e-3, random_max_epochs=30, random_learning_rate=2e-3, checkpoint_every=1000)
 
     def key(self) -> str:
