@@ -7,7 +7,7 @@ sentences, 2 σ x 32 draws, noise on every block output) run by `run_sweep` unde
 and by the torch best form (`torch_hooks.run_best`, 1 thread) under `torch.profiler`, rounds
 alternating. The engine's thunks are grouped by the op metadata of the optimized HLO (dumped by
 this process into a temporary folder: `XLA_FLAGS` gains `--xla_dump_to`, so set any other flags
-to compare before running it), torch's ops by name (self CPU time). Thunk times are wall per
+to compare before running it), torch's ops by name (the profiler's self time, i.e. wall time inside the op). Thunk times are wall per
 thunk; independent thunks (e.g. the q, k, v dots) may overlap, so their rows are upper bounds.
 Prints seconds per W1 run and each side's process CPU and wall seconds (issue 15 §5; the table
 in benchmarks/REAL_SIZE.md).
@@ -139,7 +139,7 @@ def main() -> int:
           f"load average at the end {os.getloadavg()[0]:.1f}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
     print(f"process CPU / wall: ours {totals['ours cpu'] / R:.2f} / {totals['ours wall'] / R:.2f}, "
           f"torch {totals['torch cpu'] / R:.2f} / {totals['torch wall'] / R:.2f}")
-    for side, c in (("engine thunks", jax_s), ("torch ops (self CPU)", torch_s)):
+    for side, c in (("engine thunks", jax_s), ("torch ops (profiler self time: wall inside the op)", torch_s)):
         print(f"-- {side}")
         for k, v in c.most_common():
             if v / R >= 0.02:
