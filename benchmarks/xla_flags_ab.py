@@ -1,6 +1,6 @@
 """A/B of XLA:CPU flags on a BERT-base-size jitted forward with noise (issue 15 §5).
 
-    python benchmarks/xla_flags_ab.py [default,vec512,onednn,xnn_graph,conc_sched] [rounds]
+    python benchmarks/xla_flags_ab.py [default,vec512,onednn,xnn_graph,conc_sched,ynn_off,ynn_off_xnn,ynn_off_onednn] [rounds]
 
 One fresh subprocess per (flag set, round) (XLA_FLAGS is read when the backend starts), the
 order alternating between rounds; each times a jitted head_only `model.apply` of a 12 x 768 BERT
@@ -20,6 +20,13 @@ FLAGSETS = {
     "onednn": "--xla_cpu_use_onednn=true",
     "xnn_graph": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
     "conc_sched": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+    # jaxlib 0.10 runs f32 dots through YNNPACK fusions by default, so `onednn` alone changes
+    # nothing; with YNN's dot fusion off the dots go to Eigen, XNNPACK or oneDNN
+    "ynn_off": "--xla_cpu_experimental_ynn_fusion_type=",
+    "ynn_off_xnn": "--xla_cpu_experimental_ynn_fusion_type= "
+                   "--xla_cpu_experimental_xnn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+    "ynn_off_onednn": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true "
+                      "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
 }
 def worker():
     import jax, jax.numpy as jnp, numpy as np
@@ -28,7 +35,7 @@ def worker():
     cfg = {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
            "intermediate_size": 3072, "vocab_size": 30522, "max_position_embeddings": 512}
     m = apex_jax.create(cfg, num_labels=2)
-    R, L = int(os.environ.get("AB_ROWS", 32)), 40
+    R, L = int(os.environ.get("AB_ROWS", 32)), 40  # AB_ROWS=64: the engine's BERT-base unit
     rng = np.random.default_rng(0)
     b = {"input_ids": rng.integers(5, 30000, (R, L)).astype(np.int32), "attention_mask": np.ones((R, L), np.int32)}
     sites = [f"blocks.{i}.hook_resid_post" for i in range(12)]
