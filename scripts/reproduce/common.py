@@ -173,7 +173,7 @@ PIXEL_NOISE = "Gaussian noise on the normalized pixel values, σ × their RMS"
 
 def pixel_noise_consistency(model: Model, params: Any, pixel_values: np.ndarray, ids: Sequence[int],
                             sigmas: Sequence[float], draws: int, seed: int = 0,
-                            chunk: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
+                            chunk: int = 16) -> tuple[np.ndarray, np.ndarray, float]:
     """The input-noise baseline of APEX for image models: the share of draws keeping the clean
     prediction when Gaussian noise is added to the pixels only, on the same σ grid and draws.
 
@@ -189,6 +189,8 @@ def pixel_noise_consistency(model: Model, params: Any, pixel_values: np.ndarray,
         ids: [n] integer ids of the inputs (noise keys).
         sigmas: [G] relative noise levels.
         draws: noise draws per input and σ.
+        chunk: inputs per compiled call (chunk × draws images per forward; 16 × 32 ran 1.7× faster
+            than 64 × 32 on the tiny mnist ViT on 2 loaded CPU cores).
 
     Returns:
         (consistency [n, G] share of draws keeping the clean prediction, clean predictions [n],
