@@ -56,6 +56,19 @@ def test_regularity_numbers(quick):
     assert 0 < r["cscore_mean"] <= 1 and 0 < r["learning_speed_mean"] <= 1
     # the two established regularity metrics agree with each other
     assert r["cscore_vs_learning_speed"]["rho"] > 0
+    _check_input_noise(s["regularity"])
+
+
+def _check_input_noise(summary: dict) -> None:
+    """The input-noise baseline of a claim-1 summary: its correlations, partial ρ given [margin,
+    input-noise escape σ] and its cost (one perturbed forward per example, σ and draw)."""
+    r, st = summary["results"], summary["settings"]
+    for key in ("input_escape_vs_cscore", "input_escape_vs_learning_speed", "escape_vs_input_escape",
+                "escape_vs_cscore_given_margin_and_input", "escape_vs_learning_speed_given_margin_and_input"):
+        assert -1 <= r[key]["rho"] <= 1 and _in_ci(r[key], "rho"), (key, r[key])
+    d = r["input_noise"]
+    assert d["extra_perturbed_forwards"] == r["n_examples"] * st["n_sigmas"] * st["draws"]
+    assert 0 <= d["escape_below_grid"] <= d["escaped_on_grid"] <= r["n_examples"] and d["rms"] > 0
 
 
 def test_regularity_text_numbers(quick):
@@ -77,6 +90,8 @@ def test_regularity_text_numbers(quick):
     # APEX starts from the clean prediction: full consistency at the smallest σ, less at the largest
     kept = summary["mean_consistency"]
     assert len(kept) == st["n_sigmas"] and kept[0] > 0.9 and kept[-1] < kept[0]
+    _check_input_noise(summary)
+    assert "hook_embed" in r["input_noise"]["where"]  # tokens are discrete: noise on the embedding output
 
 
 def test_synapse_numbers(quick):
@@ -130,12 +145,15 @@ def test_random_label_numbers(quick):
     assert _in_ci(r["pair_auroc_mean"], "mean") and _in_ci(r["pooled_sample_auroc"], "auroc")
     clean, rand = r["models"]["clean"], r["models"]["random"]
     # models are the units: one median per model, an exact test over 6 vs 6
-    for key in ("model_level", "model_level_absolute", "model_level_clean_margin"):
+    for key in ("model_level", "model_level_absolute", "model_level_clean_margin", "model_level_input_noise"):
         t = r[key]
         assert (t["n_pos"], t["n_neg"]) == (len(clean), len(rand)) == (6, 6)
         assert 0 <= t["auroc"] <= 1 and t["p_min"] <= t["p"] <= 1
         assert t["p_min"] == pytest.approx(1 / 924)  # 1 / C(12, 6)
     assert r["pooled_sample_auroc"]["n_pos"] == 6  # clusters = models
+    st = s["random_labels"]["settings"]
+    assert r["input_noise"]["extra_perturbed_forwards"] == 12 * r["n_eval"] * st["n_sigmas"] * st["draws"]
+    assert [len(v) for v in r["median_input_escape"].values()] == [6, 6]
     # the clean recipe with paired seeds: random-label member i is clean member i but for its labels
     assert r["random_recipe"] == "clean" and [m["seed"] for m in rand] == [m["seed"] for m in clean]
     assert min(m["test_accuracy"] for m in clean) > 0.6
@@ -189,9 +207,22 @@ def test_verdict_lines_in_the_readme(quick):
         assert vs and all(v.outcome in ("reproduced", "not reproduced", "inconclusive") for v in vs)
         for v in vs:
             assert v.line() in text and "Rule:" in v.line() and "Power:" in v.line()
-    # claim 1 reports its confidence baseline as extensions
+    # claim 1 reports its confidence and input-noise baselines as extensions
     assert [v.source for v in regularity.verdicts(s["regularity"]["results"])] == \
-        ["abstract", "abstract", "extension", "extension"]
+        ["abstract", "abstract"] + ["extension"] * 4
+    # a summary written before the input-noise baseline still renders, saying what it lacks
+    from reproduce import regularity_text
+
+    for mod in (regularity, regularity_text, random_labels):
+        old = json.loads(json.dumps(s[mod.NAME]))
+        for key in [k for k in old["results"] if "input" in k]:
+            del old["results"][key]
+        v, section = mod.section(old)
+        assert v in ("reproduced", "not reproduced", "inconclusive") and "input-noise escape σ" not in section
+        assert ("predates it" in section) == (mod is not random_labels)
+        rules = random_labels if mod is random_labels else regularity  # the MiniLM part has the ViT's rules
+        assert len(rules.verdicts(old["results"])) == len(rules.verdicts(s[mod.NAME]["results"])) - \
+            (2 if mod is not random_labels else 0)
 
 
 def test_readme_is_filled_from_the_summaries(quick):
@@ -375,6 +406,72 @@ def test_stats_match_scipy_and_sklearn():
     assert j["estimate"] == pytest.approx(v.mean()) and j["se"] == pytest.approx(v.std(ddof=1) / 20, rel=1e-6)
     m = stats.mean_ci([0.2, 0.4, 0.6])
     assert m["mean"] == pytest.approx(0.4) and m["lo"] < 0.4 < m["hi"]
+
+
+def test_pixel_noise_consistency_equals_a_direct_computation():
+    """The input-noise baseline's sweep: noise on the pixels from a key of (seed, id), std = σ ×
+    the pixel RMS, the same draws at every σ; equal to one forward per input done by hand, and
+    independent of the batching."""
+    import jax
+
+    from apex_jax import data as data_lib
+    from reproduce import vit
+
+    pool = data_lib.load_dataset("digits").subset(np.arange(5))
+    model = vit.template(pool, "micro")
+    x, ids = vit.pixels(model, pool.inputs), np.asarray(pool.ids)
+    sigmas, draws = np.array([0.0, 0.3, 3.0], np.float32), 6
+    kept, clean, rms = common.pixel_noise_consistency(model, model.params, x, ids, sigmas, draws, seed=7, chunk=2)
+    assert rms == pytest.approx(float(np.sqrt(np.mean(x.astype(np.float64) ** 2))))
+    fwd = jax.jit(lambda v: model.apply(model.params, {"pixel_values": v}).logits.argmax(-1))
+    np.testing.assert_array_equal(clean, fwd(x))
+    z = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(jax.random.key(7), int(i)), (draws,) + x.shape[1:]))
+                  for i in ids])  # [5, draws, C, H, W]: each input's own draws
+    direct = np.zeros((5, 3))
+    for g, s in enumerate(sigmas):
+        noisy = (x[:, None] + s * rms * z).reshape((-1,) + x.shape[1:])
+        pred = np.asarray(fwd(noisy)).reshape(5, draws)
+        direct[:, g] = (pred == clean[:, None]).mean(1)
+    np.testing.assert_allclose(kept, direct)
+    assert (kept[:, 0] == 1).all() and kept[:, 2].mean() < 1  # σ = 0 is the clean input; 3 × RMS moves some
+    again, _, _ = common.pixel_noise_consistency(model, model.params, x[::-1], ids[::-1], sigmas, draws, seed=7,
+                                                 chunk=2)  # other inputs share each chunk
+    np.testing.assert_array_equal(again[::-1], kept)
+    with pytest.raises(ValueError, match="one id per input"):
+        common.pixel_noise_consistency(model, model.params, x, ids[:3], sigmas, draws)
+
+
+def test_input_noise_baseline_on_planted_cases():
+    """Escape σ that is input-noise escape σ plus noise says nothing beyond the baselines (partial
+    ρ ≈ 0: never "reproduced", though its raw ρ with the metric is high); escape σ with its own
+    regularity signal keeps it ("reproduced")."""
+    from reproduce import regularity
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    u, v = rng.normal(size=n), rng.normal(size=n)  # regularity the input sees / only the activations see
+    cscore, speed = u + v + 0.5 * rng.normal(size=n), u + v + 0.5 * rng.normal(size=n)
+    margin, input_escape = u + rng.normal(size=n), np.exp(u + 0.3 * rng.normal(size=n))
+    sig = np.array([0.1, 1.0])
+    shadow = np.log(input_escape) + 0.1 * rng.normal(size=n)  # activation noise = input noise
+    own = 0.5 * np.log(input_escape) + v  # activation noise adds v
+    outcomes = {}
+    for name, log_escape in (("shadow", shadow), ("own", own)):
+        r = regularity.input_noise_baseline(log_escape, input_escape, cscore, speed, margin, sig, 4, where="x",
+                                            scale=1.0, n_boot=200)
+        assert r["input_noise"]["extra_perturbed_forwards"] == n * 2 * 4
+        assert r["input_escape_vs_cscore"]["rho"] > 0.3  # the input-noise baseline tracks the metric itself
+        r.update(escape_vs_cscore=stats.spearman(log_escape, cscore, n_boot=200),
+                 escape_vs_learning_speed=stats.spearman(log_escape, speed, n_boot=200))
+        vs = regularity.verdicts(r)  # abstract's two, then the input-noise extensions (no margin-only keys)
+        assert [x.source for x in vs] == ["abstract", "abstract", "extension", "extension"]
+        outcomes[name] = [x.outcome for x in vs][-2:]
+        if name == "shadow":
+            assert r["escape_vs_cscore"]["rho"] > 0.3
+            assert abs(r["escape_vs_cscore_given_margin_and_input"]["rho"]) < 0.1  # null: 0 ± 0.03 (n = 1000)
+        else:
+            assert r["escape_vs_cscore_given_margin_and_input"]["rho"] > 0.4
+    assert "reproduced" not in outcomes["shadow"] and outcomes["own"] == ["reproduced"] * 2
 
 
 def test_model_level_and_partial_statistics():

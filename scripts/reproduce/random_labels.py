@@ -16,6 +16,9 @@ Reported:
 - per seed pair (clean seed i vs random seed i, the same images): the AUROC of telling the
   clean model's escape σ from the random-label model's, mean over pairs with a t interval;
 - confidence baseline: the same model-level test on each model's median clean softmax margin;
+- input-noise baseline: the same model-level test on each model's median input-noise escape σ
+  (the same escape rule, relative σ grid and draws, with Gaussian noise on the normalized pixel
+  values only, σ × their RMS: `common.pixel_noise_consistency`);
 - the escape-σ distribution of every model (ECDF plot) and medians.
 
 Verdicts (`verdicts`, fixed here): model level by `verdicts.rank_test_rule` (reproduced if
@@ -77,7 +80,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
     abs_sigmas = common.sigma_grid(s.abs_sigma_lo, s.abs_sigma_hi, s.n_sigmas)
-    esc, esc_abs, curves, margin = {}, {}, {}, {}
+    esc, esc_abs, curves, margin, esc_in = {}, {}, {}, {}, {}
     for g in (clean, rand):
         res = common.apex_sweeps(model, g.params, x, train.ids[rows], sigmas, sites, s.draws, s.seed)
         esc[g.kind] = np.stack([common.escape_sigma_interpolated(r.consistency, sigmas) for r in res])  # [models, n]
@@ -88,15 +91,28 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         margin[g.kind] = np.stack([common.softmax_margin(common.clean_logits(model, p, {"pixel_values": x}))
                                    for p in g.params])  # [models, n]
     timer.mark("apex")
+    for g in (clean, rand):  # the input-noise baseline: the same rule, grid and draws, noise on the pixels only
+        kept = [common.pixel_noise_consistency(model, p, x, train.ids[rows], sigmas, s.draws, s.seed)
+                for p in g.params]
+        esc_in[g.kind] = np.stack([common.escape_sigma_interpolated(k[0], sigmas) for k in kept])  # [models, n]
+        pixel_rms = kept[0][2]
+    timer.mark("input_noise")
     n_pairs = min(len(clean.params), len(rand.params))
     pair = [stats.auroc(esc["clean"][i], esc["random"][i], n_boot=200, seed=i) for i in range(n_pairs)]
     median = {k: np.median(v, axis=1) for k, v in esc.items()}
     median_abs = {k: np.median(v, axis=1) for k, v in esc_abs.items()}
     median_margin = {k: np.median(v, axis=1) for k, v in margin.items()}
+    median_in = {k: np.median(v, axis=1) for k, v in esc_in.items()}
+    n_models = len(clean.params) + len(rand.params)
     results = {
         "model_level": stats.mann_whitney_exact(np.log(median["clean"]), np.log(median["random"])),
         "model_level_absolute": stats.mann_whitney_exact(np.log(median_abs["clean"]), np.log(median_abs["random"])),
         "model_level_clean_margin": stats.mann_whitney_exact(median_margin["clean"], median_margin["random"]),
+        "model_level_input_noise": stats.mann_whitney_exact(np.log(median_in["clean"]), np.log(median_in["random"])),
+        "median_input_escape": {k: v.tolist() for k, v in median_in.items()},
+        "input_noise": {"where": common.PIXEL_NOISE, "rms": pixel_rms,
+                        "never_escaped_share": {k: float(np.isinf(v).mean()) for k, v in esc_in.items()},
+                        "extra_perturbed_forwards": int(n_models * len(rows) * len(sigmas) * s.draws)},
         "pooled_sample_auroc": stats.cluster_auroc(list(esc["clean"]), list(esc["random"]), seed=99),
         "pair_auroc": [p["auroc"] for p in pair],
         "pair_auroc_mean": stats.mean_ci([p["auroc"] for p in pair]),
@@ -113,9 +129,10 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     }
     timer.mark("statistics")
     io.write_rows(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",
-                                          "median_escape_sigma_absolute", "median_clean_margin", "pair_auroc"],
+                                          "median_escape_sigma_absolute", "median_clean_margin",
+                                          "median_input_noise_escape_sigma", "pair_auroc"],
                      [(g.kind, m["seed"], m["train_accuracy"], m["test_accuracy"], median[g.kind][i],
-                       median_abs[g.kind][i], median_margin[g.kind][i],
+                       median_abs[g.kind][i], median_margin[g.kind][i], median_in[g.kind][i],
                        results["pair_auroc"][i] if g.kind == "clean" and i < n_pairs else "")
                       for g in (clean, rand) for i, m in enumerate(g.members)])
     io.write_rows(out / "samples.csv", ["id", "kind", "seed", "escape_sigma"],
@@ -184,7 +201,7 @@ to {abs_hi}), {draws} draws.
 | models separated by their median escape σ: AUROC (exact one-sided Mann–Whitney p) | {model_level} |
 | the same with absolute σ | {model_abs} |
 | baseline: models separated by their median clean softmax margin | {model_margin} |
-| AUROC, all images of all models pooled [95% CI, bootstrap over models] | {pooled} |
+{input_row}| AUROC, all images of all models pooled [95% CI, bootstrap over models] | {pooled} |
 | AUROC per seed pair (P[escape σ under the clean model > under the random-label one]), mean [95% t-CI] over {n_pairs} pairs | {pair} |
 | per-pair AUROCs | {pairs} |
 | median escape σ (geometric mean over models): clean / random labels | {med_clean} / {med_random} |
@@ -216,6 +233,7 @@ def verdicts(results: dict) -> list[V.Verdict]:
         t = results[key]
         mde = V.mde_auroc(t["n_pos"], t["n_neg"])
         base = results.get("model_level_clean_margin")
+        base_in = results.get("model_level_input_noise")
         out.append(V.Verdict(
             claim=claim, outcome=V.rank_test_rule(t["p"], t["p_min"], mde, NEEDED_AUROC),
             rule=(f"exact one-sided Mann–Whitney test over models of their median escape σ: reproduced if "
@@ -223,7 +241,9 @@ def verdicts(results: dict) -> list[V.Verdict]:
                   f"else not reproduced"),
             power=V.rank_test_power(t), source=source, paper=V.no_figure(),
             evidence=f"AUROC {_test_text(t)}" + (f"; the clean-margin baseline separates them with AUROC "
-                                                 f"{_test_text(base)}" if base and key == "model_level" else "")))
+                                                 f"{_test_text(base)}" if base and key == "model_level" else "")
+            + (f"; the input-noise baseline (median escape σ with noise on the pixels only) with AUROC "
+               f"{_test_text(base_in)}" if base_in and key == "model_level" else "")))
     d = results["pooled_sample_auroc"]
     out.append(V.Verdict(
         claim="escape σ of all images pooled is higher under clean models", source="abstract", paper=V.no_figure(),
@@ -255,6 +275,17 @@ earlier protocol).
 """
 
 
+def _input_row(r: dict) -> str:
+    """The input-noise baseline's table row (empty for a summary written before it existed)."""
+    if "model_level_input_noise" not in r:
+        return ""
+    d = r["input_noise"]
+    return (f"| baseline: models separated by their median input-noise escape σ (the same rule, grid and draws "
+            f"with noise on the pixels only: {d['where']}; {d['extra_perturbed_forwards']:,} extra perturbed "
+            f"forwards) | "
+            f"{_test_text(r['model_level_input_noise'])} |\n")
+
+
 def section(summary: dict) -> tuple[str, str]:
     """The README section of this claim from its summary.json: (verdict, markdown text); a
     summary written by the earlier protocol gets a section saying so."""
@@ -279,7 +310,7 @@ def section(summary: dict) -> tuple[str, str]:
         n_eval=r["n_eval"], n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"], sigma_hi=st["sigma_hi"],
         abs_lo=st["abs_sigma_lo"], abs_hi=st["abs_sigma_hi"], draws=st["draws"],
         model_level=_test_text(r["model_level"]), model_abs=_test_text(r["model_level_absolute"]),
-        model_margin=_test_text(r["model_level_clean_margin"]), pooled=ci(r["pooled_sample_auroc"], "auroc"),
+        model_margin=_test_text(r["model_level_clean_margin"]), input_row=_input_row(r), pooled=ci(r["pooled_sample_auroc"], "auroc"),
         n_pairs=r["pair_auroc_mean"]["n"], pair=ci(r["pair_auroc_mean"], "mean"),
         pairs=", ".join(num(a) for a in r["pair_auroc"]),
         med_clean=num(r["median_escape_mean"]["clean"]), med_random=num(r["median_escape_mean"]["random"]),

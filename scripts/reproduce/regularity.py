@@ -22,9 +22,17 @@ metric, its ρ with escape σ, and the partial Spearman ρ of escape σ and each
 margin (does escape σ say more than the clean confidence?), and the share of examples at the
 metrics' ceiling (C-score or learning speed exactly 1), where no rank statistic can order them.
 
+Input-noise baseline. Is escape σ about the hidden activations at all, or would noise on the
+input say the same? The same escape rule, σ grid and draws with Gaussian noise on the
+normalized pixel values only (`common.pixel_noise_consistency`; σ × their RMS; the pixels, not
+`hook_embed`, which also holds the [CLS] token and position embeddings) gives an input-noise
+escape σ per example. Reported: its ρ with each metric and with escape σ, and the partial ρ of
+escape σ and each metric given [margin, input-noise escape σ]; its cost (as many perturbed
+forwards as APEX's sweep).
+
 Verdicts (`verdicts`, fixed here before any number): each correlation's 95% interval against
 ρ = 0 and the smallest agreement that counts, ρ = 0.1 (`verdicts.spearman_rule`); the two
-correlations with the metrics are the abstract's claim, the margin-adjusted ones an extension.
+correlations with the metrics are the abstract's claim, the baseline-adjusted ones extensions.
 """
 
 from __future__ import annotations
@@ -94,13 +102,16 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     rows = np.sort(rng.choice(own, min(s.n_apex, len(own)), replace=False))
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
-    ar = common.apex_sweeps(model, [probed], vit.pixels(model, pool.inputs[rows]), pool.ids[rows], sigmas,
-                            sites, s.draws, s.seed)[0]
+    x = vit.pixels(model, pool.inputs[rows])
+    ar = common.apex_sweeps(model, [probed], x, pool.ids[rows], sigmas, sites, s.draws, s.seed)[0]
     timer.mark("apex")
     escape = common.escape_sigma_interpolated(ar.consistency, sigmas)
     area = ar.consistency.mean(1)  # mean share kept over the log-spaced grid
-    margin = common.softmax_margin(common.clean_logits(model, probed,
-                                                       {"pixel_values": vit.pixels(model, pool.inputs[rows])}))
+    margin = common.softmax_margin(common.clean_logits(model, probed, {"pixel_values": x}))
+    # the input-noise baseline: the same escape rule, σ grid and draws, noise on the pixels only
+    kept_in, _, pixel_rms = common.pixel_noise_consistency(model, probed, x, pool.ids[rows], sigmas, s.draws, s.seed)
+    input_escape = common.escape_sigma_interpolated(kept_in, sigmas)
+    timer.mark("input_noise")
 
     # regularity metrics from the other models only
     others = slice(1, None)
@@ -119,6 +130,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "area_vs_cscore": stats.spearman(area, cscore, seed=4),
         "area_vs_learning_speed": stats.spearman(area, speed, seed=5),
         **margin_baseline(log_escape, cscore, speed, margin),
+        **input_noise_baseline(log_escape, input_escape, cscore, speed, margin, sigmas, s.draws,
+                               where=common.PIXEL_NOISE, scale=pixel_rms),
         "n_examples": int(len(rows)), "pool_size": int(len(pool)),
         "clean_accuracy_probed": float((ar.clean == pool.labels[rows]).mean()),
         "escaped_on_grid": int(np.isfinite(escape).sum()),
@@ -133,9 +146,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer.mark("statistics")
     io.write_rows(out / "samples.csv",
                      ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
-                      "learning_speed", "clean_margin"],
+                      "learning_speed", "clean_margin", "input_noise_escape_sigma"],
                      [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
-                       speed[j], margin[j]) for j, r in enumerate(rows)])
+                       speed[j], margin[j], input_escape[j]) for j, r in enumerate(rows)])
     common.plot_regularity(out / "regularity.png", escape, cscore, speed, results)
     timer.mark("outputs")
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
@@ -163,6 +176,37 @@ def margin_baseline(log_escape: np.ndarray, cscore: np.ndarray, speed: np.ndarra
         "cscore_ceiling_share": float(np.mean(cscore[np.isfinite(cscore)] == 1)),
         "learning_speed_ceiling_share": float(np.mean(speed[np.isfinite(speed)] == 1)),
         "clean_margin_quartiles": np.quantile(margin, [0.25, 0.5, 0.75]).tolist(),
+    }
+
+
+def input_noise_baseline(log_escape: np.ndarray, input_escape: np.ndarray, cscore: np.ndarray, speed: np.ndarray,
+                         margin: np.ndarray, sigmas: np.ndarray, draws: int, where: str, scale: float,
+                         n_boot: int = stats.N_BOOT) -> dict:
+    """The input-noise baseline (all [n] per example; `input_escape` is the escape σ of the same
+    rule with noise at the model's input only, on the same grid `sigmas` [G] and `draws`): its
+    Spearman ρ with each metric and with log (activation-noise) escape σ, and the partial ρ of
+    log escape σ and each metric given both baselines, [clean margin, log input-noise escape σ]
+    (does noise on the hidden activations say something that input noise and the clean
+    confidence do not?). `where` says where the input noise goes, `scale` the RMS its σ is
+    relative to; the sweep's extra cost is n × G × draws perturbed forwards, as many as APEX's.
+    `n_boot`: bootstrap resamples of every interval."""
+    log_input = np.log(input_escape)
+    n = len(log_escape)
+    both = [margin, log_input]
+    return {
+        "input_escape_vs_cscore": stats.spearman(log_input, cscore, n_boot, seed=11),
+        "input_escape_vs_learning_speed": stats.spearman(log_input, speed, n_boot, seed=12),
+        "escape_vs_input_escape": stats.spearman(log_escape, log_input, n_boot, seed=13),
+        "escape_vs_cscore_given_margin_and_input": stats.partial_spearman(log_escape, cscore, both, n_boot, seed=14),
+        "escape_vs_learning_speed_given_margin_and_input": stats.partial_spearman(log_escape, speed, both, n_boot,
+                                                                                  seed=15),
+        "input_noise": {
+            "where": where, "rms": float(scale),
+            "escaped_on_grid": int(np.isfinite(input_escape).sum()),
+            "escape_below_grid": int((input_escape <= sigmas[0]).sum()),
+            "escape_sigma_quartiles": np.quantile(input_escape, [0.25, 0.5, 0.75], method="inverted_cdf").tolist(),
+            "extra_perturbed_forwards": int(n * len(sigmas) * draws),
+        },
     }
 
 
@@ -219,8 +263,8 @@ proxy (mean training-time accuracy) come from the other {others} models only.
 |---|---|---|
 | log escape σ | {esc_c} | {esc_s} |
 | area under the consistency curve | {area_c} | {area_s} |
-{margin_rows}
-{ceiling}{estimator}The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (training
+{margin_rows}{input_rows}
+{ceiling}{input_noise}{estimator}The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (training
 the ensemble: {train_seconds} s, wall clock, possibly in an earlier run).
 Files: `regularity/samples.csv`, `regularity/summary.json`.
 
@@ -243,7 +287,8 @@ def verdicts(results: dict) -> list[V.Verdict]:
     ρ = 0.1): reproduced if the 95% interval of ρ lies above 0, not reproduced if it lies below
     0.1, else inconclusive. Abstract: log escape σ vs the C-score estimate and vs learning speed.
     Extension (only when the summary has the confidence baseline): the same rule on the partial ρ
-    given the clean softmax margin (escape σ says more than the clean confidence)."""
+    given the clean softmax margin (escape σ says more than the clean confidence); and (only when
+    it has the input-noise baseline) on the partial ρ given [margin, input-noise escape σ]."""
     rule = (f"reproduced if the 95% interval of Spearman ρ lies above 0; not reproduced if it lies "
             f"below ρ = {SMALLEST_RHO}; else inconclusive")
     out = []
@@ -267,6 +312,20 @@ def verdicts(results: dict) -> list[V.Verdict]:
                       f"ρ = {num(results['escape_vs_clean_margin']['rho'])}"
                       + (f"; {num(100 * ceiling, 0)}% of the examples at the metric's ceiling (exactly 1)"
                          if ceiling is not None else ""))))
+    for key, metric in (("cscore", "the C-score estimate"), ("learning_speed", "learning speed")):
+        d = results.get(f"escape_vs_{key}_given_margin_and_input")
+        if d is None:
+            continue
+        own = results[f"input_escape_vs_{key}"]
+        out.append(V.Verdict(
+            claim=(f"escape σ (noise on the hidden activations) says more about {metric} than input noise and "
+                   f"the clean margin together"),
+            outcome=V.spearman_rule(d, SMALLEST_RHO),
+            rule=rule.replace("Spearman ρ", "the partial Spearman ρ given the clean margin and the input-noise "
+                                            "escape σ"),
+            power=_rho_power(d), source="extension",
+            evidence=(f"partial ρ = {ci(d, 'rho')}; the input-noise escape σ's own ρ = {ci(own, 'rho')}; "
+                      f"activation- vs input-noise escape σ ρ = {num(results['escape_vs_input_escape']['rho'])}")))
     return out
 
 
@@ -296,6 +355,32 @@ def margin_rows(r: dict) -> str:
             f"{ci(r['escape_vs_learning_speed_given_margin'], 'rho')} |\n")
 
 
+def input_rows(r: dict) -> str:
+    """The input-noise baseline rows of the correlation table (empty for older summaries)."""
+    if "escape_vs_cscore_given_margin_and_input" not in r:
+        return ""
+    return (f"| log input-noise escape σ (baseline) | {ci(r['input_escape_vs_cscore'], 'rho')} | "
+            f"{ci(r['input_escape_vs_learning_speed'], 'rho')} |\n"
+            f"| log escape σ given the margin and the input-noise escape σ (partial ρ) | "
+            f"{ci(r['escape_vs_cscore_given_margin_and_input'], 'rho')} | "
+            f"{ci(r['escape_vs_learning_speed_given_margin_and_input'], 'rho')} |\n")
+
+
+def input_sentence(r: dict) -> str:
+    """What the input-noise baseline is and cost; for a summary written before it existed, a
+    sentence saying it is missing."""
+    if "input_noise" not in r:
+        return ("The input-noise baseline is not in this summary, which predates it: rerun the script to add "
+                "it. ")
+    d = r["input_noise"]
+    return (f"Input-noise baseline: the same escape rule, σ grid and draws with noise at the model's input "
+            f"only — {d['where']} ({d['extra_perturbed_forwards']:,} extra perturbed forwards, as many as the "
+            f"APEX sweep); "
+            f"{d['escaped_on_grid']} of the {r['n_examples']} examples escape on the grid "
+            f"({d['escape_below_grid']} already at its smallest σ). Activation- vs input-noise escape σ: ρ = "
+            f"{ci(r['escape_vs_input_escape'], 'rho')}. ")
+
+
 def ceiling_sentence(r: dict) -> str:
     """The ceiling and escape-vs-margin sentence; for a summary written before the confidence
     baseline existed, a sentence saying it is missing."""
@@ -323,6 +408,7 @@ def section(summary: dict) -> tuple[str, str]:
     size = VIT_PRESETS[vit.SIZES[st["size"]]]
     text = SECTION.format(
         verdict=v, lines=verdict_lines(r), margin_rows=margin_rows(r), ceiling=ceiling_sentence(r),
+        input_rows=input_rows(r), input_noise=input_sentence(r),
         n_models=st["n_models"], size=st["size"], d_model=size["hidden_size"],
         n_layers=size["num_hidden_layers"], subset_pct=round(100 * st["subset"]), pool=f"{r['pool_size']:,}",
         data=st["data"], epochs=st["epochs"], test_acc_min=num(min(acc)), test_acc_max=num(max(acc)),

@@ -21,7 +21,10 @@ step over members, mini-batch epochs in `lax.scan`), each on its own random half
   training batch, before the update) over all epochs of the heads that trained on it.
 
 Reported: Spearman ρ (log escape σ and the area under the consistency curve vs each metric,
-and between the two metrics) with BCa bootstrap 95% intervals over sentences; a plot.
+and between the two metrics) with BCa bootstrap 95% intervals over sentences; a plot. Baselines
+(`regularity.margin_baseline`, `regularity.input_noise_baseline`): the clean softmax margin, and
+the escape σ of the same rule, grid and draws with noise on the embedding output `hook_embed`
+only (input noise: tokens are discrete), with the partial ρ of escape σ given them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ import apex_jax
 from apex_jax import Model, block_site, io, run_apex
 from . import common, ensembles, minilm, regularity, stats
 from .reporting import estimator_sentence, num
+
+# Where the MiniLM's input noise goes (`input_noise_baseline`): tokens are discrete, so the
+# embedding output (token + position + segment embeddings after their LayerNorm) is the input.
+EMBED_SITE = "hook_embed"
+INPUT_NOISE = ("Gaussian noise on the embedding output `hook_embed` (tokens are discrete), σ × its RMS over "
+               "real tokens")
 
 NAME = "regularity_text"
 CLAIM = 1
@@ -117,10 +126,18 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     escape = common.escape_sigma_interpolated(ar.consistency, sigmas, s.threshold)
     area = ar.consistency.mean(1)  # mean share kept over the log-spaced grid
     margin = common.softmax_margin(common.clean_logits(model, model.params, dict(batch)))
+    # the input-noise baseline: the same escape rule, σ grid and draws, noise on the embedding
+    # output only (tokens are discrete: that is the first place Gaussian noise can go)
+    ar_in = run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=[EMBED_SITE], draws=s.draws,
+                     seed=s.seed, threshold=s.threshold, progress=False)
+    input_escape = common.escape_sigma_interpolated(ar_in.consistency, sigmas, s.threshold)
+    timer.mark("input_noise")
 
     cscore, speed = heads["cscore"][rows], heads["learning_speed"][rows]
     results = _results(escape, area, cscore, speed, sigmas, heads, rows)
     results.update(regularity.margin_baseline(np.log(escape), cscore, speed, margin))
+    results.update(regularity.input_noise_baseline(np.log(escape), input_escape, cscore, speed, margin, sigmas,
+                                                   s.draws, where=INPUT_NOISE, scale=ar_in.site_rms[EMBED_SITE]))
     results.update({"pool_size": int(len(pool)), "n_test": int(len(test)),
                     "clean_accuracy_probed": float((ar.clean == pool.labels[rows]).mean()),
                     "fine_tuned_test_accuracy": ft["test_accuracy"],
@@ -129,9 +146,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer.mark("statistics")
     io.write_rows(out / "samples.csv",
                      ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
-                      "learning_speed", "text"],
+                      "learning_speed", "clean_margin", "input_noise_escape_sigma", "text"],
                      [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
-                       speed[j], pool.inputs[r]) for j, r in enumerate(rows)])
+                       speed[j], margin[j], input_escape[j], pool.inputs[r]) for j, r in enumerate(rows)])
     common.plot_regularity(out / f"{NAME}.png", escape, cscore, speed, results)
     timer.mark("outputs")
     summary = {"claim": CLAIM, "name": NAME, "quick": quick,
@@ -364,8 +381,8 @@ the ViTs' 0.5.
 |---|---|---|
 | log escape σ | {esc_c} | {esc_s} |
 | area under the consistency curve | {area_c} | {area_s} |
-{margin_rows}
-{ceiling}{estimator}The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (fine-tuning
+{margin_rows}{input_rows}
+{ceiling}{input_noise}{estimator}The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (fine-tuning
 the probed model: {ft_seconds} s, wall clock, possibly in an earlier run; training the heads:
 {head_seconds} s). Files: `regularity_text/samples.csv`, `regularity_text/summary.json`.
 
@@ -396,7 +413,8 @@ def section(summary: dict) -> tuple[str, str]:
         subset_pct=round(100 * st["subset"]), n_test=f"{r['n_test']:,}", head_acc_min=num(min(acc)),
         head_acc_max=num(max(acc)), holdout_mean=num(r["holdout_heads_per_example"]["mean"], 1),
         **regularity.correlation_cells(r), margin_rows=regularity.margin_rows(r),
-        ceiling=regularity.ceiling_sentence(r), estimator=estimator_sentence(summary),
+        ceiling=regularity.ceiling_sentence(r), input_rows=regularity.input_rows(r),
+        input_noise=regularity.input_sentence(r), estimator=estimator_sentence(summary),
         seconds=summary["timing"]["total_seconds"], ft_seconds=r["fine_tune_seconds"],
         head_seconds=r["head_training_seconds"])
     return v, text
