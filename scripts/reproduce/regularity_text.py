@@ -80,13 +80,14 @@ class Settings:
     # and chance, (1 + 1/C) / 2, as 0.55 would be for 10 classes.
     threshold: float = 0.75
     seed: int = 0
+    pad_multiple: int | None = None  # the engine's length buckets (None: its default)
 
     @classmethod
     def quick(cls) -> "Settings":
         # the quick fine-tune's 96 sentences: 16 heads on 48 each, 3 steps of 16 per epoch; APEX
         # on half of them (fewer make the rank correlations too noisy to check)
         return cls(n_heads=16, epochs=10, batch_size=16, learning_rate=3e-3, n_test=128, n_apex=48,
-                   n_sigmas=6, draws=4)
+                   n_sigmas=6, draws=4, pad_multiple=32)  # quick: one length bucket (max_length 32), one compile
 
 
 def main(argv=None) -> dict:
@@ -120,8 +121,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
     batch = model.encode([pool.inputs[r] for r in rows], max_length=config.max_length)
+    engine = {} if s.pad_multiple is None else {"pad_multiple": s.pad_multiple}
     ar = run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=sites, draws=s.draws,
-                       seed=s.seed, threshold=s.threshold, progress=False)
+                  seed=s.seed, threshold=s.threshold, progress=False, **engine)
     timer.mark("apex")
     escape = common.escape_sigma_interpolated(ar.consistency, sigmas, s.threshold)
     area = ar.consistency.mean(1)  # mean share kept over the log-spaced grid
@@ -129,7 +131,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     # the input-noise baseline: the same escape rule, σ grid and draws, noise on the embedding
     # output only (tokens are discrete: that is the first place Gaussian noise can go)
     ar_in = run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=[EMBED_SITE], draws=s.draws,
-                     seed=s.seed, threshold=s.threshold, progress=False)
+                     seed=s.seed, threshold=s.threshold, progress=False, **engine)
     input_escape = common.escape_sigma_interpolated(ar_in.consistency, sigmas, s.threshold)
     timer.mark("input_noise")
 
