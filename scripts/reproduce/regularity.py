@@ -345,25 +345,27 @@ def verdict_lines(results: dict) -> str:
     return "\n".join(v.line() for v in verdicts(results))
 
 
+def _table_rows(r: dict, rows: list[tuple[str, str]]) -> str:
+    """Correlation-table rows "| label | ρ vs C-score | ρ vs learning speed |" for (label, key
+    template with {} for the metric); empty when the summary predates those keys."""
+    metrics = ("cscore", "learning_speed")
+    if any(key.format(m) not in r for _, key in rows for m in metrics):
+        return ""
+    return "".join(f"| {label} | " + " | ".join(ci(r[key.format(m)], "rho") for m in metrics) + " |\n"
+                   for label, key in rows)
+
+
 def margin_rows(r: dict) -> str:
     """The confidence-baseline rows of the correlation table (empty for older summaries)."""
-    if "escape_vs_cscore_given_margin" not in r:
-        return ""
-    return (f"| clean softmax margin (baseline) | {ci(r['clean_margin_vs_cscore'], 'rho')} | "
-            f"{ci(r['clean_margin_vs_learning_speed'], 'rho')} |\n"
-            f"| log escape σ given the margin (partial ρ) | {ci(r['escape_vs_cscore_given_margin'], 'rho')} | "
-            f"{ci(r['escape_vs_learning_speed_given_margin'], 'rho')} |\n")
+    return _table_rows(r, [("clean softmax margin (baseline)", "clean_margin_vs_{}"),
+                           ("log escape σ given the margin (partial ρ)", "escape_vs_{}_given_margin")])
 
 
 def input_rows(r: dict) -> str:
     """The input-noise baseline rows of the correlation table (empty for older summaries)."""
-    if "escape_vs_cscore_given_margin_and_input" not in r:
-        return ""
-    return (f"| log input-noise escape σ (baseline) | {ci(r['input_escape_vs_cscore'], 'rho')} | "
-            f"{ci(r['input_escape_vs_learning_speed'], 'rho')} |\n"
-            f"| log escape σ given the margin and the input-noise escape σ (partial ρ) | "
-            f"{ci(r['escape_vs_cscore_given_margin_and_input'], 'rho')} | "
-            f"{ci(r['escape_vs_learning_speed_given_margin_and_input'], 'rho')} |\n")
+    return _table_rows(r, [("log input-noise escape σ (baseline)", "input_escape_vs_{}"),
+                           ("log escape σ given the margin and the input-noise escape σ (partial ρ)",
+                            "escape_vs_{}_given_margin_and_input")])
 
 
 def input_sentence(r: dict) -> str:
