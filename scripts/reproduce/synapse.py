@@ -49,7 +49,7 @@ from .verdicts import Verdict
 
 NAME = "synapse"
 CLAIM = 5
-TITLE = "SYNAPSE probes, silencing, manipulations (MiniLM)"
+TITLE = "SYNAPSE probes, silencing, manipulations (MiniLM, ViT)"
 ALPHA = 0.05  # the random control's significance level
 VIT_TASK = "digits-vit"  # the reference arm's image task: the zoo's first clean ViT, 10 digit classes
 
