@@ -19,7 +19,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
@@ -28,22 +27,8 @@ from apex_jax.models.config import ArchConfig
 
 Array = Any
 
-ERF_GELU = True
-
-
-def _gelu_erf(x: Array) -> Array:
-    """Exact GELU as HF/PyTorch write it, 0.5·x·(1 + erf(x/√2)).
-
-    `jax.nn.gelu(approximate=False)` computes x·erfc(−x/√2)/2 instead, whose erfc evaluates two
-    rational approximations and an exp per element; erf is one polynomial ratio, so the MLP's
-    activation costs less (the forms differ by float32 rounding)."""
-    if not ERF_GELU:
-        return jax.nn.gelu(x, approximate=False)
-    return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(1 / math.sqrt(2), dtype=x.dtype)))
-
-
 _ACT = {
-    "gelu": _gelu_erf,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
