@@ -153,6 +153,12 @@ def clean_logits(model: Model, params: Any, batch: dict, chunk: int = 128) -> np
     return np.concatenate(out).astype(np.float64)
 
 
+def engine_kw(pad_multiple: int | None) -> dict:
+    """Engine settings for a claim's sweeps: only what differs from the engine's defaults (None: the
+    engine's own length buckets)."""
+    return {} if pad_multiple is None else {"pad_multiple": pad_multiple}
+
+
 def softmax_margin(logits: np.ndarray) -> np.ndarray:
     """The clean confidence baseline: softmax probability of the predicted class minus that of
     the runner-up, per input ([n, C] logits -> [n] in [0, 1])."""

@@ -121,7 +121,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
     batch = model.encode([pool.inputs[r] for r in rows], max_length=config.max_length)
-    engine = {} if s.pad_multiple is None else {"pad_multiple": s.pad_multiple}
+    engine = common.engine_kw(s.pad_multiple)
     ar = run_apex(model, model.params, batch, pool.ids[rows], sigmas, sites=sites, draws=s.draws,
                   seed=s.seed, threshold=s.threshold, progress=False, **engine)
     timer.mark("apex")

@@ -153,16 +153,11 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
                 "test_accuracy": ft["test_accuracy"]}
     timer.mark(f"reference {task}: model")
     r = ref.run_task(task, model, params, train, test, evaluation, out, s.reference, s.max_length, progress,
-                     **_sweep_kw(s))
+                     **common.engine_kw(s.pad_multiple))
     timer.mark(f"reference {task}: probe and silencing")
     log(f"[synapse] reference {task}: concat probe acc {r['probe_accuracy']:.3f}, "
         f"{r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
     return {**info, **r}
-
-
-def _sweep_kw(s: Settings) -> dict:
-    """Engine settings of every sweep of the claim (only what differs from the engine's defaults)."""
-    return {} if s.pad_multiple is None else {"pad_multiple": s.pad_multiple}
 
 
 def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
@@ -182,14 +177,14 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
                                    asymmetry_k=s.asymmetry_k, seed=s.seed)
     sil = apex_jax.silence_run(model, silence, probe_dir, work / "silence",
                                    sites=apex_jax.parse_sites(model, s.silence_layers), config=sc, max_length=s.max_length,
-                                   progress=progress, **_sweep_kw(s))
+                                   progress=progress, **common.engine_kw(s.pad_multiple))
     timer.mark(f"{data}: silencing")
     sil_all = None
     if s.all_positions_k:
         sa = dataclasses.replace(sc, positions="all", k_levels=s.all_positions_k, per_class=False)
         sil_all = apex_jax.silence_run(model, silence, probe_dir, work / "silence-all-positions",
                                            sites=apex_jax.parse_sites(model, s.silence_layers), config=sa,
-                                           max_length=s.max_length, progress=progress, **_sweep_kw(s))
+                                           max_length=s.max_length, progress=progress, **common.engine_kw(s.pad_multiple))
         timer.mark(f"{data}: silencing at all positions")
     attacks = {}
     for t in range(model.config.n_classes):
