@@ -280,6 +280,10 @@ def test_claim_modules_own_their_sections(tmp_path):
     # a claim without a summary gets a "not run" row and section
     text = report.build(tmp_path)
     assert text.count("| not run |") == len(CLAIMS) and "**Verdict:" not in text
+    # summaries from two zoo runs: the footer shows both figures rather than the last one read
+    assert report._zoo_seconds("clean", {551.0: ["2", "5"]}) == "clean 551.0 s"
+    mixed = report._zoo_seconds("clean", {551.0: ["2"], 2814.6: ["4"]})
+    assert "551.0 s (claim 2)" in mixed and "2814.6 s (claim 4)" in mixed and "different zoo runs" in mixed
 
 
 def _model_level(clean, rand):

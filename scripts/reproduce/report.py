@@ -56,6 +56,14 @@ def _missing(claim: ModuleType, path: Path) -> tuple[str, str]:
             f"## Claim {claim.CLAIM} — {claim.TITLE}\n\nNot run yet: `{path}` is missing.\n")
 
 
+def _zoo_seconds(kind: str, by_value: dict[float, list[str]]) -> str:
+    """One zoo group's training seconds; summaries from different runs disagree, so show each."""
+    if len(by_value) == 1:
+        return f"{kind} {next(iter(by_value))} s"
+    each = " vs ".join(f"{sec} s (claim {', '.join(c)})" for sec, c in by_value.items())
+    return f"{kind} {each}: these summaries come from different zoo runs"
+
+
 def build(reports: Path) -> str:
     """The README text from the summaries under `reports`."""
     overview, sections, quick, versions, zoo_seconds = [], [], [], None, {}
@@ -74,12 +82,13 @@ def build(reports: Path) -> str:
         sections.append(text)
         quick += [claim.NAME] if s.get("quick") else []
         versions = versions or s.get("versions")
-        zoo_seconds.update(s["results"].get("zoo_training_seconds", {}))
+        for kind, sec in s["results"].get("zoo_training_seconds", {}).items():
+            zoo_seconds.setdefault(kind, {}).setdefault(sec, []).append(str(claim.CLAIM))
     head = HEADER.format(quick_warning=QUICK_WARNING.format(names=", ".join(quick)) if quick else "",
                          overview="\n".join(overview))
     v = versions or {}
     machine = f"{v.get('machine', '?')}, JAX devices {v.get('devices', '?')}"
-    zoo = ", ".join(f"{k} {v} s" for k, v in zoo_seconds.items()) or "none"
+    zoo = ", ".join(_zoo_seconds(k, v) for k, v in zoo_seconds.items()) or "none"
     foot = FOOTER.format(machine=machine, zoo=zoo, versions=", ".join(f"{k} {val}" for k, val in v.items()
                                                              if k not in ("devices", "machine")))
     return "\n".join([head, *sections, foot])
