@@ -148,6 +148,25 @@ def test_checkpoint_of_another_model_is_not_resumed(model, tmp_path):
     assert list(diff) == ["params_sha256"]
 
 
+def test_checkpoint_under_other_numerics_is_not_resumed(model, tmp_path, monkeypatch):
+    """A sweep under numerics-changing XLA flags (here the opt-in oneDNN path) gets its own
+    fingerprint, naming what differs; neutral flags (device count, dumps) keep the default one."""
+    from apex_jax.engine.store import numerics
+
+    assert numerics({"XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_dump_to=/tmp/x"}) == {}
+    batch, ids = model.encode(TEXTS[:2]), np.arange(2)
+    kw = dict(sites=SITES, draws=4, seed=3, progress=False, run_dir=tmp_path)
+    sig = np.array([0.5], np.float32)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    default = run_sweep(model, model.params, batch, ids, _noise, sig, **kw)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_onednn=true --xla_force_host_platform_device_count=1")
+    onednn = run_sweep(model, model.params, batch, ids, _noise, sig, **kw)
+    assert default.fingerprint != onednn.fingerprint and onednn.perturbed_forwards == 2 * 4
+    found = {c.fingerprint: c.settings for c in checkpoints_in(tmp_path)}
+    assert differences(found[default.fingerprint], found[onednn.fingerprint]) == {
+        "numerics": (None, {"xla_flags": ["--xla_cpu_use_onednn=true"]})}
+
+
 def test_finished_sweep_reruns_without_computing(model, tmp_path):
     batch, ids = model.encode(TEXTS[:2]), np.arange(2)
     kw = dict(sites=SITES, draws=4, seed=5, progress=False, run_dir=tmp_path)
@@ -249,6 +268,38 @@ def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
     assert "forwards 0" in r.stderr  # the finished sweep is restored, nothing recomputed
     (info,) = checkpoints_in(run_dir)
     assert info.complete
+
+
+def test_processes_with_other_xla_flags_refuse_to_sweep_together(tmp_path):
+    """One process of a 2-process sweep started with a numerics-changing XLA flag: both stop
+    with a message naming the cause instead of gathering counts of two numerics. Likewise
+    processes describing different sweeps (here other draw counts) under one run folder."""
+    import os
+    import socket
+    import subprocess
+
+    from tests.test_engine import _script
+
+    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
+
+    def launch(flags, draws):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        procs = [subprocess.Popen(_script(folder, tmp_path / f"p{i}.npy", "--run-dir", str(tmp_path / "run"),
+                                          "--draws", str(draws[i]), "--coordinator", f"127.0.0.1:{port}",
+                                          "--process-id", str(i), "--num-processes", "2"),
+                                  env={**os.environ, "XLA_FLAGS": flags[i]}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+        assert all(p.returncode != 0 for p in procs) and not any((tmp_path / f"p{i}.npy").exists() for i in range(2))
+        return errs
+
+    errs = launch(["", "--xla_cpu_use_onednn=true"], [8, 8])
+    assert all("differ in their numerics" in e and "XLA_FLAGS" in e for e in errs), errs[0][-2000:]
+    assert "--xla_cpu_use_onednn=true" in errs[1] and "1 of 2 processes agree" in errs[0]
+    errs = launch(["", ""], [8, 16])
+    assert all("differ in their checkpoint fingerprint" in e and "settings.json" in e for e in errs), errs[0][-2000:]
 
 
 def test_length_buckets_follow_each_inputs_own_length(model):

@@ -5,8 +5,9 @@ A sweep with `run_dir` checkpoints (counts, margin and KL sums, finished units) 
 readable) — `complete: true` once the sweep has finished, so a rerun of the same sweep restores
 its counts and computes nothing. The fingerprint covers the parameters (content hash), the
 architecture, sites, the perturbation's tag and function name, inputs, ids, grid, K, seed,
-draw offset, micro-batch and `KERNEL_VERSION`: a sweep never resumes counts of another model or
-other settings. Several fingerprints may share a run folder (e.g. the rounds of a bisection);
+draw offset, micro-batch, `KERNEL_VERSION` and, where they differ from a default CPU setup, the
+numerics (`numerics`: XLA flags, backend, matmul precision): a sweep never resumes counts of
+another model, other settings or other float rounding. Several fingerprints may share a run folder (e.g. the rounds of a bisection);
 `checkpoints_in(run_dir)` lists them and `differences(a, b)` names what differs, so a run layer
 can refuse a reused folder with a message instead of mixing runs.
 """
@@ -65,12 +66,47 @@ def _raw_bytes(a: np.ndarray) -> memoryview:
     return a.view(np.uint8).data if a.dtype.kind == "V" else a.data
 
 
+# XLA flags that cannot change a result: the host device count (counts are invariant to it),
+# dumps, profiles and logging. Any other flag in XLA_FLAGS (the oneDNN matmul path, fast math,
+# fusion choices, ...) may change float rounding and so the counts at near-ties.
+NEUTRAL_XLA_FLAGS = ("xla_force_host_platform_device_count", "xla_dump", "xla_hlo_profile", "xla_log")
+
+
+def numerics(environ: dict | None = None) -> dict:
+    """What besides the settings decides a sweep's float rounding, as far as it is not the default:
+    `xla_flags` (sorted, neutral ones left out), `platform` unless "cpu", and
+    `matmul_precision` when `jax_default_matmul_precision` is set. {} on a default CPU setup,
+    so default sweeps keep the fingerprints of earlier versions.
+
+    XLA reads XLA_FLAGS when the backend starts: set them before the first JAX computation (the
+    environment is read here, when the sweep is described).
+
+    Example:
+        >>> numerics({"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+        {}
+        >>> numerics({"XLA_FLAGS": "--xla_cpu_use_onednn=true --xla_dump_to=/tmp/d"})
+        {'xla_flags': ['--xla_cpu_use_onednn=true']}
+    """
+    environ = os.environ if environ is None else environ
+    flags = sorted(f for f in environ.get("XLA_FLAGS", "").split()
+                   if not f.lstrip("-").startswith(NEUTRAL_XLA_FLAGS))
+    out: dict[str, Any] = {"xla_flags": flags} if flags else {}
+    if jax.default_backend() != "cpu":
+        out["platform"] = jax.default_backend()
+    if jax.config.jax_default_matmul_precision is not None:
+        out["matmul_precision"] = str(jax.config.jax_default_matmul_precision)
+    return out
+
+
 def describe(settings: dict, *, config: Any, params: Any, perturb: Any, ids: Any, inputs: dict,
              grid: Any) -> dict:
     """The JSON description of a sweep that its fingerprint hashes: `settings` plus digests of
-    the parameters, inputs, ids and grid, the architecture and the kernel version."""
+    the parameters, inputs, ids and grid, the architecture, the kernel version and the
+    non-default numerics (see `numerics`)."""
+    num = numerics()
     return {
         **settings,
+        **({"numerics": num} if num else {}),
         "kernel_version": KERNEL_VERSION,
         "architecture": dataclasses.asdict(config),
         "params_sha256": params_digest(params),
@@ -165,13 +201,35 @@ class Store:
         os.replace(tmp, path)
 
 
+def same_on_every_process(value: str, what: str, fix: str) -> None:
+    """Raises `ValueError` naming `what` unless every process passes the same `value` (a
+    60-bit hash of it is all-gathered). `fix` says what to make equal. Single process: no-op."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    # int32 words: without jax_enable_x64 the gather would truncate an int64
+    h = hashlib.sha256(value.encode()).hexdigest()
+    digest = np.array([int(h[i:i + 7], 16) for i in (0, 7)], np.int32)  # 56 bits
+    got = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1, 2)
+    agree = (got == digest).all(axis=1)
+    if not agree.all():
+        raise ValueError(f"the processes of this sweep differ in their {what}: start every process "
+                         f"with the same {fix}. This process has {value!r}; "
+                         f"{int(agree.sum())} of {agree.size} processes agree with it.")
+
+
 def agree_on_step(store: Store) -> tuple[int, int]:
     """(step to restore, highest step any process sees): 0 unless every process sees the same
-    latest step (see `Store`). Single process: (latest, latest)."""
+    latest step (see `Store`). Single process: (latest, latest). Raises `ValueError` if the
+    processes' fingerprints differ (they would otherwise checkpoint apart and mix numerics)."""
     latest = store.checkpoints.latest_step() or 0
     if jax.process_count() == 1:
         return latest, latest
     from jax.experimental import multihost_utils
 
+    # every process must describe the same sweep, or each would save its own folder
+    same_on_every_process(store.fingerprint, f"checkpoint fingerprint (this process's description: "
+                          f"{store.folder / SETTINGS_FILE})", "model, inputs and settings")
     steps = np.asarray(multihost_utils.process_allgather(np.int32(latest)))
     return (latest if (steps == latest).all() else 0), int(steps.max())

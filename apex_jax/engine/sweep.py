@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,7 +64,7 @@ from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
 from apex_jax.engine.mesh import check_mesh, model_parallel_of, shard_params, sweep_mesh
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
-from apex_jax.engine.store import Store, agree_on_step, arrays_digest, describe
+from apex_jax.engine.store import Store, agree_on_step, arrays_digest, describe, numerics, same_on_every_process
 from apex_jax.errors import InputError
 from apex_jax.models.blocks import stack_blocks
 from apex_jax.models.model import Model
@@ -222,6 +223,9 @@ def run_sweep(
     settings["margin_reference"] = "clean" if labels is None else "label"
     if labels is not None:  # the margins depend on them: part of the checkpoint fingerprint
         settings["labels_sha256"] = arrays_digest(labels)
+    # processes computing under other float numerics (e.g. XLA_FLAGS) must not gather their counts
+    same_on_every_process(json.dumps(numerics(), sort_keys=True), "numerics (XLA_FLAGS, backend, "
+                          "matmul precision; see engine.store.numerics)", "XLA_FLAGS and JAX settings")
     store = _open_store(run_dir, settings, model, store_params, perturb, ids, inputs, grid)
     state = {"counts": np.zeros((plan.n_inputs, G, model.config.n_classes), np.int64),
              "margin": np.zeros((plan.n_inputs, G), np.float64),
