@@ -27,8 +27,10 @@ assets: $(VENV)/.installed
 demo: assets
 	$(BIN)/apex-jax demo --out runs/demo
 
-# Two pytest processes: XLA:CPU crashed (segfault while compiling) late in one process that had
-# compiled for ~500 tests before it; each half stays well under that.
+# Two pytest processes. One process once crashed (segfault while compiling) after ~500 tests:
+# XLA keeps every compiled executable mapped and Linux stops a process at vm.max_map_count
+# (65,530) maps; the first half alone reaches ~38,000. tests/conftest.py now also clears JAX's
+# caches between test files past 40% of the limit (apex_jax/engine/memory_maps.py).
 test: install-test assets
 	$(BIN)/python -m pytest -q tests/apex tests/synapse $(sort $(wildcard tests/test_[a-e]*.py))
 	$(BIN)/python -m pytest -q $(sort $(wildcard tests/test_[f-z]*.py))

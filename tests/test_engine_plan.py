@@ -203,6 +203,26 @@ def test_checkpoints_round_trip_and_reject_other_shapes(tmp_path):
         store.restore({"a": np.zeros((4, 4), np.int64), "b": np.ones(3, bool)})
 
 
+def test_memory_map_guard_clears_compiled_executables_near_the_limit(monkeypatch):
+    """Compiled executables hold memory maps until JAX's caches drop them; the guard clears the
+    caches (with a warning) only past its fraction of the limit."""
+    from apex_jax.engine import memory_maps as mm
+
+    used, limit = mm.memory_maps()
+    assert 0 < used <= limit
+    g = jax.jit(lambda a, i: a * i, static_argnums=1)
+    for i in range(40):  # 40 executables: ~3 maps each on XLA:CPU
+        g(np.ones(3, np.float32), i).block_until_ready()
+    grown = mm.memory_maps()[0]
+    assert grown > used + 40 and g._cache_size() == 40
+    assert not mm.release_if_near_limit(fraction=1.0) and g._cache_size() == 40
+    monkeypatch.setattr(mm, "memory_maps", lambda: (95, 100))
+    with pytest.warns(RuntimeWarning, match="95 of its 100 memory maps"):
+        assert mm.release_if_near_limit()
+    monkeypatch.undo()
+    assert g._cache_size() == 0 and mm.memory_maps()[0] < grown - 40
+
+
 def test_enable_compile_cache_sets_jax_config(tmp_path):
     # in a subprocess: once JAX has seen the cache on, it keeps writing every later compile of
     # this process there, and the rest of the suite runs without the persistent cache

@@ -62,6 +62,7 @@ from apex_jax import sites as site_lib
 from apex_jax.engine import kernels as kern
 from apex_jax.engine.kernels import Perturb
 from apex_jax.engine.keys import root_key_data
+from apex_jax.engine.memory_maps import release_if_near_limit
 from apex_jax.engine.mesh import check_mesh, model_parallel_of, shard_params, sweep_mesh
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
 from apex_jax.engine.store import Store, agree_on_step, arrays_digest, describe, numerics, same_on_every_process
@@ -210,6 +211,7 @@ def run_sweep(
     """
     ids, G = _validate(model, inputs, ids, grid, draws, per_input_grid)
     labels = _check_labels(labels, len(ids), model.config.n_classes)
+    release_if_near_limit()  # a compile past the process's memory-map limit would crash it
     mesh = _mesh(mesh, model_parallel)
     # the blocks' parameters stacked once per sweep, not inside every unit of the kernel's loop,
     # then placed (split over a model axis) before the plan reads free memory
