@@ -19,6 +19,7 @@ import jax
 
 MAPS = Path("/proc/self/maps")
 LIMIT = Path("/proc/sys/vm/max_map_count")
+_after_last_clear: int | None = None  # maps held right after the last clear
 
 
 def memory_maps() -> tuple[int, int] | None:
@@ -34,22 +35,30 @@ def memory_maps() -> tuple[int, int] | None:
 
 def release_if_near_limit(fraction: float = 0.8) -> bool:
     """Clears JAX's compilation caches, with a warning saying why, once the process holds more
-    than `fraction` of its memory-map limit; returns whether it did. Cheap (one read of
+    than `fraction` of its memory-map limit, and again only once compiles have used half the room
+    the last clear left (the rest may be held by something else); returns whether it did. Cheap (one read of
     /proc/self/maps, ~10 ms at 40,000 maps): `run_sweep` calls it before it compiles.
 
     Example:
         >>> release_if_near_limit(fraction=1.0)  # a process below its limit keeps its caches
         False
     """
+    global _after_last_clear
     counts = memory_maps()
     if counts is None or counts[0] <= fraction * counts[1]:
         return False
     used, limit = counts
-    warnings.warn(
-        f"this process holds {used} of its {limit} memory maps (vm.max_map_count): XLA keeps every "
-        f"compiled executable mapped, and at the limit the next compile crashes the process. "
-        f"Clearing JAX's compilation caches (jax.clear_caches()); later calls compile again. To keep "
-        f"them, raise the limit (sysctl -w vm.max_map_count=1048576, as root) or run fewer models "
-        f"per process.", RuntimeWarning, stacklevel=2)
+    # maps held by something else (not JAX's executables) survive a clear: clear again only
+    # once compiles have used half the room left after the last one, not before every sweep
+    if _after_last_clear is not None and used <= (_after_last_clear + limit) / 2:
+        return False
     jax.clear_caches()
+    _after_last_clear = memory_maps()[0]
+    warnings.warn(
+        f"this process held {used} of its {limit} memory maps (vm.max_map_count): XLA keeps every "
+        f"compiled executable mapped, and at the limit the next compile crashes the process. "
+        f"Cleared JAX's compilation caches (jax.clear_caches()), which freed "
+        f"{used - _after_last_clear} maps; later calls compile again. To keep the caches, raise the "
+        f"limit (sysctl -w vm.max_map_count=1048576, as root) or run fewer models per process.",
+        RuntimeWarning, stacklevel=2)
     return True
