@@ -29,8 +29,8 @@ demo: assets
 
 # Two pytest processes. One process once crashed (segfault while compiling) after ~500 tests:
 # XLA keeps every compiled executable mapped and Linux stops a process at vm.max_map_count
-# (65,530) maps; the first half alone reaches ~38,000. tests/conftest.py now also clears JAX's
-# caches between test files past 40% of the limit (apex_jax/engine/memory_maps.py).
+# (65,530) maps; the first half alone reached ~38,000. tests/conftest.py now clears JAX's caches
+# between test files past 40% of the limit (apex_jax/engine/memory_maps.py): it peaks ~26,000.
 test: install-test assets
 	$(BIN)/python -m pytest -q tests/apex tests/synapse $(sort $(wildcard tests/test_[a-e]*.py))
 	$(BIN)/python -m pytest -q $(sort $(wildcard tests/test_[f-z]*.py))
