@@ -36,8 +36,8 @@ def memory_maps() -> tuple[int, int] | None:
 def release_if_near_limit(fraction: float = 0.8) -> bool:
     """Clears JAX's compilation caches, with a warning saying why, once the process holds more
     than `fraction` of its memory-map limit, and again only once compiles have used half the room
-    the last clear left (the rest may be held by something else); returns whether it did. Cheap (one read of
-    /proc/self/maps, ~10 ms at 40,000 maps): `run_sweep` calls it before it compiles.
+    the last clear left (the rest may be held by something else); returns whether it did. Cheap
+    (one read of /proc/self/maps, ~30 ms at 40,000 maps): `run_sweep` calls it before it compiles.
 
     Example:
         >>> release_if_near_limit(fraction=1.0)  # a process below its limit keeps its caches

@@ -6,8 +6,9 @@ readable) — `complete: true` once the sweep has finished, so a rerun of the sa
 its counts and computes nothing. The fingerprint covers the parameters (content hash), the
 architecture, sites, the perturbation's tag and function name, inputs, ids, grid, K, seed,
 draw offset, micro-batch, `KERNEL_VERSION` and, where they differ from a default CPU setup, the
-numerics (`numerics`: XLA flags, backend, matmul precision): a sweep never resumes counts of
-another model, other settings or other float rounding. Several fingerprints may share a run folder (e.g. the rounds of a bisection);
+numerics (`numerics`: XLA flags, backend, matmul precision; the sweep puts them in its settings):
+a sweep never resumes counts of another model, other settings or other float rounding. Several
+fingerprints may share a run folder (e.g. the rounds of a bisection);
 `checkpoints_in(run_dir)` lists them and `differences(a, b)` names what differs, so a run layer
 can refuse a reused folder with a message instead of mixing runs.
 """
@@ -101,12 +102,9 @@ def numerics(environ: dict | None = None) -> dict:
 def describe(settings: dict, *, config: Any, params: Any, perturb: Any, ids: Any, inputs: dict,
              grid: Any) -> dict:
     """The JSON description of a sweep that its fingerprint hashes: `settings` plus digests of
-    the parameters, inputs, ids and grid, the architecture, the kernel version and the
-    non-default numerics (see `numerics`)."""
-    num = numerics()
+    the parameters, inputs, ids and grid, the architecture and the kernel version."""
     return {
         **settings,
-        **({"numerics": num} if num else {}),
         "kernel_version": KERNEL_VERSION,
         "architecture": dataclasses.asdict(config),
         "params_sha256": params_digest(params),
@@ -203,7 +201,7 @@ class Store:
 
 def same_on_every_process(value: str, what: str, fix: str) -> None:
     """Raises `ValueError` naming `what` unless every process passes the same `value` (a
-    60-bit hash of it is all-gathered). `fix` says what to make equal. Single process: no-op."""
+    56-bit hash of it is all-gathered). `fix` says what to make equal. Single process: no-op."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils

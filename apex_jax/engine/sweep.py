@@ -65,7 +65,8 @@ from apex_jax.engine.keys import root_key_data
 from apex_jax.engine.memory_maps import release_if_near_limit
 from apex_jax.engine.mesh import check_mesh, model_parallel_of, shard_params, sweep_mesh
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
-from apex_jax.engine.store import Store, agree_on_step, arrays_digest, describe, numerics, same_on_every_process
+from apex_jax.engine.store import (Store, agree_on_step, arrays_digest, describe, numerics,
+                                   same_on_every_process)
 from apex_jax.errors import InputError
 from apex_jax.models.blocks import stack_blocks
 from apex_jax.models.model import Model
@@ -220,14 +221,15 @@ def run_sweep(
                       inputs_per_step=inputs_per_step, grid_per_step=grid_per_step,
                       units_per_call=units_per_call, memory_budget=memory_budget, mesh=mesh,
                       pad_multiple=pad_multiple)
+    # processes computing under other float numerics (e.g. XLA_FLAGS) must not gather their counts
+    num = numerics()
+    same_on_every_process(json.dumps(num, sort_keys=True), "numerics (XLA_FLAGS, backend, "
+                          "matmul precision; see engine.store.numerics)", "XLA_FLAGS and JAX settings")
     settings = _settings(plan, seed, sites, model.config.n_classes, tag, common_noise,
-                         per_input_grid, draw_offset, model_parallel_of(mesh))
+                         per_input_grid, draw_offset, model_parallel_of(mesh), num)
     settings["margin_reference"] = "clean" if labels is None else "label"
     if labels is not None:  # the margins depend on them: part of the checkpoint fingerprint
         settings["labels_sha256"] = arrays_digest(labels)
-    # processes computing under other float numerics (e.g. XLA_FLAGS) must not gather their counts
-    same_on_every_process(json.dumps(numerics(), sort_keys=True), "numerics (XLA_FLAGS, backend, "
-                          "matmul precision; see engine.store.numerics)", "XLA_FLAGS and JAX settings")
     store = _open_store(run_dir, settings, model, store_params, perturb, ids, inputs, grid)
     state = {"counts": np.zeros((plan.n_inputs, G, model.config.n_classes), np.int64),
              "margin": np.zeros((plan.n_inputs, G), np.float64),
@@ -342,12 +344,14 @@ def _mesh(mesh: jax.sharding.Mesh | None, model_parallel: int | None) -> jax.sha
 
 def _settings(plan: SweepPlan, seed: int, sites: Sequence[str], n_classes: int, tag: str,
               common_noise: bool, per_input_grid: bool, draw_offset: int,
-              model_parallel: int = 1) -> dict:
+              model_parallel: int = 1, num: dict | None = None) -> dict:
     """The sweep's settings as recorded in SweepResult.settings (and fingerprinted).
 
-    `model_parallel` enters only when above 1 (its counts may differ at near-ties), so the
-    fingerprints of one-device-per-replica sweeps stay those of earlier versions."""
+    `model_parallel` (above 1) and the non-default numerics `num` (`store.numerics`) enter only
+    when set (their counts may differ at near-ties), so default sweeps keep the fingerprints of
+    earlier versions."""
     extra = {"model_parallel": model_parallel} if model_parallel > 1 else {}
+    extra |= {"numerics": num} if num else {}
     return {**extra,
         "n_inputs": plan.n_inputs, "grid_size": plan.grid_size, "draws": plan.draws, "seed": seed,
         "sites": list(sites), "draws_per_step": plan.draws_per_step,
