@@ -26,7 +26,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from apex_jax import io
+from apex_jax import fileio
 from apex_jax.errors import InputError
 
 PAGE = "index.html"
@@ -436,7 +436,7 @@ def build_page(folder: str | Path, manifest: dict | None = None) -> str:
 def write_page(folder: str | Path, manifest: dict | None = None) -> Path:
     """Writes RUN/index.html atomically (see `build_page`); returns its path."""
     folder = Path(folder)
-    return io.write_text(folder / PAGE, build_page(folder, manifest))
+    return fileio.write_text(folder / PAGE, build_page(folder, manifest))
 
 
 # ----------------------------------------------------------------------------- a folder of runs
@@ -486,7 +486,7 @@ def build_index(folder: str | Path, runs: Sequence[str | Path], title: str = "ap
 def write_index(folder: str | Path, runs: Sequence[str | Path], title: str = "apex-jax runs") -> Path:
     """Writes FOLDER/index.html linking `runs` (see `build_index`) atomically; returns its path."""
     folder = Path(folder)
-    return io.write_text(folder / PAGE, build_index(folder, runs, title))
+    return fileio.write_text(folder / PAGE, build_index(folder, runs, title))
 
 
 def check_reportable(folder: str | Path) -> list[Path]:
@@ -523,7 +523,7 @@ def report(folder: str | Path) -> Path:
         page = write_page(folder, manifest)
         if manifest is not None and "files" in manifest and PAGE not in manifest["files"]:
             # a run from before pages existed: list the page so --overwrite removes it with the run
-            io.write_json(folder / MANIFEST, {**manifest, "files": sorted([*manifest["files"], PAGE])})
+            fileio.write_json(folder / MANIFEST, {**manifest, "files": sorted([*manifest["files"], PAGE])})
         return page
     for r in runs:
         report(r)

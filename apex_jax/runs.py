@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from apex_jax import io, run_page
+from apex_jax import fileio, run_page
 from apex_jax.errors import InputError
 
 MANIFEST = "run.json"
@@ -178,7 +178,7 @@ class Run:
 
     def manifest(self, status: str, files: list[str] | None = None) -> dict:
         m = {"format": FORMAT, "command": self.command, "status": status,
-             "settings": self.settings, "versions": io.versions(), "command_line": self.command_line}
+             "settings": self.settings, "versions": fileio.versions(), "command_line": self.command_line}
         if files is not None:
             m["files"] = files
             root = self.out / CHECKPOINTS
@@ -186,7 +186,7 @@ class Run:
         return m
 
     def write(self, status: str, files: list[str] | None = None) -> Path:
-        return io.write_json(self.out / MANIFEST, self.manifest(status, files))
+        return fileio.write_json(self.out / MANIFEST, self.manifest(status, files))
 
     def files(self) -> list[str]:
         """The run's outputs: the entries at the top of the folder (a folder such as probes/ or
@@ -213,7 +213,7 @@ class Run:
             if log:
                 log(f"warning: could not write {self.out / run_page.PAGE} ({type(e).__name__}: {e}); "
                     f"rebuild it with `apex-jax report {self.out}`")
-        return io.write_json(self.out / MANIFEST, manifest)
+        return fileio.write_json(self.out / MANIFEST, manifest)
 
 
 def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool = False,
@@ -221,7 +221,7 @@ def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool =
     """Checks `out` against its manifest (see the module doc), prepares it, and writes the
     manifest with status "incomplete". Raises InputError when the folder holds another run."""
     out = check_out(out)
-    settings = io.jsonable(settings)
+    settings = fileio.jsonable(settings)
     if out.is_dir():
         old = read_manifest(out) if not overwrite else None
         if overwrite:

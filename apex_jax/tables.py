@@ -55,7 +55,7 @@ def frame(header: Sequence[str], rows: Sequence[Sequence[Any]]):
 
 def frame_from_dicts(rows: Sequence[Mapping[str, Any]]):
     """A DataFrame of dict rows; its columns are the union of their keys in first-seen order, as
-    `apex_jax.io.write_csv` writes them (a missing key is a missing value, NaN)."""
+    `apex_jax.fileio.write_csv` writes them (a missing key is a missing value, NaN)."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]

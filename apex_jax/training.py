@@ -266,9 +266,9 @@ class _Checkpoints:
 
 def save_metrics(path: str | Path, metrics: dict) -> None:
     """Writes a training run's metrics.json (keys sorted)."""
-    from apex_jax import io
+    from apex_jax import fileio
 
-    io.write_json(path, metrics, sort_keys=True)
+    fileio.write_json(path, metrics, sort_keys=True)
 
 
 def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConfig, *, split_seed: int = 0,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import assets, data, io
+from apex_jax import assets, data, fileio
 
 PROMPT = "Review: {text}\nIs this review positive or negative? Answer:"
 LABELS = (" negative", " positive")  # vader-movies label order: 0 negative, 1 positive
@@ -65,8 +65,8 @@ def main(argv=None) -> dict:
     out = {"model": a.folder, "n": a.n, "clean_accuracy": acc, "sigmas": res.sigmas.tolist(),
            "mean_consistency": curve.tolist(), "draws": a.draws,
            "perturbed_forwards": res.sweep.perturbed_forwards, "sweep_seconds": res.sweep.seconds,
-           "probe_accuracy": probe_acc, "seconds": time.perf_counter() - t0, "versions": io.versions()}
-    io.write_json(Path(a.out), out)
+           "probe_accuracy": probe_acc, "seconds": time.perf_counter() - t0, "versions": fileio.versions()}
+    fileio.write_json(Path(a.out), out)
     print(f"wrote {a.out} ({out['seconds']:.0f} s)")
     return out
 

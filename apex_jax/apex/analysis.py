@@ -128,6 +128,12 @@ class ApexResult:
                 "entropy": float(-(nz * np.log(nz)).sum()), "dominant_class": int(shares.argmax()),
                 "dominant_share": float(shares.max())}
 
+    def transition_index(self) -> int:
+        """The grid index used for transitions: the smallest σ at which any draw leaves its clean
+        prediction (small-σ transitions, as in APEX); the last σ if none does."""
+        moved = (self.consistency < 1).any(0)
+        return int(np.argmax(moved)) if moved.any() else len(self.sigmas) - 1
+
     def to_pandas(self, level: str = "input", *, labels: Sequence[int] | None = None):
         """The result as a pandas DataFrame with the columns of the run folder's CSV.
 
@@ -143,18 +149,57 @@ class ApexResult:
             InputError: another level. ImportError: pandas is not installed
                 (`pip install "apex-jax[pandas]"`).
         """
-        from apex_jax import tables
-        from apex_jax.apex import run  # the run layer's tables: one definition of every column
+        from apex_jax import tables  # pandas is optional: imported on use
 
         tables.check_level(level, ("input", "grid"), "ApexResult")
         if level == "grid":
-            return tables.frame(*run.sigmas_table(self))
+            return tables.frame(*sigmas_table(self))
         n = len(self.clean)
         ids = self.ids if self.ids is not None else np.arange(n)
         if labels is not None and len(labels) != n:
             raise InputError(f"ApexResult.to_pandas: {len(labels)} labels for {n} inputs")
-        df = tables.frame(*run.samples_table(self, ids, labels if labels is not None else [0] * n))
+        df = tables.frame(*samples_table(self, ids, labels if labels is not None else [0] * n))
         return df if labels is not None else df.drop(columns="label")
+
+
+
+# The run folder's tables (samples.csv, sigmas.csv) and `ApexResult.to_pandas`: one definition of every column.
+def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[str], list[list]]:
+    """(header, rows) of samples.csv: id, label, clean_prediction, escape_sigma (grid estimator,
+    inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ,
+    clean_margin (the clean prediction's logit margin), margin_sigma_{σ} and kl_sigma_{σ} per σ
+    (means over draws of the margin and of KL(clean ‖ noisy), nats)."""
+    esc = result.escape_sigma()
+    kept, margin, kl = result.consistency, result.mean_margin, result.mean_kl
+    clean_margin = result.clean_margin
+    top = result.top_transition(result.transition_index())
+    header = ["id", "label", "clean_prediction", "escape_sigma", "top_transition",
+              *(f"kept_sigma_{s:.6g}" for s in result.sigmas), "clean_margin",
+              *(f"margin_sigma_{s:.6g}" for s in result.sigmas), *(f"kl_sigma_{s:.6g}" for s in result.sigmas)]
+    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist(), float(clean_margin[j]),
+             *margin[j].tolist(), *kl[j].tolist()] for j in range(len(ids))]
+    return header, rows
+
+
+def sigmas_table(result: ApexResult) -> tuple[list[str], list[list]]:
+    """(header, rows) of sigmas.csv, one row per σ: sigma, share_kept (mean over inputs of the
+    share of draws keeping the clean prediction), flip_rate (1 - share_kept), share_escaped
+    (inputs whose grid escape σ is at most this σ), dominant_class, dominant_share and entropy
+    (nats) of the class shares of all draws at this σ, mean_margin and mean_kl (means over
+    inputs of the clean-prediction margin and of KL(clean ‖ noisy), nats) and clean_margin (the
+    mean clean margin, the same on every row)."""
+    esc = result.escape_sigma()
+    kept = result.consistency.mean(0)
+    margin, kl = result.mean_margin.mean(0), result.mean_kl.mean(0)
+    clean = float(result.clean_margin.mean())
+    header = ["sigma", "share_kept", "flip_rate", "share_escaped", "dominant_class", "dominant_share", "entropy",
+              "mean_margin", "mean_kl", "clean_margin"]
+    rows = []
+    for g, s in enumerate(result.sigmas):
+        b = result.bias(g)
+        rows.append([float(s), float(kept[g]), float(1 - kept[g]), float((esc <= s).mean()), b["dominant_class"],
+                     b["dominant_share"], b["entropy"], float(margin[g]), float(kl[g]), clean])
+    return header, rows
 
 
 def run_apex(

@@ -8,14 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from apex_jax.apex.analysis import ApexResult
-from apex_jax.io import pyplot, save_figure
-
-
-def transition_index(result: ApexResult) -> int:
-    """The grid index used for transitions: the smallest σ at which any draw leaves its clean
-    prediction (small-σ transitions, as in APEX); the last σ if none does."""
-    moved = (result.consistency < 1).any(0)
-    return int(np.argmax(moved)) if moved.any() else len(result.sigmas) - 1
+from apex_jax.fileio import pyplot, save_figure
 
 
 def _grid_ticks(ax, sigmas: np.ndarray, lo: float, hi: float, most: int = 7) -> None:
@@ -64,7 +57,7 @@ def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative
            title=f"{int(np.isinf(esc).sum())} of {len(esc)} never escape")
     paths.append(save_figure(fig, out / "escape_sigma_hist.png"))
 
-    at = transition_index(result)
+    at = result.transition_index()
     m = result.transitions(at).astype(float)
     m = m / np.maximum(m.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.5, 4))

@@ -23,49 +23,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from apex_jax import batching, io, run_page
-from apex_jax.apex.analysis import ApexResult, run_apex
-from apex_jax.apex.plots import plot_all, transition_index
+from apex_jax import batching, fileio, run_page
+from apex_jax.apex.analysis import ApexResult, run_apex, samples_table, sigmas_table
+from apex_jax.apex.plots import plot_all
 from apex_jax.data import Dataset
 from apex_jax.models.model import Model
-
-
-def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[str], list[list]]:
-    """(header, rows) of samples.csv: id, label, clean_prediction, escape_sigma (grid estimator,
-    inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ,
-    clean_margin (the clean prediction's logit margin), margin_sigma_{σ} and kl_sigma_{σ} per σ
-    (means over draws of the margin and of KL(clean ‖ noisy), nats)."""
-    esc = result.escape_sigma()
-    kept, margin, kl = result.consistency, result.mean_margin, result.mean_kl
-    clean_margin = result.clean_margin
-    top = result.top_transition(transition_index(result))
-    header = ["id", "label", "clean_prediction", "escape_sigma", "top_transition",
-              *(f"kept_sigma_{s:.6g}" for s in result.sigmas), "clean_margin",
-              *(f"margin_sigma_{s:.6g}" for s in result.sigmas), *(f"kl_sigma_{s:.6g}" for s in result.sigmas)]
-    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist(), float(clean_margin[j]),
-             *margin[j].tolist(), *kl[j].tolist()] for j in range(len(ids))]
-    return header, rows
-
-
-def sigmas_table(result: ApexResult) -> tuple[list[str], list[list]]:
-    """(header, rows) of sigmas.csv, one row per σ: sigma, share_kept (mean over inputs of the
-    share of draws keeping the clean prediction), flip_rate (1 - share_kept), share_escaped
-    (inputs whose grid escape σ is at most this σ), dominant_class, dominant_share and entropy
-    (nats) of the class shares of all draws at this σ, mean_margin and mean_kl (means over
-    inputs of the clean-prediction margin and of KL(clean ‖ noisy), nats) and clean_margin (the
-    mean clean margin, the same on every row)."""
-    esc = result.escape_sigma()
-    kept = result.consistency.mean(0)
-    margin, kl = result.mean_margin.mean(0), result.mean_kl.mean(0)
-    clean = float(result.clean_margin.mean())
-    header = ["sigma", "share_kept", "flip_rate", "share_escaped", "dominant_class", "dominant_share", "entropy",
-              "mean_margin", "mean_kl", "clean_margin"]
-    rows = []
-    for g, s in enumerate(result.sigmas):
-        b = result.bias(g)
-        rows.append([float(s), float(kept[g]), float(1 - kept[g]), float((esc <= s).mean()), b["dominant_class"],
-                     b["dominant_share"], b["entropy"], float(margin[g]), float(kl[g]), clean])
-    return header, rows
 
 
 def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], settings: dict) -> dict:
@@ -76,13 +38,13 @@ def summary(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], 
     """
     esc = result.escape_sigma()
     finite = esc[np.isfinite(esc)]
-    transition_at = transition_index(result)
+    transition_at = result.transition_index()
     sweep = result.sweep
     return {
         "settings": {**settings, "sigmas": result.sigmas.tolist(), "sites": result.sites,
                      "threshold": result.threshold, "site_rms": result.site_rms,
                      "engine": {k: v for k, v in sweep.settings.items() if k != "compiles"}},
-        "versions": io.versions(),
+        "versions": fileio.versions(),
         "results": {
             "n_inputs": int(len(labels)), "clean_accuracy": float((result.clean == labels).mean()),
             "mean_consistency": result.consistency.mean(0).tolist(),
@@ -114,14 +76,14 @@ def write_run(out: Path, result: ApexResult, ids: Sequence[int], labels: Sequenc
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header, rows = samples_table(result, ids, labels)
-    io.write_rows(out / "samples.csv", header, rows)
-    io.write_rows(out / "sigmas.csv", *sigmas_table(result))
+    fileio.write_rows(out / "samples.csv", header, rows)
+    fileio.write_rows(out / "sigmas.csv", *sigmas_table(result))
     s = summary(result, np.asarray(labels), label_names, settings)
     if label_space is not None:
         s["label_space"] = label_space
-    io.write_json(out / "summary.json", s)
+    fileio.write_json(out / "summary.json", s)
     t = timing(result)
-    io.write_timing(out, t)
+    fileio.write_timing(out, t)
     plot_all(out, result, label_names, relative)
     run_page.write_page(out)
     return {**s, "timing": t}

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from apex_jax.io import pyplot, save_figure
+from apex_jax.fileio import pyplot, save_figure
 from apex_jax.synapse.probes import CONCAT
 
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from apex_jax import batching, io, run_page
+from apex_jax import batching, fileio, run_page
 from apex_jax.data import Dataset
 from apex_jax.models.model import Model
 from apex_jax.progress import Progress, tracker
@@ -67,7 +67,7 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
     t_train = time.perf_counter() - t0 - t_feat
 
     table = layer_probes.rows() + head_probe.rows()
-    io.write_csv(out / "probes.csv", table)
+    fileio.write_csv(out / "probes.csv", table)
 
     # rankings: global top neurons and their agreement with activation × gradient
     att_rows = np.arange(n_tr, min(len(labels), n_tr + attribution_n))
@@ -91,19 +91,19 @@ def probe_run(model: Model, train: Dataset, test: Dataset, out: str | Path, *, s
                                (rankings.top_k(g, 10) * rankings.top_k(attr, 10)).sum() / rankings.k_count(10, len(g.scores)))})
         bar.update()
     bar.close()
-    io.write_csv(out / "rankings.csv", rank_rows)
-    io.write_csv(out / "ranking_agreement.csv", agree_rows)
+    fileio.write_csv(out / "rankings.csv", rank_rows)
+    fileio.write_csv(out / "ranking_agreement.csv", agree_rows)
     plots.plot_probe_accuracy(out / "probe_accuracy.png", table)
     summary = {"kind": "probe", "settings": {**(settings or {}), "sites": sites, "n_train": n_tr,
                                               "n_test": len(test), "max_length": max_length,
                                               "probe": dataclasses.asdict(config)},
                **({"label_space": label_space} if label_space is not None else {}),
-               "versions": io.versions(), "results": {"probes": table, "ranking_agreement": agree_rows,
+               "versions": fileio.versions(), "results": {"probes": table, "ranking_agreement": agree_rows,
                                                         "label_names": list(model.label_names)}}
-    io.write_json(out / "summary.json", summary)
+    fileio.write_json(out / "summary.json", summary)
     timing = {"seconds": round(time.perf_counter() - t0, 2), "feature_seconds": round(t_feat, 2),
               "train_seconds": round(t_train, 2)}
-    io.write_timing(out, timing)
+    fileio.write_timing(out, timing)
     run_page.write_page(out)
     return {**summary, "timing": timing}
 
@@ -162,11 +162,11 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
         present = np.asarray(label_space["present"], int)
         for m in [res.clean, *(lr.metrics for lr in res.layers)]:
             m.macro_f1 = m.class_f1[:, present].mean(1)
-    io.write_csv(out / "silencing.csv", res.rows("grid"))
+    fileio.write_csv(out / "silencing.csv", res.rows("grid"))
     controls = res.rows("controls")
-    io.write_csv(out / "controls.csv", controls)
+    fileio.write_csv(out / "controls.csv", controls)
     curves = res.rows("curves")
-    io.write_csv(out / "curves.csv", curves)
+    fileio.write_csv(out / "curves.csv", curves)
     names = list(model.label_names)
     summary_layers = []
     cells = ("k_percent", "drop", "z", "p", "random_mean")
@@ -185,7 +185,7 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
     if config.per_class:
         for lr in res.layers:
             asym[lr.site] = res.asymmetry(lr.site)
-        io.write_csv(out / "asymmetry.csv", res.rows("asymmetry"))
+        fileio.write_csv(out / "asymmetry.csv", res.rows("asymmetry"))
         last = res.layers[-1].site
         plots.plot_asymmetry(out / "class_asymmetry.png", asym[last], names,
                              f"{plots.short(last)}: top {config.asymmetry_k:g}% per class")
@@ -193,16 +193,16 @@ def silence_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str
     summary = {"kind": "silence", "settings": {**(settings or {}), "sites": sites, "n": len(data),
                                                 "max_length": max_length, "config": dataclasses.asdict(config)},
                **({"label_space": label_space} if label_space is not None else {}),
-               "versions": io.versions(),
+               "versions": fileio.versions(),
                "results": {"clean": {**res.clean.row(0), "margin": res.clean_value("margin")},
                            "layers": summary_layers,
                            "curves": curves, "asymmetry": {s: m.tolist() for s, m in asym.items()},
                            "label_names": names}}
-    io.write_json(out / "summary.json", summary)
+    fileio.write_json(out / "summary.json", summary)
     timing = {"seconds": round(time.perf_counter() - t0, 2), "sweep_seconds": round(res.seconds, 2),
               "perturbed_forwards": res.perturbed_forwards,
               "forwards_per_second": round(res.perturbed_forwards / max(res.seconds, 1e-9), 1)}
-    io.write_timing(out, timing)
+    fileio.write_timing(out, timing)
     run_page.write_page(out)
     return {**summary, "timing": timing, "result": res}
 
@@ -226,14 +226,14 @@ def attack_run(model: Model, data: Dataset, probe_run_dir: str | Path, out: str 
     batch = batching.encode(model, data, max_length)
     h = extract_cls(model, model.params, batch, [HEAD_SITE], progress=progress)[HEAD_SITE]
     res = attack_experiment(model, model.params, h, data.labels, class_scores, config)
-    io.write_csv(out / "attacks.csv", res["rows"])
+    fileio.write_csv(out / "attacks.csv", res["rows"])
     plots.plot_attacks(out / "attack_curves.png", res["rows"])
     summary = {"kind": "attack", "settings": {**(settings or {}), "n": len(data), "max_length": max_length,
                                                "config": dataclasses.asdict(config)},
                **({"label_space": label_space} if label_space is not None else {}),
-               "versions": io.versions(), "results": {**res, "label_names": list(model.label_names)}}
-    io.write_json(out / "summary.json", summary)
+               "versions": fileio.versions(), "results": {**res, "label_names": list(model.label_names)}}
+    fileio.write_json(out / "summary.json", summary)
     timing = {"seconds": round(time.perf_counter() - t0, 2)}
-    io.write_timing(out, timing)
+    fileio.write_timing(out, timing)
     run_page.write_page(out)
     return {**summary, "timing": timing, "result": res}

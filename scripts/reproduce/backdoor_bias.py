@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import io
+from apex_jax import fileio
 from . import backdoor, common, ensembles, stats, vit, zoo
 from apex_jax.specs import check_sigmas
 from . import verdicts as V
@@ -162,7 +162,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                 rows.append((mode, spec, float(grids[mode][gi]), kind, "evaluated" if i in ev else "calibration",
                              m["seed"], m.get("target", ""), m["test_accuracy"], m.get("attack_success_rate", ""),
                              *shares[mode][spec][kind][i, gi]))
-    io.write_rows(out / "class_shares.csv", ["sigma_mode", "sites", "sigma", "kind", "role", "seed", "target",
+    fileio.write_rows(out / "class_shares.csv", ["sigma_mode", "sites", "sigma", "kind", "role", "seed", "target",
                                              "clean_accuracy", "attack_success_rate",
                                              *[f"share_{n}" for n in test.label_names]], rows)
     _plot(out, shares, targets, grids, test.label_names, per_mode, ev_c, ev_b)
@@ -171,8 +171,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                "sigmas": {m: g.tolist() for m, g in grids.items()}, "results": results,
                "class_shares_by_sigma": {mode: {spec: {k: v.tolist() for k, v in sh.items()}
                                                 for spec, sh in shares[mode].items()} for mode in MODES},
-               "timing": timer.summary(), "versions": io.versions()}
-    io.write_json(out / "summary.json", summary)
+               "timing": timer.summary(), "versions": fileio.versions()}
+    fileio.write_json(out / "summary.json", summary)
     for mode in MODES:
         r = per_mode[mode]
         t = r["target_unknown"]
@@ -241,7 +241,7 @@ def analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
 
 
 def _plot(out: Path, shares: dict, targets, grids, names, per_mode, ev_c, ev_b) -> None:
-    plt = io.pyplot()
+    plt = fileio.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
     for ax, mode in zip(axes[:2], MODES):
         r = per_mode[mode]
@@ -269,7 +269,7 @@ def _plot(out: Path, shares: dict, targets, grids, names, per_mode, ev_c, ev_b) 
            ylim=(0, max(0.3, 1.1 * max(max(r["target_share_by_sigma"][sp]["backdoor"]) for sp in SITE_SETS))),
            title="target-class share vs σ (gray: calibrated σ)")
     ax.legend(fontsize=8)
-    io.save_figure(fig, out / "backdoor_bias.png", dpi=120)
+    fileio.save_figure(fig, out / "backdoor_bias.png", dpi=120)
 
 
 # ------------------------------------------------------------------------------ report section

@@ -1,5 +1,5 @@
 """Shared pieces of the reproduction scripts: arguments, APEX sweeps over many models, escape σ
-interpolated on a grid (output files: apex_jax.io)."""
+interpolated on a grid (output files: apex_jax.fileio)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from apex_jax import ApexResult, Model, io, run_apex
+from apex_jax import ApexResult, Model, fileio, run_apex
 from apex_jax.models import skeleton
 
 
@@ -123,7 +123,7 @@ def plot_regularity(path: Path, escape: np.ndarray, cscore: np.ndarray, speed: n
     (one point per example, the median escape σ per octile bin of the metric, ρ in the
     titles). escape, cscore, speed: [n]; `results` holds `escape_vs_cscore` and
     `escape_vs_learning_speed` (`stats.spearman` results)."""
-    plt = io.pyplot()
+    plt = fileio.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     shown = np.where(np.isfinite(escape), escape, np.nan)
     for ax, metric, label, key in ((axes[0], cscore, "C-score estimate (hold-out accuracy)", "escape_vs_cscore"),
@@ -141,7 +141,7 @@ def plot_regularity(path: Path, escape: np.ndarray, cscore: np.ndarray, speed: n
         r = results[key]
         title = "ρ n/a" if r["rho"] is None else f"Spearman ρ = {r['rho']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
         ax.set(yscale="log", xlabel=label, ylabel="escape σ (× site RMS)", title=title)
-    io.save_figure(fig, path, dpi=120)
+    fileio.save_figure(fig, path, dpi=120)
 
 
 def clean_logits(model: Model, params: Any, batch: dict, chunk: int = 128) -> np.ndarray:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import io
+from apex_jax import fileio
 from . import common, stats, vit, zoo
 from . import verdicts as V
 from .reporting import ci, estimator_sentence, num, span
@@ -128,14 +128,14 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "zoo_training_seconds": {g.kind: g.info["seconds"] for g in (clean, rand)},
     }
     timer.mark("statistics")
-    io.write_rows(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",
+    fileio.write_rows(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",
                                           "median_escape_sigma_absolute", "median_clean_margin",
                                           "median_input_noise_escape_sigma", "pair_auroc"],
                      [(g.kind, m["seed"], m["train_accuracy"], m["test_accuracy"], median[g.kind][i],
                        median_abs[g.kind][i], median_margin[g.kind][i], median_in[g.kind][i],
                        results["pair_auroc"][i] if g.kind == "clean" and i < n_pairs else "")
                       for g in (clean, rand) for i, m in enumerate(g.members)])
-    io.write_rows(out / "samples.csv", ["id", "kind", "seed", "escape_sigma"],
+    fileio.write_rows(out / "samples.csv", ["id", "kind", "seed", "escape_sigma"],
                      [(int(train.ids[r]), g.kind, m["seed"], esc[g.kind][i, j])
                       for g in (clean, rand) for i, m in enumerate(g.members) for j, r in enumerate(rows)])
     _plot(out, esc, curves, sigmas, results)
@@ -143,8 +143,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s),
                "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
                "mean_consistency": {k: v.tolist() for k, v in curves.items()},
-               "results": results, "timing": timer.summary(), "versions": io.versions()}
-    io.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": fileio.versions()}
+    fileio.write_json(out / "summary.json", summary)
     m, t = results["pair_auroc_mean"], results["model_level"]
     log(f"[random_labels] model-level AUROC {t['auroc']:.3f} (exact p {t['p']:.2g}, {t['n_pos']} vs {t['n_neg']}); "
         f"per seed pair {m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}] ({summary['timing']['total_seconds']} s)")
@@ -158,7 +158,7 @@ def _settings(s) -> dict:
 
 
 def _plot(out: Path, esc: dict, curves: dict, sigmas: np.ndarray, results: dict) -> None:
-    plt = io.pyplot()
+    plt = fileio.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     colors = {"clean": "tab:blue", "random": "tab:red"}
     for kind, e in esc.items():
@@ -178,7 +178,7 @@ def _plot(out: Path, esc: dict, curves: dict, sigmas: np.ndarray, results: dict)
     for ax in axes:
         ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only
         ax.legend(fontsize=8)
-    io.save_figure(fig, out / "random_labels.png", dpi=120)
+    fileio.save_figure(fig, out / "random_labels.png", dpi=120)
 
 
 # ------------------------------------------------------------------------------ report section

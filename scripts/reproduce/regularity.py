@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import io
+from apex_jax import fileio
 from apex_jax.models.presets import VIT_PRESETS
 from apex_jax import data as data_lib
 from . import common, ensembles, stats, vit
@@ -144,7 +144,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "ensemble_training_seconds": round(float(res["seconds"]), 1),
     }
     timer.mark("statistics")
-    io.write_rows(out / "samples.csv",
+    fileio.write_rows(out / "samples.csv",
                      ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
                       "learning_speed", "clean_margin", "input_noise_escape_sigma"],
                      [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
@@ -154,8 +154,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
                "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
                "mean_consistency": ar.consistency.mean(0).tolist(),
-               "results": results, "timing": timer.summary(), "versions": io.versions()}
-    io.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": fileio.versions()}
+    fileio.write_json(out / "summary.json", summary)
     r = results
     log(f"[regularity] n={r['n_examples']}: Spearman(log escape σ, C-score) = "
         f"{common.fmt_rho(r['escape_vs_cscore'])}; (log escape σ, learning speed) = "

@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 import apex_jax
-from apex_jax import Model, block_site, io, run_apex
+from apex_jax import Model, block_site, fileio, run_apex
 from . import common, ensembles, minilm, regularity, stats
 from .reporting import estimator_sentence, num
 
@@ -146,7 +146,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                     "fine_tuned_val_accuracy": ft["best_val_accuracy"],
                     "fine_tune_seconds": ft["seconds"], "fine_tune_epochs_run": ft["epochs_run"]})
     timer.mark("statistics")
-    io.write_rows(out / "samples.csv",
+    fileio.write_rows(out / "samples.csv",
                      ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
                       "learning_speed", "clean_margin", "input_noise_escape_sigma", "text"],
                      [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
@@ -157,8 +157,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                "settings": {**dataclasses.asdict(s), "fine_tune": dataclasses.asdict(config)},
                "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
                "mean_consistency": ar.consistency.mean(0).tolist(),
-               "results": results, "timing": timer.summary(), "versions": io.versions()}
-    io.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": fileio.versions()}
+    fileio.write_json(out / "summary.json", summary)
     r = results
     log(f"[{NAME}] n={r['n_examples']}: Spearman(log escape σ, C-score) = "
         f"{common.fmt_rho(r['escape_vs_cscore'])}; (log escape σ, learning speed) = "

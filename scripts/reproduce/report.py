@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from apex_jax import io
+from apex_jax import fileio
 from . import CLAIMS
 
 HEADER = """# Reproduction report: APEX and SYNAPSE on models trained here (small ViTs, fine-tuned MiniLMs)
@@ -104,6 +104,6 @@ def main(argv: list[str] | None = None) -> str:
     reports = Path(args.reports)
     text = build(reports)
     out = Path(args.out) if args.out else reports / "README.md"
-    io.write_text(out, text)
+    fileio.write_text(out, text)
     print(f"wrote {out}")
     return text

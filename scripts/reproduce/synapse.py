@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import io
+from apex_jax import fileio
 from apex_jax.synapse.plots import short
 from . import common, minilm, vit, zoo
 from . import synapse_reference as ref
@@ -110,8 +110,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
                             for t in s.reference_tasks}
     results["verdicts"] = [v.to_json() for v in ref.all_verdicts(results["reference"], domains)]
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
-               "results": results, "timing": timer.summary(), "versions": io.versions()}
-    io.write_json(out / "summary.json", summary)
+               "results": results, "timing": timer.summary(), "versions": fileio.versions()}
+    fileio.write_json(out / "summary.json", summary)
     log(f"[synapse] ({summary['timing']['total_seconds']} s)")
     return summary
 

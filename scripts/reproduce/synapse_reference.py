@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from apex_jax import batching, io
+from apex_jax import batching, fileio
 from apex_jax.specs import K_LEVELS
 from apex_jax.synapse import (ALL_LAYERS, ALL_LAYERS_POOLER, CONCAT, ProbeConfig, SilenceConfig,
                               concat_silencing_experiment, extract_cls, plots, rankings, train_probes)
@@ -142,11 +142,11 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
                                                                   if s.kind == "random" and s.k == k]))}
               for k in rs.k_levels]
     asym = curve.asymmetry(ALL_LAYERS) if C > 2 else None
-    io.write_csv(out / "controls.csv", controls)
-    io.write_csv(out / "curve.csv", ranked)
-    io.write_csv(out / "silencing.csv", curve.table() + ctrl.table())
+    fileio.write_csv(out / "controls.csv", controls)
+    fileio.write_csv(out / "curve.csv", ranked)
+    fileio.write_csv(out / "silencing.csv", curve.table() + ctrl.table())
     if asym is not None:
-        io.write_csv(out / "asymmetry.csv", [{"silenced_class": i, **{f"f1_drop_class_{j}": asym[i, j] for j in range(C)}}
+        fileio.write_csv(out / "asymmetry.csv", [{"silenced_class": i, **{f"f1_drop_class_{j}": asym[i, j] for j in range(C)}}
                                              for i in range(C)])
     plots.plot_silencing_curves(out / "silencing_curves.png", curve, "accuracy")
     n = len(y)

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats as sps
 
 import apex_jax
-from apex_jax import io
+from apex_jax import fileio
 from . import common, ensembles, stats, vit, zoo
 from . import verdicts as V
 from .reporting import ci, num, span
@@ -137,7 +137,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "n_confusions_same_inputs": int(K_same[off].sum()),
     }
     timer.mark("statistics")
-    io.write_rows(out / "pairs.csv", ["from", "to", "transitions", "transition_share", "confusions",
+    fileio.write_rows(out / "pairs.csv", ["from", "to", "transitions", "transition_share", "confusions",
                                          "confusion_share"],
                      [(names[a], names[b], int(T[a, b]), T[a, b] / max(T[off].sum(), 1), int(K[a, b]),
                        K[a, b] / max(K[off].sum(), 1)) for a in range(C) for b in range(C) if a != b])
@@ -145,8 +145,8 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer.mark("outputs")
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
                "sites": sites, "results": results, "transition_matrix": T.tolist(), "confusion_matrix": K.tolist(),
-               "label_names": list(names), "timing": timer.summary(), "versions": io.versions()}
-    io.write_json(out / "summary.json", summary)
+               "label_names": list(names), "timing": timer.summary(), "versions": fileio.versions()}
+    fileio.write_json(out / "summary.json", summary)
     r = results["spearman_offdiagonal"]
     pairs = ", ".join(f"{p['from']}→{p['to']}" for p in results["top_pairs"][:5])
     log(f"[transitions] top pairs {pairs}; Spearman(transitions, confusions) = {r['rho']:.3f} "
@@ -260,7 +260,7 @@ def _ranks(M):
 
 
 def _plot(out: Path, T, K, names, results) -> None:
-    plt = io.pyplot()
+    plt = fileio.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     for ax, M, title in ((axes[0], T, "noise transitions at small σ"), (axes[1], K, "clean confusions")):
         share = M / max(M.sum(), 1)
@@ -272,7 +272,7 @@ def _plot(out: Path, T, K, names, results) -> None:
     fig.suptitle(f"Spearman ρ over off-diagonal cells = {r['rho']:.2f} "
                  f"[{r['lo'] if r['lo'] is None else round(r['lo'], 2)}, "
                  f"{r['hi'] if r['hi'] is None else round(r['hi'], 2)}]")
-    io.save_figure(fig, out / "transitions.png", dpi=120)
+    fileio.save_figure(fig, out / "transitions.png", dpi=120)
 
 
 # ------------------------------------------------------------------------------ report section

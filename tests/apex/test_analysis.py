@@ -156,7 +156,7 @@ def test_escape_histogram_labels_its_log_axis_at_the_grid_sigmas():
     """A log axis spanning under a decade gets matplotlib minor-tick labels that overlap; the
     histogram labels the grid's σ values in range instead (thinned to at most 7), nothing else."""
     from apex_jax.apex.plots import _grid_ticks
-    from apex_jax.io import pyplot
+    from apex_jax.fileio import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots()
