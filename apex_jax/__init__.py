@@ -25,11 +25,11 @@ from apex_jax.interventions import Add, Noise, Replace, Scale, neuron_mask, sile
 from apex_jax.models import Model, Output, Prefix, create, load, verbalizer
 from apex_jax.sites import SITE_PRESETS, block_site, parse_sites
 from apex_jax.specs import K_LEVELS, parse_k, parse_sigmas
+from apex_jax.version import __version__
 from apex_jax.synapse import (AttackConfig, ProbeConfig, ProbeSet, SilenceConfig, attack_experiment, attack_run,
                               attribution_ranking, bottom_k, class_ranking, extract_cls, global_ranking, mask_sweep,
                               probe_run, random_k, silence_run, silencing_experiment, top_k, train_probes)
 
-__version__ = "0.1.0"
 __all__ = [
     "AdaptiveEscape", "Add", "ApexJaxError", "ApexResult", "AttackConfig", "CheckpointError", "InputError",
     "K_LEVELS", "MissingInputError", "SweepPlan", "enable_compile_cache", "plan_sweep", "verbalizer", "Model", "Noise", "Output", "Prefix",

@@ -19,7 +19,7 @@ out-of-memory), not a bad input.
 
 from __future__ import annotations
 
-__all__ = ["ApexJaxError", "CheckpointError", "InputError", "MissingInputError"]
+__all__ = ["ApexJaxError", "CheckpointError", "InputError", "MissingInputError", "RunExistsError"]
 
 
 class ApexJaxError(Exception):
@@ -37,6 +37,12 @@ class MissingInputError(InputError, FileNotFoundError):
 
     Also a ``FileNotFoundError``, which is what loaders raised before this family existed.
     """
+
+
+class RunExistsError(InputError):
+    """The run folder holds another run (another command, or other settings or inputs). The
+    message names the differing settings; pass ``overwrite=True`` (``--overwrite``) to replace
+    that run, or choose another folder."""
 
 
 class CheckpointError(ApexJaxError, RuntimeError):

@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from apex_jax.version import __version__
+
 import numpy as np
 
 __all__ = ["atomic_path", "jsonable", "pyplot", "save_figure", "versions", "write_csv", "write_json",
@@ -153,11 +155,9 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
 # ----------------------------------------------------------------------------- versions
 def versions() -> dict:
     """apex-jax, JAX and Flax versions, Python, devices and the machine (deterministic per machine)."""
-    import flax
+    import flax  # imported on use: writing a CSV needs neither
     import jax
 
-    import apex_jax
-
-    return {"apex_jax": apex_jax.__version__, "jax": jax.__version__, "flax": flax.__version__,
+    return {"apex_jax": __version__, "jax": jax.__version__, "flax": flax.__version__,
             "python": platform.python_version(), "devices": [str(d) for d in jax.devices()],
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"}

@@ -1,7 +1,7 @@
 """One static page per run folder: RUN/index.html ties a run's files together.
 
 The page is built only from what the folder holds — run.json (command, command line, settings,
-versions, status), summary.json / metrics.json (the results), timing.json, the CSV tables and the
+versions, status), summary.json (the results), timing.json, the CSV tables and the
 PNG figures — so `apex-jax report RUN` rebuilds it at any time, and every link on it is relative
 (copy or zip the folder and the page still works). No server, no JavaScript, no external assets.
 
@@ -27,49 +27,15 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from apex_jax import fileio
+from apex_jax.run_files import FIGURES, MANIFEST, PAGE, RUN_ORDER, SUMMARY, TABLES, TIMING
 from apex_jax.errors import InputError
 
-PAGE = "index.html"
-MANIFEST = "run.json"  # = runs.MANIFEST (not imported: runs imports this module)
 LONG_TABLE = 40  # a CSV with more rows is cut on the page: its first MAX_ROWS, then a link to the file
 MAX_ROWS = 25
 MAX_CELL = 48  # characters of a cell shown (long lists of neuron indices); the full text is its tooltip
-RESULT_FILES = ("summary.json", "metrics.json")  # what a run layer writes without a manifest too
 
-__all__ = ["PAGE", "build_index", "build_page", "check_reportable", "headline", "is_run", "report", "write_index",
+__all__ = ["build_index", "build_page", "check_reportable", "headline", "is_run", "report", "write_index",
            "write_page"]
-
-# The order and one-line meaning of the files each command writes; others follow alphabetically.
-TABLES = {
-    "sigmas.csv": "One row per σ: the share of draws keeping the clean prediction, the flip rate, the share "
-                  "of inputs escaped by then, and the class the predictions collapse onto.",
-    "samples.csv": "One row per input: label, clean prediction, escape σ (grid estimator; inf: never escapes), "
-                   "most likely other class, and the share of draws kept at each σ.",
-    "probes.csv": "One linear probe per site on the [CLS] vector: test accuracy, macro- and weighted-F1, "
-                  "per-class F1, train accuracy, non-zero weights.",
-    "ranking_agreement.csv": "Spearman correlation of each probe's neuron ranking with activation × gradient "
-                             "(and with a random ranking, the floor).",
-    "rankings.csv": "The top 20 neurons of each site, globally and per class, and how many neurons hold 50% "
-                    "and 90% of the ranking's mass.",
-    "controls.csv": "Silencing the top-/bottom-ranked k% of [CLS] neurons against random k%: score drop, "
-                    "z-score and empirical p-value.",
-    "curves.csv": "Per site and selection: area under the score-drop curve and the k at which the score halves.",
-    "asymmetry.csv": "Drop in each class's F1 when one class's own top neurons are silenced.",
-    "silencing.csv": "Every grid point of the silencing sweep: scores, per-class F1 and prediction shares.",
-    "attacks.csv": "Each manipulation toward the target class at each magnitude: share redirected to the target, "
-                   "accuracy, target share.",
-}
-FIGURES = {
-    "consistency_curves.png": "Share of draws keeping the clean prediction against σ (thin: inputs; black: mean).",
-    "escape_sigma_hist.png": "Escape σ of the inputs that escape on the grid.",
-    "transitions.png": "Where predictions move at the smallest σ that moves any: clean class → noisy class.",
-    "large_sigma_shares.png": "Class shares of all draws at the largest σ (the model's large-noise bias).",
-    "probe_accuracy.png": "[CLS] probe test scores per layer.",
-    "silencing_curves.png": "Accuracy as the top-, bottom- and random-k% [CLS] neurons are silenced, per layer.",
-    "class_asymmetry.png": "F1 drop per class when one class's top neurons are silenced.",
-    "attack_curves.png": "Share of inputs redirected to the target class against each manipulation's magnitude.",
-}
-RUN_ORDER = ("finetune", "apex", "probe", "silence", "attack")
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
@@ -183,16 +149,16 @@ def _json(path: Path) -> dict | None:
 def is_run(folder: str | Path) -> bool:
     """Whether `folder` is a run folder: it has run.json, or the summary a run layer writes."""
     folder = Path(folder)
-    return folder.is_dir() and any((folder / f).is_file() for f in (MANIFEST, *RESULT_FILES))
+    return folder.is_dir() and any((folder / f).is_file() for f in (MANIFEST, SUMMARY))
 
 
 def _read(folder: Path, manifest: dict | None) -> dict:
     manifest = manifest if manifest is not None else (_json(folder / MANIFEST) or {})
-    summary = _json(folder / "summary.json") or {}
-    metrics = _json(folder / "metrics.json") or {}
-    command = manifest.get("command") or summary.get("kind") or ("finetune" if metrics else "apex")
+    summary = _json(folder / SUMMARY) or {}
+    command = manifest.get("command") or summary.get("kind") or "unknown"
+    metrics = (summary.get("results") or {}) if command == "finetune" else {}  # a training run's results
     return {"manifest": manifest, "summary": summary, "metrics": metrics,
-            "timing": _json(folder / "timing.json") or {}, "command": command}
+            "timing": _json(folder / TIMING) or {}, "command": command}
 
 
 def _label(names: Sequence[str], c: Any) -> str:
@@ -361,7 +327,7 @@ def _history_table(metrics: dict) -> str:
         return ""
     keys = list(dict.fromkeys(k for e in epochs for k in e))
     rows = [[e.get(k) + 1 if k == "epoch" else e.get(k) for k in keys] for e in epochs]
-    return ('<h3>training history</h3><p class="desc">One row per epoch (from metrics.json); the model kept is '
+    return ('<h3>training history</h3><p class="desc">One row per epoch (from summary.json); the model kept is '
             'the best epoch on the validation split.</p>' + _rows_table(keys, rows))
 
 
@@ -503,7 +469,7 @@ def check_reportable(folder: str | Path) -> list[Path]:
         return []
     runs = _runs_in(folder)
     if not runs:
-        raise InputError(f"{folder} is not an apex-jax run: it has no {MANIFEST} (nor summary.json / metrics.json) "
+        raise InputError(f"{folder} is not an apex-jax run: it has no {MANIFEST} (nor summary.json) "
                          "and no sub-folder is a run; give a folder written by finetune, apex, probe, silence, "
                          "attack or demo")
     return runs

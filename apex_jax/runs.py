@@ -1,37 +1,38 @@
-"""Run folders that are never mixed or silently overwritten: the manifest `RUN/run.json`.
+"""The one run-folder writer: every run layer opens, fills and completes its folder through it.
 
-Every command that writes `--out` opens its folder through :func:`open_run` *after* validating
-its inputs (so a refused run leaves no folder behind) and *before* any work:
-
-    run = runs.open_run(out, "apex", settings, overwrite=args.overwrite)   # run.json: incomplete
-    ...                                                                    # the run layer writes
-    run.complete()                                                         # run.json: complete
+    run = runs.open_run(out, "apex", record, overwrite=False)   # run.json: "incomplete"
+    run.write_rows("samples.csv", header, rows)                 # tables (atomic writes)
+    summary = run.write_summary(results, label_space=space)     # summary.json
+    run.write_timing({"seconds": ...})                          # timing.json
+    run.complete()                                              # index.html, run.json: "complete"
 
 `run.json` (written atomically, first with ``"status": "incomplete"``, last with
 ``"status": "complete"`` and the files written):
 
-    {"format": 1, "command": "apex", "status": "complete",
-     "settings": {...everything that determines the result: model path, model_params_sha256,
-                  data, data_sha256, split, n, sigmas, draws, seed, max_length, ...},
+    {"format": 2, "command": "apex", "status": "complete",
+     "settings": {...everything that determines the result: the model as given, its
+                  model_params_sha256, the data as given, data_sha256, and the command's
+                  settings (`apex_jax.settings`)...},
      "versions": {...}, "command_line": ["apex-jax", "apex", ...],
      "files": ["index.html", "samples.csv", "summary.json", ...],
      "sweep_checkpoints": ["<fingerprint>", ...]}
 
-`complete()` also writes the run's page, RUN/index.html (`apex_jax.run_page`), listed in "files"
-like every output. "command_line" is the command that wrote the run (set by the CLI with
-`command_line(argv)`; `sys.argv` otherwise): a record, not part of the settings compared.
+`summary.json` has the same shape for every command: ``{"kind", "settings", "label_space",
+"versions", "results"}`` (deterministic: rerunning the same command rewrites it byte for byte;
+timings go to timing.json). "command_line" is the command that wrote the run (set by the CLI
+with `command_line(argv)`; `sys.argv` otherwise): a record, not part of the settings compared.
 
-Rules:
+Rules (`open_run`), the same from Python and from the command line:
 - no `run.json` and an empty or missing folder: a new run.
 - `run.json` with the same command and settings (complete or not): the run resumes (the
   engine's sweep checkpoints) or recomputes, and rewrites its files.
 - `run.json` with another command or other settings (another model's weights included):
-  refused with an :class:`~apex_jax.errors.InputError` naming the differing keys, unless
+  refused with :class:`~apex_jax.errors.RunExistsError` naming the differing keys, unless
   ``overwrite``: then the files listed in the old manifest and every sweep checkpoint of the
   folder are removed first (nothing else).
 - a non-empty folder without `run.json` (not written by apex-jax, or by an older version):
   refused unless ``overwrite``, which removes only its sweep checkpoints.
-- `--out` that is a file, lies inside a file, or cannot be written: refused.
+- `out` that is a file, lies inside a file, or cannot be written: refused.
 A killed run leaves ``"status": "incomplete"``: the folder is visibly not a finished run.
 """
 
@@ -39,25 +40,22 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Callable, Mapping, Sequence
 
 from apex_jax import fileio, run_page
-from apex_jax.errors import InputError
+from apex_jax.errors import InputError, RunExistsError
+from apex_jax.run_files import CHECKPOINTS, MANIFEST, PAGE, SUMMARY
 
-MANIFEST = "run.json"
-FORMAT = 1
-CHECKPOINTS = "sweep-checkpoints"
+FORMAT = 2  # 2: settings from `apex_jax.settings`, summary.json for every command
 
-__all__ = ["MANIFEST", "Run", "check_out", "command_line", "data_digest", "open_run", "read_manifest"]
+__all__ = ["MANIFEST", "Run", "check_out", "command_line", "open_run", "read_manifest"]
 
 _COMMAND_LINE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("command_line", default=None)
 
@@ -70,26 +68,6 @@ def command_line(argv: list[str]):
         yield
     finally:
         _COMMAND_LINE.reset(token)
-
-
-def data_digest(data: Any) -> str:
-    """sha256 over a data set's inputs (texts or image arrays), labels and ids."""
-    h = hashlib.sha256()
-    inputs = data.inputs
-    if isinstance(inputs, np.ndarray):
-        a = np.ascontiguousarray(inputs)
-        h.update(f"{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.data)
-    else:
-        for t in inputs:
-            b = str(t).encode("utf-8", "surrogatepass")
-            h.update(len(b).to_bytes(8, "little"))
-            h.update(b)
-    for arr in (data.labels, data.ids):
-        a = np.ascontiguousarray(np.asarray(arr, np.int64))
-        h.update(a.data)
-    h.update(json.dumps(list(data.label_names)).encode())
-    return h.hexdigest()
 
 
 def check_out(out: str | Path) -> Path:
@@ -188,6 +166,42 @@ class Run:
     def write(self, status: str, files: list[str] | None = None) -> Path:
         return fileio.write_json(self.out / MANIFEST, self.manifest(status, files))
 
+    # -------------------------------------------------------------- the run's outputs
+    def write_csv(self, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """RUN/name from dict rows (columns in first-seen key order)."""
+        return fileio.write_csv(self.out / name, rows)
+
+    def write_rows(self, name: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+        """RUN/name from a header and value rows."""
+        return fileio.write_rows(self.out / name, header, rows)
+
+    def path(self, name: str) -> Path:
+        """Where the run writes `name` itself (figures, probe checkpoints, a model folder)."""
+        return self.out / name
+
+    def write_summary(self, results: dict, *, label_space: Any = None, details: dict | None = None) -> dict:
+        """summary.json: ``{"kind", "settings", "label_space", "versions", "results"}``.
+
+        Args:
+            results: the command's results (JSON-able; non-finite numbers become null).
+            label_space: how the data's labels relate to the model's classes (a
+                `apex_jax.data.LabelSpace` or its dict), when the run read labels.
+            details: facts the run resolved beside its settings (e.g. each site's RMS, the
+                engine's schedule), recorded under settings.
+        """
+        if label_space is not None and dataclasses.is_dataclass(label_space):
+            label_space = dataclasses.asdict(label_space)
+        summary = {"kind": self.command, "settings": {**self.settings, **(details or {})},
+                   **({"label_space": label_space} if label_space is not None else {}),
+                   "versions": fileio.versions(), "results": results}
+        fileio.write_json(self.out / SUMMARY, summary)
+        return summary
+
+    def write_timing(self, timing: Mapping[str, Any]) -> dict:
+        """timing.json: seconds and throughput (apart from summary.json, which stays deterministic)."""
+        fileio.write_timing(self.out, timing)
+        return dict(timing)
+
     def files(self) -> list[str]:
         """The run's outputs: the entries at the top of the folder (a folder such as probes/ or
         model/ as one entry), the manifest and sweep checkpoints excluded."""
@@ -199,25 +213,25 @@ class Run:
                 out.append(p.name)
         return out
 
-    def complete(self, log=print) -> Path:
+    def complete(self, log: Callable[[str], None] | None = print) -> Path:
         """Writes the run's page (index.html) and the final manifest (status "complete", the files
         written, the page included). Call it last. A page that cannot be built is reported through
         `log` (rebuild it with `apex-jax report`); it does not fail the run."""
-        files = sorted({*self.files(), run_page.PAGE})
+        files = sorted({*self.files(), PAGE})
         manifest = self.manifest("complete", files)
         try:
             run_page.write_page(self.out, manifest)
         except Exception as e:  # noqa: BLE001 — the results are written; only their page failed
-            files.remove(run_page.PAGE)
+            files.remove(PAGE)
             manifest = self.manifest("complete", files)
             if log:
-                log(f"warning: could not write {self.out / run_page.PAGE} ({type(e).__name__}: {e}); "
+                log(f"warning: could not write {self.out / PAGE} ({type(e).__name__}: {e}); "
                     f"rebuild it with `apex-jax report {self.out}`")
         return fileio.write_json(self.out / MANIFEST, manifest)
 
 
 def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool = False,
-             log=print) -> Run:
+             log: Callable[[str], None] | None = print) -> Run:
     """Checks `out` against its manifest (see the module doc), prepares it, and writes the
     manifest with status "incomplete". Raises InputError when the folder holds another run."""
     out = check_out(out)
@@ -237,10 +251,10 @@ def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool =
                                 {"command": command, **settings})
             if diff:
                 named = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in diff.items())
-                raise InputError(
+                raise RunExistsError(
                     f"--out {out} holds another run ({old.get('command')}, {old.get('status')}) whose "
                     f"settings differ in {', '.join(diff)} ({named}); choose another --out, or pass "
-                    "--overwrite to replace that run")
+                    "--overwrite (overwrite=True in Python) to replace that run")
         elif any(p for p in out.iterdir() if not p.name.startswith(".")):
             raise InputError(
                 f"--out {out} is a non-empty folder without {MANIFEST} (not an apex-jax run of this "

@@ -23,11 +23,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from apex_jax import batching
+from apex_jax import batching, inputs, runs
+from apex_jax import data as data_lib
 from apex_jax.checkpoints import Checkpoints
 from apex_jax.data import Dataset
+from apex_jax.errors import InputError
+from apex_jax.models import create, load
 from apex_jax.models.model import Model
+from apex_jax.models.presets import VIT_PRESETS, vit_hf_config
 from apex_jax.progress import Progress, tracker
+from apex_jax.settings import FinetuneSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,64 +269,71 @@ class _Checkpoints:
         return s["trainable"], s["opt_state"], s["best"], meta
 
 
-def save_metrics(path: str | Path, metrics: dict) -> None:
-    """Writes a training run's metrics.json (keys sorted)."""
-    from apex_jax import fileio
+def _initial_model(model: Model | str, data: Dataset, seed: int) -> Model:
+    """The model to train: a ViT preset created fresh and sized to the images, a pretrained
+    model given by name with a new head of the data's classes, or a `Model` as given."""
+    if isinstance(model, Model):
+        return model
+    if model in VIT_PRESETS:
+        if data.kind != "image":
+            raise InputError(f"{model} is an image model; {data.name} is a text data set: give an image data set "
+                             "(mnist5k, digits, an .npz file) or a text model")
+        _, c, h, _w = data.inputs.shape
+        return create(vit_hf_config(model, c, h), num_labels=data.n_classes, label_names=data.label_names, seed=seed)
+    return load(str(model), num_labels=data.n_classes, label_names=data.label_names, seed=seed)
 
-    fileio.write_json(path, metrics, sort_keys=True)
 
-
-def finetune_run(model: Model, data: Dataset, out: str | Path, config: TrainConfig, *, split_seed: int = 0,
-                 n_train: int | None = None, model_name: str = "", log: Callable[[str], None] | None = None,
-                 progress: Progress = None) -> dict:
-    """Fine-tunes (or trains) `model` on the train split of `data` with early stopping on val,
-    scores it on test, and writes the run folder: OUT/model (HF folder), OUT/checkpoints (resume),
-    OUT/metrics.json, OUT/index.html (the run's page).
+def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, settings: FinetuneSettings | None = None,
+                 *, overwrite: bool = False, progress: Progress = True, log: Callable[[str], None] | None = print,
+                 **options: Any) -> dict:
+    """Fine-tunes (or trains) a classifier on the train split of `data` with early stopping on
+    val, scores it on test, and writes the run folder: OUT/model (HF folder), OUT/checkpoints
+    (resume), OUT/summary.json, OUT/timing.json, OUT/index.html. The same run as
+    `apex-jax finetune`; the head is created with the data set's classes, so model and data
+    share one label space.
 
     Args:
-        model: the model to train (with a head of `data.n_classes` classes).
-        data: the whole data set; `data_lib.split_dataset(data, seed=split_seed)` splits it.
+        model: a pretrained model name or HF folder (a new head is added), a ViT preset
+            (trained from scratch), or an `apex_jax.Model` with a head of the data's classes.
+        data: a data set name or file, or a `Dataset`; it is split into train/val/test by
+            `settings.split_seed`.
         out: the run folder.
-        config: training settings.
-        split_seed: the split's seed.
-        n_train: use only the first n training examples (1 <= n <= the split's size; else InputError).
-        model_name: recorded as metrics["model"].
-        log: called with a progress line before training starts (and per epoch).
-        progress: steps and evaluation passes with rate and ETA (see `train`).
+        settings: the run's `FinetuneSettings`; `options` are its fields as keywords.
+        overwrite, progress, log: as for `apex_jax.apex_run`; `log` also gets a line per epoch.
 
     Returns:
-        metrics.json's content.
+        summary.json's content plus "timing".
     """
-    from apex_jax import data as data_lib
-
-    t0 = time.perf_counter()
-    splits = data_lib.split_dataset(data, seed=split_seed)
+    s = FinetuneSettings.of(settings, **options)
+    out = runs.check_out(out)
+    full = data_lib.load_dataset(data) if not isinstance(data, Dataset) else data
+    splits = data_lib.split_dataset(full, seed=s.split_seed)
     train_part = splits["train"]
-    if n_train is not None:
-        if n_train <= 0 or n_train > len(train_part):
-            from apex_jax.errors import InputError
-
-            raise InputError(f"n_train = {n_train}, but the train split of {data.name!r} has {len(train_part)} "
-                             f"examples; choose 1 <= n_train <= {len(train_part)}, or leave it unset")
-        train_part = train_part.subset(range(n_train))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if s.n_train is not None:
+        if s.n_train > len(train_part):
+            raise InputError(f"--n-train {s.n_train}, but the train split of {full.name!r} has {len(train_part)} "
+                             f"examples; choose 1 <= n <= {len(train_part)}, or leave it unset")
+        train_part = train_part.subset(range(s.n_train))
+    from_scratch = isinstance(model, str) and model in VIT_PRESETS
+    initial = _initial_model(model, full, s.seed)
+    if not from_scratch:
+        data_lib.check_input_kind(full, "text" if initial.config.is_text else "image", inputs.name_of(model, "the model"))
+    config = TrainConfig(mode=s.mode, learning_rate=s.lr, batch_size=s.batch_size, max_epochs=s.epochs,
+                         patience=s.patience, max_length=s.max_length, seed=s.seed, from_scratch=from_scratch)
+    run = runs.open_run(out, s.command, {**inputs.identity(model, initial, data, full), **s.record()},
+                        overwrite=overwrite, log=log)
+    t0 = time.perf_counter()
     if log:
-        log(f"{model}\ntraining on {len(train_part)} {data.name} examples ({config.mode}), "
+        log(f"{initial}\ntraining on {len(train_part)} {full.name} examples ({config.mode}), "
             f"validating on {len(splits['val'])}")
-    model, history = train(model, train_part, splits["val"], config, out_dir=out, log=log or print,
-                           progress=progress)
-    test = evaluate(model, model.params, splits["test"], max_length=config.max_length, progress=progress,
+    trained, history = train(initial, train_part, splits["val"], config, out_dir=out, log=log or print,
+                             progress=progress)
+    test = evaluate(trained, trained.params, splits["test"], max_length=config.max_length, progress=progress,
                     desc="test")
-    model.save(out / "model")
-    metrics = {
-        "model": model_name, "data": data.name, "mode": config.mode, "n_train": len(train_part),
-        "n_val": len(splits["val"]), "n_test": len(splits["test"]), "split_seed": split_seed,
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "history": history,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    save_metrics(out / "metrics.json", metrics)
-    from apex_jax import run_page
-
-    run_page.write_page(out)
-    return metrics
+    trained.save(run.path("model"))
+    results = {"n_train": len(train_part), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
+               "test_accuracy": test["accuracy"], "test_loss": test["loss"], "history": history}
+    summary = run.write_summary(results, details={"train": dataclasses.asdict(config)})
+    timing = run.write_timing({"seconds": round(time.perf_counter() - t0, 1)})
+    run.complete(log)
+    return {**summary, "timing": timing}

@@ -19,7 +19,7 @@ def test_finetune_then_noise(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(["finetune", str(folder), "--data", str(task), "--out", str(run), "--epochs", "1",
                      "--batch-size", "8"]) == 0
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "summary.json").read_text())["results"]
     assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 60
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert "held-out test accuracy" in capsys.readouterr().out

@@ -227,7 +227,7 @@ def test_cli_on_a_decoder(folders, tmp_path, capsys):
     run = tmp_path / "ft"
     assert cli.main(["finetune", str(folders("gpt2", "lm")), "--data", str(task), "--out", str(run),
                      "--epochs", "1", "--batch-size", "8"]) == 0
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "summary.json").read_text())["results"]
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     folder = run / "model"
     model = apex_jax.load(folder)

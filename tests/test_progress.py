@@ -167,7 +167,7 @@ def test_cli_finetune_reports_steps_off_a_terminal_and_quiet_silences(tmp_path, 
     argv = ["finetune", str(folder), "--data", str(task), "--epochs", "1", "--batch-size", "8"]
     assert cli.main(argv + ["--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
-    n_steps = -(-json.loads((tmp_path / "a" / "metrics.json").read_text())["n_train"] // 8)
+    n_steps = -(-json.loads((tmp_path / "a" / "summary.json").read_text())["results"]["n_train"] // 8)
     steps = [ln for ln in err.splitlines() if ln.startswith("fine-tuning, epoch 1/1: ")]
     assert steps and steps[-1].startswith(f"fine-tuning, epoch 1/1: {n_steps}/{n_steps} steps (100%) in ")
     assert any(ln.startswith("test: ") and "inputs" in ln for ln in err.splitlines())

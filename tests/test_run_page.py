@@ -109,7 +109,7 @@ def test_every_run_has_a_page(runs, name):
 def test_summary_numbers_on_the_pages(runs):
     root = runs["root"]
     text = {n: parse(root / n / "index.html").text for n in COMMANDS}
-    m = json.loads((root / "ft" / "metrics.json").read_text())
+    m = json.loads((root / "ft" / "summary.json").read_text())["results"]
     assert f"held-out test accuracy {m['test_accuracy']:.4g}" in text["ft"]
     r = json.loads((root / "apex" / "summary.json").read_text())["results"]
     assert f"clean accuracy {r['clean_accuracy']:.4g}" in text["apex"]

@@ -1,0 +1,53 @@
+"""The layout of a run folder: its file names and what each command's files mean.
+
+Both the writer (`apex_jax.runs`) and the page (`apex_jax.run_page`) read these names, so a
+run folder is described in one place:
+
+    RUN/run.json             the manifest: command, settings, versions, status, files written
+    RUN/summary.json         settings, label space, versions and results (every command)
+    RUN/timing.json          seconds and throughput (kept apart so summary.json is deterministic)
+    RUN/index.html           the run's page
+    RUN/sweep-checkpoints/   the engine's resumable progress
+    RUN/*.csv, RUN/*.png     the command's tables and figures (below)
+"""
+
+from __future__ import annotations
+
+MANIFEST = "run.json"
+SUMMARY = "summary.json"
+TIMING = "timing.json"
+PAGE = "index.html"
+CHECKPOINTS = "sweep-checkpoints"
+COMMANDS = ("finetune", "apex", "probe", "silence", "attack")
+
+# The order and one-line meaning of the files each command writes; others follow alphabetically.
+TABLES = {
+    "sigmas.csv": "One row per σ: the share of draws keeping the clean prediction, the flip rate, the share "
+                  "of inputs escaped by then, and the class the predictions collapse onto.",
+    "samples.csv": "One row per input: label, clean prediction, escape σ (grid estimator; inf: never escapes), "
+                   "most likely other class, and the share of draws kept at each σ.",
+    "probes.csv": "One linear probe per site on the [CLS] vector: test accuracy, macro- and weighted-F1, "
+                  "per-class F1, train accuracy, non-zero weights.",
+    "ranking_agreement.csv": "Spearman correlation of each probe's neuron ranking with activation × gradient "
+                             "(and with a random ranking, the floor).",
+    "rankings.csv": "The top 20 neurons of each site, globally and per class, and how many neurons hold 50% "
+                    "and 90% of the ranking's mass.",
+    "controls.csv": "Silencing the top-/bottom-ranked k% of [CLS] neurons against random k%: score drop, "
+                    "z-score and empirical p-value.",
+    "curves.csv": "Per site and selection: area under the score-drop curve and the k at which the score halves.",
+    "asymmetry.csv": "Drop in each class's F1 when one class's own top neurons are silenced.",
+    "silencing.csv": "Every grid point of the silencing sweep: scores, per-class F1 and prediction shares.",
+    "attacks.csv": "Each manipulation toward the target class at each magnitude: share redirected to the target, "
+                   "accuracy, target share.",
+}
+FIGURES = {
+    "consistency_curves.png": "Share of draws keeping the clean prediction against σ (thin: inputs; black: mean).",
+    "escape_sigma_hist.png": "Escape σ of the inputs that escape on the grid.",
+    "transitions.png": "Where predictions move at the smallest σ that moves any: clean class → noisy class.",
+    "large_sigma_shares.png": "Class shares of all draws at the largest σ (the model's large-noise bias).",
+    "probe_accuracy.png": "[CLS] probe test scores per layer.",
+    "silencing_curves.png": "Accuracy as the top-, bottom- and random-k% [CLS] neurons are silenced, per layer.",
+    "class_asymmetry.png": "F1 drop per class when one class's top neurons are silenced.",
+    "attack_curves.png": "Share of inputs redirected to the target class against each manipulation's magnitude.",
+}
+RUN_ORDER = COMMANDS  # a folder of runs lists them in this order
