@@ -81,6 +81,13 @@ def versions(packages: Iterable[str] = PACKAGES) -> dict:
     return out
 
 
+def _command() -> str:
+    """This process's command line, as `python -m benchmarks.NAME ...` for a module entry point."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
+    return " ".join(head + sys.argv[1:])
+
+
 def run_record(mode: str) -> dict:
     """What produced a results file: command, machine, versions, git commit; JAX's devices.
 
@@ -91,7 +98,7 @@ def run_record(mode: str) -> dict:
 
     return {
         "mode": mode,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": _command(),
         "git": git_state(),
         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
