@@ -37,10 +37,9 @@ test: install-test assets
 
 # Benchmarks (python -m benchmarks.NAME from the repository root; results and how to read them:
 # benchmarks/RESULTS.md). Every JSON records the git commit, versions and machine of its run.
-# W1 (APEX noise sweep) and W2 (SYNAPSE [CLS] silencing) on the demo's fine-tuned MiniLM (run `make demo`
-# first) against
-# PyTorch forward hooks, and the escape-σ table's time to result -> bench-results/w1.json, w2.json,
-# escape.json. Slow (tens of minutes each on 2 cores); not part of the tests.
+# W1 (APEX noise sweep) and W2 (SYNAPSE [CLS] silencing) on the demo's fine-tuned MiniLM (run
+# `make demo` first) against PyTorch forward hooks, and the escape-σ table's time to result
+# -> bench-results/w1.json, w2.json, escape.json. Slow (tens of minutes each on 2 cores); not tests.
 bench: install-test assets
 	$(BIN)/python -m benchmarks.w1 --out bench-results --model runs/demo/finetune/model
 	$(BIN)/python -m benchmarks.w2 --out bench-results --model runs/demo/finetune/model
