@@ -35,23 +35,26 @@ test: install-test assets
 	$(BIN)/python -m pytest -q tests/apex tests/synapse $(sort $(wildcard tests/test_[a-e]*.py))
 	$(BIN)/python -m pytest -q $(sort $(wildcard tests/test_[f-z]*.py))
 
-# Benchmarks on the demo's fine-tuned MiniLM vs PyTorch forward hooks (run `make demo` first):
-# W1 (APEX noise sweep) writes bench-results/w1.json, W2 (SYNAPSE [CLS] silencing, benchmarks/w2.py)
-# bench-results/w2.json, the escape table's time to result (benchmarks/escape.py) escape.json.
-# Slow (tens of minutes each on 2 cores); not part of the tests.
+# Benchmarks (python -m benchmarks.NAME from the repository root; results and how to read them:
+# benchmarks/RESULTS.md). Every JSON records the git commit, versions and machine of its run.
+# W1 (APEX noise sweep) and W2 (SYNAPSE [CLS] silencing) on the demo's fine-tuned MiniLM (run
+# `make demo` first) against PyTorch forward hooks, and the escape-σ table's time to result
+# -> bench-results/w1.json, w2.json, escape.json. Slow (tens of minutes each on 2 cores); not tests.
 bench: install-test assets
-	$(BIN)/python benchmarks/run.py --out bench-results --model runs/demo/finetune/model
-	$(BIN)/python benchmarks/w2.py --out bench-results --model runs/demo/finetune/model
-	$(BIN)/python benchmarks/escape.py --out bench-results --model runs/demo/finetune/model
+	$(BIN)/python -m benchmarks.w1 --out bench-results --model runs/demo/finetune/model
+	$(BIN)/python -m benchmarks.w2 --out bench-results --model runs/demo/finetune/model
+	$(BIN)/python -m benchmarks.escape --out bench-results --model runs/demo/finetune/model
 
-# Real size (issue 15 §4): W1/W2 on a BERT-base-size encoder (12 x 768, random weights) vs the
-# PyTorch best form in one run, f32 on CPU -> bench-results/real_size.json (tens of minutes on 2
-# cores). The accelerator script (bf16, MFU; run it on a GPU/TPU) -> bench-results/accelerator.json.
+# Real size: W1/W2 on BERT-base- and GPT-2-small-size models (12 x 768, random weights) against the
+# PyTorch best form in one run, float32 on CPU -> bench-results/real_size.json (tens of minutes on
+# 2 cores).
 bench-real: install-test assets
-	$(BIN)/python benchmarks/real_size.py --out bench-results --profile
+	$(BIN)/python -m benchmarks.real_size --out bench-results --profile
 
+# W1/W2 at real size in bfloat16 with model FLOP utilisation (run it on a GPU/TPU; needs no torch)
+# -> bench-results/accelerator.json.
 bench-accelerator: install
-	$(BIN)/python benchmarks/accelerator.py --out bench-results
+	$(BIN)/python -m benchmarks.accelerator --out bench-results
 
 # The research reproduction (scripts/, reports/README.md): every claim's script, then the report.
 reproduce: install-test assets

@@ -1,33 +1,34 @@
 """One prepared accelerator run: W1 (APEX noise sweep) and W2 (SYNAPSE [CLS] silencing) at real size
 in bfloat16, reporting perturbed forwards/s, model FLOP utilisation, compile time and memory.
 
-    python benchmarks/accelerator.py --out bench-results            # on a GPU / TPU (minutes)
-    python benchmarks/accelerator.py --out /tmp/x --smoke           # tiny, any backend (CPU test)
+    python -m benchmarks.accelerator --out bench-results            # on a GPU / TPU (minutes)
+    python -m benchmarks.accelerator --out /tmp/x --smoke           # tiny, any backend (CPU test)
 
 Models (random weights, `apex_jax.create`, no tokenizer or data needed: inputs are random token
 ids of a fixed length): a BERT-base-size encoder (12 x 768) and a GPT-2-small-size decoder
-(12 x 768, `model_type: gpt2`, `num_labels=2`). bf16 is asked through `dtype="bfloat16"` when
-`apex_jax.create` accepts it; otherwise the run is float32 and `dtype_note` says so.
+(12 x 768, `model_type: gpt2`, `num_labels=2`), in `--dtype` (bfloat16 by default).
 
 W1: n inputs x G relative σ x K draws, noise on every block's `hook_resid_post` (the engine's
 defaults: micro-batch from the device's free memory). W2: n inputs x M random 10% [CLS] masks at
-the middle block's `hook_resid_post` (`synapse.silencing.mask_sweep`).
+the middle block's `hook_resid_post` (`apex_jax.mask_sweep`).
 
 MFU = the plan's matmul FLOPs (`SweepPlan.flops + prefix_flops`) / steady seconds / the device's
-dense bf16 peak (`PEAKS` by `device_kind`; unknown devices: a measured bf16 matmul peak). Compile =
-first call − steady call. Memory = `device.memory_stats()` (peak_bytes_in_use, bytes_limit) where
+dense bf16 peak (`PEAKS` by `device_kind`; unknown devices: a bf16 matmul peak measured in the same
+run, `harness.matmul_peak`). Compile = first call − steady call. Memory = `device.memory_stats()` (peak_bytes_in_use, bytes_limit) where
 the backend reports it. Writes OUT/accelerator.json (accelerator-smoke.json with --smoke).
+Needs no torch (`make bench-accelerator` installs only the package).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
-import platform
 import sys
-import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import harness as h
 
 # dense bf16 peaks (TFLOP/s) by jax `device_kind` substring, first match wins
 PEAKS = [
@@ -46,75 +47,37 @@ GPT2 = {"model_type": "gpt2", "vocab_size": 50257, "n_embd": 768, "n_layer": 12,
 
 
 def log(msg: str) -> None:
-    print(f"[accelerator {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    h.log(msg, "accelerator")
 
 
-def device_peak(device) -> tuple[float, str]:
+def device_peak(device: Any) -> tuple[float, str]:
     """(dense bf16 peak FLOP/s, source) for a device: the table, else a measured matmul peak."""
     kind = getattr(device, "device_kind", "") or ""
     for key, tflops in PEAKS:
         if key.lower() in kind.lower():
             return tflops * 1e12, f"table ({key})"
-    return measured_peak(), "measured bf16 matmul"
-
-
-def measured_peak(n: int = 4096, reps: int = 5) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    if jax.default_backend() == "cpu":  # smoke runs: a small product (bf16 is slow on CPU)
-        n = 256
-    a = jnp.ones((n, n), jnp.bfloat16)
-    dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
-    best = 0.0
-    for _ in range(reps):
-        t = time.perf_counter()
-        dot(a, a).block_until_ready()
-        best = max(best, 2.0 * n**3 / (time.perf_counter() - t))
-    return best
-
-
-def memory(device) -> dict:
-    try:
-        s = device.memory_stats() or {}
-    except Exception:  # noqa: BLE001
-        s = {}
-    keep = ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")
-    return {k: int(s[k]) for k in keep if k in s}
-
-
-def make_model(hf: dict, dtype: str):
-    import apex_jax
-
-    kw = {}
-    note = None
-    if "dtype" in inspect.signature(apex_jax.create).parameters:
-        kw["dtype"] = dtype
-    elif dtype != "float32":
-        note = f"apex_jax.create has no dtype option yet: ran float32 instead of {dtype}"
-    return apex_jax.create(hf, num_labels=2, **kw), kw.get("dtype", "float32"), note
-
-
-def timed(f):
     import jax
 
-    t = time.perf_counter()
-    r = f()
-    jax.block_until_ready(jax.tree.leaves(getattr(r, "counts", r)))
-    return r, time.perf_counter() - t
+    n = 256 if jax.default_backend() == "cpu" else 4096  # smoke runs on CPU: bf16 matmuls are slow there
+    return h.matmul_peak(n, 5, dtype="bfloat16", with_torch=False)["jax_gflops_best"] * 1e9, "measured bf16 matmul"
 
 
-def bench_model(name: str, hf: dict, a, peak: float) -> dict:
+def timed(f: Any) -> tuple[Any, float]:
+    """(f(), seconds), waiting for the result's arrays."""
+    with h.Timer() as t:
+        r = f()
+        h.block(getattr(r, "counts", r))
+    return r, t.wall
+
+
+def bench_model(name: str, hf: dict, a: argparse.Namespace, peak: float) -> dict:
+    """W1 and W2 on one random-weight model: forwards/s, MFU, compile, memory."""
     import jax
-    import numpy as np
 
     import apex_jax
-    from apex_jax.apex import analysis as am
-    from apex_jax.engine.sweep import run_sweep
-    from apex_jax.synapse.silencing import mask_sweep
+    from apex_jax import mask_sweep, run_sweep
 
-    model, dtype, note = make_model(hf, a.dtype)
+    model, dtype = apex_jax.create(hf, num_labels=2, dtype=a.dtype), a.dtype
     model = model.replace(jax.device_put(model.params))
     c = model.config
     rng = np.random.default_rng(0)
@@ -124,14 +87,14 @@ def bench_model(name: str, hf: dict, a, peak: float) -> dict:
         batch["token_type_ids"] = np.zeros_like(ids_tok)
     ids = np.arange(a.n)
     dev = jax.devices()[0]
-    out = {"model": name, "layers": c.n_layers, "d_model": c.d_model, "dtype": dtype, "dtype_note": note,
+    out = {"model": name, "layers": c.n_layers, "d_model": c.d_model, "dtype": dtype,
            "n_inputs": a.n, "length": a.length}
     log(f"{name}: {c.n_layers} x {c.d_model} {dtype}, {a.n} inputs x {a.length} tokens")
 
     sites = apex_jax.parse_sites(model, "resid_post")
-    perturb, scale, _, tag = am._noise(model, model.params, batch, sites, True)
+    perturb, scale, _, tag = h.apex_noise(model, model.params, batch, sites)
     sigmas = np.geomspace(0.01, 2.0, a.sigmas).astype(np.float32)
-    grid = am._noise_grid(sigmas, scale)
+    grid = h.noise_grid(sigmas, scale)
     kw = dict(sites=sites, draws=a.draws, tag=tag, common_noise=True, progress=False)
     first, t_first = timed(lambda: run_sweep(model, model.params, batch, ids, perturb, grid, seed=0, **kw))
     steady = []
@@ -146,7 +109,7 @@ def bench_model(name: str, hf: dict, a, peak: float) -> dict:
                  "first_call_s": t_first, "compile_s_estimate": max(0.0, t_first - t_w1),
                  "compiles": first.settings["compiles"], "flops": fl, "mfu": fl / t_w1 / peak,
                  "rows_per_step": plan.rows_per_step, "memory_budget": plan.memory_budget,
-                 "memory": memory(dev)}
+                 "memory": h.device_memory(dev)}
     log(f"  W1 {out['w1']['forwards_per_second']:.1f} fwd/s, MFU {100 * out['w1']['mfu']:.1f}%, "
         f"compile ~{out['w1']['compile_s_estimate']:.1f} s, {plan.rows_per_step} rows/step")
 
@@ -164,7 +127,7 @@ def bench_model(name: str, hf: dict, a, peak: float) -> dict:
     out["w2"] = {"site": site, "masks": a.masks, "perturbed_forwards": first2.perturbed_forwards,
                  "forwards_per_second": first2.perturbed_forwards / t_w2, "seconds": t_w2,
                  "first_call_s": t_first2, "compile_s_estimate": max(0.0, t_first2 - t_w2),
-                 "flops": fl2, "mfu": fl2 / t_w2 / peak, "memory": memory(dev)}
+                 "flops": fl2, "mfu": fl2 / t_w2 / peak, "memory": h.device_memory(dev)}
     log(f"  W2 {out['w2']['forwards_per_second']:.1f} fwd/s, MFU {100 * out['w2']['mfu']:.1f}%")
     return out
 
@@ -174,7 +137,7 @@ def main() -> int:
     p.add_argument("--out", default="bench-results")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (CPU test, seconds)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--models", default="bert-base,gpt2-small")
+    p.add_argument("--models", default="bert-base,gpt2-small", help="comma-separated, of bert-base, gpt2-small")
     a = p.parse_args()
     import jax
 
@@ -189,21 +152,18 @@ def main() -> int:
         hfs = {"bert-base": BERT, "gpt2-small": GPT2}
     dev = jax.devices()[0]
     peak, src = device_peak(dev)
-    res = {"mode": "smoke" if a.smoke else "full", "command": " ".join([sys.executable, *sys.argv]),
-           "env": {"python": platform.python_version(), "jax": jax.__version__, "backend": jax.default_backend(),
-                   "device_kind": getattr(dev, "device_kind", str(dev)), "devices": jax.device_count()},
-           "peak_flops": peak, "peak_source": src, "models": {}}
-    log(f"{res['env']['device_kind']} x {jax.device_count()}: peak {peak / 1e9:.1f} GFLOP/s ({src})")
+    res: dict = {"run": h.run_record("smoke" if a.smoke else "full"),
+                 "device": {"device_kind": getattr(dev, "device_kind", str(dev)), "devices": jax.device_count()},
+                 "peak_flops": peak, "peak_source": src, "models": {}}
+    log(f"{res['device']['device_kind']} x {jax.device_count()}: peak {peak / 1e9:.1f} GFLOP/s ({src})")
     for name in a.models.split(","):
         try:
             res["models"][name] = bench_model(name, hfs[name], a, peak)
         except Exception as e:  # noqa: BLE001 - one model failing must not lose the other's figures
             log(f"{name} failed: {e!r}")
             res["models"][name] = {"error": repr(e)}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / ("accelerator-smoke.json" if a.smoke else "accelerator.json")
-    path.write_text(json.dumps(res, indent=1, default=float))
+    path = h.write_json(Path(a.out) / ("accelerator-smoke.json" if a.smoke else "accelerator.json"), res)
+    print(h.describe_run(res["run"]))
     log(f"wrote {path}")
     return 0 if all("error" not in m for m in res["models"].values()) else 1
 

@@ -1,7 +1,7 @@
-"""What bfloat16 changes (issue 15 §2, DESIGN principle 8): MiniLM or a ViT in float32 vs bfloat16.
+"""What bfloat16 changes: MiniLM or a ViT in float32 vs the same weights in bfloat16.
 
-    python benchmarks/bf16_effect.py --out bench-results [--n 64] [--train 512]
-    python benchmarks/bf16_effect.py --model vit --data digits --out bench-results [--epochs 15]
+    python -m benchmarks.bf16_effect --out bench-results [--n 64] [--train 512] [--apex-draws K]
+    python -m benchmarks.bf16_effect --model vit --data digits --out bench-results [--epochs 15]
 
 MiniLM (`apex_jax.load("minilm", num_labels=2)`) with a classifier fitted in float32 on frozen
 features (logistic regression on `head.hook_cls` of `--train` vader-movies train sentences: a head
@@ -10,10 +10,11 @@ first `--n` vader-movies test sentences: clean-prediction agreement, max / mean 
 f32 margins of the disagreeing sentences, and the relative error of `head.hook_cls`.
 Optionally (`--apex-draws K`) the APEX consistency curves (share of draws keeping the clean
 prediction, per σ) in both precisions against their Monte-Carlo standard error.
-`--model vit`: a `vit-tiny` (apex_jax.models.presets; 4x4 patch grid + [CLS]) trained from
-scratch in float32 on the train split of `--data` (digits or mnist5k, `--epochs` epochs,
-early-stopped on the val split), then cast to bfloat16, measured on the first `--n` test images
-with the same protocol (the input stays float32 pixels; the model casts them).
+`--model vit`: a `vit-tiny` (4x4 patch grid + [CLS]) trained from scratch in float32 on the train
+split of `--data` (digits or mnist5k, `--epochs` epochs, early-stopped on the val split, by
+`apex-jax finetune` into OUT/bf16_vit-DATA/), then cast to bfloat16, measured on the first `--n`
+test images with the same protocol (the input stays float32 pixels; the model casts them).
+`--train 64 --n 8` is a quick smoke run.
 Writes OUT/bf16_effect.json (MiniLM) or OUT/bf16_effect_vit.json.
 """
 
@@ -21,12 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from benchmarks import harness as h
 
-def fitted_minilm(n_train: int):
+
+def fitted_minilm(n_train: int) -> Any:
+    """MiniLM with a 2-class head fitted in float32 (logistic regression on frozen [CLS] features)."""
     import apex_jax
     from apex_jax import data
     from sklearn.linear_model import LogisticRegression
@@ -45,24 +53,38 @@ def fitted_minilm(n_train: int):
     return m.replace(params)
 
 
-def trained_vit(data_name: str, epochs: int):
-    """A `vit-tiny` trained from scratch in float32 on `data_name`'s train split (early stopping
-    on its val split): a model with real margins, unlike fresh random weights."""
+def trained_vit(data_name: str, epochs: int, folder: Path) -> tuple[Any, float | None]:
+    """A `vit-tiny` trained from scratch in float32 on `data_name`'s train split (early stopping on
+    its val split, patience 5, batch 64): a model with real margins, unlike fresh random weights.
+
+    Trained by the public command `apex-jax finetune` into `folder` (reused when it holds one).
+
+    Returns:
+        (the float32 model, its best val accuracy or None when not recorded).
+    """
     import apex_jax
-    from apex_jax import data
-    from apex_jax.models.presets import vit_hf_config
-    from apex_jax.training import TrainConfig, train
 
-    tr, va = data.get_split(data_name, "train"), data.get_split(data_name, "val")
-    _, c, h, _ = tr.inputs.shape
-    m = apex_jax.create(vit_hf_config("vit-tiny", c, h), num_labels=tr.n_classes, label_names=tr.label_names)
-    cfg = TrainConfig(from_scratch=True, max_epochs=epochs, patience=5, batch_size=64)
-    m, hist = train(m, tr, va, cfg, log=lambda s: None, progress=False)
-    return m, hist["best_val_accuracy"]
+    model_dir = folder / "model"
+    if not (model_dir / "config.json").exists():
+        exe = Path(sys.executable).with_name("apex-jax")  # the console script beside this Python
+        cmd = [str(exe) if exe.exists() else "apex-jax", "finetune", "vit-tiny", "--data", data_name,
+               "--out", str(folder), "--epochs", str(epochs), "--patience", "5", "--batch-size", "64", "--quiet"]
+        subprocess.run(cmd, check=True)
+    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    val = metrics.get("history", {}).get("best_val_accuracy")
+    return apex_jax.load(str(model_dir)), (float(val) if val is not None else None)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def in_bfloat16(model: Any, folder: Path) -> Any:
+    """The same weights in bfloat16: saved, then loaded with `dtype="bfloat16"` (public API only)."""
+    import apex_jax
+
+    model.save(folder)
+    return apex_jax.load(str(folder), dtype="bfloat16")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench-results")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--train", type=int, default=512)
@@ -73,12 +95,11 @@ def main() -> None:
     args = ap.parse_args()
     import apex_jax
     from apex_jax import data
-    from apex_jax.models.loading import with_dtype
 
-    extra = {}
+    out = Path(args.out)
     if args.model == "vit":
-        m32, val_acc = trained_vit(args.data, args.epochs)
-        extra = {"model": "vit-tiny", "data": args.data, "val_accuracy_f32": float(val_acc)}
+        m32, val_acc = trained_vit(args.data, args.epochs, out / f"bf16_vit-{args.data}")
+        extra = {"model": "vit-tiny", "data": args.data, "val_accuracy_f32": val_acc}
         ds = data.get_split(args.data, "test", n=args.n)
         batch = m32.encode(ds.inputs)
     else:
@@ -86,7 +107,8 @@ def main() -> None:
         extra = {"model": "minilm", "data": "vader-movies"}
         ds = data.get_split("vader-movies", "test", n=args.n)
         batch = m32.encode(list(ds.inputs), max_length=64)
-    m16 = with_dtype(m32, "bfloat16")
+    with tempfile.TemporaryDirectory() as tmp:
+        m16 = in_bfloat16(m32, Path(tmp) / "model")
     o32 = m32.forward(batch, capture=("head.hook_cls",))
     o16 = m16.forward(batch, capture=("head.hook_cls",))
     a, b = np.asarray(o32.logits), np.asarray(o16.logits)
@@ -96,7 +118,7 @@ def main() -> None:
     top2 = np.sort(a, 1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]  # f32 top-1 minus top-2 logit (|l1 - l0| for 2 classes)
     rep = {
-        **extra, "n": int(len(a)), "accuracy_f32": float((a.argmax(1) == np.asarray(ds.labels)).mean()),
+        "run": h.run_record("full"), **extra, "n": int(len(a)), "accuracy_f32": float((a.argmax(1) == np.asarray(ds.labels)).mean()),
         "agreement": float(agree.mean()), "max_abs_dlogit": float(np.abs(a - b).max()),
         "mean_abs_dlogit": float(np.abs(a - b).mean()), "logit_abs_max_f32": float(np.abs(a).max()),
         "margin_median_f32": float(np.median(margin)), "disagreeing_margins_f32": margin[~agree].tolist(),
@@ -121,12 +143,13 @@ def main() -> None:
                        "max_abs_curve_diff_over_mc_se_agreeing": float((np.abs(k32 - k16) / se)[:, agree].max()),
                        "share_of_points_within_2se_agreeing": float(
                            (np.abs(k32 - k16) <= 2 * np.sqrt(2) * se)[:, agree].mean())}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = "bf16_effect.json" if args.model == "minilm" else "bf16_effect_vit.json"
-    (out / name).write_text(json.dumps(rep, indent=2))
-    print(json.dumps(rep, indent=2))
+    path = h.write_json(out / name, rep)
+    print(json.dumps({k: v for k, v in rep.items() if k != "run"}, indent=1))
+    print(h.describe_run(rep["run"]))
+    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

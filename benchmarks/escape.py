@@ -14,41 +14,38 @@ Timed (same run, same machine, interleaved where it matters):
 The torch time for all n sentences is its measured per-forward rate × the fine grid's forwards
 (stated in the JSON as `extrapolated`).
 
-    python benchmarks/escape.py --model runs/demo/finetune/model [--quick] [--out bench-results]
+    python -m benchmarks.escape --out bench-results --model runs/demo/finetune/model [--quick]
+
+Writes OUT/escape.json (OUT/escape-quick.json with --quick).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np
 
-import common  # noqa: E402
+from benchmarks import harness as h
 
 
 def log(msg: str) -> None:
-    print(f"[escape {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    h.log(msg, "escape")
 
 
-def grid_escape(sigmas, kept, threshold=0.5):
-    import numpy as np
-
+def grid_escape(sigmas: np.ndarray, kept: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Per input, the first grid σ whose consistency is below `threshold` (inf: none)."""
     below = kept < threshold
     first = np.argmax(below, axis=1)
     return np.where(below.any(1), sigmas[first], np.inf)
 
 
-def agreement(grid_esc, adaptive, ratio: float) -> dict:
+def agreement(grid_esc: np.ndarray, adaptive: np.ndarray, ratio: float) -> dict:
     """The adaptive escape σ should lie within one grid step of the grid's (both inf, or
     e_grid / r <= e_adaptive <= e_grid · r, with r the grid ratio)."""
-    import numpy as np
-
     a = adaptive
     both_inf = np.isinf(grid_esc) & np.isinf(a)
     finite = np.isfinite(grid_esc) & np.isfinite(a)
@@ -65,9 +62,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench-results")
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, < 3 minutes")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help=f"HF classifier folder (default {h.DEFAULT_MODEL})")
     args = p.parse_args()
-    model_path = common.resolve_model(args.model)
+    model_path = h.resolve_model(args.model)
     quick = args.quick
     lo, hi = 0.01, 4.0
     N = 16 if quick else 64
@@ -76,27 +73,22 @@ def main() -> int:
     n_all = 8 if quick else 64
     n_sub = 4 if quick else 8
 
-    import numpy as np
-
-    import torch_hooks as th
-    from apex_jax.engine import plan as sw
     import apex_jax
     from apex_jax import apex
+    from apex_jax.engine import PAD_MULTIPLE
 
-    res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),
-                 "env": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                         "loadavg_start": os.getloadavg()}}
-    model, ds, batch = common.load_w1(model_path, 64)
+    res: dict = {"run": h.run_record("quick" if quick else "full")}
+    model, ds, batch = h.load_w1(model_path, 64)
     ids = np.asarray(ds.ids)
     lengths = np.asarray(batch["attention_mask"]).sum(1)
     if quick:
-        rows = np.flatnonzero(common.padded_lengths(batch, sw.PAD_MULTIPLE) == 16)[:n_all]
+        rows = np.flatnonzero(h.padded_lengths(batch, PAD_MULTIPLE) == 16)[:n_all]
     else:
         rows = np.arange(n_all)
-    batch, ids, lengths = common.subset(batch, rows), ids[rows], lengths[rows]
+    batch, ids, lengths = h.subset(batch, rows), ids[rows], lengths[rows]
     # the subsample: every (n_all / n_sub)-th sentence in length order (spans the lengths)
     sub = np.sort(np.argsort(lengths, kind="stable")[:: max(1, n_all // n_sub)][:n_sub])
-    sub_batch, sub_ids = common.subset(batch, sub), ids[sub]
+    sub_batch, sub_ids = h.subset(batch, sub), ids[sub]
     sigmas = np.logspace(np.log10(lo), np.log10(hi), N).astype(np.float32)
     ratio = float((hi / lo) ** (1 / (N - 1)))
     resolution = ratio - 1
@@ -106,8 +98,8 @@ def main() -> int:
                        "draws": draws, "stage_draws": stage, "threshold": 0.5, "sites": sites}
     log(f"escape table: {n_all} sentences, grid {N} σ in [{lo}, {hi}] (ratio {ratio:.4f}), K={draws}")
 
-    def timed(fn):
-        with common.ForeignLoad() as f:
+    def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:  # (result, seconds, foreign cores)
+        with h.ForeignLoad() as f:
             t = time.perf_counter()
             out = fn()
             sec = time.perf_counter() - t
@@ -131,11 +123,11 @@ def main() -> int:
 
     log("torch best form: fine grid on the subset")
     rms = [grid.site_rms[s] for s in sites]
-    tmodel = th.load_hf(model_path)
-    hooks = th.NoiseHooks(tmodel, rms)
-    (sec_t, counts_t), t_torch, f_torch = timed(lambda: th.run_best(
+    tmodel = h.load_hf(model_path)
+    hooks = h.NoiseHooks(tmodel, rms)
+    (sec_t, counts_t), t_torch, f_torch = timed(lambda: h.noise_best(
         tmodel, hooks, sub_batch, range(n_sub), sigmas, draws, min(256, N * draws), model.config.n_classes))
-    clean_t = th.clean_predictions(tmodel, sub_batch, range(n_sub))
+    clean_t = h.clean_predictions(tmodel, sub_batch, range(n_sub))
     kept_t = counts_t[np.arange(n_sub), :, clean_t] / draws
     esc_torch = grid_escape(sigmas, kept_t)
     torch_fwd = n_sub * N * draws
@@ -179,9 +171,8 @@ def main() -> int:
     res.update(out)
     res["escape_sigma_subset"] = {"our_grid": esc_grid.tolist(), "torch_grid": esc_torch.tolist(),
                                   **{k: v["escape_sigma"].tolist() for k, v in adaptive.items() if k.endswith("subset")}}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / ("escape-quick.json" if quick else "escape.json")
-    path.write_text(json.dumps(res, indent=2, default=lambda o: str(o)))
+    path = h.write_json(Path(args.out) / ("escape-quick.json" if quick else "escape.json"), res)
+    print(h.describe_run(res["run"]))
     r = out["time_to_result_ratio_vs_torch_best"]
     print(f"\ntime to the escape table at resolution {resolution:.3f} (grid of {N} σ, K={draws}):")
     print(f"  torch best, fine grid: {torch_fwd / t_torch:.1f} fwd/s -> {torch_all:.0f} s for {n_all} sentences (extrapolated)")

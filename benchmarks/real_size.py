@@ -2,51 +2,58 @@
 BERT-base-size encoder and a GPT-2-small-size decoder (12 x 768 each, random weights, the MiniLM
 tokenizer), ours vs the PyTorch best form in one run.
 
-    python benchmarks/real_size.py --out bench-results            # BERT-base, then GPT-2 small (tens of minutes)
-    python benchmarks/real_size.py --out bench-results --size gpt2-small
-    python benchmarks/real_size.py --out /tmp/x --quick           # smoke sizes of both (< 1 min)
+    python -m benchmarks.real_size --out bench-results            # BERT-base, then GPT-2 small (tens of minutes)
+    python -m benchmarks.real_size --out bench-results --size gpt2-small
+    python -m benchmarks.real_size --out /tmp/x --quick           # smoke sizes of both (< 1 min)
     make bench-real
 
-W1 (issue 15 §5): the first `--n` (4) vader-movies test sentences (mean 33 tokens), 2 relative σ x
+W1: the first `--n` (4) vader-movies test sentences (mean 33 tokens), 2 relative σ x
 32 draws, noise on every block's `hook_resid_post`; ours = `run_sweep` with APEX's noise
 perturbation and the engine's defaults; torch best form = HF `BertForSequenceClassification`
 with one forward hook per layer, all G x K draws of a sentence in one batch at its exact length,
 `inference_mode`, the faster of all cores and 1 thread (probed first: on a shared 2-core machine
-OpenMP's threads can collapse under foreign load) (`benchmarks/torch_hooks.py`).
+OpenMP's threads can collapse under foreign load) (`harness.noise_best`).
 `--size minilm`: the real MiniLM (6 x 384) with a random 2-class head, 16 sentences of mixed lengths.
 `--size gpt2-small`: an HF `GPT2ForSequenceClassification` (12 x 768, 12 heads, MLP 3072, vocab
 50257, random weights, pad_token_id = the tokenizer's [PAD]); W1 as above with the hooks on
 `transformer.h[i]`; the classifier token is the last real token (torch: the last position of the
 exact-length input, found by HF from pad_token_id; ours: from the attention mask).
 `--size` takes a comma-separated list; each model's figures go under `models[size]`.
-`--compare-pad 16`: also times the engine with the old 16-token length buckets in every round.
+`--compare-pad 16,1`: also times the engine with 16-token length buckets and exact lengths in
+every round (the engine's default buckets are 8 tokens).
 W2: the same sentences x 64 random masks of 10% of the neurons at `blocks.{n/2}.hook_resid_post`,
 at the classifier token ([CLS] / a decoder's last real token; `synapse.silencing.mask_sweep`),
-torch = `benchmarks/torch_silence.py` best form (the hook zeroes position 0 / -1).
+torch = `harness.silence_best` (the hook zeroes position 0 / -1).
 
 Rounds interleave ours and torch (order alternating) in this process; ratios are medians of the
 rounds (the machine is shared: only same-run ratios mean anything). With `--profile` each round
 also times a bare jitted `model.apply` (all draws of one sentence as one batch, noise on, full
 forward) at the engine's bucket length and at the exact length, which splits our time into
 model, padding and engine. FLOPs come from the engine's plan (`SweepPlan.flops + prefix_flops`),
-% of peak from the same run's JAX matmul peak (benchmarks/peak.py); compile = the first call minus
+% of peak from the same run's JAX matmul peak (`harness.matmul_peak`); compile = the first call minus
 a steady call; peak memory = VmHWM over the first (compiling) call. Writes OUT/real_size.json
 (OUT/real_size-quick.json with --quick).
+
+To compare XLA:CPU backends, run it once per setting, e.g. with the opt-in oneDNN matmuls:
+    XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true \
+      --xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT" \
+      python -m benchmarks.real_size --size bert-base --skip-w2 --rounds 3
+(the flags are recorded in the JSON's run.machine.XLA_FLAGS).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
+from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np
+
+from benchmarks import harness as h
+from benchmarks.harness import Timer, median
 
 SIZES = {  # name: (layers, d_model, heads, d_mlp); "minilm" = the real MiniLM, random 2-class head
     "bert-base": (12, 768, 12, 3072),
@@ -59,11 +66,7 @@ DEFAULT_SIZES = {False: "bert-base,gpt2-small", True: "quick,gpt2-quick"}  # by 
 
 
 def log(msg: str) -> None:
-    print(f"[real_size {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
+    h.log(msg, "real_size")
 
 
 def build_bert(folder: Path, size: str, seed: int = 0) -> Path:
@@ -96,7 +99,7 @@ def build_gpt2(folder: Path, size: str, seed: int = 0) -> Path:
     return _save_with_minilm_tokenizer(GPT2ForSequenceClassification(cfg).eval(), folder)
 
 
-def _save_with_minilm_tokenizer(hf_model, folder: Path) -> Path:
+def _save_with_minilm_tokenizer(hf_model: Any, folder: Path) -> Path:
     """Saves `hf_model` with the MiniLM tokenizer's files into `folder` (written beside it, then
     renamed, so an interrupted build leaves no half folder)."""
     from apex_jax import assets
@@ -112,22 +115,11 @@ def _save_with_minilm_tokenizer(hf_model, folder: Path) -> Path:
     return folder
 
 
-class Timer:
-    """Wall and process CPU seconds of a block (CPU/wall shows how many cores it kept busy)."""
-
-    def __enter__(self):
-        self.w, self.c = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
-        return False
-
-
-def bare_apply(model, batch, row: int, length: int, sigmas, scale, draws: int, perturb):
-    """A jitted full `model.apply` of all G x K draws of one sentence as one batch at `length`."""
+def bare_apply(model: Any, batch: dict, row: int, length: int, sigmas: np.ndarray, scale: np.ndarray, draws: int,
+               perturb: Any) -> Callable[[], Any]:
+    """A jitted full `model.apply` of all G x K draws of one sentence as one batch at `length`
+    (the profile's yardstick: what the model alone costs, without the engine)."""
     import jax
-    import numpy as np
 
     G = len(sigmas)
     R = G * draws
@@ -147,21 +139,18 @@ def bare_apply(model, batch, row: int, length: int, sigmas, scale, draws: int, p
     return lambda: f(model.params, one, point, keys).block_until_ready()
 
 
-def run_model(size: str, args, res: dict) -> dict:
+def bucket_length(length: Any, pad_multiple: int) -> Any:
+    """The padded length an input of `length` real tokens runs at in the engine."""
+    return np.ceil(np.maximum(length, 1) / pad_multiple).astype(int) * pad_multiple
+
+
+def run_model(size: str, args: argparse.Namespace) -> dict:
+    """W1 and W2 rounds for one model size; its figures for `res["models"][size]`."""
     import jax
-    import numpy as np
     import torch
 
     import apex_jax
-    import common
-    import peak
-    import torch_hooks as th
-    import torch_silence as ts
-    from apex_jax import data
-    from apex_jax.apex import analysis as am
-    from apex_jax.engine.plan import bucket_length
-    from apex_jax.engine.sweep import run_sweep
-    from apex_jax.synapse.silencing import mask_sweep
+    from apex_jax import data, mask_sweep, run_sweep
 
     quick = args.quick
     n_sent = args.n or (2 if quick else 16 if size == "minilm" else 4)
@@ -188,7 +177,7 @@ def run_model(size: str, args, res: dict) -> dict:
         folder = build_bert(Path(args.cache) / f"bert-{size}", size)
     model = apex_jax.load(str(folder))
     model = model.replace(jax.device_put(model.params))
-    tmodel = th.load_hf(str(folder))
+    tmodel = h.load_hf(str(folder))
     cfg = model.config
     ds = data.get_split("vader-movies", "test", n=n_sent)
     batch = model.encode(list(ds.inputs), max_length=64)
@@ -198,8 +187,8 @@ def run_model(size: str, args, res: dict) -> dict:
     sigmas = np.array([0.05, 0.5], np.float32)
     G, K = len(sigmas), args.draws
     sites = apex_jax.parse_sites(model, "resid_post")
-    perturb, scale, rms, tag = am._noise(model, model.params, batch, sites, True)
-    grid = am._noise_grid(sigmas, scale)
+    perturb, scale, rms, tag = h.apex_noise(model, model.params, batch, sites)
+    grid = h.noise_grid(sigmas, scale)
     out: dict = {"size": size, "arch": cfg.arch, "layers": cfg.n_layers, "d_model": cfg.d_model, "n_inputs": n,
                  "lengths": lengths.tolist(), "mean_length": float(lengths.mean()), "sigmas": sigmas.tolist(),
                  "draws": K, "pad_multiple": args.pad_multiple,
@@ -207,7 +196,7 @@ def run_model(size: str, args, res: dict) -> dict:
     log(f"{size}: {cfg.n_layers} x {cfg.d_model}, {n} sentences of lengths {lengths.tolist()}, "
         f"{G} σ x {K} draws, buckets {out['buckets']}")
 
-    out["matmul_peak"] = peak.matmul_peak(256 if quick else 2048, 3)
+    out["matmul_peak"] = h.matmul_peak(256 if quick else 2048, 3)
     jax_peak = out["matmul_peak"]["jax_gflops"]
 
     sweep_kw = dict(sites=sites, draws=K, tag=tag, common_noise=True, progress=False,
@@ -215,24 +204,24 @@ def run_model(size: str, args, res: dict) -> dict:
     others = [m for m in args.compare_pad if m != args.pad_multiple]  # e.g. 16 = the old rule
 
     # ---------------------------------------------------------------- W1 first call (compile)
-    common.reset_peak()
-    rss0 = common.rss_mb()
+    h.reset_peak()
+    rss0 = h.rss_mb()
     with Timer() as t_first:
         first = run_sweep(model, model.params, batch, ids, perturb, grid, seed=0, **sweep_kw)
-    peak_mb = common.maxrss_mb() - rss0
+    peak_mb = h.maxrss_mb() - rss0
     plan = first.plan
     flops = plan.flops + plan.prefix_flops
     for m in others:  # compile the other padding rules' kernels too
         run_sweep(model, model.params, batch, ids, perturb, grid, seed=0, **{**sweep_kw, "pad_multiple": m})
-    hooks = th.NoiseHooks(tmodel, [rms[s] for s in sites])
-    clean_t = th.clean_predictions(tmodel, batch, range(n))
+    hooks = h.NoiseHooks(tmodel, [rms[s] for s in sites])
+    clean_t = h.clean_predictions(tmodel, batch, range(n))
     # torch threads: the faster of all cores and 1 (on a shared 2-core machine OpenMP's threads
     # can collapse under foreign load), probed on the whole workload
     probe = {}
     for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
         torch.set_num_threads(threads)
         with Timer() as t:
-            th.run_best(tmodel, hooks, batch, range(n), sigmas, K, G * K, cfg.n_classes)
+            h.noise_best(tmodel, hooks, batch, range(n), sigmas, K, G * K, cfg.n_classes)
         probe[threads] = n * G * K / t.wall
     torch.set_num_threads(max(probe, key=probe.get))
     out["torch_threads_probe_fps"] = probe
@@ -256,7 +245,7 @@ def run_model(size: str, args, res: dict) -> dict:
 
         def best():
             with Timer() as t:
-                th.run_best(tmodel, hooks, batch, range(n), sigmas, K, G * K, cfg.n_classes)
+                h.noise_best(tmodel, hooks, batch, range(n), sigmas, K, G * K, cfg.n_classes)
             rec.update(best_s=t.wall, best_cpu_s=t.cpu, best_fps=n * G * K / t.wall)
 
         def ours_other():
@@ -285,7 +274,7 @@ def run_model(size: str, args, res: dict) -> dict:
                                              f"{rec[f'ours_pad{m}_ratio_to_best']:.2f}x" for m in others) + (f"; bare apply padded {rec['bare_padded_fps']:.1f}, exact "
                                        f"{rec['bare_exact_fps']:.1f}" if args.profile else ""))
     # the GEMM peak again after the rounds; the larger counts (foreign load only lowers it)
-    again = peak.matmul_peak(256 if quick else 2048, 3)
+    again = h.matmul_peak(256 if quick else 2048, 3)
     out["matmul_peak_after"] = again
     jax_peak = max(jax_peak, again["jax_gflops"])
     out["jax_gemm_peak_gflops_used"] = jax_peak
@@ -344,7 +333,7 @@ def run_model(size: str, args, res: dict) -> dict:
 
         def best2():
             with Timer() as t:
-                _, p, margin = ts.run_best(tmodel, batch, range(n), all_masks, M, layers_to_run=[layer],
+                _, p, margin = h.silence_best(tmodel, batch, range(n), all_masks, M, layers_to_run=[layer],
                                            position=-1 if decoder else 0)
             rec.update(best_s=t.wall, best_fps=n * M / t.wall)
             rec["tpreds"], rec["margin"] = p[:, layer], margin[:, layer]
@@ -392,7 +381,7 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="also time a bare jitted model.apply per round")
     p.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "apex-jax-bench"))
     args = p.parse_args()
-    from apex_jax.engine.plan import PAD_MULTIPLE
+    from apex_jax.engine import PAD_MULTIPLE
 
     q = args.quick
     sizes = [x for x in (args.size or DEFAULT_SIZES[q]).split(",") if x]
@@ -404,27 +393,17 @@ def main() -> int:
     args.rounds = args.rounds or (1 if q else 3)
     args.pad_multiple = args.pad_multiple or PAD_MULTIPLE
     args.compare_pad = [int(x) for x in args.compare_pad.split(",") if x]
-    import jax
     import torch
 
-    res = {"mode": "quick" if q else "full", "command": " ".join([sys.executable, *sys.argv]),
-           "env": {"python": platform.python_version(), "jax": jax.__version__, "torch": torch.__version__,
-                   "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(),
-                   "torch_threads": torch.get_num_threads(), "dtype": "float32"}}
-    res["models"] = {}
+    res: dict = {"run": h.run_record("quick" if q else "full"),
+                 "settings": {"dtype": "float32", "torch_threads_at_start": torch.get_num_threads()}, "models": {}}
+    path = Path(args.out) / ("real_size-quick.json" if q else "real_size.json")
     for size in sizes:  # one at a time; the JSON is rewritten after each (a long run keeps its first model)
-        res["models"][size] = run_model(size, args, res)
-        res["env"]["loadavg_end"] = os.getloadavg()
-        write(res, args.out, q)
+        res["models"][size] = run_model(size, args)
+        h.write_json(path, res)
+        log(f"wrote {path}")
+    print(h.describe_run(res["run"]))
     return 0
-
-
-def write(res: dict, out: str, quick: bool) -> None:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / ("real_size-quick.json" if quick else "real_size.json")
-    path.write_text(json.dumps(res, indent=1, default=float))
-    log(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
-"""Benchmark W2: SYNAPSE silencing on a fine-tuned MiniLM classifier, apex-jax vs PyTorch hooks.
+"""W2: SYNAPSE [CLS] silencing on a fine-tuned MiniLM classifier, apex-jax vs PyTorch forward hooks.
 
-    python benchmarks/w2.py --out bench-results [--quick] [--model DIR]
+    python -m benchmarks.w2 --out bench-results --model runs/demo/finetune/model [--quick]
 
 W2: the fine-tuned MiniLM classifier, the first 200 test sentences of vader-movies, the 18 k%
-levels of `rankings.K_LEVELS` x (1 ranked top-k% + 20 random k%) masks = 378 masks per layer,
+levels of `apex_jax.K_LEVELS` x (1 ranked top-k% + 20 random k%) masks = 378 masks per layer,
 at each of the 6 layers' `blocks.{i}.hook_resid_post`; silencing zeroes the selected neurons at
 the [CLS] position only. 200 x 378 x 6 = 453,600 perturbed forwards.
 
-The ranking: global scores Σ_c |W[c, j]| of elastic-net probes (`probes.train_probes`, default
+The ranking: global scores Σ_c |W[c, j]| of elastic-net probes (`apex_jax.train_probes`, default
 ProbeConfig, no concat probe) on the [CLS] features of the first 500 *train* sentences (400 fit,
 100 test), one probe per layer. Any fixed ranking would do for timing; this one makes the
-ranked masks meaningful. Masks come from `synapse.selections_and_masks` (as the library builds
+ranked masks meaningful. Masks come from `apex_jax.synapse.selections_and_masks` (as the library builds
 them) and the PyTorch baselines use exactly those masks.
 
-Timed (DESIGN.md "Performance protocol"; only ratios of the same run mean anything on a shared
+Timed (the protocol of benchmarks/harness.py; only ratios of the same run mean anything on a shared
 CPU): a deterministic subsample of W2 in W2's proportions of length buckets: the first 8
 sentences of the 16-token bucket, the first 16 of the 32-token bucket and the first 8 of the
 48-token bucket (32 sentences, mean real length 25.0 vs 24.6 in W2), each with ALL 378 masks at
@@ -54,47 +54,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks import harness as h
 
-import common  # noqa: E402
-import flops as fl  # noqa: E402
-
-T0 = time.perf_counter()
+median = h.median
 N_TEST = 200
 QUICK_K = (5.0, 25.0, 50.0)
 
 
 def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def median(xs):
-    import statistics
-
-    return statistics.median(xs) if xs else float("nan")
+    h.log(msg, "w2")
 
 
 class SweepRecorder:
     """Records every engine sweep `silencing.mask_sweep` runs (settings, seconds, forwards) by
-    wrapping the `run_sweep` name it calls; results are passed through unchanged."""
+    wrapping the `run_sweep` name it calls; results are passed through unchanged.
+
+    Why: `SilencingResult` does not carry each layer's engine settings (grid_per_step, ...), which
+    the FLOP count needs. This is the benchmarks' one read of a module attribute of
+    `apex_jax.synapse.silencing`; `take` fails loudly if it stops seeing the sweeps.
+    """
 
     KEYS = ("grid_size", "grid_per_step", "inputs_per_step", "draws_per_step", "units_per_call", "blocks", "sites",
             "draws")
 
-    def __init__(self):
+    def __init__(self) -> None:
         from apex_jax.synapse import silencing
 
         orig = silencing.run_sweep
         self.calls: list[dict] = []
 
-        def recorded(*a, **kw):
+        def recorded(*a: Any, **kw: Any) -> Any:
             r = orig(*a, **kw)
             self.calls.append({**{k: r.settings.get(k) for k in self.KEYS}, "seconds": r.seconds,
                                "perturbed_forwards": r.perturbed_forwards})
@@ -105,12 +100,12 @@ class SweepRecorder:
     def take(self) -> list[dict]:
         calls, self.calls = self.calls, []
         if not calls:
-            raise SystemExit("benchmarks/w2.py: no engine sweep was recorded (apex_jax.synapse.silencing no "
+            raise SystemExit("benchmarks.w2: no engine sweep was recorded (apex_jax.synapse.silencing no "
                              "longer calls run_sweep by that name?); update SweepRecorder")
         return calls
 
 
-def engine_flops(model, lengths, calls: list[dict]) -> dict:
+def engine_flops(model: Any, lengths: Any, calls: list[dict]) -> dict:
     """Matmul FLOPs the engine executes for the sweeps `calls` (one per layer, as recorded) on
     inputs of these real lengths, read from `plan_sweep` with the recorded micro-batch: per
     sweep, the cached prefixes and clean logits plus every executed unit (filler grid slots and
@@ -124,7 +119,7 @@ def engine_flops(model, lengths, calls: list[dict]) -> dict:
     plans = [plan_sweep(model, mask, c["grid_size"], c["draws"], c["sites"], draws_per_step=c["draws_per_step"],
                         inputs_per_step=c["inputs_per_step"], grid_per_step=c["grid_per_step"],
                         units_per_call=c["units_per_call"]) for c in calls]
-    torch_eq = sum(c["grid_size"] for c in calls) * sum(fl.full_forward(model.config, int(L)) for L in lengths)
+    torch_eq = sum(c["grid_size"] for c in calls) * sum(h.full_forward(model.config, int(L)) for L in lengths)
     return {"executed_row_forwards": sum(p.units * p.rows_per_step for p in plans),
             "useful_forwards": len(lengths) * sum(c["grid_size"] for c in calls),
             "executed_flops": sum(p.flops + p.prefix_flops for p in plans),
@@ -133,32 +128,31 @@ def engine_flops(model, lengths, calls: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------------- memory
-def memory_child(a) -> int:
+def memory_child(a: argparse.Namespace) -> int:
     """One `silencing_experiment` in this fresh process; prints a JSON line."""
     import numpy as np
 
     import apex_jax
-    from apex_jax import data
-    from apex_jax.engine import plan as sw
-    from apex_jax.synapse import rankings
-    from apex_jax.synapse import silence as synapse
+    from apex_jax import K_LEVELS, data
+    from apex_jax.engine import PAD_MULTIPLE
+    from apex_jax.synapse import SilenceConfig, silencing_experiment
 
     rec = SweepRecorder()
     model = apex_jax.load(a.model)
     ds = data.get_split("vader-movies", "test", n=N_TEST)
-    batch = model.encode(list(ds.inputs), max_length=common.MAX_LENGTH)
-    rows = np.flatnonzero(common.padded_lengths(batch, sw.PAD_MULTIPLE) == a.memory_bucket)[:8]
-    b = common.subset(batch, rows)
-    k_levels = QUICK_K if a.quick else rankings.K_LEVELS
-    config = synapse.SilenceConfig(k_levels=k_levels, n_random=a.n_random, positions="cls", mode="zero",
+    batch = model.encode(list(ds.inputs), max_length=h.MAX_LENGTH)
+    rows = np.flatnonzero(h.padded_lengths(batch, PAD_MULTIPLE) == a.memory_bucket)[:8]
+    b = h.subset(batch, rows)
+    k_levels = QUICK_K if a.quick else K_LEVELS
+    config = SilenceConfig(k_levels=k_levels, n_random=a.n_random, positions="cls", mode="zero",
                                    bottom=False, per_class=False)
     scores = {a.memory_site: (np.random.default_rng(0).random(model.config.d_model), None)}  # a fixed ranking
     kw = {"grid_per_step": a.grid_per_step} if a.grid_per_step else {}
-    load_peak = common.maxrss_mb()
-    common.reset_peak()
-    before_rss, before_max = common.rss_mb(), common.maxrss_mb()
+    load_peak = h.maxrss_mb()
+    h.reset_peak()
+    before_rss, before_max = h.rss_mb(), h.maxrss_mb()
     t = time.perf_counter()
-    r = synapse.silencing_experiment(model, model.params, b, ds.labels[rows], ds.ids[rows], scores, config,
+    r = silencing_experiment(model, model.params, b, ds.labels[rows], ds.ids[rows], scores, config,
                                      progress=False, **kw)
     seconds = time.perf_counter() - t
     c = rec.take()[0]
@@ -167,8 +161,8 @@ def memory_child(a) -> int:
         "bucket": a.memory_bucket, "k_levels": len(k_levels), "grid_per_step_given": a.grid_per_step or None,
         "grid_per_step": c["grid_per_step"], "inputs_per_step": c["inputs_per_step"],
         "peak_loading_mb": round(load_peak, 1), "rss_before_sweep_mb": round(before_rss, 1),
-        "maxrss_after_reset_mb": round(before_max, 1), "peak_sweep_mb": round(common.maxrss_mb(), 1),
-        "rss_after_mb": round(common.rss_mb(), 1), "perturbed_forwards": r.perturbed_forwards,
+        "maxrss_after_reset_mb": round(before_max, 1), "peak_sweep_mb": round(h.maxrss_mb(), 1),
+        "rss_after_mb": round(h.rss_mb(), 1), "perturbed_forwards": r.perturbed_forwards,
         "seconds": round(seconds, 2),
     }))
     return 0
@@ -179,7 +173,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench-results")
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, < 2 minutes")
-    p.add_argument("--model", default=None, help=f"HF classifier folder (default {common.DEFAULT_MODEL})")
+    p.add_argument("--model", default=None, help=f"HF classifier folder (default {h.DEFAULT_MODEL})")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--n-random", type=int, default=20, help=argparse.SUPPRESS)
@@ -187,7 +181,7 @@ def main() -> int:
     p.add_argument("--memory-bucket", type=int, default=32, help=argparse.SUPPRESS)
     p.add_argument("--grid-per-step", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
-    model_path = common.resolve_model(args.model)
+    model_path = h.resolve_model(args.model)
     args.model = model_path
     if args.memory_child:
         return memory_child(args)
@@ -200,45 +194,39 @@ def main() -> int:
     mm_n, mm_reps = (1024, 3) if quick else (4096, 5)
     mem_ks = [3, 12] if quick else [5, 20, 80]
     mem_bucket = 16 if quick else 32
-    load_start = os.getloadavg()
 
     log("importing jax, torch, apex_jax")
-    import jax
     import numpy as np
     import torch
 
     import apex_jax
-    import peak
-    import torch_hooks as th
-    import torch_silence as ts
-    from apex_jax import data
-    from apex_jax.engine import plan as sw
-    from apex_jax import synapse as probes_lib
-    from apex_jax.synapse import rankings
-    from apex_jax.synapse import silence as synapse
-    from run import CompileEvents
+    from apex_jax import K_LEVELS, ProbeConfig, data, extract_cls, global_ranking, train_probes
+    from apex_jax.engine import PAD_MULTIPLE
+    from apex_jax.synapse import SilenceConfig, silencing_experiment
+    try:  # the masks exactly as silencing_experiment builds them
+        from apex_jax.synapse import selections_and_masks
+    except ImportError as e:
+        raise SystemExit("benchmarks.w2 needs apex_jax.synapse.selections_and_masks (the masks "
+                         "silencing_experiment builds) exported by apex_jax.synapse") from e
 
-    events = CompileEvents()
+    events = h.CompileEvents()
     recorder = SweepRecorder()
-    res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),
-                 "env": {"python": platform.python_version(), "jax": jax.__version__,
-                         "torch": torch.__version__, "cpu_count": os.cpu_count(),
-                         "jax_devices": [str(d) for d in jax.devices()], "loadavg_start": load_start}}
+    res: dict = {"run": h.run_record("quick" if quick else "full")}
 
     # ------------------------------------------------------------------ workload
     log(f"loading {model_path} and the first {N_TEST} vader-movies test sentences")
     model = apex_jax.load(model_path)
     cfg = model.config
     ds = data.get_split("vader-movies", "test", n=N_TEST)
-    batch = model.encode(list(ds.inputs), max_length=common.MAX_LENGTH)
+    batch = model.encode(list(ds.inputs), max_length=h.MAX_LENGTH)
     labels, ids = np.asarray(ds.labels), np.asarray(ds.ids)
     lengths = np.asarray(batch["attention_mask"]).sum(1).astype(int)
-    if lengths.max() >= common.MAX_LENGTH:
-        log(f"warning: {int((lengths >= common.MAX_LENGTH).sum())} sentences reach max_length {common.MAX_LENGTH}")
-    buckets = common.padded_lengths(batch, sw.PAD_MULTIPLE)
+    if lengths.max() >= h.MAX_LENGTH:
+        log(f"warning: {int((lengths >= h.MAX_LENGTH).sum())} sentences reach max_length {h.MAX_LENGTH}")
+    buckets = h.padded_lengths(batch, PAD_MULTIPLE)
     sites = apex_jax.parse_sites(model, "resid_post")
-    k_levels = QUICK_K if quick else rankings.K_LEVELS
-    config = synapse.SilenceConfig(k_levels=k_levels, n_random=n_random, positions="cls", mode="zero",
+    k_levels = QUICK_K if quick else K_LEVELS
+    config = SilenceConfig(k_levels=k_levels, n_random=n_random, positions="cls", mode="zero",
                                    bottom=False, per_class=False)
     G = len(k_levels) * (1 + n_random)
     n_w2 = len(ids) * G * len(sites)
@@ -257,7 +245,7 @@ def main() -> int:
         "sentence_lengths": {"min": int(lengths.min()), "median": float(np.median(lengths)),
                              "max": int(lengths.max()), "mean": float(lengths.mean())},
         "length_buckets": {str(int(L)): int((buckets == L).sum()) for L in np.unique(buckets)},
-        "mean_padded_length": float(buckets.mean()), "max_length": common.MAX_LENGTH,
+        "mean_padded_length": float(buckets.mean()), "max_length": h.MAX_LENGTH,
     }
     res["timed_subsample"] = {
         "description": ("rounds of 8 sentences of one length bucket each (the first ones in test order); "
@@ -271,11 +259,11 @@ def main() -> int:
     }
     log(f"W2: {len(ids)} sentences x {G} masks x {len(sites)} layers = {n_w2} perturbed forwards; "
         f"timed: {len(timed_rows)} sentences in {len(rounds_rows)} rounds")
-    tmodel = th.load_hf(model_path)
+    tmodel = h.load_hf(model_path)
 
     # ------------------------------------------------------------------ matmul peak
     log(f"matmul peak {mm_n}² float32 (JAX and torch interleaved, {mm_reps} reps)")
-    res["matmul_peak"] = peak.matmul_peak(mm_n, mm_reps)
+    res["matmul_peak"] = h.matmul_peak(mm_n, mm_reps)
     jax_peak = res["matmul_peak"]["jax_gflops"]
     log(f"  JAX {jax_peak:.1f} GFLOP/s, torch {res['matmul_peak']['torch_gflops']:.1f} GFLOP/s")
 
@@ -283,13 +271,13 @@ def main() -> int:
     log(f"ranking: probes on the [CLS] features of the first {n_probe} train sentences")
     t = time.perf_counter()
     tr = data.get_split("vader-movies", "train", n=n_probe)
-    tb = model.encode(list(tr.inputs), max_length=common.MAX_LENGTH)
-    feats = probes_lib.extract_cls(model, model.params, tb, sites)
+    tb = model.encode(list(tr.inputs), max_length=h.MAX_LENGTH)
+    feats = extract_cls(model, model.params, tb, sites)
     n_fit = int(0.8 * n_probe)
-    pset = probes_lib.train_probes(feats, tr.labels, np.arange(n_fit), np.arange(n_fit, n_probe),
-                                   probes_lib.ProbeConfig(concat=False), cfg.n_classes)
-    scores = {s: (rankings.global_ranking(pset[s].W).scores, None) for s in sites}
-    masks = [synapse.selections_and_masks(scores[s][0], None, config, seed=config.seed + si)[1]
+    pset = train_probes(feats, tr.labels, np.arange(n_fit), np.arange(n_fit, n_probe),
+                                   ProbeConfig(concat=False), cfg.n_classes)
+    scores = {s: (global_ranking(pset[s].W).scores, None) for s in sites}
+    masks = [selections_and_masks(scores[s][0], None, config, seed=config.seed + si)[1]
              for si, s in enumerate(sites)]  # exactly as silencing_experiment builds them
     res["ranking"] = {"source": f"elastic-net probes (ProbeConfig defaults) on vader-movies train[:{n_probe}] "
                                 f"({n_fit} fit, {n_probe - n_fit} test), global ranking Σ_c|W|",
@@ -299,7 +287,7 @@ def main() -> int:
 
     def ours_call(rows, conf=config):
         b = {k: np.asarray(v)[rows] for k, v in batch.items()}
-        return synapse.silencing_experiment(model, model.params, b, labels[rows], ids[rows], scores, conf,
+        return silencing_experiment(model, model.params, b, labels[rows], ids[rows], scores, conf,
                                             progress=False)
 
     # ------------------------------------------------------------------ 1. warm-up (compile)
@@ -308,7 +296,7 @@ def main() -> int:
     log(f"ours: warm-up (compile) on {len(warm_rows)} sentences (one per timed bucket), all masks")
     mk = events.mark()
     t = time.perf_counter()
-    with common.ForeignLoad() as fload:
+    with h.ForeignLoad() as fload:
         W = ours_call(warm_rows)
     res["ours_warmup"] = {"wall_seconds": time.perf_counter() - t, "compile": events.since(mk),
                           "buckets": sorted(int(L) for L in buckets[warm_rows]), "foreign_cores": fload.cores,
@@ -320,7 +308,7 @@ def main() -> int:
     # Both forms use the faster of torch's thread counts {all cores, 1} measured here: on a shared
     # 2-core machine OpenMP's 2 threads can collapse when another process holds a core, so
     # "all cores" is not always torch's best (the baselines get their best setting).
-    clean_t = ts.clean_logits(tmodel, batch, timed_rows).argmax(-1)
+    clean_t = h.clean_logits(tmodel, batch, timed_rows).argmax(-1)
     thread_cands = sorted({os.cpu_count() or 1, 1}, reverse=True)
     G_cands = sorted({b for b in ((G,) if quick else (G // 3, G // 2, G)) if b >= 1})
     pr_row = int(rounds_rows[len(rounds_rows) // 2][0])
@@ -331,9 +319,9 @@ def main() -> int:
         for T in thread_cands:
             torch.set_num_threads(T)
             for B in G_cands:
-                sec, _, _ = ts.run_best(tmodel, batch, [pr_row], masks, B, layers_to_run=[0])
+                sec, _, _ = h.silence_best(tmodel, batch, [pr_row], masks, B, layers_to_run=[0])
                 probe_best[(T, B)].append(G / sec)
-            sec, _ = ts.run_reference(tmodel, batch, masks, ref_probe_jobs)
+            sec, _ = h.silence_reference(tmodel, batch, masks, ref_probe_jobs)
             probe_ref[T].append(len(ref_probe_jobs) / sec)
     best_T, best_B = max(probe_best, key=lambda k: median(probe_best[k]))
     ref_T = max(probe_ref, key=lambda k: median(probe_ref[k]))
@@ -342,7 +330,6 @@ def main() -> int:
         "reference_form_probe_forwards_per_second": {f"threads={T}": v for T, v in probe_ref.items()},
         "best_form_batch_size": best_B, "best_form_threads": best_T, "reference_form_threads": ref_T,
         "probe_row": pr_row}
-    res["env"]["torch_threads"] = {"best": best_T, "reference": ref_T}
     log(f"torch: best form batch {best_B}, {best_T} threads "
         f"({ {f'{T}t/{B}': round(median(v), 1) for (T, B), v in probe_best.items()} } fwd/s); reference form "
         f"{ref_T} threads ({ {T: round(median(v), 1) for T, v in probe_ref.items()} } fwd/s)")
@@ -375,7 +362,7 @@ def main() -> int:
 
         def best():
             torch.set_num_threads(best_T)
-            sec, pr, mg = ts.run_best(tmodel, batch, rows, masks, best_B)
+            sec, pr, mg = h.silence_best(tmodel, batch, rows, masks, best_B)
             rec["best_seconds"], rec["best_forwards"] = sec, len(rows) * n_sites * G
             best_pred[r], best_margin[r] = pr, mg
 
@@ -384,13 +371,13 @@ def main() -> int:
             jobs = [(int(row), i, (m * stride + j + i + r) % G)
                     for j, row in enumerate(rows) for i in range(n_sites) for m in range(ref_masks)]
             torch.set_num_threads(ref_T)
-            sec, pr = ts.run_reference(tmodel, batch, masks, jobs)
+            sec, pr = h.silence_reference(tmodel, batch, masks, jobs)
             rec["ref_seconds"], rec["ref_forwards"] = sec, len(jobs)
             ref_jobs_all.append((r, jobs))
             ref_pred_all.append(pr)
 
         for f in ((ours, best, ref) if r % 2 == 0 else (ref, best, ours)):
-            with common.ForeignLoad() as fload:
+            with h.ForeignLoad() as fload:
                 f()
             rec[f"{f.__name__}_foreign_cores"] = round(fload.cores, 2)
         for k in ("ours", "best", "ref"):
@@ -449,7 +436,7 @@ def main() -> int:
     # ------------------------------------------------------------------ 4. FLOPs
     log("matmul peak again (after the rounds)")
     torch.set_num_threads(os.cpu_count() or 1)
-    peak2 = peak.matmul_peak(mm_n, mm_reps)
+    peak2 = h.matmul_peak(mm_n, mm_reps)
     mp = res["matmul_peak"] = {"before_rounds": res.pop("matmul_peak"), "after_rounds": peak2}
     mp["jax_gflops"] = max(mp["before_rounds"]["jax_gflops"], peak2["jax_gflops"])
     mp["torch_gflops"] = max(mp["before_rounds"]["torch_gflops"], peak2["torch_gflops"])
@@ -467,7 +454,7 @@ def main() -> int:
     # the whole W2 as the engine would plan it with the rounds' settings (first round's per layer)
     full = engine_flops(model, lengths, ours_calls[0])
     res["flops"] = {
-        "counted": "matmuls only (dense layers, QK^T, PV, pooler, classifier); see benchmarks/flops.py",
+        "counted": "matmuls only (dense layers, QK^T, PV, pooler, classifier); see benchmarks/harness.py",
         "engine_suffix_starts": [model.resume_block(c["sites"]) for c in ours_calls[0]],
         "engine_last_block_cls_only": cls_only,
         "timed_executed_flops": ex, "timed_executed_flops_prefix": sum(w["executed_flops_prefix"] for w in work),
@@ -532,10 +519,10 @@ def main() -> int:
         def child(K, gps=0):
             log(f"memory: silencing_experiment with {K} random masks per k ({args.memory_site}, 8 sentences of "
                 f"bucket {mem_bucket}, grid_per_step {gps or 'default'}) in a fresh process")
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", "--model", model_path,
+            cmd = [sys.executable, "-m", "benchmarks.w2", "--memory-child", "--model", model_path,
                    "--n-random", str(K), "--memory-site", args.memory_site, "--memory-bucket", str(mem_bucket),
                    "--grid-per-step", str(gps)]
-            out = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True)
+            out = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True, cwd=h.ROOT)
             if out.returncode:
                 raise SystemExit(f"memory child failed for n_random={K}:\n{out.stderr[-3000:]}")
             m = json.loads(out.stdout.strip().splitlines()[-1])
@@ -568,20 +555,15 @@ def main() -> int:
             res["memory"]["max_over_min_peak_fixed_grid_per_step"], 1.10, "<=")
     ok = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t}
     res["targets"] = {k: {"value": v, "target": t, "pass": ok[op_](v, t)} for k, (v, t, op_) in targets.items()}
-    res["env"]["loadavg_end"] = os.getloadavg()
-    res["total_seconds"] = time.perf_counter() - T0
-
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "w2.json").write_text(json.dumps(res, indent=2, default=float))
+    path = h.write_json(Path(args.out) / "w2.json", res)
     print_table(res)
-    print(f"\nwrote {out_dir / 'w2.json'} ({res['total_seconds']:.0f} s)")
+    print(f"\nwrote {path} ({res['run']['total_seconds']:.0f} s)")
     return 0
 
 
 def print_table(res: dict) -> None:
     w, s, th_, f = res["workload"], res["timed_subsample"], res["throughput"], res["flops"]
-    print(f"\nW2 ({res['mode']}): {w['n_inputs']} sentences x {w['masks_per_layer']} masks x {len(w['sites'])} layers = "
+    print(f"\nW2 ({res['run']['mode']}): {w['n_inputs']} sentences x {w['masks_per_layer']} masks x {len(w['sites'])} layers = "
           f"{w['perturbed_forwards']} perturbed forwards ([CLS] zeroing at hook_resid_post)")
     print(f"timed: {s['n_sentences']} sentences ({100 * s['share_of_w2']:.0f}% of W2, mean padded length "
           f"{s['mean_padded_length']:.1f} vs {w['mean_padded_length']:.1f}) x all masks x all layers = "
@@ -589,8 +571,7 @@ def print_table(res: dict) -> None:
     es = res["rounds"][0]["engine_settings"][0]
     print(f"ours: library defaults; engine used grid_per_step {es['grid_per_step']}, inputs_per_step "
           f"{es['inputs_per_step']}, units_per_call {es['units_per_call']} (first round, first layer)")
-    print(f"machine: {res['env']['cpu_count']} CPUs, load average {res['env']['loadavg_start'][0]:.1f} -> "
-          f"{res['env']['loadavg_end'][0]:.1f} (shared: quote ratios)")
+    print(h.describe_run(res["run"]))
     est = th_["full_w2_estimate_seconds"]
     rows = [("ours (silencing_experiment, compiled)", th_["ours_forwards_per_second"], th_["timed_seconds"]["ours"],
              est["ours_steady"]),

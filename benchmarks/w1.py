@@ -1,19 +1,19 @@
-"""Benchmark W1: APEX noise sweep on a fine-tuned MiniLM classifier, apex-jax vs PyTorch hooks.
+"""W1: APEX noise sweep on a fine-tuned MiniLM classifier, apex-jax vs PyTorch forward hooks.
 
-    python benchmarks/run.py --out bench-results [--quick] [--model DIR]
+    python -m benchmarks.w1 --out bench-results --model runs/demo/finetune/model [--quick]
 
-W1: the fine-tuned MiniLM classifier (default /tmp/demo-full/finetune/model), the first 64 test
-sentences of vader-movies, 16 relative σ (logspace 0.01..4, σ x each site's clean RMS as
-`run_apex` does), 64 draws, Gaussian noise on every block's hook_resid_post (6 sites).
+W1: the fine-tuned MiniLM classifier (`make demo` writes runs/demo/finetune/model), the first 64
+test sentences of vader-movies, 16 relative σ (logspace 0.01..4, σ x each site's clean RMS as
+`run_apex` does), 64 draws, Gaussian noise on every block's hook_resid_post (6 sites): 65,536
+perturbed forwards.
 
-Measured in one run (DESIGN.md "Performance protocol"; only ratios from the same run mean
-anything on this shared CPU):
+Measured in one run (only ratios from the same run mean anything on a shared CPU):
  1. ours end to end: `run_apex(...)` on all of W1 (compile time from JAX's monitoring events);
     then a second `run_apex` call to see whether it recompiles;
  2. interleaved rounds: W1's σ grid is cut into S strided segments; each round runs the same
-    segment with ours (the same engine call run_apex makes, with one shared perturb function so
-    it is compiled once in a warm-up), the PyTorch best form (draws x σ batched per sentence at
-    its exact length, inference_mode, all cores) and a slice of the PyTorch reference form (one
+    segment with ours (the engine call run_apex makes, with one shared perturbation so it is
+    compiled once in a warm-up), the PyTorch best form (draws x σ batched per sentence at its
+    exact length, inference_mode, all cores) and a slice of the PyTorch reference form (one
     sentence x one draw per forward). Order alternates between rounds; ratios are medians over
     rounds, and the sum of our segment counts must equal run_apex's counts bit for bit;
  3. the JAX / torch float32 matmul peak;
@@ -30,67 +30,147 @@ import argparse
 import collections
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import numpy as np
 
-import common  # noqa: E402
-import flops as fl  # noqa: E402
+from benchmarks import harness as h
 
-T0 = time.perf_counter()
+median = h.median
 
 
 def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+    h.log(msg, "w1")
 
 
-class CompileEvents:
-    """Sums JAX's compile-time monitoring events (trace, lowering, backend compile)."""
-
-    NAMES = ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration", "backend_compile_duration")
-
-    def __init__(self):
-        import jax.monitoring as mon
-
-        self.total = collections.defaultdict(float)
-        self.by_fun = collections.defaultdict(float)
-        mon.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event: str, duration: float, **kw) -> None:
-        name = event.rsplit("/", 1)[-1]
-        if name in self.NAMES:
-            self.total[name] += duration
-            self.by_fun[f"{name}:{kw.get('fun_name')}"] += duration
-
-    def mark(self):
-        return dict(self.total), dict(self.by_fun)
-
-    def since(self, mark) -> dict:
-        tot, fun = mark
-        d = {k: self.total[k] - tot.get(k, 0.0) for k in self.NAMES}
-        d["seconds"] = sum(d.values())
-        d["backend_compiles_by_function"] = {
-            k.split(":", 1)[1]: round(v - fun.get(k, 0.0), 3) for k, v in self.by_fun.items()
-            if k.startswith("backend_compile_duration:") and v - fun.get(k, 0.0) > 0}
-        return d
+# ------------------------------------------------------------------ bare replica of the engine's unit
+# The engine runs, per unit, `vmap` over D draw keys of `model.apply(params, prefix, perturb(point,
+# keys), head_only=...)` for one input block (inputs_per_step inputs at one padded length) and
+# reduces to class counts; units are grouped into chunks by `lax.map` inside `shard_map` inside
+# `jit`, and driven by a Python loop. Jitting only the unit (same shapes, perturbation and keys)
+# splits a sweep's time:  engine time - Σ units x (replica unit time) = engine overhead; a variant
+# that replaces the Gaussian noise by a deterministic per-draw `Add` gives the share of drawing noise.
+def _block_batch(batch: dict, rows: np.ndarray, length: int, inputs_per_step: int,
+                 pad_id: int) -> tuple[dict, np.ndarray]:
+    """inputs_per_step rows (filler repeats the first), cropped/padded to `length`, as the engine."""
+    rows = np.asarray(rows)[:inputs_per_step]
+    rows = np.concatenate([rows, np.full(inputs_per_step - len(rows), rows[0])])
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)[rows]
+        w = v.shape[1]
+        fill = pad_id if k == "input_ids" else 0
+        out[k] = v[:, :length] if w >= length else np.pad(v, ((0, 0), (0, length - w)), constant_values=fill)
+    return out, rows
 
 
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
+def _make_unit(model: Any, sites: list[str], perturb: Any, D: int, C: int, mode: str, head_only: bool):
+    import jax
+    import jax.numpy as jnp
+
+    from apex_jax import Add
+    from apex_jax.engine import draw_keys
+
+    kw = {"head_only": True} if head_only else {}
+
+    def unit(params, prefix, ids, sigma):
+        keys = draw_keys(0, ids, 0, jnp.arange(D))  # [D, inputs]
+        if mode == "noise":
+            f = lambda k, c: model.apply(params, prefix, perturb(sigma, k), **kw).logits
+        else:  # same arithmetic shape, no random numbers: a distinct constant per draw
+            f = lambda k, c: model.apply(params, prefix, {s: Add(c * sigma) for s in sites}, **kw).logits
+        logits = jax.vmap(f)(keys, jnp.arange(D, dtype=jnp.float32) / D)
+        return jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32).sum(0)
+
+    return jax.jit(unit)
 
 
-def engine_work(model, plan, lengths) -> dict:
+def profile_bucket(model: Any, params: Any, sites: list[str], perturb: Any, batch: dict, ids: np.ndarray,
+                   rows: np.ndarray, length: int, D: int, inputs_per_step: int, head_only: bool,
+                   reps: int = 3) -> dict:
+    """Times the replica unit (noise and no-noise variants, interleaved) for one length bucket."""
+    import jax
+
+    b, rows = _block_batch(batch, rows, length, inputs_per_step, model.config.pad_token_id)
+    prefix = jax.jit(lambda p, x: model.prefix(p, x, sites))(params, b)
+    jax.block_until_ready(prefix)
+    ids = np.asarray(ids)[rows]
+    sigma = np.float32(0.5)
+    fns, first = {}, {}
+    out: dict = {"length": length, "rows_per_unit": inputs_per_step * D}
+    for mode in ("noise", "add"):
+        fns[mode] = _make_unit(model, sites, perturb, D, model.config.n_classes, mode, head_only)
+        with h.Timer() as t:
+            jax.block_until_ready(fns[mode](params, prefix, ids, sigma))
+        first[mode] = t.wall
+    try:
+        ca = fns["noise"].lower(params, prefix, ids, sigma).compile().cost_analysis()
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+        out["xla_flops_noise_unit"] = float(ca.get("flops", float("nan")))
+        out["xla_bytes_accessed_noise_unit"] = float(ca.get("bytes accessed", float("nan")))
+    except Exception as e:  # noqa: BLE001 - cost analysis is best effort
+        out["xla_cost_analysis_error"] = repr(e)[:200]
+    times: dict[str, list[float]] = {"noise": [], "add": []}
+    for _ in range(reps):
+        for mode in ("noise", "add"):
+            with h.Timer() as t:
+                jax.block_until_ready(fns[mode](params, prefix, ids, sigma))
+            times[mode].append(t.wall)
+    out.update({
+        "unit_seconds_noise": statistics.median(times["noise"]),
+        "unit_seconds_no_noise": statistics.median(times["add"]),
+        "unit_seconds_noise_all": [round(x, 4) for x in times["noise"]],
+        "unit_seconds_no_noise_all": [round(x, 4) for x in times["add"]],
+        "first_call_seconds": {k: round(v, 2) for k, v in first.items()},
+    })
+    return out
+
+
+# ------------------------------------------------------------------ memory (one fresh process per K)
+def memory_child(a: argparse.Namespace) -> int:
+    """Peak memory of one APEX sweep in this fresh process; prints one JSON line.
+
+    The process's peak RSS (VmHWM) is reset just before `run_apex`, so `peak_sweep_mb` is the peak
+    during the sweep (compilation included) and `peak_sweep_mb - rss_before_sweep_mb` what the
+    sweep added; the peak of loading (model, tokenizer, imports) is reported apart.
+    """
+    from apex_jax import run_apex
+    from apex_jax.engine import PAD_MULTIPLE
+
+    model, ds, batch = h.load_w1(a.model, 64)
+    rows = np.flatnonzero(h.padded_lengths(batch, PAD_MULTIPLE) == a.bucket)[: a.n]
+    if len(rows) < a.n:
+        sys.exit(f"only {len(rows)} test sentences of padded length {a.bucket}")
+    b = h.subset(batch, rows)
+    sigmas = np.array([0.5])
+    load_peak = h.maxrss_mb()
+    h.reset_peak()
+    before_rss, before_max = h.rss_mb(), h.maxrss_mb()
+    t = time.perf_counter()
+    r = run_apex(model, model.params, b, ds.ids[rows], sigmas, draws=a.draws, progress=False)
+    seconds = time.perf_counter() - t
+    print(json.dumps({
+        "draws": a.draws, "n_inputs": int(len(rows)), "n_sigmas": 1, "bucket": a.bucket,
+        "peak_loading_mb": round(load_peak, 1), "rss_before_sweep_mb": round(before_rss, 1),
+        "maxrss_after_reset_mb": round(before_max, 1),
+        "peak_sweep_mb": round(h.maxrss_mb(), 1), "rss_after_mb": round(h.rss_mb(), 1),
+        "draws_per_step": r.sweep.settings.get("draws_per_step"),
+        "inputs_per_step": r.sweep.settings.get("inputs_per_step"),
+        "perturbed_forwards": r.sweep.perturbed_forwards, "seconds": round(seconds, 2),
+    }))
+    return 0
+
+
+def engine_work(model: Any, plan: Any, lengths: np.ndarray) -> dict:
     """What the engine executes for a sweep (read from its `SweepPlan`) vs the useful work
     (n x G x draws full forwards at each sentence's own length, as PyTorch runs them)."""
-    full = plan.grid_size * plan.draws * sum(fl.full_forward(model.config, int(L)) for L in lengths)
+    full = plan.grid_size * plan.draws * sum(h.full_forward(model.config, int(L)) for L in lengths)
     return {
         "blocks": len(plan.blocks), "block_lengths": [b.length for b in plan.blocks],
         "filler_rows": int(sum((b.rows < 0).sum() for b in plan.blocks)),
@@ -108,49 +188,44 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench-results")
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, < 2 minutes")
-    p.add_argument("--model", default=None, help=f"HF classifier folder (default {common.DEFAULT_MODEL})")
+    p.add_argument("--model", default=None, help=f"HF classifier folder (default {h.DEFAULT_MODEL})")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds = σ segments (default 4)")
-    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--draws", type=int, default=64, help=argparse.SUPPRESS)  # memory child: K
+    p.add_argument("--n", type=int, default=8, help=argparse.SUPPRESS)  # memory child: sentences
+    p.add_argument("--bucket", type=int, default=16, help=argparse.SUPPRESS)  # memory child: padded length
     args = p.parse_args()
-    model_path = common.resolve_model(args.model)
+    model_path = h.resolve_model(args.model)
+    if args.memory_child:
+        args.model = model_path
+        return memory_child(args)
     quick = args.quick
     S = args.rounds or (2 if quick else 4)
     draws = 16 if quick else 64
     mm_n, mm_reps = (1024, 3) if quick else (4096, 5)
     mem_ks = [16, 64] if quick else [64, 512, 4096]
     ref_per_sentence = 1 if quick else 2
-    load_start = os.getloadavg()
 
     log("importing jax, torch, apex_jax")
-    import jax
-    import numpy as np
     import torch
 
-    import peak
-    import profile_kernel as pk
-    import torch_hooks as th
-    from apex_jax.engine import plan as sw
-    from apex_jax.engine.sweep import run_sweep
-    from apex_jax import parse_sigmas, parse_sites, run_apex
-    from apex_jax.apex import analysis as apex_mod
+    from apex_jax import parse_sigmas, parse_sites, run_apex, run_sweep
+    from apex_jax.engine import PAD_MULTIPLE
 
-    events = CompileEvents()
-    res: dict = {"mode": "quick" if quick else "full", "command": " ".join([sys.executable, *sys.argv]),
-                 "env": {"python": platform.python_version(), "jax": jax.__version__,
-                         "torch": torch.__version__, "cpu_count": os.cpu_count(),
-                         "jax_devices": [str(d) for d in jax.devices()],
-                         "loadavg_start": load_start, "torch_threads": None}}
+    events = h.CompileEvents()
+    res: dict = {"run": h.run_record("quick" if quick else "full")}
 
     # ------------------------------------------------------------------ workload
     log(f"loading {model_path} and vader-movies test sentences")
-    model, ds, batch = common.load_w1(model_path, 64)
+    model, ds, batch = h.load_w1(model_path, 64)
     ids = np.asarray(ds.ids)
     if quick:  # 8 short sentences (one length bucket: one compile per kernel)
-        rows = np.flatnonzero(common.padded_lengths(batch, sw.PAD_MULTIPLE) == 16)[:8]
-        batch, ids = common.subset(batch, rows), ids[rows]
+        rows = np.flatnonzero(h.padded_lengths(batch, PAD_MULTIPLE) == 16)[:8]
+        batch, ids = h.subset(batch, rows), ids[rows]
         sigmas = np.array([0.05, 0.2, 0.5, 1.0], np.float32)
     else:
-        sigmas = parse_sigmas(common.SIGMA_SPEC)
+        sigmas = parse_sigmas(h.SIGMA_SPEC)
     n, G = len(ids), len(sigmas)
     cfg = model.config
     sites = parse_sites(model, "resid_post")
@@ -160,15 +235,14 @@ def main() -> int:
         "relative_sigma": True, "draws": draws, "sites": sites, "perturbed_forwards": n * G * draws,
         "sentence_lengths": {"min": int(lengths.min()), "median": float(np.median(lengths)),
                              "max": int(lengths.max()), "mean": float(lengths.mean())},
-        "max_length": common.MAX_LENGTH,
+        "max_length": h.MAX_LENGTH,
     }
     log(f"W1: {n} sentences x {G} σ x {draws} draws = {n * G * draws} perturbed forwards")
-    tmodel = th.load_hf(model_path)
-    res["env"]["torch_threads"] = torch.get_num_threads()
+    tmodel = h.load_hf(model_path)
 
     # ------------------------------------------------------------------ matmul peak
     log(f"matmul peak {mm_n}² float32 (JAX and torch interleaved, {mm_reps} reps)")
-    res["matmul_peak"] = peak.matmul_peak(mm_n, mm_reps)
+    res["matmul_peak"] = h.matmul_peak(mm_n, mm_reps)
     jax_peak = res["matmul_peak"]["jax_gflops"]
     log(f"  JAX {jax_peak:.1f} GFLOP/s, torch {res['matmul_peak']['torch_gflops']:.1f} GFLOP/s")
 
@@ -176,7 +250,7 @@ def main() -> int:
     log("ours: run_apex on the whole workload (end to end, compile included)")
     mk = events.mark()
     t = time.perf_counter()
-    with common.ForeignLoad() as fload:
+    with h.ForeignLoad() as fload:
         A = run_apex(model, model.params, batch, ids, sigmas, draws=draws, progress=False)
     wall = time.perf_counter() - t
     comp = events.since(mk)
@@ -208,9 +282,9 @@ def main() -> int:
 
     # ------------------------------------------------------------------ PyTorch set-up
     rms = [A.site_rms[s] for s in sites]  # blocks.i.hook_resid_post = output of encoder.layer[i]
-    hooks = th.NoiseHooks(tmodel, rms)
-    clean_t = th.clean_predictions(tmodel, batch, range(n))
-    res["torch_setup"] = {"layer_output_types": sorted(hooks.output_types),
+    hooks = h.NoiseHooks(tmodel, rms)
+    clean_t = h.clean_predictions(tmodel, batch, range(n))
+    res["torch_setup"] = {"torch_threads": torch.get_num_threads(), "layer_output_types": sorted(hooks.output_types),
                           "clean_prediction_agreement": float((clean_t == A.clean).mean())}
     cand = [draws] if quick else [b for b in (64, 128, 256) if b <= max(1, G // S) * draws] or [draws]
     probe_rows = [int(np.argsort(lengths)[n // 2]), int(np.argsort(lengths)[(3 * n) // 4])]
@@ -218,7 +292,7 @@ def main() -> int:
     for _ in range(1 if quick else 2):
         for B in cand:
             sig_p = sigmas[: max(1, B // draws)]
-            sec, _ = th.run_best(tmodel, hooks, batch, probe_rows, sig_p, draws, B, cfg.n_classes)
+            sec, _ = h.noise_best(tmodel, hooks, batch, probe_rows, sig_p, draws, B, cfg.n_classes)
             probe[B].append(len(probe_rows) * len(sig_p) * draws / sec)
     best_B = max(cand, key=lambda B: median(probe[B]))
     res["torch_setup"]["best_form_batch_probe_forwards_per_second"] = {str(k): v for k, v in probe.items()}
@@ -228,13 +302,10 @@ def main() -> int:
         f"({ {k: round(median(v), 1) for k, v in probe.items()} } fwd/s)")
 
     # ------------------------------------------------------------------ 2. interleaved rounds
-    try:
-        perturb, scale, _, tag = apex_mod._noise(model, model.params, batch, sites, True)
-        grid_of = lambda sig: apex_mod._noise_grid(sig, scale)
-    except Exception as e:
-        raise SystemExit(f"apex_jax.apex.analysis._noise changed ({e!r}); update benchmarks/run.py") from e
+    perturb, scale, _, tag = h.apex_noise(model, model.params, batch, sites)
+    grid_of = lambda sig: h.noise_grid(sig, scale)
     log("ours (steady state): warm-up compile of the shared kernel (1 sentence per length bucket)")
-    buckets = common.padded_lengths(batch, sw.PAD_MULTIPLE)
+    buckets = h.padded_lengths(batch, PAD_MULTIPLE)
     warm_rows = np.array([int(np.flatnonzero(buckets == L)[0]) for L in np.unique(buckets)])
     mk = events.mark()
     t = time.perf_counter()
@@ -262,18 +333,18 @@ def main() -> int:
             counts_ours[:, idx] = R.counts
 
         def best():
-            sec, c = th.run_best(tmodel, hooks, batch, range(n), A.sigmas[idx], draws, best_B, cfg.n_classes)
+            sec, c = h.noise_best(tmodel, hooks, batch, range(n), A.sigmas[idx], draws, best_B, cfg.n_classes)
             rec["best_seconds"], rec["best_forwards"] = sec, n * len(idx) * draws
             counts_torch[:, idx] = c
 
         def ref():
             jobs = [(j, float(A.sigmas[idx][(j + r + k) % len(idx)]))
                     for k in range(ref_per_sentence) for j in range(n)]
-            sec, _ = th.run_reference(tmodel, hooks, batch, jobs)
+            sec, _ = h.noise_reference(tmodel, hooks, batch, jobs)
             rec["ref_seconds"], rec["ref_forwards"] = sec, len(jobs)
 
         for f in ((ours, best, ref) if r % 2 == 0 else (ref, best, ours)):
-            with common.ForeignLoad() as fload:
+            with h.ForeignLoad() as fload:
                 f()
             rec[f"{f.__name__}_foreign_cores"] = round(fload.cores, 2)
         for k in ("ours", "best", "ref"):
@@ -318,11 +389,11 @@ def main() -> int:
     rounds_flops = sum(w_["executed_flops"] for w_ in per_round)
     rounds_units_per_block = sum(w_["executed_units_per_block"] for w_ in per_round)
     res["flops"] = {
-        "counted": "matmuls only (dense layers, QK^T, PV, pooler, classifier); see benchmarks/flops.py",
+        "counted": "matmuls only (dense layers, QK^T, PV, pooler, classifier); see benchmarks/harness.py",
         "engine_starts_at_block": start, "engine_last_block_cls_only": cls_only, **work,
         "executed_flops_per_useful_forward": work["executed_flops"] / work["useful_forwards"],
         "torch_flops_per_forward": work["torch_equivalent_flops"] / work["useful_forwards"],
-        "full_forward_flops_at_mean_length": fl.full_forward(cfg, int(round(lengths.mean()))),
+        "full_forward_flops_at_mean_length": h.full_forward(cfg, int(round(lengths.mean()))),
         "rounds_executed_flops": rounds_flops, "rounds_executed_units_per_block": rounds_units_per_block,
         "ours_executed_gflops_per_second": rounds_flops / tot["ours"] / 1e9,
         "ours_effective_gflops_per_second": work["torch_equivalent_flops"] / tot["ours"] / 1e9,
@@ -341,11 +412,11 @@ def main() -> int:
     blocks = A.sweep.plan.blocks
     for L in sorted({b.length for b in blocks}):
         rows_L = np.flatnonzero(buckets == L)
-        pb = pk.profile_bucket(model, model.params, sites, point_perturb, batch, ids, rows_L, L, D, ips, cls_only,
+        pb = profile_bucket(model, model.params, sites, point_perturb, batch, ids, rows_L, L, D, ips, cls_only,
                                reps=2 if quick else 3)
         nb = sum(1 for b in blocks if b.length == L)
         pb["blocks"] = nb
-        pb["analytic_flops_unit"] = D * ips * fl.suffix_forward(cfg, L, start, cls_only)
+        pb["analytic_flops_unit"] = D * ips * h.suffix_forward(cfg, L, start, cls_only)
         pb["unit_gflops_per_second_noise"] = pb["analytic_flops_unit"] / pb["unit_seconds_noise"] / 1e9
         pb["unit_gflops_per_second_no_noise"] = pb["analytic_flops_unit"] / pb["unit_seconds_no_noise"] / 1e9
         prof["buckets"].append(pb)
@@ -400,11 +471,11 @@ def main() -> int:
         mem = []
         for K in mem_ks:
             log(f"memory: run_apex with K={K} draws (8 sentences x 1 σ) in a fresh process")
-            out = subprocess.run([sys.executable, str(HERE / "memory.py"), "--model", model_path,
-                                  "--draws", str(K), "--n", "8", "--n-sigmas", "1", "--bucket", "16"],
-                                 capture_output=True, text=True)
+            out = subprocess.run([sys.executable, "-m", "benchmarks.w1", "--memory-child", "--model", model_path,
+                                  "--draws", str(K), "--n", "8", "--bucket", "16"],
+                                 capture_output=True, text=True, cwd=h.ROOT)
             if out.returncode:
-                raise SystemExit(f"memory.py failed for K={K}:\n{out.stderr[-3000:]}")
+                raise SystemExit(f"the memory child failed for K={K}:\n{out.stderr[-3000:]}")
             mem.append(json.loads(out.stdout.strip().splitlines()[-1]))
             log(f"  peak RSS during the sweep {mem[-1]['peak_sweep_mb']:.0f} MB (RSS before it "
                 f"{mem[-1]['rss_before_sweep_mb']:.0f} MB), draws_per_step {mem[-1]['draws_per_step']}")
@@ -426,24 +497,18 @@ def main() -> int:
     if "memory" in res:
         v = res["memory"]["max_over_min_peak"]
         res["targets"]["memory flat in K (max/min peak RSS <= 1.10)"] = {"value": v, "target": 1.10, "pass": v <= 1.10}
-    res["env"]["loadavg_end"] = os.getloadavg()
-    res["total_seconds"] = time.perf_counter() - T0
-
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "w1.json").write_text(json.dumps(res, indent=2, default=float))
+    path = h.write_json(Path(args.out) / "w1.json", res)
     print_table(res)
-    print(f"\nwrote {out_dir / 'w1.json'} ({res['total_seconds']:.0f} s)")
+    print(f"\nwrote {path} ({res['run']['total_seconds']:.0f} s)")
     return 0
 
 
 def print_table(res: dict) -> None:
     w, th_, f, pr = res["workload"], res["throughput"], res["flops"], res["profile"]
     e2e = res["ours_end_to_end"]
-    print(f"\nW1 ({res['mode']}): {w['n_inputs']} sentences x {len(w['sigmas'])} σ x {w['draws']} draws = "
+    print(f"\nW1 ({res['run']['mode']}): {w['n_inputs']} sentences x {len(w['sigmas'])} σ x {w['draws']} draws = "
           f"{w['perturbed_forwards']} perturbed forwards; noise on {len(w['sites'])} hook_resid_post sites")
-    print(f"machine: {res['env']['cpu_count']} CPUs, load average {res['env']['loadavg_start'][0]:.1f} -> "
-          f"{res['env']['loadavg_end'][0]:.1f} (shared: quote ratios)")
+    print(h.describe_run(res["run"]))
     rows = [
         ("ours steady state (excl. compile)", th_["ours_steady_forwards_per_second"], th_["ours_steady_w1_seconds"]),
         ("ours end to end (run_apex, incl. compile)", th_["ours_end_to_end_forwards_per_second"], e2e["wall_seconds"]),
