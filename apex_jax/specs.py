@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from apex_jax.errors import InputError
+
 # The SYNAPSE reference protocol's neuron levels, in percent of a layer's width (DESIGN.md).
 K_LEVELS = (2.5, 5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 35, 40, 45, 50, 65, 75, 80, 95)
 
@@ -45,15 +47,15 @@ def parse_sigmas(spec: str) -> np.ndarray:
         try:
             lo, hi, num = float(parts[0]), float(parts[1]), int(parts[2])
         except (ValueError, IndexError) as e:
-            raise ValueError(usage) from e
+            raise InputError(usage) from e
         if len(parts) != 3 or not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi) or num < 1:
-            raise ValueError(usage)
+            raise InputError(usage)
         values = np.logspace(math.log10(lo), math.log10(hi), num)
     else:
         try:
             values = np.array([float(v) for v in spec.split(",") if v.strip()])
         except ValueError as e:
-            raise ValueError(f"bad sigma spec {spec!r}; expected logspace:LO:HI:N or a list like 0.1,0.5,1.") from e
+            raise InputError(f"bad sigma spec {spec!r}; expected logspace:LO:HI:N or a list like 0.1,0.5,1.") from e
     return check_sigmas(values)
 
 
@@ -62,11 +64,11 @@ def check_sigmas(values: Sequence[float]) -> np.ndarray:
     (after rounding to float32, the precision the sweep uses)."""
     values = np.asarray(values, np.float64).ravel()
     if values.size == 0 or not np.isfinite(values).all() or (values < 0).any():
-        raise ValueError(f"sigmas must be a non-empty list of finite values >= 0; got {values.tolist()}.")
+        raise InputError(f"sigmas must be a non-empty list of finite values >= 0; got {values.tolist()}.")
     grid = np.sort(values).astype(np.float32)
     repeated = _repeats(grid.tolist())
     if repeated:
-        raise ValueError(f"sigmas repeat {[float(f'{v:g}') for v in repeated]}; give each σ once.")
+        raise InputError(f"sigmas repeat {[float(f'{v:g}') for v in repeated]}; give each σ once.")
     return grid
 
 
@@ -82,7 +84,7 @@ def parse_k(spec: str) -> tuple[float, ...]:
     try:
         levels = tuple(float(k) for k in spec.split(",") if k.strip())
     except ValueError as e:
-        raise ValueError(f"bad k spec {spec!r}; use 'synapse' (the 18 reference levels) or a list like 5,10,20.") from e
+        raise InputError(f"bad k spec {spec!r}; use 'synapse' (the 18 reference levels) or a list like 5,10,20.") from e
     return check_k(levels)
 
 
@@ -90,8 +92,8 @@ def check_k(levels: Sequence[float]) -> tuple[float, ...]:
     """Validated k% levels (in the given order): non-empty, each in (0, 100], none repeated."""
     levels = tuple(float(k) for k in levels)
     if not levels or not all(math.isfinite(k) and 0 < k <= 100 for k in levels):
-        raise ValueError(f"k levels must be percentages in (0, 100]; got {list(levels)}.")
+        raise InputError(f"k levels must be percentages in (0, 100]; got {list(levels)}.")
     repeated = _repeats(levels)
     if repeated:
-        raise ValueError(f"k levels repeat {[f'{k:g}' for k in repeated]}; give each level once.")
+        raise InputError(f"k levels repeat {[f'{k:g}' for k in repeated]}; give each level once.")
     return levels

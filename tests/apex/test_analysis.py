@@ -172,3 +172,29 @@ def test_escape_histogram_labels_its_log_axis_at_the_grid_sigmas():
     _grid_ticks(ax2, many, 0.01, 10)
     assert len(ax2.xaxis.get_major_locator()()) == 7
     plt.close(fig)
+
+
+def test_apex_run_refuses_a_folder_holding_other_settings(model, tmp_path):
+    """The Python run layer gives the command line's guarantee: a folder holding a run with
+    other settings is refused with RunExistsError (the old run untouched) unless overwrite."""
+    import json
+
+    from apex_jax.data import Dataset
+    from apex_jax.errors import RunExistsError
+
+    data = Dataset("tiny", "text", list(TEXTS), np.array([1, 0, 0, 1, 0], np.int32), ("neg", "pos"))
+    out = tmp_path / "run"
+    apex.apex_run(model, data, out, sigmas=[0.0, 2.0], draws=4, progress=False, log=None)
+    before = (out / "samples.csv").read_bytes()
+    with pytest.raises(RunExistsError, match=r"draws: 4 -> 3.*overwrite"):
+        apex.apex_run(model, data, out, sigmas=[0.0, 2.0], draws=3, progress=False, log=None)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["settings"]["draws"] == 4
+    assert (out / "samples.csv").read_bytes() == before
+    apex.apex_run(model, data, out, sigmas=[0.0, 2.0], draws=4, progress=False, log=None)  # same: resumes
+    apex.apex_run(model, data, out, sigmas=[0.0, 2.0], draws=3, progress=False, log=None, overwrite=True)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["settings"]["draws"] == 3
+    assert manifest["settings"]["model"] == "<in-memory model>" and manifest["settings"]["data"] == "tiny"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "apex" and summary["settings"]["draws"] == 3 and "label_space" in summary
