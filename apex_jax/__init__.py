@@ -7,7 +7,10 @@ The public API (everything a user needs, importable from the top):
 - sites: `parse_sites`, `block_site`, `SITE_PRESETS`; grids: `parse_sigmas`, `parse_k`, `K_LEVELS`;
 - the sweep engine: `run_sweep`, `SweepResult`, `plan_sweep`, `SweepPlan` (the inspectable schedule),
   `enable_compile_cache`;
-- errors: `ApexJaxError` (base), `InputError`, `MissingInputError`, `CheckpointError`;
+- errors: `ApexJaxError` (base), `InputError`, `MissingInputError`, `RunExistsError`, `CheckpointError`;
+- run layers and their settings (one frozen dataclass per command, the same the command line is
+  built from): `apex_run` / `ApexSettings`, `probe_run` / `ProbeSettings`, `silence_run` /
+  `SilenceSettings`, `attack_run` / `AttackSettings`, `finetune_run` / `FinetuneSettings`;
 - decoders: `verbalizer` (a causal LM read as a classifier through label tokens);
 - APEX: `run_apex`, `adaptive_escape`, `calibrate_rms`, `ApexResult`, `AdaptiveEscape`, `apex_run`;
 - SYNAPSE: `extract_cls`, `train_probes`, `ProbeConfig`, `ProbeSet`, the rankings
@@ -20,17 +23,22 @@ Importing apex_jax does not import matplotlib or torch (figures import matplotli
 
 from apex_jax.apex import AdaptiveEscape, ApexResult, adaptive_escape, apex_run, calibrate_rms, run_apex
 from apex_jax.engine import SweepPlan, SweepResult, enable_compile_cache, plan_sweep, run_sweep
-from apex_jax.errors import ApexJaxError, CheckpointError, InputError, MissingInputError
+from apex_jax.errors import ApexJaxError, CheckpointError, InputError, MissingInputError, RunExistsError
 from apex_jax.interventions import Add, Noise, Replace, Scale, neuron_mask, silence
 from apex_jax.models import Model, Output, Prefix, create, load, verbalizer
+from apex_jax.settings import (ApexSettings, AttackSettings, FinetuneSettings, ProbeSettings, Settings,
+                               SilenceSettings)
 from apex_jax.sites import SITE_PRESETS, block_site, parse_sites
 from apex_jax.specs import K_LEVELS, parse_k, parse_sigmas
+from apex_jax.training import finetune_run
 from apex_jax.version import __version__
 from apex_jax.synapse import (AttackConfig, ProbeConfig, ProbeSet, SilenceConfig, attack_experiment, attack_run,
                               attribution_ranking, bottom_k, class_ranking, extract_cls, global_ranking, mask_sweep,
                               probe_run, random_k, silence_run, silencing_experiment, top_k, train_probes)
 
 __all__ = [
+    "ApexSettings", "AttackSettings", "FinetuneSettings", "ProbeSettings", "RunExistsError", "Settings",
+    "SilenceSettings", "__version__", "finetune_run",
     "AdaptiveEscape", "Add", "ApexJaxError", "ApexResult", "AttackConfig", "CheckpointError", "InputError",
     "K_LEVELS", "MissingInputError", "SweepPlan", "enable_compile_cache", "plan_sweep", "verbalizer", "Model", "Noise", "Output", "Prefix",
     "ProbeConfig", "ProbeSet", "Replace", "SITE_PRESETS", "Scale", "SilenceConfig", "SweepResult",

@@ -385,10 +385,21 @@ def test_probe_of_another_task(env, capsys):
     assert "test_f1_class_2" in s["results"]["probes"][0]
 
 
-def test_progress_is_on_unless_quiet():
-    """The CLI asks for progress (a bar on a terminal, log lines off one: tests/test_progress.py)."""
-    assert cli._progress(False) is True
-    assert cli._progress(True) is False
+def test_progress_is_on_unless_quiet(monkeypatch, capsys):
+    """The CLI asks the run layer for progress (a bar on a terminal, log lines off one:
+    tests/test_progress.py) unless --quiet."""
+    from apex_jax.errors import InputError
+
+    seen = []
+
+    def layer(*args, progress, **kw):
+        seen.append(progress)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(cli, "_run_layer", lambda path: layer)
+    for quiet in ([], ["--quiet"]):
+        assert cli.main(["apex", "m", "--data", "d", "--out", "o", *quiet]) == 2
+    assert seen == [True, False] and "stop here" in capsys.readouterr().err
 
 
 def test_compile_cache_flag(env, capsys, monkeypatch, tmp_path):

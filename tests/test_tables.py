@@ -40,13 +40,11 @@ def env(tmp_path_factory):
     test = data_lib.get_split(str(task), "test", n=6)
     train = data_lib.get_split(str(task), "train", n=24)
     apex = apex_jax.apex_run(model, test, root / "apex", sigmas=[0.05, 1.0, 8.0], draws=4, max_length=16)
-    apex_jax.probe_run(model, train, test, root / "probe", sites=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
-                       config=apex_jax.ProbeConfig(steps=10), max_length=16)
-    silence = apex_jax.silence_run(model, test, root / "probe", root / "silence",
-                                   config=apex_jax.SilenceConfig(k_levels=(10.0, 50.0), n_random=2, asymmetry_k=50.0),
-                                   max_length=16)
-    attack = apex_jax.attack_run(model, test, root / "probe", root / "attack",
-                                 config=apex_jax.AttackConfig(target=1), max_length=16)
+    apex_jax.probe_run(model, (train, test), root / "probe", layers=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+                       steps=10, max_length=16)
+    silence = apex_jax.silence_run(model, test, root / "probe", root / "silence", k=(10.0, 50.0), random=2,
+                                   asymmetry_k=50.0, max_length=16)
+    attack = apex_jax.attack_run(model, test, root / "probe", root / "attack", target=1, max_length=16)
     return {"root": root, "folder": folder, "task": task, "test": test, "apex": apex["result"],
             "silence": silence["result"], "attack": attack["result"]}
 
