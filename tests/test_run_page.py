@@ -200,21 +200,15 @@ def test_demo_ends_with_its_page(tmp_path, monkeypatch, capsys):
     """`apex-jax demo` (on the tiny model and task instead of MiniLM and VADER) writes a page per
     run and one linking them, and prints that page's path last."""
     import apex_jax.assets
+    import apex_jax.demo
 
     model = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=5)
-    task = str(sentiment_csv(tmp_path / "task.csv", 40))
     monkeypatch.setattr(apex_jax.assets, "fetch_assets", lambda names=None: None)
-    for name in ("finetune", "apex", "probe", "silence", "attack"):
-        original = getattr(cli, name)
-
-        def tiny(m, data, *rest, _original=original, _name=name, **kw):
-            kw["max_length"] = 16
-            return _original(str(model) if _name == "finetune" else m, task, *rest, **kw)
-
-        monkeypatch.setattr(cli, name, tiny)
+    monkeypatch.setattr(apex_jax.demo, "MODEL", str(model))
+    monkeypatch.setattr(apex_jax.demo, "DATA", str(sentiment_csv(tmp_path / "task.csv", 40)))
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--epochs", "1", "--n-train", "16", "--n", "4", "--draws", "2",
-                     "--probe-train", "24", "--probe-test", "8"]) == 0
+                     "--probe-train", "24", "--probe-test", "8", "--max-length", "16"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"open the demo's page: {(out / 'index.html').resolve()}"
     parsed = parse(out / "index.html")

@@ -42,7 +42,7 @@ def env(tmp_path_factory):
     apex = apex_jax.apex_run(model, test, root / "apex", sigmas=[0.05, 1.0, 8.0], draws=4, max_length=16)
     apex_jax.probe_run(model, (train, test), root / "probe", layers=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
                        steps=10, max_length=16)
-    silence = apex_jax.silence_run(model, test, root / "probe", root / "silence", k=(10.0, 50.0), random=2,
+    silence = apex_jax.silence_run(model, test, root / "probe", root / "silence", k=(10.0, 50.0), random=2, controls="none",
                                    asymmetry_k=50.0, max_length=16)
     attack = apex_jax.attack_run(model, test, root / "probe", root / "attack", target=1, max_length=16)
     return {"root": root, "folder": folder, "task": task, "test": test, "apex": apex["result"],
