@@ -45,7 +45,7 @@ def main() -> None:
 
     import apex_jax
     from apex_jax.interventions import Noise
-    from apex_jax.models.blocks import stack_blocks
+    from apex_jax.models.common import stack_blocks
     from apex_jax.models.encoder import Encoder
 
     w, n = args.width, args.layers
