@@ -167,3 +167,22 @@ def test_edges_name_modules_and_package_inits():
     assert "apex_jax.models.__init__" in edges  # `from apex_jax.models import Model`: the package
     edges = imports_of("apex_jax.models.__init__", modules["apex_jax.models.__init__"], modules)
     assert "apex_jax.models.model" in edges  # `from apex_jax.models.model import Model`
+
+
+def test_models_import_the_package_at_module_level_only():
+    """Inside apex_jax/models no function-local import of apex_jax hides a dependency (function-
+    local imports there are for optional or heavy third-party packages only)."""
+    local = []
+    for module, path in module_files().items():
+        if not module.startswith(f"{PACKAGE}.models."):
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                         else ["."] if isinstance(node, ast.ImportFrom) else [])
+                if any(n == PACKAGE or n.startswith(PACKAGE + ".") or n == "." for n in names):
+                    local.append(f"{module}.{fn.name}: {ast.unparse(node)}")
+    assert not local, local

@@ -354,14 +354,16 @@ def key_renames(arch: str) -> tuple[tuple[str, str], ...]:
     return _VIT_RENAMES if arch == "vit" else ()
 
 
-def _dense(path, key, d_in, d_out, head=False):
+def _dense(path: tuple[str, ...], key: str, d_in: int, d_out: int, head: bool = False) -> list[Entry]:
+    """A torch Linear ([out, in] weight, transposed) and its bias."""
     return [
         Entry(path + ("kernel",), f"{key}.weight", "dense", (d_out, d_in), head),
         Entry(path + ("bias",), f"{key}.bias", "copy", (d_out,), head),
     ]
 
 
-def _ln(path, key, d):
+def _ln(path: tuple[str, ...], key: str, d: int) -> list[Entry]:
+    """A LayerNorm's scale and bias [d]."""
     return [
         Entry(path + ("scale",), f"{key}.weight", "copy", (d,)),
         Entry(path + ("bias",), f"{key}.bias", "copy", (d,)),

@@ -284,7 +284,7 @@ def _preprocessing(folder: Path, cfg: encoder.ArchConfig) -> tuple[Any, Any, Any
         if not has_tok:
             return None, None, None
         AutoTokenizer = transformers().AutoTokenizer
-        # Never BertTokenizer(vocab_file=...): transformers 5 silently ignores it (STACK-NOTES).
+        # Never BertTokenizer(vocab_file=...): transformers 5 silently ignores it.
         try:
             return AutoTokenizer.from_pretrained(str(folder)), None, None
         except Exception as e:  # a corrupt tokenizer.json, a vocab the tokenizer class rejects
