@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from safetensors.numpy import save_file
+import safetensors.numpy
 
 from apex_jax.models import families
 
@@ -73,7 +73,7 @@ def write_folder(model: Any, path: Path, params: Any = None) -> None:
         cfg["num_labels"] = model.config.n_classes
         cfg["id2label"] = {str(i): n for i, n in enumerate(model.label_names)}
         cfg["label2id"] = {n: i for i, n in enumerate(model.label_names)}
-    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    safetensors.numpy.save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(path))
