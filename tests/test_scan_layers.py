@@ -15,7 +15,7 @@ import pytest
 import apex_jax
 from apex_jax.errors import InputError
 from apex_jax.interventions import Add, Noise, Scale
-from apex_jax.models.blocks import STACKED, stack_blocks
+from apex_jax.models.common import STACKED, stack_blocks
 from apex_jax.models.decoder import Decoder
 from apex_jax.models.encoder import Encoder
 

@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from apex_jax.engine.keys import draw_keys
 from apex_jax.engine.mesh import UNIT_AXIS  # the mesh axis units are sharded over
-from apex_jax.models.config import ArchConfig
+from apex_jax.models.encoder import ArchConfig
 from apex_jax.models.model import Prefix, skeleton
 
 Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations

@@ -68,7 +68,7 @@ from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
 from apex_jax.engine.store import (Store, agree_on_step, arrays_digest, describe, numerics,
                                    same_on_every_process)
 from apex_jax.errors import InputError
-from apex_jax.models.blocks import stack_blocks
+from apex_jax.models.common import stack_blocks
 from apex_jax.models.model import Model
 from apex_jax.progress import Progress, tracker
 

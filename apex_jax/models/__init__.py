@@ -1,9 +1,22 @@
-"""Encoders and decoders as pure functions: configs, Flax modules, strict HF conversion, loading."""
+"""Encoders and decoders as pure functions: configs, Flax modules, strict HF conversion, loading.
 
-from apex_jax.models.config import ArchConfig
-from apex_jax.models.decoder_config import DecoderConfig
-from apex_jax.models.decoder_loading import verbalizer
-from apex_jax.models.loading import create, load
+Modules:
+  * `model`: `Model` (the runtime: `apply`, `prefix`, sites), `Output`, `Prefix`, `skeleton`.
+  * `common`: parts every family shares (`Hooks`, activations, precision, the block runner).
+  * `encoder`: BERT, MiniLM, RoBERTa, DistilBERT and ViT (config mapping, forward, weights).
+  * `decoder`: the decoder forward shared by `gpt2` and `llama` (Llama, Qwen2, Mistral), which
+    hold their config mappings and weight tables.
+  * `convert`: the strict walk of a weight table; `families`: dispatch over the families.
+  * `loading` (`load`, `create`, `verbalizer`), `encoding` (`Model.encode`), `saving`
+    (`Model.save`), `tf_weights`, `hf_import`, `presets`.
+"""
+
+from apex_jax.models.decoder import DecoderConfig, classifier_positions
+from apex_jax.models.encoder import ArchConfig
+from apex_jax.models.loading import create, load, verbalizer
 from apex_jax.models.model import Model, Output, Prefix, skeleton
 
-__all__ = ["ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "create", "load", "skeleton", "verbalizer"]
+__all__ = [
+    "ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "classifier_positions", "create", "load",
+    "skeleton", "verbalizer",
+]

@@ -1,9 +1,19 @@
-"""Flax (Linen) modules of decoder-only transformers, with hook points at every site.
+"""The decoder-only forward shared by GPT-2 (`gpt2`) and the Llama family (`llama`).
 
 One `Decoder` module, parameterised by `DecoderConfig`, covers GPT-2 (learned positions,
-LayerNorm, GELU MLP) and the Llama family (rotary positions, RMSNorm, grouped-query attention,
-SwiGLU MLP; Qwen2's q/k/v biases; Mistral's sliding window). All are pre-norm:
-`x + attn(norm(x))`, then `x + mlp(norm(x))`, and a final norm before the head.
+LayerNorm, GELU MLP, fused q/k/v) and the Llama family (rotary positions, RMSNorm, grouped-query
+attention, SwiGLU MLP; Qwen2's q/k/v biases; Mistral's sliding window). All are pre-norm:
+`x + attn(norm(x))`, then `x + mlp(norm(x))`, and a final norm before the head. The two
+families differ in options of one forward, not in its structure, so the forward is written once
+here; `gpt2` and `llama` hold what is theirs: the HF config mapping and the weight tables.
+
+This module holds:
+
+  * `DecoderConfig` and `finish_config` (the checks and fields every decoder config shares);
+  * the forward: Flax (Linen) modules with hook points at every site (`Decoder` is the model);
+  * weight-table pieces both families use (`linear`, `norm`, `head_table`) and `hf_class_name`;
+  * `init_params`, `init_head`, `load_head`, `with_head`: fresh parameters and the head a loaded
+    or created decoder gets; `prepare_tokenizer`.
 
 Padding: positions come from the attention mask (`cumsum(mask) - 1`), attention is causal and
 never reads padded keys, so a left- and a right-padded batch give the same values at real
@@ -30,8 +40,11 @@ only (keys and values for all tokens), so its sites after hook_k/hook_v have one
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -39,13 +52,97 @@ import jax.numpy as jnp
 import numpy as np
 
 from apex_jax import sites as site_lib
-from apex_jax.models.blocks import STACKED, run_blocks
-from apex_jax.models.decoder_config import DecoderConfig
-from apex_jax.models.encoder import _ACT, Hooks
+from apex_jax.errors import InputError
+from apex_jax.models import common
+from apex_jax.models.common import Hooks
+from apex_jax.models.convert import Entry
 
 Array = Any
 
 
+# ================================================================================== config
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Static description of a decoder; hashable, so it can be a static jit argument."""
+
+    arch: str  # "gpt2" | "llama" (Llama, Qwen2, Mistral)
+    model_type: str  # the HF model_type: gpt2 | llama | qwen2 | mistral
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int  # < n_heads: grouped-query attention
+    d_head: int
+    d_mlp: int
+    act: str
+    norm_eps: float
+    norm_kind: str  # "layernorm" (GPT-2) | "rms"
+    positions: str  # "learned" (GPT-2) | "rope"
+    mlp_kind: str  # "plain" (fc_in -> act -> fc_out) | "gated" (down(act(gate) * up))
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    tie_embeddings: bool
+    vocab_size: int
+    max_positions: int
+    pad_token_id: int = 0  # fills padded positions: the config's pad id, else eos
+    eos_token_id: int | None = None
+    rope_theta: float = 10000.0
+    rope_scaling: tuple = ()  # sorted (key, value) items of the rope parameters, e.g. (("factor", 2.0), ("rope_type", "linear"))
+    sliding_window: int | None = None
+    sliding_layers: tuple[int, ...] = ()  # blocks whose attention is windowed
+    n_classes: int | None = None  # None: no head; vocab_size for a causal-LM head
+    lm_head: bool = False  # True: `*ForCausalLM` head (next-token logits), else `score`
+    # Verbalizer (a causal LM read as a classifier, see `loading.verbalizer`): the label tokens
+    # whose next-token logits are the class logits, and the prompt template `encode` fills.
+    label_token_ids: tuple[int, ...] = ()
+    prompt: str = ""
+    dtype: str = "float32"  # "float32" | "bfloat16" (see `common.DTYPES`)
+
+    # Fields the encoder-oriented code paths read (a decoder is a text model without token types).
+    is_text = True
+    is_decoder = True
+    type_vocab_size = 0
+    num_channels = 0
+    has_pooler = False
+
+    @property
+    def compute_dtype(self):
+        return common.compute_dtype(self.dtype)
+
+    @property
+    def rope_type(self) -> str:
+        return dict(self.rope_scaling).get("rope_type", "default")
+
+
+def config_entries(from_hf: Callable[[Mapping[str, Any]], DecoderConfig]) -> Callable:
+    """Decorates a family's `from_hf`: a missing config entry is an InputError naming it."""
+
+    @functools.wraps(from_hf)
+    def wrapped(hf: Mapping[str, Any]) -> DecoderConfig:
+        try:
+            return from_hf(hf)
+        except KeyError as e:
+            raise InputError(f"the {hf.get('model_type')} config lacks the entry {e.args[0]!r}.") from None
+
+    return wrapped
+
+
+def finish_config(hf: Mapping[str, Any], arch: str, fields: dict) -> DecoderConfig:
+    """The DecoderConfig of an HF config dict from a family's architecture `fields`: checks the
+    activation and adds the token ids every decoder reads (eos; pad, else eos)."""
+    if fields["act"] not in common.ACTIVATIONS:
+        raise InputError(f"unsupported activation {fields['act']!r}; supported: {', '.join(common.ACTIVATIONS)}.")
+    eos = common.first(hf.get("eos_token_id"))
+    pad = common.first(hf.get("pad_token_id"))
+    return DecoderConfig(
+        arch=arch, model_type=hf.get("model_type"), **fields, eos_token_id=eos,
+        # The id that fills padded positions (never read: the mask decides); GPT-2 has no pad
+        # token, so eos pads, as `encode` does.
+        pad_token_id=pad if pad is not None else (eos if eos is not None else 0),
+    )
+
+
+# ================================================================================= forward
 def classifier_positions(mask: Array) -> Array:
     """Index of the last real token of each example: [batch, pos] mask -> [batch] int32.
 
@@ -167,7 +264,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array, hooks: Hooks, prefix: str) -> Array:
         """[batch, pos, d_model] -> [batch, pos, d_model]."""
-        cfg, act = self.cfg, _ACT[self.cfg.act]
+        cfg, act = self.cfg, common.ACT[self.cfg.act]
         if cfg.mlp_kind == "gated":  # SwiGLU: down(act(gate(x)) * up(x))
             pre = hooks(f"{prefix}.mlp.hook_pre", nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="gate")(x))
             up = nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="up")(x)
@@ -239,7 +336,7 @@ class Decoder(nn.Module):
     """The whole decoder; `start`/`stop` select a segment of blocks (see module docstring)."""
 
     cfg: DecoderConfig
-    scan: bool = True  # run the block stack as scans over stacked layers (models.blocks)
+    scan: bool = True  # run the block stack as scans over stacked layers (`common.run_blocks`)
 
     @nn.compact
     def __call__(self, inputs, hooks: Hooks, start: int = 0, stop: int | None = None,
@@ -271,13 +368,13 @@ class Decoder(nn.Module):
                 x = Block(cfg, i, name=f"blocks_{i}")(x, mask, all_index, rope, hooks)
         else:
             params = self.variables["params"]
-            x = run_blocks(
+            x = common.run_blocks(
                 x, hooks, range(start, tail),
                 lambda i, p, h, hk: Block(cfg, i, parent=None).apply({"params": p}, h, mask, all_index, rope, hk),
                 lambda i: params[f"blocks_{i}"],
                 kind_of=lambda i: i in cfg.sliding_layers,  # windowed and full attention never share a scan
                 scan=self.scan,
-                stacked=params.get(STACKED),
+                stacked=params.get(common.STACKED),
             )
         if tail < end:
             x = hooks(site_lib.boundary_site(tail), x)
@@ -297,17 +394,134 @@ class Decoder(nn.Module):
         return x, mask, logits
 
 
-_HF_NAMES = {"gpt2": "GPT2", "llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}
+# ================================================================================= weights
+def linear_entries(path: tuple[str, ...], key: str, d_in: int, d_out: int, bias: bool, head: bool = False) -> list[Entry]:
+    """A torch Linear ([out, in] weight, transposed) and its optional bias."""
+    e = [Entry(path + ("kernel",), f"{key}.weight", "dense", (d_out, d_in), head)]
+    if bias:
+        e.append(Entry(path + ("bias",), f"{key}.bias", "copy", (d_out,), head))
+    return e
 
 
-def hf_class_name(cfg: DecoderConfig) -> str:
-    """The transformers class a saved folder declares (`architectures` in config.json)."""
-    name = _HF_NAMES[cfg.model_type]
+def conv1d_entries(path: tuple[str, ...], key: str, d_in: int, d_out: int) -> list[Entry]:
+    """An HF Conv1D ([in, out] weight, stored as is) and its bias."""
+    return [
+        Entry(path + ("kernel",), f"{key}.weight", "copy", (d_in, d_out)),
+        Entry(path + ("bias",), f"{key}.bias", "copy", (d_out,)),
+    ]
+
+
+def norm_entries(cfg: DecoderConfig, path: tuple[str, ...], key: str) -> list[Entry]:
+    """A LayerNorm (scale and bias) or an RMSNorm (scale)."""
+    d = cfg.d_model
+    if cfg.norm_kind == "layernorm":
+        return [Entry(path + ("ln", "scale"), f"{key}.weight", "copy", (d,)),
+                Entry(path + ("ln", "bias"), f"{key}.bias", "copy", (d,))]
+    return [Entry(path + ("scale",), f"{key}.weight", "copy", (d,))]
+
+
+def head_table(cfg: DecoderConfig) -> list[Entry]:
+    """The head's weights (absolute keys): `score`, or an untied `lm_head`, or none."""
+    d = cfg.d_model
+    e: list[Entry] = []
+    if cfg.n_classes is not None:
+        if cfg.lm_head:
+            if not cfg.tie_embeddings:  # a tied head reads the token embedding
+                e += linear_entries(("head", "lm_head"), "lm_head", d, cfg.vocab_size, False, head=True)
+        else:
+            e += linear_entries(("head", "score"), "score", d, cfg.n_classes, False, head=True)
+    return e
+
+
+_LM_CLASSES = ("ForCausalLM", "LMHeadModel")
+
+
+def hf_class_name(cfg: DecoderConfig, name: str, lm_class: str | None = None) -> str:
+    """The transformers class a saved folder declares (`architectures` in config.json).
+
+    Args:
+        name: the family's class-name prefix ("GPT2", "Llama", ...).
+        lm_class: the causal-LM class, when it is not `{name}ForCausalLM`.
+    """
     if cfg.n_classes is None:
         return f"{name}Model"
     if cfg.lm_head:
-        return "GPT2LMHeadModel" if cfg.arch == "gpt2" else f"{name}ForCausalLM"
+        return lm_class or f"{name}ForCausalLM"
     return f"{name}ForSequenceClassification"
+
+
+# ============================================================================== parameters
+def init_params(cfg: DecoderConfig, seed: int) -> Any:
+    """Fresh parameters (Linen init) of a decoder."""
+    dummy = {"input_ids": np.zeros((1, 2), np.int32), "attention_mask": np.ones((1, 2), np.int32)}
+    variables = Decoder(cfg).init(jax.random.key(seed), dummy, Hooks({}, frozenset(), {}))
+    return jax.tree.map(np.asarray, dict(variables["params"]))
+
+
+def init_head(cfg: DecoderConfig, seed: int) -> dict:
+    """Fresh parameters of the head alone (`score` kernel [d_model, n_classes])."""
+    hooks = Hooks({}, frozenset(), {})
+    variables = DecoderHead(cfg).init(jax.random.key(seed), np.zeros((1, cfg.d_model), np.float32), hooks)
+    return jax.tree.map(np.asarray, dict(variables["params"]))
+
+
+def load_head(folder: Path, hf: Mapping[str, Any], base: DecoderConfig, state: dict[str, np.ndarray], *,
+              num_labels: int | None, seed: int) -> tuple[DecoderConfig, dict[str, np.ndarray], bool]:
+    """The head a loaded decoder gets, from its (`convert.normalize_keys`-ed) state dict.
+
+      * a `score` weight (`*ForSequenceClassification`): that classifier (num_labels must agree);
+      * a causal LM (`*ForCausalLM` / `GPT2LMHeadModel`, or an `lm_head` weight): the next-token
+        head, logits [batch, vocab] at the classifier token, unless `num_labels` is given: then a
+        fresh `score` head replaces it, as `AutoModelForSequenceClassification` does;
+      * a base model: a fresh `score` head with `num_labels`, else no head.
+
+    Returns:
+        (config with its head fields, state with a fresh head's weights added, whether the head
+        is fresh).
+
+    Raises:
+        InputError: num_labels disagreeing with the checkpoint or < 1; a tied head saved with
+            other values than the embedding.
+    """
+    fresh = False  # a new, untrained score head
+    is_lm = "lm_head.weight" in state or any(a.endswith(_LM_CLASSES) for a in hf.get("architectures") or [])
+    if "score.weight" in state:
+        n = state["score.weight"].shape[0]
+        if num_labels is not None and num_labels != n:
+            raise InputError(
+                f"{folder} has a {n}-class score head but num_labels={num_labels} was asked; drop "
+                "num_labels, or remove the score weights to train a new head."
+            )
+        cfg = dataclasses.replace(base, n_classes=n)
+    elif is_lm and num_labels is None:
+        cfg = dataclasses.replace(base, n_classes=base.vocab_size, lm_head=True)
+        if base.tie_embeddings and "lm_head.weight" in state:
+            # A tied head saved twice: it must be the embedding, then it carries nothing new.
+            lm, emb = state.pop("lm_head.weight"), state.get("embed_tokens.weight", state.get("wte.weight"))
+            if emb is None or lm.shape != emb.shape or not np.array_equal(lm, emb):
+                raise InputError(
+                    f"{folder}: tie_word_embeddings is set but lm_head.weight differs from the token "
+                    "embedding; set tie_word_embeddings=false in config.json to load an untied head."
+                )
+    else:
+        cfg = dataclasses.replace(base, n_classes=num_labels)
+        if num_labels is not None:
+            if num_labels < 1:
+                raise InputError(f"num_labels must be >= 1; got {num_labels}.")
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}  # replaced by `score`
+            kernel = init_head(cfg, seed)["score"]["kernel"]
+            state["score.weight"] = np.ascontiguousarray(kernel.T)
+            fresh = True
+    return cfg, state, fresh
+
+
+def with_head(base: DecoderConfig, *, num_labels: int | None, lm_head: bool) -> DecoderConfig:
+    """The config of a created decoder: a `score` head with `num_labels` classes, or the
+    next-token head (`lm_head=True`), or none."""
+    if lm_head and num_labels is not None:
+        raise InputError("give num_labels (a score head) or lm_head=True, not both.")
+    n = base.vocab_size if lm_head else num_labels
+    return dataclasses.replace(base, n_classes=n, lm_head=lm_head)
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:

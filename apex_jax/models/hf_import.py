@@ -31,7 +31,7 @@ def transformers() -> ModuleType:
     drop = _DropTorchNotice()
     logger.addFilter(drop)
     try:
-        import transformers as module
+        import transformers as module  # heavy: imported on first use, with the notice filtered
     finally:
         logger.removeFilter(drop)
     return module

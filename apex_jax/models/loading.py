@@ -1,12 +1,15 @@
-"""Loading Hugging Face folders into `Model`s, and creating fresh models.
+"""Loading Hugging Face folders into `Model`s, creating fresh models, and verbalizers.
 
 Sources: a local HF folder (config.json + model.safetensors, sharded safetensors with an
-index, or pytorch_model.bin), the built-in name `minilm` (the offline MiniLM asset), or a hub
-id when the machine is online.
+index, pytorch_model.bin or tf_model.h5), the built-in name `minilm` (the offline MiniLM asset),
+or a hub id when the machine is online. `load` and `create` dispatch over the families through
+`families` (config mapping, weight tables) and the encoder / decoder modules (heads, fresh
+parameters); `verbalizer` reads a causal LM as a classifier.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,12 +17,18 @@ from typing import Any, Iterable, Sequence
 
 import jax
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
+from apex_jax import assets
 from apex_jax.errors import InputError, MissingInputError
-from apex_jax.models import convert
-from apex_jax.models.config import ArchConfig, from_hf
-from apex_jax.models.encoder import Encoder, Head, Hooks
+from apex_jax.models import decoder, encoder, families
+from apex_jax.models.common import DTYPES
+from apex_jax.models.hf_import import transformers
 from apex_jax.models.model import Model
+from apex_jax.models.tf_weights import read_tf_h5
+
+Config = families.Config
 
 BUILTIN = ("minilm",)
 
@@ -28,8 +37,6 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     """A built-in name, a local folder, or a hub id -> a local HF folder."""
     name = str(name_or_path)
     if name in BUILTIN:
-        from apex_jax import assets
-
         return assets.asset_path(name)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -49,7 +56,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             f"model {name!r} is neither a local folder nor built in ({list(BUILTIN)}), and "
             "HF_HUB_OFFLINE is set, so it cannot be downloaded."
         )
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # only for hub ids: not imported offline
 
     try:
         return Path(snapshot_download(
@@ -94,7 +101,7 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
         return state
     if torch_bin.is_file():
         try:
-            import torch
+            import torch  # optional, heavy: only legacy pickles need it
         except ImportError as e:
             raise ImportError(
                 f"{torch_bin} is a PyTorch pickle; install torch==2.13.0 to read it, or convert the "
@@ -110,8 +117,6 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
             ) from None
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
     if (folder / "tf_model.h5").is_file():
-        from apex_jax.models.tf_weights import read_tf_h5
-
         return read_tf_h5(folder / "tf_model.h5")
     raise MissingInputError(
         f"{folder} has no weights: expected model.safetensors, model.safetensors.index.json, "
@@ -121,9 +126,6 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
     """One safetensors file as numpy arrays; a damaged file is an InputError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     try:
         return dict(load_file(str(path)))
     except (SafetensorError, OSError, ValueError) as e:  # truncated header/data, not safetensors
@@ -158,11 +160,11 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _arch_config(hf: dict, config_path: Path) -> ArchConfig:
-    """`from_hf`, with errors naming config.json: an unknown model_type lists the supported
+def _arch_config(hf: dict, config_path: Path) -> Config:
+    """`families.from_hf`, with errors naming config.json: an unknown model_type lists the supported
     ones; a missing or malformed field is named."""
     try:
-        return from_hf(hf)
+        return families.from_hf(hf)
     except KeyError as e:
         raise InputError(
             f"{config_path} lacks the field {e.args[0]!r} that a {hf.get('model_type')!r} config "
@@ -205,50 +207,27 @@ def load(
     folder = resolve(name_or_path)
     hf = read_json(folder / "config.json", "the model's config")
     base = _arch_config(hf, folder / "config.json")
-    state = convert.normalize_keys(base.arch, read_state(folder))
+    state = families.normalize_keys(base.arch, read_state(folder))
     if base.is_decoder:
-        from apex_jax.models.decoder_loading import load_decoder
-
-        return with_dtype(load_decoder(folder, hf, base, state, num_labels=num_labels,
-                                       label_names=label_names, ignore=ignore, seed=seed,
-                                       source=str(name_or_path)), dtype)
-    head_key = "classifier.out_proj.weight" if base.arch == "roberta" else "classifier.weight"
-    ckpt_classes = state[head_key].shape[0] if head_key in state else None
-    if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
-        raise InputError(
-            f"{folder} has a {ckpt_classes}-class classifier but num_labels={num_labels} was asked; "
-            "drop num_labels, or remove the classifier weights to train a new head."
-        )
-    n_classes = ckpt_classes if ckpt_classes is not None else num_labels
-    if n_classes is not None and n_classes < 1:
-        raise InputError(f"num_labels must be >= 1; got {n_classes}.")
-    has_pooler = "pooler.dense.weight" in state
-    fresh = ckpt_classes is None and n_classes is not None
-    if fresh and base.arch == "bert":
-        has_pooler = True  # BertForSequenceClassification always has a pooler
-    elif fresh and has_pooler:
-        # RoBERTa/ViT base models carry a pooler their classifiers do not have; drop it as
-        # `AutoModelFor*Classification` does, so a saved folder has exactly the classifier's keys.
-        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
-        has_pooler = False
-    cfg = _replace(base, n_classes=n_classes, has_pooler=has_pooler)
-
-    if fresh:  # fill the head (and a missing pooler) from a fresh init, like HF does
-        init = {"head": init_head(cfg, seed)}
-        for entry in convert.table(cfg):
-            if entry.key not in state and entry.key.split(".")[0] in ("classifier", "pre_classifier", "pooler"):
-                state[entry.key] = convert._to_hf(entry, np.asarray(convert._get(init, entry.path)))
-    params = convert.to_params(cfg, state, ignore)
+        cfg, state, fresh = decoder.load_head(folder, hf, base, state, num_labels=num_labels, seed=seed)
+    else:
+        cfg, state, fresh = encoder.load_head(folder, base, state, num_labels=num_labels, seed=seed)
+    params = families.to_params(cfg, state, ignore)
 
     names = label_names
-    if names is None and "id2label" in hf and n_classes and len(hf["id2label"]) == n_classes and not fresh:
+    n_classes = cfg.n_classes
+    if (names is None and not getattr(cfg, "lm_head", False) and n_classes and not fresh
+            and len(hf.get("id2label") or {}) == n_classes):
         names = [hf["id2label"][str(i)] for i in range(n_classes)]
     if names is not None and n_classes is not None and len(names) != n_classes:
         raise InputError(
             f"{len(names)} label names given for {n_classes} classes; give exactly one name per "
             "class, or none."
         )
-    tokenizer, mean, std = _preprocessing(folder, cfg)
+    if base.is_decoder:
+        tokenizer, mean, std = _decoder_tokenizer(folder), None, None
+    else:
+        tokenizer, mean, std = _preprocessing(folder, cfg)
     model = Model(cfg, jax.tree.map(np.asarray, params), hf, tokenizer, mean, std, names, str(name_or_path))
     return with_dtype(model, dtype)
 
@@ -262,20 +241,20 @@ def create(hf_config: dict, *, num_labels: int | None, label_names: Sequence[str
     (the parameters are initialized in float32, then cast).
     """
     check_dtype(dtype)
-    base = from_hf(hf_config)
+    base = families.from_hf(hf_config)
     if base.is_decoder:
-        from apex_jax.models.decoder_loading import create_decoder
-
-        return with_dtype(create_decoder(hf_config, base, num_labels=num_labels, lm_head=lm_head,
-                                         label_names=label_names, seed=seed, tokenizer_=tokenizer), dtype)
-    cfg = _replace(from_hf(hf_config), n_classes=num_labels, has_pooler=from_hf(hf_config).arch == "bert")
-    return with_dtype(Model(cfg, init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
-                            source="<new>"), dtype)
+        cfg = decoder.with_head(base, num_labels=num_labels, lm_head=lm_head)
+        tok = decoder.prepare_tokenizer(tokenizer) if tokenizer is not None else None
+        model = Model(cfg, decoder.init_params(cfg, seed), hf_config, tok, label_names=label_names, source="<new>")
+    else:
+        cfg = dataclasses.replace(base, n_classes=num_labels, has_pooler=base.arch == "bert")
+        model = Model(cfg, encoder.init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
+                      source="<new>")
+    return with_dtype(model, dtype)
 
 
 def check_dtype(dtype: str) -> None:
-    from apex_jax.models.config import DTYPES
-
+    """Raises InputError unless `dtype` is one of `common.DTYPES`."""
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {list(DTYPES)}; got {dtype!r}.")
 
@@ -286,7 +265,7 @@ def with_dtype(model: Model, dtype: str) -> Model:
     check_dtype(dtype)
     if dtype == model.config.dtype:
         return model
-    cfg = _replace(model.config, dtype=dtype)
+    cfg = dataclasses.replace(model.config, dtype=dtype)
     target = cfg.compute_dtype
 
     def cast(a):
@@ -298,50 +277,14 @@ def with_dtype(model: Model, dtype: str) -> Model:
                  model.label_names, model.source)
 
 
-def init_params(cfg: ArchConfig, seed: int) -> Any:
-    """Fresh parameters (Linen init) for a model described by `cfg`."""
-    if cfg.is_text:
-        dummy = {"input_ids": np.zeros((1, 2), np.int32), "attention_mask": np.ones((1, 2), np.int32)}
-    else:
-        s = cfg.image_size
-        dummy = {"pixel_values": np.zeros((1, cfg.num_channels, s, s), np.float32)}
-    hooks = Hooks({}, frozenset(), {})
-    variables = Encoder(cfg).init(jax.random.key(seed), dummy, hooks)
-    params = jax.tree.map(np.asarray, dict(variables["params"]))
-    if cfg.has_pooler and "pooler" not in params.get("head", {}):
-        # The pooler of a head-less BERT/ViT is never called, so Linen did not create it.
-        rng = np.random.default_rng(seed)
-        params.setdefault("head", {})["pooler"] = {
-            "kernel": rng.normal(0, 0.02, (cfg.d_model, cfg.d_model)).astype(np.float32),
-            "bias": np.zeros((cfg.d_model,), np.float32),
-        }
-    return params
-
-
-def init_head(cfg: ArchConfig, seed: int) -> dict:
-    """Fresh parameters of the classification head alone (pooler / dense / pre_classifier and
-    classifier): a Linen init of `Head` on a dummy [1, d_model] vector, milliseconds, where
-    `init_params` runs the whole model."""
-    hooks = Hooks({}, frozenset(), {})
-    variables = Head(cfg).init(jax.random.key(seed), np.zeros((1, cfg.d_model), np.float32), hooks)
-    return jax.tree.map(np.asarray, dict(variables["params"]))
-
-
-def _replace(cfg: ArchConfig, **kw) -> ArchConfig:
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
-
-
-def _preprocessing(folder: Path, cfg: ArchConfig):
+def _preprocessing(folder: Path, cfg: encoder.ArchConfig) -> tuple[Any, Any, Any]:
+    """An encoder's (tokenizer, image mean, image std) from its folder's files (None if absent)."""
     if cfg.is_text:
         has_tok = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
         if not has_tok:
             return None, None, None
-        from apex_jax.models.hf_import import transformers
-
         AutoTokenizer = transformers().AutoTokenizer
-        # Never BertTokenizer(vocab_file=...): transformers 5 silently ignores it (STACK-NOTES).
+        # Never BertTokenizer(vocab_file=...): transformers 5 silently ignores it.
         try:
             return AutoTokenizer.from_pretrained(str(folder)), None, None
         except Exception as e:  # a corrupt tokenizer.json, a vocab the tokenizer class rejects
@@ -355,3 +298,65 @@ def _preprocessing(folder: Path, cfg: ArchConfig):
         p = read_json(pre, "the image preprocessing config")
         return None, p.get("image_mean"), p.get("image_std")
     return None, None, None
+
+
+def _decoder_tokenizer(folder: Path) -> Any:
+    """AutoTokenizer of the folder, right-padded with eos as pad when it has no pad token; None
+    without tokenizer files."""
+    files = ("tokenizer.json", "vocab.json", "tokenizer.model")
+    if not any((folder / f).is_file() for f in files):
+        return None
+    return decoder.prepare_tokenizer(transformers().AutoTokenizer.from_pretrained(str(folder)))
+
+
+def verbalizer(model: Model, labels: Sequence[str | int], *, prompt: str = "{text}",
+               label_names: Sequence[str] | None = None) -> Model:
+    """A causal LM read as a classifier through label tokens ("verbalizer").
+
+    The class logits are the next-token logits of the label tokens at the classifier token (the
+    last real token of the prompt), so `head.hook_logits` is [batch, n_classes] and APEX and
+    SYNAPSE run on it unchanged; the head computes those columns only. Same parameters (saving
+    writes the full causal LM; the verbalizer is not an HF notion).
+
+        clf = verbalizer(lm, [" negative", " positive"], prompt="Review: {text}\\nSentiment:")
+        clf.apply(clf.params, clf.encode(["a fine film"])).logits   # [1, 2]
+
+    Args:
+        model: a causal LM (`apex_jax.load` of a `*ForCausalLM` folder).
+        labels: one word per class, each a single token of the model's tokenizer (mind the
+            leading space of BPE vocabularies: " positive"), or token ids.
+        prompt: template that `encode` fills (`{text}` = the input); it should end right before
+            the label word.
+        label_names: class names (default: the label words).
+
+    Raises:
+        ValueError: not a causal LM, a label that is not exactly one token, repeated labels.
+    """
+    cfg = model.config
+    if not getattr(cfg, "lm_head", False):
+        raise InputError(f"a verbalizer needs a causal LM (a next-token head); {model!r} has none.")
+    if "{text}" not in prompt:
+        raise InputError(f"the prompt template must contain '{{text}}'; got {prompt!r}.")
+    ids = []
+    for label in labels:
+        if isinstance(label, (int, np.integer)):
+            ids.append(int(label))
+            continue
+        if model.tokenizer is None:
+            raise InputError(f"{model.source!r} has no tokenizer: give the label token ids instead of words.")
+        toks = model.tokenizer(label, add_special_tokens=False)["input_ids"]
+        if len(toks) != 1:
+            pieces = model.tokenizer.convert_ids_to_tokens(toks)
+            raise InputError(
+                f"label {label!r} is {len(toks)} tokens {pieces}; each label must be one token (BPE "
+                "vocabularies usually want a leading space, e.g. ' positive')."
+            )
+        ids.append(toks[0])
+    bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
+    if bad or len(set(ids)) != len(ids) or len(ids) < 2:
+        raise InputError(f"label token ids {ids} must be >= 2 distinct ids in [0, {cfg.vocab_size}).")
+    names = list(label_names) if label_names is not None else [str(x) for x in labels]
+    if len(names) != len(ids):
+        raise InputError(f"{len(names)} label names given for {len(ids)} labels.")
+    new = dataclasses.replace(cfg, n_classes=len(ids), label_token_ids=tuple(ids), prompt=prompt)
+    return Model(new, model.params, model.hf_config, model.tokenizer, label_names=names, source=model.source)

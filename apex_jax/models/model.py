@@ -1,4 +1,4 @@
-"""`Model`: a loaded encoder as a pure function plus its preprocessing.
+"""`Model`: a loaded encoder or decoder as a pure function plus its preprocessing (the runtime).
 
     model = apex_jax.load("minilm", num_labels=2)
     batch = model.encode(["a fine film", "a dull film"])      # numpy arrays
@@ -18,10 +18,7 @@ runs the rest and equals the full forward with the same perturbation.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -33,19 +30,12 @@ from flax import struct
 from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
 from apex_jax.errors import InputError
-from apex_jax.models import convert
-from apex_jax.models.config import ArchConfig
-from apex_jax.models.decoder import Decoder, classifier_positions, hf_class_name, prepare_tokenizer
-from apex_jax.models.encoder import Encoder, Hooks
+from apex_jax.models import encoding, saving
+from apex_jax.models.common import Hooks
+from apex_jax.models.decoder import Decoder, DecoderConfig, classifier_positions
+from apex_jax.models.encoder import ArchConfig, Encoder
 
 Array = Any
-
-HF_CLASS = {
-    "bert": "BertForSequenceClassification",
-    "roberta": "RobertaForSequenceClassification",
-    "distilbert": "DistilBertForSequenceClassification",
-    "vit": "ViTForImageClassification",
-}
 
 
 class Output(NamedTuple):
@@ -66,7 +56,7 @@ class Prefix:
 
 @functools.partial(jax.jit, static_argnames=("config", "capture", "head_only"))
 def jit_apply(
-    config: ArchConfig,
+    config: ArchConfig | DecoderConfig,
     params: Any,
     inputs: Any,
     perturbations: iv_lib.Perturbations | None = None,
@@ -89,7 +79,7 @@ def jit_apply(
 
 
 @functools.lru_cache(maxsize=32)
-def skeleton(config: ArchConfig) -> "Model":
+def skeleton(config: ArchConfig | DecoderConfig) -> "Model":
     """The parameter-free Model of an architecture (validation and module definition only, no
     arrays): what a jitted function with the config static calls `apply` on."""
     return Model(config, None, {}, source="skeleton")
@@ -101,7 +91,7 @@ class Model:
 
     def __init__(
         self,
-        config: ArchConfig,
+        config: ArchConfig | DecoderConfig,
         params: Any,
         hf_config: dict,
         tokenizer: Any = None,
@@ -148,11 +138,11 @@ class Model:
                 `Prefix` from `model.prefix` to run only the rest of the model.
             perturbations: {site: intervention or tuple of interventions}; absent = no-op.
             capture: site names whose activations (after interventions) to return.
-            head_only: skip work only the discarded positions need (DESIGN principle 5): the
-                last block computes queries, attention output and MLP for [CLS] only, so its
-                sites after hook_k/hook_v have one position. Logits are unchanged; per-example
-                (batched-key) noise at those sites equals the full run's [CLS] noise. Not for
-                perturbing the last block's hook_pattern.
+            head_only: skip work only the discarded positions need: the last block computes
+                queries, attention output and MLP for [CLS] only, so its sites after
+                hook_k/hook_v have one position. Logits are unchanged; per-example (batched-key)
+                noise at those sites equals the full run's [CLS] noise. Not for perturbing the
+                last block's hook_pattern.
 
         Returns:
             Output(logits [batch, n_classes] or None, captured {site: array}).
@@ -320,66 +310,7 @@ class Model:
                 tokenizer, no texts, max_length or pad_to_multiple_of not a positive integer,
                 or images of the wrong rank.
         """
-        kind = f"a text model ({self.config.arch})" if self.config.is_text else (
-            f"an image model ({self.config.arch}, {self.config.num_channels}x"
-            f"{self.config.image_size}x{self.config.image_size})")
-        for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
-            # 0 used to mean "the default" silently; a non-positive length is a mistake.
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < 1):
-                raise InputError(f"{name} must be a positive integer or None (the default); got {value!r}.")
-        if self.config.is_text:
-            if isinstance(items, str):
-                items = [items]
-            texts = _as_texts(items)
-            if texts is None:
-                raise InputError(
-                    f"{self.source!r} is {kind}: encode() expects a list of strings, got "
-                    f"{_describe(items)} (image data? use an image model, or a text data set: "
-                    ".csv/.jsonl or a built-in text set)."
-                )
-            if self.tokenizer is None:
-                raise InputError(
-                    f"{self.source!r} has no tokenizer (none of tokenizer.json, vocab.txt, "
-                    "vocab.json in its folder): copy the tokenizer files of the model it was "
-                    "trained from into the folder, or pass token arrays to apply()."
-                )
-            if self.config.is_decoder:  # right padding, eos as pad when there is no pad token
-                prepare_tokenizer(self.tokenizer)
-                if self.config.prompt:  # a verbalizer's template: the label token comes next
-                    texts = [self.config.prompt.replace("{text}", t) for t in texts]
-            if len(texts) == 0:
-                raise InputError("encode() got no texts; give at least one string.")
-            limit = min(self.config.max_positions - (2 if self.config.arch == "roberta" else 0), 512)
-            enc = self.tokenizer(
-                texts, padding=True, truncation=True,
-                max_length=min(max_length or limit, limit), pad_to_multiple_of=pad_to_multiple_of,
-                return_tensors="np",
-            )
-            keep = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.config.type_vocab_size else [])
-            return {k: np.asarray(enc[k], np.int32) for k in keep if k in enc}
-        if isinstance(items, str) or (
-            isinstance(items, (list, tuple)) and any(isinstance(i, str) for i in items)
-        ) or (isinstance(items, np.ndarray) and items.dtype.kind in "USO"):
-            raise InputError(
-                f"{self.source!r} is {kind}: encode() expects images [n, height, width] or "
-                f"[n, channels, height, width], got {_describe(items)} (text data? use a text "
-                "model, or an image data set: .npz or a built-in image set)."
-            )
-        x = np.asarray(items)
-        if x.ndim == 3:
-            x = x[:, None]
-        if x.ndim != 4:
-            raise InputError(
-                f"{self.source!r} is {kind}: images must be [n, height, width] or "
-                f"[n, channels, height, width]; got shape {x.shape}."
-            )
-        if x.dtype.kind not in "uif":
-            raise InputError(f"images must be uint8 (0-255) or floats in [0, 1]; got dtype {x.dtype}.")
-        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        mean = np.asarray(self.image_mean, np.float32)[None, :, None, None]
-        std = np.asarray(self.image_std, np.float32)[None, :, None, None]
-        return {"pixel_values": (x - mean) / std}
+        return encoding.encode(self, items, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
 
     # ------------------------------------------------------------------------------ saving
     def replace(self, params: Any) -> "Model":
@@ -391,77 +322,7 @@ class Model:
         """Writes an HF folder (config.json, model.safetensors, tokenizer) that `transformers` loads.
 
         Files of `path` that the folder does not hold are left alone; the ones it holds are
-        replaced whole (atomic renames), so an interrupted save leaves no truncated file.
+        replaced whole (atomic renames), so an interrupted save leaves no truncated file. See
+        `apex_jax.models.saving.save`; `params` replaces `self.params` (e.g. after training).
         """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        # Written into a temporary folder beside `path`, then each file renamed into place
-        # (config.json last): an interrupted save never leaves a half-written file.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
-            self._write_folder(tmp, params)
-            names = sorted(f.name for f in tmp.iterdir())
-            for name in sorted(names, key=lambda n: n == "config.json"):
-                os.replace(tmp / name, path / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return path
-
-    def _write_folder(self, path: Path, params: Any) -> None:
-        from safetensors.numpy import save_file
-
-        params = jax.device_get(self.params if params is None else params)
-        if self.config.dtype != "float32":  # HF folders hold float32 here (bfloat16 casts back exactly)
-            params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "V"
-                                  or np.issubdtype(np.asarray(a).dtype, np.floating) else a, params)
-        state = convert.from_params(self.config, params)
-        cfg = dict(self.hf_config)
-        cfg.pop("_name_or_path", None)
-        if self.config.is_decoder:
-            cfg["architectures"] = [hf_class_name(self.config)]
-            if self.config.n_classes is not None and not self.config.lm_head:
-                cfg["num_labels"] = self.config.n_classes
-                cfg["id2label"] = {str(i): n for i, n in enumerate(self.label_names)}
-                cfg["label2id"] = {n: i for i, n in enumerate(self.label_names)}
-                if cfg.get("pad_token_id") is None:  # HF's score reader needs one to find the last token
-                    cfg["pad_token_id"] = self.config.eos_token_id
-        elif self.config.n_classes is not None:
-            cfg["architectures"] = [HF_CLASS[self.config.arch]]
-            cfg["num_labels"] = self.config.n_classes
-            cfg["id2label"] = {str(i): n for i, n in enumerate(self.label_names)}
-            cfg["label2id"] = {n: i for i, n in enumerate(self.label_names)}
-        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
-        (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(path))
-        if not self.config.is_text:
-            pre = {
-                "image_processor_type": "ViTImageProcessor", "do_resize": False,
-                "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-                "image_mean": list(self.image_mean), "image_std": list(self.image_std),
-            }
-            (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
-
-
-def _as_texts(items: Any) -> list[str] | None:
-    """`items` as a list of str, or None if it is not a sequence of strings (e.g. an array of
-    pixels)."""
-    if isinstance(items, np.ndarray):
-        if items.dtype.kind not in "UO":
-            return None
-        items = items.tolist()
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        return None
-    items = list(items)  # any iterable of str (a tuple, a pandas Series, a generator)
-    return items if all(isinstance(t, str) for t in items) else None
-
-
-def _describe(items: Any) -> str:
-    """A short description of what `encode` was given, for messages."""
-    if isinstance(items, np.ndarray):
-        return f"an array of shape {items.shape}, dtype {items.dtype}"
-    if isinstance(items, str):
-        return f"a string {items[:40]!r}"
-    if isinstance(items, Sequence) and len(items):
-        return f"a {type(items).__name__} of {len(items)} {type(items[0]).__name__}"
-    return f"a {type(items).__name__}"
+        return saving.save(self, path, params)

@@ -9,7 +9,7 @@ variable is the dataset `<layer>/<weight name>`, e.g.
 
 `read_tf_h5` renames these to PyTorch state-dict keys with the same rules as transformers'
 `convert_tf_weight_name_to_pt_weight_name` (transformers 4.x, `modeling_tf_pytorch_utils.py`)
-and transposes kernels, so the result feeds `convert.normalize_keys` / `convert.to_params` like
+and transposes kernels, so the result feeds `families.normalize_keys` / `families.to_params` like
 a safetensors state dict. Only h5py is needed (TensorFlow is not).
 
 Supported: single-file Keras HDF5 weights of BERT-family encoders (BERT, RoBERTa, DistilBERT,
@@ -99,7 +99,7 @@ def read_tf_h5(path: str | PathLike) -> dict[str, np.ndarray]:
             same key.
     """
     try:
-        import h5py
+        import h5py  # optional (the `tf` extra): only tf_model.h5 folders need it
     except ImportError as e:
         raise ImportError(
             f"{path} is a TensorFlow checkpoint; reading it needs h5py: pip install h5py"

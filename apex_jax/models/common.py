@@ -1,11 +1,20 @@
-"""The block stack as scans over stacked layers: compile time that does not grow with depth.
+"""Parts every model family shares: hooks, activations, precision, config helpers, the block runner.
 
-Shared by the encoder and the decoder (DESIGN.md principle 7). A *step* `i` of the stack is
-`x = hooks(boundary_site(i), x)` followed by block `i` (which applies its own inner sites; its
-`hook_resid_post` is the boundary of step `i + 1`). `run_blocks` groups consecutive steps whose
-hook structure is the same (the same intervention kinds at the same local sites with leaves of the
-same shapes, the same captured local sites, the same block kind: e.g. Mistral's windowed layers)
-and runs each group of two or more as one `jax.lax.scan`:
+  * `Hooks`: applies interventions and records captures at named sites during one forward pass.
+    Modules never keep state: interventions and captures travel through a `Hooks` object passed
+    down the call, so a model's `apply` stays a pure function of (params, inputs, perturbations).
+  * `ACT` / `ACTIVATIONS`: the activation functions HF configs name (`hidden_act` and friends).
+  * `DTYPES` / `compute_dtype`: the precision settings and their JAX dtypes.
+  * `hf_get` / `first`: reading HF config dicts.
+  * `run_blocks` / `stack_blocks`: the block stack as scans over stacked layers, so compile time
+    does not grow with depth.
+
+The block runner. A *step* `i` of the stack is `x = hooks(boundary_site(i), x)` followed by block
+`i` (which applies its own inner sites; its `hook_resid_post` is the boundary of step `i + 1`).
+`run_blocks` groups consecutive steps whose hook structure is the same (the same intervention
+kinds at the same local sites with leaves of the same shapes, the same captured local sites, the
+same block kind: e.g. Mistral's windowed layers) and runs each group of two or more as one
+`jax.lax.scan`:
 
   * the blocks' parameters are stacked along a leading layer axis: once, outside any loop, when
     the caller passes them stacked (`stack_blocks`: the sweep engine does so once per sweep, so
@@ -22,7 +31,7 @@ are bitwise those of the unrolled loop. A group of one step runs unrolled with t
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +41,73 @@ from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
 
 Array = Any
+
+# ------------------------------------------------------------------------------ activations
+ACT: dict[str, Callable[[Array], Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+ACTIVATIONS = tuple(ACT)  # the activation names a config may give
+
+# -------------------------------------------------------------------------------- precision
+# "float32" | "bfloat16": parameters and activations in that type; softmax, norm statistics and
+# the logits stay float32 either way.
+DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(name: str) -> Any:
+    """The JAX dtype of parameters and activations for a precision setting (one of `DTYPES`)."""
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+# --------------------------------------------------------------------------- config helpers
+def hf_get(cfg: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    """The value of the first of `names` that `cfg` (an HF config dict) holds and is not None."""
+    for n in names:
+        if n in cfg and cfg[n] is not None:
+            return cfg[n]
+    return default
+
+
+def first(v: Any) -> Any:
+    """The first item of a list or tuple (HF configs may list several eos ids), else `v`."""
+    return v[0] if isinstance(v, (list, tuple)) else v
+
+
+# ------------------------------------------------------------------------------------ hooks
+class Hooks:
+    """Applies interventions and records captures at named sites during one forward pass.
+
+    Args:
+        perturbations: {site: intervention or tuple of interventions} (validated).
+        capture: site names whose activations (after interventions) to record in `captured`.
+        site_ids: site name -> its index among the model's sites (folded into noise keys).
+    """
+
+    def __init__(self, perturbations: dict, capture: frozenset, site_ids: dict[str, int]):
+        self.perturbations = perturbations
+        self.capture = capture
+        self.site_ids = site_ids
+        self.captured: dict[str, Array] = {}
+
+    def __call__(self, site: str, x: Array) -> Array:
+        iv = self.perturbations.get(site)
+        if iv is not None:
+            x = iv_lib.apply_intervention(
+                iv, x, site, self.site_ids[site], site_lib.position_axis(site)
+            )
+        if site in self.capture:
+            self.captured[site] = x
+        return x
+
+
+# ---------------------------------------------------------------------------- block runner
 STACKED = "stacked_blocks"  # params key of `stack_blocks`: every block's tree, [n_layers, ...] leaves
 BOUNDARY = "<boundary>"  # the local name of a step's boundary site (hook_embed / previous resid_post)
 _STEP_LOCALS = (BOUNDARY,) + tuple(s for s in site_lib.BLOCK_SITES if s != "hook_resid_post")
