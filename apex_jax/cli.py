@@ -7,12 +7,18 @@ generates the options below, is what the Python run layer takes and what the run
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import Sequence
 
+from apex_jax import assets, console, run_page, runs
 from apex_jax import settings as settings_lib
+from apex_jax.apex.run import apex_run
+from apex_jax.demo import demo_run
+from apex_jax.engine.compile_cache import enable_compile_cache
+from apex_jax.models import load
+from apex_jax.synapse.run import attack_run, probe_run, silence_run
+from apex_jax.training import finetune_run
 from apex_jax.errors import ApexJaxError, CheckpointError
 from apex_jax.version import __version__
 
@@ -38,18 +44,9 @@ DATA_HELP = ("a data set: vader-movies, vader-tweets, vader-amazon, vader-nyt, m
 
 
 # ----------------------------------------------------------------------------- commands
-def _run_layer(path: str):
-    """The run layer "module:function", imported when its command runs (so `--help` and bad
-    options answer without loading JAX)."""
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _run(args: argparse.Namespace, settings) -> int:
     """A command that runs a model on data: its run layer, then the lines `console` makes."""
-    from apex_jax import console
-
-    layer = _run_layer(RUN_LAYERS[args.command])
+    layer = RUN_LAYERS[args.command]
     positional = [args.model, args.data, *([args.probe] if hasattr(args, "probe") else []), args.out]
     summary = layer(*positional, settings, overwrite=args.overwrite, progress=not args.quiet, log=print)
     for line in console.lines(settings.command, summary, args.out):
@@ -58,20 +55,16 @@ def _run(args: argparse.Namespace, settings) -> int:
 
 
 def _demo(args, settings) -> int:
-    _run_layer("apex_jax.demo:demo_run")(args.out, settings, overwrite=args.overwrite, progress=not args.quiet)
+    demo_run(args.out, settings, overwrite=args.overwrite, progress=not args.quiet)
     return 0
 
 
 def _fetch_assets(args, _settings) -> int:
-    from apex_jax import assets
-
     assets.fetch_assets(args.names or None)
     return 0
 
 
 def _sites(args, _settings) -> int:
-    from apex_jax.models import load
-
     model = load(args.model)
     print(model)
     for site in model.sites:
@@ -80,8 +73,6 @@ def _sites(args, _settings) -> int:
 
 
 def _report(args, _settings) -> int:
-    from apex_jax import run_page
-
     for folder in args.runs:  # check every folder before writing any page
         run_page.check_reportable(folder)
     for folder in args.runs:
@@ -90,9 +81,8 @@ def _report(args, _settings) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-RUN_LAYERS = {"finetune": "apex_jax.training:finetune_run", "apex": "apex_jax.apex.run:apex_run",
-              "probe": "apex_jax.synapse.run:probe_run", "silence": "apex_jax.synapse.run:silence_run",
-              "attack": "apex_jax.synapse.run:attack_run"}
+RUN_LAYERS = {"finetune": finetune_run, "apex": apex_run, "probe": probe_run, "silence": silence_run,
+              "attack": attack_run}
 # (name, settings class, one-line help, reads --probe)
 RUN_COMMANDS = (
     ("finetune", settings_lib.FinetuneSettings, "fine-tune (or train from scratch) a classifier", False),
@@ -182,11 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_lib.from_args(args.settings_class, args) if args.settings_class else None
         if not args.no_compile_cache and os.environ.get("APEX_JAX_NO_COMPILE_CACHE", "") in ("", "0"):
-            from apex_jax.engine.compile_cache import enable_compile_cache
-
             enable_compile_cache()
-        from apex_jax import runs
-
         with runs.command_line(["apex-jax", *(sys.argv[1:] if argv is None else argv)]):
             return args.fn(args, settings)
     except KeyboardInterrupt:

@@ -396,7 +396,7 @@ def test_progress_is_on_unless_quiet(monkeypatch, capsys):
         seen.append(progress)
         raise InputError("stop here")
 
-    monkeypatch.setattr(cli, "_run_layer", lambda path: layer)
+    monkeypatch.setitem(cli.RUN_LAYERS, "apex", layer)
     for quiet in ([], ["--quiet"]):
         assert cli.main(["apex", "m", "--data", "d", "--out", "o", *quiet]) == 2
     assert seen == [True, False] and "stop here" in capsys.readouterr().err
