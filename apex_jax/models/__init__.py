@@ -5,5 +5,7 @@ from apex_jax.models.decoder_config import DecoderConfig
 from apex_jax.models.decoder_loading import verbalizer
 from apex_jax.models.loading import create, load
 from apex_jax.models.model import Model, Output, Prefix, skeleton
+from apex_jax.models.presets import VIT_PRESETS, vit_hf_config
 
-__all__ = ["ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "create", "load", "skeleton", "verbalizer"]
+__all__ = ["ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "create", "load", "skeleton", "verbalizer",
+           "VIT_PRESETS", "vit_hf_config"]
