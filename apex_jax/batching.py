@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # data imports the asset machinery; batching stays import-light
-    from apex_jax.data import Dataset
+if TYPE_CHECKING:  # apex_jax.data imports this module (it re-exports encode); batching stays import-light
+    from apex_jax.data.dataset import Dataset
 
 Array = Any
 

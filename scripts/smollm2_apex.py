@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import assets, data, fileio
+from apex_jax import assets, fileio
+from apex_jax.data import get_split
 
 PROMPT = "Review: {text}\nIs this review positive or negative? Answer:"
 LABELS = (" negative", " positive")  # vader-movies label order: 0 negative, 1 positive
@@ -37,7 +38,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no SmolLM2 folder at {a.folder}; build it with scripts/smollm2_folder.py.")
     t0 = time.perf_counter()
     clf = apex_jax.verbalizer(apex_jax.load(a.folder), list(LABELS), prompt=PROMPT)
-    test = data.get_split("vader-movies", "test", n=a.n, seed=0)
+    test = get_split("vader-movies", "test", n=a.n, seed=0)
     batch = clf.encode(list(test.inputs), max_length=96)
     clean = np.asarray(clf.forward(batch).logits).argmax(1)
     acc = float((clean == test.labels).mean())
@@ -52,7 +53,7 @@ def main(argv=None) -> dict:
     for s, k in zip(res.sigmas, curve):
         print(f"  sigma {float(s):<6g} share kept {k:.3f}")
 
-    train = data.get_split("vader-movies", "train", n=a.n_probe, seed=0)
+    train = get_split("vader-movies", "train", n=a.n_probe, seed=0)
     probe_sites = apex_jax.parse_sites(clf, "0,10,20,29")
     both = clf.encode(list(train.inputs) + list(test.inputs), max_length=96)
     feats = apex_jax.extract_cls(clf, clf.params, both, probe_sites)

@@ -15,8 +15,9 @@ from apex_jax.models.decoder import DecoderConfig, classifier_positions
 from apex_jax.models.encoder import ArchConfig
 from apex_jax.models.loading import create, load, verbalizer
 from apex_jax.models.model import Model, Output, Prefix, skeleton
+from apex_jax.models.presets import VIT_PRESETS, vit_hf_config
 
 __all__ = [
-    "ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "classifier_positions", "create", "load",
-    "skeleton", "verbalizer",
+    "ArchConfig", "DecoderConfig", "Model", "Output", "Prefix", "VIT_PRESETS", "classifier_positions", "create",
+    "load", "skeleton", "verbalizer", "vit_hf_config",
 ]

@@ -44,9 +44,8 @@ from pathlib import Path
 import numpy as np
 
 import apex_jax
-from apex_jax import fileio
+from apex_jax import check_sigmas, fileio
 from . import backdoor, common, ensembles, stats, vit, zoo
-from apex_jax.specs import check_sigmas
 from . import verdicts as V
 from .reporting import ci, num
 

@@ -15,7 +15,7 @@ example of the models that did not train on it).
 
 Epochs take `len(members[m]) // batch_size` steps (the remainder, different each epoch because
 batches come from a fresh permutation, waits for the next epoch). With `run_dir`, the state is
-checkpointed in RUN_DIR/ensemble-checkpoints (`apex_jax.checkpoints.Checkpoints`, orbax; every
+checkpointed in RUN_DIR/ensemble-checkpoints (`apex_jax.Checkpoints`, orbax; every
 `checkpoint_every` epochs and at the end) and a rerun resumes
 from the last checkpoint.
 """
@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from apex_jax import Checkpoints
 from apex_jax.models import ArchConfig, Model, skeleton
-from apex_jax.checkpoints import Checkpoints
 
 
 def stack(trees: list[Any]) -> Any:

@@ -1,6 +1,6 @@
 """MiniLM sentiment classifiers fine-tuned here, cached for the reproduction's text claims.
 
-`fine_tuned(config, work)` fine-tunes the bundled pretrained MiniLM (`apex_jax.training.train`:
+`fine_tuned(config, work)` fine-tunes the bundled pretrained MiniLM (`apex_jax.train`:
 Optax AdamW, early stopping on the validation split, orbax checkpoints every epoch, resumable)
 on the first `n_train` examples of a data set's stratified train split and saves it as a
 Hugging Face folder. The folder name carries a hash of the settings, and `metrics.json` is
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 import apex_jax
-from apex_jax import data as data_lib
-from apex_jax import training
+from apex_jax import TrainConfig, evaluate, train
+from apex_jax.data import split_dataset
 from . import corpora
 
 
@@ -54,7 +54,7 @@ class FineTuneConfig:
 
 def splits(config: FineTuneConfig) -> dict:
     """The stratified train / val / test splits of the config's data set (train cut to n_train)."""
-    s = data_lib.split_dataset(corpora.load(config.data), seed=config.split_seed)
+    s = split_dataset(corpora.load(config.data), seed=config.split_seed)
     if config.n_train is not None:
         s["train"] = s["train"].subset(range(min(config.n_train, len(s["train"]))))
     return s
@@ -74,10 +74,10 @@ def fine_tuned(config: FineTuneConfig, work: str | Path, log: Callable[[str], No
     full = corpora.load(config.data)
     model = apex_jax.load("minilm", num_labels=full.n_classes, label_names=full.label_names, seed=config.seed)
     log(f"fine-tuning MiniLM ({config.mode}) on {len(s['train'])} {config.data} examples, {config.epochs} epochs")
-    tc = training.TrainConfig(mode=config.mode, batch_size=config.batch_size, max_epochs=config.epochs,
-                              patience=1, max_length=config.max_length, seed=config.seed)
-    model, history = training.train(model, s["train"], s["val"], tc, out_dir=folder / "checkpoints", log=log)
-    test = training.evaluate(model, model.params, s["test"], max_length=config.max_length)
+    tc = TrainConfig(mode=config.mode, batch_size=config.batch_size, max_epochs=config.epochs,
+                     patience=1, max_length=config.max_length, seed=config.seed)
+    model, history = train(model, s["train"], s["val"], tc, out_dir=folder / "checkpoints", log=log)
+    test = evaluate(model, model.params, s["test"], max_length=config.max_length)
     model.save(folder / "model")
     metrics = {"config": dataclasses.asdict(config), "n_train": len(s["train"]), "n_val": len(s["val"]),
                "n_test": len(s["test"]), "test_accuracy": round(float(test["accuracy"]), 4),

@@ -46,8 +46,8 @@ import numpy as np
 
 import apex_jax
 from apex_jax import fileio
-from apex_jax.models.presets import VIT_PRESETS
-from apex_jax import data as data_lib
+from apex_jax.data import load_dataset, split_dataset
+from apex_jax.models import VIT_PRESETS
 from . import common, ensembles, stats, vit
 from . import verdicts as V
 from .reporting import ci, estimator_sentence, num
@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
 
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
     timer = common.Timer()
-    pool = data_lib.split_dataset(data_lib.load_dataset(s.data), seed=s.split_seed)["train"]
+    pool = split_dataset(load_dataset(s.data), seed=s.split_seed)["train"]
     model = vit.template(pool, s.size)
     res, probed = _ensemble(s, pool, model, work, log)
     timer.mark("train_ensemble")
@@ -228,7 +228,7 @@ def _ensemble(s: Settings, pool, model, work: Path, log):
                                        seed=s.seed, checkpoint_every=s.checkpoint_every)
         res = ensembles.train_ensemble(model, params, vit.pixels(model, pool.inputs), pool.labels, members, cfg,
                                        run_dir=folder, log=log)
-        test = data_lib.split_dataset(data_lib.load_dataset(s.data), seed=s.split_seed)["test"]
+        test = split_dataset(load_dataset(s.data), seed=s.split_seed)["test"]
         pred = ensembles.predict_stack(model, res.params, vit.pixels(model, test.inputs)).argmax(-1)
         model.save(folder / "member-0", ensembles.unstack(res.params)[0])
         np.savez(folder / "tmp.npz", train_hits=res.train_hits, train_seen=res.train_seen,

@@ -41,7 +41,7 @@ import numpy as np
 
 import apex_jax
 from apex_jax import fileio
-from apex_jax.synapse.plots import short
+from apex_jax.synapse import CONCAT, SilencingResult
 from . import common, minilm, vit, zoo
 from . import synapse_reference as ref
 from .reporting import num
@@ -194,7 +194,7 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
         attacks[model.label_names[t]] = a["results"]
     timer.mark(f"{data}: manipulations")
     _copy_outputs(work, out)
-    log(f"[synapse] {data}: probe acc " + ", ".join(f"{short(r['site'])} {r['test_accuracy']:.3f}"
+    log(f"[synapse] {data}: probe acc " + ", ".join(f"{_short(r['site'])} {r['test_accuracy']:.3f}"
                                                  for r in probe["results"]["probes"]))
     return {"fine_tune": ft, "n_probe_train": len(train), "n_probe_test": len(test), "n_silence": len(silence),
             "label_names": list(model.label_names), "probes": probe["results"]["probes"],
@@ -207,7 +207,18 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
             "sweep_seconds": round(sil["timing"]["sweep_seconds"] + (sil_all["timing"]["sweep_seconds"] if sil_all else 0), 1)}
 
 
-def _silencing_summary(res: apex_jax.synapse.SilencingResult) -> dict:
+def _short(site: str) -> str:
+    """A short site label for the log: blocks.3.hook_resid_post -> L3, hook_embed -> emb."""
+    if site == "hook_embed":
+        return "emb"
+    if site.startswith("blocks.") and site.endswith("hook_resid_post"):
+        return "L" + site.split(".")[1]
+    if site == CONCAT:
+        return "all"
+    return site.replace("head.hook_", "head.")
+
+
+def _silencing_summary(res: SilencingResult) -> dict:
     """The numbers the verdict uses: per (layer, k) the ranked drops against the random control
     (accuracy and weighted F1), top vs bottom, per-class top-k, curves and the asymmetry."""
     cells = []

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from apex_jax import batching, fileio
-from apex_jax.specs import K_LEVELS
-from apex_jax.synapse import (ALL_LAYERS, ALL_LAYERS_POOLER, CONCAT, ProbeConfig, SilenceConfig,
-                              concat_silencing_experiment, extract_cls, plots, rankings, train_probes)
+from apex_jax import K_LEVELS, fileio
+from apex_jax.data import encode
+from apex_jax.synapse import (ALL_LAYERS, ALL_LAYERS_POOLER, CONCAT, ProbeConfig, SilenceConfig, attribution_rankings,
+                              concat_silencing_experiment, extract_cls, global_ranking, plot_silencing_curves, spearman,
+                              split_concat, top_k, train_probes)
 from .reporting import num
 from .verdicts import Verdict, combine
 
@@ -96,28 +97,28 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     sites = layer_sites(model)
     C = model.config.n_classes
-    batch = batching.encode(model, [train, test], max_length)
+    batch = encode(model, [train, test], max_length)
     labels = np.concatenate([train.labels, test.labels])
     feats = extract_cls(model, params, batch, sites)
     tr, te = np.arange(len(train)), np.arange(len(train), len(labels))
     ps = train_probes(feats, labels, tr, te, ProbeConfig.neurox(rs.l1, rs.l2), C)
     W = ps[CONCAT].W
     d = model.config.d_model
-    g = rankings.global_ranking(W)
-    top10 = rankings.split_concat(rankings.top_k(g, 10), sites, d)
+    g = global_ranking(W)
+    top10 = split_concat(top_k(g, 10), sites, d)
     layer_share = [float(top10[s].sum() / max(1, sum(m.sum() for m in top10.values()))) for s in sites]
 
-    ev = batching.encode(model, evaluation, max_length)
+    ev = encode(model, evaluation, max_length)
     y = np.asarray(evaluation.labels)
     ids = np.asarray(evaluation.ids)
     # activation × gradient over every layer's [CLS], concatenated like the probe's features
     rho, rho_layers = math.nan, []
     if rs.n_attribution > 0:  # 0 (the smoke test) skips it
         att_batch = {k: v[: rs.n_attribution] for k, v in ev.items()}
-        per_site = rankings.attribution_rankings(model, params, att_batch, sites)  # one pass for every layer
+        per_site = attribution_rankings(model, params, att_batch, sites)  # one pass for every layer
         attr = np.concatenate([per_site[s].scores for s in sites])
-        rho = rankings.spearman(g, attr)
-        rho_layers = [rankings.spearman(g.scores[i * d:(i + 1) * d], attr[i * d:(i + 1) * d])
+        rho = spearman(g, attr)
+        rho_layers = [spearman(g.scores[i * d:(i + 1) * d], attr[i * d:(i + 1) * d])
                       for i in range(len(sites))]
 
     curve_cfg = SilenceConfig(k_levels=rs.k_levels, n_random=2, bottom=False, per_class=C > 2,
@@ -148,7 +149,7 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
     if asym is not None:
         fileio.write_csv(out / "asymmetry.csv", [{"silenced_class": i, **{f"f1_drop_class_{j}": asym[i, j] for j in range(C)}}
                                              for i in range(C)])
-    plots.plot_silencing_curves(out / "silencing_curves.png", curve, "accuracy")
+    plot_silencing_curves(out / "silencing_curves.png", curve, "accuracy")
     n = len(y)
     support = np.bincount(y, minlength=C)
     return {

@@ -14,9 +14,9 @@ import numpy as np
 import apex_jax
 from apex_jax import Model
 from apex_jax.data import Dataset
-from apex_jax.models.presets import vit_hf_config
+from apex_jax.models import vit_hf_config
 
-SIZES = {"tiny": "vit-tiny", "micro": "vit-micro"}  # size -> apex_jax.models.presets name
+SIZES = {"tiny": "vit-tiny", "micro": "vit-micro"}  # size -> apex_jax.models.VIT_PRESETS name
 
 
 def hf_config(data: Dataset, size: str = "tiny") -> dict:

@@ -35,7 +35,7 @@ import numpy as np
 
 import apex_jax
 from apex_jax import Model
-from apex_jax import data as data_lib
+from apex_jax.data import Dataset, load_dataset, split_dataset
 from . import backdoor, ensembles, vit
 
 KINDS = ("clean", "random", "backdoor")
@@ -82,11 +82,11 @@ class Group:
         return [m.get("target") for m in self.members]
 
 
-def splits(cfg: ZooConfig) -> dict[str, data_lib.Dataset]:
+def splits(cfg: ZooConfig) -> dict[str, Dataset]:
     """{"train": the zoo's training images, "test": the test split, "val": the validation split
     (never trained on, never used for model selection here: held-out inputs disjoint from the
     test split)}."""
-    s = data_lib.split_dataset(data_lib.load_dataset(cfg.data), seed=cfg.split_seed)
+    s = split_dataset(load_dataset(cfg.data), seed=cfg.split_seed)
     train = s["train"]
     return {"train": train.subset(np.arange(min(cfg.n_train, len(train)))), "test": s["test"], "val": s["val"]}
 

@@ -1,0 +1,303 @@
+"""Readers of data set files: ``.csv``, ``.jsonl`` (text) and ``.npz`` (images).
+
+- ``.csv`` (header row) and ``.jsonl`` (one object per line): fields ``text`` and ``label``, and
+  optionally an integer ``id`` (default: 0-based row number). If every label is an integer (in
+  a CSV: a string of digits), labels are used as they are and ``label_names`` are ``"0"`` ...
+  ``str(max label)``; otherwise all labels are taken as strings, their sorted unique values
+  become ``label_names`` and each label is its index there.
+- ``.npz``: arrays ``images`` and ``labels``, optionally ``ids`` and ``label_names``. ``images``
+  is ``[n, H, W]`` (one channel), ``[n, H, W, C]`` (recognised when the last axis has 1, 3 or 4
+  entries and axis 1 has more than 4) or ``[n, C, H, W]`` (every other 4-d shape); ``uint8``
+  values are divided by 255, float values must already be in [0, 1]. ``labels`` are integers, or
+  strings mapped like text labels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apex_jax.data.dataset import Dataset
+from apex_jax.errors import InputError
+
+#: File suffixes accepted by :func:`apex_jax.data.load_dataset`.
+FILE_TYPES: tuple[str, ...] = (".csv", ".jsonl", ".npz")
+
+
+def _encode_labels(
+    raw: list[Any], where: str, at: Any = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Maps raw labels to ``(int labels, label_names)`` following the module docstring's rule.
+
+    ``at(k)`` names record ``k`` in messages (default: ``"<where>: record <k + 1>"``).
+
+    Raises:
+        InputError: Negative integer labels; labels that are numbers but not all integers (e.g.
+            ``"0.5"`` or ``1.5``: a regression target or a typo, not a class name); labels that
+            are neither integers nor strings.
+    """
+    ints: list[int] = []
+    for value in raw:
+        if isinstance(value, bool):  # bool is an int subclass; true/false is not a class id
+            break
+        if isinstance(value, (int, np.integer)):
+            ints.append(int(value))
+        elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            ints.append(int(value))
+        else:
+            break
+    else:
+        if ints and min(ints) < 0:
+            negative = sorted({v for v in ints if v < 0})
+            raise InputError(
+                f"{where}: label values {negative[:10]} are outside the valid range [0, "
+                f"{max(ints) + 1}); integer labels must be class indices >= 0"
+            )
+        n_classes = max(ints) + 1 if ints else 1
+        return np.array(ints, dtype=np.int64), tuple(str(k) for k in range(n_classes))
+    at = at or (lambda k: f"{where}: record {k + 1}")
+    for k, v in enumerate(raw):
+        if isinstance(v, bool) or not isinstance(v, (str, int, np.integer, float, np.floating)):
+            raise InputError(
+                f"{at(k)}: label {v!r} is a {type(v).__name__}; labels must be "
+                "integer class indices (0, 1, ...) or class names (strings)"
+            )
+    # Labels that are all numbers but not all integers would otherwise become string classes
+    # ("0.5", "1.0", ...) without a word: refuse them, naming the first non-integer one.
+    if all(_is_number(v) for v in raw):
+        k, v = next((k, v) for k, v in enumerate(raw) if not _is_int_label(v))
+        raise InputError(
+            f"{at(k)}: label {v!r} is a number but not an integer class index; labels must be "
+            "integer class indices (0, 1, ...; write 1, not 1.0) or class names (strings that "
+            "are not numbers)"
+        )
+    floats = [(k, v) for k, v in enumerate(raw) if isinstance(v, (float, np.floating))]
+    if floats:
+        k, v = floats[0]
+        raise InputError(
+            f"{at(k)}: label {v!r} is a float; labels must be integer class "
+            "indices (0, 1, ...) or class names (strings)"
+        )
+    as_str = [str(v) for v in raw]
+    names = tuple(sorted(set(as_str)))
+    position = {label: k for k, label in enumerate(names)}
+    return np.array([position[v] for v in as_str], dtype=np.int64), names
+
+
+def _is_number(value: Any) -> bool:
+    """True for ints, floats and strings that parse as a finite or infinite float."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_int_label(value: Any) -> bool:
+    """True for an int or a string of digits (what the integer-label rule accepts)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return True
+    return isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value) is not None
+
+
+def _text_dataset(
+    name: str, rows: list[dict[str, Any]], where: str, lines: Sequence[int] | None = None
+) -> Dataset:
+    """Builds a text Dataset from records with ``text``, ``label`` and optional ``id``.
+
+    ``lines`` (the file line of each record) makes messages point at ``file:line``.
+    """
+    if not rows:
+        raise InputError(
+            f"{where}: no examples (the file has no data rows); expected one example per row "
+            "with the fields 'text' and 'label'"
+        )
+    at = (lambda k: f"{where}:{lines[k]}") if lines is not None else (
+        lambda k: f"{where}: record {k + 1}")
+    texts: list[str] = []
+    raw_labels: list[Any] = []
+    raw_ids: list[Any] = []
+    for k, row in enumerate(rows):
+        missing = [f for f in ("text", "label") if row.get(f) in (None, "")]
+        if missing:
+            raise InputError(f"{at(k)}: the record has no {' or '.join(missing)} field")
+        if not isinstance(row["text"], str):
+            raise InputError(f"{at(k)}: text must be a string, got {type(row['text']).__name__}")
+        texts.append(row["text"])
+        raw_labels.append(row["label"])
+        raw_ids.append(row.get("id"))
+    labels, names = _encode_labels(raw_labels, where, at)
+    ids = None
+    if rows and all(i not in (None, "") for i in raw_ids):
+        try:
+            ids = np.array([int(i) for i in raw_ids], dtype=np.int64)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: the id field must hold integers") from None
+    return Dataset(name, "text", texts, labels, names, ids)
+
+
+def read_text(path: Path) -> str:
+    """The whole file as UTF-8 text (a leading byte-order mark is dropped).
+
+    Raises:
+        InputError: The file is not valid UTF-8; the message names the line and column.
+    """
+    raw = path.read_bytes()
+    try:
+        # utf-8-sig: tolerate the byte-order mark spreadsheet programs write.
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 (byte {raw[err.start:err.start + 1]!r} at column {column}: "
+            f"{err.reason}); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _long_csv_fields():
+    """Lets the csv module read fields of any length while the block runs.
+
+    The default limit (131,072 characters) refuses long documents. The limit is a C long, so
+    ``sys.maxsize`` overflows where a long has 32 bits (Windows): halve until it fits. The old
+    limit is restored afterwards because the setting is global to the csv module.
+    """
+    old = csv.field_size_limit()
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            break
+        except OverflowError:
+            limit //= 2
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def load_csv(path: Path) -> Dataset:
+    """A CSV with a header naming at least ``text`` and ``label``."""
+    text = read_text(path)
+    if not text.strip():
+        raise InputError(
+            f"{path}: the file is empty; expected a header row naming the columns 'text' and "
+            "'label', then one example per row"
+        )
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    with _long_csv_fields():
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            fields = reader.fieldnames or []
+            if not {"text", "label"} <= set(fields):
+                raise InputError(
+                    f"{path}: CSV header must name the columns 'text' and 'label', got {fields}"
+                )
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)
+        except csv.Error as err:
+            raise InputError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+    if not rows:
+        raise InputError(
+            f"{path}: only a header ({', '.join(fields)}), no data rows; expected one example "
+            "per row after the header"
+        )
+    return _text_dataset(str(path), rows, str(path), lines)
+
+
+def load_jsonl(path: Path) -> Dataset:
+    """JSON lines: one object per non-blank line with ``text`` and ``label``."""
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    # Split on line ends only: str.splitlines would also split on U+2028 etc. inside a string.
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(
+                f"{path}:{lineno}: invalid JSON at column {err.colno} ({err.msg}); expected one "
+                'object per line, e.g. {"text": "...", "label": 0}'
+            ) from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object, got {record!r:.60}")
+        rows.append(record)
+        lines.append(lineno)
+    if not rows:
+        raise InputError(
+            f"{path}: the file has no records; expected one JSON object per line with the "
+            "fields 'text' and 'label'"
+        )
+    return _text_dataset(str(path), rows, str(path), lines)
+
+
+def _channels_first(images: np.ndarray, where: str) -> np.ndarray:
+    """Brings ``[n,H,W]``, ``[n,H,W,C]`` or ``[n,C,H,W]`` to ``[n,C,H,W]`` (see module doc)."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4:
+        if images.shape[3] in (1, 3, 4) and images.shape[1] > 4:
+            return images.transpose(0, 3, 1, 2)
+        return images
+    raise InputError(
+        f"{where}: images must be [n, H, W], [n, H, W, C] or [n, C, H, W], got {images.shape}"
+    )
+
+
+def load_npz(path: Path) -> Dataset:
+    """An ``.npz`` with ``images`` and ``labels`` (optional ``ids``, ``label_names``)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ("images", "labels") if k not in npz.files]
+            if missing:
+                raise InputError(
+                    f"{path}: missing arrays {missing}; it has {npz.files}. An image .npz needs "
+                    "'images' and 'labels' (optional 'ids', 'label_names')"
+                )
+            images = npz["images"]
+            raw_labels = npz["labels"]
+            ids = npz["ids"] if "ids" in npz.files else None
+            given_names = npz["label_names"] if "label_names" in npz.files else None
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        # Truncated zip, not a zip at all, or object arrays (which need pickle: refused).
+        raise InputError(
+            f"{path}: cannot read it as a NumPy .npz archive ({type(err).__name__}: {err}); "
+            "write it with numpy.savez(path, images=..., labels=...) using plain (non-object) "
+            "arrays"
+        ) from None
+    where = str(path)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    elif not np.issubdtype(images.dtype, np.floating):
+        raise InputError(
+            f"{where}: images must be uint8 (0..255) or floats in [0, 1], got {images.dtype}"
+        )
+    images = _channels_first(images, where)
+    if raw_labels.ndim != 1:
+        raise InputError(f"{where}: labels must be 1-d, got shape {raw_labels.shape}")
+    labels, names = _encode_labels(raw_labels.tolist(), where)
+    if given_names is not None:
+        if not np.issubdtype(raw_labels.dtype, np.integer):
+            raise InputError(f"{where}: label_names given but labels are not integers")
+        names = tuple(str(x) for x in given_names.tolist())
+    return Dataset(where, "image", images, labels, names, ids)
