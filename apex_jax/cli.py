@@ -101,7 +101,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         if not action.option_strings or action.required or action.default is argparse.SUPPRESS or "(default" in text:
             return text
         if action.nargs == 0:  # a flag
-            return text if isinstance(action, (argparse._HelpAction, argparse._VersionAction)) else text + " (default: off)"
+            return text if isinstance(action, (argparse._HelpAction, argparse._VersionAction)) else \
+                text + (" (default: on)" if action.default else " (default: off)")
         return text + (" (default: none)" if action.default is None else " (default: %(default)s)")
 
 

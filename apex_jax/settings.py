@@ -30,6 +30,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
+from apex_jax.engine.plan import PAD_MULTIPLE
 from apex_jax.errors import InputError
 from apex_jax.specs import check_k, check_sigmas, parse_k, parse_sigmas
 
@@ -165,6 +166,11 @@ def _prompt() -> Any:
                         "(default '{text}')", metavar="TEMPLATE")
 
 
+def _pad_multiple() -> Any:
+    return option(PAD_MULTIPLE, "inputs run at their own length rounded up to a multiple of this many tokens "
+                                "(larger: fewer compiled shapes, more padding)", minimum=1, metavar="TOKENS")
+
+
 def _model_parallel() -> Any:
     return option(1, "split the model's big matrices over N devices (tensor parallel, for models bigger than one "
                      "device); the sweep is spread over device count / N replicas", minimum=1, metavar="N")
@@ -215,6 +221,7 @@ class ApexSettings(Settings):
     seed: int = option(0, "seed of the noise (every draw is determined by seed, input id, σ and draw index)")
     chunk_size: int | None = option(None, "sweep units per compiled call (default: chosen from a memory budget; "
                                           "results do not depend on it)", minimum=1, record=False)
+    pad_multiple: int = _pad_multiple()
     max_length: int = _max_length()
     dtype: str = _dtype()
     model_parallel: int = _model_parallel()
@@ -278,12 +285,14 @@ class SilenceSettings(Settings):
     asymmetry_k: float = option(10.0, "the k (%) of the class-asymmetry matrix (the middle level when not among "
                                       "the k levels)", above=0.0, maximum=100.0)
     joint: bool = option(False, "silence all the layers at once (each with its own ranking)")
+    per_class: bool = option(True, "also silence each class's own top-k% and report the class-asymmetry matrix")
     controls: str = option("attribution", "positive controls: attribution (top-k% by activation × gradient), "
                                           "mean (masks also mean-ablated, ~2x the sweep; mode zero), both as "
                                           "attribution,mean, or none", metavar="LIST")
     seed: int = option(0, "seed of the random masks and of the noise")
     split_seed: int = _split_seed()
     max_length: int = _max_length()
+    pad_multiple: int = _pad_multiple()
     dtype: str = _dtype()
     model_parallel: int = _model_parallel()
     labels: str | None = _labels()
@@ -360,8 +369,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
     when the settings object is made)."""
     for f in dataclasses.fields(cls):
         m, flag = f.metadata, _flag(f.name)
-        if f.type == "bool":
-            parser.add_argument(flag, action="store_true", default=f.default, help=m["help"].replace("%", "%%"))
+        if f.type == "bool":  # on by default: --name / --no-name
+            action = argparse.BooleanOptionalAction if f.default else "store_true"
+            parser.add_argument(flag, action=action, default=f.default, help=m["help"].replace("%", "%%"))
             continue
         kw = {"type": _arg_type(f.type), "default": f.default, "help": m["help"].replace("%", "%%")}
         if m["choices"] is not None:

@@ -117,7 +117,7 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
     batch = batching.encode(loaded, ds, s.max_length)
     result = run_apex(loaded, loaded.params, batch, ds.ids, s.sigmas, sites=sites, draws=s.draws, seed=s.seed,
                       relative=not s.absolute, threshold=s.threshold, run_dir=out, units_per_call=s.chunk_size,
-                      progress=progress, mesh=mesh, desc="APEX sweep")
+                      pad_multiple=s.pad_multiple, progress=progress, mesh=mesh, desc="APEX sweep")
     names = loaded.label_names or ds.label_names
     header, rows = samples_table(result, ds.ids, ds.labels)
     run.write_rows("samples.csv", header, rows)

@@ -199,8 +199,9 @@ def silence_run(model: Model | str, data: Dataset | str, probe: str | Path, out:
         loaded = loaded.replace(shard_params(loaded.params, mesh))
     load_probes(probe)  # a missing or corrupt probe run is refused before `out` is touched
     config = SilenceConfig(k_levels=s.k, n_random=s.random, positions=s.positions, mode=s.mode, sigma=s.sigma,
-                           draws=s.draws, seed=s.seed, joint=s.joint, attribution="attribution" in s.control_set,
-                           mean_ablation="mean" in s.control_set, asymmetry_k=s.asymmetry_level)
+                           draws=s.draws, seed=s.seed, joint=s.joint, per_class=s.per_class,
+                           attribution="attribution" in s.control_set, mean_ablation="mean" in s.control_set,
+                           asymmetry_k=s.asymmetry_level)
     config.check(loaded.config.n_classes)
     sites = parse_sites(loaded, s.layers) if s.layers else None
     run = _open(s.command, out, {**inputs.identity(model, loaded, data, ds), **s.record(), "n": len(ds),
@@ -208,7 +209,7 @@ def silence_run(model: Model | str, data: Dataset | str, probe: str | Path, out:
                                  "probe": str(probe), "probe_run_sha256": probe_run_identity(probe)},
                 overwrite, log)
     model, data, label_space = loaded, ds, dataclasses.asdict(space)
-    sweep_kw = {"progress": progress, "run_dir": out, "mesh": mesh}
+    sweep_kw = {"progress": progress, "run_dir": out, "mesh": mesh, "pad_multiple": s.pad_multiple}
     t0 = time.perf_counter()
     layer_probes, _ = load_probes(probe)
     sites = list(sites or layer_probes.sites)

@@ -170,27 +170,24 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
     model = apex_jax.load(str(folder))
     train, test, silence = _subsets(s, cfg)
     probe_dir = work / "probe"
-    probe = apex_jax.probe_run(model, train, test, probe_dir, sites=apex_jax.parse_sites(model, s.probe_layers),
-                                   config=apex_jax.ProbeConfig(steps=s.probe_steps), max_length=s.max_length)
+    probe = apex_jax.probe_run(model, (train, test), probe_dir, layers=s.probe_layers, steps=s.probe_steps,
+                               max_length=s.max_length, progress=progress, log=None)
     timer.mark(f"{data}: probes")
-    sc = apex_jax.SilenceConfig(k_levels=s.k_levels, n_random=s.n_random, positions=s.positions,
-                                   asymmetry_k=s.asymmetry_k, seed=s.seed)
-    sil = apex_jax.silence_run(model, silence, probe_dir, work / "silence",
-                                   sites=apex_jax.parse_sites(model, s.silence_layers), config=sc, max_length=s.max_length,
-                                   progress=progress, **common.engine_kw(s.pad_multiple))
+    sc = apex_jax.SilenceSettings(k=s.k_levels, random=s.n_random, positions=s.positions, asymmetry_k=s.asymmetry_k,
+                                  seed=s.seed, layers=s.silence_layers, controls="none", max_length=s.max_length,
+                                  **common.engine_kw(s.pad_multiple))
+    sil = apex_jax.silence_run(model, silence, probe_dir, work / "silence", sc, progress=progress, log=None)
     timer.mark(f"{data}: silencing")
     sil_all = None
     if s.all_positions_k:
-        sa = dataclasses.replace(sc, positions="all", k_levels=s.all_positions_k, per_class=False)
-        sil_all = apex_jax.silence_run(model, silence, probe_dir, work / "silence-all-positions",
-                                           sites=apex_jax.parse_sites(model, s.silence_layers), config=sa,
-                                           max_length=s.max_length, progress=progress, **common.engine_kw(s.pad_multiple))
+        sa = sc.replace(positions="all", k=s.all_positions_k, per_class=False)
+        sil_all = apex_jax.silence_run(model, silence, probe_dir, work / "silence-all-positions", sa,
+                                       progress=progress, log=None)
         timer.mark(f"{data}: silencing at all positions")
     attacks = {}
     for t in range(model.config.n_classes):
-        a = apex_jax.attack_run(model, test, probe_dir, work / f"attack-{t}",
-                                    config=apex_jax.AttackConfig(target=t, k_percent=s.attack_k),
-                                    max_length=s.max_length)
+        a = apex_jax.attack_run(model, test, probe_dir, work / f"attack-{t}", target=t, k=s.attack_k,
+                                max_length=s.max_length, log=None)
         attacks[model.label_names[t]] = a["results"]
     timer.mark(f"{data}: manipulations")
     _copy_outputs(work, out)
