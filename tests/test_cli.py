@@ -6,7 +6,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 
 from apex_jax import cli
 from apex_jax.models.loading import resolve

@@ -42,7 +42,7 @@ import numpy as np
 import apex_jax
 from apex_jax import fileio
 from apex_jax.synapse import CONCAT, SilencingResult
-from . import common, minilm, vit, zoo
+from . import common, minilm, zoo
 from . import synapse_reference as ref
 from .reporting import num
 from .verdicts import Verdict
