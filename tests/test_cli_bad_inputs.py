@@ -1,4 +1,4 @@
-"""Bad inputs at the command line and run-folder level (issue 11): one table per command.
+"""Bad inputs at the command line and run-folder level: one table per command.
 
 Every case runs `cli.main([...])` in-process on a tiny BERT and tiny CSVs and asserts the exit
 status (2 for a bad input, 130 for Ctrl-C), fragments of a message that names the problem and

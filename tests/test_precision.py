@@ -1,4 +1,4 @@
-"""Precision as a setting (DESIGN principle 8, issue 15 §2): float32 by default and untouched;
+"""Precision as a setting (DESIGN.md, principle 8): float32 by default and untouched;
 bfloat16 parameters and activations with float32 softmax, norm statistics and logits; the bound
 bf16 holds against f32 on MiniLM."""
 
@@ -66,7 +66,7 @@ def test_bfloat16_save_writes_float32_that_reloads(tmp_path):
 def test_bfloat16_bound_on_minilm():
     """MiniLM, a classifier with real margins (the fresh head scaled x25: logits of order 1), 32
     vader-movies test sentences (the helper sentences if the data set is not cached). Measured
-    (issue 15 note): agreement 1.0, max |Δ logit| ≈ 1-2 % of max |logit|. Bound: max |Δ logit| <=
+    (benchmarks/RESULTS.md): agreement 1.0, max |Δ logit| ≈ 1-2 % of max |logit|. Bound: max |Δ logit| <=
     5 % of max |logit|, [CLS] vector relative error <= 5 %, and every prediction agrees whose
     f32 margin exceeds 2 max |Δ logit| (so only near-ties may flip), at most 1 in 16 flips."""
     folder = minilm_folder()

@@ -1,4 +1,4 @@
-"""The block stack as scans over stacked layers (DESIGN principle 7, issue 15 §1).
+"""The block stack as scans over stacked layers (DESIGN.md, principle 7).
 
 Scanned and unrolled stacks run the same operations per layer; XLA:CPU fuses the unrolled
 program across layer boundaries, so the two agree to float32 rounding (not bit for bit), and a
