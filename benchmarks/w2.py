@@ -141,7 +141,7 @@ def memory_child(a) -> int:
     from apex_jax import data
     from apex_jax.engine import plan as sw
     from apex_jax.synapse import rankings
-    from apex_jax.synapse import silence as synapse
+    from apex_jax.synapse import silencing as synapse
 
     rec = SweepRecorder()
     model = apex_jax.load(a.model)
@@ -215,7 +215,7 @@ def main() -> int:
     from apex_jax.engine import plan as sw
     from apex_jax import synapse as probes_lib
     from apex_jax.synapse import rankings
-    from apex_jax.synapse import silence as synapse
+    from apex_jax.synapse import silencing as synapse
     from run import CompileEvents
 
     events = CompileEvents()

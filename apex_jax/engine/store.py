@@ -27,8 +27,10 @@ import numpy as np
 
 from apex_jax.checkpoints import Checkpoints
 
-# Bump when a kernel change alters counts for the same settings (old checkpoints then miss).
-# 3: the state holds margin and KL sums beside the counts.
+# An integer, bumped (1, 2, 3, ...) whenever a kernel's numerics change, i.e. a kernel change
+# alters counts or scores for the same settings (old checkpoints then miss).
+# 3: the state holds margin and KL sums beside the counts (and the length buckets default to
+# `plan.PAD_MULTIPLE` = 8 tokens; 16 before).
 KERNEL_VERSION = 3
 CHECKPOINTS = "sweep-checkpoints"
 SETTINGS_FILE = "settings.json"
