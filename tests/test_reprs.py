@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from apex_jax import apex, synapse
 from apex_jax.engine import SweepResult, plan_sweep
