@@ -23,7 +23,8 @@ import pytest
 
 import apex_jax
 from apex_jax import cli
-from apex_jax.classifier_token import right_padded, single_position, token_index
+from apex_jax.engine.positions import (CLASSIFIER_TOKEN, classifier_index, per_example_sites, resolve, right_padded,
+                                       single_position, token_index)
 from apex_jax.interventions import Scale
 from apex_jax.synapse import attacks, rankings, silencing
 from apex_jax.synapse.features import extract_cls
@@ -133,20 +134,44 @@ def test_silencing_at_the_classifier_token_is_per_example_scale0(folders, family
         np.testing.assert_array_equal(res.clean, clean)
 
 
+def test_engine_resolves_the_classifier_token_per_site(folders):
+    """per_example_sites: a decoder's sites at full length (not the head_only last block's
+    one-position sites, nor head sites); encoders none. resolve: [batch, 1] there, [0] at other
+    position sites, None at head sites; other interventions pass unchanged."""
+    model = apex_jax.load(folders("llama", "seq"))
+    cfg = model.config
+    assert per_example_sites(cfg, ("blocks.0.hook_resid_post", "blocks.1.hook_resid_mid", "head.hook_cls")) == (
+        "blocks.0.hook_resid_post",)
+    # the last block's output alone: the prefix runs every block at full length
+    assert per_example_sites(cfg, ("blocks.1.hook_resid_post",)) == ("blocks.1.hook_resid_post",)
+    index = jnp.array([3, 1], jnp.int32)
+    plain = Scale(jnp.ones(()))
+    pert = {s: Scale(jnp.zeros(()), positions=CLASSIFIER_TOKEN) for s in ("hook_embed", "blocks.1.hook_resid_mid",
+                                                                           "head.hook_cls")}
+    out = resolve({**pert, "blocks.0.hook_resid_post": plain}, index, ("hook_embed",))
+    np.testing.assert_array_equal(out["hook_embed"].positions, [[3], [1]])
+    np.testing.assert_array_equal(out["blocks.1.hook_resid_mid"].positions, [0])
+    assert out["head.hook_cls"].positions is None and out["blocks.0.hook_resid_post"] is plain
+    with pytest.raises(TypeError, match="resolved by the sweep engine"):
+        np.asarray(CLASSIFIER_TOKEN)
+
+
 def test_silencing_score_logits_match_explicit(folders):
-    """Stronger than argmax: the perturbation the engine builds, applied with head_only to the
-    right-padded batch, gives the logits of the explicit per-example Scale(0)."""
+    """Stronger than argmax: the perturbation as the engine resolves it (the classifier token of
+    each input), applied with head_only to the right-padded batch, gives the logits of the
+    explicit per-example Scale(0)."""
     model = apex_jax.load(folders("llama", "seq"))
     batch = model.encode(TEXTS)
     cls = model.classifier_positions(batch)
     d = model.config.d_model
     mask = (np.random.default_rng(1).random(d) < 0.5).astype(np.float32)
     for site in ("blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"):
-        single = (single_position(model.config, site, True),)
-        pert = silencing.MaskPerturbation((site,), "cls", "zero", per_input=True, single=single)
-        n = len(cls)
-        point = {"mask": {site: np.broadcast_to(mask, (n, d))}, "pos": np.asarray(cls)}
-        got = model.apply(model.params, batch, pert(point, None), head_only=True).logits
+        pert = silencing.MaskPerturbation((site,), "cls", "zero")
+        raw = pert({"mask": {site: mask}}, None)
+        assert raw[site].positions is CLASSIFIER_TOKEN
+        index = jnp.asarray(classifier_index(model.config, batch, len(cls)))
+        resolved = resolve(raw, index, per_example_sites(model.config, (site,)))
+        got = model.apply(model.params, batch, resolved, head_only=True).logits
         iv = Scale(jnp.zeros(()), positions=cls[:, None], neurons=jnp.asarray(mask))
         want = model.apply(model.params, batch, {site: iv}).logits
         assert np.abs(np.asarray(got) - np.asarray(want)).max() < TOL

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from apex_jax import sites as site_lib
-from apex_jax.classifier_token import right_padded
+from apex_jax import tables
+from apex_jax.engine import SweepResult, run_sweep, sweep_inputs
+from apex_jax.engine.reprs import compact_repr, span
 from apex_jax.errors import InputError
-from apex_jax.engine import SweepResult, run_sweep
 from apex_jax.interventions import Noise
 from apex_jax.models.model import Model
 from apex_jax.specs import check_sigmas
@@ -65,6 +66,12 @@ class ApexResult:
     threshold: float
     site_rms: dict[str, float] | None
     ids: np.ndarray | None = None  # [n] the inputs' ids (None: 0..n-1)
+
+    def __repr__(self) -> str:
+        esc = self.escape_sigma()
+        return compact_repr("ApexResult", inputs=len(self.clean), sigmas=span(self.sigmas), sites=len(self.sites),
+                            draws=self.sweep.draws, share_kept=float(self.consistency.mean()),
+                            escaped=int(np.isfinite(esc).sum()), median_escape_sigma=float(np.median(esc)))
 
     @property
     def clean(self) -> np.ndarray:
@@ -149,8 +156,6 @@ class ApexResult:
             InputError: another level. ImportError: pandas is not installed
                 (`pip install "apex-jax[pandas]"`).
         """
-        from apex_jax import tables  # pandas is optional: imported on use
-
         tables.check_level(level, ("input", "grid"), "ApexResult")
         if level == "grid":
             return tables.frame(*sigmas_table(self))
@@ -221,17 +226,11 @@ def run_apex(
     sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}.")
-    batch = _engine_batch(model, batch)
+    batch = sweep_inputs(model, batch)  # the noise scales are calibrated on what the sweep runs
     perturb, scale, rms, tag = _noise(model, params, batch, sites, relative)
     sweep = run_sweep(model, params, batch, ids, perturb, _noise_grid(sigmas, scale), sites=sites, draws=draws,
                       seed=seed, tag=tag, common_noise=True, **sweep_kw)
     return ApexResult(sigmas, sites, sweep, threshold, rms, np.asarray(ids))
-
-
-def _engine_batch(model: Model, batch: dict) -> dict:
-    """A decoder's batch padded on the right (the engine crops each input to its length bucket
-    from the right; values at real tokens do not depend on the padding side). Encoders: as is."""
-    return right_padded(batch) if getattr(model.config, "is_decoder", False) else batch
 
 
 def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool):
@@ -279,6 +278,13 @@ class AdaptiveEscape:
     rounds: int
     perturbed_forwards: int
     seconds: float
+
+    def __repr__(self) -> str:
+        esc = np.asarray(self.escape_sigma)
+        return compact_repr("AdaptiveEscape", inputs=len(esc), escaped=int(np.isfinite(esc).sum()),
+                            median_escape_sigma=float(np.median(esc)) if esc.size else None,
+                            resolution=self.resolution, rounds=self.rounds,
+                            perturbed_forwards=self.perturbed_forwards, seconds=self.seconds)
 
 
 def adaptive_escape(
@@ -332,7 +338,7 @@ def adaptive_escape(
     if coarse < 2:
         raise ValueError(f"coarse must be >= 2 (the ends lo and hi); got {coarse}.")
     sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
-    batch = _engine_batch(model, batch)
+    batch = sweep_inputs(model, batch)  # the noise scales are calibrated on what the sweep runs
     perturb, scale, _, tag = _noise(model, params, batch, sites, relative)
     n = len(ids)
     stage = stage_draws or draws

@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache under the apex-jax cache folder (DESIGN principle 7)."""
+"""JAX's persistent compilation cache under the apex-jax cache folder."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import jax
 
+from apex_jax.assets import cache_dir
+
 
 def default_cache_dir() -> Path:
     """`$APEX_JAX_CACHE/jax-compile-cache` (the asset cache folder, default ~/.cache/apex-jax)."""
-    from apex_jax.assets import cache_dir
-
     return cache_dir() / "jax-compile-cache"
 
 

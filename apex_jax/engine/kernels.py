@@ -6,7 +6,8 @@ float32 within a unit (a fixed-shape reduction, so the same bits whatever the ch
 
 Static (hashable structure, part of the compile key): the architecture `ArchConfig`, the site
 tuple, the `perturb` function (hashed by identity: pass the same function object to reuse a
-compilation), draws_per_step, n_classes, common_noise and the mesh. Arrays (never recompile):
+compilation), draws_per_step, n_classes, common_noise, the mesh and the sites whose classifier
+token is per input (`positions.per_example_sites`). Arrays (never recompile):
 params, the cached prefix, input ids, the root key of the seed, the draw offset, K, the grid
 points and the unit indices. So a new seed, K, σ grid of the same length or inputs of the same
 length bucket run the compiled kernel again, and a second checkpoint of one architecture shares it.
@@ -24,7 +25,12 @@ from jax.sharding import PartitionSpec as P
 
 from apex_jax.engine.keys import draw_keys
 from apex_jax.engine.mesh import UNIT_AXIS  # the mesh axis units are sharded over
+<<<<<<< HEAD
 from apex_jax.models.encoder import ArchConfig
+=======
+from apex_jax.engine.positions import resolve
+from apex_jax.models.config import ArchConfig
+>>>>>>> s21-engine
 from apex_jax.models.model import Prefix, skeleton
 
 Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations
@@ -55,11 +61,12 @@ def prefix_and_clean(config: ArchConfig, params: Any, batch: dict, *, sites: tup
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "config", "perturb", "draws_per_step", "n_classes", "common_noise", "mesh"))
+    "config", "perturb", "draws_per_step", "n_classes", "common_noise", "mesh", "token_sites"))
 def run_chunk(
     params: Any,
     prefix: Prefix,
     block_ids: jax.Array,
+    token_index: jax.Array,
     reference: jax.Array,
     clean_logits: jax.Array,
     root_key: jax.Array,
@@ -75,6 +82,7 @@ def run_chunk(
     n_classes: int,
     common_noise: bool,
     mesh: jax.sharding.Mesh,
+    token_sites: tuple[str, ...] = (),
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Class counts and continuous scores of one chunk of units of one input block.
 
@@ -82,6 +90,9 @@ def run_chunk(
         params: the model's parameters.
         prefix: the block's cached prefix ([inputs, pos, d_model]).
         block_ids: input ids [inputs] (key the noise; filler rows hold any id).
+        token_index: each input's classifier-token index [inputs] int32 (`positions.classifier_index`):
+            interventions at `positions=CLASSIFIER_TOKEN` are resolved to it at `token_sites`
+            (`positions.per_example_sites`) and to index 0 elsewhere (`positions.resolve`).
         reference: the class each input's margin is taken for [inputs] int32 (its label or
             its clean prediction; see `scores`).
         clean_logits: clean logits [inputs, n_classes] float32 (the KL's reference).
@@ -101,10 +112,12 @@ def run_chunk(
     model = skeleton(config)
     D, C = draws_per_step, n_classes
 
-    def one_point(params, prefix, block_ids, reference, clean_logits, root, offset, draws, grid_point, g, d):
+    def one_point(params, prefix, block_ids, token_index, reference, clean_logits, root, offset, draws,
+                  grid_point, g, d):
         draw_index = d * D + jnp.arange(D)
         keys = draw_keys(root, block_ids, 0 if common_noise else jnp.maximum(g, 0), offset + draw_index)
-        logits = jax.vmap(lambda k: model.apply(params, prefix, perturb(grid_point, k), head_only=True).logits)(keys)
+        perturbed = lambda k: resolve(perturb(grid_point, k), token_index, token_sites)
+        logits = jax.vmap(lambda k: model.apply(params, prefix, perturbed(k), head_only=True).logits)(keys)
         hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
         valid = (draw_index < draws) & (g >= 0)
         margin, kl = scores(logits, reference, clean_logits)  # [D, inputs] each
@@ -116,24 +129,24 @@ def run_chunk(
         run = lambda: jax.vmap(lambda p, gi: one_point(*shared, p, gi, d))(grid_points, g)
         # filler units (a chunk's tail) skip the forward entirely: lax.map runs units one by
         # one, so this is a real branch, not a select
-        n_inputs = shared[2].shape[0]
+        n_inputs = shared[2].shape[0]  # block_ids
         varying = lambda x: jax.lax.pcast(x, (UNIT_AXIS,), to="varying")
         skip = lambda: (varying(jnp.zeros((g.shape[0], n_inputs, C), jnp.int32)),
                         varying(jnp.zeros((g.shape[0], n_inputs), jnp.float32)),
                         varying(jnp.zeros((g.shape[0], n_inputs), jnp.float32)))
         return jax.lax.cond(jnp.any(g >= 0), run, skip)
 
-    def local_chunk(params, prefix, block_ids, reference, clean_logits, root_data, offset, draws,
+    def local_chunk(params, prefix, block_ids, token_index, reference, clean_logits, root_data, offset, draws,
                     grid_points, g_idx, d_idx):
-        shared = (params, prefix, block_ids, reference, clean_logits, jax.random.wrap_key_data(root_data),
-                  offset, draws)
+        shared = (params, prefix, block_ids, token_index, reference, clean_logits,
+                  jax.random.wrap_key_data(root_data), offset, draws)
         return jax.lax.map(lambda a: unit(shared, *a), (grid_points, g_idx, d_idx))
 
     # only the unit axis is manual: on a ("units", "model") mesh the parameters stay split over
     # "model" and XLA partitions the model's matmuls over it (engine/mesh.py)
     sharded = jax.shard_map(local_chunk, mesh=mesh, out_specs=P(UNIT_AXIS),
-                            in_specs=(P(),) * 8 + (P(UNIT_AXIS),) * 3, axis_names={UNIT_AXIS})
-    return sharded(params, prefix, block_ids, reference, clean_logits, root_key, offset, draws,
+                            in_specs=(P(),) * 9 + (P(UNIT_AXIS),) * 3, axis_names={UNIT_AXIS})
+    return sharded(params, prefix, block_ids, token_index, reference, clean_logits, root_key, offset, draws,
                    grid_points, g_idx, d_idx)
 
 

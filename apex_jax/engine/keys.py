@@ -1,4 +1,4 @@
-"""Deterministic noise keys (DESIGN.md principle 3).
+"""Deterministic noise keys.
 
 The key of draw d for input id i at grid point g is
     fold_in(fold_in(fold_in(key(seed), i), g), d)

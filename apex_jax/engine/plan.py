@@ -8,8 +8,8 @@ of fixed shape — `grid_per_step` grid points × `draws_per_step` draws × `inp
 the block's padded length — so XLA's numerics never depend on how units are grouped (chunking,
 devices, resumption). Inputs are bucketed by their own length (rounded up to a multiple of
 `pad_multiple`, default `PAD_MULTIPLE` = 8), so an input's kernel shape does not depend on the
-other inputs of the sweep. `pad_multiple=16` reproduces the rule (and so the counts) of engines
-before 2026-11-30; `pad_multiple=1` runs every input at its exact length (one compile per
+other inputs of the sweep. `pad_multiple=16` reproduces the rule (and so the counts) of kernel
+versions 1 and 2 (`store.KERNEL_VERSION`); `pad_multiple=1` runs every input at its exact length (one compile per
 distinct length). Benchmarks read this
 plan instead of re-deriving the schedule.
 """
@@ -25,7 +25,12 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.engine.mesh import model_parallel_of, sweep_devices_of
+<<<<<<< HEAD
 from apex_jax.models.encoder import ArchConfig
+=======
+from apex_jax.engine.reprs import compact_repr, span
+from apex_jax.models.config import ArchConfig
+>>>>>>> s21-engine
 
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of live activations per device step (CPU / no memory stats)
 DEVICE_MEMORY_FRACTION = 0.5  # share of a device's free memory a sweep step may use
@@ -76,6 +81,14 @@ class SweepPlan:
     pad_multiple: int = PAD_MULTIPLE  # length bucket rounding
     memory_budget: float = DEFAULT_MEMORY_BUDGET  # bytes the micro-batch was sized for
     model_parallel: int = 1  # devices each model replica is split over (the mesh's "model" axis)
+
+    def __repr__(self) -> str:
+        return compact_repr(
+            "SweepPlan", inputs=self.n_inputs, grid=self.grid_size, draws=self.draws,
+            blocks=span(sorted(b.length for b in self.blocks)),
+            micro_batch=(self.grid_per_step, self.draws_per_step, self.inputs_per_step), units=self.units,
+            units_per_call=self.units_per_call, devices=self.devices, start_block=self.start_block,
+            head_only=self.head_only, padding=self.padded_tokens / max(self.real_tokens, 1), flops=self.flops)
 
     @property
     def units_per_block(self) -> int:
@@ -243,8 +256,8 @@ def plan_sweep(
         mesh: the mesh units are sharded over (its "units" axis; default: all devices) and,
             with a "model" axis, the parameters are split over (engine/mesh.py): the
             micro-batch is then sized for each device's share of the activations.
-        pad_multiple: length bucket rounding (default `PAD_MULTIPLE`; 16 = the rule before
-            2026-11-30, 1 = exact lengths).
+        pad_multiple: length bucket rounding (default `PAD_MULTIPLE`; 16 = the rule of kernel
+            versions 1 and 2, 1 = exact lengths).
 
     Raises:
         ValueError: a setting below 1.

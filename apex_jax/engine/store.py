@@ -24,11 +24,14 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from apex_jax.checkpoints import Checkpoints
 
-# Bump when a kernel change alters counts for the same settings (old checkpoints then miss).
-# 3: the state holds margin and KL sums beside the counts.
+# An integer, bumped (1, 2, 3, ...) whenever a kernel's numerics change, i.e. a kernel change
+# alters counts or scores for the same settings (old checkpoints then miss).
+# 3: the state holds margin and KL sums beside the counts (and the length buckets default to
+# `plan.PAD_MULTIPLE` = 8 tokens; 16 before).
 KERNEL_VERSION = 3
 CHECKPOINTS = "sweep-checkpoints"
 SETTINGS_FILE = "settings.json"
@@ -204,8 +207,6 @@ def same_on_every_process(value: str, what: str, fix: str) -> None:
     56-bit hash of it is all-gathered). `fix` says what to make equal. Single process: no-op."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils
-
     # int32 words: without jax_enable_x64 the gather would truncate an int64
     h = hashlib.sha256(value.encode()).hexdigest()
     digest = np.array([int(h[i:i + 7], 16) for i in (0, 7)], np.int32)  # 56 bits
@@ -224,8 +225,6 @@ def agree_on_step(store: Store) -> tuple[int, int]:
     latest = store.checkpoints.latest_step() or 0
     if jax.process_count() == 1:
         return latest, latest
-    from jax.experimental import multihost_utils
-
     # every process must describe the same sweep, or each would save its own folder
     same_on_every_process(store.fingerprint, f"checkpoint fingerprint (this process's description: "
                           f"{store.folder / SETTINGS_FILE})", "model, inputs and settings")

@@ -14,6 +14,10 @@ kernel shape, XLA's numerics cannot depend on how units are grouped:
   `jax.shard_map`; with `model_parallel=N` the mesh also has a "model" axis of N devices that
   the parameters are split over (engine/mesh.py), left to XLA's partitioner (its counts equal
   one device's except at near-ties: split reductions change float summation order);
+* a decoder's text is right-padded first (`positions.sweep_inputs`), so cropping keeps its
+  real tokens, and an intervention at `positions=CLASSIFIER_TOKEN` is resolved per input block
+  to each input's classifier token (`positions.resolve`): methods hand the engine examples and
+  a perturbation, nothing architecture-specific;
 * inputs are bucketed by their own length (rounded up to `pad_multiple` tokens, default 8), so an input's kernel shape
   does not depend on which other inputs are in the sweep or in what order;
 * counts are integers summed on the host, so their order does not matter either;
@@ -56,6 +60,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from apex_jax import sites as site_lib
@@ -65,6 +70,8 @@ from apex_jax.engine.keys import root_key_data
 from apex_jax.engine.memory_maps import release_if_near_limit
 from apex_jax.engine.mesh import check_mesh, model_parallel_of, shard_params, sweep_mesh
 from apex_jax.engine.plan import PAD_MULTIPLE, Block, SweepPlan, plan_sweep
+from apex_jax.engine.positions import classifier_index, per_example_sites, sweep_inputs
+from apex_jax.engine.reprs import compact_repr
 from apex_jax.engine.store import (Store, agree_on_step, arrays_digest, describe, numerics,
                                    same_on_every_process)
 from apex_jax.errors import InputError
@@ -103,6 +110,13 @@ class SweepResult:
     clean_logits: np.ndarray | None = None  # [n_inputs, n_classes] float32
     reference: np.ndarray | None = None  # [n_inputs] int64: the margin's class per input
     margin_reference: str = "clean"  # "label" (the sweep got labels) or "clean" (clean prediction)
+
+    def __repr__(self) -> str:
+        n, G, C = self.counts.shape
+        return compact_repr("SweepResult", inputs=n, grid=G, classes=C, draws=self.draws,
+                            share_kept=float(self.kept.mean()) if self.counts.size else None,
+                            margin_reference=self.margin_reference, perturbed_forwards=self.perturbed_forwards,
+                            seconds=self.seconds)
 
     @property
     def kept(self) -> np.ndarray:
@@ -167,12 +181,15 @@ def run_sweep(
 
     Args:
         model, params: a classifier.
-        inputs: encoded inputs (`model.encode`), n examples; text may be padded to any length.
+        inputs: encoded inputs (`model.encode`), n examples; text may be padded to any length,
+            on either side (a decoder's batch is right-padded here).
         ids: a stable integer id per input (keys its noise).
         perturb: `(grid point, keys) -> {site: intervention}`; the grid point is `grid` indexed at
             one grid index, `keys` are typed PRNG keys [inputs_per_step] (one per input). It is
             a static argument of the compiled kernel: pass the same function object (not a new
-            lambda per call) to reuse a compilation.
+            lambda per call) to reuse a compilation. An intervention with
+            `positions=CLASSIFIER_TOKEN` (engine/positions.py) acts at each input's classifier
+            token ([CLS] for encoders, the last real token for decoders), resolved by the engine.
         grid: pytree of arrays with a leading grid axis G (e.g. σ values [G]).
         sites: the sites `perturb` touches (decides the cached prefix).
         draws: K, draws per (input, grid point).
@@ -191,7 +208,7 @@ def run_sweep(
             bigger than one device; default 1, or the mesh's "model" axis). Counts then equal
             the one-device ones except where a draw's top two logits are within rounding.
         pad_multiple: inputs run at their length rounded up to a multiple of this (default 8;
-            16 reproduces the counts of engines before 2026-11-30; 1 = exact lengths).
+            16 reproduces the counts of kernel versions 1 and 2; 1 = exact lengths).
         run_dir: folder for resumable checkpoints (orbax; see engine/store.py).
         progress: perturbed forwards done, with rate and ETA (`apex_jax.progress`: None = a bar
             on a terminal only, True = bar or log lines, False = silent, or a callable).
@@ -210,6 +227,7 @@ def run_sweep(
     Returns:
         SweepResult with counts [n, G, n_classes], margin and KL sums [n, G] and the plan.
     """
+    inputs = sweep_inputs(model, inputs)  # a decoder's text right-padded: crops keep real tokens
     ids, G = _validate(model, inputs, ids, grid, draws, per_input_grid)
     labels = _check_labels(labels, len(ids), model.config.n_classes)
     release_if_near_limit()  # a compile past the process's memory-map limit would crash it
@@ -242,7 +260,8 @@ def run_sweep(
     traces_before = kern.TRACES["chunk"]
     kernel = functools.partial(  # the compiled chunk kernel with this sweep's static structure
         kern.run_chunk, config=model.config, perturb=perturb, draws_per_step=plan.draws_per_step,
-        n_classes=model.config.n_classes, common_noise=common_noise, mesh=mesh)
+        n_classes=model.config.n_classes, common_noise=common_noise, mesh=mesh,
+        token_sites=per_example_sites(model.config, sites))
     scalars = (root_key_data(seed), np.int32(draw_offset), np.int32(draws))
     unit_sharding = jax.sharding.NamedSharding(mesh, P(kern.UNIT_AXIS))
     clean = np.zeros(plan.n_inputs, np.int64)
@@ -252,7 +271,9 @@ def run_sweep(
     bar = tracker(int((~done).sum()) * plan.rows_per_step, desc, "forwards",
                   progress if jax.process_index() == 0 else False)  # one report per run, not per host
     for bi, block in enumerate(plan.blocks):
-        prefix, block_logits = _prefix(model, params, inputs, block, sites)
+        batch = _block_inputs(inputs, block, model.config.pad_token_id)
+        prefix, block_logits = _prefix(model, params, batch, sites)
+        token_index = classifier_index(model.config, batch, len(block.rows))
         real = block.rows >= 0
         clean_logits[block.rows[real]] = block_logits[real]
         clean[block.rows[real]] = block_logits[real].argmax(-1)
@@ -267,7 +288,7 @@ def run_sweep(
             g_idx, d_idx = _unit_indices(plan, np.asarray(chunk) - first)
             points = _grid_points(grid, g_idx, block, per_input_grid)
             per_unit = jax.tree.map(lambda a: _global_array(a, unit_sharding), (points, g_idx, d_idx))
-            out = _to_host(kernel(params, prefix, block_ids, reference, block_logits, *scalars, *per_unit))
+            out = _to_host(kernel(params, prefix, block_ids, token_index, reference, block_logits, *scalars, *per_unit))
             computed += _accumulate(state, out, block, g_idx, d_idx, plan)
             done[chunk] = True
             if store is not None:
@@ -378,9 +399,9 @@ def _resume(store: Store, state: dict) -> dict:
     return store.restore(state, step=step)
 
 
-def _prefix(model: Model, params: Any, inputs: dict, block: Block, sites: Sequence[str]):
-    """The block's cached prefix (hidden [inputs, pos, d_model]) and clean logits [inputs, C] float32."""
-    batch = _block_inputs(inputs, block, model.config.pad_token_id)
+def _prefix(model: Model, params: Any, batch: dict, sites: Sequence[str]):
+    """The cached prefix of an input block's `batch` (`_block_inputs`; hidden [inputs, pos,
+    d_model]) and its clean logits [inputs, C] float32."""
     # the prefix depends only on the block it ends before: key the kernel on that block's boundary
     # site, so sweeps of other site sets with the same first perturbed block (e.g. every block's
     # output, with or without the head) share one compilation
@@ -460,8 +481,6 @@ def _global_array(a: np.ndarray, sharding) -> jax.Array:
 def _to_host(x: Any) -> Any:
     """A pytree of arrays -> host numpy arrays; global arrays that this process does not hold
     in full are all-gathered across processes."""
-    from jax.experimental import multihost_utils
-
     def one(a):
         if jax.process_count() > 1 and isinstance(a, jax.Array) and not a.is_fully_addressable:
             return np.asarray(multihost_utils.process_allgather(a, tiled=True))

@@ -5,25 +5,24 @@ inference-time interventions on the ranked neurons.
 - `probes`: `ProbeConfig`, `train_probes`, `ProbeSet` (elastic-net logistic probes, orbax save/load;
   `ProbeConfig.neurox()`: the reference recipe).
 - `rankings`: global / per-class / attribution rankings, k% masks, agreement.
-- `silencing`: `mask_sweep` (one engine sweep over a stack of neuron masks) and its metrics.
-- `attacks`: classifier-head manipulations (logit bias, column push, bit flips).
-- `silence`: the silencing experiment (ranked vs random k%, class asymmetry), per layer or, as
-  the reference protocol does, all layers at once from one concatenated probe
-  (`concat_silencing_experiment`).
-- `attack`: the attack experiment toward a target class.
+- `silencing`: `mask_sweep` (one engine sweep over a stack of neuron masks), its metrics and the
+  silencing experiment (ranked vs random k%, class asymmetry), per layer or, as the reference
+  protocol does, all layers at once from one concatenated probe (`concat_silencing_experiment`).
+- `attacks`: classifier-head manipulations (logit bias, column push, bit flips) and the attack
+  experiment toward a target class.
 - `run`: `probe_run`, `silence_run`, `attack_run` -> run folders; `plots`: their figures.
 """
 
-from apex_jax.synapse.attack import AttackConfig, AttackResult, attack_experiment
+from apex_jax.synapse.attacks import AttackConfig, AttackResult, attack_experiment
 from apex_jax.synapse.features import check_cls_sites, extract_cls
 from apex_jax.synapse.plots import plot_silencing_curves
 from apex_jax.synapse.probes import CONCAT, Probe, ProbeConfig, ProbeMetrics, ProbeSet, train_probes
 from apex_jax.synapse.rankings import (Ranking, attribution_ranking, attribution_rankings, bottom_k, class_ranking, global_ranking,
                                        k_count, mass_cover, random_k, rank, spearman, split_concat, top_k)
 from apex_jax.synapse.run import attack_run, load_probes, probe_run, silence_run
-from apex_jax.synapse.silence import (ALL_LAYERS, ALL_LAYERS_POOLER, SilenceConfig, SilencingResult,
-                                      concat_silencing_experiment, silencing_experiment)
-from apex_jax.synapse.silencing import MaskPerturbation, mask_sweep
+from apex_jax.synapse.silencing import (ALL_LAYERS, ALL_LAYERS_POOLER, MaskPerturbation, SilenceConfig,
+                                        SilencingResult, concat_silencing_experiment, mask_sweep,
+                                        selections_and_masks, silencing_experiment)
 
 __all__ = [
     "ALL_LAYERS", "ALL_LAYERS_POOLER", "concat_silencing_experiment", "split_concat",
@@ -32,5 +31,5 @@ __all__ = [
     "check_cls_sites", "class_ranking", "extract_cls", "global_ranking", "k_count", "load_probes", "mask_sweep",
     "mass_cover", "probe_run", "random_k", "rank", "silence_run", "silencing_experiment", "spearman", "top_k",
     "train_probes",
-    "plot_silencing_curves",
+    "plot_silencing_curves", "selections_and_masks",
 ]

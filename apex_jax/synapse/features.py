@@ -1,6 +1,6 @@
 """SYNAPSE step 1a: the [CLS] vector of every requested site for every input.
 
-"[CLS]" is the classifier token (`apex_jax.classifier_token`): position 0 for encoders, the last
+"[CLS]" is the classifier token (`apex_jax.engine.positions`): position 0 for encoders, the last
 real token for decoders (left or right padding). `extract_cls` runs the model once per chunk of
 inputs and keeps only the classifier token of every requested site, so memory holds [chunk, d] per site, never [n, pos, d]. Chunks have a fixed batch
 size (the last one is filled with repeated rows that are dropped) and text is cropped to the
@@ -23,7 +23,7 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.batching import Chunk, iter_chunks, num_rows
-from apex_jax.classifier_token import token_vector
+from apex_jax.engine.positions import token_vector
 from apex_jax.models.model import skeleton
 from apex_jax.progress import Progress, tracker
 
@@ -33,19 +33,6 @@ Array = Any
 def default_sites(model) -> tuple[str, ...]:
     """SYNAPSE's sites: `hook_embed` and every block's `hook_resid_post` (the `all` preset)."""
     return tuple(site_lib.preset_sites("all", model.config.n_layers))
-
-
-def cls_of(site: str, x: Array, config=None, mask: Array | None = None, head_only: bool = False) -> Array:
-    """The classifier token of a captured activation, flattened to [batch, features].
-
-    Without `config` (or for an encoder) that is position 0; for a decoder `config` and the
-    attention `mask` give the last real token (see `apex_jax.classifier_token.token_vector`).
-    """
-    if config is None:
-        if site_lib.position_axis(site) is not None:
-            x = x[:, 0]
-        return x.reshape(x.shape[0], -1)
-    return token_vector(config, site, x, mask, head_only=head_only)
 
 
 def check_cls_sites(model, sites: Sequence[str]) -> tuple[str, ...]:
@@ -72,7 +59,7 @@ def _read_cls(params: Any, batch: dict, *, config, sites: tuple[str, ...]) -> di
     """{site: float32 [batch, d]} of one chunk. Static: the architecture (`ArchConfig`) and the
     site tuple; every checkpoint of an architecture shares the compiled function."""
     model = skeleton(config)  # parameter-free: apply takes params
-    head_only = config.n_classes is not None  # last block: [CLS] only (principle 5)
+    head_only = config.n_classes is not None  # last block: [CLS] only
     out = model.apply(params, batch, capture=sites, head_only=head_only)
     mask = batch.get("attention_mask")
     return {s: token_vector(config, s, out.captured[s], mask, head_only=head_only).astype(jnp.float32)

@@ -37,8 +37,10 @@ import numpy as np
 import optax
 
 from apex_jax.checkpoints import Checkpoints
+from apex_jax.engine.reprs import compact_repr, names
 from apex_jax.errors import CheckpointError
 from apex_jax.progress import Progress, Tracker, tracker
+from apex_jax.tables import frame_from_dicts
 
 Array = Any
 
@@ -108,6 +110,11 @@ class ProbeMetrics(NamedTuple):
     train_accuracy: float
     loss: float  # final penalized training loss
 
+    def __repr__(self) -> str:
+        return compact_repr("ProbeMetrics", accuracy=self.accuracy, macro_f1=self.macro_f1,
+                            weighted_f1=self.weighted_f1, train_accuracy=self.train_accuracy, loss=self.loss,
+                            classes=len(self.per_class_f1))
+
 
 class Probe(NamedTuple):
     """One linear probe. Logits of raw features x [n, d]: ((x - mean) / std) @ W.T + b."""
@@ -117,6 +124,11 @@ class Probe(NamedTuple):
     mean: np.ndarray  # [d] float32, train-split mean
     std: np.ndarray  # [d] float32, train-split std (1 where below the floor)
     metrics: ProbeMetrics
+
+    def __repr__(self) -> str:
+        C, d = np.shape(self.W)
+        return compact_repr("Probe", classes=C, width=d, nonzero_weights=int((np.abs(self.W) > 1e-4).sum()),
+                            accuracy=self.metrics.accuracy, train_accuracy=self.metrics.train_accuracy)
 
     def logits(self, x: Array) -> np.ndarray:
         """Raw features [n, d] -> logits [n, C]."""
@@ -139,6 +151,13 @@ class ProbeSet:
     sites: tuple[str, ...]  # the per-layer sites, in the order CONCAT concatenates them
     n_classes: int
     config: ProbeConfig
+
+    def __repr__(self) -> str:
+        acc = {s: p.metrics.accuracy for s, p in self.probes.items()}
+        best = max(acc, key=acc.get) if acc else None
+        return compact_repr("ProbeSet", probes=names(list(self.probes)), classes=self.n_classes,
+                            recipe=self.config.recipe, best_site=best, best_accuracy=acc.get(best),
+                            mean_accuracy=float(np.mean(list(acc.values()))) if acc else None)
 
     def __getitem__(self, site: str) -> Probe:
         if site not in self.probes:
@@ -199,8 +218,6 @@ class ProbeSet:
         Raises:
             ImportError: pandas is not installed (`pip install "apex-jax[pandas]"`).
         """
-        from apex_jax.tables import frame_from_dicts
-
         return frame_from_dicts(self.rows())
 
     # ---------------------------------------------------------------------------- saving

@@ -25,7 +25,7 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.batching import iter_chunks, num_rows
-from apex_jax.classifier_token import token_positions, token_vector
+from apex_jax.engine.positions import token_positions, token_vector
 from apex_jax.interventions import Add
 from apex_jax.models.model import skeleton
 from apex_jax.specs import K_LEVELS

@@ -35,10 +35,10 @@ from apex_jax.settings import AttackSettings, ProbeSettings, SilenceSettings
 from apex_jax.sites import parse_sites
 from apex_jax.sites import HEAD_INPUT_SITE as HEAD_SITE  # the attacks' probe reads the classifier input
 from apex_jax.synapse import plots, rankings
-from apex_jax.synapse.attack import AttackConfig, attack_experiment
+from apex_jax.synapse.attacks import AttackConfig, attack_experiment
 from apex_jax.synapse.features import extract_cls
 from apex_jax.synapse.probes import ProbeConfig, ProbeSet, train_probes
-from apex_jax.synapse.silence import SilenceConfig, silencing_experiment
+from apex_jax.synapse.silencing import SilenceConfig, silencing_experiment
 
 
 # ----------------------------------------------------------------------------- shared

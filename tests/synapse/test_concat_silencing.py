@@ -9,7 +9,7 @@ import pytest
 
 from apex_jax.interventions import Scale
 from apex_jax.synapse import rankings
-from apex_jax.synapse import silence as S
+from apex_jax.synapse import silencing as S
 from tests.synapse.test_silencing import TEXTS, model  # noqa: F401  (the module fixture)
 
 SITES = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]

@@ -139,7 +139,7 @@ def test_head_manipulations(model):
     np.testing.assert_array_equal(np.array(model.params["head"]["classifier"]["kernel"]), before)  # not in place
     # the smallest bias that redirects an input does redirect it; slightly less does not. Exact to
     # the ulp, so the logits come from the same function the attacks are evaluated with (the
-    # compiled forward may differ from numpy's head by an ulp), as in synapse.attack
+    # compiled forward may differ from numpy's head by an ulp), as in attacks.attack_experiment
     clean_logits = attacks.apply_head(h, kernel, bias)
     clean_pred = clean_logits.argmax(1)
     target = int(np.bincount(clean_pred, minlength=clean_logits.shape[1]).argmin())  # inputs to redirect
@@ -172,7 +172,7 @@ def test_head_manipulations(model):
 
 
 def test_joint_silencing_of_all_layers_equals_direct_forward(model):
-    from apex_jax.synapse import silence as synapse
+    from apex_jax.synapse import silencing as synapse
 
     batch = model.encode(TEXTS)
     d = model.config.d_model
@@ -218,7 +218,7 @@ def test_silencing_scores_and_positive_controls_equal_direct_forwards(model):
     forward with that intervention (zero or the data mean at [CLS]); controls compare each
     selection with random masks of its own ablation, on accuracy, margin and KL."""
     from apex_jax.synapse import rankings
-    from apex_jax.synapse import silence as synapse
+    from apex_jax.synapse import silencing as synapse
     from apex_jax.synapse.features import extract_cls
 
     batch = model.encode(TEXTS)
