@@ -25,12 +25,8 @@ from jax.sharding import PartitionSpec as P
 
 from apex_jax.engine.keys import draw_keys
 from apex_jax.engine.mesh import UNIT_AXIS  # the mesh axis units are sharded over
-<<<<<<< HEAD
-from apex_jax.models.encoder import ArchConfig
-=======
 from apex_jax.engine.positions import resolve
-from apex_jax.models.config import ArchConfig
->>>>>>> s21-engine
+from apex_jax.models.encoder import ArchConfig
 from apex_jax.models.model import Prefix, skeleton
 
 Perturb = Callable[[Any, jax.Array], dict]  # (grid point pytree, keys [inputs]) -> perturbations

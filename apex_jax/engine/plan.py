@@ -25,12 +25,8 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.engine.mesh import model_parallel_of, sweep_devices_of
-<<<<<<< HEAD
-from apex_jax.models.encoder import ArchConfig
-=======
 from apex_jax.engine.reprs import compact_repr, span
-from apex_jax.models.config import ArchConfig
->>>>>>> s21-engine
+from apex_jax.models.encoder import ArchConfig
 
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of live activations per device step (CPU / no memory stats)
 DEVICE_MEMORY_FRACTION = 0.5  # share of a device's free memory a sweep step may use
