@@ -295,6 +295,30 @@ class ForeignLoad:
 
 
 # ========================================================================================== memory
+def interleaved_round(rec: dict, r: int, ours: Callable[[], None], best: Callable[[], None],
+                      ref: Callable[[], None]) -> dict:
+    """Runs one timed round of the three implementations (each fills `rec[name + "_seconds"]` and
+    `rec[name + "_forwards"]`), alternating their order between rounds so drift in the machine's
+    load does not favour one; adds each one's throughput, the ratios and the cores other
+    processes used meanwhile. Returns `rec`."""
+    for f in ((ours, best, ref) if r % 2 == 0 else (ref, best, ours)):
+        with ForeignLoad() as fload:
+            f()
+        rec[f"{f.__name__}_foreign_cores"] = round(fload.cores, 2)
+    for k in ("ours", "best", "ref"):
+        rec[f"{k}_fps"] = rec[f"{k}_forwards"] / rec[f"{k}_seconds"]
+    rec["ours_over_best"] = rec["ours_fps"] / rec["best_fps"]
+    rec["ours_over_ref"] = rec["ours_fps"] / rec["ref_fps"]
+    return rec
+
+
+def round_line(rec: dict) -> str:
+    """One round's throughputs and ratios for the log."""
+    return (f"ours {rec['ours_fps']:.1f}/s, torch best {rec['best_fps']:.1f}/s, torch reference {rec['ref_fps']:.1f}/s "
+            f"-> ours/best {rec['ours_over_best']:.2f}, ours/ref {rec['ours_over_ref']:.2f}; other processes used "
+            f"{rec['ours_foreign_cores']:.1f}/{rec['best_foreign_cores']:.1f}/{rec['ref_foreign_cores']:.1f} cores")
+
+
 def rss_mb() -> float:
     """Resident memory of this process now (Linux)."""
     with open("/proc/self/statm") as f:

@@ -343,19 +343,9 @@ def main() -> int:
             sec, _ = h.noise_reference(tmodel, hooks, batch, jobs)
             rec["ref_seconds"], rec["ref_forwards"] = sec, len(jobs)
 
-        for f in ((ours, best, ref) if r % 2 == 0 else (ref, best, ours)):
-            with h.ForeignLoad() as fload:
-                f()
-            rec[f"{f.__name__}_foreign_cores"] = round(fload.cores, 2)
-        for k in ("ours", "best", "ref"):
-            rec[f"{k}_fps"] = rec[f"{k}_forwards"] / rec[f"{k}_seconds"]
-        rec["ours_over_best"] = rec["ours_fps"] / rec["best_fps"]
-        rec["ours_over_ref"] = rec["ours_fps"] / rec["ref_fps"]
+        h.interleaved_round(rec, r, ours, best, ref)
         rounds.append(rec)
-        log(f"round {r + 1}/{S}: ours {rec['ours_fps']:.1f}/s, torch best {rec['best_fps']:.1f}/s, "
-            f"torch reference {rec['ref_fps']:.1f}/s -> ours/best {rec['ours_over_best']:.2f}, "
-            f"ours/ref {rec['ours_over_ref']:.2f}; other processes used "
-            f"{rec['ours_foreign_cores']:.1f}/{rec['best_foreign_cores']:.1f}/{rec['ref_foreign_cores']:.1f} cores")
+        log(f"round {r + 1}/{S}: {h.round_line(rec)}")
     res["rounds"] = rounds
     tot = {k: sum(r[f"{k}_seconds"] for r in rounds) for k in ("ours", "best", "ref")}
     fw = {k: sum(r[f"{k}_forwards"] for r in rounds) for k in ("ours", "best", "ref")}

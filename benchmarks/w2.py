@@ -376,19 +376,9 @@ def main() -> int:
             ref_jobs_all.append((r, jobs))
             ref_pred_all.append(pr)
 
-        for f in ((ours, best, ref) if r % 2 == 0 else (ref, best, ours)):
-            with h.ForeignLoad() as fload:
-                f()
-            rec[f"{f.__name__}_foreign_cores"] = round(fload.cores, 2)
-        for k in ("ours", "best", "ref"):
-            rec[f"{k}_fps"] = rec[f"{k}_forwards"] / rec[f"{k}_seconds"]
-        rec["ours_over_best"] = rec["ours_fps"] / rec["best_fps"]
-        rec["ours_over_ref"] = rec["ours_fps"] / rec["ref_fps"]
+        h.interleaved_round(rec, r, ours, best, ref)
         rounds.append(rec)
-        log(f"round {r + 1}/{len(rounds_rows)} (bucket {rec['bucket']}): ours {rec['ours_fps']:.1f}/s, torch best "
-            f"{rec['best_fps']:.1f}/s, torch reference {rec['ref_fps']:.1f}/s -> ours/best {rec['ours_over_best']:.2f}, "
-            f"ours/ref {rec['ours_over_ref']:.2f}; other processes used {rec['ours_foreign_cores']:.1f}/"
-            f"{rec['best_foreign_cores']:.1f}/{rec['ref_foreign_cores']:.1f} cores")
+        log(f"round {r + 1}/{len(rounds_rows)} (bucket {rec['bucket']}): {h.round_line(rec)}")
     res["rounds"] = rounds
     tot = {k: sum(x[f"{k}_seconds"] for x in rounds) for k in ("ours", "best", "ref")}
     fw = {k: sum(x[f"{k}_forwards"] for x in rounds) for k in ("ours", "best", "ref")}

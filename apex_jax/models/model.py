@@ -293,23 +293,8 @@ class Model:
         self, items: Sequence[str] | np.ndarray, *, max_length: int | None = None,
         pad_to_multiple_of: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """Texts -> token arrays (padded to the longest), or images -> normalized pixel_values.
-
-        Images: [n, height, width] or [n, channels, height, width], uint8 (0-255) or float
-        in [0, 1]; they are normalized with the model's image mean/std.
-
-        Args:
-            items: a list of strings for a text model; an image array for an image model.
-            max_length: text only: truncate to this many tokens (>= 1; default and upper
-                bound: the model's positions, at most 512).
-            pad_to_multiple_of: text only: pad the length up to a multiple of this (>= 1).
-
-        Raises:
-            InputError: the kind of input does not match the model (images for a text model
-                or texts for an image model: the message says which kind it expects), no
-                tokenizer, no texts, max_length or pad_to_multiple_of not a positive integer,
-                or images of the wrong rank.
-        """
+        """Texts -> token arrays (padded to the longest), or images -> normalized pixel_values:
+        `apex_jax.models.encoding.encode` (its docstring has the details)."""
         return encoding.encode(self, items, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
 
     # ------------------------------------------------------------------------------ saving

@@ -16,6 +16,7 @@ inference-time interventions on the ranked neurons.
 from apex_jax.synapse.attacks import AttackConfig, AttackResult, attack_experiment
 from apex_jax.synapse.features import check_cls_sites, extract_cls
 from apex_jax.synapse.plots import plot_silencing_curves
+from apex_jax.synapse.plots import short as short_site
 from apex_jax.synapse.probes import CONCAT, Probe, ProbeConfig, ProbeMetrics, ProbeSet, train_probes
 from apex_jax.synapse.rankings import (Ranking, attribution_ranking, attribution_rankings, bottom_k, class_ranking, global_ranking,
                                        k_count, mass_cover, random_k, rank, spearman, split_concat, top_k)
@@ -31,5 +32,5 @@ __all__ = [
     "check_cls_sites", "class_ranking", "extract_cls", "global_ranking", "k_count", "load_probes", "mask_sweep",
     "mass_cover", "probe_run", "random_k", "rank", "silence_run", "silencing_experiment", "spearman", "top_k",
     "train_probes",
-    "plot_silencing_curves", "selections_and_masks",
+    "plot_silencing_curves", "selections_and_masks", "short_site",
 ]

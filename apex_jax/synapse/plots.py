@@ -13,7 +13,7 @@ from apex_jax.synapse.probes import CONCAT
 
 
 def short(site: str) -> str:
-    """A short label: blocks.3.hook_resid_post -> L3, hook_embed -> emb."""
+    """A short site label for plots and logs: blocks.3.hook_resid_post -> L3, hook_embed -> emb."""
     if site == "hook_embed":
         return "emb"
     if site.startswith("blocks.") and site.endswith("hook_resid_post"):

@@ -41,7 +41,7 @@ import numpy as np
 
 import apex_jax
 from apex_jax import fileio
-from apex_jax.synapse import CONCAT, SilencingResult
+from apex_jax.synapse import SilencingResult, short_site
 from . import common, minilm, zoo
 from . import synapse_reference as ref
 from .reporting import num
@@ -191,7 +191,7 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
         attacks[model.label_names[t]] = a["results"]
     timer.mark(f"{data}: manipulations")
     _copy_outputs(work, out)
-    log(f"[synapse] {data}: probe acc " + ", ".join(f"{_short(r['site'])} {r['test_accuracy']:.3f}"
+    log(f"[synapse] {data}: probe acc " + ", ".join(f"{short_site(r['site'])} {r['test_accuracy']:.3f}"
                                                  for r in probe["results"]["probes"]))
     return {"fine_tune": ft, "n_probe_train": len(train), "n_probe_test": len(test), "n_silence": len(silence),
             "label_names": list(model.label_names), "probes": probe["results"]["probes"],
@@ -202,17 +202,6 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
             "perturbed_forwards": sil["timing"]["perturbed_forwards"] + (
                 sil_all["timing"]["perturbed_forwards"] if sil_all else 0),
             "sweep_seconds": round(sil["timing"]["sweep_seconds"] + (sil_all["timing"]["sweep_seconds"] if sil_all else 0), 1)}
-
-
-def _short(site: str) -> str:
-    """A short site label for the log: blocks.3.hook_resid_post -> L3, hook_embed -> emb."""
-    if site == "hook_embed":
-        return "emb"
-    if site.startswith("blocks.") and site.endswith("hook_resid_post"):
-        return "L" + site.split(".")[1]
-    if site == CONCAT:
-        return "all"
-    return site.replace("head.hook_", "head.")
 
 
 def _silencing_summary(res: SilencingResult) -> dict:
