@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from apex_jax import assets, console, run_page, runs
@@ -166,22 +168,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop): handled like Ctrl-C, so the run stops resumable."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command. Bad inputs (ApexJaxError, ValueError, OSError, a corrupt checkpoint)
-    print "apex-jax COMMAND: error: ..." and return 2; Ctrl-C returns 130."""
+    print "apex-jax COMMAND: error: ..." and return 2; Ctrl-C returns 130, SIGTERM 143."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         settings = settings_lib.from_args(args.settings_class, args) if args.settings_class else None
         if not args.no_compile_cache and os.environ.get("APEX_JAX_NO_COMPILE_CACHE", "") in ("", "0"):
             enable_compile_cache()
         with runs.command_line(["apex-jax", *(sys.argv[1:] if argv is None else argv)]):
             return args.fn(args, settings)
-    except KeyboardInterrupt:
-        print(f"apex-jax {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "terminated" if isinstance(e, _Terminated) else "interrupted"
+        print(f"apex-jax {args.command}: {how}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
     except (ApexJaxError, CheckpointError, ValueError, OSError) as e:  # OSError: e.g. disk full, permissions
         print(f"apex-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ COMMANDS = ("finetune", "apex", "probe", "silence", "attack")
 # The order and one-line meaning of the files each command writes; others follow alphabetically.
 TABLES = {
     "sigmas.csv": "One row per σ: the share of draws keeping the clean prediction, the flip rate, the share "
-                  "of inputs escaped by then, and the class the predictions collapse onto.",
+                  "of inputs escaped by then, the class the predictions collapse onto, and the share of draws whose logits "
+                  "were not finite.",
     "samples.csv": "One row per input: label, clean prediction, escape σ (grid estimator; inf: never escapes), "
                    "most likely other class, and the share of draws kept at each σ.",
     "probes.csv": "One linear probe per site on the [CLS] vector: test accuracy, macro- and weighted-F1, "

@@ -155,6 +155,8 @@ def is_run(folder: str | Path) -> bool:
 def _read(folder: Path, manifest: dict | None) -> dict:
     manifest = manifest if manifest is not None else (_json(folder / MANIFEST) or {})
     summary = _json(folder / SUMMARY) or {}
+    if not isinstance(summary.get("results", {}), dict):  # not written by apex-jax: show no numbers
+        summary = {}
     command = manifest.get("command") or summary.get("kind") or "unknown"
     metrics = (summary.get("results") or {}) if command == "finetune" else {}  # a training run's results
     return {"manifest": manifest, "summary": summary, "metrics": metrics,
@@ -343,7 +345,9 @@ def build_page(folder: str | Path, manifest: dict | None = None) -> str:
     folder = Path(folder)
     d = _read(folder, manifest)
     m, s = d["manifest"], d["summary"]
-    cmd, status = d["command"], m.get("status", "complete" if s or d["metrics"] else "unknown")
+    unreadable = (folder / MANIFEST).is_file() and not m  # a truncated or corrupt run.json
+    cmd, status = d["command"], ("unreadable run.json" if unreadable else
+                                 m.get("status", "complete" if s or d["metrics"] else "unknown"))
     names = (s.get("results") or {}).get("label_names") or []
     entries = _entries(folder)
     files = {p.name for p in entries}

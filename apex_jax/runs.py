@@ -23,15 +23,21 @@ timings go to timing.json). "command_line" is the command that wrote the run (se
 with `command_line(argv)`; `sys.argv` otherwise): a record, not part of the settings compared.
 
 Rules (`open_run`), the same from Python and from the command line:
+- one writer at a time: the folder is locked (RUN/.apex-jax.lock, released when the run ends or
+  its process dies); a second writer is refused with the holder's pid, host and command.
+- a run owns exactly the entries it wrote: each is claimed in run.json before it is written
+  (so a killed run's files are known too); nothing else is ever listed, removed or written over.
+- `out` must lie apart from the run's inputs (model folder, data file, probe run): not one of
+  them, not inside one, not containing one.
 - no `run.json` and an empty or missing folder: a new run.
 - `run.json` with the same command and settings (complete or not): the run resumes (the
-  engine's sweep checkpoints) or recomputes, and rewrites its files.
+  engine's sweep checkpoints) or recomputes, and rewrites its files. Settings compare by content:
+  the model, data and probe run are compared by their sha256, not by how their path was spelled.
 - `run.json` with another command or other settings (another model's weights included):
   refused with :class:`~apex_jax.errors.RunExistsError` naming the differing keys, unless
-  ``overwrite``: then the files listed in the old manifest and every sweep checkpoint of the
-  folder are removed first (nothing else).
-- a non-empty folder without `run.json` (not written by apex-jax, or by an older version):
-  refused unless ``overwrite``, which removes only its sweep checkpoints.
+  ``overwrite``: then the entries the old run owned and its sweep checkpoints are removed first.
+- a folder holding anything its run did not write (or that no run wrote): refused, with or
+  without ``overwrite``; choose a new or empty folder.
 - `out` that is a file, lies inside a file, or cannot be written: refused.
 A killed run leaves ``"status": "incomplete"``: the folder is visibly not a finished run.
 """
@@ -41,9 +47,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -51,7 +59,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from apex_jax import fileio, run_page
 from apex_jax.errors import InputError, RunExistsError
-from apex_jax.run_files import CHECKPOINTS, MANIFEST, PAGE, SUMMARY
+from apex_jax.run_files import CHECKPOINTS, MANIFEST, PAGE, SUMMARY, TIMING
 
 FORMAT = 2  # 2: settings from `apex_jax.settings`, summary.json for every command
 
@@ -73,7 +81,7 @@ def command_line(argv: list[str]):
 def check_out(out: str | Path) -> Path:
     """`out` as a Path if it can be a run folder: not a file, not inside a file, writable.
     Creates nothing."""
-    out = Path(out)
+    out = Path(out).expanduser()  # a quoted '~/x' means the home folder, as the shell would
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is an existing file, not a folder; give a folder path "
                          "(new or a previous run of the same command)")
@@ -119,65 +127,138 @@ def _short(v: Any) -> str:
     return s if len(s) <= 40 else s[:18] + "…" + s[-18:]
 
 
-def _remove_previous(out: Path, manifest: dict | None) -> list[str]:
-    """Removes the files a previous run listed and every sweep checkpoint; returns what went."""
+# Settings recorded for people but not compared: the same weights or examples spelled as another
+# path (a symlink, a trailing slash, relative from elsewhere) are the same run; their sha256 decide.
+RECORD_ONLY = ("model", "data", "probe")
+LOCK = ".apex-jax.lock"  # hidden: never listed as an output, never removed by --overwrite
+
+
+def _entries(out: Path) -> list[str]:
+    """The visible top-level entries of a folder (hidden ones, such as the lock, left out)."""
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+
+
+def _owned(manifest: dict | None) -> set[str]:
+    """What a previous run wrote: the files its manifest lists, its manifest and its checkpoints."""
+    listed = {str(f) for f in (manifest or {}).get("files", []) if "/" not in str(f) and str(f) not in ("", ".", "..")}
+    return listed | ({MANIFEST, CHECKPOINTS} if manifest is not None else set())
+
+
+def _remove_previous(out: Path, manifest: dict) -> list[str]:
+    """Removes the entries a previous run listed as its own, its sweep checkpoints and its
+    manifest (nothing else); returns what went."""
     removed = []
-    for rel in (manifest or {}).get("files", []):
-        p = (out / rel)
-        try:
-            p.resolve().relative_to(out.resolve())
-        except ValueError:
-            continue  # never outside the run folder
+    for rel in sorted(_owned(manifest) - {MANIFEST}):
+        p = out / rel
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
             removed.append(rel)
         elif p.exists() or p.is_symlink():
             p.unlink()
             removed.append(rel)
-    if (out / CHECKPOINTS).is_dir():
-        shutil.rmtree(out / CHECKPOINTS)
-        removed.append(CHECKPOINTS)
     if (out / MANIFEST).exists():
         (out / MANIFEST).unlink()
-    # folders left empty by the removal
-    for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        if not any(d.iterdir()):
-            d.rmdir()
     return removed
 
 
-class Run:
-    """An open run folder: `complete()` writes the final manifest."""
+class _Lock:
+    """An advisory lock on a run folder (`fcntl.flock` on RUN/.apex-jax.lock): one writer at a
+    time. The operating system releases it when the process ends, however it ends, so a lock
+    left by a dead process never blocks; the file records the holder for the message."""
 
-    def __init__(self, out: Path, command: str, settings: dict):
-        self.out, self.command, self.settings = out, command, settings
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock (without changing the file: a refused run leaves the folder as it was)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = json.loads(os.read(fd, 4096) or b"{}")
+            except ValueError:
+                holder = {}
+            os.close(fd)
+            raise InputError(
+                f"--out {self.path.parent} is being written by another run (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}: {' '.join(map(str, holder.get('command_line', [])))}); wait for it to "
+                "finish, or choose another --out") from None
+        self.fd = fd
+
+    def record_holder(self, command_line: list[str]) -> None:
+        """Writes who holds the lock, for the message another writer gets."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                       "command_line": command_line}).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class Run:
+    """An open run folder, locked for its one writer (see the module doc).
+
+    Every entry the run writes is claimed first (`write_*`, `path`), and the manifest lists
+    exactly the claimed entries, so a later `--overwrite` removes only what a run wrote itself.
+    Use it as a context manager: leaving the block releases the lock; an exception leaves the
+    manifest "incomplete" (rerun to resume).
+    """
+
+    def __init__(self, out: Path, command: str, settings: dict, lock: _Lock, owned: set[str] = frozenset()):
+        self.out, self.command, self.settings, self._lock = out, command, settings, lock
         argv = _COMMAND_LINE.get()
         self.command_line = argv if argv is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+        self.claimed = set(owned) - {MANIFEST, CHECKPOINTS}  # a resumed run keeps what it wrote before
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Releases the folder's lock (also when the process ends)."""
+        self._lock.release()
 
     def manifest(self, status: str, files: list[str] | None = None) -> dict:
-        m = {"format": FORMAT, "command": self.command, "status": status,
-             "settings": self.settings, "versions": fileio.versions(), "command_line": self.command_line}
-        if files is not None:
-            m["files"] = files
-            root = self.out / CHECKPOINTS
-            m["sweep_checkpoints"] = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        return m
+        root = self.out / CHECKPOINTS
+        return {"format": FORMAT, "command": self.command, "status": status,
+                "settings": self.settings, "versions": fileio.versions(), "command_line": self.command_line,
+                "files": self.files() if files is None else files,
+                "sweep_checkpoints": sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []}
 
     def write(self, status: str, files: list[str] | None = None) -> Path:
         return fileio.write_json(self.out / MANIFEST, self.manifest(status, files))
 
+    def claim(self, *names: str) -> None:
+        """Records top-level entries as this run's own before it writes them (the manifest says
+        so at once, so even a killed run's files are known to be its own)."""
+        new = {n for n in names if n not in self.claimed}
+        for n in new:
+            if "/" in n or n.startswith(".") or n in (MANIFEST, CHECKPOINTS):
+                raise ValueError(f"a run claims top-level entries only; got {n!r}")
+        if new:
+            self.claimed |= new
+            self.write("incomplete", sorted(self.claimed))
+
     # -------------------------------------------------------------- the run's outputs
+    def path(self, name: str) -> Path:
+        """RUN/name, claimed: where the run writes a figure, a checkpoint or model folder itself."""
+        self.claim(name)
+        return self.out / name
+
     def write_csv(self, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
         """RUN/name from dict rows (columns in first-seen key order)."""
-        return fileio.write_csv(self.out / name, rows)
+        return fileio.write_csv(self.path(name), rows)
 
     def write_rows(self, name: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
         """RUN/name from a header and value rows."""
-        return fileio.write_rows(self.out / name, header, rows)
-
-    def path(self, name: str) -> Path:
-        """Where the run writes `name` itself (figures, probe checkpoints, a model folder)."""
-        return self.out / name
+        return fileio.write_rows(self.path(name), header, rows)
 
     def write_summary(self, results: dict, *, label_space: Any = None, details: dict | None = None) -> dict:
         """summary.json: ``{"kind", "settings", "label_space", "versions", "results"}``.
@@ -194,75 +275,137 @@ class Run:
         summary = {"kind": self.command, "settings": {**self.settings, **(details or {})},
                    **({"label_space": label_space} if label_space is not None else {}),
                    "versions": fileio.versions(), "results": results}
-        fileio.write_json(self.out / SUMMARY, summary)
+        fileio.write_json(self.path(SUMMARY), summary)
         return summary
 
     def write_timing(self, timing: Mapping[str, Any]) -> dict:
         """timing.json: seconds and throughput (apart from summary.json, which stays deterministic)."""
+        self.claim(TIMING)
         fileio.write_timing(self.out, timing)
         return dict(timing)
 
     def files(self) -> list[str]:
-        """The run's outputs: the entries at the top of the folder (a folder such as probes/ or
-        model/ as one entry), the manifest and sweep checkpoints excluded."""
-        out = []
-        for p in sorted(self.out.iterdir()):
-            if p.name in (MANIFEST, CHECKPOINTS) or p.name.startswith("."):
-                continue
-            if p.is_file() or p.is_dir():
-                out.append(p.name)
-        return out
+        """The entries this run wrote that exist (a folder such as probes/ or model/ is one entry)."""
+        return sorted(n for n in self.claimed if (self.out / n).exists() or (self.out / n).is_symlink())
 
     def complete(self, log: Callable[[str], None] | None = print) -> Path:
         """Writes the run's page (index.html) and the final manifest (status "complete", the files
-        written, the page included). Call it last. A page that cannot be built is reported through
-        `log` (rebuild it with `apex-jax report`); it does not fail the run."""
-        files = sorted({*self.files(), PAGE})
-        manifest = self.manifest("complete", files)
+        written, the page included), then releases the lock. Call it last. A page that cannot be
+        built is reported through `log` (rebuild it with `apex-jax report`); it does not fail the run."""
+        self.claim(PAGE)
+        files = self.files()
+        manifest = self.manifest("complete", sorted({*files, PAGE}))
         try:
             run_page.write_page(self.out, manifest)
         except Exception as e:  # noqa: BLE001 — the results are written; only their page failed
-            files.remove(PAGE)
-            manifest = self.manifest("complete", files)
+            manifest = self.manifest("complete", [f for f in files if f != PAGE])
             if log:
                 log(f"warning: could not write {self.out / PAGE} ({type(e).__name__}: {e}); "
                     f"rebuild it with `apex-jax report {self.out}`")
-        return fileio.write_json(self.out / MANIFEST, manifest)
+        path = fileio.write_json(self.out / MANIFEST, manifest)
+        self.release()
+        return path
+
+
+def check_apart(out: Path, inputs: Sequence[Any]) -> None:
+    """InputError when `out` is, contains or lies inside one of the run's inputs (a model folder,
+    a data file, a probe run): a run must never write over, or (with --overwrite) delete, what it
+    reads. Inputs that are not paths on disk (a built-in name, an in-memory object) are skipped."""
+    target = out.resolve()
+    for item in inputs:
+        if not isinstance(item, (str, Path)) or not Path(item).exists():
+            continue
+        src = Path(item).resolve()
+        how = ("is" if src == target else "contains" if src.is_relative_to(target)
+               else "lies inside" if target.is_relative_to(src) else None)
+        if how:
+            raise InputError(f"--out {out} {how} the input {item}; a run never writes where it reads: choose an "
+                             "--out apart from the model, the data and the probe run")
+
+
+def _created_dirs(out: Path) -> list[Path]:
+    """The folders `out.mkdir(parents=True)` would create, deepest first."""
+    missing, p = [], out
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    return missing
 
 
 def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool = False,
-             log: Callable[[str], None] | None = print) -> Run:
-    """Checks `out` against its manifest (see the module doc), prepares it, and writes the
-    manifest with status "incomplete". Raises InputError when the folder holds another run."""
+             log: Callable[[str], None] | None = print, inputs: Sequence[Any] = ()) -> Run:
+    """Checks `out` (see the module doc), locks it for this run, prepares it, and writes the
+    manifest with status "incomplete". Use the returned `Run` as a context manager.
+
+    Args:
+        out: the run folder.
+        command: the command's name ("apex", ...).
+        settings: what determines the result (the settings record, model and data sha256).
+        overwrite: replace the run the folder holds (only its own files are removed).
+        log: where the overwrite report goes.
+        inputs: the paths the run reads (model folder, data file, probe run): `out` must lie
+            apart from all of them.
+
+    Raises:
+        InputError: `out` cannot be a run folder, overlaps an input, holds files no run wrote,
+            or is being written by another run; RunExistsError: it holds another run and
+            `overwrite` is False.
+    """
     out = check_out(out)
+    check_apart(out, inputs)
     settings = fileio.jsonable(settings)
-    if out.is_dir():
-        old = read_manifest(out) if not overwrite else None
-        if overwrite:
-            try:
-                old = read_manifest(out)
-            except InputError:
-                old = None
-            removed = _remove_previous(out, old)
-            if removed and log:
-                log(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}")
-        elif old is not None:
-            diff = _differences({"command": old.get("command"), **old["settings"]},
-                                {"command": command, **settings})
-            if diff:
-                named = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in diff.items())
-                raise RunExistsError(
-                    f"--out {out} holds another run ({old.get('command')}, {old.get('status')}) whose "
-                    f"settings differ in {', '.join(diff)} ({named}); choose another --out, or pass "
-                    "--overwrite (overwrite=True in Python) to replace that run")
-        elif any(p for p in out.iterdir() if not p.name.startswith(".")):
-            raise InputError(
-                f"--out {out} is a non-empty folder without {MANIFEST} (not an apex-jax run of this "
-                "version); choose another --out (new or empty), or pass --overwrite to write into it")
+    created = _created_dirs(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"--out {out} cannot be created ({e.strerror or e}); give a folder you can write to") from None
-    run = Run(out, command, settings)
-    run.write("incomplete")
-    return run
+    lock_is_new = not (out / LOCK).exists()
+    lock = _Lock(out)
+    lock.acquire()  # refused: the folder is the holder's, left as it is
+    try:
+        try:
+            old = read_manifest(out)
+        except InputError:
+            if not overwrite:
+                raise
+            old = {"settings": None, "files": []}  # corrupt: it owned its manifest and checkpoints only
+        owned = _owned(old)
+        foreign = [e for e in _entries(out) if e not in owned]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            what = "no apex-jax run wrote" if old is None else "the run in it did not write"
+            raise InputError(f"--out {out} holds files {what} ({shown}); apex-jax never deletes or writes over "
+                             "files it did not write: choose another --out (new or empty)")
+        same = old is not None and old.get("settings") is not None and not _differences(
+            _compared(old.get("command"), old["settings"]), _compared(command, settings))
+        if old is not None and not same and not overwrite:
+            diff = _differences(_compared(old.get("command"), old["settings"]), _compared(command, settings))
+            named = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in diff.items())
+            raise RunExistsError(
+                f"--out {out} holds another run ({old.get('command')}, {old.get('status')}) whose "
+                f"settings differ in {', '.join(diff)} ({named}); choose another --out, or pass "
+                "--overwrite (overwrite=True in Python) to replace that run")
+        if old is not None and overwrite:
+            removed = _remove_previous(out, old)
+            if removed and log:
+                log(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}")
+        run = Run(out, command, settings, lock, owned if (same and not overwrite) else set())
+        lock.record_holder(run.command_line)
+        run.write("incomplete")
+        return run
+    except BaseException:
+        lock.release()
+        if lock_is_new:
+            (out / LOCK).unlink(missing_ok=True)
+        for d in created:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
+
+
+def _compared(command: Any, settings: dict) -> dict:
+    """What decides whether two runs are the same: the command and every setting but how the
+    inputs were spelled (`RECORD_ONLY`; their sha256 are compared)."""
+    return {"command": command, **{k: v for k, v in settings.items() if k not in RECORD_ONLY}}

@@ -65,6 +65,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _num(v: float) -> str:
+    """A number for a message: integers in full (4294967295, not 4.29497e+09)."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e18 or isinstance(v, int) else f"{v:g}"
+
+
 def _check_field(f: dataclasses.Field, value: Any) -> None:
     """InputError unless `value` is in the field's range (None = unset is always fine)."""
     m, flag = f.metadata, _flag(f.name)
@@ -80,16 +85,18 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
     is_int = f.type in ("int", "int | None")
     if is_int and int(value) != value:
         raise InputError(f"{flag} must be an integer; got {value}")
-    if is_int and lo == 1 and hi is None and value < 1:
+    if is_int and lo == 1 and value < 1:
         raise InputError(f"{flag} must be a positive integer (>= 1); got {value}")
     if above is not None and hi is not None and not above < value <= hi:
-        raise InputError(f"{flag} must lie in ({above:g}, {hi:g}]; got {value:g}")
+        raise InputError(f"{flag} must lie in ({_num(above)}, {_num(hi)}]; got {_num(value)}")
     if above is not None and not value > above:
-        raise InputError(f"{flag} must be > {above:g}; got {value:g}")
+        raise InputError(f"{flag} must be > {_num(above)}; got {_num(value)}")
+    if lo is not None and hi is not None and not lo <= value <= hi:
+        raise InputError(f"{flag} must lie in [{_num(lo)}, {_num(hi)}]; got {_num(value)}")
     if lo is not None and value < lo:
-        raise InputError(f"{flag} must be >= {lo:g}; got {value:g}")
+        raise InputError(f"{flag} must be >= {_num(lo)}; got {_num(value)}")
     if hi is not None and value > hi:
-        raise InputError(f"{flag} must be <= {hi:g}; got {value:g}")
+        raise InputError(f"{flag} must be <= {_num(hi)}; got {_num(value)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +148,15 @@ def _split() -> Any:
     return option("test", "which part of the data set: train, val, test (a stratified 70/10/20 split) or all")
 
 
+SEED_MAX = 2**32 - 1  # PRNG keys hold 32-bit seeds: a larger or negative seed would collide with another
+
+
+def _seed(help: str) -> Any:
+    return option(0, f"{help} (0 to {SEED_MAX}: each seed its own stream)", minimum=0, maximum=SEED_MAX)
+
+
 def _split_seed() -> Any:
-    return option(0, "seed of the train/val/test split")
+    return _seed("seed of the train/val/test split")
 
 
 def _max_length() -> Any:
@@ -192,7 +206,7 @@ class FinetuneSettings(Settings):
     epochs: int = option(3, "most epochs (early stopping on the validation split)", minimum=1)
     patience: int = option(1, "epochs without a better validation accuracy before stopping", minimum=0)
     max_length: int = _max_length()
-    seed: int = option(0, "seed of the head's initialisation and of the batch order")
+    seed: int = _seed("seed of the head's initialisation and of the batch order")
     split_seed: int = _split_seed()
     n_train: int | None = option(None, "use only the first N training examples (default: the whole train split)",
                                  minimum=1, metavar="N")
@@ -211,14 +225,14 @@ class ApexSettings(Settings):
     n: int | None = option(None, "inputs: the first N of the split (default: all of it)", minimum=1, metavar="N")
     sigmas: tuple = option("logspace:0.01:4:16", "the σ grid: logspace:LO:HI:N or a list 0.1,0.5,1",
                            metavar="SPEC")
-    draws: int = option(64, "noise draws per input and σ", minimum=1)
+    draws: int = option(64, "noise draws per input and σ", minimum=1, maximum=2**24)
     sites: str = option("resid_post", "a site spec: presets resid_post, embed, mlp_post, all; layer numbers 0,3; "
                                       "a range like 2-4:hook_resid_post; or site names (comma-separated)",
                         metavar="SPEC")
     absolute: bool = option(False, "σ is an absolute standard deviation (default: σ × each site's RMS)")
     threshold: float = option(0.5, "an input escapes when the share of draws keeping its clean prediction falls "
                                    "below this", above=0.0, maximum=1.0)
-    seed: int = option(0, "seed of the noise (every draw is determined by seed, input id, σ and draw index)")
+    seed: int = _seed("seed of the noise (every draw is determined by seed, input id, σ and draw index)")
     chunk_size: int | None = option(None, "sweep units per compiled call (default: chosen from a memory budget; "
                                           "results do not depend on it)", minimum=1, record=False)
     pad_multiple: int = _pad_multiple()
@@ -281,7 +295,7 @@ class SilenceSettings(Settings):
     mode: str = option("zero", "how neurons are silenced: zeroed, set to their mean over the inputs, or noised",
                        choices=("zero", "mean", "noise"))
     sigma: float = option(1.0, "noise mode: standard deviation × the token's RMS", above=0.0)
-    draws: int = option(16, "noise mode: draws per input and mask", minimum=1)
+    draws: int = option(16, "noise mode: draws per input and mask", minimum=1, maximum=2**24)
     asymmetry_k: float = option(10.0, "the k (%) of the class-asymmetry matrix (the middle level when not among "
                                       "the k levels)", above=0.0, maximum=100.0)
     joint: bool = option(False, "silence all the layers at once (each with its own ranking)")
@@ -289,7 +303,7 @@ class SilenceSettings(Settings):
     controls: str = option("attribution", "positive controls: attribution (top-k% by activation × gradient), "
                                           "mean (masks also mean-ablated, ~2x the sweep; mode zero), both as "
                                           "attribution,mean, or none", metavar="LIST")
-    seed: int = option(0, "seed of the random masks and of the noise")
+    seed: int = _seed("seed of the random masks and of the noise")
     split_seed: int = _split_seed()
     max_length: int = _max_length()
     pad_multiple: int = _pad_multiple()

@@ -222,7 +222,10 @@ def train(
             for batch in make_batches(train_feats, train_data.labels, config.batch_size, rng):
                 trainable, opt_state, value = train_step(trainable, opt_state, frozen, batch)
                 losses.append(value)
-                value.block_until_ready()  # the bar counts finished steps, not dispatched ones
+                if not np.isfinite(float(value)):  # (also waits for the step: the bar counts finished steps)
+                    raise InputError(
+                        f"training diverged: the loss is {float(value)} at epoch {epoch + 1}, step {len(losses)} "
+                        f"(learning rate {config.lr():g}); nothing was saved. Lower --lr, or check the data")
                 bar.update()
         params = {**frozen, **trainable}
         val = evaluate(model, params, val_data, max_length=config.max_length, progress=progress,
@@ -283,6 +286,26 @@ def _initial_model(model: Model | str, data: Dataset, seed: int) -> Model:
     return load(str(model), num_labels=data.n_classes, label_names=data.label_names, seed=seed)
 
 
+def _check_training_classes(full: Dataset, train_part: Dataset, splits: dict, log: Callable[[str], None] | None) -> None:
+    """Refuses training data of one class; notes classes with no training example and test
+    inputs that also occur in the training part (they inflate the held-out accuracy)."""
+    present = np.unique(train_part.labels)
+    if len(present) < 2:
+        raise InputError(f"the training part of {full.name!r} ({len(train_part)} examples) holds only class "
+                         f"{int(present[0])} ({full.label_names[int(present[0])]}); a classifier needs examples of "
+                         "at least two classes: use more examples (a larger --n-train) or other data")
+    absent = [c for c in range(full.n_classes) if c not in set(present.tolist())]
+    if absent and log:
+        log(f"note: classes {absent} ({', '.join(full.label_names[c] for c in absent)}) have no training example; "
+            "the model cannot learn to predict them")
+    if full.kind == "text" and log:
+        seen = set(map(str, train_part.inputs))
+        repeated = sum(str(t) in seen for t in splits["test"].inputs)
+        if repeated:
+            log(f"note: {repeated} of the {len(splits['test'])} test inputs also occur in the training part "
+                "(duplicate texts in the data): the held-out accuracy counts them as unseen")
+
+
 def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, settings: FinetuneSettings | None = None,
                  *, overwrite: bool = False, progress: Progress = True, log: Callable[[str], None] | None = print,
                  **options: Any) -> dict:
@@ -314,6 +337,7 @@ def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, setti
             raise InputError(f"--n-train {s.n_train}, but the train split of {full.name!r} has {len(train_part)} "
                              f"examples; choose 1 <= n <= {len(train_part)}, or leave it unset")
         train_part = train_part.subset(range(s.n_train))
+    _check_training_classes(full, train_part, splits, log)
     from_scratch = isinstance(model, str) and model in VIT_PRESETS
     initial = _initial_model(model, full, s.seed)
     if not from_scratch:
@@ -321,19 +345,21 @@ def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, setti
     config = TrainConfig(mode=s.mode, learning_rate=s.lr, batch_size=s.batch_size, max_epochs=s.epochs,
                          patience=s.patience, max_length=s.max_length, seed=s.seed, from_scratch=from_scratch)
     run = runs.open_run(out, s.command, {**inputs.identity(model, initial, data, full), **s.record()},
-                        overwrite=overwrite, log=log)
-    t0 = time.perf_counter()
-    if log:
-        log(f"{initial}\ntraining on {len(train_part)} {full.name} examples ({config.mode}), "
-            f"validating on {len(splits['val'])}")
-    trained, history = train(initial, train_part, splits["val"], config, out_dir=out, log=log or print,
-                             progress=progress)
-    test = evaluate(trained, trained.params, splits["test"], max_length=config.max_length, progress=progress,
-                    desc="test")
-    trained.save(run.path("model"))
-    results = {"n_train": len(train_part), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
-               "test_accuracy": test["accuracy"], "test_loss": test["loss"], "history": history}
-    summary = run.write_summary(results, details={"train": dataclasses.asdict(config)})
-    timing = run.write_timing({"seconds": round(time.perf_counter() - t0, 1)})
-    run.complete(log)
-    return {**summary, "timing": timing}
+                        overwrite=overwrite, log=log, inputs=(model, data))
+    with run:
+        t0 = time.perf_counter()
+        if log:
+            log(f"{initial}\ntraining on {len(train_part)} {full.name} examples ({config.mode}), "
+                f"validating on {len(splits['val'])}")
+        run.claim("checkpoints")  # the training state, for resuming
+        trained, history = train(initial, train_part, splits["val"], config, out_dir=out, log=log or print,
+                                 progress=progress)
+        test = evaluate(trained, trained.params, splits["test"], max_length=config.max_length, progress=progress,
+                        desc="test")
+        trained.save(run.path("model"))
+        results = {"n_train": len(train_part), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
+                   "test_accuracy": test["accuracy"], "test_loss": test["loss"], "history": history}
+        summary = run.write_summary(results, details={"train": dataclasses.asdict(config)})
+        timing = run.write_timing({"seconds": round(time.perf_counter() - t0, 1)})
+        run.complete(log)
+        return {**summary, "timing": timing}

@@ -70,6 +70,19 @@ def env(tmp_path_factory):
     shutil.copytree(e["model"], badcfg)
     (badcfg / "config.json").write_text('{"model_type": "bert", "hidden_size": ')
     e["model_badcfg"] = badcfg
+    nan = root / "bert_nan"  # a broken model: non-finite weights give non-finite logits
+    shutil.copytree(e["model"], nan)
+    w = load_file(str(nan / "model.safetensors"))
+    w["bert.pooler.dense.bias"] = np.full_like(w["bert.pooler.dense.bias"], np.nan)
+    save_file(w, str(nan / "model.safetensors"), metadata={"format": "pt"})
+    e["model_nan"] = nan
+    mislabelled = root / "bert_id2label3"  # a 2-row head beside a 3-entry id2label
+    shutil.copytree(e["model"], mislabelled)
+    cfg = json.loads((mislabelled / "config.json").read_text())
+    cfg["id2label"] = {"0": "a", "1": "b", "2": "c"}
+    (mislabelled / "config.json").write_text(json.dumps(cfg))
+    e["model_id2label"] = mislabelled
+    e["model_vocab"] = tiny_bert_folder(root / "bert_vocab50", resolve("minilm"), seed=1, vocab_size=50)
     # data files
     e["latin1"] = root / "latin1.csv"
     e["latin1"].write_bytes("text,label\n".encode() + "caf\xe9 great one,1\n".encode("latin-1") * 10)
@@ -77,6 +90,9 @@ def env(tmp_path_factory):
     three.write_text("text,label\n" + "".join(f"sentence {w} {i},{i % 3}\n"
                                                for i, w in enumerate(["a", "b", "c"] * 10)))
     e["three"] = three
+    one = root / "one_class.csv"
+    one.write_text("text,label\n" + "".join(f"sentence {i},neg\n" for i in range(30)))
+    e["one_class"] = one
     long = root / "long.csv"
     long.write_text("text,label\n" + "".join(f"{'great ' * 30000}one,{i % 2}\n" for i in range(20)))
     e["long"] = long
@@ -129,12 +145,21 @@ FINETUNE = [
     ("out-inside-file", ["--out", ("sub", "file")], 2, ["inside", "a file"]),
     ("out-unwritable", ["--out", "/proc/apex-jax-run"], 2, ["not writable"]),
     ("other-settings", ["--seed", "3"], 2, ["seed", "--overwrite"]),
+    ("one-class", ["--data", _("one_class"), "--out", ("new", "ft_one_class")], 2, ["only class", "at least two"]),
+    ("seed-negative", ["--seed=-1"], 2, ["--seed", "[0, 4294967295]"]),
 ]
 
 APEX = [
     ("chunk-size-0", ["--chunk-size", "0"], 2, ["--chunk-size", ">= 1"]),
     ("chunk-size-neg", ["--chunk-size", "-1"], 2, ["--chunk-size", ">= 1"]),
     ("draws-0", ["--draws", "0"], 2, ["--draws", ">= 1"]),
+    ("draws-huge", ["--draws", "1000000000000"], 2, ["--draws", "[1, 16777216]"]),
+    ("seed-negative", ["--seed=-1"], 2, ["--seed", "[0, 4294967295]", "got -1"]),
+    ("seed-2^32", ["--seed", "4294967296"], 2, ["--seed", "[0, 4294967295]"]),
+    ("seed-2^64+1", ["--seed", "18446744073709551617"], 2, ["--seed", "18446744073709551617"]),
+    ("nan-model", ["--model", _("model_nan")], 2, ["not finite", "broken"]),
+    ("tokenizer-mismatch", ["--model", _("model_vocab")], 2, ["token id", "embedding table has 50 rows"]),
+    ("id2label-mismatch", ["--model", _("model_id2label")], 2, ["id2label names 3 classes", "2 rows"]),
     ("n-0", ["--n", "0"], 2, ["--n", ">= 1"]),
     ("n-too-many", ["--n", "100"], 2, ["n = 100", "has 8", "n <= 8"]),
     ("max-length-0", ["--max-length", "0"], 2, ["--max-length", ">= 1"]),
@@ -303,7 +328,7 @@ def test_killed_sweep_leaves_incomplete(env, capsys, monkeypatch):
         cli.main([str(a) for a in ["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE]])
     capsys.readouterr()
     m = json.loads((out / "run.json").read_text())
-    assert m["status"] == "incomplete" and "files" not in m
+    assert m["status"] == "incomplete" and m["files"] == []  # it had written nothing of its own yet
     assert not (out / "summary.json").exists()
 
 
@@ -327,9 +352,13 @@ def _fresh_vs_overwrite(env, capsys, command, base, files):
     root = env["root"]
     reused = root / f"{command}_reuse"
     fresh = root / f"{command}_fresh"
-    probe = ["--probe", root / "probe"] if command == "silence" else []
+    if command == "silence" and not (root / "probe_neg").exists():  # silence reads a probe run of its own model
+        assert run_cli(["probe", env["model_neg"], "--data", env["task"], "--out", root / "probe_neg", *PROBE_BASE],
+                       capsys)[0] == 0
 
     def argv(model, out, *more):
+        probe = (["--probe", root / ("probe_neg" if model == env["model_neg"] else "probe")]
+                 if command == "silence" else [])
         return [command, model, "--data", env["task"], *probe, "--out", out, *base, *more]
 
     assert run_cli(argv(env["model"], reused), capsys)[0] == 0
@@ -426,3 +455,184 @@ def test_draws_not_a_multiple_of_the_step(env, capsys):
     assert json.loads((out / "timing.json").read_text())["perturbed_forwards"] == 4 * 2 * 3
     m = json.loads((out / "run.json").read_text())
     assert m["status"] == "complete" and "consistency_curves.png" in m["files"]
+
+
+# ----------------------------------------------------------------------------- ownership, one writer
+def test_foreign_files_are_never_listed_or_removed(env, capsys):
+    """A folder holding files no run wrote is refused, with or without --overwrite, and keeps
+    every file; so an --overwrite can never delete a file apex-jax did not write."""
+    out = env["root"] / "user_folder"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "sub" / "data.bin").write_bytes(b"\x01\x02")
+    before = tree_hash(out)
+    for extra in ([], ["--overwrite"]):
+        rc, _o, err = run_cli(["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE, *extra],
+                              capsys)
+        assert rc == 2 and "notes.txt" in err and "did not write" in err, err
+        assert tree_hash(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sub"]  # no lock file left behind
+
+
+def test_a_run_lists_only_what_it_wrote(env, capsys):
+    """The manifest lists the run's own entries; a file added to the folder later is foreign:
+    the next --overwrite is refused and the file survives."""
+    out = env["root"] / "owned"
+    argv = ["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE]
+    assert run_cli(argv, capsys)[0] == 0
+    m = json.loads((out / "run.json").read_text())
+    assert set(m["files"]) == {p.name for p in out.iterdir() if not p.name.startswith(".")} - {
+        "run.json", "sweep-checkpoints"}
+    (out / "later.txt").write_text("added by hand")
+    rc, _o, err = run_cli([*argv, "--draws", "3", "--overwrite"], capsys)
+    assert rc == 2 and "later.txt" in err
+    assert (out / "later.txt").read_text() == "added by hand"
+
+
+@pytest.mark.parametrize("where", ["model", "inside-model", "contains-data"])
+def test_out_apart_from_the_inputs(env, capsys, tmp_path, where):
+    """--out may not be an input, lie inside one or contain one (it would write over, or with
+    --overwrite delete, what it reads)."""
+    model = Path(env["model"])
+    if where == "contains-data":
+        folder = tmp_path / "project"
+        folder.mkdir()
+        data = folder / "task.csv"
+        data.write_bytes(Path(env["task"]).read_bytes())
+        out, want = folder, "contains the input"
+    else:
+        data = env["task"]
+        out, want = (model, "is the input") if where == "model" else (model / "run", "lies inside the input")
+    before = tree_hash(model)
+    rc, _o, err = run_cli(["apex", model, "--data", data, "--out", out, *APEX_BASE], capsys)
+    assert rc == 2 and want in err, err
+    assert tree_hash(model) == before and not (model / "run").exists()
+
+
+def test_finetune_never_writes_into_its_model(env, capsys):
+    """`finetune X/model --out X --overwrite` once deleted its own input model: refused."""
+    model = Path(env["model"])
+    before = tree_hash(model)
+    rc, _o, err = run_cli(["finetune", model, "--data", env["task"], "--out", model.parent, "--overwrite",
+                           "--epochs", "1", "--n-train", "16", "--max-length", "16"], capsys)
+    assert rc == 2 and "contains the input" in err, err
+    assert tree_hash(model) == before
+
+
+def test_a_second_writer_is_refused(env, capsys):
+    """While one run holds its folder, another run into it (here: the same command) is refused
+    with the holder's pid; the lock goes with the run."""
+    import os
+
+    from apex_jax import runs
+
+    out = env["root"] / "locked"
+    with runs.open_run(out, "apex", {"x": 1}) as held:
+        rc, _o, err = run_cli(["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE], capsys)
+        assert rc == 2 and f"pid {os.getpid()}" in err and "another run" in err, err
+        assert json.loads((out / "run.json").read_text())["settings"] == {"x": 1}
+        held.complete(log=None)
+    # released: the folder now holds a finished run of other settings, refused as such
+    rc, _o, err = run_cli(["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE], capsys)
+    assert rc == 2 and "settings differ" in err
+
+
+def test_the_same_inputs_spelled_differently_resume(env, capsys, tmp_path):
+    """Settings compare by content: the same model folder through a symlink or with a trailing
+    slash is the same run (it resumes instead of being refused)."""
+    out = env["root"] / "spelled"
+    link = tmp_path / "model-link"
+    link.symlink_to(Path(env["model"]).resolve())
+    for model in (env["model"], f"{env['model']}/", link):
+        rc, _o, err = run_cli(["apex", model, "--data", env["task"], "--out", out, *APEX_BASE], capsys)
+        assert rc == 0, (model, err)
+
+
+def test_a_diverged_fine_tune_saves_nothing(env, capsys):
+    """A fine-tune whose loss goes non-finite stops there (exit 2, the step named) and saves no
+    model; its folder stays visibly incomplete."""
+    out = env["root"] / "ft_diverged"
+    rc, _o, err = run_cli(["finetune", env["model"], "--data", env["task"], "--out", out, "--lr", "1e10",
+                           "--epochs", "1", "--batch-size", "4", "--n-train", "28", "--max-length", "16"], capsys)
+    assert rc == 2 and "training diverged" in err and "nothing was saved" in err, err
+    assert not (out / "model").exists() and not (out / "summary.json").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "incomplete"
+
+
+def test_silence_and_attack_check_the_probe_run(env, capsys, tmp_path):
+    """silence/attack refuse a probe run of other weights, an unfinished one, and one whose
+    classes are not the model's in the model's order (its class c would not be the model's c)."""
+    root = env["root"]
+    base = {"silence": SILENCE_BASE, "attack": ATTACK_BASE}
+    named = tmp_path / "bert_named"  # the same weights, with class names
+    shutil.copytree(env["model"], named)
+    cfg = json.loads((named / "config.json").read_text())
+    cfg.update(id2label={"0": "negative", "1": "positive"}, label2id={"negative": 0, "positive": 1})
+    (named / "config.json").write_text(json.dumps(cfg))
+    for command in ("silence", "attack"):
+        def run(probe, model=env["model"]):
+            return run_cli([command, model, "--data", env["task"], "--probe", probe, "--out",
+                            tmp_path / f"{command}-{probe.name}", *base[command]], capsys)
+        rc, _o, err = run(root / "probe", env["model_neg"])
+        assert rc == 2 and "other weights" in err, err
+        unfinished = tmp_path / "probe_unfinished"
+        if not unfinished.exists():
+            shutil.copytree(root / "probe", unfinished)
+            m = json.loads((unfinished / "run.json").read_text())
+            (unfinished / "run.json").write_text(json.dumps({**m, "status": "incomplete"}))
+        rc, _o, err = run(unfinished)
+        assert rc == 2 and "incomplete probe run" in err, err
+        swapped = tmp_path / "probe_swapped"
+        if not swapped.exists():
+            shutil.copytree(root / "probe", swapped)
+            m = json.loads((swapped / "run.json").read_text())
+            m["settings"]["classes"] = ["positive", "negative"]
+            (swapped / "run.json").write_text(json.dumps(m))
+        rc, _o, err = run(swapped, named)
+        assert rc == 2 and "class c" in err, err
+
+
+def test_sigterm_stops_resumable_like_ctrl_c(monkeypatch, capsys):
+    """SIGTERM (a scheduler's stop) exits 143 with the resume hint, not a silent kill."""
+    import os
+    import signal
+
+    def layer(*args, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setitem(cli.RUN_LAYERS, "apex", layer)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["apex", "m", "--data", "d", "--out", "o"]) == 143
+    assert "terminated; rerun the same command to resume" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_csv_row_with_an_unquoted_comma_is_named(env, capsys, tmp_path):
+    bad = tmp_path / "comma.csv"
+    bad.write_text("text,label\nfine film,1\nloved it, a lot,1\nawful,0\n")
+    rc, _o, err = run_cli(["apex", env["model"], "--data", bad, "--out", tmp_path / "run", *APEX_BASE], capsys)
+    assert rc == 2 and "comma.csv:3" in err and "quote" in err, err
+
+
+def test_tilde_out_is_the_home_folder(monkeypatch, tmp_path):
+    from apex_jax import runs
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert runs.check_out("~/x") == tmp_path / "x"
+
+
+def test_report_on_folders_apex_jax_did_not_write(capsys, tmp_path):
+    """A foreign summary.json is no apex run with numbers; a truncated run.json is not "complete"."""
+    from apex_jax import run_page
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "summary.json").write_text('{"results": 5}')
+    text = run_page.build_page(foreign)
+    assert "apex-jax <span class=\"cmd\">unknown</span>" in text
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "run.json").write_text('{"format": 2, "command": "apex", "sta')
+    (truncated / "summary.json").write_text('{"kind": "apex", "results": {}}')
+    text = run_page.build_page(truncated)
+    assert "unreadable run.json" in text and ">complete<" not in text

@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 import apex_jax
 from apex_jax.engine import run_sweep
-from apex_jax.interventions import Noise
+from apex_jax.errors import InputError
+from apex_jax.interventions import Add, Noise
 from apex_jax.models.loading import resolve
 from tests.helpers.sweep_script import TEXTS, load_scores
 from tests.helpers.tiny_text import tiny_bert_folder
@@ -155,3 +157,34 @@ def test_checkpoints_of_one_architecture_share_kernels_but_use_their_own_params(
     own = np.asarray(other.forward(batch).logits).argmax(1)
     np.testing.assert_array_equal(second.clean, own)
     assert (second.clean != first.clean).any()  # the negated head really predicts differently
+
+
+def _add_on_embed(point, keys):  # one function object: the kernel cache key needs it
+    return {"hook_embed": Add(point)}
+
+
+def test_nonfinite_draws_count_in_no_class(model):
+    """A perturbation that makes the logits NaN is counted as non-finite, never as class 0:
+    such draws keep nothing, predict no class and are left out of the margin and KL means."""
+    batch, ids = model.encode(TEXTS[:3]), np.arange(3)
+    r = run_sweep(model, model.params, batch, ids, _add_on_embed, np.array([0.0, np.nan], np.float32),
+                  sites=["hook_embed"], draws=4, seed=0, progress=False)
+    np.testing.assert_array_equal(r.finite_draws, [[4, 0]] * 3)
+    np.testing.assert_array_equal(r.nonfinite, [[0.0, 1.0]] * 3)
+    np.testing.assert_array_equal(r.kept, [[1.0, 0.0]] * 3)
+    assert np.isfinite(r.mean_margin[:, 0]).all() and np.isnan(r.mean_margin[:, 1]).all()
+    assert np.isnan(r.mean_kl[:, 1]).all() and (r.counts[:, 1] == 0).all()
+
+
+def test_a_model_with_nonfinite_clean_logits_is_an_error(model):
+    params = jax.tree.map(lambda x: x, model.params)
+    params["head"]["classifier"]["kernel"] = np.full_like(params["head"]["classifier"]["kernel"], np.nan)
+    with pytest.raises(InputError, match="clean logits are not finite.*ids \\[0, 1\\]"):
+        run_sweep(model, params, model.encode(TEXTS[:2]), [0, 1], _noise_on_blocks, np.array([0.1], np.float32),
+                  sites=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], draws=2, progress=False)
+    with pytest.raises(InputError, match=r"2 ids for 3 inputs"):
+        run_sweep(model, model.params, model.encode(TEXTS[:3]), [0, 1], _noise_on_blocks,
+                  np.array([0.1], np.float32), sites=["blocks.0.hook_resid_post"], draws=2, progress=False)
+    with pytest.raises(InputError, match=r"ids must lie in \[0, 4294967295\]"):
+        run_sweep(model, model.params, model.encode(TEXTS[:2]), [0, 2**32], _noise_on_blocks,
+                  np.array([0.1], np.float32), sites=["blocks.0.hook_resid_post"], draws=2, progress=False)

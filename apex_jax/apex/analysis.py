@@ -123,17 +123,21 @@ class ApexResult:
         return np.where(c.max(1) > 0, c.argmax(1), -1)
 
     def class_shares(self, sigma_index: int = -1) -> np.ndarray:
-        """Share of all draws over all inputs predicting each class at one σ: [C]."""
+        """Share of all draws over all inputs predicting each class at one σ: [C] (draws with
+        non-finite logits predict no class: the shares then sum to less than 1)."""
         c = self.sweep.counts[:, sigma_index].sum(0)
-        return c / c.sum()
+        return c / (self.sweep.counts.shape[0] * self.sweep.draws)
 
     def bias(self, sigma_index: int = -1) -> dict:
         """Large-σ model bias: class shares, entropy (nats), dominant class and its share."""
         shares = self.class_shares(sigma_index)
         nz = shares[shares > 0]
+        nonfinite = float(self.sweep.nonfinite[:, sigma_index].mean())
         return {"sigma": float(self.sigmas[sigma_index]), "class_shares": shares.tolist(),
-                "entropy": float(-(nz * np.log(nz)).sum()), "dominant_class": int(shares.argmax()),
-                "dominant_share": float(shares.max())}
+                "entropy": float(-(nz * np.log(nz)).sum()),
+                # no class dominates draws that all went non-finite
+                "dominant_class": int(shares.argmax()) if shares.max() > 0 else None,
+                "dominant_share": float(shares.max()), "nonfinite_share": nonfinite}
 
     def transition_index(self) -> int:
         """The grid index used for transitions: the smallest σ at which any draw leaves its clean
@@ -191,19 +195,20 @@ def sigmas_table(result: ApexResult) -> tuple[list[str], list[list]]:
     share of draws keeping the clean prediction), flip_rate (1 - share_kept), share_escaped
     (inputs whose grid escape σ is at most this σ), dominant_class, dominant_share and entropy
     (nats) of the class shares of all draws at this σ, mean_margin and mean_kl (means over
-    inputs of the clean-prediction margin and of KL(clean ‖ noisy), nats) and clean_margin (the
-    mean clean margin, the same on every row)."""
+    inputs of the clean-prediction margin and of KL(clean ‖ noisy), nats), clean_margin (the
+    mean clean margin, the same on every row) and nonfinite_share (the share of draws whose
+    logits were NaN or inf: they predict no class and are left out of the means)."""
     esc = result.escape_sigma()
     kept = result.consistency.mean(0)
     margin, kl = result.mean_margin.mean(0), result.mean_kl.mean(0)
     clean = float(result.clean_margin.mean())
     header = ["sigma", "share_kept", "flip_rate", "share_escaped", "dominant_class", "dominant_share", "entropy",
-              "mean_margin", "mean_kl", "clean_margin"]
+              "mean_margin", "mean_kl", "clean_margin", "nonfinite_share"]
     rows = []
     for g, s in enumerate(result.sigmas):
         b = result.bias(g)
         rows.append([float(s), float(kept[g]), float(1 - kept[g]), float((esc <= s).mean()), b["dominant_class"],
-                     b["dominant_share"], b["entropy"], float(margin[g]), float(kl[g]), clean])
+                     b["dominant_share"], b["entropy"], float(margin[g]), float(kl[g]), clean, b["nonfinite_share"]])
     return header, rows
 
 

@@ -11,6 +11,8 @@ from apex_jax.apex.analysis import ApexResult
 from apex_jax.fileio import pyplot, save_figure
 
 
+FIGURES = ("consistency_curves.png", "escape_sigma_hist.png", "transitions.png", "large_sigma_shares.png")
+
 def _grid_ticks(ax, sigmas: np.ndarray, lo: float, hi: float, most: int = 7) -> None:
     """Labels a log σ axis at the grid's own σ values (at most `most`, evenly thinned) instead of
     matplotlib's minor-tick labels, which overlap when the axis spans less than a decade."""

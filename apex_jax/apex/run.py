@@ -29,7 +29,7 @@ import numpy as np
 
 from apex_jax import batching, inputs, runs
 from apex_jax.apex.analysis import ApexResult, run_apex, samples_table, sigmas_table
-from apex_jax.apex.plots import plot_all
+from apex_jax.apex.plots import FIGURES, plot_all
 from apex_jax.data import Dataset
 from apex_jax.engine.mesh import model_parallel_of, shard_params, sweep_mesh
 from apex_jax.models.model import Model
@@ -113,19 +113,21 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
         loaded = loaded.replace(shard_params(loaded.params, mesh))
     sites = parse_sites(loaded, s.sites)
     run = runs.open_run(out, s.command, {**inputs.identity(model, loaded, data, ds), **s.record(), "n": len(ds),
-                                         "sites": list(sites)}, overwrite=overwrite, log=log)
-    batch = batching.encode(loaded, ds, s.max_length)
-    result = run_apex(loaded, loaded.params, batch, ds.ids, s.sigmas, sites=sites, draws=s.draws, seed=s.seed,
-                      relative=not s.absolute, threshold=s.threshold, run_dir=out, units_per_call=s.chunk_size,
-                      pad_multiple=s.pad_multiple, progress=progress, mesh=mesh, desc="APEX sweep")
-    names = loaded.label_names or ds.label_names
-    header, rows = samples_table(result, ds.ids, ds.labels)
-    run.write_rows("samples.csv", header, rows)
-    run.write_rows("sigmas.csv", *sigmas_table(result))
-    summary = run.write_summary(results(result, np.asarray(ds.labels), names), label_space=space,
-                                details={"site_rms": result.site_rms,
-                                         "engine": {k: v for k, v in result.sweep.settings.items() if k != "compiles"}})
-    t = run.write_timing(timing(result))
-    plot_all(out, result, names, not s.absolute)
-    run.complete(log)
-    return {**summary, "timing": t, "result": result}
+                                         "sites": list(sites)}, overwrite=overwrite, log=log, inputs=(model, data))
+    with run:
+        batch = batching.encode(loaded, ds, s.max_length)
+        result = run_apex(loaded, loaded.params, batch, ds.ids, s.sigmas, sites=sites, draws=s.draws, seed=s.seed,
+                          relative=not s.absolute, threshold=s.threshold, run_dir=out, units_per_call=s.chunk_size,
+                          pad_multiple=s.pad_multiple, progress=progress, mesh=mesh, desc="APEX sweep")
+        names = loaded.label_names or ds.label_names
+        header, rows = samples_table(result, ds.ids, ds.labels)
+        run.write_rows("samples.csv", header, rows)
+        run.write_rows("sigmas.csv", *sigmas_table(result))
+        summary = run.write_summary(results(result, np.asarray(ds.labels), names), label_space=space,
+                                    details={"site_rms": result.site_rms,
+                                             "engine": {k: v for k, v in result.sweep.settings.items() if k != "compiles"}})
+        t = run.write_timing(timing(result))
+        run.claim(*FIGURES)
+        plot_all(out, result, names, not s.absolute)
+        run.complete(log)
+        return {**summary, "timing": t, "result": result}

@@ -210,6 +210,11 @@ def load_csv(path: Path) -> Dataset:
                     f"{path}: CSV header must name the columns 'text' and 'label', got {fields}"
                 )
             for row in reader:
+                if None in row:  # DictReader files surplus fields under None: a comma not quoted
+                    raise InputError(
+                        f"{path}:{reader.line_num}: {len(fields) + len(row[None])} fields but the header names "
+                        f"{len(fields)} ({', '.join(fields)}); quote a text holding a comma: \"a, b\""
+                    )
                 rows.append(row)
                 lines.append(reader.line_num)
         except csv.Error as err:

@@ -102,7 +102,7 @@ def run_chunk(
         (counts [units, grid_per_step, inputs, n_classes] int32,
          margin sums [units, grid_per_step, inputs] float32,
          KL sums [units, grid_per_step, inputs] float32): each summed over the unit's real
-        draws (filler draws and slots add 0).
+        draws with finite logits (filler draws and slots, and non-finite draws, add 0).
     """
     TRACES["chunk"] += 1
     model = skeleton(config)
@@ -114,12 +114,16 @@ def run_chunk(
         keys = draw_keys(root, block_ids, 0 if common_noise else jnp.maximum(g, 0), offset + draw_index)
         perturbed = lambda k: resolve(perturb(grid_point, k), token_index, token_sites)
         logits = jax.vmap(lambda k: model.apply(params, prefix, perturbed(k), head_only=True).logits)(keys)
+        # a draw whose logits are not finite predicts no class (argmax would call it class 0) and
+        # adds no score: counts then sum to the finite draws, and the rest are reported as such
+        finite = jnp.isfinite(logits).all(-1)  # [D, inputs]
         hits = jax.nn.one_hot(jnp.argmax(logits, -1), C, dtype=jnp.int32)  # [D, inputs, C]
         valid = (draw_index < draws) & (g >= 0)
+        counted = valid[:, None] & finite
         margin, kl = scores(logits, reference, clean_logits)  # [D, inputs] each
-        # where, not a product: a filler draw's NaN (e.g. a NaN σ) must not leak into the sum
-        real = lambda x: jnp.sum(jnp.where(valid[:, None], x, 0.0), axis=0)
-        return jnp.sum(hits * valid[:, None, None], axis=0), real(margin), real(kl)
+        # where, not a product: a filler or non-finite draw's NaN must not leak into the sum
+        real = lambda x: jnp.sum(jnp.where(counted, x, 0.0), axis=0)
+        return jnp.sum(hits * counted[..., None], axis=0), real(margin), real(kl)
 
     def unit(shared, grid_points, g, d):  # grid_per_step grid points at once
         run = lambda: jax.vmap(lambda p, gi: one_point(*shared, p, gi, d))(grid_points, g)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from apex_jax.errors import InputError
+
 
 def root_key_data(seed: int) -> np.ndarray:
     """The raw data of `jax.random.key(seed)` ([2] uint32 for threefry), computed on the host.
@@ -22,6 +24,8 @@ def root_key_data(seed: int) -> np.ndarray:
     jax.random.wrap_key_data(data), ...)`), so a new seed never recompiles and the keys are
     exactly those of the Python-int seed, whatever its size or the x64 setting.
     """
+    if not 0 <= int(seed) <= 2**32 - 1:  # 32-bit PRNG seeds: others would collide (-1 with 2**32 - 1)
+        raise InputError(f"seed must lie in [0, {2**32 - 1}]; got {seed}")
     return np.asarray(jax.random.key_data(jax.random.key(seed)))
 
 

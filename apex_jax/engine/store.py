@@ -32,7 +32,8 @@ from apex_jax.checkpoints import Checkpoints
 # alters counts or scores for the same settings (old checkpoints then miss).
 # 3: the state holds margin and KL sums beside the counts (and the length buckets default to
 # `plan.PAD_MULTIPLE` = 8 tokens; 16 before).
-KERNEL_VERSION = 3
+# 4: a draw with non-finite logits counts in no class and adds no score (it counted as class 0).
+KERNEL_VERSION = 4
 CHECKPOINTS = "sweep-checkpoints"
 SETTINGS_FILE = "settings.json"
 

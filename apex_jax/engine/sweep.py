@@ -120,19 +120,37 @@ class SweepResult:
 
     @property
     def kept(self) -> np.ndarray:
-        """Share of draws keeping the clean prediction, [n_inputs, n_grid]."""
+        """Share of draws keeping the clean prediction, [n_inputs, n_grid] (a draw with
+        non-finite logits keeps nothing)."""
         n = self.counts.shape[0]
         return self.counts[np.arange(n), :, self.clean] / self.draws
 
     @property
+    def finite_draws(self) -> np.ndarray:
+        """Draws whose perturbed logits were finite, [n_inputs, n_grid] (the counts' total)."""
+        return self.counts.sum(-1)
+
+    @property
+    def nonfinite(self) -> np.ndarray:
+        """Share of draws whose perturbed logits were not finite (NaN or inf: counted in no
+        class, left out of the margin and KL means), [n_inputs, n_grid]."""
+        return (self.draws - self.finite_draws) / self.draws
+
+    @property
     def mean_margin(self) -> np.ndarray:
-        """Mean over draws of the reference class's logit margin, [n_inputs, n_grid]."""
-        return self._need("margin_sum") / self.draws
+        """Mean over the finite draws of the reference class's logit margin, [n_inputs, n_grid]
+        (NaN where no draw was finite)."""
+        return self._finite_mean(self._need("margin_sum"))
 
     @property
     def mean_kl(self) -> np.ndarray:
-        """Mean over draws of KL(clean ‖ perturbed) in nats, [n_inputs, n_grid]."""
-        return self._need("kl_sum") / self.draws
+        """Mean over the finite draws of KL(clean ‖ perturbed) in nats, [n_inputs, n_grid]."""
+        return self._finite_mean(self._need("kl_sum"))
+
+    def _finite_mean(self, total: np.ndarray) -> np.ndarray:
+        n = self.finite_draws
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
     @property
     def clean_margin(self) -> np.ndarray:
@@ -275,6 +293,7 @@ def run_sweep(
         prefix, block_logits = _prefix(model, params, batch, sites)
         token_index = classifier_index(model.config, batch, len(block.rows))
         real = block.rows >= 0
+        _check_finite(np.asarray(block_logits)[real], ids[block.rows[real]])
         clean_logits[block.rows[real]] = block_logits[real]
         clean[block.rows[real]] = block_logits[real].argmax(-1)
         block_ids = np.where(real, ids[np.maximum(block.rows, 0)], 0)
@@ -327,15 +346,36 @@ def _margin(logits: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return logits[np.arange(n), reference] - other.max(-1)
 
 
+ID_MAX = 2**32 - 1  # input ids are folded into the noise keys as uint32
+
+
+def _check_finite(logits: np.ndarray, ids: np.ndarray) -> None:
+    """InputError when clean logits are not finite: a broken model or input is an error, never a
+    result (non-finite logits would count as class 0)."""
+    bad = ~np.isfinite(logits).all(-1)
+    if bad.any():
+        raise InputError(f"the model's clean logits are not finite (NaN or inf) for {int(bad.sum())} input(s), ids "
+                         f"{ids[bad][:5].tolist()}: the model is broken (non-finite weights, e.g. a diverged "
+                         "training) or cannot read these inputs; check the model with model.apply on them")
+
+
 def _validate(model: Model, inputs: dict, ids: Sequence[int], grid: Any, draws: int,
               per_input_grid: bool) -> tuple[np.ndarray, int]:
     """Checks the sweep's arguments; returns (ids [n] int64, grid size G)."""
     if model.config.n_classes is None:
         raise ValueError("a sweep needs a classifier; load the model with num_labels=N.")
-    ids = np.asarray(ids, np.int64)
+    try:
+        ids = np.asarray(ids, np.int64)
+    except OverflowError:
+        raise InputError(f"input ids must be integers in [0, {ID_MAX}] (they key the noise)") from None
     n = len(ids)
     if n == 0:
         raise ValueError("the sweep got no inputs.")
+    if n != len(jax.tree.leaves(inputs)[0]):
+        raise InputError(f"the sweep got {n} ids for {len(jax.tree.leaves(inputs)[0])} inputs; give one id per input")
+    if ids.min() < 0 or ids.max() > ID_MAX:
+        raise InputError(f"input ids must lie in [0, {ID_MAX}] (they key the noise as 32-bit values: others would "
+                         f"collide); got {ids.min()}..{ids.max()}")
     if len(np.unique(ids)) != n:
         raise ValueError("input ids must be unique (they key the noise).")
     if draws < 1:

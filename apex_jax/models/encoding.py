@@ -77,8 +77,15 @@ def encode(
             max_length=min(max_length or limit, limit), pad_to_multiple_of=pad_to_multiple_of,
             return_tensors="np",
         )
-        keep = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.type_vocab_size else [])
-        return {k: np.asarray(enc[k], np.int32) for k in keep if k in enc}
+        keep = ["input_ids", "attention_mask"] + (["token_type_ids"] if getattr(model.config, "type_vocab_size", 0) else [])
+        out = {k: np.asarray(enc[k], np.int32) for k in keep if k in enc}
+        vocab = getattr(model.config, "vocab_size", 0)
+        if vocab and out["input_ids"].size and (out["input_ids"].max() >= vocab or out["input_ids"].min() < 0):
+            # an id outside the embedding table reads as NaN, not as an error: refuse it here
+            raise InputError(f"{model.source!r}: its tokenizer gives token id {int(out['input_ids'].max())} but the "
+                             f"model's embedding table has {vocab} rows: the tokenizer files do not belong to this "
+                             "model; copy the tokenizer of the model it was trained with")
+        return out
     if isinstance(items, str) or (
         isinstance(items, (list, tuple)) and any(isinstance(i, str) for i in items)
     ) or (isinstance(items, np.ndarray) and items.dtype.kind in "USO"):

@@ -216,6 +216,11 @@ def load(
 
     names = label_names
     n_classes = cfg.n_classes
+    id2label = hf.get("id2label") or {}
+    if (not getattr(cfg, "lm_head", False) and n_classes and not fresh and id2label
+            and len(id2label) != n_classes):
+        raise InputError(f"{folder / 'config.json'}: id2label names {len(id2label)} classes but the classifier "
+                         f"head has {n_classes} rows; give id2label (and label2id) one entry per row")
     if (names is None and not getattr(cfg, "lm_head", False) and n_classes and not fresh
             and len(hf.get("id2label") or {}) == n_classes):
         names = [hf["id2label"][str(i)] for i in range(n_classes)]

@@ -12,13 +12,14 @@ NEGATIVE = ("awful", "terrible", "dreadful", "boring", "horrible")
 FILLER = ("the film was", "honestly a", "what a", "this is a", "i found it", "the cast is")
 
 
-def tiny_bert_folder(folder: Path, tokenizer_folder: Path, seed: int = 0) -> Path:
-    """An HF BertForSequenceClassification folder (d_model 16, 2 layers) with MiniLM's tokenizer."""
+def tiny_bert_folder(folder: Path, tokenizer_folder: Path, seed: int = 0, vocab_size: int = 30522) -> Path:
+    """An HF BertForSequenceClassification folder (d_model 16, 2 layers) with MiniLM's tokenizer
+    (a `vocab_size` below the tokenizer's makes a model the tokenizer does not fit)."""
     import torch
     import transformers as T
 
     torch.manual_seed(seed)
-    cfg = T.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    cfg = T.BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                        intermediate_size=32, max_position_embeddings=64, num_labels=2)
     T.BertForSequenceClassification(cfg).save_pretrained(str(folder))
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
