@@ -209,8 +209,10 @@ class Run:
     manifest "incomplete" (rerun to resume).
     """
 
-    def __init__(self, out: Path, command: str, settings: dict, lock: _Lock, owned: set[str] = frozenset()):
+    def __init__(self, out: Path, command: str, settings: dict, lock: _Lock, owned: set[str] = frozenset(),
+                 created: Sequence[Path] = ()):
         self.out, self.command, self.settings, self._lock = out, command, settings, lock
+        self.created = list(created)  # the folders open_run made for this run, deepest first
         argv = _COMMAND_LINE.get()
         self.command_line = argv if argv is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
         self.claimed = set(owned) - {MANIFEST, CHECKPOINTS}  # a resumed run keeps what it wrote before
@@ -218,8 +220,24 @@ class Run:
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.release()
+        if exc_type is not None and issubclass(exc_type, InputError) and self.created and not self._wrote_any():
+            # refused inside the run (a broken model, a diverged training) before any output: like a
+            # run refused before it starts, it leaves no folder (this run made it; all in it is its own)
+            shutil.rmtree(self.out, ignore_errors=True)
+            for d in self.created[1:]:
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+
+    def _wrote_any(self) -> bool:
+        """Whether any claimed entry holds a file (a folder made for checkpoints but still empty
+        holds no output)."""
+        for name in self.files():
+            p = self.out / name
+            if not p.is_dir() or any(q.is_file() for q in p.rglob("*")):
+                return True
+        return False
 
     def release(self) -> None:
         """Releases the folder's lock (also when the process ends)."""
@@ -391,7 +409,7 @@ def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool =
             removed = _remove_previous(out, old)
             if removed and log:
                 log(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}")
-        run = Run(out, command, settings, lock, owned if (same and not overwrite) else set())
+        run = Run(out, command, settings, lock, owned if (same and not overwrite) else set(), created)
         lock.record_holder(run.command_line)
         run.write("incomplete")
         return run

@@ -157,9 +157,11 @@ APEX = [
     ("seed-negative", ["--seed=-1"], 2, ["--seed", "[0, 4294967295]", "got -1"]),
     ("seed-2^32", ["--seed", "4294967296"], 2, ["--seed", "[0, 4294967295]"]),
     ("seed-2^64+1", ["--seed", "18446744073709551617"], 2, ["--seed", "18446744073709551617"]),
-    ("nan-model", ["--model", _("model_nan")], 2, ["not finite", "broken"]),
-    ("tokenizer-mismatch", ["--model", _("model_vocab")], 2, ["token id", "embedding table has 50 rows"]),
-    ("id2label-mismatch", ["--model", _("model_id2label")], 2, ["id2label names 3 classes", "2 rows"]),
+    ("nan-model", ["--model", _("model_nan"), "--out", ("new", "apex_nan")], 2, ["not finite", "broken"]),
+    ("tokenizer-mismatch", ["--model", _("model_vocab"), "--out", ("new", "apex_vocab")], 2,
+     ["token id", "embedding table has 50 rows"]),
+    ("id2label-mismatch", ["--model", _("model_id2label"), "--out", ("new", "apex_id2label")], 2,
+     ["id2label names 3 classes", "2 rows"]),
     ("n-0", ["--n", "0"], 2, ["--n", ">= 1"]),
     ("n-too-many", ["--n", "100"], 2, ["n = 100", "has 8", "n <= 8"]),
     ("max-length-0", ["--max-length", "0"], 2, ["--max-length", ">= 1"]),
@@ -392,7 +394,7 @@ def test_silence_wrong_model_reuse(env, capsys):
 
 def test_manifest_and_label_space_recorded(env):
     m = json.loads((env["root"] / "apex" / "run.json").read_text())
-    assert m["format"] == 1 and m["command"] == "apex" and m["status"] == "complete"
+    assert m["format"] == 2 and m["command"] == "apex" and m["status"] == "complete"
     assert len(m["settings"]["model_params_sha256"]) == 64 and m["settings"]["draws"] == 2
     assert {"samples.csv", "summary.json", "timing.json"} <= set(m["files"])
     assert len(m["sweep_checkpoints"]) == 1
@@ -433,10 +435,8 @@ def test_progress_is_on_unless_quiet(monkeypatch, capsys):
 
 def test_compile_cache_flag(env, capsys, monkeypatch, tmp_path):
     """Every command enables the compile cache unless --no-compile-cache or the env var."""
-    import apex_jax.engine.compile_cache as cc
-
     calls = []
-    monkeypatch.setattr(cc, "enable_compile_cache", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(cli, "enable_compile_cache", lambda *a, **k: calls.append(1))
     argv = ["apex", "/no/such/model", "--data", str(env["task"]), "--out", str(tmp_path / "x")]
     monkeypatch.delenv("APEX_JAX_NO_COMPILE_CACHE", raising=False)
     assert run_cli(argv, capsys)[0] == 2 and calls == [1]
@@ -550,13 +550,12 @@ def test_the_same_inputs_spelled_differently_resume(env, capsys, tmp_path):
 
 def test_a_diverged_fine_tune_saves_nothing(env, capsys):
     """A fine-tune whose loss goes non-finite stops there (exit 2, the step named) and saves no
-    model; its folder stays visibly incomplete."""
+    model (nor leaves a folder: it wrote nothing of its own)."""
     out = env["root"] / "ft_diverged"
     rc, _o, err = run_cli(["finetune", env["model"], "--data", env["task"], "--out", out, "--lr", "1e10",
                            "--epochs", "1", "--batch-size", "4", "--n-train", "28", "--max-length", "16"], capsys)
     assert rc == 2 and "training diverged" in err and "nothing was saved" in err, err
-    assert not (out / "model").exists() and not (out / "summary.json").exists()
-    assert json.loads((out / "run.json").read_text())["status"] == "incomplete"
+    assert not out.exists()  # it wrote nothing of its own: no folder left behind
 
 
 def test_silence_and_attack_check_the_probe_run(env, capsys, tmp_path):
