@@ -490,11 +490,12 @@ def report(folder: str | Path) -> Path:
     runs = check_reportable(folder)
     if not runs:
         manifest = _json(folder / MANIFEST)
-        page = write_page(folder, manifest)
         if manifest is not None and "files" in manifest and PAGE not in manifest["files"]:
             # a run from before pages existed: list the page so --overwrite removes it with the run
-            fileio.write_json(folder / MANIFEST, {**manifest, "files": sorted([*manifest["files"], PAGE])})
-        return page
+            # (first, so the page shows the manifest as it stays)
+            manifest = {**manifest, "files": sorted([*manifest["files"], PAGE])}
+            fileio.write_json(folder / MANIFEST, manifest)
+        return write_page(folder, manifest)
     for r in runs:
         report(r)
     return write_index(folder, [r.name for r in runs], f"apex-jax runs in {folder.name}")

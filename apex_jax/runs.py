@@ -313,6 +313,7 @@ class Run:
         self.claim(PAGE)
         files = self.files()
         manifest = self.manifest("complete", sorted({*files, PAGE}))
+        fileio.write_json(self.out / MANIFEST, manifest)  # first, so the page shows the final file
         try:
             run_page.write_page(self.out, manifest)
         except Exception as e:  # noqa: BLE001 — the results are written; only their page failed

@@ -148,6 +148,7 @@ def _split() -> Any:
     return option("test", "which part of the data set: train, val, test (a stratified 70/10/20 split) or all")
 
 
+MAX_FORWARDS = 1e9  # a sweep larger than this (days on one accelerator) needs `yes`
 SEED_MAX = 2**32 - 1  # PRNG keys hold 32-bit seeds: a larger or negative seed would collide with another
 
 
@@ -241,6 +242,8 @@ class ApexSettings(Settings):
     model_parallel: int = _model_parallel()
     labels: str | None = _labels()
     prompt: str | None = _prompt()
+    yes: bool = option(False, f"run a sweep of more than {MAX_FORWARDS:.0e} perturbed forwards (refused without "
+                              "it: usually a typo in --draws or --sigmas)", record=False)
 
     def _check(self) -> None:
         grid = parse_sigmas(self.sigmas) if isinstance(self.sigmas, str) else check_sigmas(self.sigmas)

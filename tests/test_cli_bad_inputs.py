@@ -154,6 +154,8 @@ APEX = [
     ("chunk-size-neg", ["--chunk-size", "-1"], 2, ["--chunk-size", ">= 1"]),
     ("draws-0", ["--draws", "0"], 2, ["--draws", ">= 1"]),
     ("draws-huge", ["--draws", "1000000000000"], 2, ["--draws", "[1, 16777216]"]),
+    ("sweep-huge", ["--draws", "16000000", "--sigmas", "logspace:0.01:4:100", "--out", ("new", "apex_huge")], 2,
+     ["6,400,000,000 perturbed forwards", "--yes"]),
     ("seed-negative", ["--seed=-1"], 2, ["--seed", "[0, 4294967295]", "got -1"]),
     ("seed-2^32", ["--seed", "4294967296"], 2, ["--seed", "[0, 4294967295]"]),
     ("seed-2^64+1", ["--seed", "18446744073709551617"], 2, ["--seed", "18446744073709551617"]),

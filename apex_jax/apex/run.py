@@ -32,9 +32,10 @@ from apex_jax.apex.analysis import ApexResult, run_apex, samples_table, sigmas_t
 from apex_jax.apex.plots import FIGURES, plot_all
 from apex_jax.data import Dataset
 from apex_jax.engine.mesh import model_parallel_of, shard_params, sweep_mesh
+from apex_jax.errors import InputError
 from apex_jax.models.model import Model
 from apex_jax.progress import Progress
-from apex_jax.settings import ApexSettings
+from apex_jax.settings import MAX_FORWARDS, ApexSettings
 from apex_jax.sites import parse_sites
 
 
@@ -112,6 +113,11 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
     if model_parallel_of(mesh) > 1:  # every forward of the run (calibration, clean, sweep) tensor-parallel
         loaded = loaded.replace(shard_params(loaded.params, mesh))
     sites = parse_sites(loaded, s.sites)
+    forwards = len(ds) * len(s.sigmas) * s.draws
+    if forwards > MAX_FORWARDS and not s.yes:
+        raise InputError(f"this sweep is {forwards:,} perturbed forwards ({len(ds)} inputs x {len(s.sigmas)} sigmas x "
+                         f"{s.draws} draws), more than {MAX_FORWARDS:.0e}; check --draws and --sigmas, or pass --yes "
+                         "(yes=True) to run it")
     run = runs.open_run(out, s.command, {**inputs.identity(model, loaded, data, ds), **s.record(), "n": len(ds),
                                          "sites": list(sites)}, overwrite=overwrite, log=log, inputs=(model, data))
     with run:
