@@ -52,3 +52,9 @@ FIGURES = {
     "attack_curves.png": "Share of inputs redirected to the target class against each manipulation's magnitude.",
 }
 RUN_ORDER = COMMANDS  # a folder of runs lists them in this order
+
+# Every entry a command writes at the top of its folder. Manifests of format 1 (before runs
+# claimed their entries) listed every entry of the folder, foreign ones too: of those lists only
+# these names are trusted as a run's own.
+OUTPUTS = frozenset({*TABLES, *FIGURES, SUMMARY, TIMING, PAGE, "metrics.json", "probes", "head_probe", "model",
+                     "checkpoints"})

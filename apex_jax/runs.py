@@ -59,7 +59,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from apex_jax import fileio, run_page
 from apex_jax.errors import InputError, RunExistsError
-from apex_jax.run_files import CHECKPOINTS, MANIFEST, PAGE, SUMMARY, TIMING
+from apex_jax.run_files import CHECKPOINTS, MANIFEST, OUTPUTS, PAGE, SUMMARY, TIMING
 
 FORMAT = 2  # 2: settings from `apex_jax.settings`, summary.json for every command
 
@@ -141,6 +141,8 @@ def _entries(out: Path) -> list[str]:
 def _owned(manifest: dict | None) -> set[str]:
     """What a previous run wrote: the files its manifest lists, its manifest and its checkpoints."""
     listed = {str(f) for f in (manifest or {}).get("files", []) if "/" not in str(f) and str(f) not in ("", ".", "..")}
+    if manifest is not None and manifest.get("format", 1) < 2:
+        listed &= OUTPUTS  # format 1 listed every entry of the folder, a user's files too
     return listed | ({MANIFEST, CHECKPOINTS} if manifest is not None else set())
 
 

@@ -491,6 +491,21 @@ def test_a_run_lists_only_what_it_wrote(env, capsys):
     assert (out / "later.txt").read_text() == "added by hand"
 
 
+def test_an_old_manifest_listing_foreign_files_protects_them(env, capsys):
+    """Manifests of format 1 listed every entry of the folder; their lists are trusted only for
+    the names apex-jax writes, so the user's files they listed are never deleted."""
+    out = env["root"] / "old_format"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "samples.csv").write_text("id\n")
+    (out / "run.json").write_text(json.dumps({"format": 1, "command": "apex", "status": "complete",
+                                              "settings": {"draws": 99}, "files": ["notes.txt", "samples.csv"]}))
+    rc, _o, err = run_cli(["apex", env["model"], "--data", env["task"], "--out", out, *APEX_BASE, "--overwrite"],
+                          capsys)
+    assert rc == 2 and "notes.txt" in err, err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "samples.csv").exists()
+
+
 @pytest.mark.parametrize("where", ["model", "inside-model", "contains-data"])
 def test_out_apart_from_the_inputs(env, capsys, tmp_path, where):
     """--out may not be an input, lie inside one or contain one (it would write over, or with
