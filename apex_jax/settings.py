@@ -137,6 +137,11 @@ class Settings:
         return dataclasses.replace(settings, **options) if settings is not None else cls(**options)
 
 
+def _spec(value: Any) -> Any:
+    """A site spec as one string: a list of site names joined by commas (None and strings kept)."""
+    return value if value is None or isinstance(value, str) else ",".join(value)
+
+
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
@@ -248,8 +253,7 @@ class ApexSettings(Settings):
     def _check(self) -> None:
         grid = parse_sigmas(self.sigmas) if isinstance(self.sigmas, str) else check_sigmas(self.sigmas)
         self._set("sigmas", tuple(float(x) for x in grid))
-        if not isinstance(self.sites, str):
-            self._set("sites", ",".join(self.sites))
+        self._set("sites", _spec(self.sites))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,8 +278,7 @@ class ProbeSettings(Settings):
     prompt: str | None = _prompt()
 
     def _check(self) -> None:
-        if not isinstance(self.layers, str):
-            self._set("layers", ",".join(self.layers))
+        self._set("layers", _spec(self.layers))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,8 +326,7 @@ class SilenceSettings(Settings):
             raise InputError(f"--controls must be a comma list of attribution, mean (or 'none' alone); "
                              f"got {self.controls!r}")
         self._set("controls", ",".join(sorted(items)))
-        if self.layers is not None and not isinstance(self.layers, str):
-            self._set("layers", ",".join(self.layers))
+        self._set("layers", _spec(self.layers))
 
     @property
     def control_set(self) -> set[str]:
