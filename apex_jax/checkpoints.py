@@ -15,14 +15,17 @@ while restoring becomes one `CheckpointError` naming the folder and what to do.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-
 from apex_jax.errors import CheckpointError  # one error type for every checkpoint (re-exported)
+from apex_jax.errors import resource_error
+from apex_jax.fileio import check_room
 
 
 def _dtype(x: Any) -> np.dtype:
@@ -55,11 +58,25 @@ class Checkpoints:
 
     def save(self, step: int, state: Any, meta: dict | None = None) -> None:
         """Writes `state` (array pytree) and `meta` (JSON-serializable dict) as `step`; returns
-        once both are on disk."""
+        once both are on disk.
+
+        Raises:
+            ResourceError: the folder's file system is full or read-only (checked before orbax
+                starts, and mapped from orbax's own errors when it changes during the write).
+        """
         ocp = self._ocp
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta or {}))))
-        self._manager.wait_until_finished()
+        check_room(self.folder, sum(int(getattr(a, "nbytes", 0)) for a in jax.tree.leaves(state)))
+        try:
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta or {}))))
+            self._manager.wait_until_finished()
+        except OSError as e:
+            raise resource_error(e, self.folder) from e
+        except Exception as e:  # orbax/tensorstore report a refused write as ValueError text
+            for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES):
+                if os.strerror(code) in str(e):
+                    raise resource_error(OSError(code, os.strerror(code), str(self.folder))) from e
+            raise
 
     def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores (state, meta) of `step` (default: the latest).

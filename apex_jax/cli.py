@@ -21,7 +21,7 @@ from apex_jax.engine.compile_cache import enable_compile_cache
 from apex_jax.models import load
 from apex_jax.synapse.run import attack_run, probe_run, silence_run
 from apex_jax.training import finetune_run
-from apex_jax.errors import ApexJaxError, CheckpointError
+from apex_jax.errors import ApexJaxError, CheckpointError, describe_os_error
 from apex_jax.version import __version__
 
 DESCRIPTION = """\
@@ -177,15 +177,21 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command. Bad inputs (ApexJaxError, ValueError, OSError, a corrupt checkpoint)
-    print "apex-jax COMMAND: error: ..." and return 2; Ctrl-C returns 130, SIGTERM 143."""
+    """Runs one command. Bad inputs (ApexJaxError, ValueError, a corrupt checkpoint) and refused
+    writes (OSError: disk full, read-only, path too long, ...) print one line "apex-jax COMMAND:
+    error: ..." naming the path and the fix, and return 2; Ctrl-C returns 130, SIGTERM 143 (both
+    leave the run folder resumable)."""
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
         else None
     try:
         settings = settings_lib.from_args(args.settings_class, args) if args.settings_class else None
         if not args.no_compile_cache and os.environ.get("APEX_JAX_NO_COMPILE_CACHE", "") in ("", "0"):
-            enable_compile_cache()
+            try:
+                enable_compile_cache()
+            except OSError as e:  # a speed-up only: the run goes on without it
+                print(f"apex-jax {args.command}: note: compilation cache off ({describe_os_error(e)})",
+                      file=sys.stderr)
         with runs.command_line(["apex-jax", *(sys.argv[1:] if argv is None else argv)]):
             return args.fn(args, settings)
     except KeyboardInterrupt as e:
@@ -193,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"apex-jax {args.command}: {how}; rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
     except (ApexJaxError, CheckpointError, ValueError, OSError) as e:  # OSError: e.g. disk full, permissions
-        print(f"apex-jax {args.command}: error: {e}", file=sys.stderr)
+        message = describe_os_error(e) if isinstance(e, OSError) else str(e)
+        print(f"apex-jax {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         if previous is not None:

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from apex_jax.errors import ResourceError, resource_error
 from apex_jax.version import __version__
 
 import numpy as np
 
-__all__ = ["atomic_path", "jsonable", "pyplot", "save_figure", "versions", "write_csv", "write_json",
+__all__ = ["atomic_path", "check_room", "jsonable", "pyplot", "save_figure", "versions", "write_csv", "write_json",
            "write_rows", "write_text", "write_timing"]
 
 
@@ -37,20 +40,71 @@ __all__ = ["atomic_path", "jsonable", "pyplot", "save_figure", "versions", "writ
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed over `path` when the block succeeds.
 
-    The temporary file keeps `path`'s suffix (matplotlib picks the format from it). On an
-    exception the temporary file is removed and `path` is left as it was.
+    The temporary file keeps `path`'s suffix (matplotlib picks the format from it) and gets the
+    permissions of a newly created file (mkstemp's are owner-only). On an exception the
+    temporary file is removed and `path` is left as it was; a refused write (disk full,
+    read-only, path too long, ...) is raised as a `ResourceError` naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+    except OSError as e:
+        raise resource_error(e, path) from e
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, ResourceError):
+            raise resource_error(e, path) from e
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set and restore
+    os.umask(mask)
+    return mask
+
+
+def check_room(folder: str | Path, nbytes: int = 0) -> None:
+    """Refuses, before it starts, a write of about `nbytes` into `folder` that cannot succeed.
+
+    A checkpoint or model written into a full or read-only file system fails deep inside orbax or
+    safetensors (with pages of background-thread tracebacks); checking first gives one line.
+
+    Raises:
+        ResourceError: the folder's file system is read-only, the folder is not writable, or it
+            has less than about `nbytes` (plus 10% and 64 KiB) free.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise resource_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(probe)))
+    if not os.access(probe, os.W_OK):
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        code = errno.EROFS if read_only else errno.EACCES
+        raise resource_error(OSError(code, os.strerror(code), str(folder)))
+    free = shutil.disk_usage(probe).free
+    need = int(nbytes * 1.1) + (64 << 10)  # the writers' own metadata, a little slack
+    if nbytes and free < need:
+        raise ResourceError(f"no space left on the device holding {folder}: the next write needs about "
+                            f"{_size(need)} and {_size(free)} are free; free space there or choose another "
+                            "folder, then rerun the same command (it resumes from what is saved)",
+                            errno.ENOSPC, str(folder))
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def write_text(path: str | Path, text: str) -> Path:

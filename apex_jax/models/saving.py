@@ -19,6 +19,8 @@ import jax
 import numpy as np
 import safetensors.numpy
 
+from apex_jax.errors import resource_error
+from apex_jax.fileio import check_room
 from apex_jax.models import families
 
 
@@ -37,15 +39,22 @@ def save(model: Any, path: str | os.PathLike, params: Any = None) -> Path:
         `path`.
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    leaves = jax.tree.leaves(model.params if params is None else params)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        check_room(path, sum(int(a.size) * 4 for a in leaves))  # written as float32
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise resource_error(e, path) from e
     # Written into a temporary folder beside `path`, then each file renamed into place
     # (config.json last): an interrupted save never leaves a half-written file.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         write_folder(model, tmp, params)
         names = sorted(f.name for f in tmp.iterdir())
         for name in sorted(names, key=lambda n: n == "config.json"):
             os.replace(tmp / name, path / name)
+    except OSError as e:
+        raise resource_error(e, path) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
