@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from apex_jax import assets, console, run_page
+from apex_jax import data as data_lib
 from apex_jax.apex.run import apex_run
 from apex_jax.run_files import COMMANDS
 from apex_jax.settings import DemoSettings
@@ -54,8 +55,14 @@ def demo_run(out: str | Path, settings: DemoSettings | None = None, *, overwrite
     step("assets", None, assets.fetch_assets, ["minilm", "vader"])
     model = str(out / "finetune" / "model")
     if not (out / "finetune" / "model" / "config.json").is_file():
+        held = {}
+        if s.n_train is not None:
+            # finetune's default val and test parts scale with n_train; the demo keeps the whole
+            # splits, so its numbers stay the ones it always gave
+            parts = data_lib.split_dataset(data_lib.load_dataset(DATA))
+            held = {"n_val": len(parts["val"]), "n_test": len(parts["test"])}
         step("fine-tuning", "finetune", finetune_run, MODEL, DATA, str(out / "finetune"), epochs=s.epochs,
-             n_train=s.n_train, **run_kw)
+             n_train=s.n_train, **held, **run_kw)
     else:
         log(f"using the fine-tuned model in {model}")
     step("APEX", "apex", apex_run, model, DATA, str(out / "apex"), n=s.n, sigmas=DEMO_SIGMAS, draws=s.draws, **run_kw)

@@ -216,6 +216,11 @@ class FinetuneSettings(Settings):
     split_seed: int = _split_seed()
     n_train: int | None = option(None, "use only the first N training examples (default: the whole train split)",
                                  minimum=1, metavar="N")
+    n_val: int | None = option(None, "validation examples of early stopping, the first N of the val split (default: "
+                                     "all of it; with --n-train, at most max(256, n-train))", minimum=1, metavar="N")
+    n_test: int | None = option(None, "held-out test examples scored at the end, the first N of the test split "
+                                      "(default: all of it; with --n-train, at most max(256, n-train))",
+                                minimum=1, metavar="N")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,10 +269,14 @@ class ProbeSettings(Settings):
     example: ClassVar[str] = ("apex-jax probe runs/demo/finetune/model --data vader-movies --out runs/probe "
                               "--n-train 1000 --n 300")
 
-    n_train: int = option(2000, "training-split inputs the probes fit", minimum=1, metavar="N")
-    n: int = option(500, "test-split inputs the probes are scored on", minimum=1, metavar="N")
+    n_train: int | None = option(None, "training-split inputs the probes fit (default: the first 2000, or the "
+                                       "whole split when smaller; a larger N than the split is refused)",
+                                 minimum=1, metavar="N")
+    n: int | None = option(None, "test-split inputs the probes are scored on (default: the first 500, or the whole "
+                                 "split when smaller)", minimum=1, metavar="N")
     layers: str = option("all", "a site spec: all (embed + every block), blocks, layer numbers 0,3,5, ranges, "
-                                "site names", metavar="SPEC")
+                                "site names (a model without a classifier head is probed at its blocks only)",
+                         metavar="SPEC")
     l1: float = option(1e-3, "elastic-net L1 weight", minimum=0.0)
     l2: float = option(1e-3, "elastic-net L2 weight", minimum=0.0)
     steps: int = option(400, "full-batch optimizer steps per probe", minimum=1)
@@ -290,7 +299,8 @@ class SilenceSettings(Settings):
                               "--out runs/silence --k 5,10,20,50")
 
     split: str = _split()
-    n: int = option(200, "inputs evaluated: the first N of the split", minimum=1, metavar="N")
+    n: int | None = option(None, "inputs evaluated: the first N of the split (default: up to 200, or the whole "
+                                 "split when smaller)", minimum=1, metavar="N")
     k: tuple = option("synapse", "'synapse' (the 18 reference levels) or a list of percentages like 5,10,20",
                       metavar="SPEC")
     random: int = option(20, "random masks per k (the control; at least 2)", minimum=2)
@@ -348,7 +358,8 @@ class AttackSettings(Settings):
                               "--out runs/attack --target 1")
 
     split: str = _split()
-    n: int = option(200, "inputs evaluated: the first N of the split", minimum=1, metavar="N")
+    n: int | None = option(None, "inputs evaluated: the first N of the split (default: up to 200, or the whole "
+                                 "split when smaller)", minimum=1, metavar="N")
     target: int = option(0, "the class the attacks push predictions toward (a class index of the model)",
                          metavar="C")
     k: float = option(10.0, "percent of the target's top neurons attacked", above=0.0, maximum=100.0)

@@ -286,6 +286,27 @@ def _initial_model(model: Model | str, data: Dataset, seed: int) -> Model:
     return load(str(model), num_labels=data.n_classes, label_names=data.label_names, seed=seed)
 
 
+HELD_OUT_FLOOR = 256  # with --n-train, val and test default to at most max(HELD_OUT_FLOOR, n_train) examples
+
+
+def held_out(part: Dataset, n: int | None, n_train: int | None, flag: str) -> Dataset:
+    """The first examples of a val or test split that fine-tuning reads.
+
+    `n` as asked (more than the split has is refused); unset, the whole split, or, for a run
+    on `n_train` examples, at most max(`HELD_OUT_FLOOR`, n_train) of it: a 32-example run
+    should not validate on a thousand sentences every epoch. Splits are class-interleaved, so
+    a prefix stays close to stratified.
+    """
+    if n is None:
+        if n_train is None:
+            return part
+        n = min(len(part), max(HELD_OUT_FLOOR, n_train))
+    elif n > len(part):
+        raise InputError(f"{flag} {n}, but that split has {len(part)} examples; choose 1 <= n <= {len(part)}, or "
+                         "leave it unset")
+    return part if n == len(part) else part.subset(np.arange(n))
+
+
 def _check_training_classes(full: Dataset, train_part: Dataset, splits: dict, log: Callable[[str], None] | None) -> None:
     """Refuses training data of one class; notes classes with no training example and test
     inputs that also occur in the training part (they inflate the held-out accuracy)."""
@@ -319,7 +340,10 @@ def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, setti
         model: a pretrained model name or HF folder (a new head is added), a ViT preset
             (trained from scratch), or an `apex_jax.Model` with a head of the data's classes.
         data: a data set name or file, or a `Dataset`; it is split into train/val/test by
-            `settings.split_seed`.
+            `settings.split_seed`. `settings.n_train`, `n_val` and `n_test` take the first
+            examples of each part; with `n_train` set and `n_val` / `n_test` unset, val and
+            test hold at most max(256, n_train) examples (`held_out`). The sizes used are
+            recorded in run.json's settings and the summary.
         out: the run folder.
         settings: the run's `FinetuneSettings`; `options` are its fields as keywords.
         overwrite, progress, log: as for `apex_jax.apex_run`; `log` also gets a line per epoch.
@@ -337,6 +361,9 @@ def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, setti
             raise InputError(f"--n-train {s.n_train}, but the train split of {full.name!r} has {len(train_part)} "
                              f"examples; choose 1 <= n <= {len(train_part)}, or leave it unset")
         train_part = train_part.subset(range(s.n_train))
+    val_part = held_out(splits["val"], s.n_val, s.n_train, "--n-val")
+    test_part = held_out(splits["test"], s.n_test, s.n_train, "--n-test")
+    splits = {"train": train_part, "val": val_part, "test": test_part}
     _check_training_classes(full, train_part, splits, log)
     from_scratch = isinstance(model, str) and model in VIT_PRESETS
     initial = _initial_model(model, full, s.seed)
@@ -344,7 +371,8 @@ def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, setti
         data_lib.check_input_kind(full, "text" if initial.config.is_text else "image", inputs.name_of(model, "the model"))
     config = TrainConfig(mode=s.mode, learning_rate=s.lr, batch_size=s.batch_size, max_epochs=s.epochs,
                          patience=s.patience, max_length=s.max_length, seed=s.seed, from_scratch=from_scratch)
-    run = runs.open_run(out, s.command, {**inputs.identity(model, initial, data, full), **s.record()},
+    run = runs.open_run(out, s.command, {**inputs.identity(model, initial, data, full), **s.record(),
+                                         "n_val": len(val_part), "n_test": len(test_part)},
                         overwrite=overwrite, log=log, inputs=(model, data))
     with run:
         t0 = time.perf_counter()

@@ -214,11 +214,11 @@ def sigmas_table(result: ApexResult) -> tuple[list[str], list[list]]:
 
 def run_apex(
     model: Model,
-    params: Any,
-    batch: dict,
-    ids: Sequence[int],
-    sigmas: Sequence[float],
-    *,
+    *args: Any,
+    params: Any = None,
+    batch: dict | None = None,
+    ids: Sequence[int] | None = None,
+    sigmas: Sequence[float] | None = None,
     sites: Sequence[str] | None = None,
     draws: int = 64,
     seed: int = 0,
@@ -226,7 +226,52 @@ def run_apex(
     threshold: float = 0.5,
     **sweep_kw,
 ) -> ApexResult:
-    """Runs the APEX noise sweep (σ grid × K draws per input) and wraps the counts."""
+    """Runs the APEX noise sweep (σ grid × `draws` noise draws per input) and wraps the counts.
+
+    Gaussian noise of scale σ (× each site's clean RMS unless `relative=False`) is added at
+    every site of `sites`; each input's predictions under noise are counted per class and
+    compared with its clean prediction (no labels needed).
+
+    Two call forms:
+        run_apex(model, batch, sigmas, ...)                  # params and ids from the model / batch
+        run_apex(model, params, batch, ids, sigmas, ...)     # explicit (the original form)
+
+    Args:
+        model: an `apex_jax.Model` with a classifier head.
+        batch: model inputs from `model.encode(...)` ([n, ...] arrays).
+        sigmas: the σ grid, non-negative and finite (e.g. `[0.05, 0.2, 1, 4]` or
+            `apex_jax.parse_sigmas("logspace:0.01:4:16")`).
+        params: the parameters to run (default: `model.params`).
+        ids: one integer id per input, which (with `seed`) fixes its noise (default:
+            0..n-1); give stable ids to get the same noise for an input in any batch.
+        sites: the perturbed sites (default: every block's hook_resid_post).
+        draws: noise draws per input and σ.
+        seed: seed of the noise.
+        relative: σ in units of each site's clean RMS (True) or absolute (False).
+        threshold: an input escapes at the first σ whose share of draws keeping the clean
+            prediction falls below this.
+        **sweep_kw: engine options (`progress`, `run_dir` to resume, `mesh`, `pad_multiple`,
+            `units_per_call`, `desc`).
+
+    Returns:
+        An `ApexResult`: `consistency` [n, G], `escape_sigma()`, `transitions(g)`, `bias(g)`,
+        `to_pandas()`.
+
+    Raises:
+        TypeError: neither call form. ValueError / InputError: a bad σ grid, threshold, site
+            or batch.
+
+    Example:
+        >>> import numpy as np
+        >>> from apex_jax import create, run_apex
+        >>> from apex_jax.models.presets import vit_hf_config
+        >>> model = create(vit_hf_config("vit-micro", 1, 8), num_labels=3)  # a tiny random ViT
+        >>> batch = model.encode(np.random.default_rng(0).random((4, 1, 8, 8), np.float32))
+        >>> res = run_apex(model, batch, [0.1, 4.0], draws=8, progress=False)
+        >>> res.consistency.shape
+        (4, 2)
+    """
+    params, batch, ids, sigmas = _apex_call(model, args, params, batch, ids, sigmas)
     sigmas = check_sigmas(sigmas)
     sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
     if not 0 < threshold <= 1:
@@ -236,6 +281,36 @@ def run_apex(
     sweep = run_sweep(model, params, batch, ids, perturb, _noise_grid(sigmas, scale), sites=sites, draws=draws,
                       seed=seed, tag=tag, common_noise=True, **sweep_kw)
     return ApexResult(sigmas, sites, sweep, threshold, rms, np.asarray(ids))
+
+
+def _is_batch(x: Any) -> bool:
+    """Whether `x` looks like model inputs (a mapping with input_ids or pixel_values), not params."""
+    return hasattr(x, "keys") and ("input_ids" in x or "pixel_values" in x)
+
+
+def _apex_call(model: Model, args: tuple, params: Any, batch: Any, ids: Any, sigmas: Any) -> tuple:
+    """(params, batch, ids, sigmas) of either `run_apex` call form, defaults filled in."""
+    usage = ("run_apex takes run_apex(model, batch, sigmas, ...) or run_apex(model, params, batch, ids, sigmas, "
+             "...)")
+    if len(args) > 4:
+        raise TypeError(f"{usage}; got {1 + len(args)} positional arguments.")
+    old = len(args) >= 3 or (len(args) == 2 and _is_batch(args[1]))  # (params, batch, [ids, [sigmas]])
+    names = ("params", "batch", "ids", "sigmas") if old else ("batch", "sigmas")
+    if len(args) > len(names):
+        raise TypeError(f"{usage}; got {1 + len(args)} positional arguments.")
+    given = {"params": params, "batch": batch, "ids": ids, "sigmas": sigmas}
+    for name, value in zip(names, args):
+        if given[name] is not None:
+            raise TypeError(f"run_apex got {name} both by position and by keyword.")
+        given[name] = value
+    params, batch, ids, sigmas = (given[k] for k in ("params", "batch", "ids", "sigmas"))
+    if batch is None or sigmas is None:
+        raise TypeError(f"{usage}; {'batch' if batch is None else 'sigmas'} is missing.")
+    if params is None:
+        params = model.params
+    if ids is None:
+        ids = np.arange(len(next(iter(batch.values()))))
+    return params, batch, ids, sigmas
 
 
 def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool):

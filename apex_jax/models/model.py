@@ -126,7 +126,7 @@ class Model:
         inputs: Any,
         perturbations: iv_lib.Perturbations | None = None,
         *,
-        capture: Sequence[str] = (),
+        capture: str | Sequence[str] | None = (),
         head_only: bool = False,
     ) -> Output:
         """Runs the model; pure in (params, inputs, perturbations).
@@ -137,7 +137,10 @@ class Model:
                 each [batch, pos], or {"pixel_values": [batch, channels, height, width]}), or a
                 `Prefix` from `model.prefix` to run only the rest of the model.
             perturbations: {site: intervention or tuple of interventions}; absent = no-op.
-            capture: site names whose activations (after interventions) to return.
+            capture: the sites whose activations (after interventions) to return: a sequence of
+                site names, one site spec string (`apex_jax.sites.parse_sites`: a site name,
+                "all" = hook_embed and every block's output, "resid_post", "0,3", ...), or
+                None / () for none.
             head_only: skip work only the discarded positions need: the last block computes
                 queries, attention output and MLP for [CLS] only, so its sites after
                 hook_k/hook_v have one position. Logits are unchanged; per-example (batched-key)
@@ -215,11 +218,12 @@ class Model:
         """
         return skeleton(self.config)
 
-    def jitted(self, capture: Sequence[str] = ()):
-        """`apply` under `jax.jit` for one capture set: `fn(params, inputs, perturbations=None)
-        -> Output`. A thin wrapper of `jit_apply`: compiled once per (architecture, capture,
-        input shapes), shared by every model of the architecture, no cache of ours."""
-        config, capture = self.config, tuple(capture)
+    def jitted(self, capture: str | Sequence[str] | None = ()):
+        """`apply` under `jax.jit` for one capture set (as in `apply`): `fn(params, inputs,
+        perturbations=None) -> Output`. A thin wrapper of `jit_apply`: compiled once per
+        (architecture, capture, input shapes), shared by every model of the architecture, no
+        cache of ours."""
+        config, capture = self.config, self.capture_sites(capture)
 
         def fn(params: Any, inputs: Any, perturbations: iv_lib.Perturbations | None = None) -> Output:
             # always the same call signature: one jit cache entry per shapes, not per call style
@@ -227,14 +231,33 @@ class Model:
 
         return fn
 
-    def forward(self, inputs: Any, perturbations=None, *, capture: Sequence[str] = ()) -> Output:
+    def forward(self, inputs: Any, perturbations=None, *, capture: str | Sequence[str] | None = ()) -> Output:
         """`apply` with `self.params`, jit-compiled (convenience)."""
         return self.jitted(capture)(self.params, inputs, perturbations)
 
+    def capture_sites(self, capture: str | Sequence[str] | None) -> tuple[str, ...]:
+        """The site names a `capture` argument selects: None or () -> none; a string is one site
+        spec (never iterated character by character: "all" is a preset, not 'a', 'l', 'l');
+        a sequence is site names, each checked.
+
+        Raises:
+            ValueError: an unknown site or preset (the message lists the valid ones).
+        """
+        if capture is None:
+            return ()
+        if isinstance(capture, str):
+            return tuple(site_lib.parse_sites(self.sites, capture))
+        names = tuple(capture)
+        bad = [c for c in names if not isinstance(c, str)]
+        if bad:
+            raise TypeError(f"capture: site names must be strings; got {bad!r} (give a site spec string or a "
+                            "sequence of site names, e.g. capture='all' or capture=['blocks.0.hook_resid_post']).")
+        self._check_sites(names, "capture")
+        return names
+
     def _hooks(self, perturbations, capture, start: int) -> Hooks:
         perturbations = iv_lib.validate(perturbations, self.sites)
-        capture = tuple(capture)
-        self._check_sites(capture, "capture")
+        capture = self.capture_sites(capture)
         if start:
             n = self.config.n_layers
             early = [s for s in (*perturbations, *capture) if site_lib.resume_block(s, n) < start]

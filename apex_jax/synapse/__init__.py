@@ -10,7 +10,8 @@ inference-time interventions on the ranked neurons.
   protocol does, all layers at once from one concatenated probe (`concat_silencing_experiment`).
 - `attacks`: classifier-head manipulations (logit bias, column push, bit flips) and the attack
   experiment toward a target class.
-- `run`: `probe_run`, `silence_run`, `attack_run` -> run folders; `plots`: their figures.
+- `run`: `probe_run` (-> `ProbeResult`), `silence_run`, `attack_run` -> run folders (the latter two
+  take a probe run folder or the probes in memory); `plots`: their figures.
 """
 
 from apex_jax.synapse.attacks import AttackConfig, AttackResult, attack_experiment
@@ -20,14 +21,15 @@ from apex_jax.synapse.plots import short as short_site
 from apex_jax.synapse.probes import CONCAT, Probe, ProbeConfig, ProbeMetrics, ProbeSet, train_probes
 from apex_jax.synapse.rankings import (Ranking, attribution_ranking, attribution_rankings, bottom_k, class_ranking, global_ranking,
                                        k_count, mass_cover, random_k, rank, spearman, split_concat, top_k)
-from apex_jax.synapse.run import attack_run, load_probes, probe_run, silence_run
+from apex_jax.synapse.run import ProbeResult, attack_run, load_probes, probe_run, probe_source, silence_run
 from apex_jax.synapse.silencing import (ALL_LAYERS, ALL_LAYERS_POOLER, MaskPerturbation, SilenceConfig,
                                         SilencingResult, concat_silencing_experiment, mask_sweep,
                                         selections_and_masks, silencing_experiment)
 
 __all__ = [
     "ALL_LAYERS", "ALL_LAYERS_POOLER", "concat_silencing_experiment", "split_concat",
-    "AttackConfig", "CONCAT", "MaskPerturbation", "Probe", "ProbeConfig", "ProbeMetrics", "ProbeSet", "Ranking",
+    "AttackConfig", "CONCAT", "MaskPerturbation", "Probe", "ProbeConfig", "ProbeMetrics", "ProbeResult", "ProbeSet",
+    "Ranking", "probe_source",
     "SilenceConfig", "SilencingResult", "AttackResult", "attack_experiment", "attack_run", "attribution_ranking", "attribution_rankings", "bottom_k",
     "check_cls_sites", "class_ranking", "extract_cls", "global_ranking", "k_count", "load_probes", "mask_sweep",
     "mass_cover", "probe_run", "random_k", "rank", "silence_run", "silencing_experiment", "spearman", "top_k",

@@ -145,12 +145,20 @@ class Probe(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class ProbeSet:
-    """Probes for several sites (and `CONCAT`) trained on one split."""
+    """Probes for several sites (and `CONCAT`) trained on one split.
+
+    Provenance (set by `probe_run`, saved and loaded with the probes; None when unknown, e.g.
+    probes from `train_probes` directly): `model_params_sha256`, the digest of the weights whose
+    features were probed (`apex_jax.engine.store.params_digest`), and `classes`, the class names
+    in the probes' class order. `silence_run` / `attack_run` check both against their model.
+    """
 
     probes: dict[str, Probe]  # site -> Probe; CONCAT last if present
     sites: tuple[str, ...]  # the per-layer sites, in the order CONCAT concatenates them
     n_classes: int
     config: ProbeConfig
+    model_params_sha256: str | None = None
+    classes: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         acc = {s: p.metrics.accuracy for s, p in self.probes.items()}
@@ -237,6 +245,8 @@ class ProbeSet:
             "config": dataclasses.asdict(self.config),
             "shapes": [list(p.W.shape) for p in self.probes.values()],
             "metrics": [p.metrics._asdict() for p in self.probes.values()],
+            "model_params_sha256": self.model_params_sha256,
+            "classes": None if self.classes is None else list(self.classes),
         }
         if path.is_dir():  # a probe folder holds one step: overwrite it, as orbax's force=True did
             shutil.rmtree(path)
@@ -281,7 +291,9 @@ class ProbeSet:
             m["per_class_f1"] = tuple(m["per_class_f1"])
             probes[name] = Probe(*(np.asarray(arrays[k], np.float32) for k in ("W", "b", "mean", "std")),
                                  ProbeMetrics(**m))
-        return cls(probes, tuple(meta["sites"]), int(meta["n_classes"]), ProbeConfig(**meta["config"]))
+        classes = meta.get("classes")  # absent in probes saved before provenance was recorded
+        return cls(probes, tuple(meta["sites"]), int(meta["n_classes"]), ProbeConfig(**meta["config"]),
+                   meta.get("model_params_sha256"), None if classes is None else tuple(classes))
 
 
 def _as_labels(labels: Array, n_classes: int | None) -> np.ndarray:

@@ -27,9 +27,11 @@ from apex_jax import sites as site_lib
 from apex_jax.batching import iter_chunks, num_rows
 from apex_jax.engine.positions import token_positions, token_vector
 from apex_jax.interventions import Add
+from apex_jax.errors import InputError
 from apex_jax.models.model import skeleton
 from apex_jax.specs import K_LEVELS
 from apex_jax.synapse.features import check_cls_sites
+from apex_jax.synapse.probes import Probe, ProbeSet
 
 Array = Any
 
@@ -59,21 +61,39 @@ def rank(scores: Array) -> Ranking:
     return Ranking(s, np.argsort(-s, kind="stable").astype(np.int64))
 
 
-def _weights(W: Array) -> np.ndarray:
+def _weights(W: Array | Probe, what: str = "global_ranking") -> np.ndarray:
+    """A probe's weights [C, d] as float64: W itself or a `Probe`'s W; a `ProbeSet` (several
+    probes) is refused with the forms that work."""
+    if isinstance(W, ProbeSet):
+        site = next(iter(W.probes), "blocks.0.hook_resid_post")
+        raise InputError(
+            f"{what} ranks the neurons of ONE probe: pass a Probe or its weights W [n_classes, d], e.g. "
+            f"{what}(probes[{site!r}]) for the probe set's {list(W.probes)[:3]}...; for every probe at once: "
+            f"{{site: {what}(p) for site, p in probes.probes.items()}}.")
+    if isinstance(W, Probe):
+        W = W.W
     W = np.asarray(W, np.float64)
     if W.ndim != 2 or 0 in W.shape:
         raise ValueError(f"W must be a probe weight matrix [n_classes, d]; got shape {W.shape}.")
     return W
 
 
-def global_ranking(W: Array) -> Ranking:
-    """Ranks neurons by Σ_c |W[c, j]| over a probe's weights W [C, d]."""
+def global_ranking(W: Array | Probe) -> Ranking:
+    """Ranks neurons by Σ_c |W[c, j]| over a probe's weights W [C, d].
+
+    Args:
+        W: one probe's weights [n_classes, d], or the `Probe` itself (`probes[site]`).
+
+    Raises:
+        InputError: a `ProbeSet` (several probes: rank each, `probes[site]`).
+        ValueError: W is not a non-empty [C, d] matrix.
+    """
     return rank(np.abs(_weights(W)).sum(axis=0))
 
 
-def class_ranking(W: Array, c: int) -> Ranking:
-    """Ranks neurons by |W[c, j]| for class `c` of a probe's weights W [C, d]."""
-    W = _weights(W)
+def class_ranking(W: Array | Probe, c: int) -> Ranking:
+    """Ranks neurons by |W[c, j]| for class `c` of a probe's weights W [C, d] (or a `Probe`)."""
+    W = _weights(W, "class_ranking")
     if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < W.shape[0]:
         raise ValueError(f"class {c!r} is out of range; valid classes are 0..{W.shape[0] - 1}.")
     return rank(np.abs(W[int(c)]))
