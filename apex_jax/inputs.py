@@ -129,7 +129,8 @@ def name_of(thing: Any, default: str) -> str:
     in-memory object's own name, or `default`."""
     if isinstance(thing, (str, Path)):
         return str(thing)
-    return str(getattr(thing, "name", None) or default)
+    name = getattr(thing, "name", None)  # a DataFrame's .name may be a column: strings only
+    return name if isinstance(name, str) and name else default
 
 
 def data_digest(data: Dataset) -> str:

@@ -413,8 +413,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
             parser.add_argument(flag, action=action, default=f.default, help=m["help"].replace("%", "%%"))
             continue
         kw = {"type": _arg_type(f.type), "default": f.default, "help": m["help"].replace("%", "%%")}
-        if m["choices"] is not None:
-            kw["choices"] = m["choices"]
+        if m["choices"] is not None:  # shown as {a,b}; checked with the other ranges (exit 2, not argparse's usage)
+            kw["metavar"] = "{" + ",".join(map(str, m["choices"])) + "}"
         if m["metavar"]:
             kw["metavar"] = m["metavar"]
         parser.add_argument(flag, **kw)

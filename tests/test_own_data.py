@@ -77,6 +77,7 @@ def env(tmp_path_factory):
     e["long"] = _csv(root / "long.csv", ["text", "label"],
                      [["great " * 100 + "film", 1], ["short film", 0], ["awful " * 70, 0]])
     e["task"] = sentiment_csv(root / "task.csv", 40)
+    e["three"] = _csv(root / "three.csv", ["text", "label"], [[t, k % 3] for k, (t, _) in enumerate(words)])
     e["lm"] = apex_jax.create(dict(model_type="gpt2", vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=32),
                               num_labels=None, lm_head=True)
     return e
@@ -148,11 +149,14 @@ CLI = [
     Cli("1 another task's labels", lambda e: [], "topics", "named", 0,
         ("no clean accuracy", "not the model's", "data: ", "10 inputs"),
         _no_accuracy("labelled for another task")),
+    Cli("1 labels beyond the model's classes", lambda e: [], "bert", "three", 0,
+        ("no clean accuracy: labels [2] (2) are not among the model's 2 classes",)),
     Cli("1 text-only CSV", lambda e: [], "topics", "textonly", 0,
         ("unlabelled", "no clean accuracy: the inputs have no labels"), _no_accuracy("no labels")),
     Cli("2 a file is used whole", lambda e: [], "posneg", "named", 0, ("split all: 10 inputs",), _whole_file),
     Cli("2 --split test still works", lambda e: ["--split", "test"], "posneg", "named", 0, ("split test: 2 inputs",)),
-    Cli("2 unknown split", lambda e: ["--split", "dev"], "posneg", "named", 2, ("--split", "all")),
+    Cli("2 unknown split", lambda e: ["--split", "dev"], "posneg", "named", 2,
+        ("--split must be one of train, val, test, all", "'dev'")),
     Cli("3 cut at the model's limit, counted", lambda e: [], "bert", "long", 0,
         ("2 of 3 inputs are longer than 64 tokens", "the model's own limit", "2 of 3 inputs cut to 64"),
         _truncated),
@@ -172,10 +176,7 @@ CLI = [
 def test_cli(case: Cli, env, capsys, tmp_path):
     out = tmp_path / "run"
     argv = ["apex", env[case.model], "--data", env[case.data], "--out", out, *FAST, *case.argv(env)]
-    try:
-        rc = cli.main([str(a) for a in argv])
-    except SystemExit as exit:  # argparse's own refusals (an invalid choice)
-        rc = exit.code
+    rc = cli.main([str(a) for a in argv])
     cap = capsys.readouterr()
     assert rc == case.code, cap.err
     text = cap.out if rc == 0 else cap.err

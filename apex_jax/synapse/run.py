@@ -230,6 +230,7 @@ def silence_run(model: Model | str, data: Dataset | str, probe: str | Path, out:
     mesh = sweep_mesh(s.model_parallel)
     ds = inputs.dataset(data, s.split, s.n, s.split_seed)
     loaded = _model(model, s)
+    ds = inputs.align(loaded, ds)  # string labels numbered as the model numbers its classes
     space = inputs.check(loaded, ds, "evaluate", inputs.name_of(model, "the model"), log)
     if model_parallel_of(mesh) > 1:
         loaded = loaded.replace(shard_params(loaded.params, mesh))
@@ -336,6 +337,7 @@ def attack_run(model: Model | str, data: Dataset | str, probe: str | Path, out: 
     out = runs.check_out(out)
     ds = inputs.dataset(data, s.split, s.n, s.split_seed)
     loaded = _model(model, s)
+    ds = inputs.align(loaded, ds)  # string labels numbered as the model numbers its classes
     space = inputs.check(loaded, ds, "evaluate", inputs.name_of(model, "the model"), log)
     C = loaded.config.n_classes
     if not 0 <= s.target < C:
