@@ -247,7 +247,7 @@ PY = [
         27, TOPICS, Dataset("d", "text", ["a", "b"], np.array([0, 1]), ("negative", "positive")), "evaluate"),
        InputError, ("disagree", "the model's classes, in order: ['topic0'", "the data's: ['negative', 'positive']")),
     Py("1 probes need labels", lambda e, o: check_label_space(2, None, from_memory(TEXTS), "probe"), InputError,
-       ("has no labels", "--label-column")),
+       ("has no labels", "trains probes on them", "'label' column")),
     Py("1 a list of strings runs APEX", _apex("topics", TEXTS), None, (),
        lambda s: (s["results"]["clean_accuracy"] is None and s["results"]["n_inputs"] == 3) or pytest.fail(str(s))),
     Py("1 images without labels", lambda e, o: from_memory(np.zeros((4, 8, 8), np.uint8)), None, (),

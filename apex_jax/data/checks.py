@@ -192,7 +192,8 @@ def check_label_space(
         raise InputError(
             f"data set {data.name!r} has no labels, and this command "
             f"{'compares predictions with them' if purpose == 'evaluate' else 'trains probes on them'}: "
-            "give a label column (--label-column) or a labelled data set (APEX needs no labels)")
+            "give labelled data (a 'label' column or field, a 'labels' array in an .npz, label_column= in "
+            "Python); APEX needs no labels")
     present = tuple(int(c) for c in np.unique(data.labels))
     present_names = tuple(data.label_names[c] for c in present)
     shown = ", ".join(f"{c} ({data.label_names[c]})" for c in present[:12])
