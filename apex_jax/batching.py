@@ -30,9 +30,10 @@ def padded_width(length: int) -> int:
     return int(math.ceil(max(int(length), 1) / PAD_MULTIPLE) * PAD_MULTIPLE)
 
 
-def encode(model, data: "Dataset | Sequence[Dataset]", max_length: int = 64) -> dict[str, np.ndarray]:
+def encode(model, data: "Dataset | Sequence[Dataset]", max_length: int | None = None) -> dict[str, np.ndarray]:
     """Encodes an `apex_jax.data.Dataset` (or several, concatenated in order, into one padded
-    width) for `model`: text is tokenized (truncated to `max_length`, padded to the longest),
+    width) for `model`: text is tokenized (truncated to `max_length`, default the model's own
+    limit: `apex_jax.models.encoding.length_limit`; padded to the longest),
     images are normalized to pixel_values.
 
     Returns:

@@ -42,7 +42,8 @@ Start with `apex-jax demo` (fine-tunes MiniLM on VADER movie reviews, then runs 
 
 MODEL_HELP = "a model: minilm, a Hugging Face folder (config.json + safetensors), or a hub id when online"
 DATA_HELP = ("a data set: vader-movies, vader-tweets, vader-amazon, vader-nyt, mnist5k, digits, or a .csv "
-             "(columns text,label) / .jsonl / .npz file")
+             "(columns text[,label]; others: --text-column, --label-column) / .jsonl / .npz file; apex needs no "
+             "labels, and uses a file whole unless --split says otherwise")
 
 
 # ----------------------------------------------------------------------------- commands

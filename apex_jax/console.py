@@ -33,9 +33,14 @@ def _apex(s: dict, out: str) -> list[str]:
     escape = ("no input escaped" if esc["median"] is None else
               f"escape sigma median {_sigma(esc['median'])} ({esc['n_escaped']} of {n} escape)")
     b = r["large_sigma_bias"]
+    acc = (f"clean accuracy {r['clean_accuracy']:.3f}" if r.get("clean_accuracy") is not None
+           else r.get("accuracy_note", "no clean accuracy"))
+    cut = r.get("truncation") or {}
+    cut_line = ([f"{cut['n_truncated']} of {n} inputs cut to {cut['max_length']} tokens (--max-length)"]
+                if cut.get("n_truncated") else [])
     return [f"APEX: {n} inputs x {len(grid)} sigmas x {st['draws']} draws on {len(st['sites'])} site(s): "
             f"{t['perturbed_forwards']} perturbed forwards in {t['seconds']} s ({t['forwards_per_second']}/s)",
-            f"clean accuracy {r['clean_accuracy']:.3f}; {escape}",
+            f"{acc}; {escape}", *cut_line,
             "  sigma      share kept   flip rate",
             *(f"  {sg:<9.4g}  {k:.3f}        {1 - k:.3f}" for sg, k in zip(grid, r["mean_consistency"])),
             f"large-sigma bias at {b['sigma']:.3g}: dominant class {b['dominant_class']} "

@@ -7,8 +7,11 @@ the model (`apex_jax.data.check_label_space`), and the run folder records exactl
 weights and which examples made the result (sha256 of both).
 
     ds = inputs.dataset("vader-movies", split="test", n=32)
+    ds = inputs.dataset(pandas_frame, text_column="sentence")   # or a dict, a list of str, images
     model = inputs.model("runs/demo/finetune/model", dtype="float32")
+    ds = inputs.align(model, ds)          # string labels renumbered to the model's own id2label
     space = inputs.check(model, ds, "evaluate", log=print)
+    cut = inputs.truncation(model, ds, max_length=None, log=print)
     record = inputs.identity("runs/demo/finetune/model", model, "vader-movies", ds)
 """
 
@@ -27,16 +30,34 @@ from apex_jax.data import Dataset, LabelSpace
 from apex_jax.engine.store import params_digest
 from apex_jax.errors import InputError
 from apex_jax.models import Model, load, verbalizer
+from apex_jax.models.encoding import count_truncated
 
-__all__ = ["check", "data_digest", "dataset", "identity", "model", "name_of"]
+__all__ = ["align", "check", "data_digest", "dataset", "identity", "model", "name_of", "split_of", "truncation"]
 
 
-def dataset(data: Dataset | str | Path, split: str = "test", n: int | None = None, split_seed: int = 0) -> Dataset:
-    """The examples a run reads: a data set's split (a built-in name or a file path), or a
-    `Dataset` as given (its own examples: `split`, `n` and `split_seed` do not apply)."""
+def split_of(data: Any, split: str | None) -> str | None:
+    """The split a run reads of `data`: `split` when given, else test of a built-in data set and
+    all of a file or in-memory data (`apex_jax.data.default_split`); None for a `Dataset`,
+    which is used as given."""
+    if isinstance(data, Dataset):
+        return None
+    return split or data_lib.default_split(data if isinstance(data, str) else None)
+
+
+def dataset(data: Any, split: str | None = None, n: int | None = None, split_seed: int = 0, *,
+            text_column: str | None = None, label_column: str | None = None) -> Dataset:
+    """The examples a run reads: a data set's split (a built-in name or a file path; `split`
+    None: `split_of`), the same of data in memory (a pandas DataFrame, a dict of lists, a Hugging
+    Face `datasets.Dataset`, a list of strings, an image array: `apex_jax.data.from_memory`;
+    `text_column` / `label_column` name the columns of a table or file), or a `Dataset` as given
+    (its own examples: `split`, `n` and `split_seed` do not apply)."""
     if isinstance(data, Dataset):
         return data
-    return data_lib.get_split(data, split, n=n, seed=split_seed)
+    if isinstance(data, (str, Path)):
+        return data_lib.get_split(data, split_of(str(data), split), n=n, seed=split_seed,
+                                  text_column=text_column, label_column=label_column)
+    ds = data_lib.from_memory(data, text_column, label_column)
+    return data_lib.select(ds, split_of(data, split), n, split_seed)
 
 
 def model(model: Model | str | Path, *, dtype: str = "float32", labels: str | None = None,
@@ -56,12 +77,32 @@ def model(model: Model | str | Path, *, dtype: str = "float32", labels: str | No
     return verbalizer(loaded, words, prompt=prompt or "{text}")
 
 
+def align(model: Model, data: Dataset) -> Dataset:
+    """`data` with string labels renumbered to the model's own classes where the names match
+    (`apex_jax.data.align_labels`): a file's labels are numbered alphabetically, a model's by its
+    id2label."""
+    return data_lib.align_labels(model.label_names, data)
+
+
+def vocabulary_classifier(model: Model) -> bool:
+    """True for a causal LM read through its whole next-token head (no `--labels`)."""
+    return bool(getattr(model.config, "lm_head", False)) and not getattr(model.config, "label_token_ids", None)
+
+
 def check(model: Model, data: Dataset, purpose: str, name: str = "the model",
-          log: Callable[[str], None] | None = print) -> LabelSpace:
+          log: Callable[[str], None] | None = print, *, vocab_classes: bool = False) -> LabelSpace:
     """The label space of `data` for `model` after the checks every run makes before any work:
-    the input kind (text vs image) and the labels (`apex_jax.data.check_label_space`, purpose
-    "evaluate" or "probe"); its notes go to `log`."""
+    the input kind (text vs image), a causal LM without label tokens (refused where predictions
+    matter, purposes "evaluate" and "apex", unless `vocab_classes`: its classes are then its
+    vocabulary) and the labels (`apex_jax.data.check_label_space`, purpose "evaluate", "apex"
+    or "probe"); its notes go to `log`."""
     data_lib.check_input_kind(data, "text" if model.config.is_text else "image", name)
+    if purpose != "probe" and vocabulary_classifier(model) and not vocab_classes:
+        raise InputError(
+            f"{name} is a causal LM: without label tokens its classes are its {model.config.n_classes:,} "
+            "vocabulary entries. Read it as a classifier through one label word per class: --labels "
+            "' negative, positive' (labels=...; --prompt for a template), or ask for the vocabulary "
+            "explicitly with --vocab-classes (vocab_classes=True)")
     space = data_lib.check_label_space(model.config.n_classes, model.label_names, data, purpose)
     for note in space.notes:
         if log:
@@ -69,12 +110,27 @@ def check(model: Model, data: Dataset, purpose: str, name: str = "the model",
     return space
 
 
+def truncation(model: Model, data: Dataset, max_length: int | None,
+               log: Callable[[str], None] | None = print) -> dict:
+    """How text inputs are cut: {"max_length": the limit used (the model's own by default),
+    "n_truncated": inputs longer than it}; a line goes to `log` when any is cut. {} for images."""
+    if data.kind != "text" or not model.config.is_text:
+        return {}
+    limit, cut = count_truncated(model, data.inputs, max_length)
+    if cut and log:
+        why = "--max-length" if max_length else "the model's own limit"
+        log(f"note: {cut} of {len(data)} inputs are longer than {limit} tokens ({why}) and were cut to "
+            f"{limit}; the rest of them is not read")
+    return {"max_length": limit, "n_truncated": cut}
+
+
 def name_of(thing: Any, default: str) -> str:
     """How a run records a model or data set it was given: the name or path typed, the
     in-memory object's own name, or `default`."""
     if isinstance(thing, (str, Path)):
         return str(thing)
-    return str(getattr(thing, "name", None) or default)
+    name = getattr(thing, "name", None)  # a DataFrame's .name may be a column: strings only
+    return name if isinstance(name, str) and name else default
 
 
 def data_digest(data: Dataset) -> str:
@@ -90,7 +146,7 @@ def data_digest(data: Dataset) -> str:
             b = str(t).encode("utf-8", "surrogatepass")
             h.update(len(b).to_bytes(8, "little"))
             h.update(b)
-    for arr in (data.labels, data.ids):
+    for arr in (data.labels, data.ids):  # unlabelled: -1 per input
         a = np.ascontiguousarray(np.asarray(arr, np.int64))
         h.update(a.data)
     h.update(json.dumps(list(data.label_names)).encode())

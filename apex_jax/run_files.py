@@ -25,7 +25,7 @@ TABLES = {
     "sigmas.csv": "One row per σ: the share of draws keeping the clean prediction, the flip rate, the share "
                   "of inputs escaped by then, the class the predictions collapse onto, and the share of draws whose logits "
                   "were not finite.",
-    "samples.csv": "One row per input: label, clean prediction, escape σ (grid estimator; inf: never escapes), "
+    "samples.csv": "One row per input: label, the input text (first 120 characters), clean prediction, escape σ (grid estimator; inf: never escapes), "
                    "most likely other class, and the share of draws kept at each σ.",
     "probes.csv": "One linear probe per site on the [CLS] vector: test accuracy, macro- and weighted-F1, "
                   "per-class F1, train accuracy, non-zero weights.",

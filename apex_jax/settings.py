@@ -30,6 +30,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
+from apex_jax.data.splits import SPLITS
 from apex_jax.engine.plan import PAD_MULTIPLE
 from apex_jax.errors import InputError
 from apex_jax.specs import check_k, check_sigmas, parse_k, parse_sigmas
@@ -149,8 +150,21 @@ def _jsonable(v: Any) -> Any:
 # ----------------------------------------------------------------------------- shared fields
 # Options several commands share. Factories, not shared objects: dataclasses bind a field to
 # one class.
-def _split() -> Any:
-    return option("test", "which part of the data set: train, val, test (a stratified 70/10/20 split) or all")
+def _split(default: str | None = "test") -> Any:
+    text = "which part of the data set: train, val, test (a stratified 70/10/20 split) or all"
+    if default is None:  # chosen by the data: a user's file is used whole
+        text += " (default: test of a built-in data set, all of a file or of data in memory)"
+    return option(default, text, choices=SPLITS)
+
+
+def _text_column() -> Any:
+    return option(None, "the text column of a .csv/.jsonl file or a table in memory (default: text)",
+                  metavar="NAME")
+
+
+def _label_column() -> Any:
+    return option(None, "the label column of a .csv/.jsonl file or a table in memory (default: label where there "
+                        "is one; without labels the run reports no accuracy)", metavar="NAME")
 
 
 MAX_FORWARDS = 1e9  # a sweep larger than this (days on one accelerator) needs `yes`
@@ -166,7 +180,9 @@ def _split_seed() -> Any:
 
 
 def _max_length() -> Any:
-    return option(64, "text inputs are truncated to this many tokens", minimum=1)
+    return option(None, "text inputs are truncated to this many tokens (default: the model's own limit, its "
+                        "position embeddings or tokenizer's, at most 512; inputs cut are counted)", minimum=1,
+                  metavar="TOKENS")
 
 
 def _dtype() -> Any:
@@ -211,7 +227,7 @@ class FinetuneSettings(Settings):
     batch_size: int = option(32, "examples per optimizer step", minimum=1)
     epochs: int = option(3, "most epochs (early stopping on the validation split)", minimum=1)
     patience: int = option(1, "epochs without a better validation accuracy before stopping", minimum=0)
-    max_length: int = _max_length()
+    max_length: int | None = _max_length()
     seed: int = _seed("seed of the head's initialisation and of the batch order")
     split_seed: int = _split_seed()
     n_train: int | None = option(None, "use only the first N training examples (default: the whole train split)",
@@ -231,9 +247,11 @@ class ApexSettings(Settings):
     example: ClassVar[str] = ("apex-jax apex runs/demo/finetune/model --data vader-movies --out runs/apex "
                               "--n 32 --sigmas 0.05,0.2,1,4 --draws 32")
 
-    split: str = _split()
+    split: str | None = _split(None)
     split_seed: int = _split_seed()
     n: int | None = option(None, "inputs: the first N of the split (default: all of it)", minimum=1, metavar="N")
+    text_column: str | None = _text_column()
+    label_column: str | None = _label_column()
     sigmas: tuple = option("logspace:0.01:4:16", "the σ grid: logspace:LO:HI:N or a list 0.1,0.5,1",
                            metavar="SPEC")
     draws: int = option(64, "noise draws per input and σ", minimum=1, maximum=2**24)
@@ -247,11 +265,13 @@ class ApexSettings(Settings):
     chunk_size: int | None = option(None, "sweep units per compiled call (default: chosen from a memory budget; "
                                           "results do not depend on it)", minimum=1, record=False)
     pad_multiple: int = _pad_multiple()
-    max_length: int = _max_length()
+    max_length: int | None = _max_length()
     dtype: str = _dtype()
     model_parallel: int = _model_parallel()
     labels: str | None = _labels()
     prompt: str | None = _prompt()
+    vocab_classes: bool = option(False, "read a causal LM without --labels as a classifier over its whole vocabulary "
+                                        "(the next token; refused without this flag)")
     yes: bool = option(False, f"run a sweep of more than {MAX_FORWARDS:.0e} perturbed forwards (refused without "
                               "it: usually a typo in --draws or --sigmas)", record=False)
 
@@ -281,7 +301,7 @@ class ProbeSettings(Settings):
     l2: float = option(1e-3, "elastic-net L2 weight", minimum=0.0)
     steps: int = option(400, "full-batch optimizer steps per probe", minimum=1)
     split_seed: int = _split_seed()
-    max_length: int = _max_length()
+    max_length: int | None = _max_length()
     dtype: str = _dtype()
     labels: str | None = _labels()
     prompt: str | None = _prompt()
@@ -321,7 +341,7 @@ class SilenceSettings(Settings):
                                           "attribution,mean, or none", metavar="LIST")
     seed: int = _seed("seed of the random masks and of the noise")
     split_seed: int = _split_seed()
-    max_length: int = _max_length()
+    max_length: int | None = _max_length()
     pad_multiple: int = _pad_multiple()
     dtype: str = _dtype()
     model_parallel: int = _model_parallel()
@@ -364,7 +384,7 @@ class AttackSettings(Settings):
                          metavar="C")
     k: float = option(10.0, "percent of the target's top neurons attacked", above=0.0, maximum=100.0)
     split_seed: int = _split_seed()
-    max_length: int = _max_length()
+    max_length: int | None = _max_length()
     dtype: str = _dtype()
     labels: str | None = _labels()
     prompt: str | None = _prompt()
@@ -404,8 +424,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
             parser.add_argument(flag, action=action, default=f.default, help=m["help"].replace("%", "%%"))
             continue
         kw = {"type": _arg_type(f.type), "default": f.default, "help": m["help"].replace("%", "%%")}
-        if m["choices"] is not None:
-            kw["choices"] = m["choices"]
+        if m["choices"] is not None:  # shown as {a,b}; checked with the other ranges (exit 2, not argparse's usage)
+            kw["metavar"] = "{" + ",".join(map(str, m["choices"])) + "}"
         if m["metavar"]:
             kw["metavar"] = m["metavar"]
         parser.add_argument(flag, **kw)

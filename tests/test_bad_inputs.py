@@ -97,7 +97,7 @@ def world(tmp_path_factory) -> dict[str, Any]:
     w["empty_csv"] = write("empty.csv", "")
     w["header_csv"] = write("header.csv", "text,label\n")
     w["empty_jsonl"] = write("empty.jsonl", "\n\n")
-    w["nolabel_csv"] = write("nolabel.csv", "text,sentiment\nfine,1\n")
+    w["notext_csv"] = write("notext.csv", "sentence,label\nfine,1\n")
     w["halves_csv"] = write("halves.csv", "text,label\na,0\nb,0.5\nc,1\n")
     w["float_jsonl"] = write("floats.jsonl", '{"text": "a", "label": 0}\n{"text": "b", "label": 1.5}\n')
     w["neg_csv"] = write("neg.csv", "text,label\na,-1\nb,1\n")
@@ -183,8 +183,8 @@ CASES = [
     Case("CSV with only a header", _data("header_csv"), InputError,
          ("header.csv: only a header", "no data rows")),
     Case("empty JSONL", _data("empty_jsonl"), InputError, ("empty.jsonl", "no records")),
-    Case("CSV without a label column", _data("nolabel_csv"), InputError,
-         ("must name the columns 'text' and 'label'", "sentiment")),
+    Case("CSV without a text column", _data("notext_csv"), InputError,
+         ("notext.csv: no text column 'text'", "--text-column", "'sentence', 'label'")),
     Case("non-integer numeric label (CSV)", _data("halves_csv"), InputError,
          ("halves.csv:3", "label '0.5' is a number but not an integer", "class indices")),
     Case("float label (JSONL)", _data("float_jsonl"), InputError,

@@ -122,7 +122,7 @@ def test_apex_in_bfloat16_records_the_dtype(tmp_path):
     bf16 = apex_jax.load(folder, dtype="bfloat16")
     from apex_jax import data as data_lib
 
-    ds = data_lib.get_split(str(task), "test", n=4, seed=0)
+    ds = data_lib.get_split(str(task), "all", n=4, seed=0)  # a file: used whole
     clean = np.asarray(bf16.forward(bf16.encode(list(ds.inputs), max_length=64)).logits).argmax(-1)
     assert [int(r["clean_prediction"]) for r in rows] == clean.tolist()
     assert all(float(r["kept_sigma_0"]) == 1.0 for r in rows)  # σ = 0 keeps every bf16 prediction

@@ -409,10 +409,15 @@ def test_unknown_name_or_file_type(tmp_path):
 
 
 def test_bad_file_contents(tmp_path):
-    no_label = tmp_path / "nolabel.csv"
+    no_label = tmp_path / "nolabel.csv"  # a text-only file is unlabelled (APEX needs no labels)
     no_label.write_text("text,sentiment\na,1\n")
-    with pytest.raises(ValueError, match="must name the columns 'text' and 'label'"):
-        load_dataset(no_label)
+    ds = load_dataset(no_label)
+    assert not ds.labelled and ds.inputs == ["a"] and ds.labels.tolist() == [-1] and ds.label_names == ()
+    assert load_dataset(no_label, label_column="sentiment").label_names == ("0", "1")
+    no_text = tmp_path / "notext.csv"
+    no_text.write_text("sentence,label\na,1\n")
+    with pytest.raises(ValueError, match=r"no text column 'text' \(or name another with --text-column"):
+        load_dataset(no_text)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "a", "label": 0}\n{"text": "b", label: 1}\n')
     with pytest.raises(ValueError, match=r"broken.jsonl:2: invalid JSON"):

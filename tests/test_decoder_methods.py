@@ -343,7 +343,7 @@ def test_cli_verbalizer_flags(folders, tmp_path, capsys):
     assert cli.main(["apex", str(lm), "--data", str(task), "--out", str(ap), "--n", "6", "--draws", "2",
                      "--sigmas", "0,2", "--max-length", "16", "--quiet", *flags]) == 0
     clf = verbalizer(apex_jax.load(lm), ["awful", "great"], prompt="review : {text} sentiment :")
-    ds = data_lib.get_split(str(task), "test", n=6, seed=0)
+    ds = data_lib.get_split(str(task), "all", n=6, seed=0)  # a file: used whole
     want = np.asarray(clf.apply(clf.params, clf.encode(list(ds.inputs), max_length=16)).logits).argmax(-1)
     rows = list(csv.DictReader(open(ap / "samples.csv")))
     assert [int(r["clean_prediction"]) for r in rows] == want.tolist()

@@ -173,8 +173,19 @@ class ApexResult:
 
 
 # The run folder's tables (samples.csv, sigmas.csv) and `ApexResult.to_pandas`: one definition of every column.
-def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[str], list[list]]:
-    """(header, rows) of samples.csv: id, label, clean_prediction, escape_sigma (grid estimator,
+#: samples.csv shows this many characters of each input text (the rest as "…").
+TEXT_SHOWN = 120
+
+
+def _shown(text: str) -> str:
+    text = " ".join(str(text).split())  # one line: newlines and tabs as spaces
+    return text if len(text) <= TEXT_SHOWN else text[:TEXT_SHOWN - 1] + "…"
+
+
+def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[Any],
+                  texts: Sequence[str] | None = None) -> tuple[list[str], list[list]]:
+    """(header, rows) of samples.csv: id, label, [text: the input, its first 120 characters on
+    one line, when `texts` are given], clean_prediction, escape_sigma (grid estimator,
     inf if the input never escapes on the grid), top_transition, kept_sigma_{σ} per σ,
     clean_margin (the clean prediction's logit margin), margin_sigma_{σ} and kl_sigma_{σ} per σ
     (means over draws of the margin and of KL(clean ‖ noisy), nats)."""
@@ -182,10 +193,12 @@ def samples_table(result: ApexResult, ids: Sequence[int], labels: Sequence[int])
     kept, margin, kl = result.consistency, result.mean_margin, result.mean_kl
     clean_margin = result.clean_margin
     top = result.top_transition(result.transition_index())
-    header = ["id", "label", "clean_prediction", "escape_sigma", "top_transition",
+    shown = [[_shown(t)] for t in texts] if texts is not None else [[] for _ in ids]
+    header = ["id", "label", *(["text"] if texts is not None else []), "clean_prediction", "escape_sigma",
+              "top_transition",
               *(f"kept_sigma_{s:.6g}" for s in result.sigmas), "clean_margin",
               *(f"margin_sigma_{s:.6g}" for s in result.sigmas), *(f"kl_sigma_{s:.6g}" for s in result.sigmas)]
-    rows = [[ids[j], labels[j], result.clean[j], esc[j], top[j], *kept[j].tolist(), float(clean_margin[j]),
+    rows = [[ids[j], labels[j], *shown[j], result.clean[j], esc[j], top[j], *kept[j].tolist(), float(clean_margin[j]),
              *margin[j].tolist(), *kl[j].tolist()] for j in range(len(ids))]
     return header, rows
 

@@ -1,6 +1,7 @@
 """The APEX run layer: a model, a data set and settings in; a run folder out.
 
-    RUN/samples.csv      one row per input: id, label, clean prediction, escape σ (grid
+    RUN/samples.csv      one row per input: id, label (empty if unlabelled), the input text
+                         (first 120 characters), clean prediction, escape σ (grid
                          estimator), top transition, share kept per σ, clean margin, mean
                          margin per σ, mean KL(clean ‖ noisy) per σ
     RUN/sigmas.csv       one row per σ: share kept, flip rate, share of inputs escaped, the
@@ -15,6 +16,13 @@
 
     summary = apex_run("runs/demo/finetune/model", "vader-movies", "runs/apex", n=32, draws=32)
     summary = apex_run(model, dataset, "runs/apex", ApexSettings(sigmas="logspace:0.01:4:16"))
+    summary = apex_run(model, ["a fine film", "a dull film"], "runs/apex")   # unlabelled: no accuracy
+    summary = apex_run(model, dataframe, "runs/apex", text_column="sentence", label_column=None)
+
+Labels are optional: APEX compares each input's noisy predictions with its clean one. Clean
+accuracy is reported only where the data's labels are the model's classes; otherwise
+results["clean_accuracy"] is null and results["accuracy_note"] says why (no labels, labels of
+another task).
 
 The folder's manifest, summary, timing and page are written by `apex_jax.runs` (one writer for
 every command); this module holds what is APEX's own: the tables and the results.
@@ -39,17 +47,22 @@ from apex_jax.settings import MAX_FORWARDS, ApexSettings
 from apex_jax.sites import parse_sites
 
 
-def results(result: ApexResult, labels: np.ndarray, label_names: Sequence[str]) -> dict:
+def results(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], *,
+            no_accuracy_reason: str | None = None) -> dict:
     """The model-level results of summary.json (deterministic; no timings).
 
     `escape_sigma` holds the grid estimator: how many inputs escape on the grid and the median
-    of their escape σ (null if none escapes).
+    of their escape σ (null if none escapes). `clean_accuracy` is null when
+    `no_accuracy_reason` is given (unlabelled inputs, labels of another task); `accuracy_note`
+    then holds the reason.
     """
     esc = result.escape_sigma()
     finite = esc[np.isfinite(esc)]
     transition_at = result.transition_index()
     return {
-        "n_inputs": int(len(labels)), "clean_accuracy": float((result.clean == labels).mean()),
+        "n_inputs": int(len(labels)),
+        "clean_accuracy": None if no_accuracy_reason else float((result.clean == labels).mean()),
+        **({"accuracy_note": f"no clean accuracy: {no_accuracy_reason}"} if no_accuracy_reason else {}),
         "mean_consistency": result.consistency.mean(0).tolist(),
         # continuous scores (means over inputs; margin of the clean prediction, KL in nats)
         "clean_margin": float(result.clean_margin.mean()),
@@ -77,13 +90,19 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
     """APEX noise sweep of a model on a data set, written as a run folder.
 
     The same run as `apex-jax apex`, with the same guarantees: the model and data are checked
-    against each other (input kind; the labels must be the model's classes, since clean accuracy
-    compares them), and a folder holding another run is refused unless `overwrite`.
+    against each other (input kind; labels are optional, and clean accuracy is reported only
+    where they are the model's classes: string labels are matched to the model's class names,
+    in its order), a causal LM needs `labels` (label words) or `vocab_classes`, inputs cut by
+    `max_length` (default: the model's own limit) are counted, and a folder holding another run
+    is refused unless `overwrite`.
 
     Args:
         model: a model name or HF folder (loaded in `settings.dtype`), or an `apex_jax.Model`.
-        data: a data set name or file (its `settings.split`, first `settings.n`), or an
-            `apex_jax.data.Dataset` (used as given).
+        data: a data set name or file (its `settings.split`: by default test of a built-in data
+            set, all of a file; first `settings.n`), data in memory (a pandas DataFrame, a dict
+            of lists, a Hugging Face `datasets.Dataset`, a list of strings, an image array;
+            columns `settings.text_column` / `label_column`), or an `apex_jax.data.Dataset`
+            (used as given).
         out: the run folder (the engine's checkpoints go to `out/sweep-checkpoints`).
         settings: the run's `ApexSettings`; `options` are its fields as keywords (e.g.
             ``sigmas=[0.05, 1], draws=16``), applied on top.
@@ -107,9 +126,18 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
     s = ApexSettings.of(settings, **options)
     out = runs.check_out(out)
     mesh = sweep_mesh(s.model_parallel)
-    ds = inputs.dataset(data, s.split, s.n, s.split_seed)
+    ds = inputs.dataset(data, s.split, s.n, s.split_seed, text_column=s.text_column, label_column=s.label_column)
     loaded = inputs.model(model, dtype=s.dtype, labels=s.labels, prompt=s.prompt)
-    space = inputs.check(loaded, ds, "evaluate", inputs.name_of(model, "the model"), log)
+    ds = inputs.align(loaded, ds)
+    space = inputs.check(loaded, ds, "apex", inputs.name_of(model, "the model"), log, vocab_classes=s.vocab_classes)
+    split = inputs.split_of(data, s.split)
+    if log:
+        log(f"data: {inputs.name_of(data, '<in-memory data>')}, "
+            f"{f'split {split}' if split else 'as given'}: {len(ds)} inputs"
+            f"{'' if ds.labelled else ', unlabelled'}")
+        if not space.accuracy:
+            log(f"note: no clean accuracy: {space.no_accuracy_reason} (APEX needs no labels)")
+    cut = inputs.truncation(loaded, ds, s.max_length, log)
     if model_parallel_of(mesh) > 1:  # every forward of the run (calibration, clean, sweep) tensor-parallel
         loaded = loaded.replace(shard_params(loaded.params, mesh))
     sites = parse_sites(loaded, s.sites)
@@ -119,17 +147,23 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
                          f"{s.draws} draws), more than {MAX_FORWARDS:.0e}; check --draws and --sigmas, or pass --yes "
                          "(yes=True) to run it")
     run = runs.open_run(out, s.command, {**inputs.identity(model, loaded, data, ds), **s.record(), "n": len(ds),
-                                         "sites": list(sites)}, overwrite=overwrite, log=log, inputs=(model, data))
+                                         "split_used": split, "sites": list(sites)},
+                        overwrite=overwrite, log=log, inputs=(model, data))
     with run:
-        batch = batching.encode(loaded, ds, s.max_length)
+        batch = batching.encode(loaded, ds, s.max_length)  # None: the model's own limit
         result = run_apex(loaded, loaded.params, batch, ds.ids, s.sigmas, sites=sites, draws=s.draws, seed=s.seed,
                           relative=not s.absolute, threshold=s.threshold, run_dir=out, units_per_call=s.chunk_size,
                           pad_multiple=s.pad_multiple, progress=progress, mesh=mesh, desc="APEX sweep")
-        names = loaded.label_names or ds.label_names
-        header, rows = samples_table(result, ds.ids, ds.labels)
+        names = loaded.label_names or (ds.label_names if space.accuracy else ()) or \
+            tuple(str(k) for k in range(loaded.config.n_classes))
+        labels = ds.labels if ds.labelled else [""] * len(ds)
+        texts = ds.inputs if ds.kind == "text" else None
+        header, rows = samples_table(result, ds.ids, labels, texts)
         run.write_rows("samples.csv", header, rows)
         run.write_rows("sigmas.csv", *sigmas_table(result))
-        summary = run.write_summary(results(result, np.asarray(ds.labels), names), label_space=space,
+        res = {**results(result, np.asarray(ds.labels), names, no_accuracy_reason=space.no_accuracy_reason),
+               "split": split, **({"truncation": cut} if cut else {})}
+        summary = run.write_summary(res, label_space=space,
                                     details={"site_rms": result.site_rms,
                                              "engine": {k: v for k, v in result.sweep.settings.items() if k != "compiles"}})
         t = run.write_timing(timing(result))

@@ -1,8 +1,10 @@
-"""The Dataset type: a labelled data set held in memory, validated and read-only.
+"""The Dataset type: a data set held in memory, validated and read-only; labels are optional.
 
 Text data sets hold a list of strings; image data sets hold float32 arrays in [0, 1] with shape
 ``[n, channels, height, width]`` (channels first, like Hugging Face ``pixel_values``). Labels
-are class indices into ``label_names``; ids are stable unique row ids from the source.
+are class indices into ``label_names``; ids are stable unique row ids from the source. An
+unlabelled data set (``labels=None``: a text-only file, a list of strings, an image array) has no
+``label_names`` and holds -1 as every label; APEX and feature extraction need no labels.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ KINDS = ("text", "image")
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Dataset:
-    """A labelled data set held in memory.
+    """A data set held in memory, labelled or not.
 
     Arrays are copied on construction and made read-only, so a Dataset (which may be shared
     through a cache) cannot be changed in place.
@@ -31,8 +33,9 @@ class Dataset:
         kind: ``"text"`` or ``"image"``.
         inputs: ``list[str]`` for text; for images a float32 array in [0, 1] of shape
             ``[n, channels, height, width]``.
-        labels: int32 ``[n]``, each in ``[0, n_classes)``.
-        label_names: Class names; ``label_names[k]`` names label ``k``.
+        labels: int32 ``[n]``, each in ``[0, n_classes)``; ``None`` for unlabelled inputs (then
+            stored as -1 everywhere, and ``label_names`` is empty: see :attr:`labelled`).
+        label_names: Class names; ``label_names[k]`` names label ``k`` (empty when unlabelled).
         ids: int64 ``[n]``, stable unique row ids from the source (``None`` -> ``0..n-1``).
 
     Raises:
@@ -43,8 +46,8 @@ class Dataset:
     name: str
     kind: str
     inputs: Any
-    labels: np.ndarray
-    label_names: tuple[str, ...]
+    labels: np.ndarray | None
+    label_names: tuple[str, ...] = ()
     ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -55,15 +58,19 @@ class Dataset:
         n = len(inputs)
         if n == 0:
             raise InputError(f"data set {self.name!r} is empty")
-        label_names = tuple(str(x) for x in self.label_names)
-        if not label_names:
+        label_names = tuple(str(x) for x in self.label_names or ())
+        if self.labels is None:  # unlabelled: -1 everywhere, no class names
+            if label_names:
+                raise InputError(f"{where}: label_names {label_names} given but no labels")
+            object.__setattr__(self, "labels", np.full(n, -1, np.int64))
+        elif not label_names:
             raise InputError(f"{where}: label_names is empty")
         labels = np.asarray(self.labels)
         if labels.ndim != 1 or len(labels) != n:
             raise InputError(f"{where}: {n} inputs but labels have shape {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
             raise InputError(f"{where}: labels must be integers, got dtype {labels.dtype}")
-        bad = (labels < 0) | (labels >= len(label_names))
+        bad = ((labels < 0) | (labels >= len(label_names))) if label_names else np.zeros(n, bool)
         if bad.any():
             bad_values = np.unique(labels[bad])
             shown = ", ".join(str(v) for v in bad_values[:10])
@@ -117,6 +124,11 @@ class Dataset:
         return len(self.labels)
 
     @property
+    def labelled(self) -> bool:
+        """True if the examples carry labels (``label_names`` is then non-empty)."""
+        return bool(self.label_names)
+
+    @property
     def n_classes(self) -> int:
         """Number of classes (``len(label_names)``; some may have no examples)."""
         return len(self.label_names)
@@ -148,13 +160,15 @@ class Dataset:
             name=self.name,
             kind=self.kind,
             inputs=inputs,
-            labels=self.labels[idx],
+            labels=self.labels[idx] if self.labelled else None,
             label_names=self.label_names,
             ids=self.ids[idx],
         )
 
     def class_counts(self) -> np.ndarray:
-        """Examples per class, int64 ``[n_classes]``."""
+        """Examples per class, int64 ``[n_classes]`` (empty when unlabelled)."""
+        if not self.labelled:
+            return np.zeros(0, np.int64)
         return np.bincount(self.labels, minlength=self.n_classes)
 
     def __repr__(self) -> str:
@@ -165,7 +179,7 @@ class Dataset:
         )
         return (
             f"Dataset(name={self.name!r}, kind={self.kind!r}, {shape}, "
-            f"label_names={self.label_names})"
+            f"label_names={self.label_names if self.labelled else 'unlabelled'})"
         )
 
 

@@ -1,11 +1,14 @@
 """Readers of data set files: ``.csv``, ``.jsonl`` (text) and ``.npz`` (images).
 
-- ``.csv`` (header row) and ``.jsonl`` (one object per line): fields ``text`` and ``label``, and
-  optionally an integer ``id`` (default: 0-based row number). If every label is an integer (in
+- ``.csv`` (header row) and ``.jsonl`` (one object per line): fields ``text`` and ``label`` (other
+  names: ``text_column`` / ``label_column``, the CLI's ``--text-column`` / ``--label-column``), and
+  optionally an integer ``id`` (default: 0-based row number). Without a label field (a text-only
+  file) the data set is unlabelled: APEX and feature extraction need no labels. If every label is an integer (in
   a CSV: a string of digits), labels are used as they are and ``label_names`` are ``"0"`` ...
   ``str(max label)``; otherwise all labels are taken as strings, their sorted unique values
   become ``label_names`` and each label is its index there.
-- ``.npz``: arrays ``images`` and ``labels``, optionally ``ids`` and ``label_names``. ``images``
+- ``.npz``: arrays ``images`` and ``labels`` (without it: unlabelled), optionally ``ids`` and
+  ``label_names``. ``images``
   is ``[n, H, W]`` (one channel), ``[n, H, W, C]`` (recognised when the last axis has 1, 3 or 4
   entries and axis 1 has more than 4) or ``[n, C, H, W]`` (every other 4-d shape); ``uint8``
   values are divided by 255, float values must already be in [0, 1]. ``labels`` are integers, or
@@ -114,33 +117,40 @@ def _is_int_label(value: Any) -> bool:
     return isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value) is not None
 
 
+#: Default field names of a text record.
+TEXT_COLUMN, LABEL_COLUMN = "text", "label"
+
+
 def _text_dataset(
-    name: str, rows: list[dict[str, Any]], where: str, lines: Sequence[int] | None = None
+    name: str, rows: list[dict[str, Any]], where: str, lines: Sequence[int] | None = None,
+    text_column: str = TEXT_COLUMN, label_column: str | None = LABEL_COLUMN,
 ) -> Dataset:
-    """Builds a text Dataset from records with ``text``, ``label`` and optional ``id``.
+    """Builds a text Dataset from records with a text field, a label field (``label_column``;
+    None: unlabelled) and an optional ``id``.
 
     ``lines`` (the file line of each record) makes messages point at ``file:line``.
     """
     if not rows:
         raise InputError(
             f"{where}: no examples (the file has no data rows); expected one example per row "
-            "with the fields 'text' and 'label'"
+            f"with the field {text_column!r} (and a label field {label_column or LABEL_COLUMN!r})"
         )
     at = (lambda k: f"{where}:{lines[k]}") if lines is not None else (
         lambda k: f"{where}: record {k + 1}")
     texts: list[str] = []
     raw_labels: list[Any] = []
     raw_ids: list[Any] = []
+    fields = (text_column,) if label_column is None else (text_column, label_column)
     for k, row in enumerate(rows):
-        missing = [f for f in ("text", "label") if row.get(f) in (None, "")]
+        missing = [f"{f!r}" for f in fields if row.get(f) in (None, "")]
         if missing:
             raise InputError(f"{at(k)}: the record has no {' or '.join(missing)} field")
-        if not isinstance(row["text"], str):
-            raise InputError(f"{at(k)}: text must be a string, got {type(row['text']).__name__}")
-        texts.append(row["text"])
-        raw_labels.append(row["label"])
+        if not isinstance(row[text_column], str):
+            raise InputError(f"{at(k)}: text must be a string, got {type(row[text_column]).__name__}")
+        texts.append(row[text_column])
+        raw_labels.append(row.get(label_column) if label_column else None)
         raw_ids.append(row.get("id"))
-    labels, names = _encode_labels(raw_labels, where, at)
+    labels, names = _encode_labels(raw_labels, where, at) if label_column else (None, ())
     ids = None
     if rows and all(i not in (None, "") for i in raw_ids):
         try:
@@ -191,13 +201,29 @@ def _long_csv_fields():
         csv.field_size_limit(old)
 
 
-def load_csv(path: Path) -> Dataset:
-    """A CSV with a header naming at least ``text`` and ``label``."""
+def _columns(where: str, fields: Sequence[str], text_column: str | None, label_column: str | None,
+             ) -> tuple[str, str | None]:
+    """The text and label fields of a file with these ``fields``: the columns asked for (which must
+    exist), else ``text`` and, if there is one, ``label`` (none: the data set is unlabelled)."""
+    text = text_column or TEXT_COLUMN
+    if text not in fields:
+        flag = "" if text_column else " (or name another with --text-column / text_column=)"
+        raise InputError(f"{where}: no text column {text!r}{flag}; its fields are {list(fields)}")
+    if label_column is not None and label_column not in fields:
+        raise InputError(f"{where}: no label column {label_column!r} (--label-column); its fields are "
+                         f"{list(fields)}")
+    label = label_column or (LABEL_COLUMN if LABEL_COLUMN in fields else None)
+    return text, label
+
+
+def load_csv(path: Path, text_column: str | None = None, label_column: str | None = None) -> Dataset:
+    """A CSV with a header naming a text column (``text``, or ``text_column``) and optionally a
+    label column (``label``, or ``label_column``; none: unlabelled)."""
     text = read_text(path)
     if not text.strip():
         raise InputError(
-            f"{path}: the file is empty; expected a header row naming the columns 'text' and "
-            "'label', then one example per row"
+            f"{path}: the file is empty; expected a header row naming the columns 'text' (and "
+            "'label'), then one example per row"
         )
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
@@ -205,10 +231,7 @@ def load_csv(path: Path) -> Dataset:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         try:
             fields = reader.fieldnames or []
-            if not {"text", "label"} <= set(fields):
-                raise InputError(
-                    f"{path}: CSV header must name the columns 'text' and 'label', got {fields}"
-                )
+            text_field, label_field = _columns(str(path), fields, text_column, label_column)
             for row in reader:
                 if None in row:  # DictReader files surplus fields under None: a comma not quoted
                     raise InputError(
@@ -224,11 +247,12 @@ def load_csv(path: Path) -> Dataset:
             f"{path}: only a header ({', '.join(fields)}), no data rows; expected one example "
             "per row after the header"
         )
-    return _text_dataset(str(path), rows, str(path), lines)
+    return _text_dataset(str(path), rows, str(path), lines, text_field, label_field)
 
 
-def load_jsonl(path: Path) -> Dataset:
-    """JSON lines: one object per non-blank line with ``text`` and ``label``."""
+def load_jsonl(path: Path, text_column: str | None = None, label_column: str | None = None) -> Dataset:
+    """JSON lines: one object per non-blank line with a text field (``text``, or ``text_column``)
+    and a label field (``label`` / ``label_column``; in no record: unlabelled)."""
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
     # Split on line ends only: str.splitlines would also split on U+2028 etc. inside a string.
@@ -251,7 +275,10 @@ def load_jsonl(path: Path) -> Dataset:
             f"{path}: the file has no records; expected one JSON object per line with the "
             "fields 'text' and 'label'"
         )
-    return _text_dataset(str(path), rows, str(path), lines)
+    # A label field in any record makes the file labelled (a record without one is then an error).
+    seen = {key for record in rows for key in record}
+    text_field, label_field = _columns(str(path), sorted(seen), text_column, label_column)
+    return _text_dataset(str(path), rows, str(path), lines, text_field, label_field)
 
 
 def _channels_first(images: np.ndarray, where: str) -> np.ndarray:
@@ -271,14 +298,13 @@ def load_npz(path: Path) -> Dataset:
     """An ``.npz`` with ``images`` and ``labels`` (optional ``ids``, ``label_names``)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in ("images", "labels") if k not in npz.files]
-            if missing:
+            if "images" not in npz.files:
                 raise InputError(
-                    f"{path}: missing arrays {missing}; it has {npz.files}. An image .npz needs "
-                    "'images' and 'labels' (optional 'ids', 'label_names')"
+                    f"{path}: missing arrays ['images']; it has {npz.files}. An image .npz needs "
+                    "'images' (optional 'labels', 'ids', 'label_names')"
                 )
             images = npz["images"]
-            raw_labels = npz["labels"]
+            raw_labels = npz["labels"] if "labels" in npz.files else None
             ids = npz["ids"] if "ids" in npz.files else None
             given_names = npz["label_names"] if "label_names" in npz.files else None
     except InputError:
@@ -298,6 +324,8 @@ def load_npz(path: Path) -> Dataset:
             f"{where}: images must be uint8 (0..255) or floats in [0, 1], got {images.dtype}"
         )
     images = _channels_first(images, where)
+    if raw_labels is None:  # unlabelled images
+        return Dataset(where, "image", images, None, (), ids)
     if raw_labels.ndim != 1:
         raise InputError(f"{where}: labels must be 1-d, got shape {raw_labels.shape}")
     labels, names = _encode_labels(raw_labels.tolist(), where)

@@ -23,11 +23,15 @@ def _unknown(name_or_path: str, reason: str) -> InputError:
     )
 
 
-def load_dataset(name_or_path: str | Path) -> Dataset:
+def load_dataset(name_or_path: str | Path, text_column: str | None = None,
+                 label_column: str | None = None) -> Dataset:
     """Loads a built-in data set by name, or a ``.csv`` / ``.jsonl`` / ``.npz`` file.
 
     Args:
         name_or_path: One of :data:`BUILTIN_DATASETS` or a path to a supported file.
+        text_column: a CSV/JSONL file's text field (default ``text``).
+        label_column: a CSV/JSONL file's label field (default ``label`` where the file has one;
+            else the data set is unlabelled).
 
     Returns:
         The whole data set, in source order.
@@ -54,5 +58,7 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
         raise _unknown(key, reason)
     if not path.is_file():
         raise _unknown(key, f"no such file {path}")
-    loader = {".csv": load_csv, ".jsonl": load_jsonl, ".npz": load_npz}[suffix]
-    return loader(path)
+    if suffix == ".npz":
+        return load_npz(path)
+    loader = load_csv if suffix == ".csv" else load_jsonl
+    return loader(path, text_column, label_column)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apex_jax.data.builtin import BUILTIN_DATASETS
 from apex_jax.data.dataset import Dataset
 from apex_jax.data.loading import load_dataset
 from apex_jax.errors import InputError
@@ -152,8 +153,16 @@ def stratified_split(
     return train_idx, test_idx
 
 
+def default_split(name_or_path: str | Path | None) -> str:
+    """The split a run reads when none is asked for: ``"test"`` of a built-in data set (its
+    documented held-out part), ``"all"`` of a user's file or in-memory data (the user's own
+    examples, used whole)."""
+    return "test" if isinstance(name_or_path, str) and name_or_path in BUILTIN_DATASETS else "all"
+
+
 def get_split(
-    name_or_path: str | Path, split: str = "test", n: int | None = None, seed: int = 0
+    name_or_path: str | Path, split: str | None = "test", n: int | None = None, seed: int = 0,
+    text_column: str | None = None, label_column: str | None = None,
 ) -> Dataset:
     """Loads a data set, takes one split of :func:`split_dataset` (default fractions), then its
     first ``n`` examples.
@@ -161,7 +170,7 @@ def get_split(
     Args:
         name_or_path: As for :func:`load_dataset`.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (the whole data set in source
-            order).
+            order); ``None``: :func:`default_split` (test of a built-in, all of a file).
         n: Keep the first ``n`` examples; ``None`` keeps the whole split. Asking for more
             examples than the split has is an error, not a silent clamp: a run that reports
             "n = 100" must have used 100 examples.
@@ -174,11 +183,22 @@ def get_split(
         InputError: Unknown split, ``n <= 0``, ``n`` larger than the split (the message gives
             both sizes), or a :func:`load_dataset` error.
     """
+    split = default_split(str(name_or_path)) if split is None else split
+    _check_split(split, n)
+    return select(load_dataset(name_or_path, text_column, label_column), split, n, seed)
+
+
+def _check_split(split: str, n: int | None) -> None:
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
         raise InputError(f"n must be a positive integer or None (the whole split), got {n!r}")
-    ds = load_dataset(name_or_path)
+
+
+def select(ds: Dataset, split: str = "all", n: int | None = None, seed: int = 0) -> Dataset:
+    """One split of a data set in memory (:func:`split_dataset`, or ``"all"``), then its first
+    ``n`` examples; the rules and errors of :func:`get_split`."""
+    _check_split(split, n)
     part = ds if split == "all" else split_dataset(ds, seed=seed)[split]
     if n is None or n == len(part):
         return part

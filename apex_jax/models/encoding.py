@@ -32,7 +32,7 @@ def encode(
         model: the `Model` (its config, tokenizer, image mean/std and source are read).
         items: a list of strings for a text model; an image array for an image model.
         max_length: text only: truncate to this many tokens (>= 1; default and upper
-            bound: the model's positions, at most 512).
+            bound: `length_limit`, the model's own limit). `count_truncated` counts the cuts.
         pad_to_multiple_of: text only: pad the length up to a multiple of this (>= 1).
 
     Raises:
@@ -65,16 +65,12 @@ def encode(
                 "vocab.json in its folder): copy the tokenizer files of the model it was "
                 "trained from into the folder, or pass token arrays to apply()."
             )
-        if model.config.is_decoder:  # right padding, eos as pad when there is no pad token
-            prepare_tokenizer(model.tokenizer)
-            if model.config.prompt:  # a verbalizer's template: the label token comes next
-                texts = [model.config.prompt.replace("{text}", t) for t in texts]
+        texts = _prepared(model, texts)
         if len(texts) == 0:
             raise InputError("encode() got no texts; give at least one string.")
-        limit = min(model.config.max_positions - (2 if model.config.arch == "roberta" else 0), 512)
         enc = model.tokenizer(
             texts, padding=True, truncation=True,
-            max_length=min(max_length or limit, limit), pad_to_multiple_of=pad_to_multiple_of,
+            max_length=length_limit(model, max_length), pad_to_multiple_of=pad_to_multiple_of,
             return_tensors="np",
         )
         keep = ["input_ids", "attention_mask"] + (["token_type_ids"] if getattr(model.config, "type_vocab_size", 0) else [])
@@ -108,6 +104,42 @@ def encode(
     mean = np.asarray(model.image_mean, np.float32)[None, :, None, None]
     std = np.asarray(model.image_std, np.float32)[None, :, None, None]
     return {"pixel_values": (x - mean) / std}
+
+
+#: The longest default input: the model's own limit is used up to this many tokens (attention
+#: cost grows with the square of the length).
+MAX_DEFAULT_LENGTH = 512
+
+
+def length_limit(model: Any, max_length: int | None = None) -> int:
+    """The tokens a text input keeps: `max_length`, at most the model's own limit (its position
+    embeddings, less RoBERTa's two offset positions, and the tokenizer's `model_max_length`),
+    which is also the default, capped at `MAX_DEFAULT_LENGTH`."""
+    limit = model.config.max_positions - (2 if model.config.arch == "roberta" else 0)
+    tok_limit = getattr(model.tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < 1_000_000:  # unset ones are ~1e30
+        limit = min(limit, tok_limit)
+    limit = min(limit, MAX_DEFAULT_LENGTH)
+    return min(max_length, limit) if max_length else limit
+
+
+def _prepared(model: Any, texts: list[str]) -> list[str]:
+    """Texts as the tokenizer reads them: a decoder's tokenizer set to pad on the right, and a
+    verbalizer's prompt template filled."""
+    if model.config.is_decoder:  # right padding, eos as pad when there is no pad token
+        prepare_tokenizer(model.tokenizer)
+        if model.config.prompt:  # a verbalizer's template: the label token comes next
+            texts = [model.config.prompt.replace("{text}", t) for t in texts]
+    return texts
+
+
+def count_truncated(model: Any, texts: Sequence[str], max_length: int | None = None) -> tuple[int, int]:
+    """(the length limit, how many of `texts` are longer and so cut by `encode`) for a text model."""
+    limit = length_limit(model, max_length)
+    if model.tokenizer is None or not texts:
+        return limit, 0
+    ids = model.tokenizer(_prepared(model, list(texts)), truncation=False)["input_ids"]
+    return limit, sum(len(x) > limit for x in ids)
 
 
 def _as_texts(items: Any) -> list[str] | None:

@@ -389,6 +389,7 @@ def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | 
     mesh = sweep_mesh(s.model_parallel)
     ds = _examples(data, s.split, s.n, DEFAULT_N["silence"], s.split_seed)
     loaded = _model(model, s)
+    ds = inputs.align(loaded, ds)  # string labels numbered as the model numbers its classes
     space = inputs.check(loaded, ds, "evaluate", inputs.name_of(model, "the model"), log)
     layer_probes, _, probe_record = probe_source(probe, loaded)  # checked before `out` is touched
     if model_parallel_of(mesh) > 1:
@@ -494,6 +495,7 @@ def attack_run(model: Model | str, data: Dataset | str, probe: Any, out: str | P
     out = runs.check_out(out)
     ds = _examples(data, s.split, s.n, DEFAULT_N["attack"], s.split_seed)
     loaded = _model(model, s)
+    ds = inputs.align(loaded, ds)  # string labels numbered as the model numbers its classes
     space = inputs.check(loaded, ds, "evaluate", inputs.name_of(model, "the model"), log)
     C = loaded.config.n_classes
     if not 0 <= s.target < C:
