@@ -41,7 +41,6 @@ Z_UNDEFINED = "n/a (random spread 0)"
 PREVIEW = {
     "controls.csv": ("drop", "desc", "score"),
     "curves.csv": ("area_under_drop", "desc", "score"),
-    "asymmetry.csv": ("drop", "desc", None),
     "samples.csv": ("escape_sigma", "asc", None),
 }
 
@@ -208,7 +207,8 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
         if h.get("epochs"):
             out.append(("epochs", fmt(len(h["epochs"])),
                         f"best epoch {fmt(h.get('best_epoch', 0) + 1)}, val accuracy {fmt(h.get('best_val_accuracy'))}"))
-        out.append(("time", f"{fmt(m.get('seconds'))} s", ""))
+        if m.get("seconds") is not None:  # a model reused from an earlier run has no training time
+            out.append(("time", f"{fmt(m.get('seconds'))} s", ""))
     elif cmd == "apex" and r:
         n = r.get("n_inputs")
         out.append(("inputs", fmt(n), ""))

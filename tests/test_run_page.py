@@ -295,19 +295,23 @@ def test_silencing_y_axis_is_scaled_to_the_data(tmp_path):
                                               "accuracy 0.94.")
 
 
-@pytest.mark.parametrize("cells, want", [
-    ({"L0": [[0.0, 0.0], [0.0, 0.0]], "L5": [[0.0, 0.0], [0.0, 0.0]]}, "L5"),        # no effect anywhere: the last
-    ({"L0": [[0.0, 0.3], [0.1, 0.0]], "L5": [[0.0, 0.0], [0.0, 0.0]]}, "L0"),        # the demo: effects in one layer
-    ({"L0": [[0.05, 0.0], [0.0, 0.0]], "L3": [[0.0, 0.0], [0.2, 0.0]], "L5": [[0.1, 0.0], [0.0, 0.0]]}, "L3"),
-    ({"L0": [[float("nan"), 0.1], [0.0, 0.0]], "L5": [[0.0, -0.4], [0.0, 0.0]]}, "L0"),  # nan ignored; a gain is no drop
+@pytest.mark.parametrize("cells, want, note", [
+    ({"L0": [[0.0, 0.0], [0.0, 0.0]], "L5": [[0.0, 0.0], [0.0, 0.0]]}, "L5",  # no effect anywhere: the last
+     "no layer of 2 has a positive drop; the last one"),
+    ({"L0": [[0.0, 0.3], [0.1, 0.0]], "L5": [[0.0, 0.0], [0.0, 0.0]]}, "L0",  # the demo: effects in one layer
+     "its largest F1 drop, 0.3, is the largest of the 2 layers"),
+    ({"L0": [[0.05, 0.0], [0.0, 0.0]], "L3": [[0.0, 0.0], [0.2, 0.0]], "L5": [[0.1, 0.0], [0.0, 0.0]]}, "L3",
+     "its largest F1 drop, 0.2, is the largest of the 3 layers"),
+    ({"L0": [[float("nan"), 0.1], [0.0, 0.0]], "L5": [[0.0, -0.4], [0.0, 0.0]]}, "L0",  # nan ignored; a gain is no drop
+     "its largest F1 drop, 0.1, is the largest of the 2 layers"),
 ])
-def test_asymmetry_shows_the_layer_with_the_largest_drop(tmp_path, cells, want):
+def test_asymmetry_shows_the_layer_with_the_largest_drop(tmp_path, cells, want, note):
     from apex_jax.synapse import plots
 
     asym = {k: np.asarray(v) for k, v in cells.items()}
     assert plots.largest_effect_site(asym) == want
     path = plots.plot_class_asymmetry(tmp_path / "a.png", asym, ["neg", "pos"], 10)
-    assert run_page.png_description(path).startswith(f"Layer {want} ({want}): ")
+    assert run_page.png_description(path) == f"Layer {want} ({want}): {note} (all of them: asymmetry.csv)."
 
 
 @pytest.mark.parametrize("flip, want_index", [
@@ -324,6 +328,29 @@ def test_transitions_sigma_is_informative(flip, want_index):
     consistency = 1.0 - np.tile(np.asarray(flip), (3, 1))
     index, rate = plots.transition_sigma(NS(consistency=consistency))
     assert index == want_index and rate == pytest.approx(flip[want_index])
+
+
+@pytest.mark.parametrize("flip, caption", [
+    ([0.0, 0.002, 0.2], "Shown at σ = 1, flip rate 0.2."),
+    ([0.0, 0.002, 0.04], "Shown at σ = 1, flip rate 0.04: no σ of the grid reaches 10%, this one flips the most."),
+])
+def test_transitions_figure_says_its_sigma(tmp_path, flip, caption):
+    from types import SimpleNamespace as NS
+
+    from apex_jax.apex import plots
+
+    n, C = 3, 2
+    counts = np.zeros((n, 3, C), np.int64)  # [inputs, σ, class] draws of 100, clean class 0
+    for s, f in enumerate(flip):
+        counts[:, s, 1] = round(100 * f)
+        counts[:, s, 0] = 100 - counts[:, s, 1]
+    consistency = counts[:, :, 0] / 100
+    result = NS(sigmas=np.array([0.01, 0.1, 1.0]), consistency=consistency, threshold=0.5,
+                clean=np.zeros(n, int), escape_sigma=lambda: np.full(n, np.inf),
+                transitions=lambda i: np.stack([counts[:, i].sum(0), np.zeros(C, np.int64)]),  # all clean class 0
+                class_shares=lambda i: counts[:, i].sum(0) / (n * 100))
+    plots.plot_all(tmp_path, result, ["neg", "pos"], relative=True)
+    assert run_page.png_description(tmp_path / "transitions.png") == caption
 
 
 def test_transitions_caption_names_sigma_and_flip_rate(runs):

@@ -124,10 +124,10 @@ def plot_class_asymmetry(path: Path, asymmetry: dict[str, np.ndarray], label_nam
     site = largest_effect_site(asymmetry)
     m = np.asarray(asymmetry[site], np.float64)
     peak = float(np.nanmax(np.where(np.isfinite(m), m, np.nan), initial=0.0)) if m.size else 0.0
-    choice = (f"the layer with the largest F1 drop ({peak:.2f}) of {len(asymmetry)}" if peak > 0
+    choice = (f"its largest F1 drop, {peak:.2g}, is the largest of the {len(asymmetry)} layers" if peak > 0
               else f"no layer of {len(asymmetry)} has a positive drop; the last one")
     return plot_asymmetry(path, m, label_names, f"{short(site)}: top {k_percent:g}% per class",
-                          description=f"Layer {short(site)} ({site}): {choice}. Every layer is in asymmetry.csv.")
+                          description=f"Layer {short(site)} ({site}): {choice} (all of them: asymmetry.csv).")
 
 
 def plot_attacks(path: Path, rows: Sequence[dict]) -> Path:
