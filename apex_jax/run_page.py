@@ -191,6 +191,14 @@ def _label(names: Sequence[str], c: Any) -> str:
         return str(c)
 
 
+def _forwards_card(t: dict) -> tuple[str, str, str]:
+    """The perturbed-forwards card; a rerun that read every draw from its sweep checkpoints ran none."""
+    if t.get("perturbed_forwards") == 0:
+        return ("perturbed forwards", "0", f"this run read its sweep from checkpoints ({fmt(t.get('seconds'))} s)")
+    return ("perturbed forwards", fmt(t.get("perturbed_forwards")),
+            f"{fmt(t.get('seconds'))} s, {fmt(t.get('forwards_per_second'))}/s")
+
+
 def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str, str, str]]:
     """The run's summary numbers as (label, value, note) triples, per command."""
     d = _read(Path(folder), manifest)
@@ -223,8 +231,7 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
             out.append(("large-σ dominant class", _label(names, b.get("dominant_class")),
                         f"share {fmt(b.get('dominant_share'))} at σ = {fmt(b.get('sigma'))}"))
         if t:
-            out.append(("perturbed forwards", fmt(t.get("perturbed_forwards")),
-                        f"{fmt(t.get('seconds'))} s, {fmt(t.get('forwards_per_second'))}/s"))
+            out.append(_forwards_card(t))
     elif cmd == "probe" and r:
         rows = r.get("probes") or []
         layers = [p for p in rows if p.get("site") not in ("concat", "head.hook_cls")]
@@ -251,8 +258,7 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
             out.append(("largest top-k drop", fmt(row.get("drop")),
                         f"{site}, k = {fmt(row.get('k_percent'))}%, z = {fmt_z(row.get('z'))}, p = {fmt(row.get('p'))}"))
         if t:
-            out.append(("perturbed forwards", fmt(t.get("perturbed_forwards")),
-                        f"{fmt(t.get('seconds'))} s, {fmt(t.get('forwards_per_second'))}/s"))
+            out.append(_forwards_card(t))
     elif cmd == "attack" and r:
         out.append(("target class", _label(names, r.get("target")), f"{fmt(r.get('k_neurons'))} top neurons attacked"))
         out.append(("clean accuracy", fmt(r.get("clean_accuracy")), f"target share {fmt(r.get('clean_target_share'))}"))

@@ -438,3 +438,19 @@ def test_page_css_keeps_figures_inside_the_page():
     """Grid items shrink below their image's width, and index thumbnails never exceed their row."""
     assert "min-width: 0" in run_page.CSS.split("figure {")[1].split("}")[0]
     assert "max-width: 100%" in run_page.CSS.split(".run .thumbs img {")[1].split("}")[0]
+
+
+@pytest.mark.parametrize("summary, timing, want, absent", [
+    ({"kind": "finetune", "results": {"test_accuracy": 0.8, "n_test": 10}}, {},  # a model reused: no seconds
+     "held-out test accuracy 0.8", "time"),
+    ({"kind": "silence", "results": {"clean": {"accuracy": 0.9}}}, {"perturbed_forwards": 0, "seconds": 3.5},
+     "perturbed forwards 0 this run read its sweep from checkpoints (3.5 s)", "0/s"),
+    ({"kind": "apex", "results": {"n_inputs": 4, "clean_accuracy": 0.5}}, {"perturbed_forwards": 96, "seconds": 2.0,
+                                                                           "forwards_per_second": 48.0},
+     "perturbed forwards 96 2 s, 48/s", "checkpoints"),
+])
+def test_headline_cards(tmp_path, summary, timing, want, absent):
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "timing.json").write_text(json.dumps(timing))
+    cards = " ".join(" ".join(c) for c in run_page.headline(tmp_path))
+    assert want in " ".join(cards.split()) and absent not in cards
