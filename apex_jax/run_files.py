@@ -38,7 +38,7 @@ TABLES = {
                     "n/a) and empirical p-value (at least 1/(1 + random draws)).",
     "curves.csv": "Per site and selection: area under the score-drop curve and k_at_half_score, the smallest k at "
                   "which the score falls to half its clean value (interpolated; empty where it never does on the "
-                  "k grid — usual for accuracy, whose half is at or below chance).",
+                  "k grid, as usual for accuracy and F1: half a two-class accuracy is below chance).",
     "asymmetry.csv": "Drop in each class's F1 when one class's own top neurons are silenced.",
     "silencing.csv": "Every grid point of the silencing sweep: scores, per-class F1 and prediction shares.",
     "attacks.csv": "Each manipulation toward the target class at each magnitude: share redirected to the target, "
