@@ -196,12 +196,16 @@ def pyplot():
     return _PYPLOT
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Writes a figure as PNG (tight layout) atomically and closes it."""
+FIGURE_DPI = 110  # PNG pixels per inch of figure size: a page lays figures out at <= 1200 px
+
+
+def save_figure(fig, path: str | Path, dpi: int = FIGURE_DPI, description: str | None = None) -> Path:
+    """Writes a figure as PNG (tight layout) atomically and closes it. `description` goes into the
+    PNG's Description text chunk (the run page adds it to the figure's caption)."""
     path = Path(path)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Description": description} if description else None)
     pyplot().close(fig)
     return path
 

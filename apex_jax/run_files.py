@@ -34,8 +34,11 @@ TABLES = {
     "rankings.csv": "The top 20 neurons of each site, globally and per class, and how many neurons hold 50% "
                     "and 90% of the ranking's mass.",
     "controls.csv": "Silencing the top-/bottom-ranked k% of [CLS] neurons against random k%: score drop, "
-                    "z-score and empirical p-value.",
-    "curves.csv": "Per site and selection: area under the score-drop curve and the k at which the score halves.",
+                    "z-score (inf where the random drops are all equal: no spread to scale by, the page shows "
+                    "n/a) and empirical p-value (at least 1/(1 + random draws)).",
+    "curves.csv": "Per site and selection: area under the score-drop curve and k_at_half_score, the smallest k at "
+                  "which the score falls to half its clean value (interpolated; empty where it never does on the "
+                  "k grid, as usual for accuracy and F1: half a two-class accuracy is below chance).",
     "asymmetry.csv": "Drop in each class's F1 when one class's own top neurons are silenced.",
     "silencing.csv": "Every grid point of the silencing sweep: scores, per-class F1 and prediction shares.",
     "attacks.csv": "Each manipulation toward the target class at each magnitude: share redirected to the target, "
@@ -44,11 +47,14 @@ TABLES = {
 FIGURES = {
     "consistency_curves.png": "Share of draws keeping the clean prediction against σ (thin: inputs; black: mean).",
     "escape_sigma_hist.png": "Escape σ of the inputs that escape on the grid.",
-    "transitions.png": "Where predictions move at the smallest σ that moves any: clean class → noisy class.",
+    "transitions.png": "Where predictions move (clean class → noisy class, row shares) at the smallest σ at which "
+                       "at least 10% of the draws flip (below it the matrix is almost the identity).",
     "large_sigma_shares.png": "Class shares of all draws at the largest σ (the model's large-noise bias).",
     "probe_accuracy.png": "[CLS] probe test scores per layer.",
-    "silencing_curves.png": "Accuracy as the top-, bottom- and random-k% [CLS] neurons are silenced, per layer.",
-    "class_asymmetry.png": "F1 drop per class when one class's top neurons are silenced.",
+    "silencing_curves.png": "Accuracy as the top-, bottom- and random-k% [CLS] neurons are silenced, per layer "
+                            "(one y axis for all panels, scaled to the data).",
+    "class_asymmetry.png": "F1 drop per class when one class's top neurons are silenced, in the layer with the "
+                           "largest drop.",
     "attack_curves.png": "Share of inputs redirected to the target class against each manipulation's magnitude.",
 }
 RUN_ORDER = COMMANDS  # a folder of runs lists them in this order

@@ -22,7 +22,9 @@ import csv
 import html
 import json
 import math
+import re
 import shlex
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -33,9 +35,17 @@ from apex_jax.errors import InputError
 LONG_TABLE = 40  # a CSV with more rows is cut on the page: its first MAX_ROWS, then a link to the file
 MAX_ROWS = 25
 MAX_CELL = 48  # characters of a cell shown (long lists of neuron indices); the full text is its tooltip
+Z_UNDEFINED = "n/a (random spread 0)"
+# How a long table is previewed: by a column, largest first (or smallest: "asc"), per group of
+# another column (each group its share of the rows). Other tables show their first rows.
+PREVIEW = {
+    "controls.csv": ("drop", "desc", "score"),
+    "curves.csv": ("area_under_drop", "desc", "score"),
+    "samples.csv": ("escape_sigma", "asc", None),
+}
 
-__all__ = ["build_index", "build_page", "check_reportable", "headline", "is_run", "report", "write_index",
-           "write_page"]
+__all__ = ["build_index", "build_page", "check_reportable", "fmt_z", "headline", "index_title", "is_run",
+           "png_description", "report", "write_index", "write_page"]
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
@@ -55,7 +65,7 @@ h3 { font-size: 15px; margin: 20px 0 4px; font-family: ui-monospace, SFMono-Regu
 .card .value { font-size: 20px; font-weight: 600; margin-top: 2px; }
 .card .note { font-size: 12px; color: #59636e; }
 .figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 16px; }
-figure { margin: 0; border: 1px solid #d0d7de; border-radius: 8px; padding: 8px; background: #fff; }
+figure { margin: 0; border: 1px solid #d0d7de; border-radius: 8px; padding: 8px; background: #fff; min-width: 0; }
 figure.wide { grid-column: 1 / -1; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { font-size: 13px; color: #59636e; margin-top: 6px; }
@@ -77,7 +87,7 @@ a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underlin
 .run { border: 1px solid #d0d7de; border-radius: 8px; padding: 12px 16px; margin: 14px 0; }
 .run h2 { border: 0; margin: 0 0 8px; padding: 0; }
 .run .thumbs { display: flex; gap: 10px; flex-wrap: wrap; margin-top: 10px; }
-.run .thumbs img { height: 180px; border: 1px solid #d0d7de; border-radius: 4px; }
+.run .thumbs img { height: 180px; max-width: 100%; object-fit: contain; border: 1px solid #d0d7de; border-radius: 4px; }
 """
 
 
@@ -104,6 +114,17 @@ def fmt(v: Any, digits: int = 4) -> str:
     if isinstance(v, dict):
         return json.dumps(v)
     return str(v)
+
+
+def fmt_z(z: Any) -> str:
+    """A z-score against the random control; an infinite one (the random drops all equal) is
+    not a z-score and reads "n/a (random spread 0)", never ∞."""
+    try:
+        if math.isinf(float(z)):
+            return Z_UNDEFINED
+    except (TypeError, ValueError):
+        pass
+    return fmt(z)
 
 
 def _cell(text: str) -> tuple[str, bool]:
@@ -170,6 +191,14 @@ def _label(names: Sequence[str], c: Any) -> str:
         return str(c)
 
 
+def _forwards_card(t: dict) -> tuple[str, str, str]:
+    """The perturbed-forwards card; a rerun that read every draw from its sweep checkpoints ran none."""
+    if t.get("perturbed_forwards") == 0:
+        return ("perturbed forwards", "0", f"this run read its sweep from checkpoints ({fmt(t.get('seconds'))} s)")
+    return ("perturbed forwards", fmt(t.get("perturbed_forwards")),
+            f"{fmt(t.get('seconds'))} s, {fmt(t.get('forwards_per_second'))}/s")
+
+
 def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str, str, str]]:
     """The run's summary numbers as (label, value, note) triples, per command."""
     d = _read(Path(folder), manifest)
@@ -186,7 +215,8 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
         if h.get("epochs"):
             out.append(("epochs", fmt(len(h["epochs"])),
                         f"best epoch {fmt(h.get('best_epoch', 0) + 1)}, val accuracy {fmt(h.get('best_val_accuracy'))}"))
-        out.append(("time", f"{fmt(m.get('seconds'))} s", ""))
+        if m.get("seconds") is not None:  # a model reused from an earlier run has no training time
+            out.append(("time", f"{fmt(m.get('seconds'))} s", ""))
     elif cmd == "apex" and r:
         n = r.get("n_inputs")
         out.append(("inputs", fmt(n), ""))
@@ -201,8 +231,7 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
             out.append(("large-σ dominant class", _label(names, b.get("dominant_class")),
                         f"share {fmt(b.get('dominant_share'))} at σ = {fmt(b.get('sigma'))}"))
         if t:
-            out.append(("perturbed forwards", fmt(t.get("perturbed_forwards")),
-                        f"{fmt(t.get('seconds'))} s, {fmt(t.get('forwards_per_second'))}/s"))
+            out.append(_forwards_card(t))
     elif cmd == "probe" and r:
         rows = r.get("probes") or []
         layers = [p for p in rows if p.get("site") not in ("concat", "head.hook_cls")]
@@ -227,10 +256,9 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
         if best:
             site, row = best
             out.append(("largest top-k drop", fmt(row.get("drop")),
-                        f"{site}, k = {fmt(row.get('k_percent'))}%, z = {fmt(row.get('z'))}, p = {fmt(row.get('p'))}"))
+                        f"{site}, k = {fmt(row.get('k_percent'))}%, z = {fmt_z(row.get('z'))}, p = {fmt(row.get('p'))}"))
         if t:
-            out.append(("perturbed forwards", fmt(t.get("perturbed_forwards")),
-                        f"{fmt(t.get('seconds'))} s, {fmt(t.get('forwards_per_second'))}/s"))
+            out.append(_forwards_card(t))
     elif cmd == "attack" and r:
         out.append(("target class", _label(names, r.get("target")), f"{fmt(r.get('k_neurons'))} top neurons attacked"))
         out.append(("clean accuracy", fmt(r.get("clean_accuracy")), f"target share {fmt(r.get('clean_target_share'))}"))
@@ -243,8 +271,36 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
 
 
 # ----------------------------------------------------------------------------- page parts
+def _number(text: str, ascending: bool) -> float:
+    """A cell as a sort key: its number, with empty and non-numeric cells last either way."""
+    try:
+        v = float(text)
+    except ValueError:
+        return math.inf
+    return math.inf if math.isnan(v) else (v if ascending else -v)
+
+
+def _preview(name: str, header: list[str], body: list[list[str]], max_rows: int) -> tuple[list[list[str]], str]:
+    """The rows of a long table shown on the page and how they were chosen: by PREVIEW's column
+    (largest effects first, each group of its group column its share), else the first rows."""
+    by, order, group = PREVIEW.get(name, (None, "", None))
+    if by not in header:
+        return body[:max_rows], f"the first {min(max_rows, len(body))}"
+    col, ascending = header.index(by), order == "asc"
+    ranked = sorted(body, key=lambda r: _number(r[col] if col < len(r) else "", ascending))
+    word = "smallest" if ascending else "largest"
+    if group not in header:
+        return ranked[:max_rows], f"the {min(max_rows, len(body))} with the {word} {by}"
+    g = header.index(group)
+    groups = list(dict.fromkeys(r[g] if g < len(r) else "" for r in body))
+    each = max(1, max_rows // len(groups))
+    shown = [r for key in groups for r in [r for r in ranked if (r[g] if g < len(r) else "") == key][:each]]
+    return shown, f"the {each} with the {word} {by} per {group}"
+
+
 def _csv_table(folder: Path, name: str, max_rows: int = MAX_ROWS, long: int = LONG_TABLE) -> str:
-    """A CSV as an HTML table: all of it up to `long` rows, else its first `max_rows`; a link to the file."""
+    """A CSV as an HTML table: all of it up to `long` rows, else `max_rows` of them (`_preview`);
+    columns empty in every row are left out (and named); a link to the file."""
     try:
         with open(folder / name, newline="") as f:
             rows = list(csv.reader(f))
@@ -253,22 +309,30 @@ def _csv_table(folder: Path, name: str, max_rows: int = MAX_ROWS, long: int = LO
     if not rows:
         return f'<p class="more">{html.escape(name)} is empty.</p>'
     header, body = rows[0], rows[1:]
-    shown = body if len(body) <= long else body[:max_rows]
-    numeric = [bool(col) and all(_cell(v)[1] for v in col) for col in
-               ([r[i] for r in shown if i < len(r) and r[i] != ""] for i in range(len(header)))]
+    empty = [i for i in range(len(header)) if body and all(i >= len(r) or r[i] == "" for r in body)]
+    shown, how = (body, "") if len(body) <= long else _preview(name, header, body, max_rows)
+    keep = [i for i in range(len(header)) if i not in empty]
+    columns = [[r[i] for r in shown if i < len(r) and r[i] != ""] for i in keep]
+    numeric = [bool(col) and all(_cell(v)[1] for v in col) for col in columns]
     parts = ['<div class="scroll"><table><thead><tr>',
-             *(f'<th{" class=num" if num else ""}>{_short(h, 40)}</th>' for h, num in zip(header, numeric)),
+             *(f'<th{" class=num" if num else ""}>{_short(header[i], 40)}</th>' for i, num in zip(keep, numeric)),
              "</tr></thead><tbody>"]
     for row in shown:
         parts.append("<tr>")
-        for text in row:
+        for i in keep:
+            text = row[i] if i < len(row) else ""
             value, num = _cell(text)
+            if header[i] == "z" and value in ("∞", "−∞"):  # the random drops were all equal: no z-score
+                value, num = Z_UNDEFINED, False
             parts.append(f'<td class="num">{_short(value)}</td>' if num else f"<td>{_short(value)}</td>")
         parts.append("</tr>")
     parts.append("</tbody></table></div>")
-    more = (f"showing {len(shown)} of {len(body)} rows — " if len(shown) < len(body)
+    more = (f"showing {how} of {len(body)} rows — " if len(shown) < len(body)
             else f"{len(body)} row{'s' if len(body) != 1 else ''} — ")
-    parts.append(f'<p class="more">{more}full table: <a href="{_href(name)}">{html.escape(name)}</a></p>')
+    if empty:
+        cols = ", ".join(header[i] for i in empty)
+        more = f"{cols}: empty in every row, not shown — " + more
+    parts.append(f'<p class="more">{html.escape(more)}full table: <a href="{_href(name)}">{html.escape(name)}</a></p>')
     return "".join(parts)
 
 
@@ -296,6 +360,38 @@ def _png_width(path: Path) -> int:
     except OSError:
         return 0
     return int.from_bytes(head[16:20], "big") if head[:8] == b"\x89PNG\r\n\x1a\n" else 0
+
+
+def png_description(path: Path) -> str:
+    """The Description text chunk of a PNG ("" if none or unreadable): what a figure chose to
+    show (its σ, its layer), written by `fileio.save_figure` and added to the page's caption."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return ""
+    i = 8
+    while i + 8 <= len(data):
+        n, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        chunk = data[i + 8:i + 8 + n]
+        i += 12 + n
+        try:
+            if kind == b"tEXt":
+                key, _, text = chunk.partition(b"\0")
+                if key == b"Description":
+                    return text.decode("latin-1")
+            elif kind == b"iTXt":  # key \0 compressed? method \0 language \0 translated key \0 text (UTF-8)
+                key, _, rest = chunk.partition(b"\0")
+                if key == b"Description":
+                    compressed, rest = rest[0], rest[2:]
+                    text = rest.split(b"\0", 2)[2]
+                    return (zlib.decompress(text) if compressed else text).decode("utf-8")
+            elif kind == b"IEND":
+                break
+        except (IndexError, ValueError, zlib.error):
+            return ""
+    return ""
 
 
 def _size(p: Path) -> int:
@@ -366,7 +462,7 @@ def build_page(folder: str | Path, manifest: dict | None = None) -> str:
     if figs:
         body.append('<h2>Figures</h2><div class="figs">')
         for f in figs:
-            cap = FIGURES.get(f, "")
+            cap = " ".join(c for c in (FIGURES.get(f, ""), png_description(folder / f)) if c)
             wide = " class=wide" if _png_width(folder / f) > 900 else ""
             body.append(f'<figure{wide}><a href="{_href(f)}"><img src="{_href(f)}" alt="{html.escape(f)}" loading="lazy"></a>'
                         f'<figcaption><b>{html.escape(f)}</b>{" — " + html.escape(cap) if cap else ""}</figcaption></figure>')
@@ -496,6 +592,18 @@ def report(folder: str | Path) -> Path:
             manifest = {**manifest, "files": sorted([*manifest["files"], PAGE])}
             fileio.write_json(folder / MANIFEST, manifest)
         return write_page(folder, manifest)
+    title = index_title(folder) or f"apex-jax runs in {folder.name}"  # the demo's index keeps its title
     for r in runs:
         report(r)
-    return write_index(folder, [r.name for r in runs], f"apex-jax runs in {folder.name}")
+    return write_index(folder, [r.name for r in runs], title)
+
+
+def index_title(folder: str | Path) -> str | None:
+    """The title of the index page a folder of runs already has (None if it has none), so that
+    rebuilding the page keeps the title its writer gave it (`apex-jax demo`'s, say)."""
+    try:
+        text = (Path(folder) / PAGE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    m = re.search(r"<title>(.*?)</title>", text, re.S)
+    return html.unescape(m.group(1)).strip() or None if m else None

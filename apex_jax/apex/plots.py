@@ -12,6 +12,18 @@ from apex_jax.fileio import pyplot, save_figure
 
 
 FIGURES = ("consistency_curves.png", "escape_sigma_hist.png", "transitions.png", "large_sigma_shares.png")
+TRANSITION_FLIP_RATE = 0.1  # transitions.png shows the smallest σ at which this share of draws flips
+
+
+def transition_sigma(result: ApexResult, share: float = TRANSITION_FLIP_RATE) -> tuple[int, float]:
+    """(grid index, flip rate) of the σ whose transitions transitions.png shows: the smallest σ at
+    which at least `share` of all draws leave their clean prediction (below it the matrix is
+    almost the identity), else the σ with the largest flip rate (the first, if several)."""
+    flip = 1.0 - np.asarray(result.consistency, np.float64).mean(0)  # sigmas.csv's flip_rate
+    at = np.flatnonzero(flip >= share - 1e-9)  # 1 - 0.9 is 0.0999…: a share met up to rounding
+    i = int(at[0]) if at.size else int(np.argmax(flip))
+    return i, float(flip[i])
+
 
 def _grid_ticks(ax, sigmas: np.ndarray, lo: float, hi: float, most: int = 7) -> None:
     """Labels a log σ axis at the grid's own σ values (at most `most`, evenly thinned) instead of
@@ -59,17 +71,25 @@ def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative
            title=f"{int(np.isinf(esc).sum())} of {len(esc)} never escape")
     paths.append(save_figure(fig, out / "escape_sigma_hist.png"))
 
-    at = result.transition_index()
+    at, flip = transition_sigma(result)
     m = result.transitions(at).astype(float)
     m = m / np.maximum(m.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1)
     ax.set(xticks=range(len(label_names)), yticks=range(len(label_names)), xlabel="noisy prediction",
-           ylabel="clean prediction", title=f"transitions at σ = {result.sigmas[at]:.3g}")
+           ylabel="clean prediction", title=f"transitions at σ = {result.sigmas[at]:.3g} (flip rate {flip:.3g})")
     ax.set_xticklabels(label_names, rotation=90)
     ax.set_yticklabels(label_names)
+    if len(label_names) <= 10:  # the shares themselves: the off-diagonal ones are the finding
+        for i in range(len(label_names)):
+            for j in range(len(label_names)):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if m[i, j] > 0.6 else "white")
     fig.colorbar(im, ax=ax)
-    paths.append(save_figure(fig, out / "transitions.png"))
+    shown = f"Shown at σ = {result.sigmas[at]:.3g}, flip rate {flip:.3g}"
+    if flip < TRANSITION_FLIP_RATE - 1e-9:
+        shown += f": no σ of the grid reaches {TRANSITION_FLIP_RATE:.0%}, this one flips the most"
+    paths.append(save_figure(fig, out / "transitions.png", description=shown + "."))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.bar(range(len(label_names)), result.class_shares(-1), color="tab:orange")

@@ -455,9 +455,7 @@ def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | 
             for lr in res.layers:
                 asym[lr.site] = res.asymmetry(lr.site)
             run.write_csv("asymmetry.csv", res.rows("asymmetry"))
-            last = res.layers[-1].site
-            plots.plot_asymmetry(run.path("class_asymmetry.png"), asym[last], names,
-                                 f"{plots.short(last)}: top {config.asymmetry_k:g}% per class")
+            plots.plot_class_asymmetry(run.path("class_asymmetry.png"), asym, names, config.asymmetry_k)
         plots.plot_silencing_curves(run.path("silencing_curves.png"), res, "accuracy")
         summary = run.write_summary({"clean": {**res.clean.row(0), "margin": res.clean_value("margin")},
                                      "layers": summary_layers, "curves": curves,
