@@ -215,8 +215,9 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
         if h.get("epochs"):
             out.append(("epochs", fmt(len(h["epochs"])),
                         f"best epoch {fmt(h.get('best_epoch', 0) + 1)}, val accuracy {fmt(h.get('best_val_accuracy'))}"))
-        if m.get("seconds") is not None:  # a model reused from an earlier run has no training time
-            out.append(("time", f"{fmt(m.get('seconds'))} s", ""))
+        seconds = (t or {}).get("seconds", m.get("seconds"))  # timing.json; older runs: the summary
+        if seconds is not None:  # a model reused from an earlier run has no training time
+            out.append(("time", f"{fmt(seconds)} s", ""))
     elif cmd == "apex" and r:
         n = r.get("n_inputs")
         out.append(("inputs", fmt(n), ""))

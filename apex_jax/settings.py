@@ -237,6 +237,9 @@ class FinetuneSettings(Settings):
     n_test: int | None = option(None, "held-out test examples scored at the end, the first N of the test split "
                                       "(default: all of it; with --n-train, at most max(256, n-train))",
                                 minimum=1, metavar="N")
+    keep_duplicates: bool = option(False, "keep val/test examples whose text also occurs in the training part "
+                                          "(default: they are left out, and the run says how many: they would be "
+                                          "scored as unseen)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -307,6 +307,24 @@ def held_out(part: Dataset, n: int | None, n_train: int | None, flag: str) -> Da
     return part if n == len(part) else part.subset(np.arange(n))
 
 
+def unseen_part(part: Dataset, train_part: Dataset) -> tuple[Dataset, int]:
+    """`part` without the texts that also occur in `train_part`, and how many were left out.
+
+    Data sets repeat sentences (VADER's NYT set 62 times): a held-out copy of a training text
+    would be scored as unseen. Leaving such copies out of val and test, rather than deduplicating
+    before the split, keeps the documented split rule (`apex_jax.data.split_dataset`) that every
+    command's split follows, so APEX and SYNAPSE read the same test inputs as before.
+    """
+    if part.kind != "text":
+        return part, 0
+    seen = set(map(str, train_part.inputs))
+    keep = np.array([str(t) not in seen for t in part.inputs])
+    if not keep.any():
+        raise InputError(f"every one of the {len(part)} held-out examples of {part.name!r} repeats a training text, so "
+                         "none is unseen: use data with fewer repeated texts, or --keep-duplicates to score them")
+    return (part if keep.all() else part.subset(np.flatnonzero(keep))), int((~keep).sum())
+
+
 def _check_training_classes(full: Dataset, train_part: Dataset, splits: dict, log: Callable[[str], None] | None) -> None:
     """Refuses training data of one class; notes classes with no training example and test
     inputs that also occur in the training part (they inflate the held-out accuracy)."""
@@ -324,7 +342,7 @@ def _check_training_classes(full: Dataset, train_part: Dataset, splits: dict, lo
         repeated = sum(str(t) in seen for t in splits["test"].inputs)
         if repeated:
             log(f"note: {repeated} of the {len(splits['test'])} test inputs also occur in the training part "
-                "(duplicate texts in the data): the held-out accuracy counts them as unseen")
+                "(duplicate texts in the data, kept by --keep-duplicates): the held-out accuracy counts them as unseen")
 
 
 def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, settings: FinetuneSettings | None = None,
@@ -363,6 +381,13 @@ def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, setti
         train_part = train_part.subset(range(s.n_train))
     val_part = held_out(splits["val"], s.n_val, s.n_train, "--n-val")
     test_part = held_out(splits["test"], s.n_test, s.n_train, "--n-test")
+    duplicates = {}
+    if not s.keep_duplicates:
+        val_part, duplicates["val"] = unseen_part(val_part, train_part)
+        test_part, duplicates["test"] = unseen_part(test_part, train_part)
+        if any(duplicates.values()) and log:
+            log(f"note: left out {duplicates['val']} val and {duplicates['test']} test examples whose text also "
+                "occurs in the training part (--keep-duplicates keeps them)")
     splits = {"train": train_part, "val": val_part, "test": test_part}
     _check_training_classes(full, train_part, splits, log)
     from_scratch = isinstance(model, str) and model in VIT_PRESETS
@@ -385,9 +410,12 @@ def finetune_run(model: Model | str, data: Dataset | str, out: str | Path, setti
         test = evaluate(trained, trained.params, splits["test"], max_length=config.max_length, progress=progress,
                         desc="test")
         trained.save(run.path("model"))
+        # seconds go to timing.json: summary.json is the same bytes for the same run
+        epoch_seconds = [r.pop("seconds", None) for r in history["epochs"]]
         results = {"n_train": len(train_part), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
+                   "held_out_duplicates_left_out": duplicates or None,
                    "test_accuracy": test["accuracy"], "test_loss": test["loss"], "history": history}
         summary = run.write_summary(results, details={"train": dataclasses.asdict(config)})
-        timing = run.write_timing({"seconds": round(time.perf_counter() - t0, 1)})
+        timing = run.write_timing({"seconds": round(time.perf_counter() - t0, 1), "epoch_seconds": epoch_seconds})
         run.complete(log)
         return {**summary, "timing": timing}

@@ -652,3 +652,35 @@ def test_report_on_folders_apex_jax_did_not_write(capsys, tmp_path):
     (truncated / "summary.json").write_text('{"kind": "apex", "results": {}}')
     text = run_page.build_page(truncated)
     assert "unreadable run.json" in text and ">complete<" not in text
+
+
+def test_held_out_copies_of_training_texts_are_left_out(env, capsys, tmp_path):
+    """A third of the texts twice: val/test copies of a training text are left out and counted
+    (the split rule itself is unchanged); --keep-duplicates keeps them and says they count as
+    unseen; held-out parts made of copies only are refused."""
+    rows = [f"sentence number {i},{i % 2}\n" for i in range(60)]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("text,label\n" + "".join(rows + rows[:20]))
+    argv = ["finetune", env["model"], "--data", twice, "--epochs", "1", "--batch-size", "8", "--max-length", "16",
+            "--quiet"]
+    from apex_jax.data import load_dataset, split_dataset
+
+    parts = split_dataset(load_dataset(str(twice)), seed=0)
+    seen = set(map(str, parts["train"].inputs))
+    copies = {k: sum(str(t) in seen for t in parts[k].inputs) for k in ("val", "test")}
+    assert copies["val"] > 0 and copies["test"] > 0
+    rc, out, err = run_cli([*argv, "--out", tmp_path / "dedup"], capsys)
+    assert rc == 0, err
+    assert f"left out {copies['val']} val and {copies['test']} test examples" in out
+    r = json.loads((tmp_path / "dedup" / "summary.json").read_text())["results"]
+    assert r["held_out_duplicates_left_out"] == copies
+    assert r["n_test"] == len(parts["test"]) - copies["test"] and r["n_val"] == len(parts["val"]) - copies["val"]
+    rc, out, err = run_cli([*argv, "--keep-duplicates", "--out", tmp_path / "kept"], capsys)
+    assert rc == 0 and f"{copies['test']} of the {len(parts['test'])} test inputs also occur" in out, out
+    r = json.loads((tmp_path / "kept" / "summary.json").read_text())["results"]
+    assert r["n_test"] == len(parts["test"]) and r["held_out_duplicates_left_out"] is None
+    only_copies = tmp_path / "only_copies.csv"
+    only_copies.write_text("text,label\n" + "".join(rows[:10] * 6))
+    rc, _, err = run_cli([*argv[:3], only_copies, *argv[4:], "--out", tmp_path / "copies"], capsys)
+    assert rc == 2 and "repeats a training text" in err and "--keep-duplicates" in err, err
+    assert not (tmp_path / "copies").exists()
