@@ -47,11 +47,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -59,6 +57,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from apex_jax import fileio, run_page
 from apex_jax.errors import InputError, RunExistsError
+from apex_jax.locks import LOCK, FolderLock
 from apex_jax.run_files import CHECKPOINTS, MANIFEST, OUTPUTS, PAGE, SUMMARY, TIMING
 
 FORMAT = 2  # 2: settings from `apex_jax.settings`, summary.json for every command
@@ -130,7 +129,6 @@ def _short(v: Any) -> str:
 # Settings recorded for people but not compared: the same weights or examples spelled as another
 # path (a symlink, a trailing slash, relative from elsewhere) are the same run; their sha256 decide.
 RECORD_ONLY = ("model", "data", "probe")
-LOCK = ".apex-jax.lock"  # hidden: never listed as an output, never removed by --overwrite
 
 
 def _entries(out: Path) -> list[str]:
@@ -163,45 +161,6 @@ def _remove_previous(out: Path, manifest: dict) -> list[str]:
     return removed
 
 
-class _Lock:
-    """An advisory lock on a run folder (`fcntl.flock` on RUN/.apex-jax.lock): one writer at a
-    time. The operating system releases it when the process ends, however it ends, so a lock
-    left by a dead process never blocks; the file records the holder for the message."""
-
-    def __init__(self, out: Path):
-        self.path = out / LOCK
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        """Takes the lock (without changing the file: a refused run leaves the folder as it was)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                holder = json.loads(os.read(fd, 4096) or b"{}")
-            except ValueError:
-                holder = {}
-            os.close(fd)
-            raise InputError(
-                f"--out {self.path.parent} is being written by another run (pid {holder.get('pid', '?')} on "
-                f"{holder.get('host', '?')}: {' '.join(map(str, holder.get('command_line', [])))}); wait for it to "
-                "finish, or choose another --out") from None
-        self.fd = fd
-
-    def record_holder(self, command_line: list[str]) -> None:
-        """Writes who holds the lock, for the message another writer gets."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                       "command_line": command_line}).encode(), 0)
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
 class Run:
     """An open run folder, locked for its one writer (see the module doc).
 
@@ -211,7 +170,7 @@ class Run:
     manifest "incomplete" (rerun to resume).
     """
 
-    def __init__(self, out: Path, command: str, settings: dict, lock: _Lock, owned: set[str] = frozenset(),
+    def __init__(self, out: Path, command: str, settings: dict, lock: FolderLock, owned: set[str] = frozenset(),
                  created: Sequence[Path] = ()):
         self.out, self.command, self.settings, self._lock = out, command, settings, lock
         self.created = list(created)  # the folders open_run made for this run, deepest first
@@ -383,7 +342,7 @@ def open_run(out: str | Path, command: str, settings: dict, *, overwrite: bool =
     except OSError as e:
         raise InputError(f"--out {out} cannot be created ({e.strerror or e}); give a folder you can write to") from None
     lock_is_new = not (out / LOCK).exists()
-    lock = _Lock(out)
+    lock = FolderLock(out)
     lock.acquire()  # refused: the folder is the holder's, left as it is
     try:
         try:

@@ -350,6 +350,8 @@ class SilenceSettings(Settings):
     model_parallel: int = _model_parallel()
     labels: str | None = _labels()
     prompt: str | None = _prompt()
+    yes: bool = option(False, f"run a silencing of more than {MAX_FORWARDS:.0e} forwards (refused without it: usually "
+                              "a typo in --random, --draws or --k)", record=False)
 
     def _check(self) -> None:
         levels = parse_k(self.k) if isinstance(self.k, str) else check_k(self.k)

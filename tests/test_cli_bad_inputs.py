@@ -212,6 +212,7 @@ SILENCE = [
     ("controls-mean-with-noise", ["--controls", "mean", "--mode", "noise"], 2, ["mean_ablation", "mode='zero'"]),
     ("random-1", ["--random", "1"], 2, ["--random", ">= 2"]),
     ("random-0", ["--random", "0"], 2, ["--random", ">= 2"]),
+    ("random-absurd", ["--random", "1000000000"], 2, ["about 8,000,000,0", "more than 1e+09", "--yes"]),
     ("draws-0", ["--draws", "0"], 2, ["--draws", ">= 1"]),
     ("n-0", ["--n", "0"], 2, ["--n", ">= 1"]),
     ("n-too-many", ["--n", "100"], 2, ["n <= 8"]),

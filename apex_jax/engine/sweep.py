@@ -63,6 +63,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
+from apex_jax import locks
 from apex_jax import sites as site_lib
 from apex_jax.engine import kernels as kern
 from apex_jax.engine.kernels import Perturb
@@ -166,6 +167,21 @@ class SweepResult:
         return value
 
 
+def _one_writer(sweep):
+    """A sweep with `run_dir` holds that folder's lock (`apex_jax.locks`) for its whole life: on
+    process 0 only, so a multi-process job takes it once; a run layer's own folder is joined."""
+
+    @functools.wraps(sweep)
+    def locked(*args, run_dir=None, **kwargs):
+        if run_dir is None or jax.process_index() != 0:
+            return sweep(*args, run_dir=run_dir, **kwargs)
+        with locks.hold(run_dir, within=True):
+            return sweep(*args, run_dir=run_dir, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def run_sweep(
     model: Model,
     params: Any,
@@ -227,7 +243,9 @@ def run_sweep(
             the one-device ones except where a draw's top two logits are within rounding.
         pad_multiple: inputs run at their length rounded up to a multiple of this (default 8;
             16 reproduces the counts of kernel versions 1 and 2; 1 = exact lengths).
-        run_dir: folder for resumable checkpoints (orbax; see engine/store.py).
+        run_dir: folder for resumable checkpoints (orbax; see engine/store.py). The sweep holds
+            its lock (`apex_jax.locks`; process 0 for a multi-process job): a second sweep into
+            it meanwhile is refused with the holder's pid and command.
         progress: perturbed forwards done, with rate and ETA (`apex_jax.progress`: None = a bar
             on a terminal only, True = bar or log lines, False = silent, or a callable).
         desc: the progress report's label.

@@ -33,7 +33,7 @@ from apex_jax.engine.store import arrays_digest, params_digest
 from apex_jax.errors import InputError
 from apex_jax.models.model import Model
 from apex_jax.progress import Progress, tracker
-from apex_jax.settings import AttackSettings, ProbeSettings, SilenceSettings
+from apex_jax.settings import MAX_FORWARDS, AttackSettings, ProbeSettings, SilenceSettings
 from apex_jax.sites import HEAD_SITES, parse_sites
 from apex_jax.sites import HEAD_INPUT_SITE as HEAD_SITE  # the attacks' probe reads the classifier input
 from apex_jax.synapse import plots, rankings
@@ -356,6 +356,18 @@ def probe_source(probe: Any, model: Model) -> tuple[ProbeSet, ProbeSet | None, d
 
 
 # ----------------------------------------------------------------------------- silence
+def _check_size(s: SilenceSettings, n: int, n_sites: int, n_classes: int) -> None:
+    """Refuses a silencing of more than `MAX_FORWARDS` forwards without `yes` (an upper bound:
+    top, bottom, random and control masks per k, the per-class masks, noise draws)."""
+    per_k = 2 + s.random + len(s.control_set - {"none"})
+    masks = len(s.k) * per_k + (n_classes if s.per_class else 0)
+    forwards = n * n_sites * masks * (s.draws if s.mode == "noise" else 1)
+    if forwards > MAX_FORWARDS and not s.yes:
+        raise InputError(f"this silencing is about {forwards:,} forwards ({n} inputs x {n_sites} sites x {masks} masks"
+                         + (f" x {s.draws} draws" if s.mode == "noise" else "") + f"), more than {MAX_FORWARDS:.0e}; "
+                         "check --random, --draws and --k, or pass --yes (yes=True) to run it")
+
+
 def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | Path,
                 settings: SilenceSettings | None = None, *, overwrite: bool = False, progress: Progress = True,
                 log: Log = print, **options: Any) -> dict:
@@ -400,6 +412,7 @@ def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | 
                            asymmetry_k=s.asymmetry_level)
     config.check(loaded.config.n_classes)
     sites = parse_sites(loaded, s.layers) if s.layers else None
+    _check_size(s, len(ds), len(sites or layer_probes.sites), loaded.config.n_classes)
     run = _open(s.command, out, {**inputs.identity(model, loaded, data, ds), **s.record(), "n": len(ds),
                                  "layers": None if sites is None else list(sites), "asymmetry_k": config.asymmetry_k,
                                  **probe_record},
