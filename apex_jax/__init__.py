@@ -7,7 +7,7 @@ The public API (everything a user needs, importable from the top):
 - sites: `parse_sites`, `block_site`, `SITE_PRESETS`; grids: `parse_sigmas`, `check_sigmas`, `parse_k`, `K_LEVELS`;
 - the sweep engine: `run_sweep`, `SweepResult`, `plan_sweep`, `SweepPlan` (the inspectable schedule),
   `enable_compile_cache`;
-- errors: `ApexJaxError` (base), `InputError`, `MissingInputError`, `RunExistsError`, `CheckpointError`;
+- errors: `ApexJaxError` (base), `InputError`, `MissingInputError`, `RunExistsError`, `CheckpointError`, `ResourceError`;
 - training: `train`, `TrainConfig`, `evaluate`; resumable state: `Checkpoints` (orbax);
 - run layers and their settings (one frozen dataclass per command, the same the command line is
   built from): `apex_run` / `ApexSettings`, `probe_run` / `ProbeSettings`, `silence_run` /
@@ -25,7 +25,7 @@ Importing apex_jax does not import matplotlib or torch (figures import matplotli
 from apex_jax.apex import AdaptiveEscape, ApexResult, adaptive_escape, apex_run, calibrate_rms, run_apex
 from apex_jax.checkpoints import Checkpoints
 from apex_jax.engine import SweepPlan, SweepResult, enable_compile_cache, plan_sweep, run_sweep
-from apex_jax.errors import ApexJaxError, CheckpointError, InputError, MissingInputError, RunExistsError
+from apex_jax.errors import ApexJaxError, CheckpointError, InputError, MissingInputError, ResourceError, RunExistsError
 from apex_jax.interventions import Add, Noise, Replace, Scale, neuron_mask, silence
 from apex_jax.models import Model, Output, Prefix, create, load, verbalizer
 from apex_jax.settings import (ApexSettings, AttackSettings, FinetuneSettings, ProbeSettings, Settings,
@@ -42,7 +42,7 @@ __all__ = [
     "ApexSettings", "AttackSettings", "FinetuneSettings", "ProbeSettings", "RunExistsError", "Settings",
     "SilenceSettings", "__version__", "finetune_run",
     "AdaptiveEscape", "Add", "ApexJaxError", "ApexResult", "AttackConfig", "CheckpointError", "InputError",
-    "K_LEVELS", "MissingInputError", "SweepPlan", "enable_compile_cache", "plan_sweep", "verbalizer", "Model", "Noise", "Output", "Prefix",
+    "K_LEVELS", "MissingInputError", "ResourceError", "SweepPlan", "enable_compile_cache", "plan_sweep", "verbalizer", "Model", "Noise", "Output", "Prefix",
     "ProbeConfig", "ProbeSet", "Replace", "SITE_PRESETS", "Scale", "SilenceConfig", "SweepResult",
     "adaptive_escape", "apex_run", "attack_experiment", "attack_run", "attribution_ranking", "block_site",
     "bottom_k", "calibrate_rms", "class_ranking", "create", "extract_cls", "global_ranking", "load", "mask_sweep",
