@@ -240,3 +240,13 @@ def test_notebook(row, env, tmp_path, capsys, monkeypatch):
         return
     out = action(env, tmp_path, capsys, monkeypatch)
     assert check(out), out
+
+
+def test_probe_run_reads_a_list_of_strings_as_data(env, tmp_path):
+    """A list of two strings is data, not a (train, test) pair: too few to split; more of them are
+    unlabelled, which probes refuse (they need labels)."""
+    with pytest.raises(InputError, match="has 2 examples; splitting needs at least 3"):
+        probe_run(env["model_dir"], ["a fine film", "a dull film"], tmp_path / "p", steps=1)
+    with pytest.raises(InputError, match="label") as err:
+        probe_run(env["model_dir"], [f"film number {i}" for i in range(12)], tmp_path / "p", steps=1)
+    assert "unpack" not in str(err.value) and not (tmp_path / "p").exists()

@@ -158,9 +158,9 @@ def probe_run(model: Model | str, data: str | tuple[Dataset, Dataset], out: str 
     """
     s = ProbeSettings.of(settings, **options)
     out = runs.check_out(out)
-    if isinstance(data, (tuple, list)):
-        train, test = data
-    else:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Dataset) for d in data):
+        train, test = data  # (train, test) Datasets given as they are
+    else:  # a name, a file, a Dataset or in-memory inputs (a list of strings is data, not a pair)
         train = _examples(data, "train", s.n_train, DEFAULT_N["probe_train"], s.split_seed)
         test = _examples(data, "test", s.n, DEFAULT_N["probe_test"], s.split_seed)
     loaded = _model(model, s)
