@@ -221,7 +221,7 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
     elif cmd == "apex" and r:
         n = r.get("n_inputs")
         out.append(("inputs", fmt(n), ""))
-        out.append(("clean accuracy", fmt(r.get("clean_accuracy")), ""))
+        out.append(("clean accuracy", fmt(r.get("clean_accuracy")), r.get("accuracy_note", "")))
         esc = r.get("escape_sigma") or {}
         if esc.get("median") is None:
             out.append(("escape σ (median)", "none escape", "no input escaped on the grid"))

@@ -109,6 +109,8 @@ def _no_accuracy(why: str) -> Callable[[Path, dict], None]:
         assert s["results"]["clean_accuracy"] is None and why in s["results"]["accuracy_note"]
         assert s["label_space"]["accuracy"] is False and why in s["label_space"]["no_accuracy_reason"]
         assert s["results"]["n_inputs"] == 10
+        page = (out / "index.html").read_text()  # the page says why beside the missing number
+        assert s["results"]["accuracy_note"].replace("'", "&#x27;") in page or s["results"]["accuracy_note"] in page
     return check
 
 
