@@ -430,10 +430,13 @@ def _history_table(metrics: dict) -> str:
             'the best epoch on the validation split.</p>' + _rows_table(keys, rows))
 
 
+GENERATOR = '<meta name="generator" content="apex-jax">'  # marks a page as ours: `report` rewrites only those
+
+
 def _document(title: str, body: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n")
+            f"{GENERATOR}<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n")
 
 
 def build_page(folder: str | Path, manifest: dict | None = None) -> str:
@@ -567,13 +570,33 @@ def check_reportable(folder: str | Path) -> list[Path]:
         raise InputError(f"{folder} is not a folder; give a run folder (one with {MANIFEST}, written by an "
                          "apex-jax command) or a folder of run folders (such as runs/demo)")
     if is_run(folder):
+        _check_page_is_ours(folder)
         return []
     runs = _runs_in(folder)
     if not runs:
         raise InputError(f"{folder} is not an apex-jax run: it has no {MANIFEST} (nor summary.json) "
                          "and no sub-folder is a run; give a folder written by finetune, apex, probe, silence, "
                          "attack or demo")
+    for f in [folder, *runs]:
+        _check_page_is_ours(f)
     return runs
+
+
+def _check_page_is_ours(folder: Path) -> None:
+    """Refuses to write over an index.html apex-jax did not write: one its run lists, or one
+    carrying its generator mark or title (pages from before the mark)."""
+    page = folder / PAGE
+    if not page.exists():
+        return
+    listed = PAGE in ((_json(folder / MANIFEST) or {}).get("files") or [])
+    try:
+        head = page.read_text(encoding="utf-8", errors="replace")[:4096]
+    except OSError:
+        head = ""
+    if listed or GENERATOR in head or re.search(r"<title>apex-jax[ :]", head):
+        return
+    raise InputError(f"{page} was not written by apex-jax, and report never writes over files it did not write: "
+                     "move it away, or report a copy of the run folder")
 
 
 def report(folder: str | Path) -> Path:

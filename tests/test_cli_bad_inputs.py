@@ -98,6 +98,8 @@ def env(tmp_path_factory):
     e["long"] = long
     e["npz"] = root / "images.npz"
     np.savez(e["npz"], images=np.zeros((60, 1, 8, 8), np.float32), labels=np.arange(60) % 2)
+    e["wide_ids"] = root / "wide_ids.csv"  # an id beyond the 32 bits ids key the noise with
+    e["wide_ids"].write_text("id,text,label\n" + "".join(f"{i if i else 2**63},sentence {i},{i % 2}\n" for i in range(12)))
     e["file"] = root / "a_file.txt"
     e["file"].write_text("not a folder")
     # one finished run of every command: the "previous result" that must not change
@@ -154,6 +156,7 @@ APEX = [
     ("chunk-size-neg", ["--chunk-size", "-1"], 2, ["--chunk-size", ">= 1"]),
     ("draws-0", ["--draws", "0"], 2, ["--draws", ">= 1"]),
     ("draws-huge", ["--draws", "1000000000000"], 2, ["--draws", "[1, 16777216]"]),
+    ("id-beyond-32-bit", ["--data", _("wide_ids")], 2, ["wide_ids.csv:2", "id 9223372036854775808", "[0, 4294967295]"]),
     ("sweep-huge", ["--draws", "16000000", "--sigmas", "logspace:0.01:4:100", "--out", ("new", "apex_huge")], 2,
      ["6,400,000,000 perturbed forwards", "--yes"]),
     ("seed-negative", ["--seed=-1"], 2, ["--seed", "[0, 4294967295]", "got -1"]),
@@ -653,6 +656,18 @@ def test_report_on_folders_apex_jax_did_not_write(capsys, tmp_path):
     (truncated / "summary.json").write_text('{"kind": "apex", "results": {}}')
     text = run_page.build_page(truncated)
     assert "unreadable run.json" in text and ">complete<" not in text
+    # report writes its page (marked as apex-jax's, so a second report rewrites it) but never over
+    # an index.html of someone else's
+    assert run_cli(["report", foreign], capsys)[0] == 0
+    assert run_page.GENERATOR in (foreign / "index.html").read_text()
+    assert run_cli(["report", foreign], capsys)[0] == 0
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "summary.json").write_text('{"results": {}}')
+    (site / "index.html").write_text("<html><title>my site</title></html>")
+    rc, _, err = run_cli(["report", site], capsys)
+    assert rc == 2 and "was not written by apex-jax" in err and "move it away" in err, err
+    assert (site / "index.html").read_text() == "<html><title>my site</title></html>"
 
 
 def test_held_out_copies_of_training_texts_are_left_out(env, capsys, tmp_path):

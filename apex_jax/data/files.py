@@ -154,10 +154,18 @@ def _text_dataset(
     ids = None
     if rows and all(i not in (None, "") for i in raw_ids):
         try:
-            ids = np.array([int(i) for i in raw_ids], dtype=np.int64)
+            ints = [int(i) for i in raw_ids]
         except (TypeError, ValueError):
             raise InputError(f"{where}: the id field must hold integers") from None
+        wide = next((k for k, i in enumerate(ints) if not 0 <= i <= ID_MAX), None)
+        if wide is not None:  # ids key the noise as 32-bit values: others would collide
+            raise InputError(f"{at(wide)}: id {ints[wide]} is outside [0, {ID_MAX}] (ids key the noise as 32-bit "
+                             "values); renumber the ids, or drop the id column to number the rows 0, 1, ...")
+        ids = np.array(ints, dtype=np.int64)
     return Dataset(name, "text", texts, labels, names, ids)
+
+
+ID_MAX = 2**32 - 1  # the engine's bound (`apex_jax.engine.sweep.ID_MAX`), checked when a file is read
 
 
 def read_text(path: Path) -> str:
