@@ -18,11 +18,17 @@ import json
 import jax
 import numpy as np
 import pytest
-from tests.helpers import max_err
-from tests.helpers.hf_decoder_reference import PAD, VOCAB, make_inputs, to_left, torch_forward
 
 import apex_jax
 from apex_jax.interventions import Noise
+from tests.helpers import max_err
+from tests.helpers.hf_decoder_reference import (
+    PAD,
+    VOCAB,
+    make_inputs,
+    to_left,
+    torch_forward,
+)
 
 TOL = 1e-5
 # name -> (rotary_pct, use_parallel_residual)
@@ -309,3 +315,15 @@ def test_config_errors_and_unknown_model_type():
     m = apex_jax.create(base, num_labels=None, lm_head=True)
     assert "blocks.1.hook_resid_mid" in m.sites and len(m.sites) == 1 + 2 * 12 + 3
     assert m.apply(m.params, make_inputs()).logits.shape == (3, VOCAB)
+
+
+def test_fresh_score_head_on_a_causal_lm(ref):
+    """num_labels on a GPT-NeoX causal-LM folder: a fresh score head replaces embed_out, the body
+    is the checkpoint's (the same final-normed vector at the classifier token)."""
+    r = ref("pythia", "lm")
+    m = apex_jax.load(r.folder, num_labels=2)
+    assert (m.config.n_classes, m.config.lm_head) == (2, False)
+    a = m.apply(m.params, r.inputs, capture=("head.hook_cls",))
+    b = r.model.apply(r.model.params, r.inputs, capture=("head.hook_cls",))
+    assert a.logits.shape == (3, 2)
+    assert max_err(a.captured["head.hook_cls"], b.captured["head.hook_cls"]) == 0
