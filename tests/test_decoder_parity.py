@@ -332,8 +332,8 @@ def test_strict_conversion_names_the_weight(dref, tmp_path, family):
 
 def test_config_errors_name_the_problem():
     base = hf_config("llama").to_dict()
-    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt_neox'; supported: .*gpt2.*llama.*mistral.*qwen2"):
-        apex_jax.create({**base, "model_type": "gpt_neox"}, num_labels=2)
+    with pytest.raises(ValueError, match=r"unsupported model_type 'bloom'; supported: .*gpt2.*llama.*mistral.*qwen2"):
+        apex_jax.create({**base, "model_type": "bloom"}, num_labels=2)
     yarn = {**base, "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4}}
     with pytest.raises(ValueError, match="unsupported rope type 'yarn'; supported: default, linear, llama3"):
         apex_jax.create(yarn, num_labels=2)

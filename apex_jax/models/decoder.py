@@ -1,11 +1,14 @@
-"""The decoder-only forward shared by GPT-2 (`gpt2`) and the Llama family (`llama`).
+"""The decoder-only forward shared by GPT-2 (`gpt2`), the Llama family (`llama`) and GPT-NeoX
+(`neox`, Pythia).
 
 One `Decoder` module, parameterised by `DecoderConfig`, covers GPT-2 (learned positions,
 LayerNorm, GELU MLP, fused q/k/v) and the Llama family (rotary positions, RMSNorm, grouped-query
 attention, SwiGLU MLP; Qwen2's q/k/v biases; Mistral's sliding window). All are pre-norm:
-`x + attn(norm(x))`, then `x + mlp(norm(x))`, and a final norm before the head. The two
-families differ in options of one forward, not in its structure, so the forward is written once
-here; `gpt2` and `llama` hold what is theirs: the HF config mapping and the weight tables.
+`x + attn(norm(x))`, then `x + mlp(norm(x))`, and a final norm before the head. GPT-NeoX adds
+two options: a parallel residual (`x + attn(ln1(x)) + mlp(ln2(x))`, `parallel_residual`) and
+partial rotary embeddings (the first `rotary_dim` dimensions of each head rotate). The families
+differ in options of one forward, not in its structure, so the forward is written once here;
+`gpt2`, `llama` and `neox` hold what is theirs: the HF config mapping and the weight tables.
 
 This module holds:
 
@@ -24,6 +27,10 @@ Sites (same names as the encoders, see `apex_jax.sites`):
     [batch, pos, n_kv_heads, d_head] (grouped-query attention shares each kv head between
     n_heads / n_kv_heads query heads). q and k are hooked *before* the rotary embedding
     (TransformerLens' hook_q/hook_k; its hook_rot_q/k has no site here).
+  * Parallel residual (GPT-NeoX, `use_parallel_residual`): the MLP reads `hook_resid_pre`
+    (through its own norm), not `hook_resid_mid`; `hook_resid_mid` is `resid_pre + attn_out`,
+    the partial sum the block output adds `hook_mlp_out` to (`resid_post = resid_mid + mlp_out`
+    holds in both variants), so a perturbation there reaches the block output but not the MLP.
   * Gated MLP: `mlp.hook_pre` = gate projection (before the activation), `mlp.hook_post` =
     act(gate) * up, the neurons the down projection reads.
   * `ln_final.hook_normalized`: the final norm's output [batch, pos, d_model] (= HF
@@ -65,8 +72,8 @@ Array = Any
 class DecoderConfig:
     """Static description of a decoder; hashable, so it can be a static jit argument."""
 
-    arch: str  # "gpt2" | "llama" (Llama, Qwen2, Mistral)
-    model_type: str  # the HF model_type: gpt2 | llama | qwen2 | mistral
+    arch: str  # "gpt2" | "llama" (Llama, Qwen2, Mistral) | "neox" (GPT-NeoX, Pythia)
+    model_type: str  # the HF model_type: gpt2 | llama | qwen2 | mistral | gpt_neox
     n_layers: int
     d_model: int
     n_heads: int
@@ -97,6 +104,10 @@ class DecoderConfig:
     label_token_ids: tuple[int, ...] = ()
     prompt: str = ""
     dtype: str = "float32"  # "float32" | "bfloat16" (see `common.DTYPES`)
+    # GPT-NeoX: attention and MLP both read the block input (see the module docstring), and the
+    # rotary embedding covers the first `rotary_dim` dimensions of each head (None: all of them).
+    parallel_residual: bool = False
+    rotary_dim: int | None = None
 
     # Fields the encoder-oriented code paths read (a decoder is a text model without token types).
     is_text = True
@@ -108,6 +119,11 @@ class DecoderConfig:
     @property
     def compute_dtype(self):
         return common.compute_dtype(self.dtype)
+
+    @property
+    def rope_dim(self) -> int:
+        """How many dimensions of each head the rotary embedding rotates."""
+        return self.d_head if self.rotary_dim is None else self.rotary_dim
 
     @property
     def rope_type(self) -> str:
@@ -160,8 +176,8 @@ def position_ids(mask: Array) -> Array:
 
 
 def rope_inv_freq(cfg: DecoderConfig) -> np.ndarray:
-    """Inverse frequencies [d_head / 2] of the rotary embedding, with the config's scaling."""
-    d = cfg.d_head
+    """Inverse frequencies [rope_dim / 2] of the rotary embedding, with the config's scaling."""
+    d = cfg.rope_dim
     inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
     inv = inv.astype(np.float32)
     scaling = dict(cfg.rope_scaling)
@@ -179,7 +195,11 @@ def rope_inv_freq(cfg: DecoderConfig) -> np.ndarray:
 
 
 def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
-    """Rotates x [batch, pos, heads, d_head] by cos/sin [batch, pos, d_head] (halves layout)."""
+    """Rotates x [batch, pos, heads, d_head] by cos/sin [batch, pos, rope_dim] (halves layout);
+    with rope_dim < d_head (partial rotary) the dimensions after rope_dim pass unchanged."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return jnp.concatenate([apply_rope(x[..., :r], cos, sin), x[..., r:]], axis=-1)
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos[:, :, None] + rotated * sin[:, :, None]
@@ -230,6 +250,11 @@ class Attention(nn.Module):
             q, k, v = jnp.split(qkv, 3, axis=-1)
             if not full:
                 q = jnp.take_along_axis(q, q_index[..., None], axis=1)
+        elif cfg.arch == "neox":  # one fused Linear, its outputs laid out per head as [q, k, v]
+            qkv = nn.Dense(3 * h * dh, use_bias=cfg.qkv_bias, name="qkv")(x).reshape(b, p, h, 3, dh)
+            q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+            if not full:
+                q = jnp.take_along_axis(q, q_index[..., None, None], axis=1)
         else:
             xq = x if full else jnp.take_along_axis(x, q_index[..., None], axis=1)
             q = nn.Dense(h * dh, use_bias=cfg.qkv_bias, name="q")(xq)
@@ -276,7 +301,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(x))."""
+    """Pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(x)); with a parallel
+    residual x + attn(norm(x)) + mlp(norm'(x))."""
 
     cfg: DecoderConfig
     index: int
@@ -291,9 +317,11 @@ class Block(nn.Module):
         a = Attention(cfg, window, name="attn")(Norm(cfg, name="ln_attn")(x), mask, q_index, rope, hooks, p)
         a = hooks(f"{p}.hook_attn_out", a)
         keep = x if q_index.shape[1] == x.shape[1] else jnp.take_along_axis(x, q_index[..., None], axis=1)
-        x = hooks(f"{p}.hook_resid_mid", keep + a)
-        m = hooks(f"{p}.hook_mlp_out", MLP(cfg, name="mlp")(Norm(cfg, name="ln_mlp")(x), hooks, p))
-        return x + m  # the caller applies hook_resid_post (a boundary site)
+        mid = hooks(f"{p}.hook_resid_mid", keep + a)
+        # Parallel residual: the MLP reads the block input, resid_mid only carries to the output.
+        mlp_in = Norm(cfg, name="ln_mlp")(keep if cfg.parallel_residual else mid)
+        m = hooks(f"{p}.hook_mlp_out", MLP(cfg, name="mlp")(mlp_in, hooks, p))
+        return mid + m  # the caller applies hook_resid_post (a boundary site)
 
 
 class _Kernel(nn.Module):
@@ -357,7 +385,7 @@ class Decoder(nn.Module):
         rope = None
         if cfg.positions == "rope":
             angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(cfg))
-            angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, d_head]
+            angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, rope_dim]
             rope = (jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype))
         all_index = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
         end = cfg.n_layers if stop is None else stop
@@ -434,6 +462,8 @@ def head_table(cfg: DecoderConfig) -> list[Entry]:
 
 
 _LM_CLASSES = ("ForCausalLM", "LMHeadModel")
+# An LM head's weight key (relative): `lm_head`, GPT-NeoX's `embed_out` (what transformers writes).
+_LM_HEAD_KEYS = ("lm_head.weight", "embed_out.weight")
 
 
 def hf_class_name(cfg: DecoderConfig, name: str, lm_class: str | None = None) -> str:
@@ -484,7 +514,8 @@ def load_head(folder: Path, hf: Mapping[str, Any], base: DecoderConfig, state: d
             other values than the embedding.
     """
     fresh = False  # a new, untrained score head
-    is_lm = "lm_head.weight" in state or any(a.endswith(_LM_CLASSES) for a in hf.get("architectures") or [])
+    lm_key = next((k for k in _LM_HEAD_KEYS if k in state), None)
+    is_lm = lm_key is not None or any(a.endswith(_LM_CLASSES) for a in hf.get("architectures") or [])
     if "score.weight" in state:
         n = state["score.weight"].shape[0]
         if num_labels is not None and num_labels != n:
@@ -495,12 +526,13 @@ def load_head(folder: Path, hf: Mapping[str, Any], base: DecoderConfig, state: d
         cfg = dataclasses.replace(base, n_classes=n)
     elif is_lm and num_labels is None:
         cfg = dataclasses.replace(base, n_classes=base.vocab_size, lm_head=True)
-        if base.tie_embeddings and "lm_head.weight" in state:
+        if base.tie_embeddings and lm_key is not None:
             # A tied head saved twice: it must be the embedding, then it carries nothing new.
-            lm, emb = state.pop("lm_head.weight"), state.get("embed_tokens.weight", state.get("wte.weight"))
+            lm, emb = state.pop(lm_key), next(
+                (state[k] for k in ("embed_tokens.weight", "wte.weight", "embed_in.weight") if k in state), None)
             if emb is None or lm.shape != emb.shape or not np.array_equal(lm, emb):
                 raise InputError(
-                    f"{folder}: tie_word_embeddings is set but lm_head.weight differs from the token "
+                    f"{folder}: tie_word_embeddings is set but {lm_key} differs from the token "
                     "embedding; set tie_word_embeddings=false in config.json to load an untied head."
                 )
     else:
@@ -508,7 +540,7 @@ def load_head(folder: Path, hf: Mapping[str, Any], base: DecoderConfig, state: d
         if num_labels is not None:
             if num_labels < 1:
                 raise InputError(f"num_labels must be >= 1; got {num_labels}.")
-            state = {k: v for k, v in state.items() if k != "lm_head.weight"}  # replaced by `score`
+            state = {k: v for k, v in state.items() if k not in _LM_HEAD_KEYS}  # replaced by `score`
             kernel = init_head(cfg, seed)["score"]["kernel"]
             state["score.weight"] = np.ascontiguousarray(kernel.T)
             fresh = True
