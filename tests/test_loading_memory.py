@@ -52,3 +52,39 @@ def test_model_parallel_load_gives_the_same_logits(folder, one_device):
     a, b = np.asarray(one_device["logits"]), np.asarray(r["logits"])
     assert np.isfinite(b).all()
     np.testing.assert_allclose(b, a, atol=0.05 * np.abs(a).max())
+
+
+class _Unreadable:
+    """A lazy weight that fails the test if read."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("read before the table was checked")
+
+
+def test_table_is_checked_from_shapes_before_any_weight_is_read():
+    from apex_jax.errors import InputError
+    from apex_jax.models.convert import Entry, to_params
+
+    entries = [Entry(("a", "kernel"), "a.weight", "dense", (3, 2)), Entry(("b",), "b", "copy", (4,))]
+    state = {"a.weight": _Unreadable((2, 3)), "extra": _Unreadable((1,))}
+    with pytest.raises(InputError, match=r"missing weights: \['b'\].*mis-shaped weights: \['a.weight: \(2, 3\), "
+                                         r"expected \(3, 2\)'\].*unused weights: \['extra'\]"):
+        to_params(entries, state)
+
+
+def test_each_weight_is_converted_in_the_target_dtype_and_placed():
+    import ml_dtypes
+
+    from apex_jax.models.convert import Entry, to_params
+
+    w = np.arange(6, dtype=np.float32).reshape(3, 2).astype(ml_dtypes.bfloat16)  # HF [out, in]
+    placed = []
+    params = to_params([Entry(("a", "kernel"), "a.weight", "dense", (3, 2))], {"a.weight": w},
+                       dtype=ml_dtypes.bfloat16, place=lambda path, x: placed.append((path, x)) or "leaf")
+    assert params == {"a": {"kernel": "leaf"}}
+    (path, x), = placed
+    assert path == ("a", "kernel") and x.dtype == ml_dtypes.bfloat16 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(x.astype(np.float32), w.astype(np.float32).T)
