@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ _LEGACY = (
 )
 
 Renames = Sequence[tuple[str, str]]  # (regex, replacement) pairs applied to every key in order
+Placer = Callable[[tuple[str, ...], np.ndarray], Any]  # (params path, host array) -> the leaf kept
 
 
 class Entry(NamedTuple):
@@ -66,35 +67,38 @@ def normalize_keys(state: Mapping[str, np.ndarray], prefix: str, renames: Rename
     return out
 
 
-def to_params(entries: Iterable[Entry], state: Mapping[str, np.ndarray], ignore: Iterable[str] = (),
-              what: str = "model") -> dict:
-    """HF state dict (already `normalize_keys`-ed) -> nested params dict of numpy arrays.
+def to_params(entries: Iterable[Entry], state: Mapping[str, Any], ignore: Iterable[str] = (),
+              what: str = "model", dtype: Any = np.float32, place: Placer | None = None) -> dict:
+    """HF state dict (already `normalize_keys`-ed) -> nested params dict, one weight at a time.
+
+    The whole table is checked first (from the weights' shapes only: nothing is read yet), then
+    each weight is read, converted to our layout in `dtype` (one host copy), handed to `place`
+    (e.g. `jax.device_put` onto its device(s)) and its host copy dropped, so with lazily read
+    values (`loading.read_state`) no second full copy of the model ever exists on the host.
 
     Args:
         entries: the model's weight table.
-        state: the normalized state dict.
+        state: the normalized state dict: arrays, or lazy tensors with `.shape` that `np.asarray`
+            reads.
         ignore: glob patterns of keys to drop on purpose.
         what: the architecture's name, for messages.
+        dtype: the parameters' floating dtype (float32, or bfloat16 from `ml_dtypes` / jnp).
+        place: called as `place(path, array)` for each converted weight; its result is the leaf
+            (default: the numpy array itself).
 
     Raises:
         InputError: naming every missing, unused or mis-shaped weight (a ValueError).
     """
-    remaining = dict(state)
-    params: dict = {}
-    missing, mis_shaped = [], []
-    for entry in entries:
-        if entry.key not in remaining:
-            missing.append(entry.key)
-            continue
-        value = np.asarray(remaining.pop(entry.key))
-        if tuple(value.shape) != entry.shape:
-            mis_shaped.append(f"{entry.key}: {tuple(value.shape)}, expected {entry.shape}")
-            continue
-        set_path(params, entry.path, to_ours(entry, value))
+    entries = list(entries)
+    missing = [e.key for e in entries if e.key not in state]
+    mis_shaped = [f"{e.key}: {tuple(state[e.key].shape)}, expected {e.shape}" for e in entries
+                  if e.key in state and tuple(state[e.key].shape) != e.shape]
+    used = {e.key for e in entries}
     ignore = tuple(ignore)
     unused = sorted(
-        k for k in remaining
-        if k not in _BUFFERS and not _BUFFER_RE.match(k) and not any(fnmatch.fnmatchcase(k, pat) for pat in ignore)
+        k for k in state
+        if k not in used and k not in _BUFFERS and not _BUFFER_RE.match(k)
+        and not any(fnmatch.fnmatchcase(k, pat) for pat in ignore)
     )
     problems = []
     if missing:
@@ -108,6 +112,11 @@ def to_params(entries: Iterable[Entry], state: Mapping[str, np.ndarray], ignore:
         )
     if problems:
         raise InputError(f"cannot load {what} weights: " + "; ".join(problems) + ".")
+    params: dict = {}
+    for entry in entries:
+        value = to_ours(entry, np.asarray(state[entry.key]), dtype)  # reads this weight only
+        set_path(params, entry.path, place(entry.path, value) if place is not None else value)
+        del value  # the host copy goes as soon as it is placed
     return params
 
 
@@ -122,14 +131,15 @@ def from_params(entries: Iterable[Entry], params: Mapping, prefix: str) -> dict[
     return state
 
 
-def to_ours(entry: Entry, value: np.ndarray) -> np.ndarray:
-    """An HF weight in our layout (float32)."""
-    value = value.astype(np.float32)
+def to_ours(entry: Entry, value: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """An HF weight in our layout, C-contiguous in `dtype`: cast and transposed in a single copy
+    (a bf16 weight never passes through float32 on its way to bf16), and no copy at all where
+    neither is needed (the result may then be `value` itself)."""
     if entry.kind == "dense":
-        return value.T
-    if entry.kind == "patch":  # [d, c, s, s] -> [c*s*s, d], matching the (c, s, s) patch order
-        return value.reshape(value.shape[0], -1).T
-    return value
+        value = value.T
+    elif entry.kind == "patch":  # [d, c, s, s] -> [c*s*s, d], matching the (c, s, s) patch order
+        value = value.reshape(value.shape[0], -1).T
+    return np.ascontiguousarray(value, dtype=dtype)
 
 
 def to_hf(entry: Entry, value: np.ndarray) -> np.ndarray:

@@ -60,13 +60,15 @@ def normalize_keys(arch: str, state: Mapping[str, np.ndarray]) -> dict[str, np.n
     return convert.normalize_keys(state, fam.BASE_PREFIX[arch], fam.key_renames(arch))
 
 
-def to_params(cfg: Config, state: Mapping[str, np.ndarray], ignore: Iterable[str] = ()) -> dict:
-    """HF state dict (already `normalize_keys`-ed) -> nested params dict of numpy arrays.
+def to_params(cfg: Config, state: Mapping[str, Any], ignore: Iterable[str] = (),
+              place: convert.Placer | None = None) -> dict:
+    """HF state dict (already `normalize_keys`-ed) -> nested params dict in `cfg`'s dtype, one
+    weight at a time (`convert.to_params`: `place` puts each on its device(s)).
 
     Raises:
         InputError: naming every missing, unused or mis-shaped weight (a ValueError).
     """
-    return convert.to_params(table(cfg), state, ignore, what=cfg.arch)
+    return convert.to_params(table(cfg), state, ignore, what=cfg.arch, dtype=cfg.compute_dtype, place=place)
 
 
 def from_params(cfg: Config, params: Mapping) -> dict[str, np.ndarray]:
