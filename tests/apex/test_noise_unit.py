@@ -18,10 +18,11 @@ import pytest
 
 import apex_jax
 from apex_jax import apex
-from apex_jax.engine import checkpoints_in
+from apex_jax.apex.analysis import _noise, _noise_grid
+from apex_jax.engine import checkpoints_in, run_sweep, sweep_inputs
 from apex_jax.errors import InputError
-from apex_jax.settings import ApexSettings
 from apex_jax.models.loading import resolve
+from apex_jax.settings import ApexSettings
 from tests.helpers.tiny_text import tiny_bert_folder
 
 D, BIG, PLANT = 16, 1000.0, 5
@@ -142,3 +143,19 @@ def test_the_unit_is_recorded_in_run_json_and_summary(tmp_path_factory):
     scale = summary["settings"]["noise_scale"]["blocks.0.hook_resid_post"]
     assert scale["shape"] == [1, 16] and 0 < scale["min"] <= scale["median"] <= scale["max"]
     assert "dim-rms" in (out / "run.json").read_text()
+
+
+def test_dim_rms_per_input_grid_matches_the_shared_grid(planted):
+    # adaptive_escape's form: one σ per input ([G, n] grid leaves, scales [G, n, *features])
+    model, batch = planted
+    sites, sigmas = ["hook_embed", "blocks.1.hook_resid_post"], np.array([0.05, 2.0])
+    res = apex.run_apex(model, batch, sigmas, sites=sites, draws=4, noise_unit="dim-rms", progress=False)
+    swept = sweep_inputs(model, batch)
+    perturb, scale, _, tag = _noise(model, model.params, swept, sites, True, "dim-rms")
+    n = len(batch["input_ids"])
+    grid = _noise_grid(np.repeat(sigmas[:, None], n, 1), scale)
+    assert grid["scale"][0].shape == (2, n, 1, D)
+    per_input = run_sweep(model, model.params, swept, np.arange(n), perturb, grid, sites=sites, draws=4, seed=0,
+                          tag=tag, common_noise=True, per_input_grid=True, progress=False)
+    np.testing.assert_array_equal(per_input.counts, res.sweep.counts)
+    assert res.consistency[:, 1].mean() < 1  # σ = 2 moves some draws: the comparison is not vacuous
