@@ -263,9 +263,9 @@ class ApexSettings(Settings):
                         metavar="SPEC")
     absolute: bool = option(False, "σ is an absolute standard deviation (default: σ × each site's noise unit)")
     noise_unit: str = option("site-rms", "the unit of relative σ: site-rms (each site's RMS over all dimensions), "
-                                         "dim-rms (each dimension's own RMS over the real tokens: for decoder LMs, "
-                                         "whose few massive residual dimensions dominate the site RMS), median-abs "
-                                         "(each site's median |activation|)",
+                                         "dim-rms (each dimension's own RMS over the real tokens) or median-abs (each "
+                                         "site's median |activation|: use it for decoder LMs, whose few massive "
+                                         "residual dimensions dominate the RMS)",
                              choices=("site-rms", "dim-rms", "median-abs"))
     threshold: float = option(0.5, "an input escapes when the share of draws keeping its clean prediction falls "
                                    "below this", above=0.0, maximum=1.0)

@@ -9,10 +9,13 @@ an absolute standard deviation.
 
 Noise units (`noise_unit`, relative σ only; `NOISE_UNITS`): "site-rms" (the default) is the
 site's RMS over all its dimensions. In decoder LMs a few residual dimensions reach ~1e4
-("massive activations") and dominate that RMS, so σ = 0.05 already drowns every other
+("massive activations") and dominate that RMS, so σ = 0.01 already drowns every other
 dimension. "dim-rms" scales each dimension by its own RMS over the clean inputs' real tokens (a
 [d_model] scale per residual site): every dimension gets noise σ times its own size.
-"median-abs" is a robust per-site scale: the median absolute clean activation.
+"median-abs" is a robust per-site scale: the median absolute clean activation, which the
+massive dimensions barely move. On SmolLM2-135M only median-abs gives a curve that leaves 1.0
+and reaches chance over σ ≈ 0.01–4 (README, APEX section): dim-rms perturbs the massive
+dimensions in proportion to their size, which breaks the model as site-rms does.
 
 Common random numbers. Draw d of an input uses the same noise direction z_d at every σ
 (noise = σ·z_d), so the share of draws keeping the clean prediction changes across the grid only
@@ -331,9 +334,9 @@ def run_apex(
         threshold: an input escapes at the first σ whose share of draws keeping the clean
             prediction falls below this.
         noise_unit: the unit of relative σ (`NOISE_UNITS`): "site-rms" (each site's RMS over
-            all dimensions), "dim-rms" (each dimension's own RMS: for decoder LMs, whose few
-            massive residual dimensions dominate the site RMS) or "median-abs" (the site's
-            median |activation|).
+            all dimensions), "dim-rms" (each dimension's own RMS) or "median-abs" (the site's
+            median |activation|: for decoder LMs, whose few massive residual dimensions
+            dominate the site RMS).
         **sweep_kw: engine options (`progress`, `run_dir` to resume, `mesh`, `pad_multiple`,
             `units_per_call`, `desc`).
 
