@@ -261,7 +261,12 @@ class ApexSettings(Settings):
     sites: str = option("resid_post", "a site spec: presets resid_post, embed, mlp_post, all; layer numbers 0,3; "
                                       "a range like 2-4:hook_resid_post; or site names (comma-separated)",
                         metavar="SPEC")
-    absolute: bool = option(False, "σ is an absolute standard deviation (default: σ × each site's RMS)")
+    absolute: bool = option(False, "σ is an absolute standard deviation (default: σ × each site's noise unit)")
+    noise_unit: str = option("site-rms", "the unit of relative σ: site-rms (each site's RMS over all dimensions), "
+                                         "dim-rms (each dimension's own RMS over the real tokens) or median-abs (each "
+                                         "site's median |activation|: use it for decoder LMs, whose few massive "
+                                         "residual dimensions dominate the RMS)",
+                             choices=("site-rms", "dim-rms", "median-abs"))
     threshold: float = option(0.5, "an input escapes when the share of draws keeping its clean prediction falls "
                                    "below this", above=0.0, maximum=1.0)
     seed: int = _seed("seed of the noise (every draw is determined by seed, input id, σ and draw index)")
@@ -282,6 +287,9 @@ class ApexSettings(Settings):
         grid = parse_sigmas(self.sigmas) if isinstance(self.sigmas, str) else check_sigmas(self.sigmas)
         self._set("sigmas", tuple(float(x) for x in grid))
         self._set("sites", _spec(self.sites))
+        if self.absolute and self.noise_unit != "site-rms":
+            raise InputError(f"--noise-unit {self.noise_unit} scales relative σ, but --absolute makes σ an absolute "
+                             "standard deviation; drop one of them")
 
 
 @dataclasses.dataclass(frozen=True)

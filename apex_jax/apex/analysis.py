@@ -7,6 +7,16 @@ layers live on different scales; relative σ makes one σ grid mean the same sig
 everywhere, so curves of different models and sites are comparable. `relative=False` uses σ as
 an absolute standard deviation.
 
+Noise units (`noise_unit`, relative σ only; `NOISE_UNITS`): "site-rms" (the default) is the
+site's RMS over all its dimensions. In decoder LMs a few residual dimensions reach ~1e4
+("massive activations") and dominate that RMS, so σ = 0.01 already drowns every other
+dimension. "dim-rms" scales each dimension by its own RMS over the clean inputs' real tokens (a
+[d_model] scale per residual site): every dimension gets noise σ times its own size.
+"median-abs" is a robust per-site scale: the median absolute clean activation, which the
+massive dimensions barely move. On SmolLM2-135M only median-abs gives a curve that leaves 1.0
+and reaches chance over σ ≈ 0.01–4 (README, APEX section): dim-rms perturbs the massive
+dimensions in proportion to their size, which breaks the model as site-rms does.
+
 Common random numbers. Draw d of an input uses the same noise direction z_d at every σ
 (noise = σ·z_d), so the share of draws keeping the clean prediction changes across the grid only
 through σ. This lowers the variance of consistency curves, gives each draw a well-defined
@@ -32,6 +42,14 @@ from apex_jax.interventions import Noise
 from apex_jax.models.model import Model
 from apex_jax.specs import check_sigmas
 
+#: The noise units of relative σ: name -> what the noise's standard deviation is σ times.
+NOISE_UNITS = {
+    "site-rms": "the site's RMS over all its dimensions and real tokens (one scale per site)",
+    "dim-rms": "each dimension's own RMS over the real tokens (a [d_model] scale per residual site)",
+    "median-abs": "the site's median absolute activation over real tokens (one robust scale per site)",
+}
+
+
 def calibrate_rms(model: Model, params: Any, batch: dict, sites: Sequence[str]) -> dict[str, float]:
     """RMS of each site's clean activations over real tokens (all tokens for non-text models)."""
     out = model.jitted(tuple(sites))(params, batch)
@@ -43,6 +61,55 @@ def calibrate_rms(model: Model, params: Any, batch: dict, sites: Sequence[str]) 
             x = x[np.asarray(mask) > 0]
         rms[s] = float(np.sqrt(np.mean(np.square(x))))
     return rms
+
+
+def check_noise_unit(noise_unit: str, relative: bool = True) -> str:
+    """`noise_unit` if it is one of `NOISE_UNITS` (and σ is relative, unless it is the default)."""
+    if noise_unit not in NOISE_UNITS:
+        raise InputError(f"noise_unit must be one of {', '.join(NOISE_UNITS)}; got {noise_unit!r}")
+    if not relative and noise_unit != "site-rms":
+        raise InputError(f"noise_unit {noise_unit!r} scales relative σ, but σ is absolute (relative=False / "
+                         "--absolute); drop one of them")
+    return noise_unit
+
+
+def calibrate_scale(model: Model, params: Any, batch: dict, sites: Sequence[str],
+                    noise_unit: str = "site-rms") -> dict[str, Any]:
+    """The unit of relative σ at each site, from its clean activations over real tokens.
+
+    Returns {site: scale}: a float for "site-rms" (`calibrate_rms`) and "median-abs" (the median
+    of |x|), and for "dim-rms" a float64 array of the site's shape without the batch axis, its
+    position axis (if any) kept with size 1 so that it broadcasts over tokens: [1, d_model] for a
+    residual site, [1, n_heads, d_head] for attention heads, [d_model] for head.hook_cls.
+
+    Raises:
+        InputError: an unknown unit, or "dim-rms" at attention patterns (no feature axis: their
+            last axis is a position).
+    """
+    check_noise_unit(noise_unit)
+    if noise_unit == "site-rms":
+        return calibrate_rms(model, params, batch, sites)
+    if noise_unit == "dim-rms":
+        bad = [s for s in sites if site_lib.parse(s)[1] == "attn.hook_pattern"]
+        if bad:
+            raise InputError(f"noise_unit 'dim-rms' needs a feature axis; {bad[0]} is an attention pattern "
+                             "(its last axis is a key position): use site-rms or median-abs there")
+    out = model.jitted(tuple(sites))(params, batch)
+    mask = batch.get("attention_mask")
+    scales = {}
+    for s in sites:
+        x = np.asarray(out.captured[s], np.float64)
+        pos = site_lib.position_axis(s)
+        real = mask is not None and x.ndim >= 3 and x.shape[:2] == np.shape(mask)
+        if noise_unit == "median-abs":
+            scales[s] = float(np.median(np.abs(x[np.asarray(mask) > 0] if real else x)))
+            continue
+        if real:  # [tokens, *features]: the real tokens only, then back to a position axis of 1
+            scales[s] = np.sqrt(np.mean(np.square(x[np.asarray(mask) > 0]), axis=0))[None]
+        else:
+            axes = (0,) if pos is None or x.ndim < 3 else (0, pos)
+            scales[s] = np.sqrt(np.mean(np.square(x), axis=axes, keepdims=True))[0]
+    return scales
 
 
 @dataclasses.dataclass
@@ -66,6 +133,8 @@ class ApexResult:
     threshold: float
     site_rms: dict[str, float] | None
     ids: np.ndarray | None = None  # [n] the inputs' ids (None: 0..n-1)
+    noise_unit: str = "site-rms"  # the unit of relative σ (NOISE_UNITS); ignored when σ is absolute
+    noise_scale: dict[str, Any] | None = None  # {site: float or per-dimension array} (None: absolute σ)
 
     def __repr__(self) -> str:
         esc = self.escape_sigma()
@@ -237,12 +306,13 @@ def run_apex(
     seed: int = 0,
     relative: bool = True,
     threshold: float = 0.5,
+    noise_unit: str = "site-rms",
     **sweep_kw,
 ) -> ApexResult:
     """Runs the APEX noise sweep (σ grid × `draws` noise draws per input) and wraps the counts.
 
-    Gaussian noise of scale σ (× each site's clean RMS unless `relative=False`) is added at
-    every site of `sites`; each input's predictions under noise are counted per class and
+    Gaussian noise of scale σ (× each site's `noise_unit`, by default its clean RMS, unless
+    `relative=False`) is added at every site of `sites`; each input's predictions under noise are counted per class and
     compared with its clean prediction (no labels needed).
 
     Two call forms:
@@ -260,9 +330,13 @@ def run_apex(
         sites: the perturbed sites (default: every block's hook_resid_post).
         draws: noise draws per input and σ.
         seed: seed of the noise.
-        relative: σ in units of each site's clean RMS (True) or absolute (False).
+        relative: σ in units of each site's clean scale (True) or absolute (False).
         threshold: an input escapes at the first σ whose share of draws keeping the clean
             prediction falls below this.
+        noise_unit: the unit of relative σ (`NOISE_UNITS`): "site-rms" (each site's RMS over
+            all dimensions), "dim-rms" (each dimension's own RMS) or "median-abs" (the site's
+            median |activation|: for decoder LMs, whose few massive residual dimensions
+            dominate the site RMS).
         **sweep_kw: engine options (`progress`, `run_dir` to resume, `mesh`, `pad_multiple`,
             `units_per_call`, `desc`).
 
@@ -289,11 +363,13 @@ def run_apex(
     sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}.")
+    check_noise_unit(noise_unit, relative)
     batch = sweep_inputs(model, batch)  # the noise scales are calibrated on what the sweep runs
-    perturb, scale, rms, tag = _noise(model, params, batch, sites, relative)
+    perturb, scale, found, tag = _noise(model, params, batch, sites, relative, noise_unit)
     sweep = run_sweep(model, params, batch, ids, perturb, _noise_grid(sigmas, scale), sites=sites, draws=draws,
                       seed=seed, tag=tag, common_noise=True, **sweep_kw)
-    return ApexResult(sigmas, sites, sweep, threshold, rms, np.asarray(ids))
+    rms = found if noise_unit == "site-rms" else None
+    return ApexResult(sigmas, sites, sweep, threshold, rms, np.asarray(ids), noise_unit, found)
 
 
 def _is_batch(x: Any) -> bool:
@@ -326,13 +402,23 @@ def _apex_call(model: Model, args: tuple, params: Any, batch: Any, ids: Any, sig
     return params, batch, ids, sigmas
 
 
-def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool):
-    """The perturbation and the per-site noise scales (RMS or 1) [S]. The scales travel as grid
-    leaves and the perturbation is a value (equal for equal site lists), so sweeps on other
-    inputs, seeds or models of the same architecture reuse one compiled kernel."""
-    rms = calibrate_rms(model, params, batch, sites) if relative else None
-    scale = np.asarray([rms[s] if rms else 1.0 for s in sites], np.float32)
-    return NoisePerturbation(tuple(sites)), scale, rms, f"apex sites={list(sites)} relative={relative}"
+def _noise(model: Model, params: Any, batch: dict, sites: Sequence[str], relative: bool,
+           noise_unit: str = "site-rms"):
+    """(perturbation, scales, {site: scale} or None, tag). Per-site units give scales [S]
+    (1 for absolute σ) and a `NoisePerturbation`; "dim-rms" gives a tuple of per-site arrays and a
+    `DimNoisePerturbation`. The scales travel as grid leaves and the perturbation is a value
+    (equal for equal site lists), so sweeps on other inputs, seeds or models of the same
+    architecture reuse one compiled kernel. The tag (fingerprinted) names the unit unless it is
+    site-rms, so site-rms sweeps keep the fingerprints of earlier versions."""
+    found = calibrate_scale(model, params, batch, sites, noise_unit) if relative else None
+    tag = f"apex sites={list(sites)} relative={relative}"
+    if relative and noise_unit != "site-rms":
+        tag += f" noise_unit={noise_unit}"
+    if relative and noise_unit == "dim-rms":
+        return (DimNoisePerturbation(tuple(sites)), tuple(np.asarray(found[s], np.float32) for s in sites), found,
+                tag)
+    scale = np.asarray([found[s] if found else 1.0 for s in sites], np.float32)
+    return NoisePerturbation(tuple(sites)), scale, found, tag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,9 +441,29 @@ class NoisePerturbation:
         return pert
 
 
-def _noise_grid(sigmas: np.ndarray, scale: np.ndarray) -> dict:
-    """Grid leaves for `NoisePerturbation`: σ [G] or [G, n] with the site scales broadcast beside it."""
+@dataclasses.dataclass(frozen=True)
+class DimNoisePerturbation:
+    """`(grid point, keys) -> {site: Noise}` with one noise scale per dimension ("dim-rms"):
+    the std at site i is σ × point["scale"][i], an array of the site's shape without the batch
+    axis (position axis of size 1; `calibrate_scale`), or with a leading [inputs] axis."""
+
+    sites: tuple[str, ...]
+
+    def __call__(self, point: dict, keys: jax.Array) -> dict:
+        sigma, scales = point["sigma"], point["scale"]  # [] or [inputs]; per site [*f] or [inputs, *f]
+        pert = {}
+        for i, s in enumerate(self.sites):
+            feat = jnp.ndim(scales[i]) - jnp.ndim(sigma)  # the site's own axes (batch axis excluded)
+            pert[s] = Noise(keys, jnp.reshape(sigma, jnp.shape(sigma) + (1,) * feat) * scales[i])
+        return pert
+
+
+def _noise_grid(sigmas: np.ndarray, scale: np.ndarray | tuple) -> dict:
+    """Grid leaves for the perturbation: σ [G] or [G, n] with the site scales broadcast beside it
+    ([S] for per-site units; a tuple of per-site arrays for "dim-rms")."""
     sigmas = np.asarray(sigmas, np.float32)
+    if isinstance(scale, tuple):
+        return {"sigma": sigmas, "scale": tuple(np.broadcast_to(a, sigmas.shape + a.shape).copy() for a in scale)}
     return {"sigma": sigmas, "scale": np.broadcast_to(scale, sigmas.shape + scale.shape).copy()}
 
 
@@ -397,6 +503,7 @@ def adaptive_escape(
     stage_draws: int | None = None,
     delta: float = 0.05,
     coarse: int = 8,
+    noise_unit: str = "site-rms",
     **sweep_kw,
 ) -> AdaptiveEscape:
     """Escape σ by bisection in log σ, per input, to a stated relative resolution.
@@ -411,7 +518,7 @@ def adaptive_escape(
     until upper/lower <= 1 + resolution: ceil(log2(ln(step) / ln(1 + resolution))) rounds of
     `draws` draws each, step = (hi/lo)^(1/(coarse−1)). With the same seed, draws and sites, the noise equals `run_apex`'s (common
     random numbers), so the result agrees with a fine grid up to the resolution and the grid
-    spacing.
+    spacing. `noise_unit` is the unit of relative σ, as in `run_apex`.
 
     Sequential stopping (`stage_draws`): each evaluation draws `stage_draws` at a time (draw
     indices continue, so the draws are those of the fixed-K run) and stops for an input once
@@ -430,9 +537,10 @@ def adaptive_escape(
         raise ValueError(f"delta must be in (0, 1); got {delta}.")
     if coarse < 2:
         raise ValueError(f"coarse must be >= 2 (the ends lo and hi); got {coarse}.")
+    check_noise_unit(noise_unit, relative)
     sites = list(sites or site_lib.preset_sites("resid_post", model.config.n_layers))
     batch = sweep_inputs(model, batch)  # the noise scales are calibrated on what the sweep runs
-    perturb, scale, _, tag = _noise(model, params, batch, sites, relative)
+    perturb, scale, _, tag = _noise(model, params, batch, sites, relative, noise_unit)
     n = len(ids)
     stage = stage_draws or draws
     looks = draws // stage

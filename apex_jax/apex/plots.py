@@ -46,7 +46,8 @@ def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative
     large_sigma_shares.png into `out`; returns their paths."""
     plt = pyplot()
     out = Path(out)
-    xlabel = "σ (× site RMS)" if relative else "σ"
+    unit = {"site-rms": "site RMS", "dim-rms": "each dimension's RMS", "median-abs": "site median |x|"}
+    xlabel = f"σ (× {unit.get(result.noise_unit, result.noise_unit)})" if relative else "σ"
     paths = []
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

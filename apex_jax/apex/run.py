@@ -76,6 +76,19 @@ def results(result: ApexResult, labels: np.ndarray, label_names: Sequence[str], 
     }
 
 
+def scale_summary(scales: dict | None) -> dict | None:
+    """{site: scale} for summary.json: the float of a per-site unit, or for "dim-rms" the
+    per-dimension scale's min, median and max (the full vectors are `ApexResult.noise_scale`)."""
+    if scales is None:
+        return None
+    out = {}
+    for site, v in scales.items():
+        a = np.asarray(v, np.float64)
+        out[site] = float(a) if a.ndim == 0 else {"min": float(a.min()), "median": float(np.median(a)),
+                                                  "max": float(a.max()), "shape": list(a.shape)}
+    return out
+
+
 def timing(result: ApexResult) -> dict:
     """timing.json of a run: seconds, perturbed forwards, compiles and forwards per second."""
     sweep = result.sweep
@@ -152,7 +165,7 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
     with run:
         batch = batching.encode(loaded, ds, s.max_length)  # None: the model's own limit
         result = run_apex(loaded, loaded.params, batch, ds.ids, s.sigmas, sites=sites, draws=s.draws, seed=s.seed,
-                          relative=not s.absolute, threshold=s.threshold, run_dir=out, units_per_call=s.chunk_size,
+                          relative=not s.absolute, threshold=s.threshold, noise_unit=s.noise_unit, run_dir=out, units_per_call=s.chunk_size,
                           pad_multiple=s.pad_multiple, progress=progress, mesh=mesh, desc="APEX sweep")
         names = loaded.label_names or (ds.label_names if space.accuracy else ()) or \
             tuple(str(k) for k in range(loaded.config.n_classes))
@@ -165,6 +178,7 @@ def apex_run(model: Model | str, data: Dataset | str, out: str | Path, settings:
                "split": split, **({"truncation": cut} if cut else {})}
         summary = run.write_summary(res, label_space=space,
                                     details={"site_rms": result.site_rms,
+                                             "noise_scale": scale_summary(result.noise_scale),
                                              "engine": {k: v for k, v in result.sweep.settings.items() if k != "compiles"}})
         t = run.write_timing(timing(result))
         run.claim(*FIGURES)
