@@ -19,7 +19,8 @@ def test_finetune_then_noise(tmp_path, capsys):
     assert cli.main(["finetune", str(folder), "--data", str(task), "--out", str(run), "--epochs", "1",
                      "--batch-size", "8"]) == 0
     metrics = json.loads((run / "summary.json").read_text())["results"]
-    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 60
+    left_out = sum((metrics["held_out_duplicates_left_out"] or {}).values())  # held-out copies of train texts
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] + left_out == 60
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert "held-out test accuracy" in capsys.readouterr().out
 

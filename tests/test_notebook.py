@@ -202,7 +202,8 @@ ROWS = [
      None, None, lambda out: out[0] == 0 and "silencing: 2 inputs" in out[1]),
     ("9 finetune --n-train 8 validates and tests on max(256, 8)",
      lambda e, tmp, capsys, _m: (run_cli(["finetune", e["model_dir"], "--data", e["big"], "--out", tmp / "f9",
-                                          "--n-train", "8", "--epochs", "1", "--max-length", "16"], capsys),
+                                          "--n-train", "8", "--epochs", "1", "--max-length", "16",
+                                          "--keep-duplicates"], capsys),  # the size rule alone
                                  json.loads((tmp / "f9" / "run.json").read_text())["settings"],
                                  _summary(tmp / "f9")["results"]),
      None, None, lambda out: out[0][0] == 0 and (out[1]["n_val"], out[1]["n_test"]) == (256, 256)
