@@ -49,7 +49,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_UMASK)
         os.close(fd)
     except OSError as e:
         raise resource_error(e, path) from e
@@ -64,10 +64,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it: set and restore
+def _read_umask() -> int:
+    """The process's umask, read once at import: setting and restoring it later would race with
+    threads (orbax's) creating files meanwhile."""
+    try:
+        with open("/proc/self/status") as f:  # Linux: readable without changing it
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore, at import
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def check_room(folder: str | Path, nbytes: int = 0) -> None:

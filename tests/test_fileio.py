@@ -74,3 +74,15 @@ def test_interrupted_write_removes_its_temporary_file(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_files_get_the_permissions_of_a_new_file(tmp_path):
+    """mkstemp makes owner-only files; a run's tables are as readable as any file the user makes."""
+    import os
+
+    from apex_jax import fileio
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = fileio.write_csv(tmp_path / "t.csv", [{"a": 1}])
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
