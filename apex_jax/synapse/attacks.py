@@ -129,10 +129,15 @@ def bias_needed(logits: np.ndarray, target: int) -> np.ndarray:
 
 def bias_to_redirect(logits: np.ndarray, target: int, shares: Sequence[float]) -> np.ndarray:
     """The smallest bias on the target logit that sends at least each share of the inputs NOT
-    already predicted as the target there [len(shares)] (the flip-to-target rate's inputs)."""
+    already predicted as the target there [len(shares)] (the flip-to-target rate's inputs).
+
+    Each bias is `bias_needed` plus 4 ulps of the largest |logit|: a head with the bias added
+    computes h·W + (b + Δ), not (h·W + b) + Δ, and the two round differently (by how numpy's
+    einsum happens to vectorise), so the exact bias could leave an input one ulp short."""
     z = np.asarray(logits, np.float32)
+    slack = np.float32(4) * np.spacing(np.abs(z).max() if z.size else np.float32(1))
     need = bias_needed(z, target)
-    need = np.sort(need[z.argmax(1) != target])
+    need = np.sort(need[z.argmax(1) != target]) + slack
     n = len(need)
     out = []
     for x in shares:
