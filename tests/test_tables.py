@@ -51,7 +51,7 @@ def env(tmp_path_factory):
 
 def test_apex_frames_equal_the_csvs(env):
     r, test = env["apex"], env["test"]
-    per_input = r.to_pandas(labels=test.labels)
+    per_input = r.to_pandas(labels=test.labels, texts=list(test.inputs))
     same(per_input, env["root"] / "apex" / "samples.csv")
     assert list(per_input["id"]) == list(test.ids) and list(per_input["label"]) == list(test.labels)
     np.testing.assert_array_equal(per_input["clean_prediction"], r.clean)
@@ -112,7 +112,7 @@ def test_readme_notebook_session_runs(env, tmp_path, monkeypatch):
     """The README's session as written, on the tiny model and task instead of the demo's."""
     code = readme_session()
     for real, tiny in [('"runs/demo/finetune/model"', repr(str(env["folder"]))),
-                       ('"vader-movies"', repr(str(env["task"]))), ("n=32", "n=6"), ("draws=32", "draws=4")]:
+                       ('"vader-movies"', repr(str(env["task"]))), ("n=16", "n=6"), ("draws=16", "draws=4")]:
         assert real in code, real
         code = code.replace(real, tiny)
     monkeypatch.chdir(tmp_path)

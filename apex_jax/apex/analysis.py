@@ -214,7 +214,8 @@ class ApexResult:
         moved = (self.consistency < 1).any(0)
         return int(np.argmax(moved)) if moved.any() else len(self.sigmas) - 1
 
-    def to_pandas(self, level: str = "input", *, labels: Sequence[int] | None = None):
+    def to_pandas(self, level: str = "input", *, labels: Sequence[int] | None = None,
+                  texts: Sequence[str] | None = None):
         """The result as a pandas DataFrame with the columns of the run folder's CSV.
 
         Args:
@@ -224,6 +225,8 @@ class ApexResult:
                 sigmas.csv (sigma, share_kept, flip_rate, share_escaped, dominant_class,
                 dominant_share, entropy).
             labels: the inputs' labels [n] for the "label" column; without them the column is left out.
+            texts: the inputs' texts [n] for samples.csv's "text" column (its first 120
+                characters on one line); without them the column is left out.
 
         Raises:
             InputError: another level. ImportError: pandas is not installed
@@ -236,7 +239,9 @@ class ApexResult:
         ids = self.ids if self.ids is not None else np.arange(n)
         if labels is not None and len(labels) != n:
             raise InputError(f"ApexResult.to_pandas: {len(labels)} labels for {n} inputs")
-        df = tables.frame(*samples_table(self, ids, labels if labels is not None else [0] * n))
+        if texts is not None and len(texts) != n:
+            raise InputError(f"ApexResult.to_pandas: {len(texts)} texts for {n} inputs")
+        df = tables.frame(*samples_table(self, ids, labels if labels is not None else [0] * n, texts))
         return df if labels is not None else df.drop(columns="label")
 
 

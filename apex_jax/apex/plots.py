@@ -47,7 +47,8 @@ def plot_all(out: Path, result: ApexResult, label_names: Sequence[str], relative
     plt = pyplot()
     out = Path(out)
     unit = {"site-rms": "site RMS", "dim-rms": "each dimension's RMS", "median-abs": "site median |x|"}
-    xlabel = f"σ (× {unit.get(result.noise_unit, result.noise_unit)})" if relative else "σ"
+    name = getattr(result, "noise_unit", "site-rms")  # results made before units existed: today's unit
+    xlabel = f"σ (× {unit.get(name, name)})" if relative else "σ"
     paths = []
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
