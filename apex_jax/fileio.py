@@ -31,8 +31,8 @@ from apex_jax.version import __version__
 
 import numpy as np
 
-__all__ = ["atomic_path", "check_room", "jsonable", "pyplot", "save_figure", "versions", "write_csv", "write_json",
-           "write_rows", "write_text", "write_timing"]
+__all__ = ["atomic_path", "check_room", "human_size", "jsonable", "pyplot", "save_figure", "versions",
+           "write_csv", "write_json", "write_rows", "write_text", "write_timing"]
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -106,12 +106,13 @@ def check_room(folder: str | Path, nbytes: int = 0) -> None:
     need = int(nbytes * 1.1) + (64 << 10)  # the writers' own metadata, a little slack
     if nbytes and free < need:
         raise ResourceError(f"no space left on the device holding {folder}: the next write needs about "
-                            f"{_size(need)} and {_size(free)} are free; free space there or choose another "
+                            f"{human_size(need)} and {human_size(free)} are free; free space there or choose another "
                             "folder, then rerun the same command (it resumes from what is saved)",
                             errno.ENOSPC, str(folder))
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """A byte count for people: "512 bytes", "8.1 KiB", "346.6 MiB", "2.1 GiB"."""
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"

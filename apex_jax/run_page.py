@@ -401,14 +401,6 @@ def _size(p: Path) -> int:
     return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def _ordered(names: Iterable[str], known: Sequence[str]) -> list[str]:
     names = list(names)
     return [n for n in known if n in names] + sorted(n for n in names if n not in known)
@@ -497,7 +489,7 @@ def build_page(folder: str | Path, manifest: dict | None = None) -> str:
     for p in entries:
         name = p.name + ("/" if p.is_dir() else "")
         rows.append(f'<tr><td><a href="{_href(name)}">{html.escape(name)}</a></td>'
-                    f'<td class="num">{_human(_size(p))}</td></tr>')
+                    f'<td class="num">{fileio.human_size(_size(p))}</td></tr>')
     body.append('<div class="scroll"><table><thead><tr><th>file</th><th>size</th></tr></thead><tbody>'
                 + "".join(rows) + "</tbody></table></div>")
     return _document(f"apex-jax {cmd} — {folder.name}", "\n".join(body))

@@ -17,6 +17,8 @@ import numpy as np
 
 from apex_jax.errors import InputError
 
+ID_MAX = 2**32 - 1  # input ids key the noise as 32-bit values: larger ones would collide
+
 #: Input kinds a Dataset can hold.
 KINDS = ("text", "image")
 

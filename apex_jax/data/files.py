@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from apex_jax.data.dataset import Dataset
+from apex_jax.data.dataset import ID_MAX, Dataset
 from apex_jax.errors import InputError
 
 #: File suffixes accepted by :func:`apex_jax.data.load_dataset`.
@@ -163,9 +163,6 @@ def _text_dataset(
                              "values); renumber the ids, or drop the id column to number the rows 0, 1, ...")
         ids = np.array(ints, dtype=np.int64)
     return Dataset(name, "text", texts, labels, names, ids)
-
-
-ID_MAX = 2**32 - 1  # the engine's bound (`apex_jax.engine.sweep.ID_MAX`), checked when a file is read
 
 
 def read_text(path: Path) -> str:

@@ -75,6 +75,7 @@ from apex_jax.engine.positions import classifier_index, per_example_sites, sweep
 from apex_jax.engine.reprs import compact_repr
 from apex_jax.engine.store import (Store, agree_on_step, arrays_digest, describe, numerics,
                                    same_on_every_process)
+from apex_jax.data.dataset import ID_MAX  # ids key the noise as uint32
 from apex_jax.errors import InputError
 from apex_jax.models.common import stack_blocks
 from apex_jax.models.model import Model
@@ -364,7 +365,6 @@ def _margin(logits: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return logits[np.arange(n), reference] - other.max(-1)
 
 
-ID_MAX = 2**32 - 1  # input ids are folded into the noise keys as uint32
 
 
 def _check_finite(logits: np.ndarray, ids: np.ndarray) -> None:
