@@ -1,4 +1,4 @@
-"""A user's own data (issue 23, items 1-6): one table row per item, input -> exit code or
+"""A user's own data: one table row per case, input -> exit code or
 exception -> message fragments -> output.
 
 1. labels optional for APEX: inputs labelled for another task (a 27-class topic model on

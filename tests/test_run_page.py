@@ -240,7 +240,7 @@ def test_numbers_for_people():
     assert run_page.fmt([0.05000000074505806, 1.0]) == "0.05, 1"
 
 
-# ----------------------------------------------------------------------------- issue 23, item 10
+# ----------------------------------------------------------------------------- pages that show the finding
 def _png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
