@@ -9,6 +9,9 @@ two options: a parallel residual (`x + attn(ln1(x)) + mlp(ln2(x))`, `parallel_re
 partial rotary embeddings (the first `rotary_dim` dimensions of each head rotate). The families
 differ in options of one forward, not in its structure, so the forward is written once here;
 `gpt2`, `llama` and `neox` hold what is theirs: the HF config mapping and the weight tables.
+Phi-3 (`phi3`) is the Llama forward with q/k/v fused into one kernel (`arch == "phi3"`), gate
+and up fused into one (`mlp_kind="gated_fused"`) and LongRoPE (`rope_type="longrope"`: per-
+frequency factors, short or long by the example's length, and cos/sin scaled).
 
 This module holds:
 
@@ -72,8 +75,8 @@ Array = Any
 class DecoderConfig:
     """Static description of a decoder; hashable, so it can be a static jit argument."""
 
-    arch: str  # "gpt2" | "llama" (Llama, Qwen2, Mistral) | "neox" (GPT-NeoX, Pythia)
-    model_type: str  # the HF model_type: gpt2 | llama | qwen2 | mistral | gpt_neox
+    arch: str  # "gpt2" | "llama" (Llama, Qwen2, Mistral) | "neox" (GPT-NeoX, Pythia) | "phi3"
+    model_type: str  # the HF model_type: gpt2 | llama | qwen2 | mistral | gpt_neox | phi3
     n_layers: int
     d_model: int
     n_heads: int
@@ -84,7 +87,9 @@ class DecoderConfig:
     norm_eps: float
     norm_kind: str  # "layernorm" (GPT-2) | "rms"
     positions: str  # "learned" (GPT-2) | "rope"
-    mlp_kind: str  # "plain" (fc_in -> act -> fc_out) | "gated" (down(act(gate) * up))
+    # "plain" (fc_in -> act -> fc_out) | "gated" (down(act(gate) * up)) | "gated_fused" (the
+    # gated MLP with gate and up as one kernel, gate first: Phi-3's gate_up_proj)
+    mlp_kind: str
     qkv_bias: bool
     o_bias: bool
     mlp_bias: bool
@@ -128,6 +133,11 @@ class DecoderConfig:
     @property
     def rope_type(self) -> str:
         return dict(self.rope_scaling).get("rope_type", "default")
+
+    @property
+    def rope_attention_factor(self) -> float:
+        """The factor cos and sin are multiplied by (LongRoPE's attention scaling; 1 otherwise)."""
+        return float(dict(self.rope_scaling).get("attention_factor", 1.0))
 
 
 def config_entries(from_hf: Callable[[Mapping[str, Any]], DecoderConfig]) -> Callable:
@@ -175,12 +185,17 @@ def position_ids(mask: Array) -> Array:
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
 
 
-def rope_inv_freq(cfg: DecoderConfig) -> np.ndarray:
-    """Inverse frequencies [rope_dim / 2] of the rotary embedding, with the config's scaling."""
+def rope_inv_freq(cfg: DecoderConfig, long: bool = False) -> np.ndarray:
+    """Inverse frequencies [rope_dim / 2] of the rotary embedding, with the config's scaling
+    (LongRoPE: the short factors, or the long ones with `long`)."""
     d = cfg.rope_dim
+    scaling = dict(cfg.rope_scaling)
+    if cfg.rope_type == "longrope":  # each frequency divided by its own factor
+        ext = np.asarray(scaling["long_factor" if long else "short_factor"], np.float32)
+        base = (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))).astype(np.float32)
+        return (np.float32(1.0) / (ext * base)).astype(np.float32)
     inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
     inv = inv.astype(np.float32)
-    scaling = dict(cfg.rope_scaling)
     if cfg.rope_type == "linear":  # positions / factor, folded into the frequencies
         inv = inv / np.float32(scaling["factor"])
     elif cfg.rope_type == "llama3":
@@ -255,6 +270,11 @@ class Attention(nn.Module):
             q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
             if not full:
                 q = jnp.take_along_axis(q, q_index[..., None, None], axis=1)
+        elif cfg.arch == "phi3":  # one fused Linear: all query heads, then the kv heads' k, then v
+            qkv = nn.Dense((h + 2 * kv) * dh, use_bias=cfg.qkv_bias, name="qkv")(x)
+            q, k, v = jnp.split(qkv, [h * dh, (h + kv) * dh], axis=-1)
+            if not full:
+                q = jnp.take_along_axis(q, q_index[..., None], axis=1)
         else:
             xq = x if full else jnp.take_along_axis(x, q_index[..., None], axis=1)
             q = nn.Dense(h * dh, use_bias=cfg.qkv_bias, name="q")(xq)
@@ -294,6 +314,9 @@ class MLP(nn.Module):
             pre = hooks(f"{prefix}.mlp.hook_pre", nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="gate")(x))
             up = nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="up")(x)
             post = hooks(f"{prefix}.mlp.hook_post", act(pre) * up)
+        elif cfg.mlp_kind == "gated_fused":  # Phi-3: one Linear, its first half the gate, then up
+            pre, up = jnp.split(nn.Dense(2 * cfg.d_mlp, use_bias=cfg.mlp_bias, name="gate_up")(x), 2, axis=-1)
+            post = hooks(f"{prefix}.mlp.hook_post", act(hooks(f"{prefix}.mlp.hook_pre", pre)) * up)
         else:
             pre = hooks(f"{prefix}.mlp.hook_pre", nn.Dense(cfg.d_mlp, use_bias=cfg.mlp_bias, name="fc_in")(x))
             post = hooks(f"{prefix}.mlp.hook_post", act(pre))
@@ -385,8 +408,17 @@ class Decoder(nn.Module):
         rope = None
         if cfg.positions == "rope":
             angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(cfg))
+            if cfg.rope_type == "longrope":
+                # LongRoPE: the long factors for an example longer than the original context
+                # (chosen per example from its real length; HF chooses per batch)
+                long = jnp.sum(mask, axis=1) > dict(cfg.rope_scaling)["original_max_position_embeddings"]
+                long_angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(cfg, True))
+                angles = jnp.where(long[:, None, None], long_angles, angles)
             angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, rope_dim]
-            rope = (jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype))
+            cos, sin = jnp.cos(angles), jnp.sin(angles)
+            if cfg.rope_attention_factor != 1.0:  # LongRoPE's attention scaling, as HF: on cos and sin
+                cos, sin = cos * cfg.rope_attention_factor, sin * cfg.rope_attention_factor
+            rope = (cos.astype(x.dtype), sin.astype(x.dtype))
         all_index = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
         end = cfg.n_layers if stop is None else stop
         tail = end - 1 if head_only and end > start else end  # head_only: the last block runs unrolled, one query
