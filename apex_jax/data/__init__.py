@@ -8,7 +8,7 @@ Modules (each documents its part):
 
 - :mod:`~apex_jax.data.dataset`: the :class:`Dataset` type (text or images, read-only arrays).
 - :mod:`~apex_jax.data.builtin`: the built-in data sets (:data:`BUILTIN_DATASETS`: the VADER
-  sentence sets, ``mnist5k``, ``digits``), their labels, ids and sizes.
+  sentence sets, ``banking77`` (77 intents), ``mnist5k``, ``digits``), their labels, ids and sizes.
 - :mod:`~apex_jax.data.files`: the file layouts (:data:`FILE_TYPES`: ``.csv``, ``.jsonl``,
   ``.npz``) and their readers.
 - :mod:`~apex_jax.data.loading`: :func:`load_dataset`, by built-in name or file path.

