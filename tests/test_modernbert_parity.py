@@ -158,7 +158,7 @@ def hf_sites(r: Ref):
         stem = site.rsplit(".", 1)[0]
         if site.endswith("hook_qkv"):  # HF: view [b, p, 3, heads, d_head], unbind the 3
             qkv = v.reshape(b, p, 3, N_HEADS, D_HEAD)
-            sites.update({f"{stem}.hook_q": qkv[:, :, 0], f"{stem}.hook_k": qkv[:, :, 1], f"{stem}.hook_v": qkv[:, :, 2]})
+            sites.update({f"{stem}.hook_{n}": qkv[:, :, j] for j, n in enumerate("qkv")})
         elif site.endswith("hook_wi"):  # [input | gate]: the activation reads `input`
             sites[f"{stem}.hook_pre"] = v[..., :D_MLP]
         elif site.endswith("hook_z"):
@@ -354,8 +354,9 @@ def test_strict_conversion_names_the_weight(ref, tmp_path):
     with pytest.raises(ValueError, match=r"unused weights: \['layers\.0\.attn_norm\.weight'\]"):
         extra = {**state, "model.layers.0.attn_norm.weight": np.ones(D, np.float32)}  # block 0 has none
         apex_jax.load(_folder(tmp_path, "unused", cfg, extra))
+    wi = {**state, "model.layers.1.mlp.Wi.weight": np.zeros((D_MLP, D), np.float32)}  # one half of [input | gate]
     with pytest.raises(ValueError, match=r"mis-shaped weights: \['layers\.1\.mlp\.Wi\.weight: \(24, 32\), expected \(48, 32\)"):
-        apex_jax.load(_folder(tmp_path, "shape", cfg, {**state, "model.layers.1.mlp.Wi.weight": np.zeros((24, D), np.float32)}))
+        apex_jax.load(_folder(tmp_path, "shape", cfg, wi))
 
 
 def test_config_spellings_and_refused_options(ref):

@@ -89,9 +89,6 @@ class ModernBertConfig(ArchConfig):
 
     final_norm_site = True  # `ln_final.hook_normalized` is one of its sites (not a field)
 
-    def rope_theta(self, layer: int) -> float:
-        return self.global_rope_theta if self.layer_types[layer] == GLOBAL else self.local_rope_theta
-
 
 def from_hf(hf: Mapping[str, Any]) -> ModernBertConfig:
     """Builds a ModernBertConfig from an HF config dict (head fields are filled by the loader).
