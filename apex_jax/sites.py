@@ -52,7 +52,7 @@ BLOCK_SITES = (
     "hook_resid_post",
 )
 HEAD_SITES = ("head.hook_cls", "head.hook_logits")
-FINAL_NORM_SITE = "ln_final.hook_normalized"  # decoders only (TransformerLens' name)
+FINAL_NORM_SITE = "ln_final.hook_normalized"  # decoders and ModernBERT (TransformerLens' name)
 
 _LAYOUTS = {
     "hook_embed": "[batch, pos, d_model]",

@@ -4,6 +4,7 @@ Modules:
   * `model`: `Model` (the runtime: `apply`, `prefix`, sites), `Output`, `Prefix`, `skeleton`.
   * `common`: parts every family shares (`Hooks`, activations, precision, the block runner).
   * `encoder`: BERT, MiniLM, RoBERTa, DistilBERT and ViT (config mapping, forward, weights).
+  * `modernbert`: ModernBERT (config mapping, its own forward, weights).
   * `decoder`: the decoder forward shared by `gpt2` and `llama` (Llama, Qwen2, Mistral), which
     hold their config mappings and weight tables.
   * `convert`: the strict walk of a weight table; `families`: dispatch over the families.

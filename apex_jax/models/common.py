@@ -194,14 +194,20 @@ def stack_blocks(params: dict, n_layers: int) -> dict:
         n_layers: the number of blocks.
 
     Returns:
-        A new dict (the input is not modified); `params` unchanged if it is already stacked.
+        A new dict (the input is not modified); `params` unchanged if it is already stacked, or
+        if its blocks' trees differ in structure.
     """
     if STACKED in params:
         return params
     missing = [f"blocks_{i}" for i in range(n_layers) if f"blocks_{i}" not in params]
     if missing:
         raise ValueError(f"stack_blocks: params lack {missing[:3]} (expected blocks_0 .. blocks_{n_layers - 1}).")
-    return {**params, STACKED: _stack([params[f"blocks_{i}"] for i in range(n_layers)])}
+    blocks = [params[f"blocks_{i}"] for i in range(n_layers)]
+    if len({jax.tree.structure(b) for b in blocks}) > 1:
+        # Blocks of different parameter trees (ModernBERT's first block has no attention norm)
+        # cannot share one stack: returned unstacked, each scanned group stacks its own blocks.
+        return params
+    return {**params, STACKED: _stack(blocks)}
 
 
 def run_blocks(

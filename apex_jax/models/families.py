@@ -1,8 +1,10 @@
 """Dispatch over the model families: which family module handles a config or a `model_type`.
 
 A family module (`encoder`: BERT-like encoders and ViT; `gpt2`; `llama`: Llama, Qwen2,
-Mistral) has `MODEL_TYPES` (HF model_type -> our architecture), `BASE_PREFIX` (architecture ->
-the base model's key prefix), `from_hf`, `key_renames`, `table` and `hf_class_name`. This module
+Mistral; `neox`; `modernbert`) has `MODEL_TYPES` (HF model_type -> our architecture),
+`BASE_PREFIX` (architecture -> the base model's key prefix), `from_hf`, `key_renames`, `table`
+and `hf_class_name`; encoder families also `load_head` and `init_params`, and a family with its
+own forward `module` (`module` here picks it). This module
 reads those, and the strict table walk of `convert`, for the loader (`loading`) and the writer
 (`saving`); the family modules never import it.
 """
@@ -15,15 +17,17 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from apex_jax.models import convert, encoder, gpt2, llama
+from apex_jax.models import modernbert  # ModernBERT
 from apex_jax.models import neox  # GPT-NeoX / Pythia
 from apex_jax.models import phi3  # Phi-3 (fused qkv / gate_up, LongRoPE)
-from apex_jax.models.decoder import DecoderConfig
-from apex_jax.models.encoder import ArchConfig
+from apex_jax.models.decoder import Decoder, DecoderConfig
+from apex_jax.models.encoder import ArchConfig, Encoder
 
 Config = ArchConfig | DecoderConfig
 FAMILIES: tuple[ModuleType, ...] = (encoder, gpt2, llama)
 FAMILIES += (neox,)  # GPT-NeoX / Pythia
 FAMILIES += (phi3,)  # Phi-3
+FAMILIES += (modernbert,)  # ModernBERT
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 
@@ -49,6 +53,15 @@ def from_hf(hf: Mapping[str, Any]) -> Config:
             f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(_BY_MODEL_TYPE))}."
         )
     return _BY_MODEL_TYPE[model_type].from_hf(hf)
+
+
+def module(cfg: Config) -> Any:
+    """The Flax module that runs `cfg`'s forward: the family's own (`module(cfg)`, e.g.
+    ModernBERT's) where it has one, else the shared `encoder.Encoder` / `decoder.Decoder`."""
+    own = getattr(family(cfg), "module", None)
+    if own is not None:
+        return own(cfg)
+    return Decoder(cfg) if cfg.is_decoder else Encoder(cfg)
 
 
 def table(cfg: Config) -> list[convert.Entry]:
