@@ -17,6 +17,7 @@ import numpy as np
 from apex_jax.models import convert, encoder, gpt2, llama
 from apex_jax.models import neox  # GPT-NeoX / Pythia
 from apex_jax.models import phi3  # Phi-3 (fused qkv / gate_up, LongRoPE)
+from apex_jax.models import bigbird  # BigBird (block-sparse attention on the BERT encoder)
 from apex_jax.models.decoder import DecoderConfig
 from apex_jax.models.encoder import ArchConfig
 
@@ -24,6 +25,7 @@ Config = ArchConfig | DecoderConfig
 FAMILIES: tuple[ModuleType, ...] = (encoder, gpt2, llama)
 FAMILIES += (neox,)  # GPT-NeoX / Pythia
 FAMILIES += (phi3,)  # Phi-3
+FAMILIES += (bigbird,)  # BigBird
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 
