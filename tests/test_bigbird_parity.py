@@ -330,3 +330,5 @@ def test_strict_conversion_and_refused_options(ref, tmp_path):
         apex_jax.create({**cfg, "is_decoder": True}, num_labels=2)
     with pytest.raises(ValueError, match="unsupported activation 'mish'"):
         apex_jax.create({**cfg, "hidden_act": "mish"}, num_labels=2)
+    with pytest.raises(ValueError, match="with block_sparse attention, num_random_blocks >= 1; got block_size 2, num_random_blocks 0"):
+        apex_jax.create({**cfg, "num_random_blocks": 0}, num_labels=2)

@@ -116,8 +116,10 @@ def from_hf(hf: Mapping[str, Any]) -> BigBirdConfig:
         raise ValueError("BigBird as a decoder (is_decoder / add_cross_attention) is not supported; "
                          "only the bidirectional encoder is.")
     block_size, n_random = int(hf.get("block_size", 64)), int(hf.get("num_random_blocks", 3))
-    if block_size < 1 or n_random < 0:
-        raise ValueError(f"BigBird block_size must be >= 1 and num_random_blocks >= 0; got {block_size}, {n_random}.")
+    if block_size < 1 or n_random < (1 if attention_type == "block_sparse" else 0):
+        # transformers' block-sparse attention fails without a random block (an empty gather)
+        raise ValueError(f"BigBird needs block_size >= 1 and, with block_sparse attention, num_random_blocks >= 1; "
+                         f"got block_size {block_size}, num_random_blocks {n_random}.")
     return BigBirdConfig(
         arch="big_bird", n_layers=hf["num_hidden_layers"], d_model=d, n_heads=h,
         d_mlp=hf["intermediate_size"], act=act, ln_eps=float(hf.get("layer_norm_eps", 1e-12)), norm="post",
@@ -174,31 +176,30 @@ def random_blocks(n_heads: int, n_blocks: int, n_random: int) -> np.ndarray:
 
 
 def sparse_layout(n_heads: int, n_blocks: int, n_random: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The key blocks each non-global query block attends to, as `S = 5 + n_random` slots.
+    """The key blocks each non-global query block (1 .. n_blocks-2) attends to, as S = 5 + r slots.
 
     Returns:
-        blocks [heads, n_blocks-2, S] (key block per slot), from_to [n_blocks-2, S] (the slot's
-        penalty also reads the query's mask: window and random slots of the middle blocks, random
-        slots of blocks 1 and n-2), valid [n_blocks-2, S] (blocks 1 and n-2 have 4 + r keys
-        blocks: their last slot is unused).
+        blocks [heads, n_blocks-2, S]: the key block of each slot; from_to [n_blocks-2, S]: the
+        slot's penalty reads the query's mask too (window and random slots; blocks 0 and n-1,
+        and blocks 1 and n-2's fixed ones, read the key's only); valid [n_blocks-2, S]: query
+        blocks 1 and n-2 have 4 + r key blocks, their last slot is unused.
     """
     r, last = n_random, n_blocks - 1
     rand = random_blocks(n_heads, n_blocks, r)
-    rows, from_to, valid = [], [], []
-    for i in range(1, last):
-        if i in (1, last - 1):
-            fixed = [0, 1, 2, last] if i == 1 else [0, last - 2, last - 1, last]
-            rows.append(([*fixed, 0], [False] * 4 + [True] * r + [False], [True] * (4 + r) + [False]))
-        else:
-            rows.append(([0, i - 1, i, i + 1, last], [False, True, True, True] + [True] * r + [False], [True] * (5 + r)))
-    blocks = np.empty((n_heads, n_blocks - 2, 5 + r), np.int32)
-    for l, (fixed, ft, ok) in enumerate(rows):
-        # slot order: the fixed blocks but the last, the random blocks, then the last fixed one
-        blocks[:, l] = np.concatenate([np.broadcast_to(fixed[:-1], (n_heads, 4)), rand[:, l],
-                                       np.full((n_heads, 1), fixed[-1])], axis=1)
-        from_to.append(ft)
-        valid.append(ok)
-    return blocks, np.array(from_to), np.array(valid)
+    blocks = np.zeros((n_heads, n_blocks - 2, 5 + r), np.int32)
+    from_to = np.zeros((n_blocks - 2, 5 + r), bool)
+    valid = np.ones((n_blocks - 2, 5 + r), bool)
+    for l, i in enumerate(range(1, last)):
+        blocks[:, l, 4 : 4 + r] = rand[:, l]
+        if i in (1, last - 1):  # fixed key blocks, then the random ones
+            blocks[:, l, :4] = [0, 1, 2, last] if i == 1 else [0, last - 2, last - 1, last]
+            from_to[l, 4 : 4 + r] = True
+            valid[l, -1] = False
+        else:  # key block 0, the window i-1 .. i+1, the random blocks, the last key block
+            blocks[:, l, :4] = [0, i - 1, i, i + 1]
+            blocks[:, l, -1] = last
+            from_to[l, 1 : 4 + r] = True
+    return blocks, from_to, valid
 
 
 def _site_used(hooks, site: str) -> bool:
