@@ -341,11 +341,6 @@ def hf_class_name(cfg: BigBirdConfig) -> str:
 
 
 # ============================================================================== parameters
-def init_params(cfg: BigBirdConfig, seed: int) -> Any:
-    """Fresh parameters of the whole model (`encoder.init_params` runs BigBird's modules)."""
-    return encoder.init_params(cfg, seed)
-
-
 def init_head(cfg: BigBirdConfig, seed: int) -> dict:
     """Fresh head parameters: classifier dense and out_proj (a Linen init of the head on a dummy
     [1, d_model] vector) and the pooler (normal(0, 0.02), zero bias), as `init_params` makes it."""
