@@ -95,6 +95,17 @@ class ArchConfig:
     def n_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    # Families built on this encoder with their own attention, text embeddings or head (`bigbird`)
+    # override these; the Flax modules are looked up when a block or the model is built.
+    def attention_module(self) -> type:
+        return Attention
+
+    def text_embeddings_module(self) -> type:
+        return TextEmbeddings
+
+    def head_module(self) -> type:
+        return Head
+
 
 def from_hf(hf: Mapping[str, Any]) -> ArchConfig:
     """Builds an ArchConfig from the HF config dict of an encoder (its `model_type` one of
@@ -201,7 +212,7 @@ class Block(nn.Module):
         cfg, p = self.cfg, f"blocks.{self.index}"
         x = hooks(f"{p}.hook_resid_pre", x)
         ln_attn, ln_mlp = _layer_norm(cfg, "ln_attn"), _layer_norm(cfg, "ln_mlp")
-        attn, mlp = Attention(cfg, name="attn"), MLP(cfg, name="mlp")
+        attn, mlp = cfg.attention_module()(cfg, name="attn"), MLP(cfg, name="mlp")
         keep = x[:, :1] if self.cls_only else x  # the residual of the positions computed
         if cfg.norm == "post":  # BERT family: LN(x + sublayer(x))
             a = hooks(f"{p}.hook_attn_out", attn(x, mask, hooks, p, self.cls_only))
@@ -295,7 +306,7 @@ class Encoder(nn.Module):
         if start == 0 and not isinstance(inputs, tuple):
             if cfg.is_text:
                 mask = inputs["attention_mask"]
-                x = TextEmbeddings(cfg, name="embed")(
+                x = cfg.text_embeddings_module()(cfg, name="embed")(
                     inputs["input_ids"], mask, inputs.get("token_type_ids")
                 )
             else:
@@ -328,7 +339,7 @@ class Encoder(nn.Module):
             if cfg.arch == "vit":  # ViT's final LayerNorm; per token, so [CLS] alone suffices
                 cls = _layer_norm(cfg, "final_ln")(cls)
             # the head (pooler, classifier) and the logits in float32 (a no-op cast in float32)
-            logits = Head(cfg, name="head")(cls.astype(jnp.float32), hooks)
+            logits = cfg.head_module()(cfg, name="head")(cls.astype(jnp.float32), hooks)
         return x, mask, logits
 
 # ================================================================================= weights

@@ -20,6 +20,7 @@ from apex_jax.models import convert, encoder, gpt2, llama
 from apex_jax.models import modernbert  # ModernBERT
 from apex_jax.models import neox  # GPT-NeoX / Pythia
 from apex_jax.models import phi3  # Phi-3 (fused qkv / gate_up, LongRoPE)
+from apex_jax.models import bigbird  # BigBird (block-sparse attention on the BERT encoder)
 from apex_jax.models.decoder import Decoder, DecoderConfig
 from apex_jax.models.encoder import ArchConfig, Encoder
 
@@ -28,6 +29,7 @@ FAMILIES: tuple[ModuleType, ...] = (encoder, gpt2, llama)
 FAMILIES += (neox,)  # GPT-NeoX / Pythia
 FAMILIES += (phi3,)  # Phi-3
 FAMILIES += (modernbert,)  # ModernBERT
+FAMILIES += (bigbird,)  # BigBird
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 

@@ -274,7 +274,7 @@ def load(
     if base.is_decoder:
         cfg, state, fresh = decoder.load_head(folder, hf, base, state, num_labels=num_labels, seed=seed)
     else:
-        # the encoder family's own head rules (`encoder.load_head`, `modernbert.load_head`)
+        # the encoder family's own head rules (`encoder`, `modernbert`, `bigbird`)
         cfg, state, fresh = families.family(base).load_head(folder, base, state, num_labels=num_labels, seed=seed)
     cfg = dataclasses.replace(cfg, dtype=dtype)
     params = families.to_params(cfg, state, ignore, place)
@@ -355,8 +355,8 @@ def create(hf_config: dict, *, num_labels: int | None, label_names: Sequence[str
         tok = decoder.prepare_tokenizer(tokenizer) if tokenizer is not None else None
         model = Model(cfg, decoder.init_params(cfg, seed), hf_config, tok, label_names=label_names, source="<new>")
     else:
-        cfg = dataclasses.replace(base, n_classes=num_labels, has_pooler=base.arch == "bert")
-        params = families.family(cfg).init_params(cfg, seed)  # `encoder`'s or `modernbert`'s
+        cfg = dataclasses.replace(base, n_classes=num_labels, has_pooler=base.has_pooler or base.arch == "bert")
+        params = families.family(cfg).init_params(cfg, seed)  # `encoder`'s, `modernbert`'s or `bigbird`'s
         model = Model(cfg, params, hf_config, tokenizer, label_names=label_names, source="<new>")
     return with_dtype(model, dtype)
 
