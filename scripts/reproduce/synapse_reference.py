@@ -461,6 +461,13 @@ def class_asymmetry(tasks: dict) -> Verdict:
         evidence="; ".join(ev) or "no task with ≥ 3 classes", source="reference code")
 
 
+def _rate(a: dict, kind: str, magnitude: float) -> float | None:
+    """One target's flip-to-target rate of one manipulation at one magnitude (None: not run, or
+    undefined because every input already predicted the target)."""
+    x = next((r["flip_to_target"] for r in a["rows"] if r["attack"] == kind and r["magnitude"] == magnitude), None)
+    return None if x is None or math.isnan(_f(x)) else x
+
+
 REFERENCE_PUSH_DELTA = 0.3  # notebook cell 75: the target's top 25%, Δ = 0.3
 SIGNED_PUSH_DELTA = 5.0
 
@@ -475,9 +482,8 @@ def attack_verdicts(domains: dict) -> list[Verdict]:
     flips (the reference has no bit-flip code): reproduced if flipping the exponent bit of the
     most top weights tried redirects ≥ 0.5. A summary without the reference push (written
     before it) is judged as it was then: the signed push as the reference's."""
-    def weakest(d, kind, mag):
-        r = [row["flip_to_target"] for a in d["attacks"].values() for row in a["rows"]
-             if row["attack"] == kind and row["magnitude"] == mag and row["flip_to_target"] is not None]
+    def weakest(d, kind, mag):  # a target with nothing to redirect (null in JSON, NaN in memory) is left out
+        r = [x for x in (_rate(a, kind, mag) for a in d["attacks"].values()) if x is not None]
         return min(r) if r else None
 
     def margins(d):
@@ -519,8 +525,8 @@ def attack_verdicts(domains: dict) -> list[Verdict]:
             if kind == "logit_bias" else ""
         if kind and kind.startswith("column_push"):  # per target, not only the weaker one
             extra = "; per target: " + "; ".join(
-                f"{n} " + ", ".join(f"{t} {num(next((r['flip_to_target'] for r in a['rows'] if r['attack'] == kind and r['magnitude'] == mag), None))}"
-                                    for t, a in d["attacks"].items()) for n, d in domains.items())
+                f"{n} " + ", ".join(f"{t} {num(_rate(a, kind, mag))}" for t, a in d["attacks"].items())
+                for n, d in domains.items())
         out.append(Verdict(claim=claim, outcome=o,
                            rule=f"the weaker target's flip-to-target rate ≥ {thr:g} in every domain",
                            power=f"one input of {n_test} probe-test sentences",
