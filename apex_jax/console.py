@@ -68,6 +68,11 @@ def _silence(s: dict, out: str) -> list[str]:
         cells = "  ".join(f"{c['k_percent']:g}%: {c['drop']:+.3f} (z {c['z']:.1f}, p {c['p']:.2f})"
                           for c in layer["top_k"][:: max(1, len(layer["top_k"]) // 4)])
         lines.append(f"  {layer['site']:<26} top-k accuracy drop  {cells}")
+        margin = layer.get("ranked", {}).get(f"top/{st.get('mode', 'zero')}", {}).get("margin", [])
+        if margin:  # the true-class margin moves where no prediction flips
+            cells = "  ".join(f"{c['k_percent']:g}%: {c['drop']:+.3f} (z {c['z']:.1f}, p {c['p']:.2f})"
+                              for c in margin[:: max(1, len(margin) // 4)])
+            lines.append(f"  {'':<26} top-k margin drop    {cells}")
     return lines + [f"wrote {out}/silencing.csv, controls.csv, curves.csv, asymmetry.csv, summary.json and plots"]
 
 

@@ -33,9 +33,10 @@ TABLES = {
                              "(and with a random ranking, the floor).",
     "rankings.csv": "The top 20 neurons of each site, globally and per class, and how many neurons hold 50% "
                     "and 90% of the ranking's mass.",
-    "controls.csv": "Silencing the top-/bottom-ranked k% of [CLS] neurons against random k%: score drop, "
-                    "z-score (inf where the random drops are all equal: no spread to scale by, the page shows "
-                    "n/a) and empirical p-value (at least 1/(1 + random draws)).",
+    "controls.csv": "Silencing the top-/bottom-ranked k% of [CLS] neurons against random k%, per score (accuracy, "
+                    "weighted F1, true-class margin, KL): score drop, z-score (inf where the random drops are all "
+                    "equal: no spread to scale by, the page shows n/a) and empirical p-value (at least 1/(1 + random "
+                    "draws)); layer_* compare the top-k% with layer-matched random draws where there are any.",
     "curves.csv": "Per site and selection: area under the score-drop curve and k_at_half_score, the smallest k at "
                   "which the score falls to half its clean value (interpolated; empty where it never does on the "
                   "k grid, as usual for accuracy and F1: half a two-class accuracy is below chance).",

@@ -258,6 +258,16 @@ def headline(folder: str | Path, manifest: dict | None = None) -> list[tuple[str
             site, row = best
             out.append(("largest top-k drop", fmt(row.get("drop")),
                         f"{site}, k = {fmt(row.get('k_percent'))}%, z = {fmt_z(row.get('z'))}, p = {fmt(row.get('p'))}"))
+        best = None  # the true-class margin moves where no prediction flips
+        for layer in r.get("layers") or []:
+            ranked = layer.get("ranked") or {}
+            for row in next((v.get("margin") or [] for k, v in ranked.items() if k.startswith("top/")), []):
+                if best is None or (row.get("drop") or 0) > (best[1].get("drop") or 0):
+                    best = (layer["site"], row)
+        if best:
+            site, row = best
+            out.append(("largest top-k margin drop", fmt(row.get("drop")),
+                        f"{site}, k = {fmt(row.get('k_percent'))}%, z = {fmt_z(row.get('z'))}, p = {fmt(row.get('p'))}"))
         if t:
             out.append(_forwards_card(t))
     elif cmd == "attack" and r:

@@ -339,17 +339,18 @@ class SilenceSettings(Settings):
                                 metavar="SPEC")
     positions: str = option("cls", "silence the classifier token only (cls) or every position (all)",
                             choices=("cls", "all"))
-    mode: str = option("zero", "how neurons are silenced: zeroed, set to their mean over the inputs, or noised",
-                       choices=("zero", "mean", "noise"))
+    mode: str = option("zero", "how neurons are silenced: zeroed, set to their mean over the probe's training "
+                               "inputs, or noised", choices=("zero", "mean", "noise"))
     sigma: float = option(1.0, "noise mode: standard deviation × the token's RMS", above=0.0)
     draws: int = option(16, "noise mode: draws per input and mask", minimum=1, maximum=2**24)
     asymmetry_k: float = option(10.0, "the k (%) of the class-asymmetry matrix (the middle level when not among "
                                       "the k levels)", above=0.0, maximum=100.0)
     joint: bool = option(False, "silence all the layers at once (each with its own ranking)")
     per_class: bool = option(True, "also silence each class's own top-k% and report the class-asymmetry matrix")
-    controls: str = option("attribution", "positive controls: attribution (top-k% by activation × gradient), "
-                                          "mean (masks also mean-ablated, ~2x the sweep; mode zero), both as "
-                                          "attribution,mean, or none", metavar="LIST")
+    controls: str = option("attribution", "controls beside the random k% (always) and the bottom-k%: attribution "
+                                          "(top-k% by activation × gradient, a positive control), mean (every ranked "
+                                          "and random mask also mean-ablated at the probe's training mean, ~2x the "
+                                          "sweep; mode zero), both as attribution,mean, or none", metavar="LIST")
     seed: int = _seed("seed of the random masks and of the noise")
     split_seed: int = _split_seed()
     max_length: int | None = _max_length()

@@ -85,7 +85,7 @@ def test_probe_silence_attack(tmp_path, capsys):
     assert all(0 < float(c["p"]) <= 1 for c in controls)
     assert {c["score"] for c in controls} == {"accuracy", "weighted_f1", "margin", "kl"}
     summary = json.loads((silence / "summary.json").read_text())
-    assert set(summary["results"]["layers"][0]["ranked"]) == {"top/zero", "attribution/zero"}
+    assert set(summary["results"]["layers"][0]["ranked"]) == {"top/zero", "attribution/zero", "bottom/zero"}
     assert "margin" in summary["results"]["clean"]
     assert len(summary["results"]["asymmetry"]["blocks.1.hook_resid_post"]) == 2
     for png in ("silencing_curves", "class_asymmetry"):

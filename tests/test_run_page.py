@@ -445,6 +445,11 @@ def test_page_css_keeps_figures_inside_the_page():
      "held-out test accuracy 0.8", "time"),
     ({"kind": "silence", "results": {"clean": {"accuracy": 0.9}}}, {"perturbed_forwards": 0, "seconds": 3.5},
      "perturbed forwards 0 this run read its sweep from checkpoints (3.5 s)", "0/s"),
+    ({"kind": "silence", "results": {"clean": {"accuracy": 0.9}, "layers": [
+        {"site": "blocks.1.hook_resid_post", "top_k": [], "ranked": {"top/zero": {"margin": [
+            {"k_percent": 10.0, "drop": 0.25, "z": 4.0, "p": 0.05}, {"k_percent": 50.0, "drop": 1.5, "z": None,
+                                                                     "p": 0.05}]}}}]}}, {},
+     "largest top-k margin drop 1.5 blocks.1.hook_resid_post, k = 50%", "largest top-k drop"),
     ({"kind": "apex", "results": {"n_inputs": 4, "clean_accuracy": 0.5}}, {"perturbed_forwards": 96, "seconds": 2.0,
                                                                            "forwards_per_second": 48.0},
      "perturbed forwards 96 2 s, 48/s", "checkpoints"),

@@ -50,3 +50,104 @@ def test_curve_asymmetry_and_agreement_rules():
     assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=0.5)}).outcome == "reproduced"
     assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=0.1)}).outcome == "not reproduced"
     assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=float("nan"))}).outcome == "inconclusive"
+
+
+def _cell(variant, selection, ablation, score, k, drop, layer=None, uniform=None, R=10):
+    """One control cell as `synapse_reference.control_cells` writes it: the ranked drop against
+    R uniform draws (mean `uniform`, above the ranked drop where p is not at its floor) and, for
+    the top-k%, R layer-matched ones (mean `layer`)."""
+    def ctrl(mean, prefix=""):
+        if mean is None:
+            return {f"{prefix}z": None, f"{prefix}p": None, f"{prefix}random_mean": None,
+                    f"{prefix}random_std": None, f"{prefix}draws": None}
+        sd = 0.01
+        beats = drop > mean + 3 * sd  # the draws lie within mean ± 3 sd
+        return {f"{prefix}z": (drop - mean) / sd, f"{prefix}p": 1 / (R + 1) if beats else 0.5,
+                f"{prefix}random_mean": mean, f"{prefix}random_std": sd, f"{prefix}draws": R}
+
+    lay = ctrl(layer, "layer_")
+    return {"site": variant, "selection": selection, "ablation": ablation, "k_percent": k, "score": score,
+            "clean": 0.0, "value": -drop, "drop": drop, **ctrl(uniform), "layer_random_mean": lay["layer_random_mean"],
+            "layer_random_std": lay["layer_random_std"], "layer_z": lay["layer_z"], "layer_p": lay["layer_p"],
+            "layer_draws": lay["layer_draws"]}
+
+
+def _margin_task(top, layer, uniform, attribution=None, acc_drop=0.0):
+    """A task whose zeroed top-k% margin drops `top` per k face layer-matched / uniform random means;
+    `attribution`: the positive control's margin drops (None: not run)."""
+    ks = (2.5, 10.0, 50.0)
+    cells = []
+    for k, t, lm, um in zip(ks, top, layer, uniform):
+        cells += [_cell("all layers", "top", "zero", "margin", k, t, layer=lm, uniform=um),
+                  _cell("all layers", "top", "zero", "accuracy", k, acc_drop, layer=0.0, uniform=0.0),
+                  _cell("all layers", "top", "zero", "kl", k, 0.1, layer=0.05, uniform=0.0)]
+    for k, a in zip(ks, attribution or ()):
+        cells.append(_cell("all layers", "attribution", "zero", "margin", k, a, uniform=0.0))
+    t = _task([acc_drop] * 3, [0.0] * 3, [0.0] * 3)
+    return {**t, "control_cells": cells, "n_random": 10}
+
+
+def test_beats_random_decides_on_the_margin_against_layer_matched_draws():
+    """The margin rule: the ranked drop must clear every layer-matched draw (p at its floor 1/11,
+    z >= 3); beating only the uniform draws is not enough; a positive control that beats nothing
+    makes the task inconclusive; no accuracy flip is needed."""
+    planted = {"t": _margin_task([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0], attribution=[1.0, 1.0, 1.0])}
+    layer_only = {"t": _margin_task([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0], attribution=[1.0, 1.0, 1.0])}
+    blind = {"t": _margin_task([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0], attribution=[0.0, 0.0, 0.0])}
+    no_control = {"t": _margin_task([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0])}
+    assert ref.beats_random(planted).outcome == "reproduced"  # accuracy did not move (acc_drop 0)
+    v = ref.beats_random(layer_only)
+    assert v.outcome == "not reproduced"  # the last layer's random units do as much as the ranked ones
+    assert "0/3 k levels beat the layer-matched draws" in v.evidence and "3/3 the uniform ones" in v.evidence
+    assert ref.beats_random(blind).outcome == "inconclusive"
+    assert ref.beats_random(no_control).outcome == "reproduced" and "not run" in ref.beats_random(no_control).power
+    assert "1/11" in v.rule and "true-class margin" in v.claim
+    # one task of two not reproduced: the sub-claim is not
+    assert ref.beats_random({**planted, "u": layer_only["t"]}).outcome == "not reproduced"
+    # a summary written before the control cells is judged by the accuracy rule it was judged by
+    old = {"t": _task([0.05, 0.2, 0.6], [0.0, 0.01, 0.05], [20.0, 25.0, 30.0])}
+    assert ref.beats_random(old).outcome == "reproduced" and "ranked − random drop" in ref.beats_random(old).rule
+    # JSON writes z = +inf (draws without spread, all below) as null: with p at its floor it still beats them
+    inf = _margin_task([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0], attribution=[1.0, 1.0, 1.0])
+    for c in inf["control_cells"]:
+        c["layer_z"] = None if c["layer_p"] is not None and c["layer_p"] < 0.1 else c["layer_z"]
+    assert ref.beats_random({"t": inf}).outcome == "reproduced"
+
+
+def test_attribution_agreement_decides_per_layer():
+    """Per-layer ρ of 0.45, 0.42, 0.26, 0.10 over 4 layers of 64 (mean Fisher z ρ ≈ 0.31, interval
+    up to ≈ 0.42 < 0.46) is not reproduced whatever the concatenated ρ; 0.6 in every layer is."""
+    low = {**_task([0] * 3, [0] * 3, [0] * 3, rho=0.9), "spearman_attribution_layers": [0.45, 0.42, 0.26, 0.10],
+           "n_neurons": 256, "sites": ["a", "b", "c", "d"]}
+    high = {**low, "spearman_attribution": 0.04, "spearman_attribution_layers": [0.6] * 4}
+    v = ref.attribution_agreement({"t": low})
+    assert v.outcome == "not reproduced" and "over the concatenation ρ = 0.900" in v.evidence
+    zbar = np.mean(np.arctanh([0.45, 0.42, 0.26, 0.10]))
+    hi = np.tanh(zbar + 1.96 / np.sqrt(4 * 61))
+    assert f"mean (Fisher z) {np.tanh(zbar):.3f}" in v.evidence and f"{hi:.3f}]" in v.evidence and hi < 0.46
+    assert ref.attribution_agreement({"t": high}).outcome == "reproduced"
+    assert ref.attribution_agreement({"t": {**low, "spearman_attribution_layers": []}}).outcome == "inconclusive"
+
+
+def _attacks(flips):
+    """A domain's attack rows: {target: {attack: flip_to_target at its verdict magnitude}}."""
+    mags = {"logit_bias": 8.0, "column_push_reference": 0.3, "column_push_signed": 5.0, "bit_flip_30": 8}
+    return {"n_probe_test": 400, "attacks": {t: {"median_clean_margin": 1.0, "rows": [
+        {"attack": a, "magnitude": mags[a], "flip_to_target": f} for a, f in fl.items()]} for t, fl in flips.items()}}
+
+
+def test_attack_verdicts_judge_the_reference_push_and_the_fixed_signed_push_apart():
+    both = {"logit_bias": 1.0, "column_push_reference": 0.9, "column_push_signed": 1.0, "bit_flip_30": 0.1}
+    weak = {**both, "column_push_reference": 0.05}
+    vs = ref.attack_verdicts({"d": _attacks({"neg": both, "pos": weak})})
+    by = {v.claim.split(" ")[0] + v.source: v for v in vs}
+    assert [v.source for v in vs] == ["reference code", "reference code", "extension", "extension"]
+    ref_push, signed = vs[1], vs[2]
+    assert "reference code's push" in ref_push.claim and ref_push.outcome == "not reproduced"  # the weaker target
+    assert "neg 0.900" in ref_push.evidence and "pos 0.050" in ref_push.evidence
+    assert "sign-aware" in signed.claim and signed.outcome == "reproduced"
+    assert by and vs[0].outcome == "reproduced" and vs[3].outcome == "not reproduced"
+    # a summary from before the reference push: the signed push is judged as the reference's, as it was
+    old = {t: {k: v for k, v in f.items() if k != "column_push_reference"} for t, f in {"neg": both, "pos": both}.items()}
+    vs = ref.attack_verdicts({"d": _attacks(old)})
+    assert [v.source for v in vs] == ["reference code", "reference code", "extension"] and "sign-aware" in vs[1].claim

@@ -4,7 +4,8 @@ inference-time interventions on the ranked neurons.
 - `features`: `extract_cls` ([CLS] vectors per site), `check_cls_sites`.
 - `probes`: `ProbeConfig`, `train_probes`, `ProbeSet` (elastic-net logistic probes, orbax save/load;
   `ProbeConfig.neurox()`: the reference recipe).
-- `rankings`: global / per-class / attribution rankings, k% masks, agreement.
+- `rankings`: global / per-class / attribution rankings, k% masks (top, bottom, uniform random,
+  layer-matched random), agreement (over a concatenation and per layer).
 - `silencing`: `mask_sweep` (one engine sweep over a stack of neuron masks), its metrics and the
   silencing experiment (ranked vs random k%, class asymmetry), per layer or, as the reference
   protocol does, all layers at once from one concatenated probe (`concat_silencing_experiment`).
@@ -20,14 +21,16 @@ from apex_jax.synapse.plots import plot_silencing_curves
 from apex_jax.synapse.plots import short as short_site
 from apex_jax.synapse.probes import CONCAT, Probe, ProbeConfig, ProbeMetrics, ProbeSet, train_probes
 from apex_jax.synapse.rankings import (Ranking, attribution_ranking, attribution_rankings, bottom_k, class_ranking, global_ranking,
-                                       k_count, mass_cover, random_k, rank, spearman, split_concat, top_k)
+                                       k_count, layer_counts, layer_matched_random, layerwise_spearman, mass_cover,
+                                       random_k, rank, spearman, split_concat, top_k)
 from apex_jax.synapse.run import ProbeResult, attack_run, load_probes, probe_run, probe_source, silence_run
-from apex_jax.synapse.silencing import (ALL_LAYERS, ALL_LAYERS_POOLER, MaskPerturbation, SilenceConfig,
+from apex_jax.synapse.silencing import (ALL_LAYERS, ALL_LAYERS_POOLER, CONTROLS_FORMAT, MaskPerturbation, SilenceConfig,
                                         SilencingResult, concat_silencing_experiment, mask_sweep,
                                         selections_and_masks, silencing_experiment)
 
 __all__ = [
-    "ALL_LAYERS", "ALL_LAYERS_POOLER", "concat_silencing_experiment", "split_concat",
+    "ALL_LAYERS", "ALL_LAYERS_POOLER", "CONTROLS_FORMAT", "concat_silencing_experiment", "split_concat",
+    "layer_counts", "layer_matched_random", "layerwise_spearman",
     "AttackConfig", "CONCAT", "MaskPerturbation", "Probe", "ProbeConfig", "ProbeMetrics", "ProbeResult", "ProbeSet",
     "Ranking", "probe_source",
     "SilenceConfig", "SilencingResult", "AttackResult", "attack_experiment", "attack_run", "attribution_ranking", "attribution_rankings", "bottom_k",

@@ -13,11 +13,20 @@ that `model.apply` with it gives the same logits.
 * column push: kernel[j, target] += Δ for the target's top neurons j; with `balanced=True`
   the other classes' columns get −Δ/(C−1) at those neurons, so each neuron's total weight is
   unchanged and the push is a pure redistribution.
-* signed column push: kernel[j, target] += Δ · s_j with s_j the neuron's majority activation
-  sign over reference inputs (`activation_signs`), so that for inputs where neuron j has its
-  usual sign the push raises the target logit (the unsigned push lowers it wherever h_j < 0,
-  e.g. half the time for a tanh pooler unit centred at 0); restricted to neurons whose sign is
-  stable (`stability`), it raises the target's margin for every input where all keep their sign.
+* signed column push: kernel[j, target] += Δ · s_j, so that for inputs where neuron j has sign
+  s_j the push raises the target logit (the unsigned push lowers it wherever h_j < 0, e.g. half
+  the time for a tanh pooler unit centred at 0). The sign is taken per target class on the
+  inputs the push has to move (`push_signs`): s_j(t) is neuron j's majority sign (ties +1) over
+  the inputs whose clean prediction is not t. A neuron's sign often follows the class (positive
+  on one class's inputs, negative on the other's), so its majority sign over *all* inputs is
+  that of the majority class, and a push toward the majority class with it lowers the target
+  logit of exactly the inputs it should move. Restricted to neurons whose sign holds on at
+  least a share `stability` of those inputs, it raises the target's margin for every input
+  where all keep their sign.
+* reference push (`reference_push_columns`): the reference code's edit, kept as its own named
+  mode — +Δ on the target's column at its top `reference_k`% neurons (the first
+  `reference_max_cols` of them in ascending unit order, as the reference takes them), unsigned
+  and unbalanced (its balancing line writes to a copy, so it has no effect), Δ 0.2–0.3.
 * margins: a logit bias means little without the clean logits' scale, so biases can also be
   given in units of the median clean margin (top logit − runner-up; `median_margin`).
 * bit flip: flips one exponent bit (23..30 of IEEE float32) of kernel[j, target] for the
@@ -26,7 +35,8 @@ that `model.apply` with it gives the same logits.
 
 The experiment (`attack_experiment`, `AttackConfig` -> `AttackResult`): logit bias (absolute and
 in units of the median clean margin), ±Δ column push (plain, sign-aware, stable-sign neurons
-only) and exponent bit flips toward a target class, evaluated on `head.hook_cls`.
+only, the reference's) and exponent bit flips toward a target class, evaluated on
+`head.hook_cls`.
 """
 
 from __future__ import annotations
@@ -195,6 +205,33 @@ def activation_signs(h: np.ndarray, neurons: Sequence[int], stability: float = 0
     return neurons[keep], signs[keep], shares[keep]
 
 
+def push_signs(h: np.ndarray, neurons: Sequence[int], clean_pred: np.ndarray, target: int,
+               stability: float = 0.0):
+    """The signs of a signed push toward `target`: `activation_signs` over the inputs the push
+    has to move, i.e. those whose clean prediction `clean_pred` [n] is not the target (all
+    inputs when every one already predicts it: nothing is left to move).
+
+    Returns:
+        (neurons [m], signs [m] in {−1, +1}, shares [m]) as `activation_signs`, and the number
+        of inputs the signs were taken over.
+    """
+    h = np.asarray(h, np.float32)
+    clean_pred = np.asarray(clean_pred)
+    if clean_pred.shape != h.shape[:1]:
+        raise ValueError(f"clean_pred must be [n] = [{h.shape[0]}]; got shape {clean_pred.shape}.")
+    pushed = clean_pred != target
+    rows = h[pushed] if pushed.any() else h
+    return (*activation_signs(rows, neurons, stability), int(len(rows)))
+
+
+def reference_push_columns(order: Sequence[int], k_percent: float, max_cols: int | None) -> np.ndarray:
+    """The columns the reference code's push edits: the top `k_percent`% of a ranking (`order`,
+    best first), in ascending unit order, the first `max_cols` of them (None: all)."""
+    order = np.asarray(order, np.int64)
+    cols = np.sort(order[: rankings.k_count(k_percent, len(order))])
+    return cols if max_cols is None else cols[: int(max_cols)]
+
+
 def column_push_signed(kernel, bias, target: int, neurons: Sequence[int], signs: Sequence[float],
                        deltas: Sequence[float], balanced: bool = True):
     """Stacked heads with kernel[j, target] += Δ·s_j (and −Δ·s_j/(C−1) on the other classes'
@@ -286,13 +323,22 @@ class AttackConfig:
     # logit biases in units of the median clean margin (top logit − runner-up)
     margin_multiples: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
     sign_stability: float = 0.9  # the stable-sign push keeps neurons with this share of one sign
+    # the reference code's push (notebook cells 74–76): the target's top 20–25% neurons, at most
+    # 120 columns in ascending unit order, +Δ 0.2–0.3 on the target's column only, unsigned
+    reference_k: float = 25.0
+    reference_deltas: tuple[float, ...] = (0.0, 0.2, 0.3)
+    reference_max_cols: int | None = 120
 
 
 class AttackResult(dict):
     """`attack_experiment`'s result: a dict with "rows" (one per attack and magnitude: attack,
     magnitude, flip_to_target, accuracy, target_share), "target", "k_neurons", "neurons",
     "bias_to_redirect", "median_clean_margin", "stable_sign_neurons", "sign_share_of_top",
-    "clean_accuracy" and "clean_target_share"; `to_pandas()` is attacks.csv."""
+    "sign_inputs" (the inputs the push signs were taken over: those not predicted as the
+    target), "reference_push" (its columns and Δ), "clean_accuracy" and "clean_target_share";
+    `to_pandas()` is attacks.csv. Attacks: logit_bias, column_push (balanced),
+    column_push_unbalanced, column_push_signed, column_push_stable, column_push_reference,
+    logit_bias_margin, bit_flip_<bit>."""
 
     def __repr__(self) -> str:
         rows = self.get("rows", [])
@@ -344,14 +390,19 @@ def attack_experiment(model: Model, params: Any, h: np.ndarray, labels: np.ndarr
     add("logit_bias", config.biases, logit_bias(kernel, bias, t, config.biases))
     add("column_push", config.deltas, column_push(kernel, bias, t, top, config.deltas, config.balanced))
     add("column_push_unbalanced", config.deltas, column_push(kernel, bias, t, top, config.deltas, False))
-    # sign-aware pushes: each neuron's push follows its majority activation sign over these
-    # inputs; the stable variant keeps only neurons that have that sign on >= sign_stability
-    _, signs, shares = activation_signs(h, top)
+    # sign-aware pushes: each neuron's push follows its majority activation sign over the inputs
+    # to move (clean prediction not the target; `push_signs`); the stable variant keeps only
+    # neurons that have that sign on >= sign_stability of them
+    _, signs, shares, n_signed = push_signs(h, top, clean_pred, t)
     add("column_push_signed", config.deltas, column_push_signed(kernel, bias, t, top, signs, config.deltas,
                                                                         config.balanced))
-    stable, s_signs, _ = activation_signs(h, top, config.sign_stability)
+    stable, s_signs, _, _ = push_signs(h, top, clean_pred, t, config.sign_stability)
     add("column_push_stable", config.deltas, column_push_signed(kernel, bias, t, stable, s_signs,
                                                                         config.deltas, config.balanced))
+    # the reference code's push: unsigned, unbalanced, its k and column cap
+    ref_cols = reference_push_columns(order, config.reference_k, config.reference_max_cols)
+    add("column_push_reference", config.reference_deltas,
+        column_push(kernel, bias, t, ref_cols, config.reference_deltas, balanced=False))
     margin = median_margin(clean_logits)
     add("logit_bias_margin", config.margin_multiples,
         logit_bias(kernel, bias, t, [m * margin for m in config.margin_multiples]))
@@ -361,6 +412,9 @@ def attack_experiment(model: Model, params: Any, h: np.ndarray, labels: np.ndarr
     return AttackResult(rows=rows, target=t, k_neurons=int(k), neurons=top.tolist(),
                         bias_to_redirect={f"{s:g}": float(b) for s, b in zip(config.redirect_shares, needed)},
                         median_clean_margin=margin, stable_sign_neurons=int(len(stable)),
-                        sign_share_of_top=float(shares.mean()) if len(shares) else None,
+                        sign_share_of_top=float(shares.mean()) if len(shares) else None, sign_inputs=n_signed,
+                        reference_push={"k_percent": config.reference_k, "columns": int(len(ref_cols)),
+                                        "max_cols": config.reference_max_cols,
+                                        "deltas": list(config.reference_deltas)},
                         clean_accuracy=float((clean_pred == labels).mean()),
                         clean_target_share=float((clean_pred == t).mean()))

@@ -5,6 +5,7 @@
     mask = top_k(r, 10)                                      # float32 [d], exactly k ones
     silence(neurons=mask, positions=jnp.array([0]))          # apex_jax.interventions
     controls = random_k(d, 10, seed=0, draws=20)             # [20, d]
+    matched = layer_matched_random(top_k(g_concat, 10), n_layers=6, draws=20)  # same count per layer
 
 Rounding of k%. A level of k percent of d neurons selects `k_count(k, d) = max(1, round(k·d/100))`
 neurons, with halves rounded up (10% of 384 = 38.4 -> 38; 2.5% of 384 = 9.6 -> 10).
@@ -155,6 +156,40 @@ def random_k(
     return masks
 
 
+def layer_counts(mask: Array, n_layers: int) -> np.ndarray:
+    """Selected neurons per layer [L] (int64) of a 0/1 mask [L·d] over equal-width layers
+    concatenated in order (neuron g is unit g mod d of layer g // d, as in `split_concat`)."""
+    m = np.asarray(mask)
+    if m.ndim != 1 or isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or n_layers < 1 \
+            or m.size % n_layers:
+        raise ValueError(f"mask must be [L*d] with L = n_layers = {n_layers!r} equal-width layers; got shape {m.shape}.")
+    return (m.reshape(int(n_layers), -1) != 0).sum(axis=1).astype(np.int64)
+
+
+def layer_matched_random(mask: Array, n_layers: int, seed: int | Sequence[int] | np.random.Generator = 0,
+                         draws: int = 1) -> np.ndarray:
+    """Random control masks [draws, L·d] float32 with the same number of neurons in every layer
+    as `mask` (a ranked selection over L equal-width layers concatenated), drawn uniformly
+    within each layer.
+
+    The uniform control (`random_k` over all L·d neurons) spreads a selection evenly over the
+    layers; a ranking that concentrates in one layer (raw features of the last layer have the
+    largest scale, so their probe weights rank first) is then compared with mostly other
+    layers. This control keeps the ranked set's layer profile and randomises only which units
+    of each layer are taken. Layer l's units of draw r are the `layer_counts(mask)[l]` smallest
+    of `rng.random(d)` (from one [draws, L, d] draw of `numpy.random.default_rng(seed)`).
+    """
+    counts = layer_counts(mask, n_layers)
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise ValueError(f"draws must be a positive integer; got {draws!r}.")
+    L = int(n_layers)
+    d = np.asarray(mask).size // L
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    # the rank of each unit's uniform number within its layer; a unit is taken if its rank < count
+    ranks = np.argsort(np.argsort(rng.random((int(draws), L, d)), axis=2, kind="stable"), axis=2, kind="stable")
+    return (ranks < counts[None, :, None]).reshape(int(draws), L * d).astype(np.float32)
+
+
 def split_concat(masks: Array, sites: Sequence[str], d: int | None = None) -> dict[str, np.ndarray]:
     """Masks over all layers concatenated (in `sites` order) -> one mask per site.
 
@@ -214,6 +249,37 @@ def spearman(a: Array | Ranking, b: Array | Ranking) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")  # correlation with a constant ranking is undefined
     return float(spearmanr(a, b).statistic)
+
+
+def layerwise_spearman(a: Array | Ranking, b: Array | Ranking, layers: int | Sequence[int]) -> dict:
+    """Spearman ρ of two score vectors over layers concatenated in order: over the whole
+    concatenation and within each layer.
+
+    Over the concatenation, differences of scale between layers (raw features: the last
+    layer's probe weights and attributions are both largest) can make ρ high, or low, whatever
+    the order within each layer; the per-layer ρ compares the neurons of one layer only.
+
+    Args:
+        a, b: scores [Σ widths].
+        layers: the number of equal-width layers, or each layer's width in order.
+
+    Returns:
+        {"concat": ρ over all neurons, "layers": [ρ within layer l] (NaN where one side is
+        constant)}.
+    """
+    a, b = _scores(a, "a"), _scores(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"rankings have different widths: {a.shape[0]} and {b.shape[0]}.")
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        if layers < 1 or a.size % int(layers):
+            raise ValueError(f"{a.size} neurons do not split into {layers} equal-width layers.")
+        widths = [a.size // int(layers)] * int(layers)
+    else:
+        widths = [int(w) for w in layers]
+        if not widths or min(widths) < 1 or sum(widths) != a.size:
+            raise ValueError(f"layer widths {widths} must be positive and sum to the {a.size} neurons.")
+    edges = np.cumsum([0] + widths)
+    return {"concat": spearman(a, b), "layers": [spearman(a[lo:hi], b[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]}
 
 
 def spearman_matrix(rankings: Mapping[str, Array | Ranking] | Sequence[Array | Ranking]) -> np.ndarray:

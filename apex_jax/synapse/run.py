@@ -39,9 +39,9 @@ from apex_jax.sites import HEAD_INPUT_SITE as HEAD_SITE  # the attacks' probe re
 from apex_jax.synapse import plots, rankings
 from apex_jax.synapse.attacks import AttackConfig, attack_experiment
 from apex_jax.synapse.features import extract_cls
-from apex_jax.synapse.probes import ProbeConfig, ProbeSet, train_probes
+from apex_jax.synapse.probes import CONCAT, ProbeConfig, ProbeSet, train_probes
 from apex_jax.tables import frame_from_dicts
-from apex_jax.synapse.silencing import SilenceConfig, silencing_experiment
+from apex_jax.synapse.silencing import CONTROLS_FORMAT, SilenceConfig, silencing_experiment
 
 
 # ----------------------------------------------------------------------------- shared
@@ -220,6 +220,7 @@ def probe_run(model: Model | str, data: str | tuple[Dataset, Dataset], out: str 
         # a head-less model has no logit to attribute
         attrs = rankings.attribution_rankings(model, model.params, att_batch, list(dict.fromkeys(ranked))) \
             if has_head else {}
+        concat = _concat_agreement(layer_probes, attrs)
         for site in ranked:
             W = (head_probe if site == HEAD_SITE else layer_probes)[site].W
             g = rankings.global_ranking(W)
@@ -233,13 +234,16 @@ def probe_run(model: Model | str, data: str | tuple[Dataset, Dataset], out: str 
                                "spearman_probe_vs_attribution": None if attr is None else rankings.spearman(g, attr),
                                "spearman_probe_vs_random": rankings.spearman(g, rnd),
                                "top10pct_overlap_probe_attribution": None if attr is None else float(
-                                   (rankings.top_k(g, 10) * rankings.top_k(attr, 10)).sum() / rankings.k_count(10, len(g.scores)))})
+                                   (rankings.top_k(g, 10) * rankings.top_k(attr, 10)).sum() / rankings.k_count(10, len(g.scores))),
+                               # the all-layers probe's weights on this site's units vs its attribution
+                               "spearman_concat_probe_vs_attribution": concat["by_site"].get(site)})
             bar.update()
         bar.close()
         run.write_csv("rankings.csv", rank_rows)
         run.write_csv("ranking_agreement.csv", agree_rows)
         plots.plot_probe_accuracy(run.path("probe_accuracy.png"), table)
         summary = run.write_summary({"probes": table, "ranking_agreement": agree_rows,
+                                     "concat_agreement": {k: v for k, v in concat.items() if k != "by_site"},
                                      "label_names": list(model.label_names)},
                                     label_space=space, details={"n_test": len(test), "probe": dataclasses.asdict(config),
                                                                 "head_probe": has_head, "skipped": skipped})
@@ -248,6 +252,21 @@ def probe_run(model: Model | str, data: str | tuple[Dataset, Dataset], out: str 
         run.complete(log)
         result = ProbeResult(layer_probes, head_probe, rank_rows, agree_rows, len(train), len(test))
         return {**summary, "timing": timing, "result": result}
+
+
+def _concat_agreement(probes: ProbeSet, attrs: dict) -> dict:
+    """The all-layers probe's global ranking vs activation × gradient over the same neurons
+    (`rankings.layerwise_spearman`): ρ over the concatenation and within each site. Empty
+    values without a concatenated probe or attributions (a head-less model)."""
+    sites = list(probes.sites)
+    if CONCAT not in probes.probes or not sites or any(s not in attrs for s in sites):
+        return {"sites": sites, "concat": None, "layers": None, "by_site": {}}
+    g = rankings.global_ranking(probes[CONCAT].W)
+    a = np.concatenate([attrs[s].scores for s in sites])
+    if a.shape != g.scores.shape:  # the probe's sites are not the attributed features (cannot happen from probe_run)
+        return {"sites": sites, "concat": None, "layers": None, "by_site": {}}
+    rho = rankings.layerwise_spearman(g, a, [attrs[s].scores.size for s in sites])
+    return {"sites": sites, **rho, "by_site": dict(zip(sites, rho["layers"]))}
 
 
 def _named(names: Sequence[str]) -> bool:
@@ -359,13 +378,25 @@ def probe_source(probe: Any, model: Model) -> tuple[ProbeSet, ProbeSet | None, d
 def _check_size(s: SilenceSettings, n: int, n_sites: int, n_classes: int) -> None:
     """Refuses a silencing of more than `MAX_FORWARDS` forwards without `yes` (an upper bound:
     top, bottom, random and control masks per k, the per-class masks, noise draws)."""
-    per_k = 2 + s.random + len(s.control_set - {"none"})
-    masks = len(s.k) * per_k + (n_classes if s.per_class else 0)
+    ranked = 2 + ("attribution" in s.control_set)  # top, bottom (+ attribution)
+    per_k = (ranked + s.random) * (2 if "mean" in s.control_set else 1) + (n_classes if s.per_class else 0)
+    masks = len(s.k) * per_k
     forwards = n * n_sites * masks * (s.draws if s.mode == "noise" else 1)
     if forwards > MAX_FORWARDS and not s.yes:
         raise InputError(f"this silencing is about {forwards:,} forwards ({n} inputs x {n_sites} sites x {masks} masks"
                          + (f" x {s.draws} draws" if s.mode == "noise" else "") + f"), more than {MAX_FORWARDS:.0e}; "
                          "check --random, --draws and --k, or pass --yes (yes=True) to run it")
+
+
+def _ablation_means(model: Model, batch: dict, probes: ProbeSet, sites: Sequence[str],
+                    progress: Progress) -> tuple[dict[str, np.ndarray], str]:
+    """The values mean-ablation sets each site's neurons to, and where they come from: the mean
+    [CLS] over the probe's training inputs (stored with a standardized probe) or, for a probe of
+    raw features (which stores mean 0, std 1), the mean over the evaluation inputs."""
+    if probes.config.standardize:
+        return {site: np.asarray(probes[site].mean, np.float32) for site in sites}, "probe training inputs"
+    feats = extract_cls(model, model.params, batch, list(sites), progress=progress)
+    return {site: feats[site].mean(0) for site in sites}, "evaluation inputs (the probe stores no training mean)"
 
 
 def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | Path,
@@ -376,9 +407,13 @@ def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | 
 
     Every selection is scored by accuracy, weighted F1, the mean label margin and the mean
     KL(clean ‖ silenced); controls.csv compares each ranked selection with the random ones on
-    all four. The positive controls (`settings.controls`) add attribution masks (top-k% by
-    activation × gradient, computed here on the evaluation inputs: the label's logit at the
-    classifier token) and mean ablation (the means are the evaluation inputs' mean [CLS]).
+    all four (per site the random draws lie in the silenced layer: the control is
+    layer-matched by construction). The controls (`settings.controls`) add attribution masks
+    (top-k% by activation × gradient, computed here on the evaluation inputs: the label's logit
+    at the classifier token) and mean-ablation (every neuron set to its mean over the probe's
+    training inputs, which the probe stored for its standardization; a probe of raw features
+    stores none, and then the evaluation inputs' mean is used; summary.json's settings say
+    which, `mean_source`).
     Accuracy and F1 compare predictions with the labels, so the labels must be the model's
     classes; macro-F1 averages over the classes present in the data only.
 
@@ -431,10 +466,9 @@ def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | 
             scores[site] = (rankings.global_ranking(W).scores,
                             np.stack([rankings.class_ranking(W, c).scores for c in range(W.shape[0])]))
         batch = batching.encode(model, data, s.max_length)
-        means = attribution = None
+        means = attribution = mean_source = None
         if config.mode == "mean" or config.mean_ablation:
-            feats = extract_cls(model, model.params, batch, sites, progress=sweep_kw.get("progress"))
-            means = {site: feats[site].mean(0) for site in sites}
+            means, mean_source = _ablation_means(model, batch, layer_probes, sites, sweep_kw.get("progress"))
         if config.attribution:
             attribution = {site: r.scores for site, r in rankings.attribution_rankings(
                 model, model.params, batch, sites, target=np.asarray(data.labels, np.int32)).items()}
@@ -451,14 +485,14 @@ def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | 
         run.write_csv("curves.csv", curves)
         names = list(model.label_names)
         summary_layers = []
-        cells = ("k_percent", "drop", "z", "p", "random_mean")
+        cells = ("k_percent", "drop", "z", "p", "random_mean", "random_std")
         for lr in res.layers:
             mine = [c for c in controls if c["site"] == lr.site]
             top = [c for c in mine if c["selection"] == "top" and c["ablation"] == config.mode and c["score"] == "accuracy"]
-            # every ranked selection (probe top, attribution, zeroed / mean-ablated) on every score
+            # every ranked selection (probe top and bottom, attribution; zeroed / mean-ablated) on every score
             ranked = {}
             for c in mine:
-                if c["selection"] in ("top", "attribution"):
+                if c["selection"] in ("top", "bottom", "attribution"):
                     ranked.setdefault(f"{c['selection']}/{c['ablation']}", {}).setdefault(c["score"], []).append(
                         {k: c[k] for k in cells})
             summary_layers.append({"site": lr.site, "top_k": [{k: c[k] for k in cells} for c in top],
@@ -473,7 +507,9 @@ def silence_run(model: Model | str, data: Dataset | str, probe: Any, out: str | 
         summary = run.write_summary({"clean": {**res.clean.row(0), "margin": res.clean_value("margin")},
                                      "layers": summary_layers, "curves": curves,
                                      "asymmetry": {site: m.tolist() for site, m in asym.items()}, "label_names": names},
-                                    label_space=label_space, details={"sites": sites, "config": dataclasses.asdict(config)})
+                                    label_space=label_space, details={"sites": sites, "config": dataclasses.asdict(config),
+                                                                      "mean_source": mean_source,
+                                                                      "controls_format": CONTROLS_FORMAT})
         timing = run.write_timing({"seconds": round(time.perf_counter() - t0, 2), "sweep_seconds": round(res.seconds, 2),
                                    "perturbed_forwards": res.perturbed_forwards,
                                    "forwards_per_second": round(res.perturbed_forwards / max(res.seconds, 1e-9), 1)})

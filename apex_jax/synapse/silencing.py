@@ -34,16 +34,32 @@ inputs: `margin` (the label's logit minus the largest other logit) and `kl` (KL(
 silenced) of the softmax outputs, nats). They move where no prediction flips, so a small effect
 shows in them before it shows in accuracy. For `kl` the "drop" is the increase over the clean 0.
 
-Positive controls (optional, `SilenceConfig`): selections that should have an effect when the
-test can see one.
-  * `attribution`: the top-k% by activation × gradient at the classifier token
-    (`rankings.attribution_ranking` on the evaluation inputs, the label's logit): the neurons
-    the model's decision reads most, found with the model rather than a probe.
-  * `mean_ablation` (mode "zero" only): the top-k% (and attribution top-k%) *mean-ablated* —
-    replaced by their mean over the evaluation inputs instead of zero — with their own random
-    mean-ablated controls. Zeroing moves an activation off its usual range as well as removing
-    its information; mean-ablation removes only the input-specific part, so a drop under it
-    is about what the neurons carry, not about the shift.
+Controls (optional, `SilenceConfig`), each a selection of the same k% in the same sweep:
+  * uniform random (always): `n_random` random k% of the site (or of the concatenation);
+  * `layer_matched` (all layers at once only, `concat_silencing_experiment`): `n_random` random
+    selections with the same number of neurons in every layer as the probe's top-k%, drawn
+    within each layer (`rankings.layer_matched_random`). A raw-feature ranking sits almost
+    entirely in the last layer; the uniform control then compares the last layer with the
+    early ones. Per site (`silencing_experiment`) the random draws already lie in the silenced
+    layer, so the uniform control is layer-matched by construction;
+  * `bottom`: the bottom-k% of the same ranking;
+  * `attribution` (positive control): the top-k% by activation × gradient at the classifier
+    token (`rankings.attribution_ranking`): the neurons the model's decision reads most,
+    found with the model rather than a probe. If these do not beat random either, the test
+    cannot see an effect;
+  * `mean_ablation` (mode "zero" only): the top-k%, bottom-k%, attribution top-k% and every
+    random selection also *mean-ablated* — each neuron set to its mean (the caller's `means`:
+    the run layer and the reproduction pass the mean over the probe's training inputs) —
+    compared with the mean-ablated random selections. Zeroing moves an activation off its
+    usual range as well as removing its information; mean-ablation removes only the
+    input-specific part, so a drop under it is about what the neurons carry, not the shift.
+
+`SilencingResult.controls(score)` compares every ranked selection (top, bottom, class,
+attribution) with the uniform random selections of its own ablation (`z`, `p`, `random_mean`,
+`random_std`, `draws`), and the top-k% also with the layer-matched ones (`layer_z`, `layer_p`,
+`layer_random_mean`, `layer_random_std`, `layer_draws`; None without them), on any score:
+accuracy, F1, the mean true-class margin or the mean KL. `CONTROLS_FORMAT` versions these
+tables.
 """
 
 from __future__ import annotations
@@ -64,6 +80,10 @@ from apex_jax.tables import check_level, frame_from_dicts
 
 POSITIONS = ("cls", "all")
 MODES = ("zero", "mean", "noise")
+RANDOM_KINDS = ("random", "random_layer")  # the control draws: uniform, layer-matched
+# 2: controls carry the layer-matched comparison (layer_z, layer_p, ...) and mean-ablation covers
+#    the bottom-k% and layer-matched selections; 1: the uniform random control only
+CONTROLS_FORMAT = 2
 
 
 def _site_masks(masks: np.ndarray | Mapping[str, np.ndarray], site: str | Sequence[str] | None):
@@ -312,7 +332,9 @@ class SilenceConfig:
     asymmetry_k: float = 10.0  # k (percent) of the class-asymmetry matrix
     joint: bool = False  # silence every site at once (each with its own ranking): one sweep, site "joint"
     attribution: bool = False  # positive control: also the top-k% by activation × gradient
-    mean_ablation: bool = False  # positive control: ranked and random masks also mean-ablated
+    mean_ablation: bool = False  # control: the ranked, bottom and random masks also mean-ablated
+    # all layers at once only: n_random random masks per k with the top-k%'s count in every layer
+    layer_matched: bool = False
     seed: int = 0
 
     def check(self, n_classes: int) -> None:
@@ -337,10 +359,10 @@ TABLE_LEVELS = ("grid", "controls", "curves", "asymmetry")  # SilencingResult.ro
 class Selection:
     """One grid point of a layer's sweep."""
 
-    kind: str  # "top", "bottom", "class", "random", "attribution"
+    kind: str  # "top", "bottom", "class", "attribution", or a control draw "random" / "random_layer"
     k: float
     cls: int = -1  # class for kind == "class"
-    draw: int = -1  # random draw for kind == "random"
+    draw: int = -1  # the draw of a "random" / "random_layer" selection
     ablation: str = "zero"  # what replaces the selected neurons: the config's mode, or "mean" (control)
 
 
@@ -411,30 +433,40 @@ class SilencingResult:
 
     def controls(self, score: str = "accuracy") -> list[dict]:
         """Per (site, ranked selection, k): drop, random drops' mean/std, z and p. Each
-        selection is compared with the random selections of its own ablation (zeroed with
-        zeroed, mean-ablated with mean-ablated). `score`: a metric of `SCORES` or "margin" /
-        "kl" (`CONTINUOUS`; for "kl" the drop is the KL's increase over the clean 0)."""
+        selection is compared with the uniform random selections of its own ablation (zeroed
+        with zeroed, mean-ablated with mean-ablated); the top-k% also with the layer-matched
+        random selections of its ablation (`layer_*` columns; None where there are none).
+        `score`: a metric of `SCORES` or "margin" / "kl" (`CONTINUOUS`; for "kl" the drop is
+        the KL's increase over the clean 0). z and p as in `random_control`: p is the share of
+        random draws whose drop is at least the ranked one, with the +1 correction."""
         clean = self.clean_value(score)
         sign = -1.0 if score == "kl" else 1.0  # drop = effect size: larger = a bigger change
         rows = []
         for lr in self.layers:
             values = lr.values(score)
             for k in self.config.k_levels:
+                def draws(kind: str, ablation: str) -> np.ndarray:
+                    return np.asarray([sign * (clean - values[r]) for r, o in enumerate(lr.selections)
+                                       if o.kind == kind and o.k == k and o.ablation == ablation], np.float64)
+
                 for g, s in enumerate(lr.selections):
-                    if s.kind == "random" or s.k != k:
+                    if s.kind in RANDOM_KINDS or s.k != k:
                         continue
-                    rand = [sign * (clean - values[r]) for r, o in enumerate(lr.selections)
-                            if o.kind == "random" and o.k == k and o.ablation == s.ablation]
                     drop = sign * (clean - float(values[g]))
-                    rc = random_control(drop, np.asarray(rand))
+                    rc = random_control(drop, draws("random", s.ablation))
+                    matched = draws("random_layer", s.ablation) if s.kind == "top" else np.zeros(0)
+                    lc = random_control(drop, matched) if len(matched) >= 2 else dict.fromkeys(rc)
                     rows.append({"site": lr.site, "selection": s.kind, "ablation": s.ablation, "class": s.cls,
                                  "k_percent": k, "score": score, "clean": clean, "value": float(values[g]),
-                                 "drop": drop, **rc})
+                                 "drop": drop, **rc, "layer_z": lc["z"], "layer_p": lc["p"],
+                                 "layer_random_mean": lc["random_mean"], "layer_random_std": lc["random_std"],
+                                 "layer_draws": lc["draws"]})
         return rows
 
     def curves(self, score: str = "accuracy") -> list[dict]:
         """Curve summaries per (site, selection, ablation): area under the drop curve, k at
-        half score, for the ranked selections and the random mean (a metric or "margin")."""
+        half score, for the ranked selections and the random means (uniform "random" and, if
+        drawn, layer-matched "random_layer"), on a metric or "margin"."""
         if score == "kl":
             raise ValueError("curves need a score with a clean value to halve; use a metric or 'margin'.")
         clean = self.clean_value(score)
@@ -442,8 +474,8 @@ class SilencingResult:
         rows = []
         for lr in self.layers:
             values = lr.values(score)
-            ranked = sorted({(s.kind, s.cls, s.ablation) for s in lr.selections if s.kind != "random"})
-            rand = sorted({("random", -1, s.ablation) for s in lr.selections if s.kind == "random"})
+            ranked = sorted({(s.kind, s.cls, s.ablation) for s in lr.selections if s.kind not in RANDOM_KINDS})
+            rand = sorted({(s.kind, -1, s.ablation) for s in lr.selections if s.kind in RANDOM_KINDS})
             for kind, c, ab in ranked + rand:
                 v = np.array([np.mean([values[g] for g, s in enumerate(lr.selections)
                                        if s.kind == kind and s.cls == c and s.ablation == ab and s.k == kk])
@@ -503,44 +535,60 @@ def _check_score(score: str) -> None:
 
 
 def selections_and_masks(global_scores: np.ndarray, class_scores: np.ndarray | None, config: SilenceConfig,
-                         seed: int, attribution: np.ndarray | None = None) -> tuple[list[Selection], np.ndarray]:
-    """The grid of one layer: selections and their 0/1 masks [G, d].
+                         seed: int, attribution: np.ndarray | None = None,
+                         n_layers: int | None = None) -> tuple[list[Selection], np.ndarray]:
+    """The grid of one layer (or of all layers concatenated): selections and their 0/1 masks [G, d].
+
+    Per k, in this order: the top-k% ("top"), the attribution top-k% (`config.attribution`),
+    the bottom-k% (`config.bottom`), each class's top-k% (`config.per_class`), `n_random`
+    uniform random k% ("random"), `n_random` layer-matched random ("random_layer",
+    `config.layer_matched`); then, with `config.mean_ablation`, the same top, attribution,
+    bottom and random masks again with ablation "mean".
 
     Args:
         global_scores: [d] neuron importance (the probe's global ranking).
         class_scores: [C, d] per-class importance, or None.
         attribution: [d] activation × gradient scores; needed when `config.attribution`.
+        n_layers: how many equal-width layers `global_scores` concatenates; needed when
+            `config.layer_matched`.
     """
     d = len(global_scores)
     if config.attribution and attribution is None:
         raise ValueError("config.attribution needs attribution scores [d] per site (rankings.attribution_ranking).")
+    if config.layer_matched and n_layers is None:
+        raise ValueError("config.layer_matched needs n_layers (the layers the scores concatenate).")
     sels, masks = [], []
     base = config.mode
     for ki, k in enumerate(config.k_levels):
-        ranked = [("top", rankings.top_k(global_scores, k))]
+        top = rankings.top_k(global_scores, k)
+        ranked = [("top", top)]
         if config.attribution:
             ranked.append(("attribution", rankings.top_k(attribution, k)))
+        if config.bottom:
+            ranked.append(("bottom", rankings.bottom_k(global_scores, k)))
         for kind, mask in ranked:
             sels.append(Selection(kind, k, ablation=base))
             masks.append(mask)
-        if config.bottom:
-            sels.append(Selection("bottom", k, ablation=base))
-            masks.append(rankings.bottom_k(global_scores, k))
         if config.per_class and class_scores is not None:
             for c in range(class_scores.shape[0]):
                 sels.append(Selection("class", k, cls=c, ablation=base))
                 masks.append(rankings.top_k(class_scores[c], k))
-        rand = rankings.random_k(d, k, draws=config.n_random, seed=seed * 1000 + ki)
-        for r in range(config.n_random):
-            sels.append(Selection("random", k, draw=r, ablation=base))
-            masks.append(rand[r])
+        draws = [("random", rankings.random_k(d, k, draws=config.n_random, seed=seed * 1000 + ki))]
+        if config.layer_matched:  # its own stream: adding it leaves the uniform draws as they were
+            draws.append(("random_layer", rankings.layer_matched_random(
+                top, n_layers, seed=np.random.default_rng((seed, ki, 1)), draws=config.n_random)))
+        for kind, rand in draws:
+            for r in range(config.n_random):
+                sels.append(Selection(kind, k, draw=r, ablation=base))
+                masks.append(rand[r])
         if config.mean_ablation:  # the same ranked and random masks, mean-ablated
             for kind, mask in ranked:
                 sels.append(Selection(kind, k, ablation="mean"))
                 masks.append(mask)
-            for r in range(config.n_random):
-                sels.append(Selection("random", k, draw=r, ablation="mean"))
-                masks.append(rand[r])
+            for kind, rand in draws:
+                for r in range(config.n_random):
+                    sels.append(Selection(kind, k, draw=r, ablation="mean"))
+                    masks.append(rand[r])
     return sels, np.stack(masks).astype(np.float32)
 
 
@@ -567,13 +615,23 @@ def silencing_experiment(
     Args:
         batch, labels, ids: the evaluation inputs (encoded), their labels [n] and stable ids.
         scores: neuron importance per site, e.g. from a probe (`rankings.global_ranking`).
-        means: for mode="mean" or `config.mean_ablation`, the clean mean [CLS] vector per site [d].
+        means: for mode="mean" or `config.mean_ablation`, the value each neuron is set to per
+            site [d]: its mean [CLS] activation over the training inputs (the run layer passes
+            the probe's training mean) or over any reference set the caller chooses.
         attribution: for `config.attribution`, activation × gradient scores per site [d]
             (`rankings.attribution_ranking(...).scores`).
         sweep_kw: passed to the engine (grid_per_step, memory_budget, mesh, run_dir, progress).
+
+    Raises:
+        ValueError: `config.layer_matched` (per site the random draws already lie in the
+            silenced layer: it is for `concat_silencing_experiment`), missing means or
+            attribution scores.
     """
     C = model.config.n_classes
     config.check(C)
+    if config.layer_matched:
+        raise ValueError("layer_matched is a control of concat_silencing_experiment (one ranking over all layers); "
+                         "per site the random draws already lie in the silenced layer, so they are layer-matched.")
     labels = np.asarray(labels)
     if len(labels) != len(ids):
         raise ValueError(f"{len(labels)} labels for {len(ids)} inputs.")
@@ -631,24 +689,34 @@ def concat_silencing_experiment(
     sites: Sequence[str],
     config: SilenceConfig = SilenceConfig(),
     pooler: bool = False,
+    means: Mapping[str, np.ndarray] | None = None,
+    attribution: Mapping[str, np.ndarray] | None = None,
     **sweep_kw,
 ) -> SilencingResult:
     """SYNAPSE's reference protocol: ONE probe on every layer's [CLS] concatenated ranks the
     neurons globally; the top-k% of the concatenation, mapped back to (layer, unit), are zeroed
     at the classifier token of every layer at once, in one forward.
 
-    The grid holds, per k, the global top-k% (Σ_c |W[c, g]|), optionally the bottom-k% and each
-    class's top-k% (|W[c, g]|), and `n_random` random k% of the concatenation (the control).
-    With `pooler=True` a second variant runs in the same sweep: the same top-k% and random
-    selections, and in addition the last layer's selected units zeroed at the classifier input
-    `head.hook_cls` (BERT's pooler output, tanh(dense(·)): zeroing it equals zeroing the pooler's
-    dense output, where the reference code hooks).
+    The grid holds, per k, the global top-k% (Σ_c |W[c, g]|), optionally the attribution
+    top-k% of the concatenated activation × gradient scores, the bottom-k% and each class's
+    top-k% (|W[c, g]|), `n_random` random k% of the concatenation (the uniform control) and,
+    with `config.layer_matched`, `n_random` random selections with the top-k%'s count in every
+    layer; with `config.mean_ablation` the top, attribution, bottom and random selections again,
+    mean-ablated (each neuron set to `means[site]`). With `pooler=True` a second variant runs in
+    the same sweep: the top-k% and the random (uniform and layer-matched) selections, zeroed, and
+    in addition the last layer's selected units zeroed at the classifier input `head.hook_cls`
+    (BERT's pooler output, tanh(dense(·)): zeroing it equals zeroing the pooler's dense output,
+    where the reference code hooks).
 
     Args:
         W: the concatenated probe's weights [C, L·d] (e.g. `ProbeSet[CONCAT].W`).
         sites: the L sites in the order the probe concatenated them (`ProbeSet.sites`).
         config: k levels, controls; `positions` and `mode` as in `silencing_experiment`;
             `joint` is ignored (this is always joint).
+        means: with `config.mean_ablation`, the value per site [d] each neuron is set to (e.g.
+            the mean [CLS] over the probe's training inputs).
+        attribution: with `config.attribution`, activation × gradient scores per site [d]; the
+            attribution top-k% is taken over their concatenation in `sites` order.
         sweep_kw: passed to the engine.
 
     Returns:
@@ -657,8 +725,8 @@ def concat_silencing_experiment(
     C = model.config.n_classes
     config.check(C)
     if config.mode == "mean":
-        raise ValueError("concat_silencing_experiment zeroes or adds noise; mode='mean' is per-site only "
-                         "(silencing_experiment).")
+        raise ValueError("concat_silencing_experiment zeroes or adds noise (mode 'zero' or 'noise'); mean-ablation "
+                         "runs beside zeroing with config.mean_ablation=True.")
     W = np.asarray(W, np.float64)
     sites = list(sites)
     d = model.config.d_model
@@ -667,24 +735,37 @@ def concat_silencing_experiment(
     labels = np.asarray(labels)
     if len(labels) != len(ids):
         raise ValueError(f"{len(labels)} labels for {len(ids)} inputs.")
+    for name, given, needed in (("means", means, config.mean_ablation), ("attribution", attribution, config.attribution)):
+        if needed and (given is None or any(s not in given for s in sites)):
+            raise ValueError(f"config.{'mean_ablation' if name == 'means' else 'attribution'} needs {name} [d] for "
+                             f"every site: {sites}.")
     g_scores = rankings.global_ranking(W).scores
     c_scores = np.abs(W)
-    sels, masks = selections_and_masks(g_scores, c_scores, config, seed=config.seed)
+    attr = None if not config.attribution else np.concatenate([np.asarray(attribution[s], np.float64) for s in sites])
+    if attr is not None and attr.shape != g_scores.shape:
+        raise ValueError(f"attribution scores cover {attr.size} neurons; the sites have {g_scores.size}.")
+    sels, masks = selections_and_masks(g_scores, c_scores, config, seed=config.seed, attribution=attr,
+                                       n_layers=len(sites))
     grid = rankings.split_concat(masks, sites, d)
     parts = [(ALL_LAYERS, sels)]
+    all_sels = list(sels)
     if pooler:
         if "head.hook_cls" not in model.sites:
             raise ValueError("pooler=True needs the head.hook_cls site; this model has no classifier input site.")
-        pc = dataclasses.replace(config, bottom=False, per_class=False)
-        psels, pmasks = selections_and_masks(g_scores, None, pc, seed=config.seed)  # same top and random draws
-        pgrid = rankings.split_concat(pmasks, sites, d)
+        pc = dataclasses.replace(config, bottom=False, per_class=False, attribution=False, mean_ablation=False)
+        psels, pmasks = selections_and_masks(g_scores, None, pc, seed=config.seed, n_layers=len(sites))
+        pgrid = rankings.split_concat(pmasks, sites, d)  # the same top and random draws as the first variant
         grid = {s: np.concatenate([grid[s], pgrid[s]]) for s in sites}
         grid["head.hook_cls"] = np.concatenate([np.zeros((len(sels), d), np.float32), pgrid[sites[-1]]])
         parts.append((ALL_LAYERS_POOLER, psels))
+        all_sels += psels
+    fills = None
+    if config.mean_ablation:  # zeroed and mean-ablated selections share one sweep: replace by 0 or by the mean
+        fills = {s: _fills(all_sels, means[s]) if s in sites else np.zeros_like(grid[s]) for s in grid}
     draws = config.draws if config.mode == "noise" else 1
     res = mask_sweep(model, params, batch, ids, None, grid, positions=config.positions,
-                               mode=config.mode, sigma=config.sigma, draws=draws,
-                               seed=config.seed, labels=labels, **sweep_kw)
+                     mode="mean" if config.mean_ablation else config.mode, means=fills, sigma=config.sigma,
+                     draws=draws, seed=config.seed, labels=labels, **sweep_kw)
     layers, start = [], 0
     for name, ss in parts:
         part = slice(start, start + len(ss))

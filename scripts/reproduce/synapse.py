@@ -15,17 +15,22 @@ Layer-wise arm (today's protocol, reported next to it, not in the verdict), per 
   the all-layers-concatenated probe and one on the classifier input (`head.hook_cls`), trained on
   fine-tuning training sentences and scored on held-out test sentences (`apex_jax.probe_run`).
 - Silencing (`apex_jax.silence_run`): at each block's output, zero the probe's top-k% [CLS]
-  neurons (global ranking Σ_c|W[c, j]|), the bottom-k%, each class's top-k% (|W[c, j]|), and
-  `n_random` random k% selections per k on other held-out sentences; the random selections are
-  the control (z-score, Laplace-smoothed one-sided p = (1 + #{random ≥ ranked}) / (1 + R)).
+  neurons (global ranking Σ_c|W[c, j]|), the bottom-k%, each class's top-k% (|W[c, j]|), the
+  activation × gradient top-k% (positive control) and `n_random` random k% selections per k
+  (within the block: layer-matched by construction) on other held-out sentences; the same top,
+  bottom, attribution and random selections again mean-ablated (each neuron set to its mean over
+  the probe's training sentences). Each selection is scored by accuracy, weighted F1, the mean
+  true-class margin and the mean KL(clean ‖ silenced), each against the random selections of its
+  ablation (z-score, Laplace-smoothed one-sided p = (1 + #{random ≥ ranked}) / (1 + R)).
 - Sensitivity check (not the paper's protocol): the same ranked / random neurons zeroed at every
   token position of the block's output, at a few k; tells whether a weak [CLS]-only effect
   comes from the position choice (later blocks rebuild [CLS] from the other tokens).
 - Class asymmetry: the drop in each class's F1 when one class's own top-k% neurons are silenced.
 - Manipulations (`apex_jax.attack_run`, toward each class in turn, on the probe test
   sentences): a bias on the target's logit, ±Δ on the classifier columns of the target's top
-  neurons (balanced and not), exponent bit flips in those columns; and the smallest logit bias
-  that redirects a given share of the other inputs.
+  neurons (balanced and not; sign-aware, each neuron's sign over the inputs the push must move;
+  the reference code's unsigned, unbalanced push at Δ 0.2–0.3), exponent bit flips in those
+  columns; and the smallest logit bias that redirects a given share of the other inputs.
 
 The runs write into the work folder; their tables and figures are copied to `reports/synapse/
 <domain>/`, and `summary.json` holds every number the report uses.
@@ -63,6 +68,9 @@ class Settings:
     k_levels: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0)
     n_random: int = 20  # random selections per k: p can reach 1/21 < 0.05
     positions: str = "cls"
+    # the layer-wise silencing's controls (`apex_jax.SilenceSettings.controls`): the attribution
+    # top-k% and every selection also mean-ablated at the probe's training mean
+    controls: str = "attribution,mean"
     asymmetry_k: float = 10.0
     attack_k: float = 10.0
     probe_steps: int = 400
@@ -174,13 +182,13 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
                                max_length=s.max_length, progress=progress, log=None)
     timer.mark(f"{data}: probes")
     sc = apex_jax.SilenceSettings(k=s.k_levels, random=s.n_random, positions=s.positions, asymmetry_k=s.asymmetry_k,
-                                  seed=s.seed, layers=s.silence_layers, controls="none", max_length=s.max_length,
+                                  seed=s.seed, layers=s.silence_layers, controls=s.controls, max_length=s.max_length,
                                   **common.engine_kw(s.pad_multiple))
     sil = apex_jax.silence_run(model, silence, probe_dir, work / "silence", sc, progress=progress, log=None)
     timer.mark(f"{data}: silencing")
     sil_all = None
     if s.all_positions_k:
-        sa = sc.replace(positions="all", k=s.all_positions_k, per_class=False)
+        sa = sc.replace(positions="all", k=s.all_positions_k, per_class=False, controls="none")
         sil_all = apex_jax.silence_run(model, silence, probe_dir, work / "silence-all-positions", sa,
                                        progress=progress, log=None)
         timer.mark(f"{data}: silencing at all positions")
@@ -204,22 +212,36 @@ def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool
             "sweep_seconds": round(sil["timing"]["sweep_seconds"] + (sil_all["timing"]["sweep_seconds"] if sil_all else 0), 1)}
 
 
+CELL_KEYS = ("site", "selection", "ablation", "class", "k_percent", "score", "clean", "drop", "z", "p", "random_mean",
+             "random_std")
+
+
+def _significant(cells: list[dict], selection: str, score: str, ablation: str = "zero") -> int:
+    return sum(c["p"] <= ALPHA for c in cells
+               if c["selection"] == selection and c["score"] == score and c["ablation"] == ablation)
+
+
 def _silencing_summary(res: SilencingResult) -> dict:
-    """The numbers the verdict uses: per (layer, k) the ranked drops against the random control
-    (accuracy and weighted F1), top vs bottom, per-class top-k, curves and the asymmetry."""
-    cells = []
-    for score in ("accuracy", "weighted_f1"):
-        rows = res.controls(score)
-        for r in rows:
-            cells.append({k: r[k] for k in ("site", "selection", "class", "k_percent", "score", "clean", "drop",
-                                            "z", "p", "random_mean", "random_std")})
-    top = [c for c in cells if c["selection"] == "top" and c["score"] == "accuracy"]
-    bottom = {(c["site"], c["k_percent"]): c for c in cells if c["selection"] == "bottom" and c["score"] == "accuracy"}
-    cls = [c for c in cells if c["selection"] == "class" and c["score"] == "accuracy"]
+    """The numbers the report uses: per (layer, k) every ranked selection's drop against the
+    random control — `cells` on accuracy and weighted F1, `continuous_cells` on the mean
+    true-class margin and the mean KL (zeroed and, where run, mean-ablated; top, bottom, class,
+    attribution) — top vs bottom, curves, the asymmetry and the counts of cells with p ≤ ALPHA."""
+    cells, continuous = [], []
+    for score in ("accuracy", "weighted_f1", "margin", "kl"):
+        for r in res.controls(score):
+            (cells if score in ("accuracy", "weighted_f1") else continuous).append({k: r[k] for k in CELL_KEYS})
+    zero = [c for c in cells if c["ablation"] == "zero"]
+    top = [c for c in zero if c["selection"] == "top" and c["score"] == "accuracy"]
+    bottom = {(c["site"], c["k_percent"]): c for c in zero if c["selection"] == "bottom" and c["score"] == "accuracy"}
+    cls = [c for c in zero if c["selection"] == "class" and c["score"] == "accuracy"]
+    m_top = [c for c in continuous if c["selection"] == "top" and c["score"] == "margin" and c["ablation"] == "zero"]
+    m_bottom = {(c["site"], c["k_percent"]): c for c in continuous
+                if c["selection"] == "bottom" and c["score"] == "margin" and c["ablation"] == "zero"}
     return {
-        "clean": res.clean.row(0),
+        "clean": {**res.clean.row(0), "margin": res.clean_value("margin")},
         "cells": cells,
-        "curves": res.curves("accuracy") + res.curves("weighted_f1"),
+        "continuous_cells": continuous,
+        "curves": res.curves("accuracy") + res.curves("weighted_f1") + res.curves("margin"),
         "asymmetry": ({lr.site: res.asymmetry(lr.site).tolist() for lr in res.layers}
                       if res.config.per_class else None),
         "n_cells": len(top),
@@ -230,14 +252,31 @@ def _silencing_summary(res: SilencingResult) -> dict:
         "top_ties_bottom": sum(c["drop"] == bottom[(c["site"], c["k_percent"])]["drop"] for c in top),
         "max_top_drop": max((c["drop"] for c in top), default=0.0),
         "max_random_drop": max((c["random_mean"] for c in top), default=0.0),
+        # the continuous scores: how many (layer × k) cells beat random at p <= ALPHA
+        "top_significant_margin": _significant(continuous, "top", "margin"),
+        "top_significant_kl": _significant(continuous, "top", "kl"),
+        "class_significant_margin": _significant(continuous, "class", "margin"),
+        "bottom_significant_margin": _significant(continuous, "bottom", "margin"),
+        "attribution_cells": sum(c["selection"] == "attribution" and c["score"] == "margin" and c["ablation"] == "zero"
+                                 for c in continuous),
+        "attribution_significant_margin": _significant(continuous, "attribution", "margin"),
+        "mean_cells": sum(c["selection"] == "top" and c["score"] == "margin" and c["ablation"] == "mean"
+                          for c in continuous),
+        "mean_top_significant_margin": _significant(continuous, "top", "margin", "mean"),
+        "top_beats_bottom_margin": sum(c["drop"] > m_bottom[(c["site"], c["k_percent"])]["drop"] for c in m_top),
     }
 
 
+POOLED = ("n_cells", "top_significant", "class_cells", "class_significant", "top_beats_bottom", "top_ties_bottom",
+          "top_significant_margin", "top_significant_kl", "class_significant_margin", "bottom_significant_margin",
+          "attribution_cells", "attribution_significant_margin", "mean_cells", "mean_top_significant_margin",
+          "top_beats_bottom_margin")
+
+
 def _pooled(domains: dict) -> dict:
-    """Counts over both domains (what the verdicts use)."""
+    """Counts over both domains (what the sub-claims use); a count a summary lacks is left out."""
     sil = [d["silencing"] for d in domains.values()]
-    return {k: int(sum(x[k] for x in sil)) for k in ("n_cells", "top_significant", "class_cells",
-                                                     "class_significant", "top_beats_bottom", "top_ties_bottom")}
+    return {k: int(sum(x[k] for x in sil)) for k in POOLED if all(k in x for x in sil)}
 
 
 def _copy_outputs(work: Path, out: Path) -> None:
@@ -292,15 +331,35 @@ def _depth(domains: dict) -> SubClaim:
             [f"{num(a)} → {num(b)}" for a, b in gains], "yes" if ok else "no")
 
 
+# (label, count, cells): the layer-wise arm's ranked-vs-random rows; those on the continuous
+# scores exist in summaries written since they were added
+BEATS_RANDOM = (
+    ("top-k beats random on the true-class margin (cells with p ≤ 0.05, of layer × k)", "top_significant_margin",
+     "n_cells"),
+    ("top-k beats random on accuracy (cells with p ≤ 0.05)", "top_significant", "n_cells"),
+    ("top-k beats random on KL(clean ‖ silenced) (cells with p ≤ 0.05)", "top_significant_kl", "n_cells"),
+    ("top-k mean-ablated beats mean-ablated random on the margin (cells with p ≤ 0.05)", "mean_top_significant_margin",
+     "mean_cells"),
+    ("positive control: the activation × gradient top-k beats random on the margin (cells with p ≤ 0.05)",
+     "attribution_significant_margin", "attribution_cells"),
+    ("each class's top-k beats random on accuracy (cells with p ≤ 0.05)", "class_significant", "class_cells"),
+    ("each class's top-k beats random on the margin (cells with p ≤ 0.05)", "class_significant_margin",
+     "class_cells"),
+)
+
+
 def _beats_random(domains: dict) -> list[SubClaim]:
-    """Ranked selections against the random control, counted in (layer × k) cells with
-    p ≤ 0.05. Holds: at least half the cells in every domain; partly: more than the 5% chance
-    expects (and at least 2) in some domain."""
+    """Ranked selections against the random control (within the block: layer-matched by
+    construction), counted in (layer × k) cells with p ≤ 0.05, on the true-class margin,
+    accuracy and KL, zeroed and mean-ablated, with the attribution top-k as the positive control.
+    Holds: at least half the cells in every domain; partly: more than the 5% chance expects (and
+    at least 2) in some domain. Rows a summary has no counts for (written before them) are left out."""
     rows = []
-    for label, num_key, den_key in (
-            ("top-k beats random (cells with p ≤ 0.05, of layer × k)", "top_significant", "n_cells"),
-            ("each class's top-k beats random (cells with p ≤ 0.05)", "class_significant", "class_cells")):
-        vals = [(d["silencing"][num_key], d["silencing"][den_key]) for d in domains.values()]
+    sil = [d["silencing"] for d in domains.values()]
+    for label, num_key, den_key in BEATS_RANDOM:
+        if not all(num_key in x and x.get(den_key) for x in sil):
+            continue
+        vals = [(x[num_key], x[den_key]) for x in sil]
         v = ("yes" if all(a >= b / 2 for a, b in vals) else
              "partly" if any(a > 0.05 * b and a >= 2 for a, b in vals) else "no")
         rows.append((label, [f"{a}/{b}" for a, b in vals], v))
@@ -309,12 +368,17 @@ def _beats_random(domains: dict) -> list[SubClaim]:
 
 def _top_vs_bottom(domains: dict) -> SubClaim:
     """Holds if in every domain the top-k drop exceeds the bottom-k drop in at least half of
-    the untied cells, and in at least one."""
-    vals = [(d["silencing"]["top_beats_bottom"], d["silencing"]["top_ties_bottom"], d["silencing"]["n_cells"])
-            for d in domains.values()]
+    the untied cells, and in at least one: on the true-class margin where the summary has it
+    (no ties on a continuous score), else on accuracy."""
+    sil = [d["silencing"] for d in domains.values()]
+    if all("top_beats_bottom_margin" in x for x in sil):
+        vals = [(x["top_beats_bottom_margin"], 0, x["n_cells"]) for x in sil]
+        label = "top-k lowers the true-class margin more than bottom-k (cells top drop > bottom drop)"
+    else:
+        vals = [(x["top_beats_bottom"], x["top_ties_bottom"], x["n_cells"]) for x in sil]
+        label = "top-k hurts more than bottom-k (cells top drop > bottom drop; ties)"
     v = "yes" if all(a >= (c - t) / 2 and a > 0 for a, t, c in vals) else "no"
-    return ("top-k hurts more than bottom-k (cells top drop > bottom drop; ties)",
-            [f"{a}/{c} ({t} ties)" for a, t, c in vals], v)
+    return (label, [f"{a}/{c}" + (f" ({t} ties)" if t else "") for a, t, c in vals], v)
 
 
 def _asymmetry(domains: dict) -> SubClaim:
@@ -341,12 +405,22 @@ def _flip(d: dict, kind: str, magnitude: float) -> float | None:
     return min(r) if r else None
 
 
+def _has_attack(d: dict, kind: str) -> bool:
+    return any(r["attack"] == kind for a in d["attacks"].values() for r in a["rows"])
+
+
 def _redirects(domains: dict) -> list[SubClaim]:
-    """Holds if in every domain a logit bias of 8 (resp. a balanced column push Δ = 5)
-    redirects at least 90% of the other inputs toward the weaker target."""
+    """Holds if in every domain a logit bias of 8 (resp. a balanced column push Δ = 5, the
+    sign-aware push Δ = 5, the reference code's push Δ = 0.3) redirects at least 90% of the
+    other inputs toward the weaker target; a push a summary lacks is left out."""
     rows = []
     for label, kind, magnitude in (("a logit bias of 8 redirects (flip-to-target ≥ 0.9)", "logit_bias", 8.0),
-                                   ("a balanced column push Δ = 5 redirects (≥ 0.9)", "column_push", 5.0)):
+                                   ("a balanced column push Δ = 5 redirects (≥ 0.9)", "column_push", 5.0),
+                                   ("a sign-aware column push Δ = 5 redirects (≥ 0.9)", "column_push_signed", 5.0),
+                                   ("the reference code's push Δ = 0.3 (top 25%, unsigned, unbalanced) redirects (≥ 0.9)",
+                                    "column_push_reference", 0.3)):
+        if kind != "logit_bias" and not all(_has_attack(d, kind) for d in domains.values()):
+            continue
         vals = [_flip(d, kind, magnitude) for d in domains.values()]
         rows.append((label, [num(x) for x in vals], "yes" if all(x is not None and x >= 0.9 for x in vals) else "no"))
     return rows
@@ -386,17 +460,20 @@ concatenated and of the classifier input (`head.hook_cls`), trained on {n_probe_
 fine-tuning sentences and scored on {n_probe_test} held-out test sentences. Silencing: zero the
 top-k% [CLS] neurons of a block's output (global ranking Σ_c|W[c, j]| of that block's probe), the
 bottom-k%, each class's own top-k% (|W[c, j]|), and {n_random} random k% selections per k (the
-control), k ∈ {{{k_levels}}}%, at the [CLS] position only, on {n_silence} other held-out
-sentences; p = (1 + #random drops ≥ the ranked drop) / (1 + {n_random}), the smallest possible p is
-{p_min}. Manipulations of the classifier toward each class in turn on the probe test sentences:
+control; drawn within the block, so layer-matched by construction), k ∈ {{{k_levels}}}%, at the
+[CLS] position only, on {n_silence} other held-out sentences; p = (1 + #random drops ≥ the ranked
+drop) / (1 + {n_random}), the smallest possible p is {p_min}.{controls_text} Scores: accuracy,
+weighted F1, the mean true-class margin (the label's logit minus the largest other; it moves
+where no prediction flips) and the mean KL(clean ‖ silenced), each with its own z and p.
+Manipulations of the classifier toward each class in turn on the probe test sentences:
 a bias on the target logit, +Δ on the target's column and −Δ/(C−1) on the others' for the
-target's top {attack_k:g}% neurons of the `head.hook_cls` probe ("column push"), exponent bit {bit}
-flipped in those weights.
+target's top {attack_k:g}% neurons of the `head.hook_cls` probe ("column push"{push_text}),
+exponent bit {bit} flipped in those weights.
 
 **What differs from the paper.** Two-class sentiment (VADER) on a 6-block MiniLM fine-tuned here
 for 2 epochs; {n_k} of the reference protocol's 18 k levels; accuracy on {n_silence} sentences moves in
-steps of {step} (one sentence), so drops below that are invisible; zeroing only, no Gaussian-noise
-silencing; the manipulations act on the classifier input (`head.hook_cls`, BERT's pooler output).
+steps of {step} (one sentence), so drops below that are invisible (the margin and KL are not);
+zeroing (mean-ablation only as a control), no Gaussian-noise silencing; the manipulations act on the classifier input (`head.hook_cls`, BERT's pooler output).
 A drop of 0 means that no prediction changed (the logits may still have moved).
 
 | domain | fine-tuned on | test accuracy | silencing sentences: clean accuracy |
@@ -417,18 +494,20 @@ Accuracy drop when a block's top-k% [CLS] neurons are zeroed — ranked drop / m
 drops (p of the ranked drop against the random ones); bottom-k% drop after the bar:
 
 {silencing_tables}
+{margin_tables}
 {sensitivity}
 Manipulations toward each target class (flip-to-target rate = share of the inputs not predicted as
 the target before that are after; the sub-claims above use the weaker target):
 
-| domain | target | logit bias {biases} | column push Δ {deltas} | bit flips {flips} | smallest logit bias redirecting 90% |
-|---|---|---|---|---|---|
+| domain | target | logit bias {biases} | column push Δ {deltas} | {push_heads}bit flips {flips} | smallest logit bias redirecting 90% |
+|---|---|---|---|{push_seps}---|---|
 {attack_rows}
 
 Run time {seconds} s; fine-tuning the two models (wall clock, possibly in an earlier run): {ft_seconds}.
 Files per domain in `synapse/<domain>/`: `probe-probes.csv`, `probe-rankings.csv`,
 `probe-ranking_agreement.csv`, `silence-controls.csv` (every ranked selection against its random
-control, accuracy and weighted F1), `silence-curves.csv`, `silence-asymmetry.csv`,
+control: accuracy, weighted F1, true-class margin, KL; zeroed and mean-ablated),
+`silence-curves.csv`, `silence-asymmetry.csv`,
 `attack-<target>-attacks.csv`; `synapse/summary.json`.
 
 {figures}
@@ -436,9 +515,9 @@ control, accuracy and weighted F1), `silence-curves.csv`, `silence-asymmetry.csv
 
 
 def _silencing_table(name: str, d: dict, k_levels, key: str = "silencing") -> str:
-    """One domain's ranked-vs-random silencing table (accuracy): a row per block, a column per k."""
+    """One domain's ranked-vs-random silencing table (accuracy, zeroed): a row per block, a column per k."""
     cells = {(c["site"], c["selection"], c["k_percent"]): c for c in d[key]["cells"]
-             if c["score"] == "accuracy" and c["selection"] in ("top", "bottom")}
+             if c["score"] == "accuracy" and c["selection"] in ("top", "bottom") and c.get("ablation", "zero") == "zero"}
     sites = sorted({c[0] for c in cells})
     head = "| " + name + " | " + " | ".join(f"k = {k:g}%" for k in k_levels) + " |"
     lines = [head, "|---" * (len(k_levels) + 1) + "|"]
@@ -449,6 +528,37 @@ def _silencing_table(name: str, d: dict, k_levels, key: str = "silencing") -> st
             row.append(f"{num(t['drop'])} / {num(t['random_mean'])} (p {num(t['p'], 2)}) ∣ {num(b['drop'])}")
         lines.append(f"| {site.replace('.hook_resid_post', '')} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _margin_tables(domains: dict, k_levels) -> str:
+    """The true-class margin tables (summaries with `continuous_cells`): per block and k, the
+    zeroed top-k% drop / random mean (p), then the bottom-k% and attribution top-k% drops and the
+    mean-ablated top-k% drop (p against mean-ablated random)."""
+    if any("continuous_cells" not in d["silencing"] for d in domains.values()):
+        return ""
+    out = ["Drop in the mean true-class margin (logit units) when a block's top-k% [CLS] neurons are zeroed — "
+           "ranked drop / mean random drop (p); then bottom-k% drop, attribution top-k% drop (p), and the "
+           "mean-ablated top-k% drop (p against mean-ablated random):\n"]
+    for name, d in domains.items():
+        cells = {(c["site"], c["selection"], c["ablation"], c["k_percent"]): c for c in d["silencing"]["continuous_cells"]
+                 if c["score"] == "margin" and c["selection"] in ("top", "bottom", "attribution")}
+        sites = sorted({c[0] for c in cells})
+        lines = ["| " + name + " | " + " | ".join(f"k = {k:g}%" for k in k_levels) + " |",
+                 "|---" * (len(k_levels) + 1) + "|"]
+        for site in sites:
+            row = []
+            for k in k_levels:
+                t = cells[(site, "top", "zero", k)]
+                parts = [f"{num(t['drop'], 2)} / {num(t['random_mean'], 2)} (p {num(t['p'], 2)})"]
+                b, a, m = (cells.get((site, "bottom", "zero", k)), cells.get((site, "attribution", "zero", k)),
+                           cells.get((site, "top", "mean", k)))
+                parts.append(num(b["drop"], 2) if b else "–")
+                parts.append(f"{num(a['drop'], 2)} (p {num(a['p'], 2)})" if a else "–")
+                parts.append(f"{num(m['drop'], 2)} (p {num(m['p'], 2)})" if m else "–")
+                row.append(" ∣ ".join(parts))
+            lines.append(f"| {site.replace('.hook_resid_post', '')} | " + " | ".join(row) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
 
 def _sensitivity(domains: dict, st: dict) -> str:
@@ -486,12 +596,27 @@ def _attack_cells(domains: dict) -> dict:
     def curve(a, kind):
         return "/".join(num(row["flip_to_target"], 2) for row in a["rows"] if row["attack"] == kind)
 
+    # the sign-aware and the reference code's pushes, in summaries that have them
+    pushes = [(k, label) for k, label in (("column_push_signed", "sign-aware push Δ"),
+                                          ("column_push_reference", "reference push Δ")) if k in mags]
     rows = "\n".join(
-        f"| {n} | {t} | {curve(a, 'logit_bias')} | {curve(a, 'column_push')} | {curve(a, bit_kind)} | "
+        f"| {n} | {t} | {curve(a, 'logit_bias')} | {curve(a, 'column_push')} | "
+        + "".join(f"{curve(a, k)} | " for k, _ in pushes) + f"{curve(a, bit_kind)} | "
         f"{num(a['bias_to_redirect'].get('0.9'), 2)} |" for n, d in domains.items() for t, a in d["attacks"].items())
     return dict(bit=bit_kind.split("_")[-1], biases="/".join(f"{x:g}" for x in mags["logit_bias"]),
                 deltas="/".join(f"{x:g}" for x in mags["column_push"]),
+                push_heads="".join(f"{label} {'/'.join(f'{x:g}' for x in mags[k])} | " for k, label in pushes),
+                push_seps="---|" * len(pushes),
                 flips="/".join(f"{x:g}" for x in mags[bit_kind]), attack_rows=rows)
+
+
+def _controls_text(st: dict) -> str:
+    """The layer-wise silencing's controls in words (none in summaries written before them)."""
+    c = set(str(st.get("controls", "none")).split(",")) - {"none"}
+    words = (["the activation × gradient top-k% (positive control)"] if "attribution" in c else []) + (
+        ["the top, bottom, attribution and random selections again mean-ablated (each neuron set to its mean over "
+         "the probe's training sentences) against the mean-ablated random ones"] if "mean" in c else [])
+    return (" Controls: " + "; ".join(words) + ".") if words else ""
 
 
 def section(summary: dict) -> tuple[str, str]:
@@ -522,9 +647,69 @@ def section(summary: dict) -> tuple[str, str]:
         domain_head=" | ".join(names), domain_sep="---|" * len(names),
         subclaims="\n".join(f"| {label} | " + " | ".join(vals) + f" | {val} |" for label, vals, val in sub),
         silencing_tables="\n".join(_silencing_table(n, d, st["k_levels"]) for n, d in dom.items()),
+        margin_tables=_margin_tables(dom, st["k_levels"]), controls_text=_controls_text(st),
+        push_text=("; the sign-aware push multiplies each neuron's Δ by its majority sign over the inputs it must "
+                   "move, those not predicted as the target; the reference code's push adds Δ on the target's column "
+                   "only, unsigned, at the target's top 25%" if all(_has_attack(d, "column_push_reference")
+                                                                    for d in dom.values()) else ""),
         sensitivity=_sensitivity(dom, st), seconds=summary["timing"]["total_seconds"], ft_seconds=ft or "none",
         figures=figures)
     return v, text
+
+
+def _rho(t: dict) -> str:
+    """The concatenated probe-vs-attribution ρ and, in parentheses, its per-layer values."""
+    layers = t.get("spearman_attribution_layers") or []
+    return num(t["spearman_attribution"]) + (" (" + ", ".join(num(r, 2) for r in layers) + ")" if layers else "")
+
+
+# the rows of the reference arm's margin table: (selection, ablation, label, which control's z)
+MARGIN_ROWS = (("top", "zero", "top-k% zeroed", "layer_"), ("top", "mean", "top-k% mean-ablated", "layer_"),
+               ("bottom", "zero", "bottom-k% zeroed", ""), ("attribution", "zero", "act × grad top-k% zeroed", ""))
+
+
+def _reference_margin(refd: dict, ks: list) -> str:
+    """The reference arm's true-class margin table (summaries with `control_cells`): per task,
+    variant and selection, the drop / the layer-matched random mean / the uniform random mean,
+    with z against the layer-matched draws (the top-k%) or the uniform ones (the others)."""
+    if not refd or any("control_cells" not in t for t in refd.values()):
+        return ""
+    lines = []
+    for n, t in refd.items():
+        for variant in dict.fromkeys(c["site"] for c in t["control_cells"]):
+            for sel, ab, label, pre in MARGIN_ROWS:
+                cells = {c["k_percent"]: c for c in t["control_cells"] if c["site"] == variant and c["selection"] == sel
+                         and c["ablation"] == ab and c["score"] == "margin"}
+                if not cells:
+                    continue
+                lines.append(f"| {n} | {variant} | {label} | " + " | ".join(
+                    f"{num(ref._f(c['drop']), 2)} / {num(ref._f(c['layer_random_mean']), 2) if pre else '–'} / "
+                    f"{num(ref._f(c['random_mean']), 2)} (z {num(ref._f(c[pre + 'z']), 1)}, p {num(ref._f(c[pre + 'p']), 2)})"
+                    if (c := cells.get(k)) else "" for k in ks) + " |")
+    return f"""
+True-class margin (the label's logit minus the largest other, mean over the inputs): drop / mean
+drop of the layer-matched random selections (same count per layer as the top-k%) / mean drop of
+the uniform ones; z and p against the layer-matched draws for the top-k% and against the uniform
+ones for the others (the "beats random" verdicts decide on the zeroed top-k% row):
+
+| task | variant | selection | {' | '.join(f'k = {k:g}%' for k in ks)} |
+|---|---|---|{'---|' * len(ks)}
+{chr(10).join(lines)}
+"""
+
+
+def _reference_controls_text(refd: dict, rs: dict) -> str:
+    """The reference arm's further controls in words (none in summaries written before them)."""
+    if not refd or any("control_cells" not in t for t in refd.values()):
+        return ""
+    return (f", and as many layer-matched random selections (the top-k%'s count in every layer, drawn within "
+            "each layer: the raw-feature ranking sits almost wholly in the last layer, which uniform draws mostly "
+            "miss); the bottom-k%; the activation × gradient top-k% over the concatenation (positive control; "
+            f"{rs.get('n_attribution', '?')} evaluation inputs)"
+            + ("; and the top, bottom, attribution and random selections mean-ablated (each neuron set to its mean "
+               "over the probe's training inputs)" if rs.get("mean_ablation") else "")
+            + ". Each is scored by accuracy, weighted F1, the mean true-class margin and the mean KL(clean ‖ "
+              "silenced)")
 
 
 def _reference_section(refd: dict, st: dict) -> str:
@@ -536,7 +721,7 @@ def _reference_section(refd: dict, st: dict) -> str:
     rows = "\n".join(
         f"| {n} | {t['model']} | {t['n_classes']} | {t['n_probe_train']} / {t['n_probe_test']} | "
         f"{num(t['probe_accuracy'])} | {t['n_eval']} | {num(t['clean']['accuracy'])} | {num(t['chance'])} | "
-        f"{num(t['min_detectable_drop'])} | {num(t['spearman_attribution'])} | "
+        f"{num(t['min_detectable_drop'])} | {_rho(t)} | "
         + ", ".join(f"{x:.0%}" for x in t["top10_layer_share"]) + " |" for n, t in refd.items())
     ks = [c["k_percent"] for c in next(iter(refd.values()))["curve"]]
     curve = "\n".join(f"| {n} | " + " | ".join(f"{num(c['top_drop'], 2)} ({num(c['random_drop'], 2)})"
@@ -558,10 +743,10 @@ the top-k% mapped back to (layer, unit) and zeroed at [CLS] of every block at on
 forward; for BERT also a variant that zeroes the last block's units at the pooler output. Curve:
 the {len(ks)} k levels, ranked (and 2 random) selections; control: k ∈ {{{', '.join(f'{k:g}' for k in ctrl_k)}}}%,
 {rs.get('n_random', '?')} random k% selections of the concatenation each (z = (ranked drop − random mean) /
-random std). Tasks: {'; '.join(ref.TASKS.get(n, n) for n in refd)}. "Detectable" = 5 inputs (a
+random std){_reference_controls_text(refd, rs)}. Tasks: {'; '.join(ref.TASKS.get(n, n) for n in refd)}. "Detectable" = 5 inputs (a
 one-sided sign test of 5 one-way flips gives p = 0.031).
 
-| task | model | classes | probe train / test | concat probe accuracy | eval inputs | clean accuracy | chance (majority) | detectable drop | Spearman vs attribution | layers of the global top 10% |
+| task | model | classes | probe train / test | concat probe accuracy | eval inputs | clean accuracy | chance (majority) | detectable drop | Spearman vs attribution: all layers (per layer) | layers of the global top 10% |
 |---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
@@ -572,13 +757,13 @@ parentheses):
 |---|{'---|' * len(ks)}
 {curve}
 
-Random control — ranked drop / mean random drop (z):
+Random control — ranked accuracy drop / mean random drop (z):
 
 | task | variant | {' | '.join(f'k = {k:g}%' for k in ctrl_k)} |
 |---|---|{'---|' * len(ctrl_k)}
 {chr(10).join(ctrl)}
-
-Files: `synapse/reference/<task>/` (`controls.csv`, `curve.csv`, `silencing.csv`, `asymmetry.csv`,
-`silencing_curves.png`).
+{_reference_margin(refd, ctrl_k)}
+Files: `synapse/reference/<task>/` (`controls.csv`, `control_cells.csv` (every ranked selection on
+every score against both controls), `curve.csv`, `silencing.csv`, `asymmetry.csv`, `silencing_curves.png`).
 
 """

@@ -14,8 +14,22 @@ written below, before any number.
 Per task, two sweeps (each one engine sweep, all layers at once):
 - curve: every k level; the global top-k%, each class's top-k% and 2 random k% (a rough random
   curve; the per-class selections give the class-asymmetry matrix at `asymmetry_k`);
-- control: `random_k` levels; the global top-k% and `n_random` random k% selections of the
-  concatenation, zeroed at every layer, and again with the pooler output (BERT only).
+- control: `random_k` levels; the global top-k%, the bottom-k%, the activation × gradient
+  top-k% (positive control), `n_random` uniform random k% of the concatenation and `n_random`
+  layer-matched random selections (the top-k%'s count in every layer, drawn within each
+  layer), zeroed at every layer; the same again mean-ablated (each neuron set to its mean over
+  the probe's training inputs); and the top-k% with the uniform and layer-matched draws,
+  zeroed, with the pooler output too (BERT only).
+
+Every control cell is scored by accuracy, weighted F1, the mean true-class margin (the label's
+logit minus the largest other) and the mean KL(clean ‖ silenced), each with its z and empirical
+p against the uniform and (for the top-k%) the layer-matched draws. The "beats random"
+verdicts decide on the margin against the layer-matched draws: a binary model's accuracy moves
+only where a prediction flips, and the raw-feature ranking sits almost entirely in the last
+layer, which a uniform draw over all layers mostly misses.
+
+Reproduce: `python scripts/synapse.py` (this arm is part of claim 5; `--quick` for the smoke
+sizes); outputs in `reports/synapse/reference/<task>/` and `reports/synapse/summary.json`.
 """
 
 from __future__ import annotations
@@ -29,9 +43,9 @@ import numpy as np
 
 from apex_jax import K_LEVELS, fileio
 from apex_jax.data import encode
-from apex_jax.synapse import (ALL_LAYERS, ALL_LAYERS_POOLER, CONCAT, ProbeConfig, SilenceConfig, attribution_rankings,
-                              concat_silencing_experiment, extract_cls, global_ranking, plot_silencing_curves, spearman,
-                              split_concat, top_k, train_probes)
+from apex_jax.synapse import (ALL_LAYERS, ALL_LAYERS_POOLER, CONCAT, CONTROLS_FORMAT, ProbeConfig, SilenceConfig,
+                              attribution_rankings, concat_silencing_experiment, extract_cls, global_ranking,
+                              layerwise_spearman, plot_silencing_curves, split_concat, top_k, train_probes)
 from .reporting import num
 from .verdicts import Verdict, combine
 
@@ -52,8 +66,10 @@ CITATIONS = {
     "pooler": "notebook cells 116–124 (GoEmotions): the last layer's units also zeroed at "
               "bert.pooler.dense's output (tanh(0) = 0: the pooler output)",
     "attacks": "notebook cell 54 test_logit_bias_majority (bias 8), cell 74 test_weight_attack_targeted_v2 "
-               "(±Δ on the target's columns; its balanced line `delta[mask_other][:, cols] -= neg` writes a "
-               "copy, so it has no effect); no bit-flip code",
+               "(+Δ on the target's columns; its balanced line `delta[mask_other][:, cols] -= neg` writes a "
+               "copy, so it has no effect), called in cells 75–76 with the target's class-specific top 25% / 20%, "
+               "Δ = 0.3 / 0.2, at most 120 columns in ascending unit order (`sorted(...)[:max_cols]`), unsigned; "
+               "no bit-flip code",
 }
 
 Z_MIN = 3.0  # a ranked drop "beats random" at z >= 3 …
@@ -74,14 +90,15 @@ class RefSettings:
     random_k: tuple[float, ...] = (2.5, 5.0, 10.0, 20.0, 50.0, 95.0)  # the control sweep's levels
     n_random: int = 10  # random selections per control k
     asymmetry_k: float = 10.0
-    n_attribution: int = 128  # eval inputs for the activation × gradient ranking (0: skip it)
+    n_attribution: int = 128  # eval inputs for the activation × gradient ranking (0: skip it and its control)
+    mean_ablation: bool = True  # the control sweep's selections also mean-ablated (training-input means)
     l1: float = 1e-3
     l2: float = 1e-3
     seed: int = 0
 
     @classmethod
     def quick(cls) -> "RefSettings":
-        return cls(k_levels=(10.0, 50.0), random_k=(50.0,), n_random=3, n_attribution=0)
+        return cls(k_levels=(10.0, 50.0), random_k=(50.0,), n_random=3, n_attribution=8)
 
 
 def layer_sites(model) -> list[str]:
@@ -111,28 +128,30 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
     ev = encode(model, evaluation, max_length)
     y = np.asarray(evaluation.labels)
     ids = np.asarray(evaluation.ids)
-    # activation × gradient over every layer's [CLS], concatenated like the probe's features
-    rho, rho_layers = math.nan, []
-    if rs.n_attribution > 0:  # 0 (the smoke test) skips it
+    # activation × gradient over every layer's [CLS], concatenated like the probe's features: the
+    # agreement (over the concatenation and per layer) and the control sweep's positive control
+    rho, rho_layers, attribution = math.nan, [], None
+    if rs.n_attribution > 0:  # 0 skips it
         att_batch = {k: v[: rs.n_attribution] for k, v in ev.items()}
         per_site = attribution_rankings(model, params, att_batch, sites)  # one pass for every layer
-        attr = np.concatenate([per_site[s].scores for s in sites])
-        rho = spearman(g, attr)
-        rho_layers = [spearman(g.scores[i * d:(i + 1) * d], attr[i * d:(i + 1) * d])
-                      for i in range(len(sites))]
+        attribution = {s: per_site[s].scores for s in sites}
+        agree = layerwise_spearman(g, np.concatenate([attribution[s] for s in sites]), len(sites))
+        rho, rho_layers = agree["concat"], agree["layers"]
+    means = {s: feats[s][tr].mean(0) for s in sites}  # mean-ablation: the probe's training inputs
 
     curve_cfg = SilenceConfig(k_levels=rs.k_levels, n_random=2, bottom=False, per_class=C > 2,
                                 asymmetry_k=rs.asymmetry_k if rs.asymmetry_k in rs.k_levels else rs.k_levels[0],
                                 seed=rs.seed)
     curve = concat_silencing_experiment(model, params, ev, y, ids, W, sites, curve_cfg, pooler=False,
                                           progress=progress, **sweep_kw)
-    ctrl_cfg = SilenceConfig(k_levels=rs.random_k, n_random=rs.n_random, bottom=False, per_class=False,
-                               seed=rs.seed + 1)
+    ctrl_cfg = SilenceConfig(k_levels=rs.random_k, n_random=rs.n_random, bottom=True, per_class=False,
+                             attribution=attribution is not None, mean_ablation=rs.mean_ablation, layer_matched=True,
+                             seed=rs.seed + 1)
     pooler = "head.hook_cls" in model.sites and bool(getattr(model.config, "has_pooler", False))
-    ctrl = concat_silencing_experiment(model, params, ev, y, ids, W, sites, ctrl_cfg, pooler=pooler,
-                                         progress=progress, **sweep_kw)
-    controls = [{k: r[k] for k in ("site", "k_percent", "clean", "drop", "random_mean", "random_std", "z", "p")}
-                for r in ctrl.controls("accuracy") if r["selection"] == "top"]
+    ctrl = concat_silencing_experiment(model, params, ev, y, ids, W, sites, ctrl_cfg, pooler=pooler, means=means,
+                                       attribution=attribution, progress=progress, **sweep_kw)
+    cells = control_cells(ctrl)
+    controls = control_table(cells)
     clean = curve.clean.row(0)
     acc = curve.layers[0].metrics.accuracy
     kinds = curve.layers[0].selections
@@ -144,6 +163,7 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
               for k in rs.k_levels]
     asym = curve.asymmetry(ALL_LAYERS) if C > 2 else None
     fileio.write_csv(out / "controls.csv", controls)
+    fileio.write_csv(out / "control_cells.csv", cells)
     fileio.write_csv(out / "curve.csv", ranked)
     fileio.write_csv(out / "silencing.csv", curve.table() + ctrl.table())
     if asym is not None:
@@ -161,11 +181,45 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path, 
         "top10_layer_share": layer_share,
         "spearman_attribution": rho, "spearman_attribution_layers": rho_layers,
         "clean": clean, "chance": float(support.max() / n), "min_class_support": int(support.min()),
-        "min_detectable_drop": MIN_FLIPS / n, "curve": ranked, "controls": controls, "pooler": pooler,
+        "min_detectable_drop": MIN_FLIPS / n, "curve": ranked, "controls": controls, "control_cells": cells,
+        "controls_format": CONTROLS_FORMAT, "n_random": rs.n_random, "pooler": pooler,
         "asymmetry": asym.tolist() if asym is not None else None,
         "perturbed_forwards": curve.perturbed_forwards + ctrl.perturbed_forwards,
         "sweep_seconds": round(curve.seconds + ctrl.seconds, 1),
     }
+
+
+CELL_KEYS = ("site", "selection", "ablation", "k_percent", "score", "clean", "value", "drop", "random_mean",
+             "random_std", "z", "p", "draws", "layer_random_mean", "layer_random_std", "layer_z", "layer_p",
+             "layer_draws")
+SCORES = ("accuracy", "weighted_f1", "margin", "kl")
+
+
+def control_cells(res) -> list[dict]:
+    """Every ranked selection of the control sweep (top, bottom, attribution; zeroed and
+    mean-ablated; each variant) on every score against the uniform and layer-matched draws:
+    control_cells.csv's rows."""
+    return [{k: r[k] for k in CELL_KEYS} for score in SCORES for r in res.controls(score)]
+
+
+def control_table(cells: list[dict]) -> list[dict]:
+    """controls.csv: one row per (variant, k) of the zeroed global top-k% — the accuracy columns
+    it always had, then the layer-matched accuracy comparison and the margin and KL comparisons
+    (`margin_*`, `kl_*`), so that earlier readers keep their columns."""
+    top = {(c["site"], c["k_percent"], c["score"]): c for c in cells
+           if c["selection"] == "top" and c["ablation"] == "zero"}
+    rows = []
+    for (site, k, score), c in top.items():
+        if score != "accuracy":
+            continue
+        row = {x: c[x] for x in ("site", "k_percent", "clean", "drop", "random_mean", "random_std", "z", "p")}
+        row.update({x: c[x] for x in ("layer_random_mean", "layer_z", "layer_p")})
+        for sc in ("margin", "kl"):
+            m = top[(site, k, sc)]
+            row.update({f"{sc}_{x}": m[x] for x in ("clean", "drop", "random_mean", "z", "p", "layer_random_mean",
+                                                    "layer_z", "layer_p")})
+        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------------------ verdict rules
@@ -185,11 +239,99 @@ def _overall(outcomes: list[str]) -> str:
 
 
 def beats_random(tasks: dict, variant: str = ALL_LAYERS) -> Verdict:
-    """Ranked vs random silencing, all layers at once. Per task and control k, a cell *beats
-    random* when z >= 3 and the ranked drop exceeds the random mean by >= 5 inputs' worth; a
-    cell has *power* when the ranked or the mean random drop reaches 5 inputs. Per task:
-    inconclusive without a powered cell, reproduced when at least half the cells beat random,
-    else not reproduced; over tasks: `_overall`."""
+    """Ranked vs random silencing, all layers at once, decided on the mean true-class margin
+    against the layer-matched random draws (`_beats_random_margin`); a summary written before
+    those existed (no "control_cells") is judged by the earlier accuracy rule
+    (`_beats_random_accuracy`)."""
+    if tasks and all("control_cells" in t for t in tasks.values()):
+        return _beats_random_margin(tasks, variant)
+    return _beats_random_accuracy(tasks, variant)
+
+
+def _cells(t: dict, variant: str, selection: str, ablation: str, score: str) -> list[dict]:
+    return [c for c in t["control_cells"] if c["site"] == variant and c["selection"] == selection
+            and c["ablation"] == ablation and c["score"] == score]
+
+
+def _beats_all(c: dict, prefix: str = "") -> bool:
+    """The ranked drop is above every random draw (p at its floor 1/(R + 1)) and z >= Z_MIN (a
+    null z with p at its floor is +inf: draws without spread, all below; JSON writes inf as null)."""
+    draws, p, z = c.get(f"{prefix}draws"), c.get(f"{prefix}p"), c.get(f"{prefix}z")
+    if draws is None or p is None:
+        return False
+    floor = _f(p) <= 1 / (1 + draws) + 1e-12
+    return floor and (z is None or _f(z) >= Z_MIN)
+
+
+def _zs(cells: list[dict], key: str) -> str:
+    zs = [_f(c[key]) for c in cells if c.get(key) is not None]
+    return f"{num(min(zs), 1)}…{num(max(zs), 1)}" if zs else "n/a"
+
+
+def _beats_random_margin(tasks: dict, variant: str) -> Verdict:
+    """Per task and control k: the zeroed global top-k% *beats random* when its drop in the mean
+    true-class margin (label logit − largest other) exceeds every layer-matched random draw's
+    (same count per layer, drawn within each layer: p = 1/(R + 1)) and z >= 3 against them.
+    Power: the positive control, the activation × gradient top-k% zeroed (every layer at once),
+    must beat the uniform random draws the same way at some k, else the test shows no power and
+    the task is inconclusive (a summary without attribution is judged without it, and says so).
+    Per task: reproduced when at least half the k levels beat random, else not reproduced; over
+    tasks: `_overall`. Reported beside, not deciding: the uniform control, accuracy, KL,
+    bottom-k% and the mean-ablated top-k% against the mean-ablated layer-matched draws."""
+    outs, ev, power = [], [], []
+    for name, t in tasks.items():
+        cells = _cells(t, variant, "top", "zero", "margin")
+        if not cells:
+            continue
+        wins = [c for c in cells if _beats_all(c, "layer_")]
+        uniform = [c for c in cells if _beats_all(c)]
+        pos = _cells(t, ALL_LAYERS, "attribution", "zero", "margin")
+        pos_wins = [c for c in pos if _beats_all(c)]
+        o = ("inconclusive" if pos and not pos_wins else
+             "reproduced" if len(wins) >= len(cells) / 2 else "not reproduced")
+        outs.append(o)
+        acc = _cells(t, variant, "top", "zero", "accuracy")
+        kl = _cells(t, variant, "top", "zero", "kl")
+        bottom = {c["k_percent"]: c for c in _cells(t, variant, "bottom", "zero", "margin")}
+        mean = _cells(t, variant, "top", "mean", "margin")
+        n = len(cells)
+        parts = [f"margin: {len(wins)}/{n} k levels beat the layer-matched draws (z {_zs(cells, 'layer_z')}), "
+                 f"{len(uniform)}/{n} the uniform ones (z {_zs(cells, 'z')})",
+                 f"ranked / layer-matched / uniform margin drop at k = {cells[-1]['k_percent']:g}%: "
+                 f"{num(_f(cells[-1]['drop']), 2)} / {num(_f(cells[-1]['layer_random_mean']), 2)} / "
+                 f"{num(_f(cells[-1]['random_mean']), 2)}"]
+        if bottom:
+            parts.append(f"top > bottom margin drop at {sum(_f(c['drop']) > _f(bottom[c['k_percent']]['drop']) for c in cells if c['k_percent'] in bottom)}/{n} k")
+        if mean:
+            parts.append(f"mean-ablated: {sum(_beats_all(c, 'layer_') for c in mean)}/{len(mean)} beat the "
+                         "mean-ablated layer-matched draws")
+        parts.append(f"KL z {_zs(kl, 'z')} (layer-matched {_zs(kl, 'layer_z')}); accuracy: "
+                     f"{sum(_f(c['z']) >= Z_MIN and _f(c['drop']) - _f(c['random_mean']) >= t['min_detectable_drop'] - 1e-12 for c in acc)}/{len(acc)} "
+                     "by the earlier accuracy rule")
+        ev.append(f"{name}: " + "; ".join(parts) + f" ({o})")
+        power.append(f"{name}: positive control (activation × gradient top-k%) beats uniform random at "
+                     + (f"{len(pos_wins)}/{len(pos)} k" if pos else "— (not run)"))
+    what = "the pooler output too" if variant == ALL_LAYERS_POOLER else "every layer at once"
+    floor = ", ".join(sorted({f"1/{t['n_random'] + 1}" for t in tasks.values() if "n_random" in t})) or "1/(R+1)"
+    return Verdict(
+        claim=f"zeroing the probe's global top-k% [CLS] neurons ({what}) lowers the true-class margin more than "
+              "random k% with the same count per layer",
+        outcome=_overall(outs),
+        rule=f"per task, a k level beats random when the ranked drop in the mean true-class margin exceeds every "
+             f"layer-matched random draw's (p at its floor {floor}) with z ≥ {Z_MIN:g} against them; reproduced if at "
+             "least half the k levels do in every task; inconclusive where the positive control (activation × "
+             "gradient top-k%, zeroed) beats uniform random at no k",
+        power="; ".join(power) or "no task",
+        evidence="; ".join(ev) or "no task", source="reference code" if variant == ALL_LAYERS_POOLER else "paper",
+        paper=PAPER_Z)
+
+
+def _beats_random_accuracy(tasks: dict, variant: str = ALL_LAYERS) -> Verdict:
+    """The earlier rule (summaries without "control_cells"): per task and control k level, a
+    cell *beats random* when z >= 3 and the ranked accuracy drop exceeds the uniform random mean
+    by >= 5 inputs' worth; a cell has *power* when the ranked or the mean random drop reaches 5
+    inputs. Per task: inconclusive without a powered cell, reproduced when at least half the
+    cells beat random, else not reproduced; over tasks: `_overall`."""
     outs, ev = [], []
     for name, t in tasks.items():
         cells = [c for c in t["controls"] if c["site"] == variant]
@@ -217,32 +359,44 @@ def beats_random(tasks: dict, variant: str = ALL_LAYERS) -> Verdict:
         paper=PAPER_Z)
 
 
+def _mean_fisher(rhos: list) -> float:
+    """tanh of the mean Fisher z of the finite correlations (NaN if none)."""
+    zs = [math.atanh(max(min(_f(r), 0.999999), -0.999999)) for r in rhos if r is not None and not math.isnan(_f(r))]
+    return math.tanh(sum(zs) / len(zs)) if zs else math.nan
+
+
 def attribution_agreement(tasks: dict) -> Verdict:
-    """Spearman ρ between the concatenated probe's global ranking and activation × gradient over
-    the same neurons; 95% interval by Fisher's z with n = number of neurons (treats neurons as
-    independent, so the interval is too narrow). Per task: reproduced if the interval reaches
-    0.46 (the paper's lower figure), not reproduced if it lies below, inconclusive if ρ is
-    undefined; over tasks: `_overall`."""
+    """Spearman ρ between the concatenated probe's global ranking and activation × gradient,
+    decided per layer: over the concatenation the layers' differences of scale (raw features)
+    dominate ρ, so the rule averages the per-layer ρ (each over one layer's d neurons) in Fisher
+    z; 95% interval tanh(z̄ ± 1.96/√(L·(d − 3))) (treats neurons as independent, so the interval
+    is too narrow). Per task: reproduced if the interval reaches 0.46 (the paper's lower figure),
+    not reproduced if it lies below, inconclusive if no per-layer ρ is defined; over tasks:
+    `_overall`. The concatenated ρ is reported beside."""
     outs, ev = [], []
     for name, t in tasks.items():
-        rho = _f(t["spearman_attribution"])
-        width = 1.96 / math.sqrt(max(4, t["n_neurons"]) - 3)
+        layers = [r for r in t.get("spearman_attribution_layers") or [] if r is not None and not math.isnan(_f(r))]
+        rho = _mean_fisher(layers)
         if math.isnan(rho):
             outs.append("inconclusive")
-            ev.append(f"{name}: undefined")
+            ev.append(f"{name}: undefined (no per-layer ρ)")
             continue
+        d = t["n_neurons"] // max(1, len(t.get("sites") or t["spearman_attribution_layers"]))
+        width = 1.96 / math.sqrt(len(layers) * max(1, d - 3))
         fz = math.atanh(max(min(rho, 0.999999), -0.999999))
         lo, hi = math.tanh(fz - width), math.tanh(fz + width)
         o = "reproduced" if hi >= RHO_LOW else "not reproduced"
         outs.append(o)
         per_layer = ", ".join(num(_f(r), 2) for r in t["spearman_attribution_layers"])
-        ev.append(f"{name}: ρ = {num(rho)} [{num(lo)}, {num(hi)}] (per layer {per_layer})")
+        ev.append(f"{name}: per-layer ρ {per_layer}, mean (Fisher z) {num(rho)} [{num(lo)}, {num(hi)}]; "
+                  f"over the concatenation ρ = {num(_f(t['spearman_attribution']))} ({o})")
     return Verdict(
-        claim="the probe's neuron ranking agrees with an attribution ranking (activation × gradient)",
+        claim="the probe's neuron ranking agrees with an attribution ranking (activation × gradient) within each layer",
         outcome=_overall(outs),
-        rule="per task, reproduced if the 95% interval of ρ (Fisher z over the ranked neurons) reaches 0.46, "
-             "not reproduced if it lies below",
-        power="interval half-width ≈ 1.96/√(L·d − 3) (optimistic: neurons are not independent)",
+        rule="per task, reproduced if the 95% interval of the per-layer ρ averaged in Fisher z reaches 0.46, not "
+             "reproduced if it lies below; the ρ over all layers concatenated is reported, not decided on (layer "
+             "scales dominate it)",
+        power="interval half-width ≈ 1.96/√(L·(d − 3)) (optimistic: neurons are not independent)",
         evidence="; ".join(ev), source="paper", paper=PAPER_RHO)
 
 
@@ -307,28 +461,50 @@ def class_asymmetry(tasks: dict) -> Verdict:
         evidence="; ".join(ev) or "no task with ≥ 3 classes", source="reference code")
 
 
+def _rate(a: dict, kind: str, magnitude: float) -> float | None:
+    """One target's flip-to-target rate of one manipulation at one magnitude (None: not run, or
+    undefined because every input already predicted the target)."""
+    x = next((r["flip_to_target"] for r in a["rows"] if r["attack"] == kind and r["magnitude"] == magnitude), None)
+    return None if x is None or math.isnan(_f(x)) else x
+
+
+REFERENCE_PUSH_DELTA = 0.3  # notebook cell 75: the target's top 25%, Δ = 0.3
+SIGNED_PUSH_DELTA = 5.0
+
+
 def attack_verdicts(domains: dict) -> list[Verdict]:
     """Manipulations of the classifier toward each class, on the layer-wise arm's domains; the
     weaker target decides. Logit bias: reproduced if a bias of 8 (the reference's value)
     redirects ≥ 0.8 of the other inputs (the reference's `min_frac`) in every domain, else not
-    reproduced. Sign-aware column push: the same at Δ = 5. Bit flips: an extension (the
-    reference has no bit-flip code): reproduced if flipping the exponent bit of the most top
-    weights tried redirects ≥ 0.5."""
-    def weakest(d, kind, mag):
-        r = [row["flip_to_target"] for a in d["attacks"].values() for row in a["rows"]
-             if row["attack"] == kind and row["magnitude"] == mag and row["flip_to_target"] is not None]
+    reproduced. The reference code's push (`column_push_reference`: the target's top 25%, +Δ on
+    its column only, unsigned, unbalanced): the same at Δ = 0.3. Extensions: the sign-aware,
+    balanced push (each neuron's sign over the inputs it must move) at Δ = 5, and exponent bit
+    flips (the reference has no bit-flip code): reproduced if flipping the exponent bit of the
+    most top weights tried redirects ≥ 0.5. A summary without the reference push (written
+    before it) is judged as it was then: the signed push as the reference's."""
+    def weakest(d, kind, mag):  # a target with nothing to redirect (null in JSON, NaN in memory) is left out
+        r = [x for x in (_rate(a, kind, mag) for a in d["attacks"].values()) if x is not None]
         return min(r) if r else None
 
     def margins(d):
         return ", ".join(num(a.get("median_clean_margin"), 2) for a in d["attacks"].values())
 
+    has_reference = all(any(r["attack"] == "column_push_reference" for a in d["attacks"].values() for r in a["rows"])
+                        for d in domains.values())
+    pushes = ([("column_push_reference", REFERENCE_PUSH_DELTA, 0.8,
+                f"+Δ = {REFERENCE_PUSH_DELTA:g} on the target's column at its top 25% neurons (the reference code's "
+                "push: unsigned, unbalanced) redirects the other inputs", "reference code"),
+               ("column_push_signed", SIGNED_PUSH_DELTA, 0.8,
+                f"+Δ = {SIGNED_PUSH_DELTA:g} on the target's columns at its top neurons (sign-aware: each neuron's sign "
+                "over the inputs to move; balanced) redirects the other inputs", "extension")]
+              if has_reference else
+              [("column_push_signed", SIGNED_PUSH_DELTA, 0.8, "+Δ = 5 on the target's columns at its top neurons "
+                "(sign-aware, balanced) redirects the other inputs", "reference code")])
     out = []
     n_test = ", ".join(str(d["n_probe_test"]) for d in domains.values())
     for kind, mag, thr, claim, src in (
             ("logit_bias", 8.0, 0.8, "a bias of 8 on one logit redirects the other inputs to that class",
-             "reference code"),
-            ("column_push_signed", 5.0, 0.8, "+Δ = 5 on the target's columns at its top neurons (sign-aware, "
-             "balanced) redirects the other inputs", "reference code"),
+             "reference code"), *pushes,
             (None, None, 0.5, "flipping an exponent bit of the target's top weights redirects the other inputs",
              "extension")):
         vals = []
@@ -347,6 +523,10 @@ def attack_verdicts(domains: dict) -> list[Verdict]:
             o = "reproduced" if all(v >= thr for _, v in vals) else "not reproduced"
         extra = "; median clean margins per target: " + "; ".join(f"{n} {margins(d)}" for n, d in domains.items()) \
             if kind == "logit_bias" else ""
+        if kind and kind.startswith("column_push"):  # per target, not only the weaker one
+            extra = "; per target: " + "; ".join(
+                f"{n} " + ", ".join(f"{t} {num(_rate(a, kind, mag))}" for t, a in d["attacks"].items())
+                for n, d in domains.items())
         out.append(Verdict(claim=claim, outcome=o,
                            rule=f"the weaker target's flip-to-target rate ≥ {thr:g} in every domain",
                            power=f"one input of {n_test} probe-test sentences",

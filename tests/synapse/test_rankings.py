@@ -58,6 +58,52 @@ def test_random_masks_reproducible_and_distinct():
         R.random_k(10, 10, draws=0)
 
 
+def test_layer_matched_draws_keep_the_per_layer_counts():
+    L, d = 4, 50
+    scores = np.random.default_rng(2).random(L * d) * np.repeat([1.0, 1.0, 2.0, 10.0], d)  # last layer dominates
+    for k in (2.5, 10, 30, 60):
+        top = R.top_k(scores, k)
+        counts = R.layer_counts(top, L)
+        assert counts.sum() == R.k_count(k, L * d)
+        m = R.layer_matched_random(top, L, seed=5, draws=30)
+        assert m.shape == (30, L * d) and m.dtype == np.float32 and set(np.unique(m)) <= {0.0, 1.0}
+        for row in m:  # exactly the ranked set's count in every layer
+            np.testing.assert_array_equal(R.layer_counts(row, L), counts)
+        np.testing.assert_array_equal(m, R.layer_matched_random(top, L, seed=5, draws=30))
+        if 0 < counts[-1] < d:  # within a layer the units vary from draw to draw
+            assert len({row[(L - 1) * d:].tobytes() for row in m}) > 1
+    # uniform within a layer: every unit of the last layer is taken about as often (k of d)
+    top = R.top_k(scores, 10)
+    share = R.layer_matched_random(top, L, seed=0, draws=4000)[:, (L - 1) * d:].mean(0)
+    want = R.layer_counts(top, L)[-1] / d
+    assert np.abs(share - want).max() < 5 * np.sqrt(want * (1 - want) / 4000)
+    with pytest.raises(ValueError, match="equal-width layers"):
+        R.layer_matched_random(top, 3)
+    with pytest.raises(ValueError, match="draws must be a positive integer"):
+        R.layer_matched_random(top, L, draws=0)
+
+
+def test_layerwise_spearman_separates_scale_from_order():
+    """Two rankings that agree on which layer is larger but are reversed within every layer:
+    ρ ≈ 0.5 over the concatenation (the scale step alone), −1 within each layer."""
+    rng = np.random.default_rng(0)
+    d = 40
+    u = rng.random(2 * d)
+    a = u + np.repeat([0.0, 10.0], d)  # layer 1 ten units above layer 0
+    b = -u + np.repeat([0.0, 10.0], d)  # the same scale step, every within-layer order reversed
+    r = R.layerwise_spearman(a, b, 2)
+    # ranks: block offset (0 or d) + within-block rank w vs d + 1 − w: ρ = (2d² + 1) / (4d² − 1)
+    assert r["concat"] == pytest.approx((2 * d**2 + 1) / (4 * d**2 - 1), rel=1e-9)
+    np.testing.assert_allclose(r["layers"], [-1.0, -1.0])
+    assert R.layerwise_spearman(a, b, [d, d]) == r
+    uneven = R.layerwise_spearman(a, b, [10, 2 * d - 10])
+    assert uneven["layers"][0] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="equal-width"):
+        R.layerwise_spearman(a, b, 3)
+    with pytest.raises(ValueError, match="sum to"):
+        R.layerwise_spearman(a, b, [10, 10])
+
+
 def test_mass_cover_is_minimal():
     s = np.array([1.0, 5.0, 0.0, 3.0, 1.0])  # total 10; sorted 5, 3, 1, 1, 0
     for p, want in ((50, [1]), (50.1, [1, 3]), (80, [1, 3]), (81, [0, 1, 3]), (100, [0, 1, 3, 4])):
