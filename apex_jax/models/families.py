@@ -16,12 +16,14 @@ import numpy as np
 
 from apex_jax.models import convert, encoder, gpt2, llama
 from apex_jax.models import neox  # GPT-NeoX / Pythia
+from apex_jax.models import gemma  # Gemma 1, 2, 3 (text)
 from apex_jax.models.decoder import DecoderConfig
 from apex_jax.models.encoder import ArchConfig
 
 Config = ArchConfig | DecoderConfig
 FAMILIES: tuple[ModuleType, ...] = (encoder, gpt2, llama)
 FAMILIES += (neox,)  # GPT-NeoX / Pythia
+FAMILIES += (gemma,)  # Gemma 1, 2, 3 (text)
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 
