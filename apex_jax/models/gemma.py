@@ -67,7 +67,7 @@ def from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
     """
     model_type = hf.get("model_type")
     d, h = hf["hidden_size"], hf["num_attention_heads"]
-    kv = hf_get(hf, "num_key_value_heads", default=h)
+    kv = hf_get(hf, "num_key_value_heads", default=16 if model_type == "gemma" else 4)  # transformers' defaults
     if h % kv:
         raise InputError(f"num_attention_heads {h} is not a multiple of num_key_value_heads {kv}.")
     if hf.get("use_bidirectional_attention"):
