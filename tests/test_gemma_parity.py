@@ -1,13 +1,13 @@
 """Gemma 1, 2 and 3 (text) against transformers' *ForSequenceClassification / *ForCausalLM.
 
-Tiny random models (2 layers, d_model 32, 4 query heads on 2 kv heads of width 12), one per
-generation, each as a sequence classifier and as a causal LM:
+Tiny random models (2 layers, Gemma 3: 3; d_model 32, 4 query heads on 2 kv heads of width 12),
+one per generation, each as a sequence classifier and as a causal LM:
 
   gemma   Gemma 1: (1 + w) RMSNorm, sqrt(d_model) embedding scale, GeGLU; attention biases on
   gemma2  four norms per block, query_pre_attn_scalar 20, attention and final soft-capping
           (caps small enough to bite), layer 0 sliding (window 3 < 9 tokens), layer 1 global
-  gemma3  q/k norms, a local rope base for the sliding layer (layer 1) and linear scaling on
-          the global one (layer 0), final soft-capping, an untied LM head
+  gemma3  q/k norms, a local rope base for the sliding layers (1 and 2: one scanned group) and
+          linear scaling on the global one (layer 0), final soft-capping, an untied LM head
 
 Every site is compared on a right-padded batch: the residual stream against HF
 `hidden_states`, patterns against `attentions`, block internals against forward hooks on the
@@ -72,9 +72,9 @@ def hf_config(variant: str, n_labels: int = 3):
     if variant == "gemma3":
         rope = {"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0},
                 "sliding_attention": {"rope_type": "default", "rope_theta": 30.0}}
-        return T.Gemma3TextConfig(**common, sliding_window=3, query_pre_attn_scalar=20, final_logit_softcapping=2.0,
-                                  layer_types=["full_attention", "sliding_attention"], rope_parameters=rope,
-                                  tie_word_embeddings=False)
+        return T.Gemma3TextConfig(**{**common, "num_hidden_layers": 3}, sliding_window=3, query_pre_attn_scalar=20,
+                                  final_logit_softcapping=2.0, rope_parameters=rope, tie_word_embeddings=False,
+                                  layer_types=["full_attention", "sliding_attention", "sliding_attention"])
     raise ValueError(variant)
 
 
@@ -156,7 +156,7 @@ def test_parity_every_site(ref, variant, head):
     model, mask = r.model, r.inputs["attention_mask"]
     cfg = model.config
     assert (cfg.arch, cfg.model_type, cfg.lm_head) == ("gemma", hf_config(variant).model_type, head == "lm")
-    assert cfg.sliding_layers == {"gemma": (), "gemma2": (0,), "gemma3": (1,)}[variant]
+    assert cfg.sliding_layers == {"gemma": (), "gemma2": (0,), "gemma3": (1, 2)}[variant]
     assert (mask == 0).any() and mask.sum(1).max() > 3  # padded, and longer than the window
     out = model.apply(model.params, r.inputs, capture=model.sites)
     assert set(out.captured) == set(model.sites)
@@ -175,11 +175,12 @@ def test_parity_every_site(ref, variant, head):
         for local in HF_SITES["gemma"]:
             errs[f"{b}.{local}"] = max_err(out.captured[f"{b}.{local}"], internal[f"{b}.{local}"], mask)
         assert max_err(out.captured[f"{b}.hook_resid_pre"], ref_out.hidden_states[i], mask) <= TOL
-        # the documented identities hold exactly (post-norms sit before hook_attn_out / hook_mlp_out)
+        # the documented identities (post-norms sit before hook_attn_out / hook_mlp_out), to
+        # rounding: inside a scanned group XLA may fuse the post-norm's product into the add
         c = {s: np.asarray(out.captured[f"{b}.{s}"]) for s in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid",
                                                                 "hook_mlp_out", "hook_resid_post")}
-        np.testing.assert_array_equal(c["hook_resid_mid"], c["hook_resid_pre"] + c["hook_attn_out"])
-        np.testing.assert_array_equal(c["hook_resid_post"], c["hook_resid_mid"] + c["hook_mlp_out"])
+        np.testing.assert_allclose(c["hook_resid_mid"], c["hook_resid_pre"] + c["hook_attn_out"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(c["hook_resid_post"], c["hook_resid_mid"] + c["hook_mlp_out"], rtol=1e-6, atol=1e-6)
     errs["ln_final.hook_normalized"] = max_err(out.captured["ln_final.hook_normalized"], ref_out.hidden_states[n], mask)
     errs["head.hook_cls"] = max_err(out.captured["head.hook_cls"], ref_out.hidden_states[n].numpy()[rows, cls])
     errs["head.hook_logits"] = max_err(out.captured["head.hook_logits"], hf_logits)
@@ -195,7 +196,6 @@ def test_parity_every_site(ref, variant, head):
 
 @pytest.mark.parametrize("variant, head, change", [
     ("gemma2", "seq", dict(sliding_window=None)),  # the window decides some keys
-    ("gemma3", "seq", dict(sliding_window=None)),
     ("gemma2", "seq", dict(attn_softcap=None)),
     ("gemma2", "lm", dict(final_softcap=None)),
     ("gemma3", "seq", dict(local_rope_theta=None)),  # the sliding layer with the global rope
@@ -211,7 +211,7 @@ def test_options_matter(ref, variant, head, change):
 def test_noise_intervention(ref):
     """Noise at one site moves the logits; sigma 0 gives the clean logits exactly; noise on
     hook_attn_out (after the post-norm) reaches resid_mid as an added term."""
-    r = ref("gemma3", "seq")
+    r = ref("gemma2", "seq")
     m = r.model
     site = "blocks.0.hook_attn_out"
     sites = (site, "blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid")
@@ -221,19 +221,19 @@ def test_noise_intervention(ref):
     np.testing.assert_array_equal(np.asarray(zero.logits), np.asarray(clean.logits))
     assert max_err(noisy.logits, clean.logits) > 1e-2
     c = {s: np.asarray(noisy.captured[s]) for s in sites}
-    np.testing.assert_array_equal(c[sites[2]], c[sites[1]] + c[site])
+    np.testing.assert_allclose(c[sites[2]], c[sites[1]] + c[site], rtol=1e-6, atol=1e-6)
     assert max_err(c[site], clean.captured[site]) > 0.1
 
 
 def test_padding_head_only_and_prefix(ref):
-    """Left = right padding; head_only (whose last block is gemma3's sliding one) and a cached
-    prefix give the full run's logits."""
+    """Left = right padding; head_only (whose last block is a sliding one in gemma3) and a
+    cached prefix give the full run's logits."""
     r = ref("gemma3", "lm")
     m, right = r.model, r.inputs
     left = to_left(right)
     full = m.apply(m.params, right).logits
     assert max_err(m.apply(m.params, left).logits, full) < TOL
-    site = "blocks.1.hook_resid_mid"
+    site = "blocks.2.hook_resid_mid"
     a = m.apply(m.params, left, capture=(site,))
     fast = m.apply(m.params, left, capture=(site,), head_only=True)
     assert max_err(fast.logits, full) < TOL
@@ -267,19 +267,19 @@ def test_save_round_trip_through_transformers(ref, tmp_path, variant, head):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(model.params)))
 
 
-def test_created_model_saves_as_transformers_reads_it(tmp_path):
-    """A fresh Gemma 3 (norm scales initialised to 0, i.e. identity) saved and read back by
-    transformers gives the same next-token logits."""
-    import transformers as T
+def test_fresh_gemma_norm_is_the_identity_scale():
+    """Gemma's RMSNorm scales by (1 + w): a fresh model's scales start at 0 (as transformers
+    initialises them), so a created model's norms are plain RMS normalisations."""
+    from apex_jax.models.decoder import Norm
 
-    m = apex_jax.create(hf_config("gemma3").to_dict(), num_labels=None, lm_head=True, seed=3)
-    scales = [np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(m.params) if "scale" in jax.tree_util.keystr(k)]
-    assert len(scales) == 2 * 6 + 1 and all(not s.any() for s in scales)
-    folder = m.save(tmp_path / "fresh")
-    hf = T.AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval()
-    inputs = make_inputs()
-    logits = torch_forward(hf, inputs).logits.numpy()[np.arange(3), inputs["attention_mask"].sum(1) - 1]
-    assert max_err(m.apply(m.params, inputs).logits, logits) < TOL
+    cfg = families.from_hf(hf_config("gemma3").to_dict())
+    x = np.random.default_rng(0).standard_normal((2, 3, D)).astype(np.float32)
+    variables = Norm(cfg).init(jax.random.key(0), x)
+    assert not np.asarray(variables["params"]["scale"]).any()
+    want = x / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=-1, keepdims=True) + cfg.norm_eps)
+    assert max_err(Norm(cfg).apply(variables, x), want) < 1e-6
+    w = np.linspace(-0.5, 0.5, D, dtype=np.float32)
+    assert max_err(Norm(cfg).apply({"params": {"scale": w}}, x), want * (1 + w)) < 1e-6
 
 
 def _folder(tmp_path, name, cfg: dict, state: dict):
@@ -331,6 +331,7 @@ def test_refused_options():
         (cfg("gemma2", layer_types=["sliding_attention"]), "layer_types has 1 entries for 2 layers"),
         (cfg("gemma2", sliding_window=None), "sliding_window is null"),
         (cfg("gemma2", hidden_activation="mish"), "unsupported activation 'mish'"),
+        (cfg("gemma2", attn_logit_softcapping=0.0), "attn_logit_softcapping must be a positive number or null"),
     ]
     for hf, message in cases:
         with pytest.raises(ValueError, match=message):

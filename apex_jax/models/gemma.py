@@ -89,32 +89,39 @@ def from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
         norm_offset=True, embed_scale=True,
     )
     if model_type == "gemma":
-        fields.update(attn_scalar=float(d_head), **_rope(hf.get("rope_parameters") or {}, hf, "rope_theta", 10000.0))
-        return finish_config(hf, "gemma", fields)
+        # transformers 5 `rope_parameters`, or the 4.x `rope_theta` + `rope_scaling` of published checkpoints
+        rope = _rope(hf.get("rope_parameters") or hf.get("rope_scaling"), float(hf.get("rope_theta", 10000.0)))
+        return finish_config(hf, "gemma", {**fields, "attn_scalar": float(d_head), **rope})
     defaults = _DEFAULTS[model_type]
-    cap = lambda key: None if hf.get(key, defaults[key]) is None else float(hf.get(key, defaults[key]))  # noqa: E731
     fields.update(
         sandwich_norms=True, attn_scalar=float(hf.get("query_pre_attn_scalar", 256)),
-        final_softcap=cap("final_logit_softcapping"),
-        **_sliding(hf, model_type),
+        final_softcap=_cap(hf, "final_logit_softcapping", defaults), **_sliding(hf, model_type),
     )
     if model_type == "gemma2":
-        fields.update(attn_softcap=cap("attn_logit_softcapping"),
-                      **_rope(hf.get("rope_parameters") or {}, hf, "rope_theta", defaults["rope_theta"]))
+        theta = float(hf.get("rope_theta", defaults["rope_theta"]))
+        rope = _rope(hf.get("rope_parameters") or hf.get("rope_scaling"), theta)
+        fields.update(attn_softcap=_cap(hf, "attn_logit_softcapping", defaults), **rope)
     else:
         fields.update(qk_norm=True, **_gemma3_rope(hf, defaults))
     return finish_config(hf, "gemma", fields)
 
 
-def _rope(params: Mapping[str, Any], hf: Mapping[str, Any], theta_key: str, theta: float,
-          where: str = "", types: tuple[str, ...] = ROPE_TYPES) -> dict:
-    """rope_theta and scaling of one rope parameter dict (transformers 5 `rope_parameters`, or
-    the 4.x spelling `rope_theta` + `rope_scaling` that published checkpoints use)."""
-    params = dict(params or hf.get("rope_scaling") or {})
+def _cap(hf: Mapping[str, Any], key: str, defaults: Mapping[str, Any]) -> float | None:
+    """A soft cap (None: none); the config class's default where the entry is absent."""
+    cap = hf.get(key, defaults[key])
+    if cap is not None and not cap > 0:
+        raise InputError(f"{key} must be a positive number or null; got {cap!r}.")
+    return None if cap is None else float(cap)
+
+
+def _rope(params: Mapping[str, Any] | None, theta: float, where: str = "",
+          types: tuple[str, ...] = ROPE_TYPES) -> dict:
+    """rope_theta and scaling of one rope parameter dict (its `rope_theta`, else `theta`)."""
+    params = dict(params or {})
     rope_type = params.pop("rope_type", params.pop("type", "default"))
     if rope_type not in types:
         raise InputError(f"unsupported rope type {rope_type!r}{where}; supported: {', '.join(types)}.")
-    theta = float(params.pop("rope_theta", hf.get(theta_key, theta)))
+    theta = float(params.pop("rope_theta", theta))
     if rope_type == "default":
         return {"rope_theta": theta, "rope_scaling": ()}
     if "factor" not in params:
@@ -134,11 +141,9 @@ def _gemma3_rope(hf: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
         )
     full = dict(params.get("full_attention") or {})
     full.update(hf.get("rope_scaling") or {})  # as transformers: the 4.x scaling is the global layers'
-    out = _rope(full or {"rope_type": "default"}, {}, "rope_theta",
-                float(hf.get("rope_theta", defaults["rope_theta"])), " on full_attention layers")
-    local = _rope(params.get("sliding_attention") or {"rope_type": "default"}, {}, "rope_theta",
-                  float(hf.get("rope_local_base_freq", defaults["rope_local_base_freq"])),
-                  " on sliding_attention layers", ("default",))
+    out = _rope(full, float(hf.get("rope_theta", defaults["rope_theta"])), " on full_attention layers")
+    local_theta = float(hf.get("rope_local_base_freq", defaults["rope_local_base_freq"]))
+    local = _rope(params.get("sliding_attention"), local_theta, " on sliding_attention layers", ("default",))
     return {**out, "local_rope_theta": local["rope_theta"]}
 
 
