@@ -1,7 +1,7 @@
 """Dispatch over the model families: which family module handles a config or a `model_type`.
 
 A family module (`encoder`: BERT-like encoders and ViT; `gpt2`; `llama`: Llama, Qwen2,
-Mistral) has `MODEL_TYPES` (HF model_type -> our architecture), `BASE_PREFIX` (architecture ->
+Mistral; `neox`; `gemma`: Gemma 1, 2, 3 text) has `MODEL_TYPES` (HF model_type -> our architecture), `BASE_PREFIX` (architecture ->
 the base model's key prefix), `from_hf`, `key_renames`, `table` and `hf_class_name`. This module
 reads those, and the strict table walk of `convert`, for the loader (`loading`) and the writer
 (`saving`); the family modules never import it.
