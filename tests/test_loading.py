@@ -246,7 +246,7 @@ def test_unknown_model_type(ref, tmp_path):
     r = ref("bert", **BERT_KW)
     folder = _folder(tmp_path / "bloom", r.folder, config={"model_type": "bloom"})
     with pytest.raises(ValueError, match=r"unsupported model_type 'bloom'; supported: bert, big_bird, camembert, distilbert, "
-                                         r"gpt2, gpt_neox, llama, mistral, modernbert, phi3, qwen2, roberta, vit, xlm-roberta"):
+                                         r"gemma, gemma2, gemma3_text, gpt2, gpt_neox, llama, mistral, modernbert, phi3, qwen2, roberta, vit, xlm-roberta"):
         apex_jax.load(folder)
 
 

@@ -1,17 +1,20 @@
-"""The decoder-only forward shared by GPT-2 (`gpt2`), the Llama family (`llama`) and GPT-NeoX
-(`neox`, Pythia).
+"""The decoder-only forward shared by GPT-2 (`gpt2`), the Llama family (`llama`), GPT-NeoX
+(`neox`, Pythia) and Gemma 1/2/3 (`gemma`).
 
 One `Decoder` module, parameterised by `DecoderConfig`, covers GPT-2 (learned positions,
 LayerNorm, GELU MLP, fused q/k/v) and the Llama family (rotary positions, RMSNorm, grouped-query
 attention, SwiGLU MLP; Qwen2's q/k/v biases; Mistral's sliding window). All are pre-norm:
 `x + attn(norm(x))`, then `x + mlp(norm(x))`, and a final norm before the head. GPT-NeoX adds
 two options: a parallel residual (`x + attn(ln1(x)) + mlp(ln2(x))`, `parallel_residual`) and
-partial rotary embeddings (the first `rotary_dim` dimensions of each head rotate). The families
-differ in options of one forward, not in its structure, so the forward is written once here;
-`gpt2`, `llama` and `neox` hold what is theirs: the HF config mapping and the weight tables.
-Phi-3 (`phi3`) is the Llama forward with q/k/v fused into one kernel (`arch == "phi3"`), gate
-and up fused into one (`mlp_kind="gated_fused"`) and LongRoPE (`rope_type="longrope"`: per-
-frequency factors, short or long by the example's length, and cos/sin scaled).
+partial rotary embeddings (the first `rotary_dim` dimensions of each head rotate). Gemma adds
+its own options (see `DecoderConfig`): (1 + w) RMSNorm, a scaled embedding, post-norms on the
+attention and MLP outputs, soft-capped scores and logits, q/k norms, a local rotary base. The
+families differ in options of one forward, not in its structure, so the forward is written once
+here; `gpt2`, `llama`, `neox`, `phi3` and `gemma` hold what is theirs: the HF config mapping and
+the weight tables. Phi-3 (`phi3`) is the Llama forward with q/k/v fused into one kernel
+(`arch == "phi3"`), gate and up fused into one (`mlp_kind="gated_fused"`) and LongRoPE
+(`rope_type="longrope"`: per-frequency factors, short or long by the example's length, and cos/sin
+scaled).
 
 This module holds:
 
@@ -34,6 +37,10 @@ Sites (same names as the encoders, see `apex_jax.sites`):
     (through its own norm), not `hook_resid_mid`; `hook_resid_mid` is `resid_pre + attn_out`,
     the partial sum the block output adds `hook_mlp_out` to (`resid_post = resid_mid + mlp_out`
     holds in both variants), so a perturbation there reaches the block output but not the MLP.
+  * Post-norms (Gemma 2/3, `sandwich_norms`): `hook_attn_out` / `hook_mlp_out` are taken after
+    the post-attention / post-feedforward norm, so `resid_mid = resid_pre + attn_out` and
+    `resid_post = resid_mid + mlp_out` hold; the projections' raw outputs have no site. With
+    q/k norms (Gemma 3) `attn.hook_q` / `attn.hook_k` are the projections before those norms.
   * Gated MLP: `mlp.hook_pre` = gate projection (before the activation), `mlp.hook_post` =
     act(gate) * up, the neurons the down projection reads.
   * `ln_final.hook_normalized`: the final norm's output [batch, pos, d_model] (= HF
@@ -113,6 +120,21 @@ class DecoderConfig:
     # rotary embedding covers the first `rotary_dim` dimensions of each head (None: all of them).
     parallel_residual: bool = False
     rotary_dim: int | None = None
+    # Gemma (`gemma`; every default leaves the other families as they are): RMSNorm scales by
+    # (1 + weight) in float32 (`norm_offset`); the token embedding is multiplied by sqrt(d_model)
+    # (`embed_scale`); Gemma 2/3 normalise the attention and MLP outputs before each residual add
+    # (`sandwich_norms`); scores are scaled by attn_scalar ** -0.5 (None: divided by sqrt(d_head))
+    # and tanh soft-capped (`attn_softcap`), next-token logits too (`final_softcap`); Gemma 3
+    # RMS-normalises q and k per head before the rotary embedding (`qk_norm`) and rotates its
+    # sliding-window layers with its own base and no scaling (`local_rope_theta`).
+    norm_offset: bool = False
+    embed_scale: bool = False
+    sandwich_norms: bool = False
+    attn_scalar: float | None = None
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
+    qk_norm: bool = False
+    local_rope_theta: float | None = None
 
     # Fields the encoder-oriented code paths read (a decoder is a text model without token types).
     is_text = True
@@ -209,6 +231,18 @@ def rope_inv_freq(cfg: DecoderConfig, long: bool = False) -> np.ndarray:
     return inv.astype(np.float32)
 
 
+def rope_tables(inv_freq: np.ndarray, mask: Array, dtype: Any) -> tuple[Array, Array]:
+    """(cos, sin), each [batch, pos, rope_dim] in `dtype`, of the positions `mask` gives."""
+    angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)
+    angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, rope_dim]
+    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+def softcap(x: Array, cap: float | None) -> Array:
+    """cap * tanh(x / cap) (Gemma 2's soft capping); x itself when cap is None."""
+    return x if cap is None else jnp.tanh(x / cap) * cap
+
+
 def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     """Rotates x [batch, pos, heads, d_head] by cos/sin [batch, pos, rope_dim] (halves layout);
     with rope_dim < d_head (partial rotary) the dimensions after rope_dim pass unchanged."""
@@ -221,18 +255,23 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
 
 
 class Norm(nn.Module):
-    """LayerNorm (GPT-2) or RMSNorm (Llama family), statistics in float32."""
+    """LayerNorm (GPT-2) or RMSNorm (Llama family), statistics in float32; Gemma's RMSNorm
+    (`norm_offset`) scales by (1 + weight) in float32 before casting back, as HF does."""
 
     cfg: DecoderConfig
+    dim: int | None = None  # the normalised width (None: d_model; d_head for Gemma 3's q/k norms)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.cfg
         if cfg.norm_kind == "layernorm":
             return nn.LayerNorm(epsilon=cfg.norm_eps, use_fast_variance=False, name="ln")(x)
-        scale = self.param("scale", nn.initializers.ones, (cfg.d_model,))
+        init = nn.initializers.zeros if cfg.norm_offset else nn.initializers.ones  # both: identity
+        scale = self.param("scale", init, (self.dim or cfg.d_model,))
         h = x.astype(jnp.float32)
         h = h * jax.lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + cfg.norm_eps)
+        if cfg.norm_offset:
+            return (h * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
         return scale * h.astype(x.dtype)
 
 
@@ -284,6 +323,8 @@ class Attention(nn.Module):
         q = hooks(f"{prefix}.attn.hook_q", q.reshape(b, nq, h, dh))
         k = hooks(f"{prefix}.attn.hook_k", k.reshape(b, p, kv, dh))
         v = hooks(f"{prefix}.attn.hook_v", v.reshape(b, p, kv, dh))
+        if cfg.qk_norm:  # Gemma 3: per-head RMSNorm of q and k, after their hooks, before rope
+            q, k = Norm(cfg, dh, name="q_norm")(q), Norm(cfg, dh, name="k_norm")(k)
         if rope is not None:
             cos, sin = rope
             take = lambda t: t if full else jnp.take_along_axis(t, q_index[..., None], axis=1)
@@ -291,7 +332,10 @@ class Attention(nn.Module):
         # Query head j reads kv head j // group: group the query heads per kv head.
         group = h // kv
         qg = q.reshape(b, nq, kv, group, dh)
-        scores = jnp.einsum("bqkgd,bskd->bkgqs", qg, k).reshape(b, h, nq, p) / math.sqrt(dh)
+        scores = jnp.einsum("bqkgd,bskd->bkgqs", qg, k).reshape(b, h, nq, p)
+        scores = scores / math.sqrt(dh) if cfg.attn_scalar is None else scores * cfg.attn_scalar ** -0.5
+        if cfg.attn_softcap is not None:  # Gemma 2: capped before the mask, in float32
+            scores = softcap(scores.astype(jnp.float32), cfg.attn_softcap)
         k_index = jnp.arange(p)[None, None, :]
         allowed = (mask[:, None, :] > 0) & (k_index <= q_index[:, :, None])  # [batch, q, key]
         if self.window is not None:
@@ -333,17 +377,25 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, q_index: Array, rope: tuple | None,
                  hooks: Hooks) -> Array:
-        """x: [batch, pos, d_model] -> [batch, q, d_model], q = q_index.shape[1]."""
+        """x: [batch, pos, d_model] -> [batch, q, d_model], q = q_index.shape[1].
+
+        With `sandwich_norms` (Gemma 2/3) the attention and MLP outputs pass their post-norm
+        before their hooks, so hook_attn_out / hook_mlp_out are what the residual adds."""
         cfg, p = self.cfg, f"blocks.{self.index}"
         window = cfg.sliding_window if self.index in cfg.sliding_layers else None
         x = hooks(f"{p}.hook_resid_pre", x)
         a = Attention(cfg, window, name="attn")(Norm(cfg, name="ln_attn")(x), mask, q_index, rope, hooks, p)
+        if cfg.sandwich_norms:
+            a = Norm(cfg, name="ln_attn_post")(a)
         a = hooks(f"{p}.hook_attn_out", a)
         keep = x if q_index.shape[1] == x.shape[1] else jnp.take_along_axis(x, q_index[..., None], axis=1)
         mid = hooks(f"{p}.hook_resid_mid", keep + a)
         # Parallel residual: the MLP reads the block input, resid_mid only carries to the output.
         mlp_in = Norm(cfg, name="ln_mlp")(keep if cfg.parallel_residual else mid)
-        m = hooks(f"{p}.hook_mlp_out", MLP(cfg, name="mlp")(mlp_in, hooks, p))
+        m = MLP(cfg, name="mlp")(mlp_in, hooks, p)
+        if cfg.sandwich_norms:
+            m = Norm(cfg, name="ln_mlp_post")(m)
+        m = hooks(f"{p}.hook_mlp_out", m)
         return mid + m  # the caller applies hook_resid_post (a boundary site)
 
 
@@ -380,7 +432,7 @@ class DecoderHead(nn.Module):
             w = _Kernel(cfg.vocab_size, name="lm_head")(cfg.d_model)
         if cfg.label_token_ids:  # only the label tokens' logits: no vocabulary-wide matmul
             w = jnp.take(w, jnp.asarray(cfg.label_token_ids), axis=1)
-        return hooks("head.hook_logits", cls @ w.astype(cls.dtype))
+        return hooks("head.hook_logits", softcap(cls @ w.astype(cls.dtype), cfg.final_softcap))
 
 
 class Decoder(nn.Module):
@@ -398,6 +450,8 @@ class Decoder(nn.Module):
         if start == 0 and not isinstance(inputs, tuple):
             mask = jnp.asarray(inputs["attention_mask"])
             x = wte(inputs["input_ids"])
+            if cfg.embed_scale:  # Gemma: sqrt(d_model) as a float32, cast to the model's dtype (as HF)
+                x = x * jnp.asarray(np.float32(math.sqrt(cfg.d_model))).astype(x.dtype)
             if cfg.positions == "learned":
                 wpe = nn.Embed(cfg.max_positions, cfg.d_model, name="position")
                 x = x + wpe(position_ids(mask))
@@ -405,32 +459,38 @@ class Decoder(nn.Module):
             x, mask = inputs  # a cached prefix: (residual entering block `start`, mask)
         b, p = mask.shape
         cls_index = classifier_positions(mask)  # [batch]
-        rope = None
+        rope = rope_local = None
         if cfg.positions == "rope":
-            angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(cfg))
             if cfg.rope_type == "longrope":
                 # LongRoPE: the long factors for an example longer than the original context
                 # (chosen per example from its real length; HF chooses per batch)
+                angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(cfg))
                 long = jnp.sum(mask, axis=1) > dict(cfg.rope_scaling)["original_max_position_embeddings"]
                 long_angles = position_ids(mask)[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(cfg, True))
                 angles = jnp.where(long[:, None, None], long_angles, angles)
-            angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, rope_dim]
-            cos, sin = jnp.cos(angles), jnp.sin(angles)
-            if cfg.rope_attention_factor != 1.0:  # LongRoPE's attention scaling, as HF: on cos and sin
-                cos, sin = cos * cfg.rope_attention_factor, sin * cfg.rope_attention_factor
-            rope = (cos.astype(x.dtype), sin.astype(x.dtype))
+                angles = jnp.concatenate([angles, angles], axis=-1)  # [batch, pos, rope_dim]
+                cos, sin = jnp.cos(angles), jnp.sin(angles)
+                if cfg.rope_attention_factor != 1.0:  # LongRoPE's attention scaling, as HF: on cos and sin
+                    cos, sin = cos * cfg.rope_attention_factor, sin * cfg.rope_attention_factor
+                rope = rope_local = (cos.astype(x.dtype), sin.astype(x.dtype))
+            else:
+                rope = rope_local = rope_tables(rope_inv_freq(cfg), mask, x.dtype)
+            if cfg.local_rope_theta is not None:  # Gemma 3's sliding layers: their own base
+                local = dataclasses.replace(cfg, rope_theta=cfg.local_rope_theta, rope_scaling=())
+                rope_local = rope_tables(rope_inv_freq(local), mask, x.dtype)
+        rope_of = lambda i: rope_local if i in cfg.sliding_layers else rope  # noqa: E731
         all_index = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
         end = cfg.n_layers if stop is None else stop
         tail = end - 1 if head_only and end > start else end  # head_only: the last block runs unrolled, one query
         if self.is_initializing():  # Linen init creates every block's parameters
             for i in range(start, tail):
                 x = hooks(site_lib.boundary_site(i), x)
-                x = Block(cfg, i, name=f"blocks_{i}")(x, mask, all_index, rope, hooks)
+                x = Block(cfg, i, name=f"blocks_{i}")(x, mask, all_index, rope_of(i), hooks)
         else:
             params = self.variables["params"]
             x = common.run_blocks(
                 x, hooks, range(start, tail),
-                lambda i, p, h, hk: Block(cfg, i, parent=None).apply({"params": p}, h, mask, all_index, rope, hk),
+                lambda i, p, h, hk: Block(cfg, i, parent=None).apply({"params": p}, h, mask, all_index, rope_of(i), hk),
                 lambda i: params[f"blocks_{i}"],
                 kind_of=lambda i: i in cfg.sliding_layers,  # windowed and full attention never share a scan
                 scan=self.scan,
@@ -438,7 +498,7 @@ class Decoder(nn.Module):
             )
         if tail < end:
             x = hooks(site_lib.boundary_site(tail), x)
-            x = Block(cfg, tail, name=f"blocks_{tail}")(x, mask, cls_index[:, None], rope, hooks)
+            x = Block(cfg, tail, name=f"blocks_{tail}")(x, mask, cls_index[:, None], rope_of(tail), hooks)
         if stop is not None:  # prefix mode: the boundary hook of `stop` belongs to the suffix
             return x, mask, None
         x = hooks(site_lib.boundary_site(cfg.n_layers), x)

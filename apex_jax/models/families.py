@@ -1,7 +1,7 @@
 """Dispatch over the model families: which family module handles a config or a `model_type`.
 
 A family module (`encoder`: BERT-like encoders and ViT; `gpt2`; `llama`: Llama, Qwen2,
-Mistral; `neox`; `modernbert`) has `MODEL_TYPES` (HF model_type -> our architecture),
+Mistral; `neox`; `phi3`; `gemma`: Gemma 1, 2, 3 text; `modernbert`; `bigbird`) has `MODEL_TYPES` (HF model_type -> our architecture),
 `BASE_PREFIX` (architecture -> the base model's key prefix), `from_hf`, `key_renames`, `table`
 and `hf_class_name`; encoder families also `load_head` and `init_params`, and a family with its
 own forward `module` (`module` here picks it). This module
@@ -21,6 +21,7 @@ from apex_jax.models import modernbert  # ModernBERT
 from apex_jax.models import neox  # GPT-NeoX / Pythia
 from apex_jax.models import phi3  # Phi-3 (fused qkv / gate_up, LongRoPE)
 from apex_jax.models import bigbird  # BigBird (block-sparse attention on the BERT encoder)
+from apex_jax.models import gemma  # Gemma 1, 2, 3 (text)
 from apex_jax.models.decoder import Decoder, DecoderConfig
 from apex_jax.models.encoder import ArchConfig, Encoder
 
@@ -30,6 +31,7 @@ FAMILIES += (neox,)  # GPT-NeoX / Pythia
 FAMILIES += (phi3,)  # Phi-3
 FAMILIES += (modernbert,)  # ModernBERT
 FAMILIES += (bigbird,)  # BigBird
+FAMILIES += (gemma,)  # Gemma 1, 2, 3 (text)
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 
