@@ -16,12 +16,15 @@ import numpy as np
 
 from apex_jax.models import convert, encoder, gpt2, llama
 from apex_jax.models import neox  # GPT-NeoX / Pythia
-from apex_jax.models.decoder import DecoderConfig
-from apex_jax.models.encoder import ArchConfig
+from apex_jax.models import deberta  # DeBERTa v1, v2, v3
+from apex_jax.models.deberta import DebertaConfig
+from apex_jax.models.decoder import Decoder, DecoderConfig
+from apex_jax.models.encoder import ArchConfig, Encoder
 
-Config = ArchConfig | DecoderConfig
+Config = ArchConfig | DecoderConfig | DebertaConfig
 FAMILIES: tuple[ModuleType, ...] = (encoder, gpt2, llama)
 FAMILIES += (neox,)  # GPT-NeoX / Pythia
+FAMILIES += (deberta,)  # DeBERTa v1, v2, v3
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 
@@ -30,6 +33,15 @@ def family(cfg_or_arch: Config | str) -> ModuleType:
     """The family module of a config (or of an architecture name such as "vit", "gpt2")."""
     arch = cfg_or_arch if isinstance(cfg_or_arch, str) else cfg_or_arch.arch
     return _BY_ARCH[arch]
+
+
+def module(cfg: Config) -> Any:
+    """The Flax module that runs `cfg`: its family's own (`Module`, e.g. DeBERTa's) where it has
+    one, else the shared encoder or decoder forward."""
+    own = getattr(family(cfg), "Module", None)
+    if own is not None:
+        return own(cfg)
+    return Decoder(cfg) if cfg.is_decoder else Encoder(cfg)
 
 
 def from_hf(hf: Mapping[str, Any]) -> Config:

@@ -274,7 +274,7 @@ def load(
     if base.is_decoder:
         cfg, state, fresh = decoder.load_head(folder, hf, base, state, num_labels=num_labels, seed=seed)
     else:
-        cfg, state, fresh = encoder.load_head(folder, base, state, num_labels=num_labels, seed=seed)
+        cfg, state, fresh = families.family(base).load_head(folder, base, state, num_labels=num_labels, seed=seed)
     cfg = dataclasses.replace(cfg, dtype=dtype)
     params = families.to_params(cfg, state, ignore, place)
     del state
@@ -354,8 +354,9 @@ def create(hf_config: dict, *, num_labels: int | None, label_names: Sequence[str
         tok = decoder.prepare_tokenizer(tokenizer) if tokenizer is not None else None
         model = Model(cfg, decoder.init_params(cfg, seed), hf_config, tok, label_names=label_names, source="<new>")
     else:
-        cfg = dataclasses.replace(base, n_classes=num_labels, has_pooler=base.arch == "bert")
-        model = Model(cfg, encoder.init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
+        fam = families.family(base)
+        cfg = fam.with_head(base, num_labels)
+        model = Model(cfg, fam.init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
                       source="<new>")
     return with_dtype(model, dtype)
 

@@ -30,10 +30,10 @@ from flax import struct
 from apex_jax import interventions as iv_lib
 from apex_jax import sites as site_lib
 from apex_jax.errors import InputError
-from apex_jax.models import encoding, saving
+from apex_jax.models import encoding, families, saving
 from apex_jax.models.common import Hooks
-from apex_jax.models.decoder import Decoder, DecoderConfig, classifier_positions
-from apex_jax.models.encoder import ArchConfig, Encoder
+from apex_jax.models.decoder import DecoderConfig, classifier_positions
+from apex_jax.models.encoder import ArchConfig
 
 Array = Any
 
@@ -109,7 +109,7 @@ class Model:
         n = config.n_classes or 0
         self.label_names = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(n))
         self.source = source
-        self.module = Decoder(config) if config.is_decoder else Encoder(config)
+        self.module = families.module(config)
         self.sites = site_lib.site_names(config.n_layers, config.n_classes is not None,
                                          final_norm=config.is_decoder)
         self._site_ids = {s: i for i, s in enumerate(self.sites)}
