@@ -245,8 +245,8 @@ def test_ignore_drops_a_pretraining_head(tmp_path):
 def test_unknown_model_type(ref, tmp_path):
     r = ref("bert", **BERT_KW)
     folder = _folder(tmp_path / "bloom", r.folder, config={"model_type": "bloom"})
-    with pytest.raises(ValueError, match=r"unsupported model_type 'bloom'; supported: bert, big_bird, camembert, distilbert, "
-                                         r"gemma, gemma2, gemma3_text, gpt2, gpt_neox, llama, mistral, modernbert, phi3, qwen2, roberta, vit, xlm-roberta"):
+    with pytest.raises(ValueError, match=r"unsupported model_type 'bloom'; supported: bert, big_bird, camembert, deberta, "
+                                         r"deberta-v2, distilbert, gemma, gemma2, gemma3_text, gpt2, gpt_neox, llama, mistral, modernbert, phi3, qwen2, roberta, vit, xlm-roberta"):
         apex_jax.load(folder)
 
 

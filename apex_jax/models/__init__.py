@@ -5,6 +5,7 @@ Modules:
   * `common`: parts every family shares (`Hooks`, activations, precision, the block runner).
   * `encoder`: BERT, MiniLM, RoBERTa, DistilBERT and ViT (config mapping, forward, weights).
   * `modernbert`: ModernBERT (config mapping, its own forward, weights).
+  * `deberta`: DeBERTa v1, v2 and v3 (config mapping, forward, weights).
   * `decoder`: the decoder forward shared by `gpt2` and `llama` (Llama, Qwen2, Mistral), which
     hold their config mappings and weight tables.
   * `convert`: the strict walk of a weight table; `families`: dispatch over the families.

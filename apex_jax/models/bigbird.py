@@ -341,6 +341,11 @@ def hf_class_name(cfg: BigBirdConfig) -> str:
 
 
 # ============================================================================== parameters
+def with_head(base: BigBirdConfig, num_labels: int | None) -> BigBirdConfig:
+    """`base` with a head of `num_labels` classes (None: head-less), for `create` (`encoder.with_head`)."""
+    return encoder.with_head(base, num_labels)
+
+
 def init_params(cfg: BigBirdConfig, seed: int) -> Any:
     """Fresh parameters: BigBird's forward is the encoder's (`encoder.init_params`)."""
     return encoder.init_params(cfg, seed)

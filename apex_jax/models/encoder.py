@@ -479,6 +479,12 @@ def init_params(cfg: ArchConfig, seed: int) -> Any:
     return params
 
 
+def with_head(base: ArchConfig, num_labels: int | None) -> ArchConfig:
+    """`base` with a head of `num_labels` classes (None: head-less), for `create` (BERT's
+    classifier reads its pooler)."""
+    return dataclasses.replace(base, n_classes=num_labels, has_pooler=base.has_pooler or base.arch == "bert")
+
+
 def init_head(cfg: ArchConfig, seed: int) -> dict:
     """Fresh parameters of the classification head alone (pooler / dense / pre_classifier and
     classifier): a Linen init of `Head` on a dummy [1, d_model] vector, milliseconds, where

@@ -22,16 +22,19 @@ from apex_jax.models import neox  # GPT-NeoX / Pythia
 from apex_jax.models import phi3  # Phi-3 (fused qkv / gate_up, LongRoPE)
 from apex_jax.models import bigbird  # BigBird (block-sparse attention on the BERT encoder)
 from apex_jax.models import gemma  # Gemma 1, 2, 3 (text)
+from apex_jax.models import deberta  # DeBERTa v1, v2, v3
+from apex_jax.models.deberta import DebertaConfig
 from apex_jax.models.decoder import Decoder, DecoderConfig
 from apex_jax.models.encoder import ArchConfig, Encoder
 
-Config = ArchConfig | DecoderConfig
+Config = ArchConfig | DecoderConfig | DebertaConfig
 FAMILIES: tuple[ModuleType, ...] = (encoder, gpt2, llama)
 FAMILIES += (neox,)  # GPT-NeoX / Pythia
 FAMILIES += (phi3,)  # Phi-3
 FAMILIES += (modernbert,)  # ModernBERT
 FAMILIES += (bigbird,)  # BigBird
 FAMILIES += (gemma,)  # Gemma 1, 2, 3 (text)
+FAMILIES += (deberta,)  # DeBERTa v1, v2, v3
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 

@@ -355,9 +355,10 @@ def create(hf_config: dict, *, num_labels: int | None, label_names: Sequence[str
         tok = decoder.prepare_tokenizer(tokenizer) if tokenizer is not None else None
         model = Model(cfg, decoder.init_params(cfg, seed), hf_config, tok, label_names=label_names, source="<new>")
     else:
-        cfg = dataclasses.replace(base, n_classes=num_labels, has_pooler=base.has_pooler or base.arch == "bert")
-        params = families.family(cfg).init_params(cfg, seed)  # `encoder`'s, `modernbert`'s or `bigbird`'s
-        model = Model(cfg, params, hf_config, tokenizer, label_names=label_names, source="<new>")
+        fam = families.family(base)
+        cfg = fam.with_head(base, num_labels)
+        model = Model(cfg, fam.init_params(cfg, seed), hf_config, tokenizer, label_names=label_names,
+                      source="<new>")
     return with_dtype(model, dtype)
 
 

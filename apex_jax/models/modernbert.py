@@ -51,7 +51,7 @@ import numpy as np
 
 from apex_jax import sites as site_lib
 from apex_jax.errors import InputError
-from apex_jax.models import common
+from apex_jax.models import common, encoder
 from apex_jax.models.common import Hooks
 from apex_jax.models.convert import Entry, get_path, to_hf
 from apex_jax.models.decoder import apply_rope, linear_entries
@@ -380,6 +380,11 @@ def hf_class_name(cfg: ModernBertConfig) -> str:
 
 
 # ============================================================================== parameters
+def with_head(base: ModernBertConfig, num_labels: int | None) -> ModernBertConfig:
+    """`base` with a head of `num_labels` classes (None: head-less), for `create` (`encoder.with_head`)."""
+    return encoder.with_head(base, num_labels)
+
+
 def init_params(cfg: ModernBertConfig, seed: int) -> Any:
     """Fresh parameters (Linen init) for a model described by `cfg`."""
     dummy = {"input_ids": np.zeros((1, 2), np.int32), "attention_mask": np.ones((1, 2), np.int32)}
