@@ -431,8 +431,6 @@ class Deberta(nn.Module):
         return x, mask, logits
 
 
-
-
 def module(cfg: DebertaConfig) -> Deberta:
     """The Flax module that runs `cfg` (`families.module` builds it for this family)."""
     return Deberta(cfg)
