@@ -27,22 +27,15 @@ assets: $(VENV)/.installed
 demo: assets
 	$(BIN)/apex-jax demo --out runs/demo
 
-# Two pytest processes, run side by side (one per core of a 2-core CI machine; each prints its
-# log when both are done, and the target fails if either does). Two processes, not one, also because
-# XLA keeps every compiled executable mapped and Linux stops a process at vm.max_map_count (65,530)
+# The whole suite in $(TEST_WORKERS) pytest-xdist workers (one per core of a 2-core CI machine), whole
+# test files to a worker (module fixtures build once), each file handed to the next worker that
+# frees up, so the load balances itself as files are added. Separate processes also because XLA
+# keeps every compiled executable mapped and Linux stops a process at vm.max_map_count (65,530)
 # maps (a single process once segfaulted after ~500 tests); tests/conftest.py clears JAX's caches
 # between test files past 40% of the limit (apex_jax/engine/memory_maps.py).
-TEST_A := tests/apex tests/synapse $(sort $(wildcard tests/test_[a-e]*.py))
-TEST_B := $(sort $(wildcard tests/test_[f-z]*.py))
+TEST_WORKERS ?= 2
 test: install-test assets
-	@mkdir -p .test-logs
-	@echo "pytest: two processes side by side (logs in .test-logs/, shown when both end)"
-	@$(BIN)/python -m pytest -q $(TEST_A) > .test-logs/a.log 2>&1 & a=$$!; \
-	 $(BIN)/python -m pytest -q $(TEST_B) > .test-logs/b.log 2>&1 & b=$$!; \
-	 wait $$a; ra=$$?; wait $$b; rb=$$?; \
-	 echo "== $(words $(TEST_A)) test paths, exit $$ra"; cat .test-logs/a.log; \
-	 echo "== $(words $(TEST_B)) test files, exit $$rb"; cat .test-logs/b.log; \
-	 test $$ra -eq 0 && test $$rb -eq 0
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Benchmarks (python -m benchmarks.NAME from the repository root; results and how to read them:
 # benchmarks/RESULTS.md). Every JSON records the git commit, versions and machine of its run.
