@@ -74,15 +74,6 @@ import os as _os
 
 _os.environ.setdefault("APEX_JAX_NO_COMPILE_CACHE", "1")
 
-# `make test` gives its pytest processes one fresh persistent compilation cache folder
-# (APEX_JAX_TEST_COMPILE_CACHE), so a program that several tests compile again (every CLI call
-# traces its model anew) is compiled once per suite. Same program, same executable: no result
-# changes.
-if _os.environ.get("APEX_JAX_TEST_COMPILE_CACHE"):
-    from apex_jax.engine.compile_cache import enable_compile_cache as _enable_compile_cache
-
-    _enable_compile_cache(_os.environ["APEX_JAX_TEST_COMPILE_CACHE"], min_compile_seconds=0.0)
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_executables():
