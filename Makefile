@@ -32,10 +32,11 @@ demo: assets
 # frees up, so the load balances itself as files are added. Separate processes also because XLA
 # keeps every compiled executable mapped and Linux stops a process at vm.max_map_count (65,530)
 # maps (a single process once segfaulted after ~500 tests); tests/conftest.py clears JAX's caches
-# between test files past 40% of the limit (apex_jax/engine/memory_maps.py).
+# between test files past 40% of the limit (apex_jax/engine/memory_maps.py). The 30 slowest tests
+# are listed at the end: the suite must stay under 30 minutes on 2 cores.
 TEST_WORKERS ?= 2
 test: install-test assets
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 
 # Benchmarks (python -m benchmarks.NAME from the repository root; results and how to read them:
 # benchmarks/RESULTS.md). Every JSON records the git commit, versions and machine of its run.
