@@ -30,7 +30,7 @@ import pytest
 import apex_jax
 from apex_jax.interventions import Noise
 from apex_jax.models import bigbird
-from tests.helpers import max_err
+from tests.helpers import max_err, write_hf_folder
 
 TOL = 1e-5
 VOCAB, PAD = 61, 0
@@ -302,15 +302,6 @@ def test_base_model_gets_a_fresh_head(tmp_path):
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
 
 
-def _folder(tmp_path, name, cfg: dict, state: dict):
-    from safetensors.numpy import save_file
-
-    d = tmp_path / name
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(cfg))
-    save_file(state, str(d / "model.safetensors"))
-    return d
-
 
 def test_strict_conversion_and_refused_options(ref, tmp_path):
     from safetensors.numpy import load_file
@@ -319,11 +310,11 @@ def test_strict_conversion_and_refused_options(ref, tmp_path):
     cfg = json.loads((ref.folder["sparse"] / "config.json").read_text())
     key = "bert.encoder.layer.1.attention.self.key.bias"
     with pytest.raises(ValueError, match=r"missing weights: \['encoder\.layer\.1\.attention\.self\.key\.bias'\]"):
-        apex_jax.load(_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
+        apex_jax.load(write_hf_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
     with pytest.raises(ValueError, match=r"unused weights: \['extra\.weight'\]"):
-        apex_jax.load(_folder(tmp_path, "unused", cfg, {**state, "extra.weight": np.zeros(3, np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "unused", cfg, {**state, "extra.weight": np.zeros(3, np.float32)}))
     with pytest.raises(ValueError, match=r"mis-shaped weights: \['pooler\.weight"):
-        apex_jax.load(_folder(tmp_path, "shape", cfg, {**state, "bert.pooler.weight": np.zeros((D, 3), np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "shape", cfg, {**state, "bert.pooler.weight": np.zeros((D, 3), np.float32)}))
     with pytest.raises(ValueError, match="unsupported BigBird attention_type 'sliding'; supported: block_sparse, original_full"):
         apex_jax.create({**cfg, "attention_type": "sliding"}, num_labels=2)
     with pytest.raises(ValueError, match=r"BigBird as a decoder \(is_decoder / add_cross_attention\) is not supported"):

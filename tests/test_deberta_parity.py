@@ -31,7 +31,7 @@ import pytest
 import apex_jax
 from apex_jax.interventions import Add, Noise
 from apex_jax.models import deberta
-from tests.helpers import max_err
+from tests.helpers import max_err, write_hf_folder
 
 TOL = 1e-5
 VOCAB, N_HEADS, D, D_HEAD, POS = 97, 4, 32, 8, 9
@@ -283,15 +283,6 @@ def test_headless_base_model_and_fresh_head(tmp_path):
     assert max_err(fresh.apply(fresh.params, inputs).logits, torch_forward(clf.eval(), inputs).logits) < TOL
 
 
-def _folder(tmp_path, name, cfg: dict, state: dict):
-    from safetensors.numpy import save_file
-
-    d = tmp_path / name
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(cfg))
-    save_file(state, str(d / "model.safetensors"))
-    return d
-
 
 def test_strict_conversion_names_the_weight(ref, tmp_path):
     from safetensors.numpy import load_file
@@ -301,12 +292,12 @@ def test_strict_conversion_names_the_weight(ref, tmp_path):
     cfg = json.loads((r.folder / "config.json").read_text())
     key = "deberta.encoder.layer.1.attention.self.pos_key_proj.weight"
     with pytest.raises(ValueError, match=r"missing weights: \['encoder\.layer\.1\.attention\.self\.pos_key_proj\.weight'\]"):
-        apex_jax.load(_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
+        apex_jax.load(write_hf_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
     with pytest.raises(ValueError, match=r"unused weights: \['lm_predictions\.lm_head\.bias'\]"):
-        apex_jax.load(_folder(tmp_path, "unused", cfg, {**state, "lm_predictions.lm_head.bias": np.zeros(3, np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "unused", cfg, {**state, "lm_predictions.lm_head.bias": np.zeros(3, np.float32)}))
     conv = "deberta.encoder.conv.conv.weight"
     with pytest.raises(ValueError, match=r"mis-shaped weights: \['encoder\.conv\.conv\.weight: \(32, 32, 3\), expected \(32, 16, 3\)"):
-        apex_jax.load(_folder(tmp_path, "shape", cfg, {**state, conv: np.zeros((D, D, 3), np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "shape", cfg, {**state, conv: np.zeros((D, D, 3), np.float32)}))
 
 
 @pytest.mark.parametrize("change, match", [

@@ -29,7 +29,7 @@ import pytest
 import apex_jax
 from apex_jax.interventions import Noise
 from apex_jax.models import families
-from tests.helpers import max_err
+from tests.helpers import max_err, write_hf_folder
 from tests.helpers.hf_decoder_reference import PAD, VOCAB, make_inputs, to_left, torch_forward
 
 TOL = 1e-5
@@ -282,15 +282,6 @@ def test_fresh_gemma_norm_is_the_identity_scale():
     assert max_err(Norm(cfg).apply({"params": {"scale": w}}, x), want * (1 + w)) < 1e-6
 
 
-def _folder(tmp_path, name, cfg: dict, state: dict):
-    from safetensors.numpy import save_file
-
-    d = tmp_path / name
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(cfg))
-    save_file(state, str(d / "model.safetensors"))
-    return d
-
 
 def test_strict_conversion_names_the_weight(ref, tmp_path):
     from safetensors.numpy import load_file
@@ -300,15 +291,15 @@ def test_strict_conversion_names_the_weight(ref, tmp_path):
     cfg = json.loads((r.folder / "config.json").read_text())
     key = "model.layers.1.self_attn.k_norm.weight"
     with pytest.raises(ValueError, match=r"missing weights: \['layers\.1\.self_attn\.k_norm\.weight'\]"):
-        apex_jax.load(_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
+        apex_jax.load(write_hf_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
     with pytest.raises(ValueError, match=r"unused weights: \['extra\.weight'\]"):
-        apex_jax.load(_folder(tmp_path, "unused", cfg, {**state, "extra.weight": np.zeros(3, np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "unused", cfg, {**state, "extra.weight": np.zeros(3, np.float32)}))
     with pytest.raises(ValueError, match=r"mis-shaped weights: \['layers\.1\.self_attn\.k_norm\.weight: \(32,\), expected \(12,\)"):
-        apex_jax.load(_folder(tmp_path, "shape", cfg, {**state, key: np.zeros(D, np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "shape", cfg, {**state, key: np.zeros(D, np.float32)}))
     # a Gemma 2 checkpoint read as Gemma 1 leaves its extra norms over
     g1 = {**cfg, "model_type": "gemma"}
     with pytest.raises(ValueError, match=r"unused weights: \[.*post_feedforward_layernorm"):
-        apex_jax.load(_folder(tmp_path, "as_gemma1", g1, state))
+        apex_jax.load(write_hf_folder(tmp_path, "as_gemma1", g1, state))
 
 
 def test_refused_options():

@@ -35,7 +35,7 @@ from apex_jax.interventions import Noise
 from apex_jax.models import families
 from apex_jax.models.common import STACKED, stack_blocks
 from apex_jax.models.model import jit_apply
-from tests.helpers import max_err
+from tests.helpers import max_err, write_hf_folder
 
 TOL = 1e-5
 VOCAB, PAD, N_HEADS, D, D_HEAD, D_MLP = 97, 0, 4, 32, 8, 24
@@ -332,15 +332,6 @@ def test_masked_lm_checkpoint_gets_a_fresh_classifier(ref, tmp_path):
     assert max_err(got, want["cls"]) < TOL
 
 
-def _folder(tmp_path, name, cfg: dict, state: dict):
-    from safetensors.numpy import save_file
-
-    d = tmp_path / name
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(cfg))
-    save_file(state, str(d / "model.safetensors"))
-    return d
-
 
 def test_strict_conversion_names_the_weight(ref, tmp_path):
     from safetensors.numpy import load_file
@@ -350,13 +341,13 @@ def test_strict_conversion_names_the_weight(ref, tmp_path):
     cfg = json.loads((r.folder / "config.json").read_text())
     key = "model.layers.1.attn.Wqkv.weight"
     with pytest.raises(ValueError, match=r"missing weights: \['layers\.1\.attn\.Wqkv\.weight'\]"):
-        apex_jax.load(_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
+        apex_jax.load(write_hf_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
     with pytest.raises(ValueError, match=r"unused weights: \['layers\.0\.attn_norm\.weight'\]"):
         extra = {**state, "model.layers.0.attn_norm.weight": np.ones(D, np.float32)}  # block 0 has none
-        apex_jax.load(_folder(tmp_path, "unused", cfg, extra))
+        apex_jax.load(write_hf_folder(tmp_path, "unused", cfg, extra))
     wi = {**state, "model.layers.1.mlp.Wi.weight": np.zeros((D_MLP, D), np.float32)}  # one half of [input | gate]
     with pytest.raises(ValueError, match=r"mis-shaped weights: \['layers\.1\.mlp\.Wi\.weight: \(24, 32\), expected \(48, 32\)"):
-        apex_jax.load(_folder(tmp_path, "shape", cfg, wi))
+        apex_jax.load(write_hf_folder(tmp_path, "shape", cfg, wi))
 
 
 def test_config_spellings_and_refused_options(ref):

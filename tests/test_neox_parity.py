@@ -21,7 +21,7 @@ import pytest
 
 import apex_jax
 from apex_jax.interventions import Noise
-from tests.helpers import max_err
+from tests.helpers import max_err, write_hf_folder
 from tests.helpers.hf_decoder_reference import (
     PAD,
     VOCAB,
@@ -253,15 +253,6 @@ def test_save_round_trip_through_transformers(ref, tmp_path, variant, head):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(model.params)))
 
 
-def _folder(tmp_path, name, cfg: dict, state: dict):
-    from safetensors.numpy import save_file
-
-    d = tmp_path / name
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(cfg))
-    save_file(state, str(d / "model.safetensors"))
-    return d
-
 
 def test_pythia_spellings_load(ref, tmp_path):
     """Pythia's config.json spelling (rotary_pct / rotary_emb_base, no rope_parameters), the
@@ -279,7 +270,7 @@ def test_pythia_spellings_load(ref, tmp_path):
     cfg = json.loads((r.folder / "config.json").read_text())
     cfg.pop("rope_parameters")
     cfg.update(rotary_pct=0.25, rotary_emb_base=500.0)
-    m = apex_jax.load(_folder(tmp_path, "pythia", cfg, state))
+    m = apex_jax.load(write_hf_folder(tmp_path, "pythia", cfg, state))
     assert m.config == r.model.config
     assert max_err(m.apply(m.params, r.inputs).logits, r.model.apply(r.model.params, r.inputs).logits) == 0
 
@@ -292,11 +283,11 @@ def test_strict_conversion_names_the_weight(ref, tmp_path):
     cfg = json.loads((r.folder / "config.json").read_text())
     key = "gpt_neox.layers.1.attention.query_key_value.bias"
     with pytest.raises(ValueError, match=r"missing weights: \['layers\.1\.attention\.query_key_value\.bias'\]"):
-        apex_jax.load(_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
+        apex_jax.load(write_hf_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
     with pytest.raises(ValueError, match=r"unused weights: \['extra\.weight'\]"):
-        apex_jax.load(_folder(tmp_path, "unused", cfg, {**state, "extra.weight": np.zeros(3, np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "unused", cfg, {**state, "extra.weight": np.zeros(3, np.float32)}))
     with pytest.raises(ValueError, match=r"mis-shaped weights: \['layers\.1\.attention\.query_key_value\.bias"):
-        apex_jax.load(_folder(tmp_path, "shape", cfg, {**state, key: np.zeros(3 * D + 3, np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "shape", cfg, {**state, key: np.zeros(3 * D + 3, np.float32)}))
 
 
 def test_config_errors_and_unknown_model_type():

@@ -27,7 +27,7 @@ import pytest
 import apex_jax
 from apex_jax.interventions import Noise
 from apex_jax.models import families
-from tests.helpers import max_err
+from tests.helpers import max_err, write_hf_folder
 from tests.helpers.hf_decoder_reference import (
     PAD,
     VOCAB,
@@ -300,15 +300,6 @@ def test_save_round_trip_through_transformers(ref, tmp_path, variant, head):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(model.params)))
 
 
-def _folder(tmp_path, name, cfg: dict, state: dict):
-    from safetensors.numpy import save_file
-
-    d = tmp_path / name
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(cfg))
-    save_file(state, str(d / "model.safetensors"))
-    return d
-
 
 def test_strict_conversion_names_the_weight(ref, tmp_path):
     from safetensors.numpy import load_file
@@ -318,14 +309,14 @@ def test_strict_conversion_names_the_weight(ref, tmp_path):
     cfg = json.loads((r.folder / "config.json").read_text())
     key = "model.layers.1.self_attn.qkv_proj.weight"
     with pytest.raises(ValueError, match=r"missing weights: \['layers\.1\.self_attn\.qkv_proj\.weight'\]"):
-        apex_jax.load(_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
+        apex_jax.load(write_hf_folder(tmp_path, "missing", cfg, {k: v for k, v in state.items() if k != key}))
     with pytest.raises(ValueError, match=r"unused weights: \['layers\.0\.self_attn\.qkv_proj\.bias'\]"):
         bias = np.zeros((N_HEADS + 4) * D_HEAD, np.float32)
-        apex_jax.load(_folder(tmp_path, "unused", cfg, {**state, "model.layers.0.self_attn.qkv_proj.bias": bias}))
+        apex_jax.load(write_hf_folder(tmp_path, "unused", cfg, {**state, "model.layers.0.self_attn.qkv_proj.bias": bias}))
     # a checkpoint whose kv heads disagree with the config: qkv_proj has 4 + 2 * 4 heads, not 4 + 2 * 2
     with pytest.raises(ValueError, match=r"mis-shaped weights: \['layers\.1\.self_attn\.qkv_proj\.weight: "
                                          r"\(96, 32\), expected \(64, 32\)"):
-        apex_jax.load(_folder(tmp_path, "shape", cfg, {**state, key: np.zeros((96, D), np.float32)}))
+        apex_jax.load(write_hf_folder(tmp_path, "shape", cfg, {**state, key: np.zeros((96, D), np.float32)}))
 
 
 def test_config_options_computed_or_refused():

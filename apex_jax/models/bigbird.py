@@ -56,10 +56,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from apex_jax import sites as site_lib
-from apex_jax.errors import InputError
 from apex_jax.models import common, encoder
 from apex_jax.models.common import Hooks
-from apex_jax.models.convert import Entry, get_path, to_hf
+from apex_jax.models.convert import Entry
 from apex_jax.models.encoder import ArchConfig
 
 Array = Any
@@ -372,21 +371,9 @@ def load_head(folder: Path, base: BigBirdConfig, state: dict[str, np.ndarray], *
     Raises:
         InputError: num_labels disagreeing with the checkpoint, or < 1.
     """
-    head_key = "classifier.out_proj.weight"
-    ckpt_classes = state[head_key].shape[0] if head_key in state else None
-    if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
-        raise InputError(
-            f"{folder} has a {ckpt_classes}-class classifier but num_labels={num_labels} was asked; "
-            "drop num_labels, or remove the classifier weights to train a new head."
-        )
-    n_classes = ckpt_classes if ckpt_classes is not None else num_labels
-    if n_classes is not None and n_classes < 1:
-        raise InputError(f"num_labels must be >= 1; got {n_classes}.")
-    fresh = ckpt_classes is None and n_classes is not None
+    n_classes, fresh = encoder.head_classes(folder, state, "classifier.out_proj.weight", num_labels)
     cfg = dataclasses.replace(base, n_classes=n_classes, has_pooler=fresh or "pooler.weight" in state)
     if fresh:
-        init = {"head": init_head(cfg, seed)}
-        for entry in table(cfg):
-            if entry.key not in state and entry.key.split(".")[0] in ("classifier", "pooler"):
-                state[entry.key] = to_hf(entry, np.asarray(get_path(init, entry.path)))
+        state = encoder.fill_head(state, table(cfg), init_head(cfg, seed),
+                                  lambda e: e.key.split(".")[0] in ("classifier", "pooler"))
     return cfg, state, fresh

@@ -510,17 +510,8 @@ def load_head(folder: Path, base: ArchConfig, state: dict[str, np.ndarray], *, n
         InputError: num_labels disagreeing with the checkpoint, or < 1.
     """
     head_key = "classifier.out_proj.weight" if base.arch == "roberta" else "classifier.weight"
-    ckpt_classes = state[head_key].shape[0] if head_key in state else None
-    if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
-        raise InputError(
-            f"{folder} has a {ckpt_classes}-class classifier but num_labels={num_labels} was asked; "
-            "drop num_labels, or remove the classifier weights to train a new head."
-        )
-    n_classes = ckpt_classes if ckpt_classes is not None else num_labels
-    if n_classes is not None and n_classes < 1:
-        raise InputError(f"num_labels must be >= 1; got {n_classes}.")
+    n_classes, fresh = head_classes(folder, state, head_key, num_labels)
     has_pooler = "pooler.dense.weight" in state
-    fresh = ckpt_classes is None and n_classes is not None
     if fresh and base.arch == "bert":
         has_pooler = True  # BertForSequenceClassification always has a pooler
     elif fresh and has_pooler:
@@ -531,8 +522,40 @@ def load_head(folder: Path, base: ArchConfig, state: dict[str, np.ndarray], *, n
     cfg = dataclasses.replace(base, n_classes=n_classes, has_pooler=has_pooler)
 
     if fresh:  # fill the head (and a missing pooler) from a fresh init, like HF does
-        init = {"head": init_head(cfg, seed)}
-        for entry in table(cfg):
-            if entry.key not in state and entry.key.split(".")[0] in ("classifier", "pre_classifier", "pooler"):
-                state[entry.key] = to_hf(entry, np.asarray(get_path(init, entry.path)))
+        state = fill_head(state, table(cfg), init_head(cfg, seed),
+                          lambda e: e.key.split(".")[0] in ("classifier", "pre_classifier", "pooler"))
     return cfg, state, fresh
+
+
+def head_classes(folder: Path, state: Mapping[str, Any], head_key: str,
+                 num_labels: int | None) -> tuple[int | None, bool]:
+    """(the class count a loaded model's head gets, whether that head is fresh): the checkpoint's
+    classifier `head_key` (`num_labels` must agree), else `num_labels` (a fresh head, as
+    `AutoModelForSequenceClassification` makes), else None (head-less). Every encoder family's
+    `load_head` decides with it.
+
+    Raises:
+        InputError: num_labels disagreeing with the checkpoint, or < 1.
+    """
+    ckpt_classes = state[head_key].shape[0] if head_key in state else None
+    if ckpt_classes is not None and num_labels is not None and num_labels != ckpt_classes:
+        raise InputError(
+            f"{folder} has a {ckpt_classes}-class classifier but num_labels={num_labels} was asked; "
+            "drop num_labels, or remove the classifier weights to train a new head."
+        )
+    n_classes = ckpt_classes if ckpt_classes is not None else num_labels
+    if n_classes is not None and n_classes < 1:
+        raise InputError(f"num_labels must be >= 1; got {n_classes}.")
+    return n_classes, ckpt_classes is None and n_classes is not None
+
+
+def fill_head(state: dict[str, Any], entries: list[Entry], head: Mapping,
+              wanted=lambda entry: entry.head) -> dict[str, Any]:
+    """`state` with every `wanted` entry it lacks taken, in HF layout, from fresh head parameters
+    `head` (a family's `init_head`), as HF initialises a head the checkpoint does not have."""
+    state = dict(state)
+    init = {"head": head}
+    for entry in entries:
+        if entry.key not in state and wanted(entry):
+            state[entry.key] = to_hf(entry, np.asarray(get_path(init, entry.path)))
+    return state

@@ -25,7 +25,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from apex_jax import batching, inputs, runs
-from apex_jax import data as data_lib
 from apex_jax.data import Dataset
 from apex_jax.engine.mesh import model_parallel_of, shard_params, sweep_mesh
 from apex_jax.engine.reprs import compact_repr, names

@@ -6,6 +6,7 @@ import them (`from tests.helpers import max_err`).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -75,3 +76,15 @@ def kill_once_checkpointed(procs, run_dir: Path, min_step: int, timeout: float =
     for p in procs:
         p.send_signal(signal.SIGKILL)
         p.wait()
+
+
+def write_hf_folder(tmp_path: Path, name: str, cfg: dict, state: dict) -> Path:
+    """An HF folder `tmp_path/name` of config.json `cfg` and model.safetensors `state` (numpy
+    arrays): a checkpoint edited by hand, for the strict-loading tests."""
+    from safetensors.numpy import save_file
+
+    d = tmp_path / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    save_file(state, str(d / "model.safetensors"))
+    return d
