@@ -245,7 +245,8 @@ def test_readme_is_filled_from_the_summaries(quick):
         assert summary["code_commit"].removesuffix(provenance.DIRTY) == head
         assert summary["rules_commit"] == provenance.rules_commit(name)
         assert summary["rules_file"] == provenance.rules_file(name)
-    assert text.count("Provenance: ") == 6 and "provenance unknown" not in text
+    assert text.count("Provenance: current.") == 6 and "(provenance unknown)" not in text \
+        and "(stale)" not in text
     probe = s["synapse"]["results"]["domains"]["vader-tweets"]["probes"]
     assert f"| vader-tweets | {probe[0]['test_accuracy']:.3f} | {probe[1]['test_accuracy']:.3f} |" in text
 
