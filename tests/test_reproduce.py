@@ -237,6 +237,16 @@ def test_readme_is_filled_from_the_summaries(quick):
         rho = s[name]["results"]["escape_vs_cscore"]
         assert f"{rho['rho']:.3f} [{rho['lo']:.3f}, {rho['hi']:.3f}]" in text
     assert text.count("**Verdict:") == 6
+    # every summary names the code and rules that produced it; the report states both
+    from reproduce import provenance
+
+    head = provenance.code_commit().removesuffix(provenance.DIRTY)
+    for name, summary in s.items():
+        assert summary["code_commit"].removesuffix(provenance.DIRTY) == head
+        assert summary["rules_commit"] == provenance.rules_commit(name)
+        assert summary["rules_file"] == provenance.rules_file(name)
+    assert text.count("Provenance: current.") == 6 and "(provenance unknown)" not in text \
+        and "(stale)" not in text
     probe = s["synapse"]["results"]["domains"]["vader-tweets"]["probes"]
     assert f"| vader-tweets | {probe[0]['test_accuracy']:.3f} | {probe[1]['test_accuracy']:.3f} |" in text
 

@@ -1,5 +1,6 @@
-"""SYNAPSE's three-valued verdict rules (scripts/reproduce/synapse_reference.py) on hand-made
-results: a powerless case is inconclusive, a planted effect reproduces, a powered null does not."""
+"""SYNAPSE's three-valued verdict rules (scripts/reproduce/rules/synapse.py, re-exported by
+synapse_reference) on hand-made results: a powerless case is inconclusive, a planted effect
+reproduces, a powered null does not."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def _task(drops, random_means, z, clean=0.9, chance=0.25, n=300, curve=None, asy
             "sites": ["blocks.0.hook_resid_post"], "pooler": False}
 
 
+def _plateau_cells(drop, clean=2.0, ks=(2.5, 5.0, 10.0)):
+    """Margin cells of the zeroed top-k% at the plateau's k: each lowers the clean margin by `drop`."""
+    return [{"site": "all layers", "selection": "top", "ablation": "zero", "score": "margin", "k_percent": k,
+             "clean": clean, "drop": drop} for k in ks]
+
+
 def test_beats_random_three_ways():
     powerless = {"t": _task([0.0, 0.0, 1 / 300], [0.0, 0.0, 0.0], [float("inf")] * 3)}  # one flip: below 5
     planted = {"t": _task([0.05, 0.2, 0.6], [0.0, 0.01, 0.05], [20.0, 25.0, 30.0])}
@@ -37,18 +44,32 @@ def test_beats_random_three_ways():
 def test_curve_asymmetry_and_agreement_rules():
     flat = [{"k_percent": k, "top_drop": 0.0, "random_drop": 0.0} for k in (2.5, 50.0, 95.0)]
     early = [{"k_percent": k, "top_drop": d, "random_drop": 0.0} for k, d in ((2.5, 0.5), (50.0, 0.6), (95.0, 0.6))]
-    assert ref.plateau_collapse({"t": _task([0] * 3, [0] * 3, [0] * 3)}).outcome == "reproduced"
-    assert ref.plateau_collapse({"t": _task([0] * 3, [0] * 3, [0] * 3, curve=flat)}).outcome == "not reproduced"
-    assert ref.plateau_collapse({"t": _task([0] * 3, [0] * 3, [0] * 3, curve=early)}).outcome == "not reproduced"
-    assert ref.plateau_collapse({"t": _task([0] * 3, [0] * 3, [0] * 3, clean=0.25)}).outcome == "inconclusive"
+    def plateau(drop=0.05, **kw):  # margin drop 0.05 of a clean margin 2.0: within 10%
+        return ref.plateau_collapse({"t": {**_task([0] * 3, [0] * 3, [0] * 3, **kw),
+                                           "control_cells": _plateau_cells(drop)}}).outcome
+
+    assert plateau() == "reproduced"
+    assert plateau(curve=flat) == "not reproduced"  # no collapse
+    assert plateau(curve=early) == "not reproduced"  # accuracy falls at once
+    assert plateau(clean=0.25) == "inconclusive"  # no room above chance
+    # the margin decides the plateau: flat accuracy with the margin down 25% at k <= 10% is no plateau
+    assert plateau(drop=0.5) == "not reproduced"
+    # without margin cells at the plateau's k the plateau is not measured
+    assert ref.plateau_collapse({"t": _task([0] * 3, [0] * 3, [0] * 3)}).outcome == "inconclusive"
     diag = (np.eye(4) * 0.3 + 0.02).tolist()
     off = (0.3 - np.eye(4) * 0.3).tolist()
     tiny = (np.eye(4) * 0.01).tolist()
     assert ref.class_asymmetry({"t": _task([0] * 3, [0] * 3, [0] * 3, asym=diag)}).outcome == "reproduced"
     assert ref.class_asymmetry({"t": _task([0] * 3, [0] * 3, [0] * 3, asym=off)}).outcome == "not reproduced"
     assert ref.class_asymmetry({"t": _task([0] * 3, [0] * 3, [0] * 3, asym=tiny)}).outcome == "inconclusive"
+    # own > other in every class, but by 0.05 < the detectable 5/75: unresolved, so inconclusive
+    small = (np.eye(4) * 0.05 + 0.1).tolist()
+    v = ref.class_asymmetry({"t": _task([0] * 3, [0] * 3, [0] * 3, asym=small)})
+    assert v.outcome == "inconclusive" and "unresolved 4" in v.evidence
     assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=0.5)}).outcome == "reproduced"
-    assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=0.1)}).outcome == "not reproduced"
+    assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=0.02)}).outcome == "not reproduced"
+    wide = {**_task([0] * 3, [0] * 3, [0] * 3, rho=0.05), "n_neurons": 64}  # one layer of 64: ±0.25
+    assert ref.attribution_agreement({"t": wide}).outcome == "inconclusive"
     assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=float("nan"))}).outcome == "inconclusive"
 
 
@@ -98,7 +119,8 @@ def test_beats_random_decides_on_the_margin_against_layer_matched_draws():
     assert ref.beats_random(planted).outcome == "reproduced"  # accuracy did not move (acc_drop 0)
     v = ref.beats_random(layer_only)
     assert v.outcome == "not reproduced"  # the last layer's random units do as much as the ranked ones
-    assert "0/3 k levels beat the layer-matched draws" in v.evidence and "3/3 the uniform ones" in v.evidence
+    # decided at k = 50% only (2.5% and 10% are the plateau's levels)
+    assert "0/1 k levels beat the layer-matched draws" in v.evidence and "1/1 the uniform ones" in v.evidence
     assert ref.beats_random(blind).outcome == "inconclusive"
     assert ref.beats_random(no_control).outcome == "reproduced" and "not run" in ref.beats_random(no_control).power
     assert "1/11" in v.rule and "true-class margin" in v.claim
@@ -112,20 +134,29 @@ def test_beats_random_decides_on_the_margin_against_layer_matched_draws():
     for c in inf["control_cells"]:
         c["layer_z"] = None if c["layer_p"] is not None and c["layer_p"] < 0.1 else c["layer_z"]
     assert ref.beats_random({"t": inf}).outcome == "reproduced"
+    # wins on the plateau (k <= 10%) do not count: beating random only there is not reproduced
+    small_k = {"t": _margin_task([1.0, 2.0, 0.3], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0], attribution=[1.0, 1.0, 1.0])}
+    v = ref.beats_random(small_k)
+    assert v.outcome == "not reproduced" and "on the plateau (k ≤ 10%): 2/2 beat" in v.evidence
+    assert "unsourced" in v.paper
 
 
 def test_attribution_agreement_decides_per_layer():
-    """Per-layer ρ of 0.45, 0.42, 0.26, 0.10 over 4 layers of 64 (mean Fisher z ρ ≈ 0.31, interval
-    up to ≈ 0.42 < 0.46) is not reproduced whatever the concatenated ρ; 0.6 in every layer is."""
-    low = {**_task([0] * 3, [0] * 3, [0] * 3, rho=0.9), "spearman_attribution_layers": [0.45, 0.42, 0.26, 0.10],
-           "n_neurons": 256, "sites": ["a", "b", "c", "d"]}
+    """Per-layer ρ of 0.05, 0.02, −0.03, 0.04 over 4 layers of 1024 (mean Fisher z ρ ≈ 0.02,
+    interval up to ≈ 0.05 < 0.1) is not reproduced whatever the concatenated ρ; 0.6 in every layer
+    is; the paper's unsourced 0.46 decides nothing (0.3 everywhere reproduces)."""
+    layers = [0.05, 0.02, -0.03, 0.04]
+    low = {**_task([0] * 3, [0] * 3, [0] * 3, rho=0.9), "spearman_attribution_layers": layers,
+           "n_neurons": 4096, "sites": ["a", "b", "c", "d"]}
     high = {**low, "spearman_attribution": 0.04, "spearman_attribution_layers": [0.6] * 4}
     v = ref.attribution_agreement({"t": low})
     assert v.outcome == "not reproduced" and "over the concatenation ρ = 0.900" in v.evidence
-    zbar = np.mean(np.arctanh([0.45, 0.42, 0.26, 0.10]))
-    hi = np.tanh(zbar + 1.96 / np.sqrt(4 * 61))
-    assert f"mean (Fisher z) {np.tanh(zbar):.3f}" in v.evidence and f"{hi:.3f}]" in v.evidence and hi < 0.46
+    zbar = np.mean(np.arctanh(layers))
+    hi = np.tanh(zbar + 1.96 / np.sqrt(4 * 1021))
+    assert f"mean (Fisher z) {np.tanh(zbar):.3f}" in v.evidence and f"{hi:.3f}]" in v.evidence and hi < 0.1
     assert ref.attribution_agreement({"t": high}).outcome == "reproduced"
+    mid = {**low, "spearman_attribution_layers": [0.3] * 4}
+    assert ref.attribution_agreement({"t": mid}).outcome == "reproduced" and "unsourced" in v.paper
     assert ref.attribution_agreement({"t": {**low, "spearman_attribution_layers": []}}).outcome == "inconclusive"
 
 

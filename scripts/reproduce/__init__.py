@@ -6,10 +6,11 @@ It lives in the repository, not in the installed apex-jax wheel: the package `re
 `scripts/` (`python scripts/<claim>.py` finds it beside the script; `apex-jax reproduce` finds
 it next to the package's source tree), built on apex_jax's public API.
 
-Each claim is a module (`CLAIMS`, in report order) that owns its run, its report section and
-its verdict rule: `main(argv)` (argparse; `--quick` for a smoke-test size) writes tables, a
-figure and `summary.json` into `reports/<name>/`; `verdict(results)` states the claim's rule in
-its docstring; `section(summary) -> (verdict, text)` fills the module's `SECTION` template
+Each claim is a module (`CLAIMS`, in report order) that owns its run and its report section;
+its decision rules live apart, in `rules.<claim>` (`rules.RULES_FILES`): `main(argv)` (argparse;
+`--quick` for a smoke-test size) writes tables, a figure and `summary.json` (with `provenance`'s
+code and rules commits) into `reports/<name>/`; `verdict(results)`, imported from its rules
+module, states the claim's rule in its docstring; `section(summary) -> (verdict, text)` fills the module's `SECTION` template
 (`NAME`, `CLAIM`, `TITLE` name it in the overview). `report` assembles `reports/README.md` from
 the summaries (header, claim order, footer). `run(name, argv)` dispatches by name (what
 `scripts/*.py` and `apex-jax reproduce NAME` call); `run("all", argv)` runs every claim, then
@@ -21,7 +22,8 @@ per-example training-time and hold-out correctness), `backdoor` (BadNets trigger
 poisoning), `zoo` (clean / random-label / backdoored model groups saved as HF folders), `stats`
 (Spearman and AUROC with bootstrap intervals; exact Mann–Whitney tests over models,
 model-clustered bootstrap, partial Spearman), `verdicts` (three-valued verdicts: rule, power,
-source, the paper's figure), `common` (arguments, APEX sweeps over many
+source, the paper's figure), `rules` (each claim's decision rules and quoted paper figures, sourced
+or not), `provenance` (code and rules commits of a summary, stale detection), `common` (arguments, APEX sweeps over many
 models, the interpolated escape σ, outputs), `reporting` (number and interval formatting shared
 by the report sections), `minilm` (MiniLM sentiment classifiers fine-tuned once and cached for
 the text claims).

@@ -30,7 +30,7 @@ Also each model's clean accuracy and attack success rate, the clean models' rate
 each target on stamped images, and the target-unknown AUROC at every σ of both site sets
 (descriptive: it shows how much a rule choosing σ on the evaluated models could gain).
 
-Verdicts (`verdicts`, fixed here): target-unknown detection by `verdicts.rank_test_rule`
+Verdicts (`rules.backdoor_bias`): target-unknown detection by `verdicts.rank_test_rule`
 (AUROC 0.9 as the separation "pronounced" implies); magnitude by `verdicts.interval_rule` with
 a smallest effect of +0.1 target share (reproduced if the interval lies above it, not
 reproduced if below); the absolute-σ rerun as an extension.
@@ -45,9 +45,9 @@ import numpy as np
 
 import apex_jax
 from apex_jax import check_sigmas, fileio
-from . import backdoor, common, ensembles, stats, vit, zoo
-from . import verdicts as V
+from . import backdoor, common, ensembles, provenance, stats, vit, zoo
 from .reporting import ci, num
+from .rules.backdoor_bias import NEEDED_AUROC, SMALLEST_EXCESS, _test_text, verdict, verdicts  # noqa: F401  (the claim's rules)
 
 NAME = "backdoor_bias"
 CLAIM = 4
@@ -73,8 +73,6 @@ class Settings:
 
 
 MODES = ("relative", "absolute")
-NEEDED_AUROC = 0.9  # "pronounced": most backdoored models above most clean ones
-SMALLEST_EXCESS = 0.1  # target share above the clean models' share of that class: +10 points (uniform: 0.1)
 
 
 def main(argv=None) -> dict:
@@ -84,6 +82,7 @@ def main(argv=None) -> dict:
 
 
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
     clean = zoo.get_group(s.zoo, "clean", work, log)
     bd = zoo.get_group(s.zoo, "backdoor", work, log)
@@ -166,7 +165,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                                              *[f"share_{n}" for n in test.label_names]], rows)
     _plot(out, shares, targets, grids, test.label_names, per_mode, ev_c, ev_b)
     timer.mark("outputs")
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": _settings(s),
                "sigmas": {m: g.tolist() for m, g in grids.items()}, "results": results,
                "class_shares_by_sigma": {mode: {spec: {k: v.tolist() for k, v in sh.items()}
                                                 for spec, sh in shares[mode].items()} for mode in MODES},
@@ -307,59 +306,6 @@ Run time {seconds} s. Files: `backdoor_bias/class_shares.csv`, `backdoor_bias/su
 ![class shares at large σ](backdoor_bias/backdoor_bias.png)
 """
 
-
-def _test_text(t: dict) -> str:
-    return f"{num(t['auroc'])} (p = {t['p']:.2g})"
-
-
-def verdicts(results: dict) -> list[V.Verdict]:
-    """Claim 4's rules, fixed before the numbers, at the site set and σ chosen on the
-    calibration models. (1) Target unknown (abstract: model-level bias exposed without a
-    trigger; primary): `verdicts.rank_test_rule` on the exact one-sided Mann–Whitney test of the
-    largest class share, AUROC 0.9 the separation "pronounced" implies. (2) Magnitude
-    (abstract: "a pronounced concentration of predictions on the target class"): reproduced if
-    the t-interval of the target share's excess over the clean models' share of that class lies
-    above +0.1 (uniform is 0.1), not reproduced if below, else inconclusive
-    (`verdicts.interval_rule`). (3) Absolute σ, target unknown: rule (1), an extension."""
-    out = []
-    for mode, source in (("relative", "abstract"), ("absolute", "extension")):
-        r = results["modes"][mode]
-        t = r["target_unknown"]
-        out.append(V.Verdict(
-            claim=("large-σ class shares tell backdoored from clean models without knowing the target"
-                   + (" (absolute σ)" if mode == "absolute" else "")),
-            outcome=V.rank_test_rule(t["p"], t["p_min"], V.mde_auroc(t["n_pos"], t["n_neg"]), NEEDED_AUROC),
-            rule=(f"exact one-sided Mann–Whitney test over the evaluated models of their largest class share at the "
-                  f"calibrated site set and σ: reproduced if p < {V.ALPHA}; inconclusive if the design cannot detect "
-                  f"AUROC {NEEDED_AUROC} with 80% power; else not reproduced"),
-            power=V.rank_test_power(t), source=source, paper=V.no_figure(),
-            evidence=f"AUROC {_test_text(t)} at {r['site_set']}, σ = {r['sigma']:g}"))
-        if mode == "relative":
-            e = r["target_share_excess"]
-            out.append(V.Verdict(
-                claim="predictions concentrate on the target class (pronounced: ≥ 10 points above the clean "
-                      "models' share of that class)",
-                outcome=V.interval_rule(e["lo"], e["hi"], 0.0, SMALLEST_EXCESS), source="abstract",
-                paper=V.no_figure(),
-                rule=(f"reproduced if the t-interval of the excess target share lies above +{SMALLEST_EXCESS}; not "
-                      f"reproduced if it lies below; else inconclusive"),
-                power=(f"{e['n']} backdoored models; this interval resolves ≈ "
-                       f"{num(V.mde_interval(e['lo'], e['hi']), 3)} of share"),
-                evidence=(f"excess {ci(e, 'mean')}; target share {num(r['target_share_backdoor']['mean'])} vs "
-                          f"{num(r['target_share_clean']['mean'])} in clean models (their 95th percentile "
-                          f"{num(r['target_share_clean_p95'])}); target known AUROC {_test_text(r['target_known'])}")))
-    return out
-
-
-def verdict(results: dict) -> tuple[str, str]:
-    """Claim 4's overall outcome: `verdicts.combine` of `verdicts(results)` (target-unknown
-    detection and the magnitude decide; absolute σ is an extension).
-
-    Returns:
-        (outcome, one sentence naming each sub-claim's outcome).
-    """
-    vs = verdicts(results)
-    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
 
 
 OUTDATED = """## Claim {claim} — {title}

@@ -21,7 +21,7 @@ Reported:
   values only, σ × their RMS: `common.pixel_noise_consistency`);
 - the escape-σ distribution of every model (ECDF plot) and medians.
 
-Verdicts (`verdicts`, fixed here): model level by `verdicts.rank_test_rule` (reproduced if
+Verdicts (`rules.random_labels`): model level by `verdicts.rank_test_rule` (reproduced if
 p < 0.05; inconclusive if the design could not detect AUROC 0.9, the separation the claim
 implies; else not reproduced); pooled by `verdicts.effect_rule` (interval above 0.5; not
 reproduced if below 0.6, the smallest separation that counts).
@@ -36,9 +36,9 @@ import numpy as np
 
 import apex_jax
 from apex_jax import fileio
-from . import common, stats, vit, zoo
-from . import verdicts as V
+from . import common, provenance, stats, vit, zoo
 from .reporting import ci, estimator_sentence, num, span
+from .rules.random_labels import NEEDED_AUROC, SMALLEST_POOLED, _test_text, verdict, verdicts  # noqa: F401  (the claim's rules)
 
 NAME = "random_labels"
 CLAIM = 2
@@ -69,6 +69,7 @@ def main(argv=None) -> dict:
 
 
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
     clean = zoo.get_group(s.zoo, "clean", work, log)
     rand = zoo.get_group(s.zoo, "random", work, log)
@@ -140,7 +141,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                       for g in (clean, rand) for i, m in enumerate(g.members) for j, r in enumerate(rows)])
     _plot(out, esc, curves, sigmas, results)
     timer.mark("outputs")
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": _settings(s),
                "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
                "mean_consistency": {k: v.tolist() for k, v in curves.items()},
                "results": results, "timing": timer.summary(), "versions": fileio.versions()}
@@ -211,60 +212,6 @@ to {abs_hi}), {draws} draws.
 
 ![escape σ distributions](random_labels/random_labels.png)
 """
-
-NEEDED_AUROC = 0.9  # "distinguishes" models: most clean models above most random-label ones
-SMALLEST_POOLED = 0.1  # pooled AUROC 0.6: the least image-level separation that counts
-
-
-def _test_text(t: dict) -> str:
-    return f"{num(t['auroc'])} (p = {t['p']:.2g}{', ties' if t.get('ties') else ''})"
-
-
-def verdicts(results: dict) -> list[V.Verdict]:
-    """Claim 2's rules, fixed before the numbers. Model level (abstract; relative σ, and absolute
-    σ as an extension): `verdicts.rank_test_rule` on the exact one-sided Mann–Whitney test of
-    the models' median escape σ (clean > random), with AUROC 0.9 as the separation the claim
-    implies. Pooled images (abstract): `verdicts.effect_rule` on the AUROC's model-clustered
-    interval (reproduced above 0.5, not reproduced below 0.6)."""
-    out = []
-    for key, claim, source in (("model_level", "escape σ distinguishes clean from random-label models", "abstract"),
-                               ("model_level_absolute", "the same with absolute σ (noise std not scaled by "
-                                "each site's RMS)", "extension")):
-        t = results[key]
-        mde = V.mde_auroc(t["n_pos"], t["n_neg"])
-        base = results.get("model_level_clean_margin")
-        base_in = results.get("model_level_input_noise")
-        out.append(V.Verdict(
-            claim=claim, outcome=V.rank_test_rule(t["p"], t["p_min"], mde, NEEDED_AUROC),
-            rule=(f"exact one-sided Mann–Whitney test over models of their median escape σ: reproduced if "
-                  f"p < {V.ALPHA}; inconclusive if the design cannot detect AUROC {NEEDED_AUROC} with 80% power; "
-                  f"else not reproduced"),
-            power=V.rank_test_power(t), source=source, paper=V.no_figure(),
-            evidence=f"AUROC {_test_text(t)}" + (f"; the clean-margin baseline separates them with AUROC "
-                                                 f"{_test_text(base)}" if base and key == "model_level" else "")
-            + (f"; the input-noise baseline (median escape σ with noise on the pixels only) with AUROC "
-               f"{_test_text(base_in)}" if base_in and key == "model_level" else "")))
-    d = results["pooled_sample_auroc"]
-    out.append(V.Verdict(
-        claim="escape σ of all images pooled is higher under clean models", source="abstract", paper=V.no_figure(),
-        outcome=V.effect_rule(d["lo"], d["hi"], 0.5, SMALLEST_POOLED),
-        rule=(f"reproduced if the model-clustered 95% interval of the pooled AUROC lies above 0.5; not "
-              f"reproduced if it lies below {0.5 + SMALLEST_POOLED}; else inconclusive"),
-        power=f"{d['n_pos']} vs {d['n_neg']} models; this interval resolves ≈ "
-              f"{num(V.mde_interval(d['lo'], d['hi']), 2)} of AUROC (80% power)",
-        evidence=f"AUROC {ci(d, 'auroc')}"))
-    return out
-
-
-def verdict(results: dict) -> tuple[str, str]:
-    """Claim 2's overall outcome: `verdicts.combine` of `verdicts(results)` (sub-claims from the
-    abstract decide; the absolute-σ rerun is an extension).
-
-    Returns:
-        (outcome, one sentence naming each sub-claim's outcome).
-    """
-    vs = verdicts(results)
-    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
 
 
 OUTDATED = """## Claim {claim} — {title}

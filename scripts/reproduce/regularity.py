@@ -30,7 +30,7 @@ escape σ per example. Reported: its ρ with each metric and with escape σ, and
 escape σ and each metric given [margin, input-noise escape σ]; its cost (as many perturbed
 forwards as APEX's sweep).
 
-Verdicts (`verdicts`, fixed here before any number): each correlation's 95% interval against
+Verdicts (`rules.regularity`, written after the first results): each correlation's 95% interval against
 ρ = 0 and the smallest agreement that counts, ρ = 0.1 (`verdicts.spearman_rule`); the two
 correlations with the metrics are the abstract's claim, the baseline-adjusted ones extensions.
 """
@@ -48,9 +48,9 @@ import apex_jax
 from apex_jax import fileio
 from apex_jax.data import load_dataset, split_dataset
 from apex_jax.models import VIT_PRESETS
-from . import common, ensembles, stats, vit
-from . import verdicts as V
+from . import common, ensembles, provenance, stats, vit
 from .reporting import ci, estimator_sentence, num
+from .rules.regularity import SMALLEST_RHO, verdict, verdict_lines, verdicts  # noqa: F401  (the claim's rules)
 
 NAME = "regularity"
 CLAIM = 1
@@ -90,6 +90,7 @@ def main(argv=None) -> dict:
 
 
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
     pool = split_dataset(load_dataset(s.data), seed=s.split_seed)["train"]
     model = vit.template(pool, s.size)
@@ -151,7 +152,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                        speed[j], margin[j], input_escape[j]) for j, r in enumerate(rows)])
     common.plot_regularity(out / "regularity.png", escape, cscore, speed, results)
     timer.mark("outputs")
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": dataclasses.asdict(s),
                "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
                "mean_consistency": ar.consistency.mean(0).tolist(),
                "results": results, "timing": timer.summary(), "versions": fileio.versions()}
@@ -271,78 +272,6 @@ Files: `regularity/samples.csv`, `regularity/summary.json`.
 ![escape σ vs regularity](regularity/regularity.png)
 """
 
-
-SMALLEST_RHO = 0.1  # the least rank agreement that counts as "aligns with" a metric
-
-
-def _rho_power(d: dict) -> str:
-    n = d.get("n") or 0
-    mde, width = V.mde_spearman(n), V.mde_interval(d.get("lo"), d.get("hi"))
-    return (f"n = {n} examples: ρ ≥ {num(mde, 2)} detected with 80% power (two-sided α = 0.05, Fisher z)"
-            + (f"; this interval resolves ≈ {num(width, 2)}" if width is not None else ""))
-
-
-def verdicts(results: dict) -> list[V.Verdict]:
-    """Claim 1's rules, fixed before the numbers (`verdicts.spearman_rule`, smallest agreement
-    ρ = 0.1): reproduced if the 95% interval of ρ lies above 0, not reproduced if it lies below
-    0.1, else inconclusive. Abstract: log escape σ vs the C-score estimate and vs learning speed.
-    Extension (only when the summary has the confidence baseline): the same rule on the partial ρ
-    given the clean softmax margin (escape σ says more than the clean confidence); and (only when
-    it has the input-noise baseline) on the partial ρ given [margin, input-noise escape σ]."""
-    rule = (f"reproduced if the 95% interval of Spearman ρ lies above 0; not reproduced if it lies "
-            f"below ρ = {SMALLEST_RHO}; else inconclusive")
-    out = []
-    for key, metric in (("cscore", "the C-score estimate"), ("learning_speed", "learning speed")):
-        d = results[f"escape_vs_{key}"]
-        out.append(V.Verdict(
-            claim=f"escape σ aligns with {metric}", outcome=V.spearman_rule(d, SMALLEST_RHO), rule=rule,
-            power=_rho_power(d), evidence=f"ρ = {ci(d, 'rho')}", source="abstract", paper=V.no_figure()))
-    for key, metric in (("cscore", "the C-score estimate"), ("learning_speed", "learning speed")):
-        d = results.get(f"escape_vs_{key}_given_margin")
-        if d is None:
-            continue
-        own = results[f"clean_margin_vs_{key}"]
-        ceiling = results.get(f"{key}_ceiling_share")
-        out.append(V.Verdict(
-            claim=f"escape σ says more about {metric} than the clean softmax margin",
-            outcome=V.spearman_rule(d, SMALLEST_RHO), rule=rule.replace("Spearman ρ", "the partial Spearman ρ given "
-                                                                         "the margin"),
-            power=_rho_power(d), source="extension",
-            evidence=(f"partial ρ = {ci(d, 'rho')}; the margin's own ρ = {ci(own, 'rho')}; escape σ vs margin "
-                      f"ρ = {num(results['escape_vs_clean_margin']['rho'])}"
-                      + (f"; {num(100 * ceiling, 0)}% of the examples at the metric's ceiling (exactly 1)"
-                         if ceiling is not None else ""))))
-    for key, metric in (("cscore", "the C-score estimate"), ("learning_speed", "learning speed")):
-        d = results.get(f"escape_vs_{key}_given_margin_and_input")
-        if d is None:
-            continue
-        own = results[f"input_escape_vs_{key}"]
-        out.append(V.Verdict(
-            claim=(f"escape σ (noise on the hidden activations) says more about {metric} than input noise and "
-                   f"the clean margin together"),
-            outcome=V.spearman_rule(d, SMALLEST_RHO),
-            rule=rule.replace("Spearman ρ", "the partial Spearman ρ given the clean margin and the input-noise "
-                                            "escape σ"),
-            power=_rho_power(d), source="extension",
-            evidence=(f"partial ρ = {ci(d, 'rho')}; the input-noise escape σ's own ρ = {ci(own, 'rho')}; "
-                      f"activation- vs input-noise escape σ ρ = {num(results['escape_vs_input_escape']['rho'])}")))
-    return out
-
-
-def verdict(results: dict) -> tuple[str, str]:
-    """Claim 1's overall outcome: `verdicts.combine` of `verdicts(results)` (the abstract's two
-    correlations decide; extensions are reported beside them).
-
-    Returns:
-        (outcome, one sentence naming each sub-claim's outcome).
-    """
-    vs = verdicts(results)
-    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
-
-
-def verdict_lines(results: dict) -> str:
-    """The sub-claims' verdict lines (markdown bullets), shared with the MiniLM part."""
-    return "\n".join(v.line() for v in verdicts(results))
 
 
 def _table_rows(r: dict, rows: list[tuple[str, str]]) -> str:

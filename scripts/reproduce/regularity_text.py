@@ -44,8 +44,9 @@ import optax
 
 import apex_jax
 from apex_jax import Model, block_site, fileio, run_apex
-from . import common, ensembles, minilm, regularity, stats
+from . import common, ensembles, minilm, provenance, regularity, stats
 from .reporting import estimator_sentence, num
+from .rules.regularity import verdict  # noqa: F401  (claim 1's rules: both parts judged alike)
 
 # Where the MiniLM's input noise goes (`input_noise_baseline`): tokens are discrete, so the
 # embedding output (token + position + segment embeddings after their LayerNorm) is the input.
@@ -100,6 +101,7 @@ def main(argv=None) -> dict:
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
     """Runs the claim (fine-tuning the probed MiniLM into `work` first if not cached), writes
     samples.csv, regularity_text.png and summary.json into `out`, returns the summary."""
+    prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
     config = minilm.domain_config(s.data, quick)
     folder, ft = minilm.fine_tuned(config, work, log)
@@ -153,7 +155,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                        speed[j], margin[j], input_escape[j], pool.inputs[r]) for j, r in enumerate(rows)])
     common.plot_regularity(out / f"{NAME}.png", escape, cscore, speed, results)
     timer.mark("outputs")
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick,
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov,
                "settings": {**dataclasses.asdict(s), "fine_tune": dataclasses.asdict(config)},
                "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
                "mean_consistency": ar.consistency.mean(0).tolist(),
@@ -391,12 +393,6 @@ the probed model: {ft_seconds} s, wall clock, possibly in an earlier run; traini
 ![escape σ vs regularity (MiniLM)](regularity_text/regularity_text.png)
 """
 
-
-def verdict(results: dict) -> tuple[str, str]:
-    """The ViT part's rules (`regularity.verdicts`), so both parts of claim 1 are judged alike:
-    each correlation's 95% interval against ρ = 0 and the smallest agreement ρ = 0.1;
-    the margin-adjusted partial ρ an extension."""
-    return regularity.verdict(results)
 
 
 def section(summary: dict) -> tuple[str, str]:

@@ -5,6 +5,14 @@ Every number in the README comes from those files. Each claim module owns its se
 the verdict decided by the module's `verdict` rule (see `CLAIMS`; each module also has `NAME`,
 `CLAIM` and `TITLE`). This file holds only the header, the order of the claims and the footer.
 A claim whose summary is missing gets a line saying so.
+
+Each claim's provenance (`provenance.check`) is stated in its row and section. A summary whose rules
+file has changed since it was judged, or whose code commit is not in HEAD's history, is marked
+*stale*: its numbers are shown, its verdict cell says "stale" instead of stating the verdict. Marking
+rather than refusing keeps every claim's numbers and files in view while no stale verdict reads as
+current (refusing would turn one changed rules file into a missing section, indistinguishable from
+a claim never run). A summary written before provenance was recorded renders marked "provenance
+unknown". The paper figures the rules quote are listed with whether each is sourced (`rules`).
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from pathlib import Path
 from types import ModuleType
 
 from apex_jax import fileio
-from . import CLAIMS
+from . import CLAIMS, provenance
+from .rules import UNSOURCED
 
 HEADER = """# Reproduction report: APEX and SYNAPSE on models trained here (small ViTs, fine-tuned MiniLMs)
 
@@ -27,9 +36,19 @@ correlations, percentile for AUROCs) unless marked otherwise ("t": Student-t ove
 models; "jackknife": delete-a-group jackknife over inputs). σ is relative: noise std = σ × the RMS of the perturbed
 site's clean activations. SYNAPSE p-values are the random control's empirical ones (no interval).
 
-{quick_warning}| claim | script | verdict | run time (wall / CPU s) |
-|---|---|---|---|
+Each claim's decision rules live in `scripts/reproduce/rules/<claim>.py`, apart from the code that
+computes the numbers. They were written (claims 1–4) or changed (claim 5) after the claims' first
+results existed: they are not pre-registered. Every summary records the commit of the code that
+produced it (`code_commit`, "-dirty" when uncommitted changes under `apex_jax/` or `scripts/` were
+in the tree) and the last commit of its rules file (`rules_commit`); a verdict whose rules file has
+changed since, or whose code is not in this history, is shown as "stale", and a summary that
+records neither as "provenance unknown".
+
+{quick_warning}| claim | script | verdict | provenance (code / rules commit) | run time (wall / CPU s) |
+|---|---|---|---|---|
 {overview}
+
+{paper_figures}
 """
 
 QUICK_WARNING = ("> **Quick run** ({names}): tiny sizes (`digits`, a head-only MiniLM), a smoke test. "
@@ -52,8 +71,48 @@ other work the wall-clock time is longer than the run needs. Versions: {versions
 
 def _missing(claim: ModuleType, path: Path) -> tuple[str, str]:
     """Overview row and section of a claim that has not been run."""
-    return (f"| {claim.CLAIM}. {claim.TITLE} | `scripts/{claim.NAME}.py` | not run | |",
+    return (f"| {claim.CLAIM}. {claim.TITLE} | `scripts/{claim.NAME}.py` | not run | | |",
             f"## Claim {claim.CLAIM} — {claim.TITLE}\n\nNot run yet: `{path}` is missing.\n")
+
+
+def paper_figures() -> str:
+    """The "Paper figures" part of the header: every figure the rules quote as a paper's, per
+    rules module, with whether it is sourced (a quote of the paper's text)."""
+    rows, seen = [], set()
+    for claim in claim_modules():
+        module = importlib.import_module(f".rules.{provenance.RULES_FILES[claim.NAME]}", __package__)
+        if module.__name__ in seen:
+            continue
+        seen.add(module.__name__)
+        for f in module.PAPER_FIGURES:
+            sourced = ("no figure to trace" if f.states_none else f"sourced: “{f.quote}”" if f.quote
+                       else f"**unsourced** ({UNSOURCED.split(': ', 1)[1]})")
+            rows.append(f"| {claim.CLAIM} | {f.value} | {f.where} | {sourced} |")
+    return ("## Paper figures\n\nWhat the rules quote as the papers' own figures, and whether each is a quote of the "
+            "paper's text. An unsourced figure is shown beside our numbers only; no verdict depends on it.\n\n"
+            "| claim | figure | used by | sourced |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def _mark(verdict: str, text: str, prov: "provenance.Provenance", name: str) -> tuple[str, str]:
+    """The verdict cell and section of a checked summary: the provenance line under the heading;
+    a stale summary's verdict replaced by "stale" (the verdict it was judged, named beside)."""
+    head, _, rest = text.partition("\n\n")
+    text = f"{head}\n\n{prov.sentence(name)}\n\n{rest}"
+    if prov.state == "stale":
+        cell = f"stale (judged {verdict} by rules or code no longer current)"
+        text = text.replace(f"**Verdict: {verdict}.**", f"**Verdict: stale** (it was judged {verdict}; "
+                            "rerun the claim to judge it by the current rules).", 1)
+        return cell, text
+    if prov.state == "provenance unknown":
+        return f"{verdict} (provenance unknown)", text
+    return verdict, text
+
+
+def _commits(prov: "provenance.Provenance") -> str:
+    if prov.state == "provenance unknown" and not (prov.code_commit and prov.rules_commit):
+        return "unknown"
+    code = (prov.code_commit or "?")[:12] + (" dirty" if prov.dirty else "")
+    return f"{code} / {(prov.rules_commit or '?')[:12]}" + (" (stale)" if prov.state == "stale" else "")
 
 
 def _zoo_seconds(kind: str, by_value: dict[float, list[str]]) -> str:
@@ -64,8 +123,9 @@ def _zoo_seconds(kind: str, by_value: dict[float, list[str]]) -> str:
     return f"{kind} {each}: these summaries come from different zoo runs"
 
 
-def build(reports: Path) -> str:
-    """The README text from the summaries under `reports`."""
+def build(reports: Path, repo: Path = provenance.REPO) -> str:
+    """The README text from the summaries under `reports`, each checked against the git
+    repository at `repo` (`provenance.check`)."""
     overview, sections, quick, versions, zoo_seconds = [], [], [], None, {}
     for claim in claim_modules():
         path = reports / claim.NAME / "summary.json"
@@ -75,9 +135,10 @@ def build(reports: Path) -> str:
             sections.append(text)
             continue
         s = json.loads(path.read_text())
-        verdict, text = claim.section(s)
+        prov = provenance.check(s, claim.NAME, repo)
+        verdict, text = _mark(*claim.section(s), prov, claim.NAME)
         t = s["timing"]
-        overview.append(f"| {claim.CLAIM}. {claim.TITLE} | `scripts/{claim.NAME}.py` | {verdict} | "
+        overview.append(f"| {claim.CLAIM}. {claim.TITLE} | `scripts/{claim.NAME}.py` | {verdict} | {_commits(prov)} | "
                         f"{t['total_seconds']} / {t.get('cpu_seconds', 'n/a')} |")
         sections.append(text)
         quick += [claim.NAME] if s.get("quick") else []
@@ -85,7 +146,7 @@ def build(reports: Path) -> str:
         for kind, sec in s["results"].get("zoo_training_seconds", {}).items():
             zoo_seconds.setdefault(kind, {}).setdefault(sec, []).append(str(claim.CLAIM))
     head = HEADER.format(quick_warning=QUICK_WARNING.format(names=", ".join(quick)) if quick else "",
-                         overview="\n".join(overview))
+                         overview="\n".join(overview), paper_figures=paper_figures())
     v = versions or {}
     machine = f"{v.get('machine', '?')}, JAX devices {v.get('devices', '?')}"
     zoo = ", ".join(_zoo_seconds(k, v) for k, v in zoo_seconds.items()) or "none"

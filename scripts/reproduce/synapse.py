@@ -47,10 +47,11 @@ import numpy as np
 import apex_jax
 from apex_jax import fileio
 from apex_jax.synapse import SilencingResult, short_site
-from . import common, minilm, zoo
+from . import common, minilm, provenance, zoo
 from . import synapse_reference as ref
 from .reporting import num
 from .verdicts import Verdict
+from .rules.synapse import SubClaim, _has_attack, paper_text, subclaims, verdict  # noqa: F401  (the claim's rules)
 
 NAME = "synapse"
 CLAIM = 5
@@ -108,6 +109,7 @@ def main(argv=None) -> dict:
 
 
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, progress: bool = True) -> dict:
+    prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
     domains = {}
     for d in s.domains:
@@ -117,7 +119,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
     results["reference"] = {t: _reference_task(s, t, out / "reference" / t, work, log, quick, timer, progress)
                             for t in s.reference_tasks}
     results["verdicts"] = [v.to_json() for v in ref.all_verdicts(results["reference"], domains)]
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": dataclasses.asdict(s),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": dataclasses.asdict(s),
                "results": results, "timing": timer.summary(), "versions": fileio.versions()}
     fileio.write_json(out / "summary.json", summary)
     log(f"[synapse] ({summary['timing']['total_seconds']} s)")
@@ -288,164 +290,15 @@ def _copy_outputs(work: Path, out: Path) -> None:
                 shutil.copyfile(f, out / f"{run.name}-{f.name}")
 
 
-# ------------------------------------------------------------------------------ verdict rule
-
-# One sub-claim's row of the report: (sub-claim with its rule, value per domain, "yes" / "partly" /
-# "no" over both domains).
-SubClaim = tuple[str, list[str], str]
-
-
-def subclaims(domains: dict) -> list[SubClaim]:
-    """Every sub-claim judged on the summary's per-domain results; each rule is in its row's
-    label and in the docstring of the function that judges it."""
-    return [_depth(domains), *_beats_random(domains), _top_vs_bottom(domains), _asymmetry(domains),
-            *_redirects(domains), _bit_flips(domains)]
-
-
-def verdict(verdicts: list[Verdict]) -> tuple[str, str]:
-    """Claim 5's outcome from its three-valued sub-claim verdicts (`synapse_reference.all_verdicts`,
-    rules stated there before the numbers): reproduced if every primary sub-claim (extensions
-    excluded) is, not reproduced if any is not, else inconclusive (`verdicts.combine`).
-
-    Returns:
-        (outcome, one sentence counting the primary sub-claims per outcome).
-    """
-    primary = [v for v in verdicts if v.source != "extension"]
-    counts = {o: sum(v.outcome == o for v in primary) for o in ("reproduced", "not reproduced", "inconclusive")}
-    reason = (f"Of {len(primary)} sub-claims (extensions excluded): " + ", ".join(f"{n} {o}" for o, n in counts.items())
-              + ".")
-    return ref.overall(verdicts), reason
-
-
-def _depth(domains: dict) -> SubClaim:
-    """Holds if in every domain the last block's probe is at least 0.05 more accurate than
-    block 0's."""
-    def first_last(d):
-        acc = {p["site"]: p["test_accuracy"] for p in d["probes"]}
-        blocks = [acc[k] for k in sorted((k for k in acc if k.startswith("blocks.")), key=lambda k: int(k.split(".")[1]))]
-        return blocks[0], blocks[-1]
-
-    gains = [first_last(d) for d in domains.values()]
-    ok = all(b - a >= 0.05 for a, b in gains)
-    return ("probe accuracy rises with depth (last block ≥ block 0 + 0.05)",
-            [f"{num(a)} → {num(b)}" for a, b in gains], "yes" if ok else "no")
-
-
-# (label, count, cells): the layer-wise arm's ranked-vs-random rows; those on the continuous
-# scores exist in summaries written since they were added
-BEATS_RANDOM = (
-    ("top-k beats random on the true-class margin (cells with p ≤ 0.05, of layer × k)", "top_significant_margin",
-     "n_cells"),
-    ("top-k beats random on accuracy (cells with p ≤ 0.05)", "top_significant", "n_cells"),
-    ("top-k beats random on KL(clean ‖ silenced) (cells with p ≤ 0.05)", "top_significant_kl", "n_cells"),
-    ("top-k mean-ablated beats mean-ablated random on the margin (cells with p ≤ 0.05)", "mean_top_significant_margin",
-     "mean_cells"),
-    ("positive control: the activation × gradient top-k beats random on the margin (cells with p ≤ 0.05)",
-     "attribution_significant_margin", "attribution_cells"),
-    ("each class's top-k beats random on accuracy (cells with p ≤ 0.05)", "class_significant", "class_cells"),
-    ("each class's top-k beats random on the margin (cells with p ≤ 0.05)", "class_significant_margin",
-     "class_cells"),
-)
-
-
-def _beats_random(domains: dict) -> list[SubClaim]:
-    """Ranked selections against the random control (within the block: layer-matched by
-    construction), counted in (layer × k) cells with p ≤ 0.05, on the true-class margin,
-    accuracy and KL, zeroed and mean-ablated, with the attribution top-k as the positive control.
-    Holds: at least half the cells in every domain; partly: more than the 5% chance expects (and
-    at least 2) in some domain. Rows a summary has no counts for (written before them) are left out."""
-    rows = []
-    sil = [d["silencing"] for d in domains.values()]
-    for label, num_key, den_key in BEATS_RANDOM:
-        if not all(num_key in x and x.get(den_key) for x in sil):
-            continue
-        vals = [(x[num_key], x[den_key]) for x in sil]
-        v = ("yes" if all(a >= b / 2 for a, b in vals) else
-             "partly" if any(a > 0.05 * b and a >= 2 for a, b in vals) else "no")
-        rows.append((label, [f"{a}/{b}" for a, b in vals], v))
-    return rows
-
-
-def _top_vs_bottom(domains: dict) -> SubClaim:
-    """Holds if in every domain the top-k drop exceeds the bottom-k drop in at least half of
-    the untied cells, and in at least one: on the true-class margin where the summary has it
-    (no ties on a continuous score), else on accuracy."""
-    sil = [d["silencing"] for d in domains.values()]
-    if all("top_beats_bottom_margin" in x for x in sil):
-        vals = [(x["top_beats_bottom_margin"], 0, x["n_cells"]) for x in sil]
-        label = "top-k lowers the true-class margin more than bottom-k (cells top drop > bottom drop)"
-    else:
-        vals = [(x["top_beats_bottom"], x["top_ties_bottom"], x["n_cells"]) for x in sil]
-        label = "top-k hurts more than bottom-k (cells top drop > bottom drop; ties)"
-    v = "yes" if all(a >= (c - t) / 2 and a > 0 for a, t, c in vals) else "no"
-    return (label, [f"{a}/{c}" + (f" ({t} ties)" if t else "") for a, t, c in vals], v)
-
-
-def _asymmetry(domains: dict) -> SubClaim:
-    """At the last silenced block: silencing class c's own top neurons drops c's F1 more than
-    the other classes' F1 on average. Holds: for every class in every domain; partly: for
-    some class somewhere."""
-    asym = []
-    for d in domains.values():
-        m = np.array(list(d["silencing"]["asymmetry"].values())[-1], dtype=float)
-        own = np.diag(m)
-        other = (m.sum(1) - own) / max(len(m) - 1, 1)
-        asym.append((own, other))
-    v = "yes" if all((o > x).all() for o, x in asym) else "partly" if any((o > x).any() for o, x in asym) else "no"
-    return ("silencing a class's own top neurons hurts its F1 most (last block; own / other F1 drop per class)",
-            [", ".join(f"{num(a, 2)}/{num(b, 2)}" for a, b in zip(o, x)) for o, x in asym], v)
-
-
-def _flip(d: dict, kind: str, magnitude: float) -> float | None:
-    """The weaker target's flip-to-target rate of one manipulation at one magnitude (None: no
-    target had inputs left to flip)."""
-    r = [row["flip_to_target"] for a in d["attacks"].values() for row in a["rows"]
-         if row["attack"] == kind and row["magnitude"] == magnitude]
-    r = [x for x in r if x is not None]  # None: every input already predicted the target
-    return min(r) if r else None
-
-
-def _has_attack(d: dict, kind: str) -> bool:
-    return any(r["attack"] == kind for a in d["attacks"].values() for r in a["rows"])
-
-
-def _redirects(domains: dict) -> list[SubClaim]:
-    """Holds if in every domain a logit bias of 8 (resp. a balanced column push Δ = 5, the
-    sign-aware push Δ = 5, the reference code's push Δ = 0.3) redirects at least 90% of the
-    other inputs toward the weaker target; a push a summary lacks is left out."""
-    rows = []
-    for label, kind, magnitude in (("a logit bias of 8 redirects (flip-to-target ≥ 0.9)", "logit_bias", 8.0),
-                                   ("a balanced column push Δ = 5 redirects (≥ 0.9)", "column_push", 5.0),
-                                   ("a sign-aware column push Δ = 5 redirects (≥ 0.9)", "column_push_signed", 5.0),
-                                   ("the reference code's push Δ = 0.3 (top 25%, unsigned, unbalanced) redirects (≥ 0.9)",
-                                    "column_push_reference", 0.3)):
-        if kind != "logit_bias" and not all(_has_attack(d, kind) for d in domains.values()):
-            continue
-        vals = [_flip(d, kind, magnitude) for d in domains.values()]
-        rows.append((label, [num(x) for x in vals], "yes" if all(x is not None and x >= 0.9 for x in vals) else "no"))
-    return rows
-
-
-def _bit_flips(domains: dict) -> SubClaim:
-    """Holds if in every domain flipping the exponent bit of the largest number of top weights
-    tried redirects at least half of the other inputs toward the weaker target."""
-    first = next(iter(domains.values()))
-    bit = [k for k in next(iter(first["attacks"].values()))["rows"] if k["attack"].startswith("bit_flip")]
-    kind = bit[0]["attack"] if bit else "bit_flip_30"
-    top = max((r["magnitude"] for r in bit), default=0.0)
-    vals = [_flip(d, kind, top) for d in domains.values()]
-    return (f"flipping the exponent bit of {top:g} top weights redirects (≥ 0.5)",
-            [num(x) for x in vals], "yes" if all(x is not None and x >= 0.5 for x in vals) else "no")
-
-
 # ------------------------------------------------------------------------------ report section
 
 SECTION = """## Claim 5 — SYNAPSE: [CLS] probes, neuron silencing and head manipulations (MiniLM, ViT)
 
 **Verdict: {verdict}.** {reason}
 
-Sub-claims, each decided by a rule fixed in `scripts/reproduce/synapse_reference.py` before the
-numbers; "paper" = a figure the SYNAPSE paper states, "reference code" = what its code
+Sub-claims, each decided by a rule in `scripts/reproduce/rules/synapse.py` (its rules commit is
+named above); "paper" = a claim the SYNAPSE paper makes (its figures here are unsourced: not found
+in the paper's text, shown for comparison only), "reference code" = what its code
 (kikaymusic/Neuron-Level-Interpretability-and-Robustness-in-LLMs) does, "extension" = ours:
 
 {verdict_lines}
@@ -625,7 +478,8 @@ def section(summary: dict) -> tuple[str, str]:
     names = list(dom)
     sub = subclaims(dom)
     refd = summary["results"].get("reference", {})
-    vs = ([Verdict(**x) for x in summary["results"]["verdicts"]] if "verdicts" in summary["results"]
+    vs = ([Verdict(**{**x, "paper": paper_text(x.get("paper"))}) for x in summary["results"]["verdicts"]]
+          if "verdicts" in summary["results"]
           else ref.attack_verdicts(dom))  # a summary written before the reference arm existed
     v, reason = verdict(vs)
     first = dom[names[0]]

@@ -22,7 +22,7 @@ a delete-a-group jackknife interval over inputs (transition and confusion inputs
 together), the independence null's ρ, the same per model (mean and t interval), and the overlap
 of the top-10 pairs.
 
-Verdicts (`verdicts`, fixed here): reproduced if the jackknife interval of ρ (disjoint
+Verdicts (`rules.transitions`): reproduced if the jackknife interval of ρ (disjoint
 confusions) lies above the independence null's ρ, and if the interval of the partial ρ lies
 above 0 (not reproduced if below 0.1); else inconclusive.
 """
@@ -37,9 +37,9 @@ from scipy import stats as sps
 
 import apex_jax
 from apex_jax import fileio
-from . import common, ensembles, stats, vit, zoo
-from . import verdicts as V
+from . import common, ensembles, provenance, stats, vit, zoo
 from .reporting import ci, num, span
+from .rules.transitions import SMALLEST_RHO, verdict, verdicts  # noqa: F401  (the claim's rules)
 
 NAME = "transitions"
 CLAIM = 3
@@ -71,6 +71,7 @@ def main(argv=None) -> dict:
 
 
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
+    prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
     clean = zoo.get_group(s.zoo, "clean", work, log)
     timer.mark("zoo")
@@ -143,7 +144,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                        K[a, b] / max(K[off].sum(), 1)) for a in range(C) for b in range(C) if a != b])
     _plot(out, T, K, names, results)
     timer.mark("outputs")
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick, "settings": _settings(s), "sigmas": sigmas.tolist(),
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": _settings(s), "sigmas": sigmas.tolist(),
                "sites": sites, "results": results, "transition_matrix": T.tolist(), "confusion_matrix": K.tolist(),
                "label_names": list(names), "timing": timer.summary(), "versions": fileio.versions()}
     fileio.write_json(out / "summary.json", summary)
@@ -309,55 +310,6 @@ Run time {seconds} s. Files: `transitions/pairs.csv`, `transitions/summary.json`
 
 ![transitions and confusions](transitions/transitions.png)
 """
-
-SMALLEST_RHO = 0.1  # the least partial agreement that counts
-
-
-def verdicts(results: dict) -> list[V.Verdict]:
-    """Claim 3's rules, fixed before the numbers (both from the abstract's "semantically coherent
-    prediction transitions", read as: they go where the models' errors go). (1) Beyond the class
-    margins: reproduced if the jackknife 95% interval of ρ (transitions vs confusions on disjoint
-    inputs) lies above the independence null's ρ, not reproduced if it lies below it, else
-    inconclusive. (2) Partial ρ given the margins-only expectations: `verdicts.effect_rule`
-    (above 0: reproduced; below 0.1: not reproduced). Summaries without the disjoint
-    confusions (older runs) are judged inconclusive: their confusions share inputs with the
-    transitions."""
-    d = results["spearman_offdiagonal"]
-    cells = d.get("n_cells", 90)
-    power = (f"{cells} matrix cells (ρ ≥ {num(V.mde_spearman(cells), 2)} detected with 80% power if cells were "
-             f"independent); this interval resolves ≈ {num(V.mde_interval(d.get('lo'), d.get('hi')), 2)}")
-    if "partial_spearman_given_margins" not in results:
-        return [V.Verdict(claim="small-σ transitions follow the confusions", outcome="inconclusive",
-                          rule="needs confusions on inputs disjoint from the transitions' (absent in this summary)",
-                          power=power, evidence=f"ρ = {ci(d, 'rho')} on shared inputs", paper=V.no_figure())]
-    null = results["independence_null_rho"]
-    lo, hi = d.get("lo"), d.get("hi")
-    beyond = "inconclusive" if lo is None or hi is None else (
-        "reproduced" if lo > null else "not reproduced" if hi < null else "inconclusive")
-    p = results["partial_spearman_given_margins"]
-    return [
-        V.Verdict(claim="small-σ transitions agree with the confusions (disjoint inputs) more than the class "
-                        "margins alone make them", outcome=beyond, paper=V.no_figure(), power=power,
-                  rule=("reproduced if the jackknife 95% interval of ρ lies above the independence null's ρ; not "
-                        "reproduced if it lies below it; else inconclusive"),
-                  evidence=f"ρ = {ci(d, 'rho')}; independence null ρ = {num(null)}"),
-        V.Verdict(claim="the agreement survives the margins (partial ρ given the margins-only expectations)",
-                  outcome=V.effect_rule(p.get("lo"), p.get("hi"), 0.0, SMALLEST_RHO), paper=V.no_figure(),
-                  rule=(f"reproduced if the jackknife 95% interval of the partial ρ lies above 0; not reproduced if "
-                        f"it lies below {SMALLEST_RHO}; else inconclusive"),
-                  power=f"this interval resolves ≈ {num(V.mde_interval(p.get('lo'), p.get('hi')), 2)}",
-                  evidence=f"partial ρ = {ci(p, 'rho')}"),
-    ]
-
-
-def verdict(results: dict) -> tuple[str, str]:
-    """Claim 3's overall outcome: `verdicts.combine` of `verdicts(results)`.
-
-    Returns:
-        (outcome, one sentence naming each sub-claim's outcome).
-    """
-    vs = verdicts(results)
-    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
 
 
 OUTDATED = """## Claim 3 — small-σ transitions follow the confusion structure

@@ -1,6 +1,6 @@
 """Three-valued verdicts for the reproduction's sub-claims.
 
-A verdict is decided by a rule written in the claim's code before any number is seen. Each one
+A verdict is decided by a rule in the claim's rules module (`reproduce.rules.<claim>`). Each one
 says what the test could have detected (its power: the smallest effect it could see), where the
 claim comes from (the paper's abstract, its reference code, or our extension) and, where the
 paper states a magnitude, that figure next to ours. "inconclusive" is the honest outcome when the
@@ -27,12 +27,13 @@ class Verdict:
     Attributes:
         claim: what is tested, in one line.
         outcome: "reproduced", "not reproduced" or "inconclusive".
-        rule: the decision rule, fixed before the numbers ("reproduced if the 95% interval of … lies
+        rule: the decision rule as its rules module states it ("reproduced if the 95% interval of … lies
             above …; not reproduced if it lies below …; else inconclusive").
         power: the smallest effect the test could detect, in words with a number.
         evidence: the numbers the rule was applied to.
         source: where the claim is asserted: "abstract", "paper", "reference code" or "extension".
-        paper: the paper's (or reference code's) own figure, when it states one; else None.
+        paper: the paper's (or reference code's) figure, when one is quoted (`rules.PaperFigure.text`:
+            unsourced figures are marked so); else None.
     """
 
     claim: str
