@@ -6,8 +6,9 @@ of test_decoder_methods.py must hold on the real model too, with its massive act
 (`median-abs` noise unit) and a 49k vocabulary read through two label columns:
   (a) APEX: σ = 0 keeps every clean prediction and margin, the sweep's clean predictions are the
       model's own, a σ far above the site's typical activation moves predictions and KL;
-  (b) SYNAPSE: classifier-token features = the captured hidden state at each input's last real
-      token, and the engine's silencing at that token = an explicit per-example Scale(0).
+  (b) SYNAPSE: the engine's silencing at the classifier token = an explicit per-example Scale(0)
+      at each input's last real token (the probes' features are read there too; that reading is
+      tested on the tiny decoders, and end to end by scripts/smollm2_end_to_end.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import apex_jax
 from apex_jax.interventions import Scale
 from apex_jax.models import verbalizer
 from apex_jax.synapse import silencing
-from apex_jax.synapse.features import extract_cls
 
 PROMPT = "Review: {text}\nIs this review positive or negative? Answer:"
 TEXTS = ["A wonderful, moving film with superb acting.", "Dull, slow and far too long; I walked out.",
@@ -66,27 +66,24 @@ def test_apex_on_smollm2(clf, batch, clean):
     assert np.abs(res.sweep.mean_margin[:, 1] - margin).max() > 0.1
 
 
-def test_synapse_on_smollm2(clf, batch, clean):
-    feats = extract_cls(clf, clf.params, batch, SITES)
-    out = clf.apply(clf.params, batch, capture=SITES)
-    cls = np.asarray(clf.classifier_positions(batch))
-    for site in SITES:
-        want = np.asarray(out.captured[site])[np.arange(len(cls)), cls]
-        assert np.abs(feats[site] - want).max() <= 1e-5 * np.abs(want).max(), site
+def test_synapse_silencing_on_smollm2(clf, batch, clean):
+    """SYNAPSE's silencing sweep at the classifier token (engine: prefix cached, masks as grid
+    points) = an explicit per-example Scale(0) at each input's last real token."""
     d = clf.config.d_model
-    # silence the top-2.5% classifier-token neurons by |activation| (the massive ones), or all
-    top = np.argsort(-np.abs(feats[SITES[0]]).mean(0))[: round(0.025 * d)]
     masks = np.zeros((3, d), np.float32)
-    masks[1, top] = 1.0
-    masks[2] = 1.0
+    masks[1, np.random.default_rng(0).choice(d, round(0.2 * d), replace=False)] = 1.0  # a random 20%
+    masks[2] = 1.0  # the whole classifier-token vector
     res = silencing.mask_sweep(clf, clf.params, batch, np.arange(len(TEXTS)), SITES[0], masks, progress=False,
                                pad_multiple=PAD)
     preds = silencing.predictions(res)
     np.testing.assert_array_equal(res.clean, clean.argmax(1))
     np.testing.assert_array_equal(preds[:, 0], clean.argmax(1))
+    cls = np.asarray(clf.classifier_positions(batch))
     for g, mask in enumerate(masks):
         iv = Scale(jnp.zeros(()), positions=jnp.asarray(cls)[:, None], neurons=jnp.asarray(mask))
-        logits = np.asarray(clf.apply(clf.params, batch, {SITES[0]: iv}).logits)
+        logits = np.asarray(clf.forward(batch, {SITES[0]: iv}).logits)
         np.testing.assert_array_equal(preds[:, g], logits.argmax(1), err_msg=f"mask {g}")
         if g:
             assert np.abs(logits - clean).max() > 1e-3  # the silencing reaches the output
+    margin = np.sort(clean, 1)
+    np.testing.assert_allclose(res.mean_margin[:, 0], margin[:, -1] - margin[:, -2], rtol=1e-4, atol=1e-4)
