@@ -90,9 +90,14 @@ class AssetMissingError(MissingInputError):
             if os.environ.get(CACHE_ENV)
             else f"the default cache (set ${CACHE_ENV} to use another folder)"
         )
+        # An asset outside the default set is fetched by name (make test fetches smollm2).
+        command, target = (
+            (FETCH_COMMAND, "make assets") if ASSETS[asset].default
+            else (f"{FETCH_COMMAND} {asset}", "make assets-test")
+        )
         message = (
             f"asset {asset!r} ({ASSETS[asset].description}) is missing: looked for {path} "
-            f"in {where}. Fetch it once with `{FETCH_COMMAND}` (or `make assets`); "
+            f"in {where}. Fetch it once with `{command}` (or `{target}`); "
             f"after that it works offline."
         )
         self.hint = hint
