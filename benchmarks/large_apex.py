@@ -1,14 +1,15 @@
 """APEX on a 1.1B decoder: load time, compile time, perturbed forwards/s and peak memory.
 
-    python -m benchmarks.large_apex --out bench-results                  # CPU (minutes): 2 x 16 tokens, 2 σ x 4 draws
+    python -m benchmarks.large_apex --out bench-results                  # CPU (~5 min): 2 x 16 tokens, 2 σ x 4 draws
     python -m benchmarks.large_apex --out bench-results --accelerator    # GPU/TPU: bf16, model-parallel over every device
     python -m benchmarks.large_apex --size small --out /tmp/x            # ~70M, a minute on CPU
 
 The model is the one of `benchmarks.load_memory`: a random `LlamaForCausalLM` of TinyLlama's shape
 (hidden 2048, 22 layers, 32 heads on 4 kv heads, intermediate 5632, vocab 32000; 1.1B parameters)
-built by transformers, cast to bfloat16 and saved in 1 GB shards (needs torch; `--folder DIR` reuses
-a folder built before, e.g. on a machine without torch). Three processes, so each figure belongs
-to one phase: build, sweep (fresh), and this one, which writes the JSON.
+built by transformers, cast to bfloat16 and saved in 1 GB shards (needs torch; without torch,
+`--builder apex-jax` or auto: the same shapes initialised by `apex_jax.create`, one file;
+`--folder DIR` reuses a folder built before). Three processes, so each figure belongs to one
+phase: build, sweep (fresh), and this one, which writes the JSON.
 
 Sweep phase: after JAX's backend has started, the peak RSS is reset (`harness.reset_peak`), then
 `apex_jax.load(folder, dtype=..., model_parallel=M)`, a verbalizer over two token ids (the LM's
@@ -17,13 +18,14 @@ next-token logits of those two tokens are the 2 classes; no tokenizer needed), a
 (`median-abs` unit) x `--draws` draws, noise on every block's `hook_resid_post`. Twice: seed 0
 (compiles) and seed 1 (the same kernels: the steady figure). Reported: load seconds, compile
 seconds (JAX's own compile events during the first sweep) and first-call seconds, steady seconds
-and perturbed forwards/s, the plan's matmul FLOPs and their share of the device's bf16 peak
-(`benchmarks.accelerator.device_peak`), peak RSS above the pre-load RSS, device memory where the
+and perturbed forwards/s, the plan's matmul FLOPs and their share of the device's peak (an
+accelerator's dense bf16 peak, `benchmarks.accelerator.device_peak`; on CPU a 2048² matmul at the
+sweep's dtype measured in the same run), peak RSS above the pre-load RSS, device memory where the
 backend reports it, and the CPU time other processes took meanwhile (`harness.ForeignLoad`).
 
 `--accelerator` = bfloat16, model-parallel over all devices (`--model-parallel 0`), n 16 x 128
-tokens, 4 σ x 64 draws. On CPU the defaults are bfloat16 too (half the host memory of float32;
-JAX's CPU bf16 matmuls run at ~0.75x its float32 ones, STACK-NOTES), one device. Not a test.
+tokens, 4 σ x 64 draws. On CPU the default is float32 on one device: in bfloat16 the CPU sweep ran
+at half the speed with the same peak RSS (benchmarks/RESULTS.md). Not a test.
 """
 
 from __future__ import annotations
@@ -57,7 +59,11 @@ def sweep_phase(folder: Path, a: argparse.Namespace) -> dict:
 
     dev = jax.devices()[0]
     mp = a.model_parallel or jax.device_count()
-    peak_flops, peak_src = device_peak(dev)
+    if jax.default_backend() == "cpu":  # no table peak: this run's matmul at the sweep's dtype
+        peak_flops = h.matmul_peak(2048, 3, dtype=a.dtype, with_torch=False)["jax_gflops_best"] * 1e9
+        peak_src = f"measured {a.dtype} 2048^2 matmul"
+    else:
+        peak_flops, peak_src = device_peak(dev)
     jax.block_until_ready(jax.device_put(np.zeros(4)))  # the backend's own memory is not the run's
     h.reset_peak()
     before = h.rss_mb()
@@ -115,6 +121,24 @@ def sweep_phase(folder: Path, a: argparse.Namespace) -> dict:
     }
 
 
+def build_without_torch(folder: Path, size: str) -> None:
+    """The same architecture with apex-jax's own random initialisation, cast to bfloat16 and
+    saved by `Model.save` (one safetensors file): for machines without torch."""
+    import apex_jax
+
+    spec = {k: v for k, v in SIZES[size].items() if k != "shard"}
+    hf = {"model_type": "llama", **spec, "max_position_embeddings": 2048, "tie_word_embeddings": False,
+          "hidden_act": "silu", "rms_norm_eps": 1e-6}
+    apex_jax.create(hf, num_labels=None, lm_head=True, dtype="bfloat16").save(folder)
+
+
+def has_torch() -> bool:
+    """Whether torch is importable (the transformers build needs it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def run_phase(args: list[str]) -> str:
     """One phase in a fresh `python -m benchmarks.X` process; its stdout (stderr passes through)."""
     r = subprocess.run([sys.executable, "-m", *args], cwd=h.ROOT, stdout=subprocess.PIPE, text=True)
@@ -130,32 +154,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folder", help="a folder built before (skips the build, which needs torch)")
     p.add_argument("--accelerator", action="store_true",
                    help="the accelerator sizes: n 16 x 128 tokens, 4 σ x 64 draws, all devices model-parallel")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
+                   help="parameters and activations (default: float32 on CPU, bfloat16 with --accelerator)")
     p.add_argument("--model-parallel", type=int, default=None, help="devices per model replica (0: all)")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--length", type=int, default=None)
     p.add_argument("--sigmas", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
-    p.add_argument("--phase", choices=("sweep",), help=argparse.SUPPRESS)
+    p.add_argument("--builder", choices=("auto", "transformers", "apex-jax"), default="auto",
+                   help="who builds the random model: transformers (as benchmarks.load_memory; needs torch), "
+                        "apex-jax (no torch; one file), auto: transformers when torch is installed")
+    p.add_argument("--phase", choices=("sweep", "build"), help=argparse.SUPPRESS)
     p.add_argument("--args", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    sizes = dict(n=16, length=128, sigmas=4, draws=64, model_parallel=0) if a.accelerator else \
-        dict(n=2, length=16, sigmas=2, draws=4, model_parallel=1)
+    sizes = dict(n=16, length=128, sigmas=4, draws=64, model_parallel=0, dtype="bfloat16") if a.accelerator else \
+        dict(n=2, length=16, sigmas=2, draws=4, model_parallel=1, dtype="float32")
     for k, v in sizes.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     if a.phase == "sweep":
         print(json.dumps(sweep_phase(Path(a.folder), a)))
         return 0
+    if a.phase == "build":
+        build_without_torch(Path(a.folder), a.size)
+        return 0
     mode = "accelerator" if a.accelerator else "cpu"
     res = {"run": h.run_record(mode), "size": a.size, "config": SIZES[a.size]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(a.folder) if a.folder else Path(tmp)
         if not a.folder:
-            log(f"building a random {a.size} Llama in bf16 (transformers)")
+            builder = a.builder if a.builder != "auto" else ("transformers" if has_torch() else "apex-jax")
+            log(f"building a random {a.size} Llama in bf16 ({builder})")
+            module = "benchmarks.load_memory" if builder == "transformers" else "benchmarks.large_apex"
             with h.Timer() as t:
-                run_phase(["benchmarks.load_memory", "--phase", "build", "--folder", tmp, "--size", a.size])
-            res["build_seconds"] = round(t.wall, 1)
+                run_phase([module, "--phase", "build", "--folder", tmp, "--size", a.size])
+            res["builder"], res["build_seconds"] = builder, round(t.wall, 1)
         log(f"{checkpoint_bytes(folder) / 2**30:.2f} GiB checkpoint; sweep phase ({a.dtype}, n {a.n} x {a.length} "
             f"tokens, {a.sigmas} σ x {a.draws} draws)")
         fwd = ["--n", a.n, "--length", a.length, "--sigmas", a.sigmas, "--draws", a.draws,
@@ -168,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         f"compile {s['compile_seconds']} s; steady {s['perturbed_forwards']} forwards in {s['steady_sweep_seconds']} s "
         f"= {s['forwards_per_second']:.2f} fwd/s ({s['tokens_per_second']:.0f} tokens/s, MFU {100 * s['mfu']:.1f}%); "
         f"peak RSS +{s['peak_rss_mb']:.0f} MB; other processes used {s['foreign_cores_steady']} cores")
-    suffix = ("" if a.size == "tinyllama" else f"_{a.size}") + ("_accelerator" if a.accelerator else "")
+    suffix = ("" if a.size == "tinyllama" else f"_{a.size}") + ("_accelerator" if a.accelerator else "") + (
+        "" if a.dtype == sizes["dtype"] else f"_{a.dtype}")
     print(h.write_json(Path(a.out) / f"large_apex{suffix}.json", res))
     return 0
 
