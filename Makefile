@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-test assets assets-test demo test bench bench-real bench-accelerator reproduce clean
+.PHONY: install install-test assets assets-test demo test bench bench-real bench-accelerator bench-large reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench-real: install-test assets
 # -> bench-results/accelerator.json.
 bench-accelerator: install
 	$(BIN)/python -m benchmarks.accelerator --out bench-results
+
+# APEX on a 1.1B Llama (random, TinyLlama's shape, built by transformers in bf16), float32 on CPU:
+# load, compile, forwards/s, peak RSS -> bench-results/large_apex.json (minutes; ~9 GB of memory).
+# On a GPU/TPU: python -m benchmarks.large_apex --accelerator --out bench-results (bf16, all devices).
+bench-large: install-test
+	$(BIN)/python -m benchmarks.large_apex --out bench-results
 
 # The research reproduction (scripts/, reports/README.md): every claim's script, then the report.
 reproduce: install-test assets

@@ -7,7 +7,8 @@
 The model is the one of `benchmarks.load_memory`: a random `LlamaForCausalLM` of TinyLlama's shape
 (hidden 2048, 22 layers, 32 heads on 4 kv heads, intermediate 5632, vocab 32000; 1.1B parameters)
 built by transformers, cast to bfloat16 and saved in 1 GB shards (needs torch; without torch,
-`--builder apex-jax` or auto: the same shapes initialised by `apex_jax.create`, one file;
+`--builder apex-jax` or auto: the same shapes initialised by `apex_jax.create`, rounded to bf16 and
+saved by `Model.save` as one float32 file, 2x the bytes;
 `--folder DIR` reuses a folder built before). Three processes, so each figure belongs to one
 phase: build, sweep (fresh), and this one, which writes the JSON.
 
@@ -122,8 +123,9 @@ def sweep_phase(folder: Path, a: argparse.Namespace) -> dict:
 
 
 def build_without_torch(folder: Path, size: str) -> None:
-    """The same architecture with apex-jax's own random initialisation, cast to bfloat16 and
-    saved by `Model.save` (one safetensors file): for machines without torch."""
+    """The same architecture with apex-jax's own random initialisation, rounded to bfloat16 and
+    saved by `Model.save` (one safetensors file, float32 as `save` writes): for machines without
+    torch."""
     import apex_jax
 
     spec = {k: v for k, v in SIZES[size].items() if k != "shard"}
