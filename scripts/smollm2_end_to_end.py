@@ -28,7 +28,8 @@ DATA = ("--data", "vader-movies", "--max-length", "96")
 APEX = ("--n", "16", "--sigmas", "0.01,0.1,1,4", "--draws", "8", "--noise-unit", "median-abs")
 PROBE = ("--n-train", "128", "--n", "64")
 SILENCE = ("--n", "32", "--k", "5,20", "--random", "4", "--layers", "20,29", "--controls", "none")
-FINETUNE = ("--mode", "head", "--n-train", "384", "--n-val", "64", "--n-test", "128", "--epochs", "2")
+FINETUNE = ("--mode", "head", "--n-train", "384", "--n-val", "64", "--n-test", "128", "--epochs", "3", "--lr", "1e-2",
+            "--patience", "3")
 
 
 def steps(out: Path, only: str | None) -> list[list[str]]:
