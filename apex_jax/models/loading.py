@@ -34,7 +34,7 @@ from apex_jax.models.tf_weights import read_tf_h5
 
 Config = families.Config
 
-BUILTIN = ("minilm",)
+BUILTIN = ("minilm", "smollm2")  # asset names (apex_jax.assets); smollm2 is a causal LM
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:

@@ -59,6 +59,21 @@ def minilm_folder() -> Path:
         pytest.skip(f"MiniLM asset unavailable (not cached, fetch failed: {e}; first: {reason})")
 
 
+def smollm2_folder() -> Path:
+    """$APEX_JAX_SMOLLM2, else the `smollm2` asset; skips when neither exists."""
+    from apex_jax import assets
+
+    env = os.environ.get("APEX_JAX_SMOLLM2")
+    if env:
+        if not (Path(env) / "config.json").is_file():
+            pytest.fail(f"APEX_JAX_SMOLLM2={env} has no config.json")
+        return Path(env)
+    try:
+        return assets.asset_path("smollm2")
+    except assets.AssetMissingError as e:
+        pytest.skip(str(e))
+
+
 def kill_once_checkpointed(procs, run_dir: Path, min_step: int, timeout: float = 240) -> None:
     """SIGKILLs the sweep processes `procs` once `run_dir` holds a checkpoint step >= `min_step`
     (asserting they were all still running: a kill after the end would test nothing)."""
