@@ -125,6 +125,7 @@ def hf_config(meta: Mapping[str, Any], tied: bool) -> dict[str, Any]:
         "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
+        "unk_token_id": meta.get("tokenizer.ggml.unknown_token_id"),
         "dtype": "float32",
     }
 

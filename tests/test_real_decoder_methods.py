@@ -44,8 +44,22 @@ def batch(clf):
 
 
 @pytest.fixture(scope="module")
-def clean(clf, batch):
-    return np.asarray(clf.forward(batch).logits)
+def explicit(clf, batch):
+    """mask [d_model] -> logits with those neurons of SITES[0] zeroed at each input's classifier
+    token (an explicit per-example Scale(0)). One compiled forward serves every mask."""
+    cls = jnp.asarray(clf.classifier_positions(batch))[:, None]
+
+    def run(mask: np.ndarray) -> np.ndarray:
+        iv = Scale(jnp.zeros(()), positions=cls, neurons=jnp.asarray(mask))
+        return np.asarray(clf.forward(batch, {SITES[0]: iv}).logits)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def clean(clf, explicit):
+    """The clean logits: no neuron selected leaves the site as it is (`where(mask, 0, x)` = x)."""
+    return explicit(np.zeros(clf.config.d_model, np.float32))
 
 
 def test_apex_on_smollm2(clf, batch, clean):
@@ -66,7 +80,7 @@ def test_apex_on_smollm2(clf, batch, clean):
     assert np.abs(res.sweep.mean_margin[:, 1] - margin).max() > 0.1
 
 
-def test_synapse_silencing_on_smollm2(clf, batch, clean):
+def test_synapse_silencing_on_smollm2(clf, batch, clean, explicit):
     """SYNAPSE's silencing sweep at the classifier token (engine: prefix cached, masks as grid
     points) = an explicit per-example Scale(0) at each input's last real token."""
     d = clf.config.d_model
@@ -78,10 +92,8 @@ def test_synapse_silencing_on_smollm2(clf, batch, clean):
     preds = silencing.predictions(res)
     np.testing.assert_array_equal(res.clean, clean.argmax(1))
     np.testing.assert_array_equal(preds[:, 0], clean.argmax(1))
-    cls = np.asarray(clf.classifier_positions(batch))
     for g, mask in enumerate(masks):
-        iv = Scale(jnp.zeros(()), positions=jnp.asarray(cls)[:, None], neurons=jnp.asarray(mask))
-        logits = np.asarray(clf.forward(batch, {SITES[0]: iv}).logits)
+        logits = explicit(mask)
         np.testing.assert_array_equal(preds[:, g], logits.argmax(1), err_msg=f"mask {g}")
         if g:
             assert np.abs(logits - clean).max() > 1e-3  # the silencing reaches the output
