@@ -590,6 +590,10 @@ def test_the_package_does_not_reach_into_the_repository():
 
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
     assert "reproduce" not in sub.choices
+    # assets.py alone puts a path on sys.path: the pinned, checksummed gguf wheel it downloads,
+    # while the smollm2 asset is converted (never a folder of the repository).
+    wheel_only = {"assets.py"}
     for path in Path(apex_jax.__file__).parent.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        assert "sys.path" not in text and "import reproduce" not in text, path
+        assert "import reproduce" not in text, path
+        assert "sys.path" not in text or path.name in wheel_only, path
