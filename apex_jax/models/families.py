@@ -1,12 +1,12 @@
 """Dispatch over the model families: which family module handles a config or a `model_type`.
 
-A family module (`encoder`: BERT-like encoders and ViT; `gpt2`; `llama`: Llama, Qwen2,
-Mistral; `neox`; `phi3`; `gemma`: Gemma 1, 2, 3 text; `modernbert`; `bigbird`) has `MODEL_TYPES` (HF model_type -> our architecture),
-`BASE_PREFIX` (architecture -> the base model's key prefix), `from_hf`, `key_renames`, `table`
-and `hf_class_name`; encoder families also `load_head` and `init_params`, and a family with its
-own forward `module` (`module` here picks it). This module
-reads those, and the strict table walk of `convert`, for the loader (`loading`) and the writer
-(`saving`); the family modules never import it.
+A family module (`encoder`: BERT-like encoders and ViT; `bigbird`; `deberta`; `modernbert`;
+`gpt2`; `llama`: Llama, Qwen2, Mistral; `neox`; `phi3`; `gemma`: Gemma 1, 2, 3 text) has
+`MODEL_TYPES` (HF model_type -> our architecture), `BASE_PREFIX` (architecture -> the base
+model's key prefix), `from_hf`, `key_renames`, `table` and `hf_class_name`; encoder families also
+`load_head`, `with_head` and `init_params`, and a family with its own forward `module` (`module`
+here picks it). This module reads those, and the strict table walk of `convert`, for the loader
+(`loading`) and the writer (`saving`); the family modules never import it.
 """
 
 from __future__ import annotations
@@ -16,25 +16,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from apex_jax.models import convert, encoder, gpt2, llama
-from apex_jax.models import modernbert  # ModernBERT
-from apex_jax.models import neox  # GPT-NeoX / Pythia
-from apex_jax.models import phi3  # Phi-3 (fused qkv / gate_up, LongRoPE)
-from apex_jax.models import bigbird  # BigBird (block-sparse attention on the BERT encoder)
-from apex_jax.models import gemma  # Gemma 1, 2, 3 (text)
-from apex_jax.models import deberta  # DeBERTa v1, v2, v3
+from apex_jax.models import bigbird, convert, deberta, encoder, gemma, gpt2, llama, modernbert, neox, phi3
 from apex_jax.models.deberta import DebertaConfig
 from apex_jax.models.decoder import Decoder, DecoderConfig
 from apex_jax.models.encoder import ArchConfig, Encoder
 
 Config = ArchConfig | DecoderConfig | DebertaConfig
-FAMILIES: tuple[ModuleType, ...] = (encoder, gpt2, llama)
-FAMILIES += (neox,)  # GPT-NeoX / Pythia
-FAMILIES += (phi3,)  # Phi-3
-FAMILIES += (modernbert,)  # ModernBERT
-FAMILIES += (bigbird,)  # BigBird
-FAMILIES += (gemma,)  # Gemma 1, 2, 3 (text)
-FAMILIES += (deberta,)  # DeBERTa v1, v2, v3
+FAMILIES: tuple[ModuleType, ...] = (encoder, bigbird, deberta, modernbert, gpt2, llama, neox, phi3, gemma)
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.MODEL_TYPES}
 _BY_ARCH = {a: f for f in FAMILIES for a in f.MODEL_TYPES.values()}
 

@@ -274,7 +274,7 @@ def load(
     if base.is_decoder:
         cfg, state, fresh = decoder.load_head(folder, hf, base, state, num_labels=num_labels, seed=seed)
     else:
-        # the encoder family's own head rules (`encoder`, `modernbert`, `bigbird`)
+        # each encoder family's own head rules (`encoder.load_head` and its like)
         cfg, state, fresh = families.family(base).load_head(folder, base, state, num_labels=num_labels, seed=seed)
     cfg = dataclasses.replace(cfg, dtype=dtype)
     params = families.to_params(cfg, state, ignore, place)
