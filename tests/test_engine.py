@@ -81,28 +81,6 @@ def test_four_devices_equal_one(folder, model, tmp_path):
     _assert_same(one, np.load(out), *load_scores(out))
 
 
-def test_two_processes_equal_one(folder, model, tmp_path):
-    import socket
-
-    one = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS)))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    procs = [
-        subprocess.Popen(_script(folder, tmp_path / f"p{i}.npy", "--units-per-call", "4",
-                                 "--coordinator", f"127.0.0.1:{port}", "--process-id", str(i),
-                                 "--num-processes", "2"),
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), errs
-    assert "devices 4" in errs[0]  # 2 processes x 2 CPU devices in one mesh
-    for i in range(2):
-        _assert_same(one, np.load(tmp_path / f"p{i}.npy"), *load_scores(tmp_path / f"p{i}.npy"))
-
-
 def test_sigkill_then_rerun_finishes_identically(folder, model, tmp_path):
     straight = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS)))
     run_dir, out = tmp_path / "run", tmp_path / "resumed.npy"

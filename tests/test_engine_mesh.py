@@ -1,6 +1,6 @@
 """Model-parallel sweeps: the (units, model) mesh, the tensor-parallel parameter split, counts
-against one device away from near-ties, the micro-batch per device's share, and resuming a
-multi-process sweep with another process count."""
+against one device away from near-ties, and the micro-batch per device's share (resuming a
+multi-process sweep with another process count: test_engine_processes.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from apex_jax.engine import run_sweep
 from apex_jax.engine.mesh import param_specs, sweep_mesh, unsplit_leaves
 from apex_jax.errors import InputError
 from apex_jax.interventions import Noise
-from tests.helpers import kill_once_checkpointed
 from tests.helpers.mesh_script import CONFIGS, inputs
 
 MESH_SCRIPT = Path(__file__).parent / "helpers" / "mesh_script.py"
@@ -136,42 +135,6 @@ def test_micro_batch_is_sized_for_each_devices_share_of_the_activations():
     assert plan_mod.default_micro_batch(c, L, 1024, budget) == 64
     rows = plan_mod.default_micro_batch(c, L, 1024, budget, 2)
     assert rows == 1 << int(np.log2(budget // two)) and rows == 128  # more rows fit each device
-
-
-def test_two_processes_killed_then_one_process_resumes_identically(tmp_path):
-    """SIGKILL both processes of a 2-process sweep mid-run; the same sweep rerun by ONE process
-    resumes from their checkpoint (the units and counts do not depend on the process count)
-    and ends bitwise equal to an uninterrupted run, computing only the unfinished units."""
-    import socket
-
-    from apex_jax.engine import checkpoints_in
-    from apex_jax.models.loading import resolve
-    from tests.helpers.sweep_script import sweep
-    from tests.helpers.tiny_text import tiny_bert_folder
-    from tests.test_engine import _script
-
-    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
-    straight = sweep(apex_jax.load(folder), draws=64).counts
-    run_dir = tmp_path / "run"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    procs = [subprocess.Popen(_script(folder, tmp_path / f"p{i}.npy", "--run-dir", str(run_dir),
-                                      "--units-per-call", "2", "--draws", "64", "--coordinator",
-                                      f"127.0.0.1:{port}", "--process-id", str(i), "--num-processes", "2"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for i in range(2)]
-    kill_once_checkpointed(procs, run_dir, min_step=4)
-    (info,) = checkpoints_in(run_dir)
-    assert not info.complete
-    r = subprocess.run(_script(folder, tmp_path / "one.npy", "--run-dir", str(run_dir), "--draws", "64"),
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    np.testing.assert_array_equal(straight, np.load(tmp_path / "one.npy"))
-    resumed = int(r.stderr.split("forwards ")[1].split()[0])
-    assert 0 < resumed < straight.sum()  # it did resume: only the unfinished units ran
-    (info,) = checkpoints_in(run_dir)
-    assert info.complete
 
 
 def test_cli_model_parallel_is_checked_before_any_work(tmp_path, capsys):

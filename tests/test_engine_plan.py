@@ -17,7 +17,6 @@ from apex_jax.engine import (SweepPlan, checkpoints_in, differences, draw_keys,
 from apex_jax.engine import kernels
 from apex_jax.interventions import Noise
 from apex_jax.models.loading import resolve
-from tests.helpers import kill_once_checkpointed
 from tests.helpers.sweep_script import TEXTS
 from tests.helpers.tiny_text import tiny_bert_folder
 
@@ -243,57 +242,6 @@ def test_enable_compile_cache_sets_jax_config(tmp_path):
             "print(len(list(folder.iterdir())))")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cc")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-
-
-def test_two_processes_killed_then_rerun_resume_identically(tmp_path):
-    """SIGKILL both processes of a 2-process sweep mid-run; the same command resumes from the
-    shared checkpoint and ends bitwise equal to an uninterrupted one-process run; a one-process
-    rerun then finds the finished sweep and computes nothing."""
-    import os
-    import socket
-    import subprocess
-
-    from tests.helpers.sweep_script import load_scores, sweep
-    from tests.test_engine import _script
-
-    folder = tiny_bert_folder(tmp_path / "bert", resolve("minilm"), seed=1)
-    straight = sweep(apex_jax.load(folder), draws=64)
-    straight_scores = (straight.margin_sum, straight.kl_sum)
-    straight = straight.counts
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-
-    def start():
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        return [subprocess.Popen(_script(folder, tmp_path / f"p{i}.npy", "--run-dir", str(run_dir),
-                                         "--units-per-call", "4", "--draws", "64", "--coordinator", f"127.0.0.1:{port}",
-                                         "--process-id", str(i), "--num-processes", "2"),
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                for i in range(2)]
-
-    procs = start()
-    kill_once_checkpointed(procs, run_dir, min_step=5)
-    assert not (tmp_path / "p0.npy").exists()
-    procs = start()
-    errs = [p.communicate(timeout=300)[1].decode() for p in procs]
-    assert all(p.returncode == 0 for p in procs), errs
-    for i in range(2):
-        np.testing.assert_array_equal(straight, np.load(tmp_path / f"p{i}.npy"))
-        for want, got in zip(straight_scores, load_scores(tmp_path / f"p{i}.npy")):
-            np.testing.assert_array_equal(want, got)  # resumed float sums continue exactly
-    resumed = int(errs[0].split("forwards ")[1].split()[0])
-    assert 0 < resumed < straight.sum()  # it did resume: only the unfinished units ran
-    r = subprocess.run(_script(folder, tmp_path / "one.npy", "--run-dir", str(run_dir), "--draws", "64"),
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    np.testing.assert_array_equal(straight, np.load(tmp_path / "one.npy"))
-    for want, got in zip(straight_scores, load_scores(tmp_path / "one.npy")):
-        np.testing.assert_array_equal(want, got)
-    assert "forwards 0" in r.stderr  # the finished sweep is restored, nothing recomputed
-    (info,) = checkpoints_in(run_dir)
-    assert info.complete
 
 
 def test_processes_with_other_xla_flags_refuse_to_sweep_together(tmp_path):

@@ -1,6 +1,6 @@
 """Runs one noise sweep on a saved model and writes its counts (OUT, .npy) and its margin and KL
-sums (OUT with suffix .scores.npz): used in subprocesses by test_engine.py (forced device
-counts, SIGKILL and resume)."""
+sums (OUT with suffix .scores.npz): used in subprocesses by test_engine.py and
+test_engine_processes.py (forced device counts, SIGKILL and resume)."""
 
 import argparse
 import sys
