@@ -30,7 +30,8 @@ import pytest
 import apex_jax
 from apex_jax.interventions import Noise
 from apex_jax.models import bigbird
-from tests.helpers import max_err, write_hf_folder
+from tests.helpers import hf_parity, max_err, write_hf_folder
+from tests.helpers.hf_parity import block_hooks, capture, random_model, split_heads
 
 TOL = 1e-5
 VOCAB, PAD = 61, 0
@@ -65,19 +66,10 @@ def hf_config(**kw):
 def make_hf(folder=None, seed: int = 0, headless: bool = False, **kw):
     """A random HF BigBird (weights moved off their init so norms and biases matter), saved to
     `folder` if given."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(seed)
     cls = T.BigBirdModel if headless else T.BigBirdForSequenceClassification
-    model = cls(hf_config(**kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
-    if folder is not None:
-        model.save_pretrained(str(folder))
-    return model
+    return random_model(lambda: cls(hf_config(**kw)), folder, seed)
 
 
 def make_inputs(length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -92,10 +84,7 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def torch_forward(hf, inputs):
-    import torch
-
-    with torch.no_grad():
-        return hf(**{k: torch.from_numpy(np.asarray(v)).long() for k, v in inputs.items()}, output_hidden_states=True)
+    return hf_parity.torch_forward(hf, inputs, output_hidden_states=True)
 
 
 # The full-regime model computes the other options: rescale_embeddings, no q/k/v biases
@@ -135,36 +124,16 @@ def our_logits(ref, regime: str) -> np.ndarray:
 
 def hf_sites(hf, inputs):
     """(HF output, block internals and patterns in apex-jax layouts, cropped to the input length)."""
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            found[site] = (args[0] if where == "in" else out).detach().numpy().copy()
-        return fn
-
-    def pattern_hook(site):
-        def fn(module, args, out):
-            found[site] = out[1].detach().numpy().copy()  # (context, attention weights)
-        return fn
-
-    for i, layer in enumerate(hf.bert.encoder.layer):
-        for local, (path, where) in HF_SITES.items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-        handles.append(layer.attention.self.register_forward_hook(pattern_hook(f"blocks.{i}.attn.hook_pattern")))
-    handles.append(hf.classifier.out_proj.register_forward_hook(hook("head.hook_cls", "in")))
-    try:
-        out = torch_forward(hf, inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    layers = hf.bert.encoder.layer
+    hooks = {**block_hooks(layers, HF_SITES), "head.hook_cls": (hf.classifier.out_proj, "in"),
+             **{f"blocks.{i}.attn.hook_pattern": (layer.attention.self, lambda args, out: out[1])  # (context, weights)
+                for i, layer in enumerate(layers)}}
+    out, found = capture(hooks, lambda: torch_forward(hf, inputs))
     n = inputs["input_ids"].shape[1]
     sites = {}
-    for site, v in found.items():
+    for site, v in split_heads(found, N_HEADS, D_HEAD).items():
         if site.endswith("hook_pattern"):
             sites[site] = v[:, :, :n, :n]
-        elif site.endswith(("hook_q", "hook_k", "hook_v", "hook_z")):
-            sites[site] = v[:, :n].reshape(v.shape[0], n, N_HEADS, D_HEAD)
         elif site.startswith("blocks."):
             sites[site] = v[:, :n]
         else:

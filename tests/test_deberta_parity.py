@@ -32,6 +32,7 @@ import apex_jax
 from apex_jax.interventions import Add, Noise
 from apex_jax.models import deberta
 from tests.helpers import max_err, write_hf_folder
+from tests.helpers.hf_parity import block_hooks, capture, full_forward, random_model, split_heads
 
 TOL = 1e-5
 VOCAB, N_HEADS, D, D_HEAD, POS = 97, 4, 32, 8, 9
@@ -70,22 +71,14 @@ def hf_config(variant: str, n_labels: int = 3, **changes):
 
 def make_model(variant: str, folder, head: bool = True, seed: int = 0):
     """Random HF DeBERTa (weights moved off their init so norms and biases matter), saved."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(seed)
     v2 = VARIANTS[variant][0] == "deberta-v2"
     if head:
         cls = T.DebertaV2ForSequenceClassification if v2 else T.DebertaForSequenceClassification
     else:
         cls = T.DebertaV2Model if v2 else T.DebertaModel
-    model = cls(hf_config(variant))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
-    model.save_pretrained(str(folder))
-    return model
+    return random_model(lambda: cls(hf_config(variant)), folder, seed)
 
 
 def make_inputs(variant: str, batch: int = 3, pos: int = POS) -> dict[str, np.ndarray]:
@@ -97,14 +90,6 @@ def make_inputs(variant: str, batch: int = 3, pos: int = POS) -> dict[str, np.nd
     if VARIANTS[variant][1].get("type_vocab_size"):
         out["token_type_ids"] = (np.arange(pos)[None] >= pos // 2).astype(np.int32).repeat(batch, 0) * mask
     return out
-
-
-def torch_forward(model, inputs):
-    import torch
-
-    with torch.no_grad():
-        return model(**{k: torch.from_numpy(np.asarray(v)).long() for k, v in inputs.items()},
-                     output_hidden_states=True, output_attentions=True)
 
 
 @dataclasses.dataclass
@@ -150,28 +135,12 @@ def hf_sites(r: Ref):
 
     Only a module's first call is kept: with share_att_key the q/k projections run again on the
     relative table."""
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            if site not in found:
-                found[site] = (args[0] if where == "in" else out).detach().numpy().copy()
-        return fn
-
     v1 = r.model.config.arch == "deberta"
     sites = {**HF_SITES, **({"attn.hook_qkv": ("attention.self.in_proj", "out")} if v1 else V2_QKV)}
-    for i, layer in enumerate(r.hf.deberta.encoder.layer):
-        for local, (path, where) in sites.items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-    handles.append(r.hf.pooler.register_forward_hook(hook("head.hook_cls", "out")))
-    try:
-        out = torch_forward(r.hf, r.inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = {**block_hooks(r.hf.deberta.encoder.layer, sites), "head.hook_cls": (r.hf.pooler, "out")}
+    out, found = capture(hooks, lambda: full_forward(r.hf, r.inputs), keep_first=True)
     internal = {}
-    for site, v in found.items():
+    for site, v in split_heads(found, N_HEADS, D_HEAD).items():
         b, p = v.shape[:2]
         if site.endswith("hook_qkv"):  # HF: view [b, p, heads, 3 * d_head], chunk; then the biases
             attn = r.hf.deberta.encoder.layer[int(site.split(".")[1])].attention.self
@@ -180,8 +149,6 @@ def hf_sites(r: Ref):
             internal[f"{stem}hook_q"] = q + attn.q_bias.detach().numpy().reshape(N_HEADS, D_HEAD)
             internal[f"{stem}hook_k"] = k
             internal[f"{stem}hook_v"] = v_ + attn.v_bias.detach().numpy().reshape(N_HEADS, D_HEAD)
-        elif site.endswith(("hook_q", "hook_k", "hook_v", "hook_z")):
-            internal[site] = v.reshape(b, p, N_HEADS, D_HEAD)
         else:
             internal[site] = v
     return out, internal
@@ -248,8 +215,8 @@ def test_save_round_trip_through_transformers(ref, tmp_path, variant):
     assert arch == [deberta.HF_CLASS[model.config.arch]]
     hf, info = T.AutoModelForSequenceClassification.from_pretrained(str(folder), output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    logits = torch_forward(hf.eval(), r.inputs).logits.numpy()
-    assert max_err(logits, torch_forward(r.hf, r.inputs).logits.numpy()) < TOL  # the same HF model
+    logits = full_forward(hf.eval(), r.inputs).logits.numpy()
+    assert max_err(logits, full_forward(r.hf, r.inputs).logits.numpy()) < TOL  # the same HF model
     again = apex_jax.load(folder)
     assert again.config == model.config
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(model.params)))
@@ -273,14 +240,14 @@ def test_headless_base_model_and_fresh_head(tmp_path):
     assert (inputs["input_ids"][:, 0] == 1).all() and inputs["input_ids"][1].tolist() == [1, 9, 2] + [0] * 6
     out = m.apply(m.params, inputs, capture=("blocks.1.hook_resid_post",))
     assert out.logits is None
-    assert max_err(out.captured["blocks.1.hook_resid_post"], torch_forward(hf, inputs).last_hidden_state,
+    assert max_err(out.captured["blocks.1.hook_resid_post"], full_forward(hf, inputs).last_hidden_state,
                    inputs["attention_mask"]) < TOL
     fresh = apex_jax.load(tmp_path / "base", num_labels=2, seed=3)
     assert fresh.config.n_classes == 2 and set(fresh.params["head"]) == {"pooler", "classifier"}
     folder = fresh.save(tmp_path / "fresh")
     clf, info = T.AutoModelForSequenceClassification.from_pretrained(str(folder), output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    assert max_err(fresh.apply(fresh.params, inputs).logits, torch_forward(clf.eval(), inputs).logits) < TOL
+    assert max_err(fresh.apply(fresh.params, inputs).logits, full_forward(clf.eval(), inputs).logits) < TOL
 
 
 

@@ -20,6 +20,7 @@ from tests.helpers import max_err
 import apex_jax
 from apex_jax.interventions import Noise, Scale
 from tests.helpers.hf_decoder_reference import FAMILIES, hf_config, make_inputs, make_model, to_left, torch_forward
+from tests.helpers.hf_parity import block_hooks, capture, split_heads
 
 TOL = 1e-5
 HEADS = ("seq", "lm")
@@ -89,39 +90,15 @@ def dref(tmp_path_factory):
 def hf_internal_sites(r: DRef) -> dict[str, np.ndarray]:
     """Block internals of the HF model via forward hooks, in apex-jax layouts."""
     cfg = r.model.config
-    table = HF_SITES["gpt2" if r.family == "gpt2" else "llama"]
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            v = args[0] if where == "in" else out
-            found[site] = (v[0] if isinstance(v, tuple) else v).detach().numpy().copy()
-        return fn
-
-    for i, layer in enumerate(r.layers):
-        for local, (path, where) in table.items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-        handles.append(layer.register_forward_hook(hook(f"blocks.{i}.hook_resid_post", "out")))
-    try:
-        torch_forward(r.hf, r.inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    out = {}
+    table = {**HF_SITES["gpt2" if r.family == "gpt2" else "llama"], "hook_resid_post": ("", "out")}
+    _, found = capture(block_hooks(r.layers, table), lambda: torch_forward(r.hf, r.inputs))
+    out = split_heads(found, cfg.n_heads, cfg.d_head, cfg.n_kv_heads)
     for site, v in found.items():
-        b, p = v.shape[:2]
         if site.endswith("hook_qkv"):
-            q, k, v_ = np.split(v, 3, axis=-1)
             stem = site[: -len("hook_qkv")]
-            for name, x in (("q", q), ("k", k), ("v", v_)):
-                out[f"{stem}hook_{name}"] = x.reshape(b, p, cfg.n_heads, cfg.d_head)
-        elif site.endswith(("hook_q", "hook_z")):
-            out[site] = v.reshape(b, p, cfg.n_heads, cfg.d_head)
-        elif site.endswith(("hook_k", "hook_v")):
-            out[site] = v.reshape(b, p, cfg.n_kv_heads, cfg.d_head)
-        else:
-            out[site] = v
+            for name, x in zip("qkv", np.split(v, 3, axis=-1)):
+                out[f"{stem}hook_{name}"] = x.reshape(*v.shape[:2], cfg.n_heads, cfg.d_head)
+            del out[site]
     return out
 
 

@@ -31,6 +31,7 @@ from apex_jax.interventions import Noise
 from apex_jax.models import families
 from tests.helpers import max_err, write_hf_folder
 from tests.helpers.hf_decoder_reference import PAD, VOCAB, make_inputs, to_left, torch_forward
+from tests.helpers.hf_parity import block_hooks, capture, random_model, split_heads
 
 TOL = 1e-5
 VARIANTS = ("gemma", "gemma2", "gemma3")
@@ -80,18 +81,10 @@ def hf_config(variant: str, n_labels: int = 3):
 
 def make_model(variant: str, head: str, folder, seed: int = 0):
     """Random HF Gemma (weights moved off their init, so the norms' (1 + w) and biases matter)."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(seed)
     cls = T.AutoModelForSequenceClassification if head == "seq" else T.AutoModelForCausalLM
-    model = cls.from_config(hf_config(variant), attn_implementation="eager")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
-    model.save_pretrained(str(folder))
-    return model
+    return random_model(lambda: cls.from_config(hf_config(variant), attn_implementation="eager"), folder, seed)
 
 
 @dataclasses.dataclass
@@ -120,33 +113,9 @@ def ref(tmp_path_factory):
 
 def hf_sites(r: Ref):
     """(HF outputs, block internals in apex-jax layouts) from forward hooks on the HF layers."""
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            v = args[0] if where == "in" else out
-            found[site] = (v[0] if isinstance(v, tuple) else v).detach().numpy().copy()
-        return fn
-
     table = HF_SITES["gemma" if r.variant == "gemma" else "sandwich"]
-    for i, layer in enumerate(r.hf.model.layers):
-        for local, (path, where) in table.items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-    try:
-        out = torch_forward(r.hf, r.inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    sites = {}
-    for site, v in found.items():
-        b, p = v.shape[:2]
-        if site.endswith(("hook_q", "hook_z")):
-            v = v.reshape(b, p, N_HEADS, D_HEAD)
-        elif site.endswith(("hook_k", "hook_v")):
-            v = v.reshape(b, p, N_KV, D_HEAD)
-        sites[site] = v
-    return out, sites
+    out, found = capture(block_hooks(r.hf.model.layers, table), lambda: torch_forward(r.hf, r.inputs))
+    return out, split_heads(found, N_HEADS, D_HEAD, N_KV)
 
 
 @pytest.mark.parametrize("head", HEADS)

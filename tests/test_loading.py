@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import BERT_KW, max_err
 
 import apex_jax
+from tests.helpers.hf_parity import random_model
 from tests.helpers.hf_reference import ARCHS, hf_config, make_inputs, torch_forward
 
 
@@ -176,15 +177,10 @@ def test_headless_checkpoint_gets_a_fresh_head(arch, tmp_path):
     """A base-model checkpoint (BertModel, ViTModel, ...): loads as a head-less encoder equal to
     the HF base model; with num_labels it gets a fresh head of the right shape that runs, and
     saves to a folder HF's classifier loads with no missing or unexpected weights."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(0)
-    base = T.AutoModel.from_config(hf_config(arch, **BERT_KW), attn_implementation="eager").eval()
-    with torch.no_grad():
-        for p in base.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    base.save_pretrained(str(tmp_path / "base"))
+    base = random_model(lambda: T.AutoModel.from_config(hf_config(arch, **BERT_KW), attn_implementation="eager"),
+                        tmp_path / "base")
     x = make_inputs(arch)
 
     enc = apex_jax.load(tmp_path / "base")

@@ -36,6 +36,7 @@ from apex_jax.models import families
 from apex_jax.models.common import STACKED, stack_blocks
 from apex_jax.models.model import jit_apply
 from tests.helpers import max_err, write_hf_folder
+from tests.helpers.hf_parity import block_hooks, capture, full_forward, random_model, split_heads, torch_forward
 
 TOL = 1e-5
 VOCAB, PAD, N_HEADS, D, D_HEAD, D_MLP = 97, 0, 4, 32, 8, 24
@@ -83,23 +84,6 @@ def make_inputs(batch: int = 3, pos: int = 10, seed: int = 0) -> dict[str, np.nd
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def perturbed(model):
-    """Weights moved off their init, so norms, biases and every layer matter."""
-    import torch
-
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
-
-
-def torch_forward(model, inputs, **kw):
-    import torch
-
-    with torch.no_grad():
-        return model(**{k: torch.from_numpy(np.asarray(v)).long() for k, v in inputs.items()}, **kw)
-
-
 @dataclasses.dataclass
 class Ref:
     variant: str
@@ -112,18 +96,14 @@ class Ref:
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):
-    import torch
     import transformers as T
 
     cache: dict = {}
 
     def get(variant: str) -> Ref:
         if variant not in cache:
-            torch.manual_seed(0)
-            hf = perturbed(T.ModernBertForSequenceClassification(hf_config(variant)))
-            hf.config._attn_implementation = "eager"
             folder = tmp_path_factory.mktemp(f"modernbert-{variant}")
-            hf.save_pretrained(str(folder))
+            hf = random_model(lambda: T.ModernBertForSequenceClassification(hf_config(variant)), folder, eager=True)
             model, inputs = apex_jax.load(folder), make_inputs()
             out = jit_apply(model.config, model.params, inputs, capture=model.sites)
             cache[variant] = Ref(variant, folder, hf, model, inputs, out)
@@ -134,26 +114,10 @@ def ref(tmp_path_factory):
 
 def hf_sites(r: Ref):
     """(HF outputs, every site of HF's forward in apex-jax layouts), via forward hooks."""
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            v = args[0] if where == "in" else out
-            found[site] = (v[0] if isinstance(v, tuple) else v).detach().numpy().copy()
-        return fn
-
-    for i, layer in enumerate(r.hf.model.layers):
-        for local, (path, where) in HF_SITES.items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-    handles.append(r.hf.head.register_forward_hook(hook("head.hook_cls", "out")))
-    try:
-        out = torch_forward(r.hf, r.inputs, output_hidden_states=True, output_attentions=True)
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = {**block_hooks(r.hf.model.layers, HF_SITES), "head.hook_cls": (r.hf.head, "out")}
+    out, found = capture(hooks, lambda: full_forward(r.hf, r.inputs))
     sites = {}
-    for site, v in found.items():
+    for site, v in split_heads(found, N_HEADS, D_HEAD, kinds=("z",)).items():
         b, p = v.shape[:2]
         stem = site.rsplit(".", 1)[0]
         if site.endswith("hook_qkv"):  # HF: view [b, p, 3, heads, d_head], unbind the 3
@@ -161,8 +125,6 @@ def hf_sites(r: Ref):
             sites.update({f"{stem}.hook_{n}": qkv[:, :, j] for j, n in enumerate("qkv")})
         elif site.endswith("hook_wi"):  # [input | gate]: the activation reads `input`
             sites[f"{stem}.hook_pre"] = v[..., :D_MLP]
-        elif site.endswith("hook_z"):
-            sites[site] = v.reshape(b, p, N_HEADS, D_HEAD)
         else:
             sites[site] = v
     return out, sites
@@ -310,24 +272,16 @@ def test_masked_lm_checkpoint_gets_a_fresh_classifier(ref, tmp_path):
     """num_labels on a ModernBertForMaskedLM folder: the prediction head (dense, norm) is the
     checkpoint's, as AutoModelForSequenceClassification keeps it; only the classifier is new;
     the LM decoder must be dropped on purpose."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(1)
-    mlm = perturbed(T.ModernBertForMaskedLM(hf_config("cls")))
-    mlm.save_pretrained(str(tmp_path / "mlm"))
+    random_model(lambda: T.ModernBertForMaskedLM(hf_config("cls")), tmp_path / "mlm", seed=1)
     with pytest.raises(ValueError, match=r"unused weights: \['decoder\.bias'\]"):
         apex_jax.load(tmp_path / "mlm", num_labels=3)
     m = apex_jax.load(tmp_path / "mlm", num_labels=3, ignore=["decoder.*"])
     hf = T.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "mlm"), num_labels=3,
                                                              attn_implementation="eager").eval()
     assert m.config == ref("cls").model.config  # one compiled forward serves both
-    want = {}
-    handle = hf.head.register_forward_hook(lambda mod, a, o: want.update(cls=o.detach().numpy()))
-    try:
-        torch_forward(hf, make_inputs())
-    finally:
-        handle.remove()
+    _, want = capture({"cls": (hf.head, "out")}, lambda: torch_forward(hf, make_inputs()))
     got = jit_apply(m.config, m.params, make_inputs(), capture=tuple(m.sites)).captured["head.hook_cls"]
     assert max_err(got, want["cls"]) < TOL
 

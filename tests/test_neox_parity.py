@@ -29,6 +29,7 @@ from tests.helpers.hf_decoder_reference import (
     to_left,
     torch_forward,
 )
+from tests.helpers.hf_parity import block_hooks, capture, random_model, split_heads
 
 TOL = 1e-5
 # name -> (rotary_pct, use_parallel_residual)
@@ -65,19 +66,10 @@ def hf_config(variant: str, n_labels: int = 3):
 
 def make_model(variant: str, head: str, folder, seed: int = 0):
     """Random HF GPT-NeoX (weights moved off their init so norms and biases matter)."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(seed)
     cls = T.GPTNeoXForSequenceClassification if head == "seq" else T.GPTNeoXForCausalLM
-    model = cls(hf_config(variant))
-    model.config._attn_implementation = "eager"
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
-    model.save_pretrained(str(folder))
-    return model
+    return random_model(lambda: cls(hf_config(variant)), folder, seed, eager=True)
 
 
 @dataclasses.dataclass
@@ -106,34 +98,14 @@ def ref(tmp_path_factory):
 
 def hf_sites(r: Ref):
     """(HF outputs, block internals in apex-jax layouts) from forward hooks on the HF layers."""
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            v = args[0] if where == "in" else out
-            found[site] = (v[0] if isinstance(v, tuple) else v).detach().numpy().copy()
-        return fn
-
-    for i, layer in enumerate(r.hf.gpt_neox.layers):
-        for local, (path, where) in HF_SITES.items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-    try:
-        out = torch_forward(r.hf, r.inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    sites = {}
+    out, found = capture(block_hooks(r.hf.gpt_neox.layers, HF_SITES), lambda: torch_forward(r.hf, r.inputs))
+    sites = split_heads(found, N_HEADS, D_HEAD, kinds=("z",))
     for site, v in found.items():
-        b, p = v.shape[:2]
         if site.endswith("hook_qkv"):  # HF: view [b, p, heads, 3 * d_head], chunk the last axis
-            q, k, v_ = np.split(v.reshape(b, p, N_HEADS, 3 * D_HEAD), 3, axis=-1)
+            q, k, v_ = np.split(v.reshape(*v.shape[:2], N_HEADS, 3 * D_HEAD), 3, axis=-1)
             stem = site[: -len("hook_qkv")]
             sites.update({f"{stem}hook_q": q, f"{stem}hook_k": k, f"{stem}hook_v": v_})
-        elif site.endswith("hook_z"):
-            sites[site] = v.reshape(b, p, N_HEADS, D_HEAD)
-        else:
-            sites[site] = v
+            del sites[site]
     for i in range(len(r.hf.gpt_neox.layers)):
         # resid_mid = resid_pre + attn_out in both variants (HF's post_attention_layernorm input
         # when the residual is sequential).

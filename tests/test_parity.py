@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import SENTENCES, max_err, minilm_folder
 
 import apex_jax
+from tests.helpers.hf_parity import block_hooks, capture, split_heads
 from tests.helpers.hf_reference import ARCHS
 
 TOL = 1e-5
@@ -71,33 +72,12 @@ def _hf_layers(hf, arch):
 
 def hf_internal_sites(r) -> dict[str, np.ndarray]:
     """Block-internal activations of the HF model via forward hooks, in apex-jax layouts."""
-    import torch
+    from tests.helpers.hf_reference import torch_forward
 
     cfg = r.model.config
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            assert site not in found, f"{site} fired twice (shared module?)"
-            found[site] = (args[0] if where == "in" else out).detach().numpy().copy()
-        return fn
-
-    for i, layer in enumerate(_hf_layers(r.hf, r.arch)):
-        for local, (path, where) in HF_SITES[r.arch].items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-    try:
-        from tests.helpers.hf_reference import torch_forward
-
-        torch_forward(r.hf, r.inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    _, found = capture(block_hooks(_hf_layers(r.hf, r.arch), HF_SITES[r.arch]), lambda: torch_forward(r.hf, r.inputs))
     assert len(found) == cfg.n_layers * len(HF_SITES[r.arch])
-    for site, v in found.items():
-        if site.endswith(("hook_q", "hook_k", "hook_v", "hook_z")):
-            found[site] = v.reshape(*v.shape[:2], cfg.n_heads, cfg.d_head)
-    return found
+    return split_heads(found, cfg.n_heads, cfg.d_head)
 
 
 def hf_cls_vector(r) -> np.ndarray:

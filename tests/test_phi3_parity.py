@@ -35,6 +35,7 @@ from tests.helpers.hf_decoder_reference import (
     to_left,
     torch_forward,
 )
+from tests.helpers.hf_parity import block_hooks, capture, random_model, split_heads
 
 TOL = 1e-5
 VARIANTS = ("mini", "longrope")
@@ -71,21 +72,15 @@ def hf_config(variant: str, n_labels: int = 3, **change):
 
 def make_model(config, head: str, folder, seed: int = 0, state=None):
     """Random HF Phi-3 (weights moved off their init so norms matter), or `state`'s weights."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(seed)
     cls = T.Phi3ForSequenceClassification if head == "seq" else T.Phi3ForCausalLM
+    if state is None:
+        return random_model(lambda: cls(config), folder, seed, eager=True)
     model = cls(config)
     model.config._attn_implementation = "eager"
-    with torch.no_grad():
-        if state is None:
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.1)
-        else:
-            model.load_state_dict(state)
-    model.eval()
-    model.save_pretrained(str(folder))
+    model.load_state_dict(state)
+    model.eval().save_pretrained(str(folder))
     return model
 
 
@@ -122,26 +117,10 @@ def ref(tmp_path_factory):
 
 def hf_sites(r: Ref):
     """(HF outputs, block internals in apex-jax layouts) from forward hooks on the HF layers."""
-    found: dict[str, np.ndarray] = {}
-    handles = []
-
-    def hook(site, where):
-        def fn(module, args, out):
-            v = args[0] if where == "in" else out
-            found[site] = (v[0] if isinstance(v, tuple) else v).detach().numpy().copy()
-        return fn
-
-    for i, layer in enumerate(r.hf.model.layers):
-        for local, (path, where) in HF_SITES.items():
-            handles.append(layer.get_submodule(path).register_forward_hook(hook(f"blocks.{i}.{local}", where)))
-    try:
-        out = torch_forward(r.hf, r.inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    out, found = capture(block_hooks(r.hf.model.layers, HF_SITES), lambda: torch_forward(r.hf, r.inputs))
     kv = r.hf.config.num_key_value_heads
     sites = {}
-    for site, v in found.items():
+    for site, v in split_heads(found, N_HEADS, D_HEAD, kinds=("z",)).items():
         b, p = v.shape[:2]
         if site.endswith("attn.hook_qkv"):  # HF: [all query heads | kv heads' keys | their values]
             q, k, v_ = np.split(v, [N_HEADS * D_HEAD, (N_HEADS + kv) * D_HEAD], axis=-1)
@@ -150,8 +129,6 @@ def hf_sites(r: Ref):
                           f"{stem}hook_k": k.reshape(b, p, kv, D_HEAD), f"{stem}hook_v": v_.reshape(b, p, kv, D_HEAD)})
         elif site.endswith("hook_gate_up"):  # HF: chunk(2): the gate, then up
             sites[site.replace("hook_gate_up", "hook_pre")] = np.split(v, 2, axis=-1)[0]
-        elif site.endswith("hook_z"):
-            sites[site] = v.reshape(b, p, N_HEADS, D_HEAD)
         else:
             sites[site] = v
     return out, sites

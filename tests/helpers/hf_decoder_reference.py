@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.helpers.hf_parity import full_forward, random_model
+
 FAMILIES = ("gpt2", "llama", "llama_bias", "qwen2", "mistral")
 VOCAB, PAD = 97, 0
 
@@ -46,18 +48,10 @@ def hf_config(family: str, n_labels: int = 3):
 
 def make_model(family: str, head: str, folder: Path, seed: int = 0):
     """Random HF decoder with `head` "seq" or "lm" (weights moved off their init so norms matter)."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(seed)
     cls = T.AutoModelForSequenceClassification if head == "seq" else T.AutoModelForCausalLM
-    model = cls.from_config(hf_config(family), attn_implementation="eager")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
-    model.save_pretrained(str(folder))
-    return model
+    return random_model(lambda: cls.from_config(hf_config(family), attn_implementation="eager"), folder, seed)
 
 
 def make_inputs(batch: int = 3, pos: int = 9, seed: int = 0, left: bool = False) -> dict[str, np.ndarray]:
@@ -83,9 +77,4 @@ def to_left(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def torch_forward(model, inputs: dict[str, np.ndarray]):
-    import torch
-
-    with torch.no_grad():
-        t = {k: torch.from_numpy(np.asarray(v)).long() for k, v in inputs.items()}
-        return model(**t, output_hidden_states=True, output_attentions=True)
+torch_forward = full_forward  # the HF forward with every hidden state and attention pattern

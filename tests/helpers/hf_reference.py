@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.helpers.hf_parity import full_forward, random_model
+
 ARCHS = ("bert", "roberta", "distilbert", "vit")
 
 
@@ -37,19 +39,10 @@ def hf_config(arch: str, *, n_heads: int = 2, d_head: int = 5, n_layers: int = 2
 
 def make_model(arch: str, folder: Path, seed: int = 0, **kw):
     """Random HF classifier (weights perturbed off their init so LayerNorms etc. matter)."""
-    import torch
     import transformers as T
 
-    torch.manual_seed(seed)
-    cfg = hf_config(arch, **kw)
     cls = T.AutoModelForImageClassification if arch == "vit" else T.AutoModelForSequenceClassification
-    model = cls.from_config(cfg, attn_implementation="eager")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    model.eval()
-    model.save_pretrained(str(folder))
-    return model
+    return random_model(lambda: cls.from_config(hf_config(arch, **kw), attn_implementation="eager"), folder, seed)
 
 
 def make_inputs(arch: str, batch: int = 3, pos: int = 9, seed: int = 0) -> dict[str, np.ndarray]:
@@ -70,10 +63,4 @@ def make_inputs(arch: str, batch: int = 3, pos: int = 9, seed: int = 0) -> dict[
     return out
 
 
-def torch_forward(model, inputs: dict[str, np.ndarray]):
-    import torch
-
-    with torch.no_grad():
-        t = {k: torch.from_numpy(np.asarray(v)).long() if k != "pixel_values" else torch.from_numpy(v)
-             for k, v in inputs.items()}
-        return model(**t, output_hidden_states=True, output_attentions=True)
+torch_forward = full_forward  # the HF forward with every hidden state and attention pattern
