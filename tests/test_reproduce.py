@@ -325,37 +325,65 @@ def test_claim_rules_have_three_outcomes():
 
 
 def test_backdoor_rules_on_planted_and_powerless_cases():
-    from reproduce import backdoor_bias
+    """Claim 4's family rule: a planted target concentration at one σ -> reproduced (best cell
+    found); no excess with 14 + 14 models -> not reproduced; with 2 + 2 -> inconclusive; the
+    same placebo-class excess -> inconclusive; Holm: one p = 0.02 among 7 cells is not enough,
+    alone it is; a significant excess below +0.1 -> not reproduced."""
+    from reproduce.rules import backdoor_bias as rules
 
     rng = np.random.default_rng(1)
-    C = 10
+    C, G = 10, 7
 
-    def shares(m, target=None, extra=0.0):
-        x = rng.dirichlet(np.full(C, 50.0), m)
+    def shares(m, target=None, extra=0.0, concentration=50.0):
+        x = rng.dirichlet(np.full(C, concentration), m)
         if target is not None:
             x[np.arange(m), target] += extra
             x /= x.sum(1, keepdims=True)
         return x
 
-    targets = [0, 2, 4, 6, 8] * 2
-    planted = backdoor_bias.analyse(shares(10), shares(10, targets, 0.6), targets)
-    assert planted["target_unknown"]["auroc"] == 1.0 and planted["target_share_excess"]["lo"] > 0.1
-    few = backdoor_bias.analyse(shares(3), shares(3, targets[:3], 0.6), targets[:3])
-    nothing = backdoor_bias.analyse(shares(10), shares(10), targets)
+    def cell(clean, bd, targets, family="all_blocks", sigma=1.0):
+        placebo = [(t + 1) % C for t in targets]
+        return {"family": family, "site_set": "blocks", "sigma": sigma,
+                "excess": stats.welch_difference(*backdoor.target_shares(clean, bd, targets)),
+                "placebo": stats.welch_difference(*backdoor.target_shares(clean, bd, placebo))}
 
-    def outcomes(r):
-        mode = {**r, "site_set": "resid_post", "sigma": 8.0}
-        return [v.outcome for v in backdoor_bias.verdicts({"modes": {"relative": mode, "absolute": mode}})]
+    targets = [0, 2, 4, 6, 8] * 2 + [0, 2, 4, 6]  # 14 backdoored models
+    planted = [cell(shares(14), shares(14, targets, 0.6 if g == 5 else 0.0), targets, sigma=2.0 ** g)
+               for g in range(G)]
+    outcome, target, placebo = rules.family_outcome(planted)
+    assert outcome == "reproduced" and target["best"] == 5 and sum(target["rejected"]) == 1
+    assert placebo["outcome"] == "not reproduced"
+    nothing = [cell(shares(14), shares(14), targets) for _ in range(G)]
+    assert rules.family_outcome(nothing)[0] == "not reproduced"
+    # no effect, but 2 + 2 models spread like real ones (a share's sd ≈ 0.1): the simultaneous
+    # bounds at α/7 reach past +0.1, so the design cannot say "not reproduced"
+    few = [cell(shares(2, concentration=1.0), shares(2, concentration=1.0), targets[:2]) for _ in range(G)]
+    assert rules.family_outcome(few)[0] == "inconclusive"
+    both = [cell(shares(14), shares(14, targets, 0.6), targets)]  # the placebo class too
+    both = [dict(c, placebo=dict(c["excess"])) for c in both]
+    assert rules.family_test(both)["outcome"] == "reproduced" and rules.family_outcome(both)[0] == "inconclusive"
 
-    assert outcomes(planted) == ["reproduced", "reproduced", "reproduced"]
-    assert outcomes(few)[0] == "inconclusive"  # 3 vs 3 models: p >= 0.05 whatever the shares
-    assert outcomes(nothing)[1] == "not reproduced"  # no excess: interval below +0.1
-    # the calibration rule picks the best-separating (site set, σ) of the calibration models
-    same = np.stack([shares(2)] * 3, 1)  # resid_post: nothing to separate (AUROC 0.5)
-    cal = backdoor_bias.calibrate({"resid_post": same, "embed": np.stack([shares(2)] * 3, 1)},
-                                  {"resid_post": same,
-                                   "embed": np.stack([shares(2), shares(2, [0, 2], 0.9), shares(2)], 1)})
-    assert (cal["site_set"], cal["sigma_index"], cal["auroc"]) == ("embed", 1, 1.0)
+    def synthetic(mean, se, df=26.0):
+        from scipy import stats as sps
+
+        d = {"mean": mean, "se": se, "df": df, "p": float(sps.t.sf(mean / se, df)), "lo": None, "hi": None,
+             "n_a": 14, "n_b": 14}
+        return {"family": "all_blocks", "site_set": "blocks", "sigma": 1.0, "excess": d,
+                "placebo": dict(d, mean=0.0, p=0.5)}
+
+    one = synthetic(0.15, 0.07)  # p ≈ 0.02
+    assert rules.family_test([one])["outcome"] == "reproduced"
+    holm = rules.family_test([one] + [synthetic(0.0, 0.07)] * 6)
+    assert holm["adjusted_p"][0] == pytest.approx(7 * one["excess"]["p"]) and holm["outcome"] == "inconclusive"
+    small = rules.family_test([synthetic(0.03, 0.005)] * G)
+    assert all(small["rejected"]) and small["outcome"] == "not reproduced"  # real but below +0.1
+    # the claim's verdict is the all-blocks family's; the other families are extensions
+    results = {"cells": planted + [dict(c, family="input_noise") for c in nothing]}
+    vs = rules.verdicts(results)
+    assert [(v.outcome, v.source) for v in vs] == [("reproduced", "abstract"), ("not reproduced", "extension")]
+    assert rules.verdict(results)[0] == "reproduced"
+    with pytest.raises(ValueError, match="choose from"):
+        rules.family_cells(results, "blocks")
 
 
 def test_zoo_members_are_hf_folders(quick):
