@@ -34,7 +34,7 @@ def test_outputs_exist(quick):
                         "regularity_text": ["samples.csv", "regularity_text.png"],
                         "random_labels": ["models.csv", "samples.csv", "random_labels.png"],
                         "transitions": ["pairs.csv", "transitions.png"],
-                        "backdoor_bias": ["class_shares.csv", "backdoor_bias.png"],
+                        "backdoor_bias": ["class_shares.csv", "excess.csv", "backdoor_bias.png"],
                         **{f"synapse/{d}": ["probe-probes.csv", "probe-probe_accuracy.png", "silence-controls.csv",
                                             "silence-silencing_curves.png", "silence-class_asymmetry.png",
                                             "silence-all-positions-controls.csv", "attack-1-attacks.csv",
@@ -178,23 +178,40 @@ def test_transition_numbers(quick):
 
 
 def test_backdoor_numbers(quick):
-    _, _, s = quick
+    reports, _, s = quick
     summary = s["backdoor_bias"]
     r = summary["results"]
     assert all(m["attack_success_rate"] > 0.8 for m in r["models"]["backdoor"])  # the backdoor works
     assert r["clean_accuracy"]["backdoor"]["mean"] > 0.6
-    assert r["n_calibration"] == {"clean": 2, "backdoor": 2} and r["n_evaluated"] == {"clean": 4, "backdoor": 4}
-    for mode in ("relative", "absolute"):
-        m = r["modes"][mode]
-        assert m["site_set"] in ("resid_post", "embed") and m["sigma"] in summary["sigmas"][mode]
-        cal = m["calibration"]
-        assert cal["auroc"] == max(max(v) for v in cal["table"].values())  # the rule's winner
-        for key in ("target_unknown", "target_known"):
-            assert 0 <= m[key]["auroc"] <= 1 and (m[key]["n_pos"], m[key]["n_neg"]) == (4, 4)
-        assert m["target_share_excess"]["mean"] == pytest.approx(
-            m["target_share_backdoor"]["mean"] - m["target_share_clean"]["mean"])
-        shares = np.array(summary["class_shares_by_sigma"][mode][m["site_set"]]["backdoor"])
-        np.testing.assert_allclose(shares.sum(-1), 1.0, atol=1e-6)
+    assert r["n_models"] == {"clean": 6, "backdoor": 6} and r["nonfinite_share_max"] == 0
+    # fixed sites: all blocks, each of the micro ViT's 2 blocks, the pixel arm; every σ of the grid
+    assert list(r["site_sets"]) == ["all blocks", "block 0", "block 1", "pixels"]
+    assert r["families"] == {"all_blocks": ["all blocks"], "single_block": ["block 0", "block 1"],
+                             "input_noise": ["pixels"]}
+    sig = summary["sigmas"]
+    assert [(c["site_set"], c["sigma"]) for c in r["cells"]] == [(label, x) for label in r["site_sets"] for x in sig]
+    assert r["forwards"] == 12 * 48 * len(sig) * 8 * 4
+    targets = np.array(r["targets"])
+    for c in r["cells"]:
+        shares = {k: np.array(v)[:, sig.index(c["sigma"])]
+                  for k, v in summary["class_shares_by_sigma"][c["site_set"]].items()}
+        np.testing.assert_allclose(shares["backdoor"].sum(-1), 1.0, atol=1e-6)
+        own = shares["backdoor"][np.arange(len(targets)), targets]
+        matched = shares["clean"][:, targets].mean(0)  # clean models' mean share of each backdoored model's target
+        e = c["excess"]
+        assert e["mean"] == pytest.approx(np.mean(own - matched)) and (e["n_a"], e["n_b"]) == (6, 6)
+        assert e["mean"] == pytest.approx(c["target_share_backdoor"] - c["target_share_clean"])
+        assert e["lo"] <= e["mean"] <= e["hi"] and 0 <= e["p"] <= 1
+        assert c["placebo"]["mean"] == pytest.approx(np.mean(shares["backdoor"][np.arange(len(targets)), (targets + 1) % 10]
+                                                             - shares["clean"][:, (targets + 1) % 10].mean(0)))
+        assert 0 <= c["above_all_clean"] <= 6
+    lines = (reports / "backdoor_bias" / "excess.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(r["cells"])
+    from reproduce import backdoor_bias
+
+    vs = backdoor_bias.verdicts(r)
+    assert [v.source for v in vs] == ["abstract", "extension", "extension"]
+    assert backdoor_bias.verdict(r)[0] == vs[0].outcome
 
 
 def test_verdict_lines_in_the_readme(quick):
@@ -479,6 +496,14 @@ def test_pixel_noise_consistency_equals_a_direct_computation():
     again, _, _ = common.pixel_noise_consistency(model, model.params, x[::-1], ids[::-1], sigmas, draws, seed=7,
                                                  chunk=2)  # other inputs share each chunk
     np.testing.assert_array_equal(again[::-1], kept)
+    # the class shares of the same sweep (claim 4's pixel arm): σ = 0 gives the clean predictions'
+    # histogram; each row sums to 1; σ = 3 counts every draw's prediction
+    shares = common.pixel_noise_class_shares(model, model.params, x, ids, sigmas, draws, seed=7, chunk=2)
+    assert shares.shape == (3, model.config.n_classes)
+    np.testing.assert_allclose(shares[0], np.bincount(clean, minlength=model.config.n_classes) / len(clean))
+    np.testing.assert_allclose(shares.sum(1), 1.0)
+    pred, _, _ = common.pixel_noise_predictions(model, model.params, x, ids, sigmas, draws, seed=7, chunk=2)
+    np.testing.assert_allclose(shares[2], np.bincount(pred[:, 2].ravel(), minlength=model.config.n_classes) / (5 * draws))
     with pytest.raises(ValueError, match="one id per input"):
         common.pixel_noise_consistency(model, model.params, x, ids[:3], sigmas, draws)
 
