@@ -113,7 +113,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                                                                               sites, s.draws, s.seed)])
         timer.mark(f"sweep {label}")
     # draws with non-finite logits predict no class: their share is reported, never hidden
-    lost = max(float(1 - v.sum(-1).min()) for sh in shares.values() for v in sh.values())
+    lost = round(max(float(1 - v.sum(-1).min()) for sh in shares.values() for v in sh.values()), 9)  # float sums
     cells = [dict(analyse(shares[label]["clean"][:, gi], shares[label]["backdoor"][:, gi], targets),
                   family=family, site_set=label, sigma=float(sig))
              for label, (family, _) in sets.items() for gi, sig in enumerate(grid)]
@@ -190,7 +190,7 @@ def analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
 
 def _plot(out: Path, shares: dict, cells: list[dict], targets, grid, names) -> None:
     """Left: the excess (95% t interval) against σ per site set; right: the class shares of
-    every model at the all-blocks cell with the smallest p (targets boxed)."""
+    every model at the all-blocks cell the rules name best (smallest Holm p; targets boxed)."""
     plt = fileio.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
     ax = axes[0]
@@ -212,9 +212,7 @@ def _plot(out: Path, shares: dict, cells: list[dict], targets, grid, names) -> N
            title="target-share excess, backdoored − clean (95% t interval)")
     ax.legend(fontsize=7)
     ax = axes[1]
-    primary = [c for c in cells if c["site_set"] == ALL_BLOCKS]
-    best = min(range(len(primary)), key=lambda i: (primary[i]["excess"]["p"] if primary[i]["excess"]["p"]
-                                                   is not None else 1.0, -primary[i]["excess"]["mean"]))
+    best = family_outcome([c for c in cells if c["site_set"] == ALL_BLOCKS])[1]["best"] or 0  # the rules' best cell
     mat = np.concatenate([shares[ALL_BLOCKS]["clean"][:, best], shares[ALL_BLOCKS]["backdoor"][:, best]])
     im = ax.imshow(mat, cmap="magma", vmin=0, vmax=max(float(mat.max()), 0.2), aspect="auto")
     nc = len(shares[ALL_BLOCKS]["clean"])
