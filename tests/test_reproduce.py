@@ -442,6 +442,7 @@ def test_poison_and_trigger():
 
 
 def test_stats_match_scipy_and_sklearn():
+    from scipy import stats as sps
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
@@ -465,6 +466,15 @@ def test_stats_match_scipy_and_sklearn():
     assert j["estimate"] == pytest.approx(v.mean()) and j["se"] == pytest.approx(v.std(ddof=1) / 20, rel=1e-6)
     m = stats.mean_ci([0.2, 0.4, 0.6])
     assert m["mean"] == pytest.approx(0.4) and m["lo"] < 0.4 < m["hi"]
+    # Welch's difference of two groups of units: scipy's one-sided test and interval
+    a, b = rng.normal(1, 1, 10), rng.normal(0, 2, 14)
+    w, ref = stats.welch_difference(a, b), sps.ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert w["p"] == pytest.approx(ref.pvalue) and w["df"] == pytest.approx(ref.df)
+    lo, hi = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (w["lo"], w["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert stats.welch_difference([1.0], b)["p"] is None  # one unit: no test
+    # Holm: sorted p × (m − i), running maximum, capped at 1, in the input order
+    np.testing.assert_allclose(stats.holm_adjust([0.01, 0.04, 0.03, 0.2, 0.5]), [0.05, 0.12, 0.12, 0.4, 0.5])
 
 
 def test_pixel_noise_consistency_equals_a_direct_computation():
