@@ -190,7 +190,7 @@ def test_backdoor_numbers(quick):
                              "input_noise": ["pixels"]}
     sig = summary["sigmas"]
     assert [(c["site_set"], c["sigma"]) for c in r["cells"]] == [(label, x) for label in r["site_sets"] for x in sig]
-    assert r["forwards"] == 12 * 48 * len(sig) * 8 * 4
+    assert r["forwards"] == 12 * r["n_inputs"] * len(sig) * summary["settings"]["draws"] * 4
     targets = np.array(r["targets"])
     for c in r["cells"]:
         shares = {k: np.array(v)[:, sig.index(c["sigma"])]
