@@ -34,7 +34,7 @@ def test_outputs_exist(quick):
                         "regularity_text": ["samples.csv", "regularity_text.png"],
                         "random_labels": ["models.csv", "samples.csv", "random_labels.png"],
                         "transitions": ["pairs.csv", "transitions.png"],
-                        "backdoor_bias": ["class_shares.csv", "backdoor_bias.png"],
+                        "backdoor_bias": ["class_shares.csv", "excess.csv", "backdoor_bias.png"],
                         **{f"synapse/{d}": ["probe-probes.csv", "probe-probe_accuracy.png", "silence-controls.csv",
                                             "silence-silencing_curves.png", "silence-class_asymmetry.png",
                                             "silence-all-positions-controls.csv", "attack-1-attacks.csv",
@@ -178,23 +178,40 @@ def test_transition_numbers(quick):
 
 
 def test_backdoor_numbers(quick):
-    _, _, s = quick
+    reports, _, s = quick
     summary = s["backdoor_bias"]
     r = summary["results"]
     assert all(m["attack_success_rate"] > 0.8 for m in r["models"]["backdoor"])  # the backdoor works
     assert r["clean_accuracy"]["backdoor"]["mean"] > 0.6
-    assert r["n_calibration"] == {"clean": 2, "backdoor": 2} and r["n_evaluated"] == {"clean": 4, "backdoor": 4}
-    for mode in ("relative", "absolute"):
-        m = r["modes"][mode]
-        assert m["site_set"] in ("resid_post", "embed") and m["sigma"] in summary["sigmas"][mode]
-        cal = m["calibration"]
-        assert cal["auroc"] == max(max(v) for v in cal["table"].values())  # the rule's winner
-        for key in ("target_unknown", "target_known"):
-            assert 0 <= m[key]["auroc"] <= 1 and (m[key]["n_pos"], m[key]["n_neg"]) == (4, 4)
-        assert m["target_share_excess"]["mean"] == pytest.approx(
-            m["target_share_backdoor"]["mean"] - m["target_share_clean"]["mean"])
-        shares = np.array(summary["class_shares_by_sigma"][mode][m["site_set"]]["backdoor"])
-        np.testing.assert_allclose(shares.sum(-1), 1.0, atol=1e-6)
+    assert r["n_models"] == {"clean": 6, "backdoor": 6} and r["nonfinite_share_max"] == 0
+    # fixed sites: all blocks, each of the micro ViT's 2 blocks, the pixel arm; every σ of the grid
+    assert list(r["site_sets"]) == ["all blocks", "block 0", "block 1", "pixels"]
+    assert r["families"] == {"all_blocks": ["all blocks"], "single_block": ["block 0", "block 1"],
+                             "input_noise": ["pixels"]}
+    sig = summary["sigmas"]
+    assert [(c["site_set"], c["sigma"]) for c in r["cells"]] == [(label, x) for label in r["site_sets"] for x in sig]
+    assert r["forwards"] == 12 * r["n_inputs"] * len(sig) * summary["settings"]["draws"] * 4
+    targets = np.array(r["targets"])
+    for c in r["cells"]:
+        shares = {k: np.array(v)[:, sig.index(c["sigma"])]
+                  for k, v in summary["class_shares_by_sigma"][c["site_set"]].items()}
+        np.testing.assert_allclose(shares["backdoor"].sum(-1), 1.0, atol=1e-6)
+        own = shares["backdoor"][np.arange(len(targets)), targets]
+        matched = shares["clean"][:, targets].mean(0)  # clean models' mean share of each backdoored model's target
+        e = c["excess"]
+        assert e["mean"] == pytest.approx(np.mean(own - matched)) and (e["n_a"], e["n_b"]) == (6, 6)
+        assert e["mean"] == pytest.approx(c["target_share_backdoor"] - c["target_share_clean"])
+        assert e["lo"] <= e["mean"] <= e["hi"] and 0 <= e["p"] <= 1
+        assert c["placebo"]["mean"] == pytest.approx(np.mean(shares["backdoor"][np.arange(len(targets)), (targets + 1) % 10]
+                                                             - shares["clean"][:, (targets + 1) % 10].mean(0)))
+        assert 0 <= c["above_all_clean"] <= 6
+    lines = (reports / "backdoor_bias" / "excess.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(r["cells"])
+    from reproduce import backdoor_bias
+
+    vs = backdoor_bias.verdicts(r)
+    assert [v.source for v in vs] == ["abstract", "extension", "extension"]
+    assert backdoor_bias.verdict(r)[0] == vs[0].outcome
 
 
 def test_verdict_lines_in_the_readme(quick):
@@ -325,37 +342,65 @@ def test_claim_rules_have_three_outcomes():
 
 
 def test_backdoor_rules_on_planted_and_powerless_cases():
-    from reproduce import backdoor_bias
+    """Claim 4's family rule: a planted target concentration at one σ -> reproduced (best cell
+    found); no excess with 14 + 14 models -> not reproduced; with 2 + 2 -> inconclusive; the
+    same placebo-class excess -> inconclusive; Holm: one p = 0.02 among 7 cells is not enough,
+    alone it is; a significant excess below +0.1 -> not reproduced."""
+    from reproduce.rules import backdoor_bias as rules
 
     rng = np.random.default_rng(1)
-    C = 10
+    C, G = 10, 7
 
-    def shares(m, target=None, extra=0.0):
-        x = rng.dirichlet(np.full(C, 50.0), m)
+    def shares(m, target=None, extra=0.0, concentration=50.0):
+        x = rng.dirichlet(np.full(C, concentration), m)
         if target is not None:
             x[np.arange(m), target] += extra
             x /= x.sum(1, keepdims=True)
         return x
 
-    targets = [0, 2, 4, 6, 8] * 2
-    planted = backdoor_bias.analyse(shares(10), shares(10, targets, 0.6), targets)
-    assert planted["target_unknown"]["auroc"] == 1.0 and planted["target_share_excess"]["lo"] > 0.1
-    few = backdoor_bias.analyse(shares(3), shares(3, targets[:3], 0.6), targets[:3])
-    nothing = backdoor_bias.analyse(shares(10), shares(10), targets)
+    def cell(clean, bd, targets, family="all_blocks", sigma=1.0):
+        placebo = [(t + 1) % C for t in targets]
+        return {"family": family, "site_set": "blocks", "sigma": sigma,
+                "excess": stats.welch_difference(*backdoor.target_shares(clean, bd, targets)),
+                "placebo": stats.welch_difference(*backdoor.target_shares(clean, bd, placebo))}
 
-    def outcomes(r):
-        mode = {**r, "site_set": "resid_post", "sigma": 8.0}
-        return [v.outcome for v in backdoor_bias.verdicts({"modes": {"relative": mode, "absolute": mode}})]
+    targets = [0, 2, 4, 6, 8] * 2 + [0, 2, 4, 6]  # 14 backdoored models
+    planted = [cell(shares(14), shares(14, targets, 0.6 if g == 5 else 0.0), targets, sigma=2.0 ** g)
+               for g in range(G)]
+    outcome, target, placebo = rules.family_outcome(planted)
+    assert outcome == "reproduced" and target["best"] == 5 and sum(target["rejected"]) == 1
+    assert placebo["outcome"] == "not reproduced"
+    nothing = [cell(shares(14), shares(14), targets) for _ in range(G)]
+    assert rules.family_outcome(nothing)[0] == "not reproduced"
+    # no effect, but 2 + 2 models spread like real ones (a share's sd ≈ 0.1): the simultaneous
+    # bounds at α/7 reach past +0.1, so the design cannot say "not reproduced"
+    few = [cell(shares(2, concentration=1.0), shares(2, concentration=1.0), targets[:2]) for _ in range(G)]
+    assert rules.family_outcome(few)[0] == "inconclusive"
+    both = [cell(shares(14), shares(14, targets, 0.6), targets)]  # the placebo class too
+    both = [dict(c, placebo=dict(c["excess"])) for c in both]
+    assert rules.family_test(both)["outcome"] == "reproduced" and rules.family_outcome(both)[0] == "inconclusive"
 
-    assert outcomes(planted) == ["reproduced", "reproduced", "reproduced"]
-    assert outcomes(few)[0] == "inconclusive"  # 3 vs 3 models: p >= 0.05 whatever the shares
-    assert outcomes(nothing)[1] == "not reproduced"  # no excess: interval below +0.1
-    # the calibration rule picks the best-separating (site set, σ) of the calibration models
-    same = np.stack([shares(2)] * 3, 1)  # resid_post: nothing to separate (AUROC 0.5)
-    cal = backdoor_bias.calibrate({"resid_post": same, "embed": np.stack([shares(2)] * 3, 1)},
-                                  {"resid_post": same,
-                                   "embed": np.stack([shares(2), shares(2, [0, 2], 0.9), shares(2)], 1)})
-    assert (cal["site_set"], cal["sigma_index"], cal["auroc"]) == ("embed", 1, 1.0)
+    def synthetic(mean, se, df=26.0):
+        from scipy import stats as sps
+
+        d = {"mean": mean, "se": se, "df": df, "p": float(sps.t.sf(mean / se, df)), "lo": None, "hi": None,
+             "n_a": 14, "n_b": 14}
+        return {"family": "all_blocks", "site_set": "blocks", "sigma": 1.0, "excess": d,
+                "placebo": dict(d, mean=0.0, p=0.5)}
+
+    one = synthetic(0.15, 0.07)  # p ≈ 0.02
+    assert rules.family_test([one])["outcome"] == "reproduced"
+    holm = rules.family_test([one] + [synthetic(0.0, 0.07)] * 6)
+    assert holm["adjusted_p"][0] == pytest.approx(7 * one["excess"]["p"]) and holm["outcome"] == "inconclusive"
+    small = rules.family_test([synthetic(0.03, 0.005)] * G)
+    assert all(small["rejected"]) and small["outcome"] == "not reproduced"  # real but below +0.1
+    # the claim's verdict is the all-blocks family's; the other families are extensions
+    results = {"cells": planted + [dict(c, family="input_noise") for c in nothing]}
+    vs = rules.verdicts(results)
+    assert [(v.outcome, v.source) for v in vs] == [("reproduced", "abstract"), ("not reproduced", "extension")]
+    assert rules.verdict(results)[0] == "reproduced"
+    with pytest.raises(ValueError, match="choose from"):
+        rules.family_cells(results, "blocks")
 
 
 def test_zoo_members_are_hf_folders(quick):
@@ -397,6 +442,7 @@ def test_poison_and_trigger():
 
 
 def test_stats_match_scipy_and_sklearn():
+    from scipy import stats as sps
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
@@ -420,6 +466,15 @@ def test_stats_match_scipy_and_sklearn():
     assert j["estimate"] == pytest.approx(v.mean()) and j["se"] == pytest.approx(v.std(ddof=1) / 20, rel=1e-6)
     m = stats.mean_ci([0.2, 0.4, 0.6])
     assert m["mean"] == pytest.approx(0.4) and m["lo"] < 0.4 < m["hi"]
+    # Welch's difference of two groups of units: scipy's one-sided test and interval
+    a, b = rng.normal(1, 1, 10), rng.normal(0, 2, 14)
+    w, ref = stats.welch_difference(a, b), sps.ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert w["p"] == pytest.approx(ref.pvalue) and w["df"] == pytest.approx(ref.df)
+    lo, hi = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (w["lo"], w["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert stats.welch_difference([1.0], b)["p"] is None  # one unit: no test
+    # Holm: sorted p × (m − i), running maximum, capped at 1, in the input order
+    np.testing.assert_allclose(stats.holm_adjust([0.01, 0.04, 0.03, 0.2, 0.5]), [0.05, 0.12, 0.12, 0.4, 0.5])
 
 
 def test_pixel_noise_consistency_equals_a_direct_computation():
@@ -451,6 +506,14 @@ def test_pixel_noise_consistency_equals_a_direct_computation():
     again, _, _ = common.pixel_noise_consistency(model, model.params, x[::-1], ids[::-1], sigmas, draws, seed=7,
                                                  chunk=2)  # other inputs share each chunk
     np.testing.assert_array_equal(again[::-1], kept)
+    # the class shares of the same sweep (claim 4's pixel arm): σ = 0 gives the clean predictions'
+    # histogram; each row sums to 1; σ = 3 counts every draw's prediction
+    shares = common.pixel_noise_class_shares(model, model.params, x, ids, sigmas, draws, seed=7, chunk=2)
+    assert shares.shape == (3, model.config.n_classes)
+    np.testing.assert_allclose(shares[0], np.bincount(clean, minlength=model.config.n_classes) / len(clean))
+    np.testing.assert_allclose(shares.sum(1), 1.0)
+    pred, _, _ = common.pixel_noise_predictions(model, model.params, x, ids, sigmas, draws, seed=7, chunk=2)
+    np.testing.assert_allclose(shares[2], np.bincount(pred[:, 2].ravel(), minlength=model.config.n_classes) / (5 * draws))
     with pytest.raises(ValueError, match="one id per input"):
         common.pixel_noise_consistency(model, model.params, x, ids[:3], sigmas, draws)
 

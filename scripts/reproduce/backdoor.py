@@ -9,6 +9,7 @@ square in the corner, i.e. one 2x2 ViT patch).
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
@@ -71,3 +72,25 @@ def attack_inputs(images: np.ndarray, labels: np.ndarray, target: int, trigger: 
     success rate: the share of them predicted as the target)."""
     keep = np.asarray(labels) != target
     return stamp(np.asarray(images)[keep], trigger)
+
+
+def target_shares(clean: np.ndarray, bd: np.ndarray, targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-model values for a target-class share comparison matched by target.
+
+    Args:
+        clean: [Mc, C] class shares of the clean models (share of perturbed predictions per class).
+        bd: [Mb, C] class shares of the backdoored models.
+        targets: [Mb] the class each backdoored model's share is read at (its target, or a placebo).
+
+    Returns:
+        (bd_share [Mb]: each backdoored model's share of its class; clean_share [Mc]: each clean
+        model's share of those classes, averaged over the backdoored models, so the two means
+        differ by exactly the mean over backdoored models of (its share − the clean models' mean
+        share of the same class), and the two groups stay independent units).
+    """
+    clean, bd = np.asarray(clean, np.float64), np.asarray(bd, np.float64)
+    t = np.asarray(targets, np.int64)
+    if bd.ndim != 2 or clean.ndim != 2 or len(t) != len(bd) or clean.shape[1] != bd.shape[1]:
+        raise ValueError(f"need clean [Mc, C], bd [Mb, C] and one target per backdoored model; got shapes "
+                         f"{clean.shape}, {bd.shape} and {len(t)} targets.")
+    return bd[np.arange(len(t)), t], clean[:, t].mean(1)

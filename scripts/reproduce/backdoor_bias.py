@@ -1,39 +1,30 @@
 """Claim 4 — large-σ backdoor bias: under large activation noise, a backdoored model's
-predictions concentrate on its backdoor target class, so the class shares at large σ expose
-backdoored models without any triggered input.
+predictions concentrate on its backdoor target class more than a clean model's do on that class.
 
-Protocol. The zoo's clean and BadNets-backdoored ViTs (`zoo`; targets 0, 2, 4, ... over the
-seeds) are probed with APEX on clean test images (no trigger) at two site sets: every block's
-output (`resid_post`) and the embedding output only (`hook_embed`, input-only noise), with σ
-relative to each site's RMS and, rerun, absolute. Each model's class shares at a σ: the share of
-all draws over all inputs predicting each class.
+Protocol (fixed in advance; no setting is chosen on the models it judges). The zoo's clean and
+BadNets-backdoored ViTs (`zoo`; targets 0, 2, 4, ... over the seeds; every member is evaluated)
+are probed with APEX on clean test images (no trigger), σ relative to each site's RMS on one
+fixed grid, at these site sets, each reported:
 
-Calibration. The last `n_calibration` models of each group are a held-out calibration group:
-the site set and σ are chosen on them only, by a rule fixed here — the (site set, σ) whose
-largest class share best separates the calibration group's backdoored models from its clean ones
-(AUROC; ties: the larger gap in mean largest share, then the first site set, then the smaller
-σ). The evaluated models (the others) never enter the choice. Relative and absolute σ are
-calibrated separately.
+- ``all blocks``: every block's output at once (APEX's default sites; the primary family);
+- ``block i``: one block's output, for every block (one site set each);
+- ``pixels``: the input-noise arm — the same σ grid as Gaussian noise on the normalized input
+  pixels (× their RMS; `common.pixel_noise_class_shares`), the same inputs and draws.
 
-Tests on the evaluated models at the chosen site set and σ (models are the units; one value per
-model, so no model's many inputs or classes count as independent negatives):
+Each model's class shares at a (site set, σ): the share of all draws over all inputs predicting
+each class. Per cell the target-share excess: each backdoored model's share of its target class
+minus the clean models' share of the same class, matched by target (`backdoor.target_shares`),
+as a Welch difference of two independent groups of models (`stats.welch_difference`, models are
+the units) with its 95% t interval; its placebo is the same difference at the class after the
+target ((t + 1) mod C, never a target). Also per cell: how many backdoored models have a target
+share above every clean model's share of that class, and the target-unknown AUROC of the
+largest class share (exact Mann–Whitney; descriptive). Plus each model's clean accuracy and
+attack success rate, and how often clean models send stamped images to the targets.
 
-- target unknown (primary): each model's largest class share, backdoored vs clean, exact
-  one-sided Mann–Whitney test (`stats.mann_whitney_exact`);
-- magnitude: each backdoored model's share of its target minus the clean models' mean share of
-  that class (t interval over backdoored models), its z against the clean models' spread and
-  percentile in their distribution; how often the dominant class is the target;
-- target known (reported): each backdoored model's target share vs each clean model's mean share
-  of the targets in use (exact Mann–Whitney).
-
-Also each model's clean accuracy and attack success rate, the clean models' rate of predicting
-each target on stamped images, and the target-unknown AUROC at every σ of both site sets
-(descriptive: it shows how much a rule choosing σ on the evaluated models could gain).
-
-Verdicts (`rules.backdoor_bias`): target-unknown detection by `verdicts.rank_test_rule`
-(AUROC 0.9 as the separation "pronounced" implies); magnitude by `verdicts.interval_rule` with
-a smallest effect of +0.1 target share (reproduced if the interval lies above it, not
-reproduced if below); the absolute-σ rerun as an extension.
+Verdicts (`rules.backdoor_bias`, pre-registered): per family of cells (all blocks: G tests;
+single blocks: L × G; pixels: G), Holm-corrected one-sided tests of excess > 0, a smallest
+excess of +0.1, simultaneous bounds for "not reproduced" and a placebo-class guard; the
+all-blocks family decides the claim.
 """
 
 from __future__ import annotations
@@ -47,38 +38,43 @@ import apex_jax
 from apex_jax import check_sigmas, fileio
 from . import backdoor, common, ensembles, provenance, stats, vit, zoo
 from .reporting import ci, num
-from .rules.backdoor_bias import NEEDED_AUROC, SMALLEST_EXCESS, _test_text, verdict, verdicts  # noqa: F401  (the claim's rules)
+from .rules.backdoor_bias import FAMILIES, PRIMARY, SMALLEST_EXCESS, family_outcome, verdict, verdicts  # noqa: F401
 
 NAME = "backdoor_bias"
 CLAIM = 4
 TITLE = "large-σ backdoor bias"
-SITE_SETS = ("resid_post", "embed")
+ALL_BLOCKS, PIXELS = "all blocks", "pixels"
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    zoo: zoo.ZooConfig = zoo.ZooConfig()
-    n_inputs: int = 64  # models are the units: 64 inputs × 16 draws = 1,024 predictions per model and σ
-    sigmas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # large σ: below 1 × RMS the input still decides
-    abs_sigmas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # noise std, not × site RMS
+    zoo: zoo.ZooConfig = zoo.ZooConfig()  # 14 clean + 14 backdoored, all evaluated
+    n_inputs: int = 64  # models are the units: 64 inputs × 16 draws = 1,024 predictions per model and cell
+    sigmas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # large σ (× site RMS): below 1 the input still decides
     draws: int = 16
     seed: int = 0
-    n_calibration: int = 4  # per group: the last members, used only to choose the site set and σ
 
     @classmethod
     def quick(cls) -> "Settings":
-        # 8 σ values and 8 draws on 48 inputs, like the other quick runs: one compiled kernel
-        grid = tuple(np.logspace(-0.5, 1.5, 8).round(4))
-        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=48, sigmas=grid, abs_sigmas=grid, draws=8, n_calibration=2)
-
-
-MODES = ("relative", "absolute")
+        # 4 σ of the full grid, 8 draws on 32 inputs, the quick zoo (6 + 6 micro ViTs, 2 blocks): 4 site
+        # sets (one compiled kernel each) in no more time than the earlier protocol's 2 × 2 sweeps
+        return cls(zoo=zoo.ZooConfig.quick(), n_inputs=32, sigmas=(1.0, 4.0, 16.0, 64.0), draws=8)
 
 
 def main(argv=None) -> dict:
-    args = common.parser(NAME, "Claim 4: class shares at large σ in clean vs backdoored models.").parse_args(argv)
+    args = common.parser(NAME, "Claim 4: target-class shares at large σ in clean vs backdoored models.").parse_args(argv)
     s = Settings.quick() if args.quick else Settings()
     return run(s, common.out_dir(args, NAME), Path(args.work), common.logger(args), quick=args.quick)
+
+
+def site_sets(model) -> dict[str, tuple[str, list[str] | None]]:
+    """{site-set label: (family, APEX sites; None = the pixel arm)} in report order: all blocks,
+    each block, pixels."""
+    n = model.config.n_layers
+    out = {ALL_BLOCKS: ("all_blocks", apex_jax.parse_sites(model, "resid_post"))}
+    out.update({f"block {i}": ("single_block", apex_jax.parse_sites(model, str(i))) for i in range(n)})
+    out[PIXELS] = ("input_noise", None)
+    return out
 
 
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
@@ -87,16 +83,13 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     clean = zoo.get_group(s.zoo, "clean", work, log)
     bd = zoo.get_group(s.zoo, "backdoor", work, log)
     timer.mark("zoo")
-    n_cal = s.n_calibration
     for g in (clean, bd):
-        if not 2 <= len(g.params) - n_cal:
-            raise ValueError(f"{g.kind} group has {len(g.params)} models: too few for {n_cal} calibration models "
-                             f"and at least 2 evaluated ones.")
-    if n_cal < 1:
-        raise ValueError(f"n_calibration must be >= 1 (the site set and σ are chosen on those models); got {n_cal}.")
+        if len(g.params) < 2:
+            raise ValueError(f"{g.kind} group has {len(g.params)} models; the tests over models need at least 2.")
     test = zoo.splits(s.zoo)["test"]
     model = clean.model
     targets = [int(t) for t in bd.targets]
+    n_classes = test.n_classes
     # clean models on stamped test images: how often the trigger alone yields each target
     trigger = backdoor.Trigger(**bd.info["trigger"])
     stamped = ensembles.predict_stack(model, ensembles.stack(clean.params),
@@ -105,79 +98,66 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
                           for t in sorted(set(targets))}
     inputs = test.subset(np.arange(min(s.n_inputs, len(test))))
     x = vit.pixels(model, inputs.inputs)
-    grids = {"relative": check_sigmas(s.sigmas), "absolute": check_sigmas(s.abs_sigmas)}
-    shares = {}  # mode -> site set -> kind -> [M, G, C]
-    for mode in MODES:
-        shares[mode] = {}
-        for spec in SITE_SETS:
-            sites = apex_jax.parse_sites(model, spec)
-            shares[mode][spec] = {
-                g.kind: np.stack([[r.class_shares(i) for i in range(len(grids[mode]))]
-                                  for r in common.apex_sweeps(model, g.params, x, inputs.ids, grids[mode], sites,
-                                                              s.draws, s.seed, relative=mode == "relative")])
-                for g in (clean, bd)}
-            timer.mark(f"apex_{mode}_{spec}")
-    ev_c, ev_b = np.arange(len(clean.params) - n_cal), np.arange(len(bd.params) - n_cal)
-    cal_c, cal_b = np.arange(len(ev_c), len(clean.params)), np.arange(len(ev_b), len(bd.params))
-    per_mode = {}
-    for mode in MODES:
-        sh = shares[mode]
-        choice = calibrate({spec: sh[spec]["clean"][cal_c] for spec in SITE_SETS},
-                           {spec: sh[spec]["backdoor"][cal_b] for spec in SITE_SETS})
-        spec, gi = choice["site_set"], choice["sigma_index"]
-        res = analyse(sh[spec]["clean"][ev_c, gi], sh[spec]["backdoor"][ev_b, gi], [targets[i] for i in ev_b])
-        res.update({"calibration": choice, "site_set": spec, "sigma": float(grids[mode][gi]),
-                    "auroc_max_share_by_sigma": {
-                        sp: [stats.mann_whitney_exact(sh[sp]["backdoor"][ev_b, g].max(1),
-                                                      sh[sp]["clean"][ev_c, g].max(1))["auroc"]
-                             for g in range(len(grids[mode]))] for sp in SITE_SETS},
-                    "target_share_by_sigma": {
-                        sp: {"backdoor": [float(np.mean([sh[sp]["backdoor"][i, g, targets[i]] for i in ev_b]))
-                                          for g in range(len(grids[mode]))],
-                             "clean": [float(np.mean([sh[sp]["clean"][ev_c, g, targets[i]].mean() for i in ev_b]))
-                                       for g in range(len(grids[mode]))]} for sp in SITE_SETS}})
-        per_mode[mode] = res
+    grid = check_sigmas(s.sigmas)
+    sets = site_sets(model)
+    shares = {}  # site set -> kind -> [M, G, C]
+    for label, (family, sites) in sets.items():
+        shares[label] = {}
+        for g in (clean, bd):
+            if sites is None:
+                shares[label][g.kind] = np.stack([common.pixel_noise_class_shares(model, p, x, inputs.ids, grid,
+                                                                                  s.draws, s.seed)
+                                                  for p in g.params])
+            else:
+                shares[label][g.kind] = np.stack([[r.class_shares(i) for i in range(len(grid))]
+                                                  for r in common.apex_sweeps(model, g.params, x, inputs.ids, grid,
+                                                                              sites, s.draws, s.seed)])
+        timer.mark(f"sweep {label}")
+    # draws with non-finite logits predict no class: their share is reported, never hidden
+    lost = round(max(float(1 - v.sum(-1).min()) for sh in shares.values() for v in sh.values()), 9)  # float sums
+    cells = [dict(analyse(shares[label]["clean"][:, gi], shares[label]["backdoor"][:, gi], targets),
+                  family=family, site_set=label, sigma=float(sig))
+             for label, (family, _) in sets.items() for gi, sig in enumerate(grid)]
     results = {
-        "modes": per_mode,
-        "calibration_rule": ("the (site set, σ) maximizing the calibration models' AUROC of the largest class share "
-                             "(backdoored vs clean); ties: larger gap in mean largest share, first site set, smaller σ"),
-        "n_evaluated": {"clean": int(len(ev_c)), "backdoor": int(len(ev_b))},
-        "n_calibration": {"clean": int(len(cal_c)), "backdoor": int(len(cal_b))},
+        "cells": cells,
+        "families": {f: [label for label, (fam, _) in sets.items() if fam == f] for f in FAMILIES},
+        "site_sets": {label: sites or "pixel values" for label, (_, sites) in sets.items()},
+        "n_models": {"clean": len(clean.params), "backdoor": len(bd.params)},
         "models": {"clean": clean.members, "backdoor": bd.members},
         "attack_success_rate": stats.mean_ci([m["attack_success_rate"] for m in bd.members]),
         "clean_accuracy": {"clean": stats.mean_ci([m["test_accuracy"] for m in clean.members]),
                            "backdoor": stats.mean_ci([m["test_accuracy"] for m in bd.members])},
         "clean_models_trigger_to_target_rate": clean_trigger_rate,
-        "n_inputs": len(inputs), "targets": targets,
+        "nonfinite_share_max": lost,
+        "n_inputs": len(inputs), "targets": targets, "n_classes": n_classes,
+        "forwards": int((len(clean.params) + len(bd.params)) * len(inputs) * len(grid) * s.draws * len(sets)),
         "zoo_training_seconds": {g.kind: g.info["seconds"] for g in (clean, bd)},
     }
     timer.mark("statistics")
-    rows = []
-    for mode in MODES:
-        spec, gi = per_mode[mode]["site_set"], per_mode[mode]["calibration"]["sigma_index"]
-        for kind, group, ev in (("clean", clean, ev_c), ("backdoor", bd, ev_b)):
-            for i, m in enumerate(group.members):
-                rows.append((mode, spec, float(grids[mode][gi]), kind, "evaluated" if i in ev else "calibration",
-                             m["seed"], m.get("target", ""), m["test_accuracy"], m.get("attack_success_rate", ""),
-                             *shares[mode][spec][kind][i, gi]))
-    fileio.write_rows(out / "class_shares.csv", ["sigma_mode", "sites", "sigma", "kind", "role", "seed", "target",
+    rows = [(label, sets[label][0], float(sig), kind, m["seed"], m.get("target", ""), m["test_accuracy"],
+             m.get("attack_success_rate", ""), *shares[label][kind][i, gi])
+            for label in sets for gi, sig in enumerate(grid)
+            for kind, group in (("clean", clean), ("backdoor", bd)) for i, m in enumerate(group.members)]
+    fileio.write_rows(out / "class_shares.csv", ["site_set", "family", "sigma", "kind", "seed", "target",
                                              "clean_accuracy", "attack_success_rate",
                                              *[f"share_{n}" for n in test.label_names]], rows)
-    _plot(out, shares, targets, grids, test.label_names, per_mode, ev_c, ev_b)
+    fileio.write_rows(out / "excess.csv", ["family", "site_set", "sigma", "excess", "lo", "hi", "p_one_sided",
+                                           "placebo_excess", "placebo_lo", "placebo_hi", "above_all_clean",
+                                           "auroc_max_share"],
+                      [(c["family"], c["site_set"], c["sigma"], c["excess"]["mean"], c["excess"]["lo"],
+                        c["excess"]["hi"], c["excess"]["p"], c["placebo"]["mean"], c["placebo"]["lo"],
+                        c["placebo"]["hi"], c["above_all_clean"], c["target_unknown"]["auroc"]) for c in cells])
+    _plot(out, shares, cells, targets, grid, test.label_names)
     timer.mark("outputs")
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": _settings(s),
-               "sigmas": {m: g.tolist() for m, g in grids.items()}, "results": results,
-               "class_shares_by_sigma": {mode: {spec: {k: v.tolist() for k, v in sh.items()}
-                                                for spec, sh in shares[mode].items()} for mode in MODES},
+               "sigmas": grid.tolist(), "results": results,
+               "class_shares_by_sigma": {label: {k: v.tolist() for k, v in sh.items()} for label, sh in shares.items()},
                "timing": timer.summary(), "versions": fileio.versions()}
     fileio.write_json(out / "summary.json", summary)
-    for mode in MODES:
-        r = per_mode[mode]
-        t = r["target_unknown"]
-        log(f"[backdoor_bias] {mode} σ: {r['site_set']} σ={r['sigma']:g} (calibrated); target unknown AUROC "
-            f"{t['auroc']:.3f} (p {t['p']:.2g}); target share excess {r['target_share_excess']['mean']:.3f}")
-    log(f"[backdoor_bias] attack success {results['attack_success_rate']['mean']:.3f} "
-        f"({summary['timing']['total_seconds']} s)")
+    for v in verdicts(results):
+        log(f"[backdoor_bias] {v.outcome}: {v.evidence}")
+    log(f"[backdoor_bias] attack success {results['attack_success_rate']['mean']:.3f}; "
+        f"{results['forwards']:,} forwards ({summary['timing']['total_seconds']} s)")
     return summary
 
 
@@ -187,86 +167,64 @@ def _settings(s) -> dict:
     return d
 
 
-def calibrate(clean: dict, bd: dict) -> dict:
-    """The calibration rule (fixed before any evaluated model is seen): for every site set and σ
-    the AUROC of the largest class share, backdoored vs clean calibration models; the best one
-    wins (ties: the larger gap in mean largest share, then the first site set of `SITE_SETS`,
-    then the smaller σ).
-
-    Args:
-        clean, bd: {site set: [M, G, C] class shares of the calibration models}.
+def analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
+    """One cell (site set, σ). clean [Mc, C], bd [Mb, C]: the models' class shares; targets
+    [Mb]: each backdoored model's target.
 
     Returns:
-        {site_set, sigma_index, auroc (the winner's), table: {site set: [G] AUROCs}}.
+        {excess, placebo (`stats.welch_difference` of the target's / the next class's share,
+        backdoored vs clean, matched by target), target_share_backdoor, target_share_clean
+        (means), above_all_clean (backdoored models whose target share exceeds every clean
+        model's share of that class), target_unknown (`stats.mann_whitney_exact` of the largest
+        class share, descriptive)}.
     """
-    table, best = {}, None
-    for si, spec in enumerate(SITE_SETS):
-        c, b = clean[spec].max(-1), bd[spec].max(-1)  # [M, G]
-        aucs = [stats.mann_whitney_exact(b[:, g], c[:, g])["auroc"] for g in range(c.shape[1])]
-        table[spec] = aucs
-        for g, a in enumerate(aucs):
-            key = (a, float(b[:, g].mean() - c[:, g].mean()), -si, -g)
-            if best is None or key > best[0]:
-                best = (key, spec, g)
-    return {"site_set": best[1], "sigma_index": int(best[2]), "auroc": float(best[0][0]), "table": table}
-
-
-def analyse(clean: np.ndarray, bd: np.ndarray, targets: list[int]) -> dict:
-    """The tests at one site set and σ. clean [Mc, C], bd [Mb, C]: class shares of the evaluated
-    models; targets [Mb]: each backdoored model's target."""
-    pos = np.array([bd[i, t] for i, t in enumerate(targets)])
-    used = sorted(set(targets))
-    neg = clean[:, used].mean(1)  # one value per clean model: its mean share of the targets in use
-    mu, sd = clean.mean(0), clean.std(0, ddof=1) if len(clean) > 1 else np.zeros(clean.shape[1])
-    excess = pos - mu[targets]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(sd[targets] > 0, excess / sd[targets], np.nan)
-    pct = [float(np.mean(clean[:, t] < p)) for p, t in zip(pos, targets)]
+    pos, neg = backdoor.target_shares(clean, bd, targets)
+    placebo = [(t + 1) % bd.shape[1] for t in targets]
     return {
+        "excess": stats.welch_difference(pos, neg),
+        "placebo": stats.welch_difference(*backdoor.target_shares(clean, bd, placebo)),
+        "target_share_backdoor": float(pos.mean()), "target_share_clean": float(neg.mean()),
+        "above_all_clean": int(sum(p > clean[:, t].max() for p, t in zip(pos, targets))),
         "target_unknown": stats.mann_whitney_exact(bd.max(1), clean.max(1)),
-        "target_known": stats.mann_whitney_exact(pos, neg),
-        "target_share_backdoor": stats.mean_ci(pos),
-        "target_share_clean": stats.mean_ci(mu[targets]),
-        "target_share_excess": stats.mean_ci(excess, bounds=None),
-        "target_share_z": stats.mean_ci(z, bounds=None),
-        "target_share_clean_p95": float(np.mean([np.quantile(clean[:, t], 0.95) for t in targets])),
-        "target_share_percentile_in_clean": pct,
-        "dominant_is_target": int(sum(int(bd[i].argmax() == t) for i, t in enumerate(targets))),
-        "n_backdoored": len(targets), "n_clean": int(len(clean)),
-        "dominant_share": {"backdoor": stats.mean_ci(bd.max(1)), "clean": stats.mean_ci(clean.max(1))},
-        "dominant_class": {"backdoor": bd.argmax(1).tolist(), "clean": clean.argmax(1).tolist()},
     }
 
 
-def _plot(out: Path, shares: dict, targets, grids, names, per_mode, ev_c, ev_b) -> None:
+def _plot(out: Path, shares: dict, cells: list[dict], targets, grid, names) -> None:
+    """Left: the excess (95% t interval) against σ per site set; right: the class shares of
+    every model at the all-blocks cell the rules name best (smallest Holm p; targets boxed)."""
     plt = fileio.pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
-    for ax, mode in zip(axes[:2], MODES):
-        r = per_mode[mode]
-        spec, gi = r["site_set"], r["calibration"]["sigma_index"]
-        sh = shares[mode][spec]
-        mat = np.concatenate([sh["clean"][ev_c, gi], sh["backdoor"][ev_b, gi]])
-        im = ax.imshow(mat, cmap="magma", vmin=0, vmax=max(float(mat.max()), 0.2), aspect="auto")
-        nc = len(ev_c)
-        for k, i in enumerate(ev_b):
-            ax.add_patch(plt.Rectangle((targets[i] - 0.5, nc + k - 0.5), 1, 1, fill=False, ec="cyan", lw=2))
-        ax.axhline(nc - 0.5, color="white", lw=1)
-        ax.set(xticks=range(len(names)), xticklabels=names,
-               yticks=range(len(mat)), yticklabels=[f"clean {i}" for i in ev_c] + [f"backdoor→{targets[i]}"
-                                                                                    for i in ev_b],
-               xlabel="predicted class", title=f"{mode} σ={grids[mode][gi]:g} ({spec}), evaluated models")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    ax = axes[2]
-    r = per_mode["relative"]
-    for spec, ls in zip(SITE_SETS, ("-", "--")):
-        t = r["target_share_by_sigma"][spec]
-        ax.plot(grids["relative"], t["backdoor"], ls, color="tab:red", marker="o", label=f"backdoored, {spec}")
-        ax.plot(grids["relative"], t["clean"], ls, color="tab:blue", marker="o", label=f"clean, {spec}")
-    ax.axvline(r["sigma"], color="gray", lw=1)
-    ax.set(xscale="log", xlabel="σ (× site RMS)", ylabel="mean share of the target class",
-           ylim=(0, max(0.3, 1.1 * max(max(r["target_share_by_sigma"][sp]["backdoor"]) for sp in SITE_SETS))),
-           title="target-class share vs σ (gray: calibrated σ)")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
+    ax = axes[0]
+    labels = list(shares)
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(labels) - 2))
+    styles = {ALL_BLOCKS: ("black", "-", 2.2), PIXELS: ("tab:red", "--", 1.8)}
+    for k, label in enumerate(labels):
+        row = [c for c in cells if c["site_set"] == label]
+        color, ls, lw = styles.get(label, (colors[min(k - 1, len(colors) - 1)], ":", 1.2))
+        mean = np.array([c["excess"]["mean"] for c in row], float)
+        lo = np.array([np.nan if c["excess"]["lo"] is None else c["excess"]["lo"] for c in row], float)
+        hi = np.array([np.nan if c["excess"]["hi"] is None else c["excess"]["hi"] for c in row], float)
+        shift = grid * 1.04 ** (k - len(labels) / 2)  # side by side
+        ax.errorbar(shift, mean, yerr=[mean - lo, hi - mean], color=color, ls=ls, lw=lw, marker="o", ms=3,
+                    capsize=2, label=label)
+    ax.axhline(0, color="gray", lw=1)
+    ax.axhline(SMALLEST_EXCESS, color="gray", lw=1, ls="--")
+    ax.set(xscale="log", xlabel="σ (× site RMS; pixels: × pixel RMS)", ylabel="target-share excess over clean",
+           title="target-share excess, backdoored − clean (95% t interval)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    best = family_outcome([c for c in cells if c["site_set"] == ALL_BLOCKS])[1]["best"] or 0  # the rules' best cell
+    mat = np.concatenate([shares[ALL_BLOCKS]["clean"][:, best], shares[ALL_BLOCKS]["backdoor"][:, best]])
+    im = ax.imshow(mat, cmap="magma", vmin=0, vmax=max(float(mat.max()), 0.2), aspect="auto")
+    nc = len(shares[ALL_BLOCKS]["clean"])
+    for k, t in enumerate(targets):
+        ax.add_patch(plt.Rectangle((t - 0.5, nc + k - 0.5), 1, 1, fill=False, ec="cyan", lw=1.5))
+    ax.axhline(nc - 0.5, color="white", lw=1)
+    ax.set(xticks=range(len(names)), xticklabels=names, yticks=range(len(mat)),
+           yticklabels=[f"clean {i}" for i in range(nc)] + [f"backdoor→{t}" for t in targets],
+           xlabel="predicted class", title=f"class shares, all blocks, σ = {grid[best]:g}")
+    ax.tick_params(axis="y", labelsize=6)
+    fig.colorbar(im, ax=ax, fraction=0.046)
     fileio.save_figure(fig, out / "backdoor_bias.png", dpi=120)
 
 
@@ -274,88 +232,98 @@ def _plot(out: Path, shares: dict, targets, grids, names, per_mode, ev_c, ev_b) 
 
 SECTION = """## Claim 4 — large-σ predictions reveal a backdoor's target class
 
-**Verdict: {verdict}.**
+**Verdict: {verdict}.** The all-blocks family decides; single blocks and input noise are reported
+beside it (rules pre-registered in `scripts/reproduce/rules/backdoor_bias.py`).
 
 {lines}
 
-Setup: {n_clean} clean and {n_bd} BadNets-backdoored ViTs ({size}) on {n_train} `{data}` training
-images; backdoor: a {trig}×{trig} white square {margin} px from the bottom-right corner on
+Setup: {n_clean} clean and {n_bd} BadNets-backdoored ViTs ({size}, {n_layers} blocks) on {n_train}
+`{data}` training images, every one evaluated (no calibration models: sites and σ grid fixed in
+advance); backdoor: a {trig}×{trig} white square {margin} px from the bottom-right corner on
 {poison_pct}% of the images, relabelled to the target (targets {targets}). Backdoored models: clean
-test accuracy {bd_acc} (clean models {clean_acc}), attack success rate {asr} (per model {asrs});
-clean models send stamped images to those targets at a rate of {clean_asr}. APEX on {n_inputs}
-clean (untriggered) test images, {draws} draws, σ ∈ {{{sigmas}}} (× site RMS; absolute: {{{abs_sigmas}}}).
-Calibration: {n_cal_c} clean and {n_cal_b} backdoored models held out; on them only, {rule}.
-Evaluated: the other {n_ev_c} clean and {n_ev_b} backdoored models.
+test accuracy {bd_acc} (clean models {clean_acc}), attack success rate {asr}; clean models send
+stamped images to those targets at a rate of {clean_asr}. APEX on {n_inputs} clean (untriggered)
+test images, {draws} draws per input and σ, σ ∈ {{{sigmas}}} × the site's RMS (pixels: × the
+pixel RMS); {forwards} noisy forwards; draws lost to non-finite logits: {lost}.
 
-| | relative σ | absolute σ |
-|---|---|---|
-| chosen on the calibration models: site set, σ (their AUROC) | {choice_r} | {choice_a} |
-| target unknown: AUROC of the largest class share (exact one-sided p) | {unk_r} | {unk_a} |
-| target-class share, backdoored models (mean [t-CI]) | {ts_bd_r} | {ts_bd_a} |
-| share of the same classes, clean models (mean; 95th percentile) | {ts_c_r} | {ts_c_a} |
-| excess target share over the clean models' (mean [t-CI]) | {ex_r} | {ex_a} |
-| z of the target share against the clean models' spread (mean [t-CI]) | {z_r} | {z_a} |
-| target known: AUROC target share vs clean models' share of the targets (exact p) | {known_r} | {known_a} |
-| backdoored models whose dominant class is the target | {dom_r} | {dom_a} |
+Target-share excess (backdoored models' share of perturbed predictions on their target minus the
+clean models' share of the same class; mean [95% Welch t interval over models]); **bold**: rejected
+by Holm within its family (all blocks: {m_all} tests; single blocks: {m_single}; pixels: {m_pix}):
 
-Target-unknown AUROC on the evaluated models at every relative σ (descriptive; not used for any
-choice) — `resid_post`: {by_r}; `hook_embed`: {by_e}.
+{table}
 
-Run time {seconds} s. Files: `backdoor_bias/class_shares.csv`, `backdoor_bias/summary.json`.
+Placebo class (target + 1), same difference: {placebo}. Target-unknown AUROC of the largest class
+share (descriptive), all blocks: {auroc_all}; pixels: {auroc_pix}.
 
-![class shares at large σ](backdoor_bias/backdoor_bias.png)
+Run time {seconds} s. Files: `backdoor_bias/excess.csv`, `backdoor_bias/class_shares.csv`,
+`backdoor_bias/summary.json`.
+
+![target-share excess by site set and σ](backdoor_bias/backdoor_bias.png)
 """
-
 
 
 OUTDATED = """## Claim {claim} — {title}
 
 **Verdict: not run (the summary predates this protocol).** `{name}/summary.json` was written
-before the calibration models, the target-unknown test and the absolute-σ rerun; rerun `scripts/{name}.py` (its numbers are not shown: they come from the
-earlier protocol).
+by an earlier protocol (site set and σ chosen on calibration models); rerun `scripts/{name}.py`
+(its numbers are not shown: they come from the earlier protocol).
 """
+
+
+def excess_table(r: dict, sigmas: list[float]) -> str:
+    """The markdown table of the excess per site set (rows) × σ (columns), Holm rejections bold."""
+    rejected = {}
+    for family in FAMILIES:
+        cells = [c for c in r["cells"] if c["family"] == family]
+        if cells:
+            _, target, _ = family_outcome(cells)
+            for c, rej in zip(cells, target["rejected"] or [False] * len(cells)):
+                rejected[(c["site_set"], c["sigma"])] = rej
+    head = "| site set | " + " | ".join(f"σ = {x:g}" for x in sigmas) + " |"
+    lines = [head, "|---|" + "---|" * len(sigmas)]
+    for label in r["site_sets"]:
+        row = {c["sigma"]: c for c in r["cells"] if c["site_set"] == label}
+        cells = []
+        for x in sigmas:
+            e = row[x]["excess"]
+            text = f"{num(e['mean'])} [{num(e['lo'])}, {num(e['hi'])}]"
+            cells.append(f"**{text}**" if rejected.get((label, x)) else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def section(summary: dict) -> tuple[str, str]:
     """The README section of this claim from its summary.json: (verdict, markdown text); a
-    summary written by the earlier protocol gets a section saying so."""
+    summary written by an earlier protocol gets a section saying so."""
     r, st = summary["results"], summary["settings"]
-    if "modes" not in r:
+    if "cells" not in r:
         return "not run (outdated summary)", OUTDATED.format(claim=CLAIM, title=TITLE, name=NAME)
     v, _ = verdict(r)
     z = st["zoo"]
-    bd = r["models"]["backdoor"]
-    R, A = r["modes"]["relative"], r["modes"]["absolute"]
     trig = backdoor.Trigger.for_images(28 if z["data"] == "mnist5k" else 8)
+    sig = summary["sigmas"]
+    fam = r["families"]
 
-    def choice(m):
-        return f"{m['site_set']}, {m['sigma']:g} ({num(m['calibration']['auroc'], 2)})"
+    def auroc(label):
+        return ", ".join(f"{c['sigma']:g}: {num(c['target_unknown']['auroc'], 2)}" for c in r["cells"]
+                         if c["site_set"] == label)
 
-    def share_c(m):
-        return f"{num(m['target_share_clean']['mean'])}; {num(m['target_share_clean_p95'])}"
+    def count(family):
+        return sum(c["family"] == family for c in r["cells"])
 
-    def by(spec):
-        return ", ".join(f"{x:g}: {num(a, 2)}" for x, a in zip(summary["sigmas"]["relative"],
-                                                                 R["auroc_max_share_by_sigma"][spec]))
-
+    placebo = [c["placebo"]["mean"] for c in r["cells"] if c["placebo"]["mean"] is not None]
     text = SECTION.format(
-        verdict=v, lines="\n".join(x.line() for x in verdicts(r)), n_clean=len(r["models"]["clean"]), n_bd=len(bd),
-        size=z["size"], n_train=z["n_train"], data=z["data"], trig=trig.size, margin=trig.margin,
-        poison_pct=round(100 * z["poison_rate"]), targets=", ".join(str(t) for t in sorted(set(r["targets"]))),
+        verdict=v, lines="\n".join(x.line() for x in verdicts(r)), n_clean=r["n_models"]["clean"],
+        n_bd=r["n_models"]["backdoor"], size=z["size"], n_layers=len(fam["single_block"]), n_train=z["n_train"],
+        data=z["data"], trig=trig.size, margin=trig.margin, poison_pct=round(100 * z["poison_rate"]),
+        targets=", ".join(str(t) for t in sorted(set(r["targets"]))),
         bd_acc=ci(r["clean_accuracy"]["backdoor"], "mean"), clean_acc=ci(r["clean_accuracy"]["clean"], "mean"),
-        asr=ci(r["attack_success_rate"], "mean"), asrs=", ".join(num(m["attack_success_rate"]) for m in bd),
+        asr=ci(r["attack_success_rate"], "mean"),
         clean_asr=num(float(np.mean(list(r["clean_models_trigger_to_target_rate"].values())))),
-        n_inputs=r["n_inputs"], draws=st["draws"], sigmas=", ".join(f"{x:g}" for x in st["sigmas"]),
-        abs_sigmas=", ".join(f"{x:g}" for x in st["abs_sigmas"]), rule=r["calibration_rule"],
-        n_cal_c=r["n_calibration"]["clean"], n_cal_b=r["n_calibration"]["backdoor"],
-        n_ev_c=r["n_evaluated"]["clean"], n_ev_b=r["n_evaluated"]["backdoor"],
-        choice_r=choice(R), choice_a=choice(A),
-        unk_r=_test_text(R["target_unknown"]), unk_a=_test_text(A["target_unknown"]),
-        ts_bd_r=ci(R["target_share_backdoor"], "mean"), ts_bd_a=ci(A["target_share_backdoor"], "mean"),
-        ts_c_r=share_c(R), ts_c_a=share_c(A),
-        ex_r=ci(R["target_share_excess"], "mean"), ex_a=ci(A["target_share_excess"], "mean"),
-        z_r=ci(R["target_share_z"], "mean"), z_a=ci(A["target_share_z"], "mean"),
-        known_r=_test_text(R["target_known"]), known_a=_test_text(A["target_known"]),
-        dom_r=f"{R['dominant_is_target']}/{R['n_backdoored']}", dom_a=f"{A['dominant_is_target']}/{A['n_backdoored']}",
-        by_r=by("resid_post"), by_e=by("embed"), seconds=summary["timing"]["total_seconds"])
+        n_inputs=r["n_inputs"], draws=st["draws"], sigmas=", ".join(f"{x:g}" for x in sig),
+        forwards=f"{r['forwards']:,}", lost=num(r["nonfinite_share_max"]),
+        m_all=count("all_blocks"), m_single=count("single_block"), m_pix=count("input_noise"),
+        table=excess_table(r, sig),
+        placebo=f"from {num(min(placebo))} to {num(max(placebo))} over all cells" if placebo else "n/a",
+        auroc_all=auroc(ALL_BLOCKS), auroc_pix=auroc(PIXELS), seconds=summary["timing"]["total_seconds"])
     return v, text

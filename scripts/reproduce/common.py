@@ -202,6 +202,26 @@ def pixel_noise_consistency(model: Model, params: Any, pixel_values: np.ndarray,
         (consistency [n, G] share of draws keeping the clean prediction, clean predictions [n],
         the pixel RMS the σ are relative to).
     """
+    pred, clean, rms = pixel_noise_predictions(model, params, pixel_values, ids, sigmas, draws, seed, chunk)
+    return (pred == clean[:, None, None]).mean(-1), clean, rms
+
+
+def pixel_noise_class_shares(model: Model, params: Any, pixel_values: np.ndarray, ids: Sequence[int],
+                             sigmas: Sequence[float], draws: int, seed: int = 0, chunk: int = 16) -> np.ndarray:
+    """The input-noise arm of a class-share sweep: the share of all draws over all inputs
+    predicting each class, per σ, with the noise of `pixel_noise_consistency` (same keys, std and
+    draws). Returns [G, n_classes] (each row sums to 1), like `ApexResult.class_shares` per σ."""
+    pred, _, _ = pixel_noise_predictions(model, params, pixel_values, ids, sigmas, draws, seed, chunk)
+    n_classes = model.config.n_classes
+    return np.stack([np.bincount(pred[:, g].ravel(), minlength=n_classes) / pred[:, g].size
+                     for g in range(pred.shape[1])])
+
+
+def pixel_noise_predictions(model: Model, params: Any, pixel_values: np.ndarray, ids: Sequence[int],
+                            sigmas: Sequence[float], draws: int, seed: int = 0,
+                            chunk: int = 16) -> tuple[np.ndarray, np.ndarray, float]:
+    """Every prediction of the pixel-noise sweep (see `pixel_noise_consistency` for the noise):
+    (predictions [n, G, draws], clean predictions [n], the pixel RMS)."""
     x = np.asarray(pixel_values, np.float32)
     ids = np.asarray(ids)
     if x.ndim != 4 or len(ids) != len(x):
@@ -212,24 +232,24 @@ def pixel_noise_consistency(model: Model, params: Any, pixel_values: np.ndarray,
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     stds = jnp.asarray(np.asarray(sigmas, np.float32) * rms)
     chunk = min(chunk, len(x))
-    kept, clean = [], []
+    preds, clean = [], []
     for s in range(0, len(x), chunk):
         xb, ib = x[s:s + chunk], ids[s:s + chunk]
         k = len(xb)
         if k < chunk:  # pad the last chunk: one compiled shape
             xb, ib = np.pad(xb, [(0, chunk - k)] + [(0, 0)] * 3), np.pad(ib, (0, chunk - k))
-        same, pred = _pixel_noise_kept(params, jnp.asarray(xb), jnp.asarray(ib, jnp.uint32), stds,
-                                       seed=int(seed), draws=int(draws), config=model.config)
-        kept.append(np.asarray(same)[:k])
-        clean.append(np.asarray(pred)[:k])
-    return np.concatenate(kept), np.concatenate(clean), rms
+        pred, clean_pred = _pixel_noise_predictions(params, jnp.asarray(xb), jnp.asarray(ib, jnp.uint32), stds,
+                                                    seed=int(seed), draws=int(draws), config=model.config)
+        preds.append(np.asarray(pred)[:k])
+        clean.append(np.asarray(clean_pred)[:k])
+    return np.concatenate(preds), np.concatenate(clean), rms
 
 
 @functools.partial(jax.jit, static_argnames=("seed", "draws", "config"))
-def _pixel_noise_kept(params: Any, x: jax.Array, ids: jax.Array, stds: jax.Array, *, seed: int, draws: int,
-                      config: Any) -> tuple[jax.Array, jax.Array]:
-    """x [b, C, H, W], ids [b], stds [G] -> (share of draws keeping the clean prediction [b, G],
-    clean predictions [b]). One forward of b × draws noisy images per σ (`lax.map` over σ)."""
+def _pixel_noise_predictions(params: Any, x: jax.Array, ids: jax.Array, stds: jax.Array, *, seed: int, draws: int,
+                             config: Any) -> tuple[jax.Array, jax.Array]:
+    """x [b, C, H, W], ids [b], stds [G] -> (predictions [b, G, draws], clean predictions [b]).
+    One forward of b × draws noisy images per σ (`lax.map` over σ)."""
     net = skeleton(config)
     b = x.shape[0]
     clean = net.apply(params, {"pixel_values": x}).logits.argmax(-1)  # [b]
@@ -238,7 +258,6 @@ def _pixel_noise_kept(params: Any, x: jax.Array, ids: jax.Array, stds: jax.Array
 
     def one(std):
         noisy = (x[:, None] + std * z).reshape((b * draws,) + x.shape[1:])
-        pred = net.apply(params, {"pixel_values": noisy}).logits.argmax(-1).reshape(b, draws)
-        return (pred == clean[:, None]).mean(-1)  # [b]
+        return net.apply(params, {"pixel_values": noisy}).logits.argmax(-1).reshape(b, draws)
 
-    return jax.lax.map(one, stds).T, clean
+    return jnp.moveaxis(jax.lax.map(one, stds), 0, 1), clean

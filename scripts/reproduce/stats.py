@@ -250,3 +250,42 @@ def partial_spearman(x: Sequence[float], y: Sequence[float], covariates: Sequenc
     rho = stat(np.arange(n))
     lo, hi = bootstrap_indices(stat, n, n_boot=n_boot, seed=seed) if n_boot > 0 else (None, None)
     return _clean({"rho": rho, "lo": lo, "hi": hi, "n": int(n)})
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Mean of `a` minus mean of `b` for two independent groups of units (e.g. one value per
+    model), with Welch's standard error and degrees of freedom, the one-sided p of H0: the
+    difference ≤ 0 and the 95% two-sided t interval.
+
+    Returns:
+        {mean, se, df, p (one-sided, greater), lo, hi, n_a, n_b}; se, df, p, lo and hi are None
+        when either group has fewer than 2 finite values; a zero spread in both groups gives
+        se = 0, p 0 or 1 and a zero-width interval.
+    """
+    x, y = (np.asarray(v, np.float64) for v in (a, b))
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    out = {"mean": float(x.mean() - y.mean()) if len(x) and len(y) else None, "se": None, "df": None,
+           "p": None, "lo": None, "hi": None, "n_a": int(len(x)), "n_b": int(len(y))}
+    if len(x) < 2 or len(y) < 2:
+        return out
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = float(np.sqrt(va + vb))
+    d = out["mean"]
+    if se == 0:
+        return {**out, "se": 0.0, "df": float(len(x) + len(y) - 2), "p": 0.0 if d > 0 else 1.0, "lo": d, "hi": d}
+    df = float((va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1)))
+    half = float(sps.t.ppf((1 + LEVEL) / 2, df)) * se
+    return {**out, "se": se, "df": df, "p": float(sps.t.sf(d / se, df)), "lo": d - half, "hi": d + half}
+
+
+def holm_adjust(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values of a family of tests (reject where adjusted < α keeps
+    the family-wise error at α): p sorted ascending, the i-th (0-based) times (m − i), running
+    maximum, capped at 1; returned in the input order."""
+    p = np.asarray(p, np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(np.maximum.accumulate(p[order] * (m - np.arange(m))), 1.0)
+    out = np.empty(m)
+    out[order] = adj
+    return out

@@ -48,7 +48,7 @@ class ZooConfig:
     size: str = "tiny"
     split_seed: int = 0
     n_train: int = 2000
-    n_models: int = 14  # claim 4 holds some of them out to fix its σ and site rule
+    n_models: int = 14  # claim 4 evaluates every member: 14 + 14 models are its units
     epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 3e-3
