@@ -616,3 +616,18 @@ def test_the_package_does_not_reach_into_the_repository():
         text = path.read_text(encoding="utf-8")
         assert "import reproduce" not in text, path
         assert "sys.path" not in text or path.name in wheel_only, path
+
+
+def test_label_noise_kinds_and_labels():
+    from reproduce import zoo
+
+    assert zoo.noise_kind(0.25) == "noise-025" and zoo.noise_share("noise-100") == 1.0
+    assert zoo.noise_share("random") is None and zoo.noise_share("noise-x") is None
+    with pytest.raises(ValueError, match="whole percent"):
+        zoo.noise_kind(0.333)
+    with pytest.raises(ValueError, match="noise-000"):
+        zoo.get_group(zoo.ZooConfig.quick(), "noisy", "/nonexistent")
+    y = np.arange(1000) % 10
+    z = zoo.noisy_labels(y, 0.5, 10, seed=3)
+    assert 0.4 < (z != y).mean() < 0.5  # 500 redrawn, about 1 in 10 of them to the true class
+    assert (zoo.noisy_labels(y, 0.0, 10, 3) == y).all() and (z == zoo.noisy_labels(y, 0.5, 10, 3)).all()

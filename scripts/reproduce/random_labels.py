@@ -152,7 +152,9 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "models": {"clean": clean.members, "random": rand.members},
         "random_epochs_run": rand.info["epochs_run"],
         "random_recipe": s.zoo.random_recipe, "abs_sigmas": abs_sigmas.tolist(),
-        "zoo_training_seconds": {g.kind: g.info["seconds"] for g in (clean, rand)},
+        "zoo_training_seconds": {**{g.kind: g.info["seconds"] for g in (clean, rand)},
+                                 **{zoo.noise_kind(lv): sec for lv, sec in zip(series["levels"],
+                                                                               series["training_seconds"])}},
         "label_noise": series,
     }
     timer.mark("statistics")
@@ -354,6 +356,12 @@ median clean softmax margin and median input-noise escape σ on the same {n_eval
 """
 
 
+def _geometric_mean(values) -> float:
+    """Geometric mean of escape σ values read from a summary (null = never escaped: +inf)."""
+    v = np.array([np.inf if x is None else x for x in values], np.float64)
+    return float(np.exp(np.log(v).mean()))
+
+
 def series_text(summary: dict) -> str:
     """The label-noise series' subsection (empty for a summary written before it existed)."""
     r, st = summary["results"], summary["settings"]
@@ -367,7 +375,7 @@ def series_text(summary: dict) -> str:
         ok = [m for m in ms if m["fitted"]] or ms
         rows.append(f"| {num(100 * level, 0)}% | {fitted} of {n} | {span(m['train_accuracy'] for m in ms)} | "
                     f"{span(m['test_accuracy'] for m in ms)} | "
-                    f"{num(float(np.exp(np.mean(np.log([m['median_escape'] for m in ok])))))} | "
+                    f"{num(_geometric_mean(m['median_escape'] for m in ok))} | "
                     f"{num(float(np.mean([m['median_clean_margin'] for m in ok])))} |")
     return SERIES_TEXT.format(
         levels=", ".join(f"{num(100 * x, 0)}%" for x in d["levels"]), per_level=max(d["models_per_level"]),
