@@ -165,15 +165,15 @@ def test_random_label_numbers(quick):
     assert r["random_recipe"] == "clean" and [m["seed"] for m in rand] == [m["seed"] for m in clean]
     assert min(m["test_accuracy"] for m in clean) > 0.6
     assert max(m["test_accuracy"] for m in rand) < 0.3  # random labels: chance on the test set
-    # the label-noise series: 5 levels of 2 models, each model's share of changed labels near its level
+    # the label-noise series (quick: 3 levels of 2 models), each model's share of changed labels near its level
     d = r["label_noise"]
-    assert d["levels"] == [0.0, 0.25, 0.5, 0.75, 1.0] and d["models_per_level"] == [2] * 5
-    assert len(d["models"]) == 10 and d["fitted_per_level"] == [sum(m["fitted"] for m in d["models"]
+    assert d["levels"] == [0.0, 0.5, 1.0] and d["models_per_level"] == [2] * 3
+    assert len(d["models"]) == 6 and d["fitted_per_level"] == [sum(m["fitted"] for m in d["models"]
                                                                     if m["label_noise"] == lv) for lv in d["levels"]]
     for m in d["models"]:
-        assert abs(m["labels_changed"] - 0.9 * m["label_noise"]) < 0.1  # a random label keeps the true one 1 in 10
+        assert abs(m["labels_changed"] - 0.9 * m["label_noise"]) < 0.12  # a random label keeps the true one 1 in 10
         assert m["fitted"] == (m["train_accuracy"] >= d["fit_threshold"]) and m["median_escape"] > 0
-    assert d["perturbed_forwards"] == 2 * 10 * d["n_eval"] * st["n_sigmas"] * st["draws"]
+    assert d["perturbed_forwards"] == 2 * 6 * d["n_eval"] * st["n_sigmas"] * st["draws"]
     assert -1 <= d["trend"]["rho"] <= 1 and d["ends"]["n_pos"] >= 1
 
 

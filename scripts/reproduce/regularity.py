@@ -79,6 +79,7 @@ class Settings:
     seed: int = 0
     checkpoint_every: int = 1
     n_probed: int = 3  # models 0..n_probed-1 are probed in turn, each against the other n_models - 1
+    n_boot: int = stats.N_BOOT  # bootstrap resamples of every interval
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -86,7 +87,7 @@ class Settings:
         # of the quick zoo's training, so one compiled epoch serves both in one process
         return cls(data="digits", size="micro", n_models=6, subset=0.46, epochs=16, batch_size=32,
                    learning_rate=5e-3, n_apex=48, sigma_lo=0.02, n_sigmas=8, draws=8, checkpoint_every=1000,
-                   n_probed=2)
+                   n_probed=2, n_boot=200)
 
 
 def main(argv=None) -> dict:
@@ -165,14 +166,14 @@ def probe_one(s: Settings, i: int, res: dict, pool, model, params) -> tuple[dict
     log_escape = np.log(escape)
     results = {
         "probed_model": i,
-        "escape_vs_cscore": stats.spearman(log_escape, cscore, seed=1),
-        "escape_vs_learning_speed": stats.spearman(log_escape, speed, seed=2),
-        "cscore_vs_learning_speed": stats.spearman(cscore, speed, seed=3),
-        "area_vs_cscore": stats.spearman(area, cscore, seed=4),
-        "area_vs_learning_speed": stats.spearman(area, speed, seed=5),
-        **margin_baseline(log_escape, cscore, speed, margin),
+        "escape_vs_cscore": stats.spearman(log_escape, cscore, s.n_boot, seed=1),
+        "escape_vs_learning_speed": stats.spearman(log_escape, speed, s.n_boot, seed=2),
+        "cscore_vs_learning_speed": stats.spearman(cscore, speed, s.n_boot, seed=3),
+        "area_vs_cscore": stats.spearman(area, cscore, s.n_boot, seed=4),
+        "area_vs_learning_speed": stats.spearman(area, speed, s.n_boot, seed=5),
+        **margin_baseline(log_escape, cscore, speed, margin, s.n_boot),
         **input_noise_baseline(log_escape, input_escape, cscore, speed, margin, sigmas, s.draws,
-                               where=common.PIXEL_NOISE, scale=pixel_rms),
+                               where=common.PIXEL_NOISE, scale=pixel_rms, n_boot=s.n_boot),
         "n_examples": int(len(rows)), "pool_size": int(len(pool)),
         "clean_accuracy_probed": float((ar.clean == pool.labels[rows]).mean()),
         "escaped_on_grid": int(np.isfinite(escape).sum()),
@@ -197,16 +198,18 @@ def claim_verdict(results: dict) -> tuple[str, str]:
     return verdict_over_runs(results["runs"]) if "runs" in results else verdict(results)
 
 
-def margin_baseline(log_escape: np.ndarray, cscore: np.ndarray, speed: np.ndarray, margin: np.ndarray) -> dict:
+def margin_baseline(log_escape: np.ndarray, cscore: np.ndarray, speed: np.ndarray, margin: np.ndarray,
+                    n_boot: int = stats.N_BOOT) -> dict:
     """The clean-confidence baseline (all [n] per example): the margin's own Spearman ρ with
     each metric and with log escape σ, the partial ρ of log escape σ and each metric given the
-    margin, and the share of examples at each metric's ceiling (exactly 1)."""
+    margin, and the share of examples at each metric's ceiling (exactly 1). `n_boot`: bootstrap
+    resamples of every interval."""
     return {
-        "clean_margin_vs_cscore": stats.spearman(margin, cscore, seed=6),
-        "clean_margin_vs_learning_speed": stats.spearman(margin, speed, seed=7),
-        "escape_vs_clean_margin": stats.spearman(log_escape, margin, seed=8),
-        "escape_vs_cscore_given_margin": stats.partial_spearman(log_escape, cscore, [margin], seed=9),
-        "escape_vs_learning_speed_given_margin": stats.partial_spearman(log_escape, speed, [margin], seed=10),
+        "clean_margin_vs_cscore": stats.spearman(margin, cscore, n_boot, seed=6),
+        "clean_margin_vs_learning_speed": stats.spearman(margin, speed, n_boot, seed=7),
+        "escape_vs_clean_margin": stats.spearman(log_escape, margin, n_boot, seed=8),
+        "escape_vs_cscore_given_margin": stats.partial_spearman(log_escape, cscore, [margin], n_boot, seed=9),
+        "escape_vs_learning_speed_given_margin": stats.partial_spearman(log_escape, speed, [margin], n_boot, seed=10),
         "cscore_ceiling_share": float(np.mean(cscore[np.isfinite(cscore)] == 1)),
         "learning_speed_ceiling_share": float(np.mean(speed[np.isfinite(speed)] == 1)),
         "clean_margin_quartiles": np.quantile(margin, [0.25, 0.5, 0.75]).tolist(),
