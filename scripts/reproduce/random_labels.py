@@ -56,8 +56,8 @@ TITLE = "structured vs random labels"
 NOISE_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # the label-noise series: 12 models per level (the count the 25-minute budget allows; the trend
 # over 60 models detects |ρ| ≥ 0.36 and the 12-vs-12 ends AUROC ≥ 0.80 with 80% power) on the
-# zoo's first 1,000 training images (half the zoo's: fitting random labels takes epochs that grow
-# with the images), each group trained to fit its labels
+# zoo's first 1,000 training images (half the zoo's: an epoch costs half, and fitting random
+# labels takes tens of epochs), each group trained to fit its labels
 SERIES = zoo.ZooConfig(n_train=1000, n_models=12)
 # quick series: 3 levels of 2 micro ViTs on 160 digits (a smoke test of the series' code, not of
 # the claim; kept this small because its training epoch is a shape of its own to compile)
@@ -84,7 +84,6 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(zoo=zoo.ZooConfig.quick(), series=QUICK_SERIES, noise_levels=(0.0, 0.5, 1.0), n_boot=200,
                    n_eval=48, sigma_lo=0.02, abs_sigma_lo=0.02, n_sigmas=8, draws=8)
-
 
 
 def main(argv=None) -> dict:
