@@ -57,6 +57,13 @@ def test_regularity_numbers(quick):
     # the two established regularity metrics agree with each other
     assert r["cscore_vs_learning_speed"]["rho"] > 0
     _check_input_noise(s["regularity"])
+    # two probed models, each with its own sample of its own training examples; model 0's at the top level
+    runs = r["runs"]
+    assert [x["probed_model"] for x in runs] == [0, 1] and runs[0]["escape_vs_cscore"] == r["escape_vs_cscore"]
+    assert runs[1]["n_examples"] == 48 and runs[1]["escape_vs_cscore"] != runs[0]["escape_vs_cscore"]
+    from reproduce import regularity
+
+    assert all(v.evidence.count("of 2 ") >= 1 for v in regularity.claim_verdicts(r))
 
 
 def _check_input_noise(summary: dict) -> None:
@@ -158,6 +165,16 @@ def test_random_label_numbers(quick):
     assert r["random_recipe"] == "clean" and [m["seed"] for m in rand] == [m["seed"] for m in clean]
     assert min(m["test_accuracy"] for m in clean) > 0.6
     assert max(m["test_accuracy"] for m in rand) < 0.3  # random labels: chance on the test set
+    # the label-noise series (quick: 3 levels of 2 models), each model's share of changed labels near its level
+    d = r["label_noise"]
+    assert d["levels"] == [0.0, 0.5, 1.0] and d["models_per_level"] == [2] * 3
+    assert len(d["models"]) == 6 and d["fitted_per_level"] == [sum(m["fitted"] for m in d["models"]
+                                                                    if m["label_noise"] == lv) for lv in d["levels"]]
+    for m in d["models"]:
+        assert abs(m["labels_changed"] - 0.9 * m["label_noise"]) < 0.12  # a random label keeps the true one 1 in 10
+        assert m["fitted"] == (m["train_accuracy"] >= d["fit_threshold"]) and m["median_escape"] > 0
+    assert d["perturbed_forwards"] == 2 * 6 * d["n_eval"] * st["n_sigmas"] * st["draws"]
+    assert -1 <= d["trend"]["rho"] <= 1 and d["ends"]["n_pos"] >= 1
 
 
 def test_transition_numbers(quick):
@@ -220,20 +237,22 @@ def test_verdict_lines_in_the_readme(quick):
     from reproduce import backdoor_bias, random_labels, regularity, transitions
 
     for mod in (regularity, random_labels, transitions, backdoor_bias):
-        vs = mod.verdicts(s[mod.NAME]["results"])
+        vs = getattr(mod, "claim_verdicts", mod.verdicts)(s[mod.NAME]["results"])
         assert vs and all(v.outcome in ("reproduced", "not reproduced", "inconclusive") for v in vs)
         for v in vs:
             assert v.line() in text and "Rule:" in v.line() and "Power:" in v.line()
     # claim 1 reports its confidence and input-noise baselines as extensions
-    assert [v.source for v in regularity.verdicts(s["regularity"]["results"])] == \
+    assert [v.source for v in regularity.claim_verdicts(s["regularity"]["results"])] == \
         ["abstract", "abstract"] + ["extension"] * 4
+    assert [v.source for v in random_labels.claim_verdicts(s["random_labels"]["results"])][-4:] == \
+        ["abstract", "abstract", "extension", "extension"]
     # a summary written before the input-noise baseline still renders, saying what it lacks
     from reproduce import regularity_text
 
     for mod in (regularity, regularity_text, random_labels):
         old = json.loads(json.dumps(s[mod.NAME]))
-        for key in [k for k in old["results"] if "input" in k]:
-            del old["results"][key]
+        for key in [k for k in old["results"] if "input" in k or k in ("runs", "label_noise")]:
+            del old["results"][key]  # a summary that old predates several probed models and the series
         v, section = mod.section(old)
         assert v in ("reproduced", "not reproduced", "inconclusive") and "input-noise escape σ" not in section
         assert ("predates it" in section) == (mod is not random_labels)
@@ -660,3 +679,18 @@ def test_the_package_does_not_reach_into_the_repository():
         text = path.read_text(encoding="utf-8")
         assert "import reproduce" not in text, path
         assert "sys.path" not in text or path.name in wheel_only, path
+
+
+def test_label_noise_kinds_and_labels():
+    from reproduce import zoo
+
+    assert zoo.noise_kind(0.25) == "noise-025" and zoo.noise_share("noise-100") == 1.0
+    assert zoo.noise_share("random") is None and zoo.noise_share("noise-x") is None
+    with pytest.raises(ValueError, match="whole percent"):
+        zoo.noise_kind(0.333)
+    with pytest.raises(ValueError, match="noise-000"):
+        zoo.get_group(zoo.ZooConfig.quick(), "noisy", "/nonexistent")
+    y = np.arange(1000) % 10
+    z = zoo.noisy_labels(y, 0.5, 10, seed=3)
+    assert 0.4 < (z != y).mean() < 0.5  # 500 redrawn, about 1 in 10 of them to the true class
+    assert (zoo.noisy_labels(y, 0.0, 10, 3) == y).all() and (z == zoo.noisy_labels(y, 0.5, 10, 3)).all()

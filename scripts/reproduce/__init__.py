@@ -19,7 +19,7 @@ the report.
 Library parts: `vit` (small ViT configs; templates and fresh parameters from
 `apex_jax.create`), `ensembles` (many models trained at once with a vmapped Optax step;
 per-example training-time and hold-out correctness), `backdoor` (BadNets trigger and
-poisoning), `zoo` (clean / random-label / backdoored model groups saved as HF folders), `stats`
+poisoning), `zoo` (clean / random-label / label-noise / backdoored model groups saved as HF folders), `stats`
 (Spearman and AUROC with bootstrap intervals; exact Mann–Whitney tests over models,
 model-clustered bootstrap, partial Spearman), `verdicts` (three-valued verdicts: rule, power,
 source, the paper's figure), `rules` (each claim's decision rules and quoted paper figures, sourced

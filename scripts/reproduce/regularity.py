@@ -2,10 +2,10 @@
 
 Protocol. The pool is the train split of the data set. M small ViTs are trained at once
 (`ensembles.train_ensemble`, one vmapped Optax step), each on its own random half of the pool.
-Model 0 is the probed model: APEX (Gaussian noise on every block's output, σ relative to each
-site's RMS, K draws per σ) gives the escape σ of each of its training examples (a random sample
-of them). The regularity metrics of those examples come from the *other* M − 1 models only, so
-they are independent of the probed model:
+Models 0..P−1 (`n_probed`, 3) are probed in turn: APEX (Gaussian noise on every block's output, σ
+relative to each site's RMS, K draws per σ) gives the escape σ of each of a probed model's
+training examples (a random sample of them). The regularity metrics of those examples come from
+the *other* M − 1 models only, so they are independent of the probed model:
 
 - C-score estimate (Jiang et al. 2021): accuracy on the example of the models that did not train
   on it (hold-out accuracy over random subsets);
@@ -33,6 +33,9 @@ forwards as APEX's sweep).
 Verdicts (`rules.regularity`, written after the first results): each correlation's 95% interval against
 ρ = 0 and the smallest agreement that counts, ρ = 0.1 (`verdicts.spearman_rule`); the two
 correlations with the metrics are the abstract's claim, the baseline-adjusted ones extensions.
+Over the probed models (`rules.regularity.verdicts_over_runs`, pre-registered): a sub-claim is
+reproduced if ≥ 2/3 of the probed models reproduce it and none contradicts, not reproduced if ≥
+2/3 do not, else inconclusive; the report states "k of n" for each.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ from apex_jax.data import load_dataset, split_dataset
 from apex_jax.models import VIT_PRESETS
 from . import common, ensembles, provenance, stats, vit
 from .reporting import ci, estimator_sentence, num
-from .rules.regularity import SMALLEST_RHO, verdict, verdict_lines, verdicts  # noqa: F401  (the claim's rules)
+from .rules.regularity import (SMALLEST_RHO, verdict, verdict_lines, verdict_over_runs, verdicts,  # noqa: F401
+                               verdicts_over_runs)  # (the claim's rules)
 
 NAME = "regularity"
 CLAIM = 1
@@ -74,13 +78,16 @@ class Settings:
     draws: int = 32
     seed: int = 0
     checkpoint_every: int = 1
+    n_probed: int = 3  # models 0..n_probed-1 are probed in turn, each against the other n_models - 1
+    n_boot: int = stats.N_BOOT  # bootstrap resamples of every interval
 
     @classmethod
     def quick(cls) -> "Settings":
         # 6 models on 46% of the 1,258 training digits = 18 steps of 32 per epoch: the shapes
         # of the quick zoo's training, so one compiled epoch serves both in one process
         return cls(data="digits", size="micro", n_models=6, subset=0.46, epochs=16, batch_size=32,
-                   learning_rate=5e-3, n_apex=48, sigma_lo=0.02, n_sigmas=8, draws=8, checkpoint_every=1000)
+                   learning_rate=5e-3, n_apex=48, sigma_lo=0.02, n_sigmas=8, draws=8, checkpoint_every=1000,
+                   n_probed=2, n_boot=200)
 
 
 def main(argv=None) -> dict:
@@ -94,28 +101,61 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     timer = common.Timer()
     pool = split_dataset(load_dataset(s.data), seed=s.split_seed)["train"]
     model = vit.template(pool, s.size)
-    res, probed = _ensemble(s, pool, model, work, log)
+    res, params = _ensemble(s, pool, model, work, log)
     timer.mark("train_ensemble")
+    sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
+    sites = apex_jax.parse_sites(model, "resid_post")
+    runs, data = [], []
+    for i in range(s.n_probed):  # each probed model's metrics come from the other models only
+        r, d = probe_one(s, i, res, pool, model, params[i])
+        runs.append(r)
+        data.append(d)
+        timer.mark(f"probe_model_{i}")
+    results = {**runs[0], "runs": runs,
+               "ensemble_test_accuracy": res["test_accuracy"], "ensemble_train_accuracy": res["train_accuracy"],
+               "ensemble_training_seconds": round(float(res["seconds"]), 1)}
+    timer.mark("statistics")
+    fileio.write_rows(out / "samples.csv",
+                     ["probed_model", "id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
+                      "learning_speed", "clean_margin", "input_noise_escape_sigma"],
+                     [(i, int(pool.ids[r]), int(pool.labels[r]), int(d["clean"][j]), d["escape"][j], d["area"][j],
+                       d["cscore"][j], d["speed"][j], d["margin"][j], d["input_escape"][j])
+                      for i, d in enumerate(data) for j, r in enumerate(d["rows"])])
+    d = data[0]  # the figure shows the first probed model
+    common.plot_regularity(out / "regularity.png", d["escape"], d["cscore"], d["speed"], results)
+    timer.mark("outputs")
+    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": dataclasses.asdict(s),
+               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
+               "mean_consistency": data[0]["mean_consistency"],
+               "results": results, "timing": timer.summary(), "versions": fileio.versions()}
+    fileio.write_json(out / "summary.json", summary)
+    r = results
+    for run_ in r["runs"]:
+        log(f"[regularity] model {run_['probed_model']}, n={run_['n_examples']}: Spearman(log escape σ, C-score) = "
+            f"{common.fmt_rho(run_['escape_vs_cscore'])}; (log escape σ, learning speed) = "
+            f"{common.fmt_rho(run_['escape_vs_learning_speed'])}")
+    log(f"[regularity] over {len(r['runs'])} probed models: {claim_verdict(r)[1]} ({summary['timing']['total_seconds']} s)")
+    return summary
 
-    # APEX on a random sample of the probed model's (member 0's) training examples
-    rng = np.random.default_rng(s.seed)
-    own = np.flatnonzero(res["in_train"][0])
+
+def probe_one(s: Settings, i: int, res: dict, pool, model, params) -> tuple[dict, dict]:
+    """APEX, the clean margin and the input-noise baseline on a random sample of probed model
+    `i`'s training examples, against the C-score estimate and learning speed of the other
+    models only. Returns (its results, its per-example arrays for the outputs)."""
+    rng = np.random.default_rng([s.seed, i]) if i else np.random.default_rng(s.seed)  # model 0: the earlier sample
+    own = np.flatnonzero(res["in_train"][i])
     rows = np.sort(rng.choice(own, min(s.n_apex, len(own)), replace=False))
     sigmas = common.sigma_grid(s.sigma_lo, s.sigma_hi, s.n_sigmas)
     sites = apex_jax.parse_sites(model, "resid_post")
     x = vit.pixels(model, pool.inputs[rows])
-    ar = common.apex_sweeps(model, [probed], x, pool.ids[rows], sigmas, sites, s.draws, s.seed)[0]
-    timer.mark("apex")
+    ar = common.apex_sweeps(model, [params], x, pool.ids[rows], sigmas, sites, s.draws, s.seed)[0]
     escape = common.escape_sigma_interpolated(ar.consistency, sigmas)
     area = ar.consistency.mean(1)  # mean share kept over the log-spaced grid
-    margin = common.softmax_margin(common.clean_logits(model, probed, {"pixel_values": x}))
+    margin = common.softmax_margin(common.clean_logits(model, params, {"pixel_values": x}))
     # the input-noise baseline: the same escape rule, σ grid and draws, noise on the pixels only
-    kept_in, _, pixel_rms = common.pixel_noise_consistency(model, probed, x, pool.ids[rows], sigmas, s.draws, s.seed)
+    kept_in, _, pixel_rms = common.pixel_noise_consistency(model, params, x, pool.ids[rows], sigmas, s.draws, s.seed)
     input_escape = common.escape_sigma_interpolated(kept_in, sigmas)
-    timer.mark("input_noise")
-
-    # regularity metrics from the other models only
-    others = slice(1, None)
+    others = np.arange(res["in_train"].shape[0]) != i
     seen, hits = res["train_seen"][others], res["train_hits"][others]
     out_mask = ~res["in_train"][others]
     correct = res["final_correct"][others]
@@ -125,14 +165,15 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         cscore = np.where(n_out > 0, (correct & out_mask).sum(0) / np.maximum(n_out, 1), np.nan)[rows]
     log_escape = np.log(escape)
     results = {
-        "escape_vs_cscore": stats.spearman(log_escape, cscore, seed=1),
-        "escape_vs_learning_speed": stats.spearman(log_escape, speed, seed=2),
-        "cscore_vs_learning_speed": stats.spearman(cscore, speed, seed=3),
-        "area_vs_cscore": stats.spearman(area, cscore, seed=4),
-        "area_vs_learning_speed": stats.spearman(area, speed, seed=5),
-        **margin_baseline(log_escape, cscore, speed, margin),
+        "probed_model": i,
+        "escape_vs_cscore": stats.spearman(log_escape, cscore, s.n_boot, seed=1),
+        "escape_vs_learning_speed": stats.spearman(log_escape, speed, s.n_boot, seed=2),
+        "cscore_vs_learning_speed": stats.spearman(cscore, speed, s.n_boot, seed=3),
+        "area_vs_cscore": stats.spearman(area, cscore, s.n_boot, seed=4),
+        "area_vs_learning_speed": stats.spearman(area, speed, s.n_boot, seed=5),
+        **margin_baseline(log_escape, cscore, speed, margin, s.n_boot),
         **input_noise_baseline(log_escape, input_escape, cscore, speed, margin, sigmas, s.draws,
-                               where=common.PIXEL_NOISE, scale=pixel_rms),
+                               where=common.PIXEL_NOISE, scale=pixel_rms, n_boot=s.n_boot),
         "n_examples": int(len(rows)), "pool_size": int(len(pool)),
         "clean_accuracy_probed": float((ar.clean == pool.labels[rows]).mean()),
         "escaped_on_grid": int(np.isfinite(escape).sum()),
@@ -140,40 +181,35 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "escape_sigma_quartiles": np.quantile(escape, [0.25, 0.5, 0.75]).tolist(),
         "cscore_mean": float(np.nanmean(cscore)), "learning_speed_mean": float(np.nanmean(speed)),
         "holdout_models_per_example": {"min": int(n_out[rows].min()), "mean": float(n_out[rows].mean())},
-        "ensemble_test_accuracy": res["test_accuracy"],
-        "ensemble_train_accuracy": res["train_accuracy"],
-        "ensemble_training_seconds": round(float(res["seconds"]), 1),
     }
-    timer.mark("statistics")
-    fileio.write_rows(out / "samples.csv",
-                     ["id", "label", "clean_prediction", "escape_sigma", "consistency_area", "cscore",
-                      "learning_speed", "clean_margin", "input_noise_escape_sigma"],
-                     [(int(pool.ids[r]), int(pool.labels[r]), int(ar.clean[j]), escape[j], area[j], cscore[j],
-                       speed[j], margin[j], input_escape[j]) for j, r in enumerate(rows)])
-    common.plot_regularity(out / "regularity.png", escape, cscore, speed, results)
-    timer.mark("outputs")
-    summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": dataclasses.asdict(s),
-               "escape_sigma_estimator": common.ESCAPE_SIGMA_ESTIMATOR, "sigmas": sigmas.tolist(), "sites": sites,
-               "mean_consistency": ar.consistency.mean(0).tolist(),
-               "results": results, "timing": timer.summary(), "versions": fileio.versions()}
-    fileio.write_json(out / "summary.json", summary)
-    r = results
-    log(f"[regularity] n={r['n_examples']}: Spearman(log escape σ, C-score) = "
-        f"{common.fmt_rho(r['escape_vs_cscore'])}; (log escape σ, learning speed) = "
-        f"{common.fmt_rho(r['escape_vs_learning_speed'])} ({summary['timing']['total_seconds']} s)")
-    return summary
+    data = {"rows": rows, "clean": ar.clean, "escape": escape, "area": area, "cscore": cscore, "speed": speed,
+            "margin": margin, "input_escape": input_escape, "mean_consistency": ar.consistency.mean(0).tolist()}
+    return results, data
 
 
-def margin_baseline(log_escape: np.ndarray, cscore: np.ndarray, speed: np.ndarray, margin: np.ndarray) -> dict:
+def claim_verdicts(results: dict) -> list:
+    """The verdicts the report states: over every probed model when the summary has several
+    (`rules.regularity.verdicts_over_runs`), else the single run's."""
+    return verdicts_over_runs(results["runs"]) if "runs" in results else verdicts(results)
+
+
+def claim_verdict(results: dict) -> tuple[str, str]:
+    """The claim's outcome and sentence from `claim_verdicts`' rules."""
+    return verdict_over_runs(results["runs"]) if "runs" in results else verdict(results)
+
+
+def margin_baseline(log_escape: np.ndarray, cscore: np.ndarray, speed: np.ndarray, margin: np.ndarray,
+                    n_boot: int = stats.N_BOOT) -> dict:
     """The clean-confidence baseline (all [n] per example): the margin's own Spearman ρ with
     each metric and with log escape σ, the partial ρ of log escape σ and each metric given the
-    margin, and the share of examples at each metric's ceiling (exactly 1)."""
+    margin, and the share of examples at each metric's ceiling (exactly 1). `n_boot`: bootstrap
+    resamples of every interval."""
     return {
-        "clean_margin_vs_cscore": stats.spearman(margin, cscore, seed=6),
-        "clean_margin_vs_learning_speed": stats.spearman(margin, speed, seed=7),
-        "escape_vs_clean_margin": stats.spearman(log_escape, margin, seed=8),
-        "escape_vs_cscore_given_margin": stats.partial_spearman(log_escape, cscore, [margin], seed=9),
-        "escape_vs_learning_speed_given_margin": stats.partial_spearman(log_escape, speed, [margin], seed=10),
+        "clean_margin_vs_cscore": stats.spearman(margin, cscore, n_boot, seed=6),
+        "clean_margin_vs_learning_speed": stats.spearman(margin, speed, n_boot, seed=7),
+        "escape_vs_clean_margin": stats.spearman(log_escape, margin, n_boot, seed=8),
+        "escape_vs_cscore_given_margin": stats.partial_spearman(log_escape, cscore, [margin], n_boot, seed=9),
+        "escape_vs_learning_speed_given_margin": stats.partial_spearman(log_escape, speed, [margin], n_boot, seed=10),
         "cscore_ceiling_share": float(np.mean(cscore[np.isfinite(cscore)] == 1)),
         "learning_speed_ceiling_share": float(np.mean(speed[np.isfinite(speed)] == 1)),
         "clean_margin_quartiles": np.quantile(margin, [0.25, 0.5, 0.75]).tolist(),
@@ -212,10 +248,11 @@ def input_noise_baseline(log_escape: np.ndarray, input_escape: np.ndarray, cscor
 
 
 def _ensemble(s: Settings, pool, model, work: Path, log):
-    """Trains (or loads) the ensemble; returns its per-example records and model 0's params."""
+    """Trains (or loads) the ensemble (every member saved); returns its per-example records and
+    the probed models' params (members 0..n_probed-1)."""
     key = json.dumps({k: v for k, v in dataclasses.asdict(s).items()
                       if k in ("data", "size", "split_seed", "n_models", "subset", "epochs", "batch_size",
-                               "learning_rate", "seed")}, sort_keys=True)
+                               "learning_rate", "seed")} | {"saved_members": "all"}, sort_keys=True)
     folder = work / NAME / f"{s.data}-{s.size}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     done = folder / "ensemble.npz"
     if not done.exists():
@@ -231,7 +268,8 @@ def _ensemble(s: Settings, pool, model, work: Path, log):
                                        run_dir=folder, log=log)
         test = split_dataset(load_dataset(s.data), seed=s.split_seed)["test"]
         pred = ensembles.predict_stack(model, res.params, vit.pixels(model, test.inputs)).argmax(-1)
-        model.save(folder / "member-0", ensembles.unstack(res.params)[0])
+        for i, p in enumerate(ensembles.unstack(res.params)):  # every member can be a probed model
+            model.save(folder / f"member-{i}", p)
         np.savez(folder / "tmp.npz", train_hits=res.train_hits, train_seen=res.train_seen,
                  final_correct=res.final_correct, in_train=res.in_train,
                  test_accuracy=(pred == test.labels).mean(1), train_accuracy=res.train_accuracy(),
@@ -241,7 +279,7 @@ def _ensemble(s: Settings, pool, model, work: Path, log):
         res = {k: z[k] for k in z.files}
     res["test_accuracy"] = res["test_accuracy"].round(4).tolist()
     res["train_accuracy"] = res["train_accuracy"].round(4).tolist()
-    return res, apex_jax.load(str(folder / "member-0")).params
+    return res, [apex_jax.load(str(folder / f"member-{i}")).params for i in range(s.n_probed)]
 
 
 # ------------------------------------------------------------------------------ report section
@@ -254,18 +292,18 @@ SECTION = """## Claim 1 — escape noise agrees with per-sample regularity metri
 
 Setup: {n_models} ViTs ({size}: d_model {d_model}, {n_layers} layers) trained at once (one vmapped
 Optax step) on random {subset_pct}% subsets of the {pool}-image `{data}` train split, {epochs}
-epochs; their test accuracy {test_acc_min}–{test_acc_max}. Model 0 is probed: APEX noise on every
+epochs; their test accuracy {test_acc_min}–{test_acc_max}. {probed}: APEX noise on every
 block's output, {n_sigmas} σ from {sigma_lo} to {sigma_hi}, {draws} draws, on {n} of its training
 images (clean accuracy {probed_acc}); {escaped} of them escape on the grid. The C-score estimate
 (hold-out accuracy, {holdout_mean} hold-out models per image on average) and the learning-speed
-proxy (mean training-time accuracy) come from the other {others} models only.
+proxy (mean training-time accuracy) come from the other {others} models only. The table is model 0's.
 
 | escape measure | vs C-score estimate: Spearman ρ [95% CI] | vs learning speed: Spearman ρ [95% CI] |
 |---|---|---|
 | log escape σ | {esc_c} | {esc_s} |
 | area under the consistency curve | {area_c} | {area_s} |
 {margin_rows}{input_rows}
-{ceiling}{input_noise}{estimator}The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (training
+{runs}{ceiling}{input_noise}{estimator}The two regularity metrics agree with each other at ρ = {c_s}. Run time {seconds} s (training
 the ensemble: {train_seconds} s, wall clock, possibly in an earlier run).
 Files: `regularity/samples.csv`, `regularity/summary.json`.
 
@@ -331,20 +369,36 @@ def correlation_cells(r: dict) -> dict:
                 c_s=ci(r["cscore_vs_learning_speed"], "rho"))
 
 
+def runs_text(r: dict) -> str:
+    """The table of every probed model's correlations (the table above is model 0's); empty for a
+    summary with one probed model."""
+    if "runs" not in r:
+        return ""
+    rows = "".join(f"| {x['probed_model']} | {x['n_examples']} | {ci(x['escape_vs_cscore'], 'rho')} | "
+                   f"{ci(x['escape_vs_learning_speed'], 'rho')} | "
+                   f"{' / '.join(ci(x[k], 'rho') for k in ('escape_vs_cscore_given_margin', 'escape_vs_learning_speed_given_margin'))} |\n"
+                   for x in r["runs"])
+    return (f"Every probed model (the verdicts count them; each one's C-score estimate and learning speed come "
+            f"from the other models):\n\n| probed model | examples | log escape σ vs C-score: ρ | vs learning "
+            f"speed: ρ | given the margin: partial ρ (C-score / learning speed) |\n|---|---|---|---|---|\n{rows}\n")
+
+
 def section(summary: dict) -> tuple[str, str]:
     """The README section of this claim from its summary.json: (verdict, markdown text)."""
     r, st = summary["results"], summary["settings"]
-    v, _ = verdict(r)
+    v, _ = claim_verdict(r)
     acc = r["ensemble_test_accuracy"]
     size = VIT_PRESETS[vit.SIZES[st["size"]]]
     text = SECTION.format(
-        verdict=v, lines=verdict_lines(r), margin_rows=margin_rows(r), ceiling=ceiling_sentence(r),
+        verdict=v, lines="\n".join(x.line() for x in claim_verdicts(r)), runs=runs_text(r), margin_rows=margin_rows(r), ceiling=ceiling_sentence(r),
         input_rows=input_rows(r), input_noise=input_sentence(r),
         n_models=st["n_models"], size=st["size"], d_model=size["hidden_size"],
         n_layers=size["num_hidden_layers"], subset_pct=round(100 * st["subset"]), pool=f"{r['pool_size']:,}",
         data=st["data"], epochs=st["epochs"], test_acc_min=num(min(acc)), test_acc_max=num(max(acc)),
         n_sigmas=st["n_sigmas"], sigma_lo=st["sigma_lo"], sigma_hi=st["sigma_hi"], draws=st["draws"],
         n=r["n_examples"], probed_acc=num(r["clean_accuracy_probed"]), escaped=r["escaped_on_grid"],
+        probed=(f"Models 0–{len(r['runs']) - 1} are probed in turn (model 0's numbers below)" if "runs" in r
+                else "Model 0 is probed"),
         holdout_mean=num(r["holdout_models_per_example"]["mean"], 1), others=st["n_models"] - 1,
         **correlation_cells(r), estimator=estimator_sentence(summary), seconds=summary["timing"]["total_seconds"],
         train_seconds=r.get("ensemble_training_seconds", "n/a"))

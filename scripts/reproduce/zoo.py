@@ -11,6 +11,11 @@ the stratified train split, so they are close to class-balanced):
   "fit" (the earlier recipe) they train until every model fits its labels (training-time
   accuracy >= `fit_threshold`, at most `random_max_epochs` epochs, constant learning rate
   `random_learning_rate`, no weight decay, seeds 100+i).
+- ``noise-XXX`` (`noise_kind`): a label-noise group: XXX% of the images (an exact share, drawn
+  per seed) get a label drawn uniformly at random, the rest keep their true label; trained with
+  the "fit" recipe above (to fit its labels), seeds 300+i at every noise level (the same
+  initializations and batch orders across levels). ``noise-100`` is a random-label group
+  trained to fit; ``noise-000`` a clean group trained with the fit recipe.
 - ``backdoor``: BadNets (`backdoor.poison`): `poison_rate` of the images, drawn from the other
   classes, stamped with the trigger and relabelled to the member's target class; targets
   cycle through (0, 2, 4, ...) so several target classes are covered.
@@ -40,6 +45,32 @@ from . import backdoor, ensembles, vit
 
 KINDS = ("clean", "random", "backdoor")
 RANDOM_RECIPES = ("clean", "fit")
+NOISE_PREFIX = "noise-"
+
+
+def noise_kind(share: float) -> str:
+    """The kind name of a label-noise group: 0.25 -> "noise-025" (whole percents only)."""
+    pct = round(100 * share)
+    if not 0 <= pct <= 100 or abs(100 * share - pct) > 1e-9:
+        raise ValueError(f"label-noise share {share!r} must be a whole percent in [0, 1].")
+    return f"{NOISE_PREFIX}{pct:03d}"
+
+
+def noise_share(kind: str) -> float | None:
+    """The label-noise share of a `noise_kind` name; None for every other kind."""
+    if not kind.startswith(NOISE_PREFIX) or not kind[len(NOISE_PREFIX):].isdigit():
+        return None
+    return int(kind[len(NOISE_PREFIX):]) / 100
+
+
+def noisy_labels(labels: np.ndarray, share: float, n_classes: int, seed: int) -> np.ndarray:
+    """`labels` [n] with round(share × n) of them (drawn by `seed`) replaced by uniform random
+    classes (which may equal the true one, as in the random-label kind)."""
+    rng = np.random.default_rng([8, seed])
+    out = np.array(labels, copy=True)
+    pick = rng.choice(len(out), int(round(share * len(out))), replace=False)
+    out[pick] = rng.integers(0, n_classes, len(pick))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +132,8 @@ def group_dir(work: str | Path, cfg: ZooConfig, kind: str) -> Path:
 
 def get_group(cfg: ZooConfig, kind: str, work: str | Path, log: Callable[[str], None] = print) -> Group:
     """Loads a finished group from `work`, or trains it (see the module docstring)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown zoo kind {kind!r}; choose from {KINDS}.")
+    if kind not in KINDS and noise_share(kind) is None:
+        raise ValueError(f"unknown zoo kind {kind!r}; choose from {KINDS} or {NOISE_PREFIX}000..{NOISE_PREFIX}100.")
     folder = group_dir(work, cfg, kind)
     model = vit.template(splits(cfg)["train"], cfg.size)
     if not (folder / "group.json").exists():
@@ -120,8 +151,10 @@ def _train_group(cfg: ZooConfig, kind: str, folder: Path, model: Model, log) -> 
     if kind == "random" and cfg.random_recipe not in RANDOM_RECIPES:
         raise ValueError(f"unknown random_recipe {cfg.random_recipe!r}; choose from {RANDOM_RECIPES}.")
     paired = kind == "random" and cfg.random_recipe == "clean"
+    share = noise_share(kind)
+    fit = (kind == "random" and not paired) or share is not None  # train until every member fits its labels
     # paired random-label members share the clean members' seeds (initialization, batch order)
-    base = 0 if paired else {"clean": 0, "random": 100, "backdoor": 200}[kind]
+    base = 0 if paired else 300 if share is not None else {"clean": 0, "random": 100, "backdoor": 200}[kind]
     seeds = [base + i for i in range(m)]
     trigger = backdoor.Trigger.for_images(train.inputs.shape[-1])
     members = np.tile(np.arange(n), (m, 1))
@@ -131,13 +164,16 @@ def _train_group(cfg: ZooConfig, kind: str, folder: Path, model: Model, log) -> 
     elif kind == "random":
         x = vit.pixels(model, train.inputs)
         y = np.stack([np.random.default_rng([7, s]).integers(0, C, n) for s in seeds])
+    elif share is not None:
+        x = vit.pixels(model, train.inputs)
+        y = np.stack([noisy_labels(train.labels, share, C, s) for s in seeds])
     else:
         targets = [target_of(i, C) for i in range(m)]
         poisoned = [backdoor.poison(train.inputs, train.labels, t, cfg.poison_rate, s, trigger)
                     for t, s in zip(targets, seeds)]
         x = vit.pixels(model, np.stack([p.images for p in poisoned]))
         y = np.stack([p.labels for p in poisoned])
-    if kind == "random" and not paired:
+    if fit:
         ec = ensembles.EnsembleConfig(epochs=cfg.random_max_epochs, batch_size=cfg.batch_size,
                                       learning_rate=cfg.random_learning_rate, weight_decay=0.0,
                                       schedule="constant", fit_threshold=cfg.fit_threshold, seed=base,
@@ -162,6 +198,9 @@ def _train_group(cfg: ZooConfig, kind: str, folder: Path, model: Model, log) -> 
         row = {"index": i, "seed": seeds[i], "folder": name, "target": targets[i],
                "train_accuracy": float(res.train_accuracy()[i]),
                "test_accuracy": float((test_pred[i] == test.labels).mean())}
+        if share is not None:  # the share of its labels that are not the true ones (a random draw may match)
+            row["label_noise"] = share
+            row["labels_changed"] = float((y[i] != train.labels).mean())
         if kind == "backdoor":
             other = test.labels != targets[i]
             row["attack_success_rate"] = float((stamped_pred[i][other] == targets[i]).mean())

@@ -7,7 +7,10 @@ the numbers and renders its section; it imports these functions. A summary recor
 that changed this file (`rules_commit`), and the report marks the claim stale when this file has
 changed since (`reproduce.provenance`).
 
-These rules were written after the claim's first results existed: they are not pre-registered.
+The per-run rules (`verdicts`) were written after the claim's first results existed: they are
+not pre-registered. The rule over probed models (`verdicts_over_runs`: the same sub-claims on
+several probed ViTs, each with its metrics from the other models) is pre-registered: written and
+committed before any full-size run with several probed models, and not tuned on them afterwards.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ PAPER_FIGURES = (PaperFigure("the APEX abstract states no number for this", "eve
 
 
 SMALLEST_RHO = 0.1  # the least rank agreement that counts as "aligns with" a metric
+STABLE_SHARE = 2 / 3  # over probed models: the share of runs that must agree for a verdict
 
 
 def _rho_power(d: dict) -> str:
@@ -92,3 +96,48 @@ def verdict(results: dict) -> tuple[str, str]:
 def verdict_lines(results: dict) -> str:
     """The sub-claims' verdict lines (markdown bullets), shared with the MiniLM part."""
     return "\n".join(v.line() for v in verdicts(results))
+
+
+def over_runs(outcomes: list[str]) -> str:
+    """The verdict of one sub-claim over several runs (probed models) from each run's outcome:
+    reproduced if at least `STABLE_SHARE` of the runs reproduce and none is "not reproduced"; not
+    reproduced if at least `STABLE_SHARE` are "not reproduced"; else inconclusive (no runs:
+    inconclusive)."""
+    n = len(outcomes)
+    if n == 0:
+        return "inconclusive"
+    rep, neg = outcomes.count("reproduced"), outcomes.count("not reproduced")
+    if rep >= STABLE_SHARE * n and neg == 0:
+        return "reproduced"
+    if neg >= STABLE_SHARE * n:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def verdicts_over_runs(runs: list[dict]) -> list[V.Verdict]:
+    """Claim 1 over several probed models (pre-registered): each run's `verdicts`, then for each
+    sub-claim `over_runs` of its outcomes; the rule, power and evidence name every run ("k of n
+    runs reproduced")."""
+    per_run = [verdicts(r) for r in runs]
+    n = len(per_run)
+    out = []
+    for i, first in enumerate(per_run[0]):
+        same = [vs[i] for vs in per_run]
+        outcomes = [v.outcome for v in same]
+        counts = ", ".join(f"{outcomes.count(o)} of {n} {o}" for o in V.OUTCOMES if o in outcomes)
+        each = "; ".join(f"model {r.get('probed_model', j)}: {v.evidence}" for j, (r, v) in enumerate(zip(runs, same)))
+        out.append(V.Verdict(
+            claim=first.claim, outcome=over_runs(outcomes), source=first.source, paper=first.paper,
+            rule=(f"over the {n} probed models: reproduced if ≥ {num(100 * STABLE_SHARE, 0)}% of them reproduce and "
+                  f"none is not reproduced; not reproduced if ≥ {num(100 * STABLE_SHARE, 0)}% are not reproduced; "
+                  f"else inconclusive. Each: {first.rule}"),
+            power=f"each probed model: {first.power}",
+            evidence=f"{counts} ({each})"))
+    return out
+
+
+def verdict_over_runs(runs: list[dict]) -> tuple[str, str]:
+    """Claim 1's overall outcome over several probed models: `verdicts.combine` of
+    `verdicts_over_runs(runs)` (the abstract's two correlations decide)."""
+    vs = verdicts_over_runs(runs)
+    return V.combine(vs), "; ".join(f"{v.claim}: {v.outcome}" for v in vs) + "."
