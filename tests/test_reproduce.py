@@ -597,3 +597,60 @@ def test_the_package_does_not_reach_into_the_repository():
         text = path.read_text(encoding="utf-8")
         assert "import reproduce" not in text, path
         assert "sys.path" not in text or path.name in wheel_only, path
+
+
+def test_synapse_stability_and_inversion_rules_on_planted_cases():
+    from reproduce.rules import synapse as rules
+    from reproduce.verdicts import Verdict
+
+    from apex_jax.synapse.silencing import random_control
+
+    # stability over runs: 2/3 and no contradiction, or 2/3 against
+    assert rules.stability(["reproduced"] * 7 + ["inconclusive"] * 2) == "reproduced"
+    assert rules.stability_text(["reproduced"] * 7 + ["inconclusive"] * 2) == "7 of 9 runs: reproduced; 2: inconclusive"
+    assert rules.stability(["reproduced"] * 6 + ["inconclusive"] * 3) == "reproduced"  # exactly 2/3
+    assert rules.stability(["reproduced"] * 5 + ["inconclusive"] * 4) == "inconclusive"
+    assert rules.stability(["reproduced"] * 8 + ["not reproduced"]) == "inconclusive"  # one run contradicts
+    assert rules.stability(["not reproduced"] * 6 + ["reproduced"] * 3) == "not reproduced"
+    assert rules.stability([]) == "inconclusive"
+
+    # a judge over single-run task dicts: per task stability, over tasks all must reproduce
+    def judge(tasks):
+        o = rules._overall([t["o"] for t in tasks.values()])
+        return Verdict(claim="c", outcome=o, rule="r", power="p", evidence=o, source="paper")
+
+    runs = {"a": [{"o": "reproduced"}] * 3, "b": [{"o": "reproduced"}] * 2 + [{"o": "inconclusive"}]}
+    v = rules._over_runs(judge, runs)
+    assert v.outcome == "reproduced" and "b: 2 of 3 runs: reproduced; 1: inconclusive" in v.evidence
+    runs["b"] = [{"o": "not reproduced"}] * 2 + [{"o": "reproduced"}]
+    assert rules._over_runs(judge, runs).outcome == "not reproduced"
+
+    # the last-block inversion: cells as SilencingResult.controls, from planted drops
+    rng = np.random.default_rng(0)
+    draws = 1.0 + 0.1 * rng.standard_normal(20)  # the within-block random drops
+
+    def run(top, bottom, attribution, ks=(10.0, 20.0, 50.0)):
+        cells = []
+        for k in ks:
+            for sel, drop in (("top", top), ("bottom", bottom), ("attribution", attribution)):
+                for ab in ("zero", "mean"):
+                    for score in ("margin", "kl"):
+                        cells.append({"selection": sel, "ablation": ab, "score": score, "k_percent": k,
+                                      "drop": drop, **random_control(drop, draws)})
+        return {"inversion": cells}
+
+    inverted, aligned = run(0.2, 2.0, 3.0), run(2.5, 0.1, 3.0)
+    powerless = run(0.2, 2.0, 1.0)  # the positive control does not beat the random draws
+    no_bottom = run(0.2, 0.1, 3.0)  # top below random but bottom hurts even less: not the inverted pattern
+    assert rules.inversion_run(inverted)[0] == "reproduced" and rules.inversion_run(inverted)[1]["inverted"] == 3
+    assert rules.inversion_run(aligned)[0] == "not reproduced"
+    assert rules.inversion_run(powerless)[0] == "inconclusive"
+    assert rules.inversion_run(no_bottom) == ("inconclusive", {"inverted": 0, "aligned": 0, "unresolved": 3, "n": 3,
+                                                               "positive": 3})
+    slightly_low = run(0.95, 2.0, 3.0)  # below the random mean but inside the draws: unresolved, not inverted
+    assert rules.inversion_run(slightly_low)[1]["unresolved"] == 3
+    v = rules.last_block_inversion({"t": [inverted, inverted, aligned]})
+    assert v.outcome == "inconclusive" and v.source == "extension" and "2 of 3 runs: reproduced; 1: not reproduced" in v.evidence
+    assert rules.last_block_inversion({"t": [inverted] * 3, "u": [inverted, inverted, powerless]}).outcome == "reproduced"
+    assert rules.last_block_inversion({"t": [aligned] * 3}).outcome == "not reproduced"
+    assert "1/21" in v.power
