@@ -136,6 +136,37 @@ def test_synapse_numbers(quick):
         assert {c["site"] for c in t["controls"]} == ({"all layers", "all layers + pooler"} if t["pooler"]
                                                       else {"all layers"})
     assert {v["outcome"] for v in syn["results"]["verdicts"]} <= {"reproduced", "not reproduced", "inconclusive"}
+    # the runs over seeds: the first (full) run of each task plus the probe seeds' lighter runs
+    rs, runs = st["reference"], syn["results"]["reference_runs"]
+    assert list(runs) == list(refd) and all(len(r) == len(rs["probe_seeds"]) >= 2 for r in runs.values())
+    for name, task_runs in runs.items():
+        assert [r["probe_seed"] for r in task_runs] == list(rs["probe_seeds"])
+        assert [r["full"] for r in task_runs] == [True] + [False] * (len(task_runs) - 1)
+        assert task_runs[0]["probe_accuracy"] == refd[name]["probe_accuracy"]
+        for r in task_runs:
+            # the verdicts' control k levels (past the plateau) with both kinds of random draws in every run
+            deciding = [c for c in r["control_cells"] if c["k_percent"] > 10 and c["selection"] == "top"
+                        and c["ablation"] == "zero" and c["score"] == "margin" and c["site"] == "all layers"]
+            assert [c["k_percent"] for c in deciding] == [k for k in rs["random_k"] if k > 10]
+            assert all(c["draws"] == c["layer_draws"] == rs["n_random"] for c in deciding)
+            # the last-block test: top / bottom / attribution, zeroed and mean-ablated, margin and KL
+            inv = r["inversion"]
+            assert {(c["selection"], c["ablation"], c["score"]) for c in inv} == {
+                (sel, ab, sc) for sel in ("top", "bottom", "attribution") for ab in ("zero", "mean")
+                for sc in ("margin", "kl")}
+            assert {c["site"] for c in inv} == {r["sites"][-1]} and sorted({c["k_percent"] for c in inv}) == list(
+                rs["inversion_k"])
+            assert all(c["draws"] == rs["n_inversion_random"] and 1 / (1 + c["draws"]) - 1e-12 <= c["p"] <= 1
+                       for c in inv)
+            assert r["inversion_forwards"] == r["n_eval"] * len(rs["inversion_k"]) * 2 * (
+                3 + rs["n_inversion_random"])
+        if task_runs[0]["asymmetry"] is not None:  # the lighter runs' class selections at asymmetry_k alone
+            assert all(np.array(r["asymmetry"]).shape == (r["n_classes"],) * 2 for r in task_runs)
+    inversion = [v for v in syn["results"]["verdicts"] if v["claim"].startswith("at the last block")]
+    assert len(inversion) == 1 and inversion[0]["source"] == "extension"
+    n = len(rs["probe_seeds"])
+    seeded = [v for v in syn["results"]["verdicts"] if "over runs" in v["rule"] and v["source"] != "extension"]
+    assert len(seeded) == 5 and all(f"of {n} runs" in v["evidence"] for v in seeded)
 
 
 def test_random_label_numbers(quick):
