@@ -86,6 +86,9 @@ class Settings:
     # None: the engine's default, 8). Quick: max_length, one bucket, so every sweep of a site set
     # compiles once (a compile costs more than the padding at the quick sizes)
     pad_multiple: int | None = None
+    # the reference arm's grid points per compiled step (None: the engine's choice per sweep). Quick: a
+    # fixed size, so that its many small sweeps share compiled kernels (results do not depend on it)
+    grid_per_step: int | None = None
     seed: int = 0
     # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
     # (the ViT task uses its whole test split) and its settings
@@ -97,7 +100,8 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(n_probe_train=64, n_probe_test=32, n_silence=12, k_levels=(10.0, 50.0), n_random=3,
                    probe_steps=50, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
-                   max_length=32, pad_multiple=32, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
+                   max_length=32, pad_multiple=32, grid_per_step=8, reference_tasks=("vader-corpus", VIT_TASK),
+                   n_ref_eval=12,
                    reference=ref.RefSettings.quick())
 
 
@@ -152,15 +156,16 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
     the first run is the full protocol and writes the task's tables into `out`."""
     rs = s.reference
     runs = []
+    loaded: dict = {}  # what the task's models share (the zoo group): loaded once
+    sweep_kw = {**common.engine_kw(s.pad_multiple), **({"grid_per_step": s.grid_per_step} if s.grid_per_step else {})}
     for model_seed in (rs.vit_members if task == VIT_TASK else rs.fine_tune_seeds):
-        model, params, train, test, evaluation, info = _task_model(s, task, model_seed, work_root, log, quick)
+        model, params, train, test, evaluation, info = _task_model(s, task, model_seed, work_root, log, quick, loaded)
         timer.mark(f"reference {task}: model {model_seed}")
         cache: dict = {}  # features, encoded inputs, attribution: shared by this model's probe seeds
         for probe_seed in rs.probe_seeds:
             full = not runs
             r = ref.run_task(task, model, params, train, test, evaluation, out if full else None, rs, s.max_length,
-                             progress, probe_seed=probe_seed, full=full, cache=cache,
-                             **common.engine_kw(s.pad_multiple))
+                             progress, probe_seed=probe_seed, full=full, cache=cache, **sweep_kw)
             timer.mark(f"reference {task}: model {model_seed}, probe {probe_seed}")
             log(f"[synapse] reference {task} (model {model_seed}, probe {probe_seed}): concat probe acc "
                 f"{r['probe_accuracy']:.3f}, {r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
@@ -168,12 +173,15 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
     return runs
 
 
-def _task_model(s: Settings, task: str, seed: int, work_root: Path, log, quick: bool) -> tuple:
+def _task_model(s: Settings, task: str, seed: int, work_root: Path, log, quick: bool, loaded: dict) -> tuple:
     """(model, params, probe train, probe test, evaluation inputs, info) of one reference task:
-    a text task's MiniLM fine-tuned with `seed`, or the zoo's clean ViT member `seed` (digits)."""
+    a text task's MiniLM fine-tuned with `seed`, or the zoo's clean ViT member `seed` (digits);
+    `loaded` keeps the zoo group across members."""
     if task == VIT_TASK:
         zc = zoo.ZooConfig.quick() if quick else zoo.ZooConfig()
-        group = zoo.get_group(zc, "clean", work_root, log)
+        if "group" not in loaded:
+            loaded["group"] = zoo.get_group(zc, "clean", work_root, log)
+        group = loaded["group"]
         sp = zoo.splits(zc)
         model, params = group.model, group.params[seed]
         train, test = sp["train"], sp["test"]

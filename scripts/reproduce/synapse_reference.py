@@ -114,8 +114,11 @@ class RefSettings:
 
     @classmethod
     def quick(cls) -> "RefSettings":
-        return cls(k_levels=(10.0, 50.0), random_k=(50.0,), n_random=3, n_attribution=8, fine_tune_seeds=(0,),
-                   vit_members=(0,), probe_seeds=(0, 1), inversion_k=(50.0,), n_inversion_random=3)
+        # no mean-ablation in the control sweep (unit-tested apart; the inversion sweep still runs it):
+        # the full and the lighter runs then share one compiled control kernel
+        return cls(k_levels=(10.0, 50.0), random_k=(50.0,), n_random=3, n_attribution=8, mean_ablation=False,
+                   fine_tune_seeds=(0,), vit_members=(0,), probe_seeds=(0, 1), inversion_k=(50.0,),
+                   n_inversion_random=3)
 
 
 def layer_sites(model) -> list[str]:
@@ -238,7 +241,7 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path |
         "controls_format": CONTROLS_FORMAT, "n_random": rs.n_random, "pooler": pooler,
         "asymmetry": asym.tolist() if asym is not None else None,
         "probe_seed": probe_seed, "full": full, "inversion": inversion["cells"],
-        "inversion_forwards": inversion["perturbed_forwards"],
+        "inversion_forwards": inversion["perturbed_forwards"], "inversion_seconds": round(inversion["seconds"], 1),
         "perturbed_forwards": forwards, "sweep_seconds": round(seconds, 1),
     }
 
