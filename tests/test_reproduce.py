@@ -143,6 +143,37 @@ def test_synapse_numbers(quick):
         assert {c["site"] for c in t["controls"]} == ({"all layers", "all layers + pooler"} if t["pooler"]
                                                       else {"all layers"})
     assert {v["outcome"] for v in syn["results"]["verdicts"]} <= {"reproduced", "not reproduced", "inconclusive"}
+    # the runs over seeds: the first (full) run of each task plus the probe seeds' lighter runs
+    rs, runs = st["reference"], syn["results"]["reference_runs"]
+    assert list(runs) == list(refd) and all(len(r) == len(rs["probe_seeds"]) >= 2 for r in runs.values())
+    for name, task_runs in runs.items():
+        assert [r["probe_seed"] for r in task_runs] == list(rs["probe_seeds"])
+        assert [r["full"] for r in task_runs] == [True] + [False] * (len(task_runs) - 1)
+        assert task_runs[0]["probe_accuracy"] == refd[name]["probe_accuracy"]
+        for r in task_runs:
+            # the verdicts' control k levels (past the plateau) with both kinds of random draws in every run
+            deciding = [c for c in r["control_cells"] if c["k_percent"] > 10 and c["selection"] == "top"
+                        and c["ablation"] == "zero" and c["score"] == "margin" and c["site"] == "all layers"]
+            assert [c["k_percent"] for c in deciding] == [k for k in rs["random_k"] if k > 10]
+            assert all(c["draws"] == c["layer_draws"] == rs["n_random"] for c in deciding)
+            # the last-block test: top / bottom / attribution, zeroed and mean-ablated, margin and KL
+            inv = r["inversion"]
+            assert {(c["selection"], c["ablation"], c["score"]) for c in inv} == {
+                (sel, ab, sc) for sel in ("top", "bottom", "attribution") for ab in ("zero", "mean")
+                for sc in ("margin", "kl")}
+            assert {c["site"] for c in inv} == {r["sites"][-1]} and sorted({c["k_percent"] for c in inv}) == list(
+                rs["inversion_k"])
+            assert all(c["draws"] == rs["n_inversion_random"] and 1 / (1 + c["draws"]) - 1e-12 <= c["p"] <= 1
+                       for c in inv)
+            assert r["inversion_forwards"] == r["n_eval"] * len(rs["inversion_k"]) * 2 * (
+                3 + rs["n_inversion_random"])
+        if task_runs[0]["asymmetry"] is not None:  # the lighter runs' class selections at asymmetry_k alone
+            assert all(np.array(r["asymmetry"]).shape == (r["n_classes"],) * 2 for r in task_runs)
+    inversion = [v for v in syn["results"]["verdicts"] if v["claim"].startswith("at the last block")]
+    assert len(inversion) == 1 and inversion[0]["source"] == "extension"
+    n = len(rs["probe_seeds"])
+    seeded = [v for v in syn["results"]["verdicts"] if "over runs" in v["rule"] and v["source"] != "extension"]
+    assert len(seeded) == 5 and all(f"of {n} runs" in v["evidence"] for v in seeded)
 
 
 def test_random_label_numbers(quick):
@@ -694,3 +725,60 @@ def test_label_noise_kinds_and_labels():
     z = zoo.noisy_labels(y, 0.5, 10, seed=3)
     assert 0.4 < (z != y).mean() < 0.5  # 500 redrawn, about 1 in 10 of them to the true class
     assert (zoo.noisy_labels(y, 0.0, 10, 3) == y).all() and (z == zoo.noisy_labels(y, 0.5, 10, 3)).all()
+
+
+def test_synapse_stability_and_inversion_rules_on_planted_cases():
+    from reproduce.rules import synapse as rules
+    from reproduce.verdicts import Verdict
+
+    from apex_jax.synapse.silencing import random_control
+
+    # stability over runs: 2/3 and no contradiction, or 2/3 against
+    assert rules.stability(["reproduced"] * 7 + ["inconclusive"] * 2) == "reproduced"
+    assert rules.stability_text(["reproduced"] * 7 + ["inconclusive"] * 2) == "7 of 9 runs: reproduced; 2: inconclusive"
+    assert rules.stability(["reproduced"] * 6 + ["inconclusive"] * 3) == "reproduced"  # exactly 2/3
+    assert rules.stability(["reproduced"] * 5 + ["inconclusive"] * 4) == "inconclusive"
+    assert rules.stability(["reproduced"] * 8 + ["not reproduced"]) == "inconclusive"  # one run contradicts
+    assert rules.stability(["not reproduced"] * 6 + ["reproduced"] * 3) == "not reproduced"
+    assert rules.stability([]) == "inconclusive"
+
+    # a judge over single-run task dicts: per task stability, over tasks all must reproduce
+    def judge(tasks):
+        o = rules._overall([t["o"] for t in tasks.values()])
+        return Verdict(claim="c", outcome=o, rule="r", power="p", evidence=o, source="paper")
+
+    runs = {"a": [{"o": "reproduced"}] * 3, "b": [{"o": "reproduced"}] * 2 + [{"o": "inconclusive"}]}
+    v = rules._over_runs(judge, runs)
+    assert v.outcome == "reproduced" and "b: 2 of 3 runs: reproduced; 1: inconclusive" in v.evidence
+    runs["b"] = [{"o": "not reproduced"}] * 2 + [{"o": "reproduced"}]
+    assert rules._over_runs(judge, runs).outcome == "not reproduced"
+
+    # the last-block inversion: cells as SilencingResult.controls, from planted drops
+    rng = np.random.default_rng(0)
+    draws = 1.0 + 0.1 * rng.standard_normal(20)  # the within-block random drops
+
+    def run(top, bottom, attribution, ks=(10.0, 20.0, 50.0)):
+        cells = []
+        for k in ks:
+            for sel, drop in (("top", top), ("bottom", bottom), ("attribution", attribution)):
+                for ab in ("zero", "mean"):
+                    for score in ("margin", "kl"):
+                        cells.append({"selection": sel, "ablation": ab, "score": score, "k_percent": k,
+                                      "drop": drop, **random_control(drop, draws)})
+        return {"inversion": cells}
+
+    inverted, aligned = run(0.2, 2.0, 3.0), run(2.5, 0.1, 3.0)
+    powerless = run(0.2, 2.0, 1.0)  # the positive control does not beat the random draws
+    no_bottom = run(0.2, 0.1, 3.0)  # top below random but bottom hurts even less: not the inverted pattern
+    assert rules.inversion_run(inverted)[0] == "reproduced" and rules.inversion_run(inverted)[1]["inverted"] == 3
+    assert rules.inversion_run(aligned)[0] == "not reproduced"
+    assert rules.inversion_run(powerless)[0] == "inconclusive"
+    assert rules.inversion_run(no_bottom) == ("inconclusive", {"inverted": 0, "aligned": 0, "unresolved": 3, "n": 3,
+                                                               "positive": 3})
+    slightly_low = run(0.95, 2.0, 3.0)  # below the random mean but inside the draws: unresolved, not inverted
+    assert rules.inversion_run(slightly_low)[1]["unresolved"] == 3
+    v = rules.last_block_inversion({"t": [inverted, inverted, aligned]})
+    assert v.outcome == "inconclusive" and v.source == "extension" and "2 of 3 runs: reproduced; 1: not reproduced" in v.evidence
+    assert rules.last_block_inversion({"t": [inverted] * 3, "u": [inverted, inverted, powerless]}).outcome == "reproduced"
+    assert rules.last_block_inversion({"t": [aligned] * 3}).outcome == "not reproduced"
+    assert "1/21" in v.power

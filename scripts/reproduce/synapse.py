@@ -46,12 +46,13 @@ import numpy as np
 
 import apex_jax
 from apex_jax import fileio
-from apex_jax.synapse import SilencingResult, short_site
+from apex_jax.synapse import ALL_LAYERS_POOLER, SilencingResult, short_site
 from . import common, minilm, provenance, zoo
 from . import synapse_reference as ref
 from .reporting import num
 from .verdicts import Verdict
-from .rules.synapse import SubClaim, _has_attack, paper_text, subclaims, verdict  # noqa: F401  (the claim's rules)
+from .rules.synapse import (SubClaim, _has_attack, inversion_run, paper_text, stability,  # noqa: F401  (the rules)
+                            stability_text, subclaims, verdict)
 
 NAME = "synapse"
 CLAIM = 5
@@ -85,6 +86,9 @@ class Settings:
     # None: the engine's default, 8). Quick: max_length, one bucket, so every sweep of a site set
     # compiles once (a compile costs more than the padding at the quick sizes)
     pad_multiple: int | None = None
+    # the reference arm's grid points per compiled step (None: the engine's choice per sweep). Quick: a
+    # fixed size, so that its many small sweeps share compiled kernels (results do not depend on it)
+    grid_per_step: int | None = None
     seed: int = 0
     # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
     # (the ViT task uses its whole test split) and its settings
@@ -96,7 +100,8 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(n_probe_train=64, n_probe_test=32, n_silence=12, k_levels=(10.0, 50.0), n_random=3,
                    probe_steps=50, probe_layers="hook_embed,0,5", silence_layers="0,5", all_positions_k=(50.0,),
-                   max_length=32, pad_multiple=32, reference_tasks=("vader-corpus", VIT_TASK), n_ref_eval=12,
+                   max_length=32, pad_multiple=32, grid_per_step=8, reference_tasks=("vader-corpus", VIT_TASK),
+                   n_ref_eval=12,
                    reference=ref.RefSettings.quick())
 
 
@@ -116,9 +121,13 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
         domains[d] = _domain(s, d, out / d, work, log, quick, timer, progress)
     results = {"domains": domains}
     results["pooled"] = _pooled(domains)
-    results["reference"] = {t: _reference_task(s, t, out / "reference" / t, work, log, quick, timer, progress)
-                            for t in s.reference_tasks}
-    results["verdicts"] = [v.to_json() for v in ref.all_verdicts(results["reference"], domains)]
+    runs = {t: _reference_task(s, t, out / "reference" / t, work, log, quick, timer, progress)
+            for t in s.reference_tasks}
+    results["reference"] = {t: rs[0] for t, rs in runs.items()}  # the full (seed-0) run: the task's tables
+    # every run (the first included, without its tables), as the verdicts over runs judge them
+    results["reference_runs"] = {t: [{k: v for k, v in r.items() if k != "controls"} for r in rs]
+                                 for t, rs in runs.items()}
+    results["verdicts"] = [v.to_json() for v in ref.seeded_verdicts(results["reference_runs"], domains)]
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": dataclasses.asdict(s),
                "results": results, "timing": timer.summary(), "versions": fileio.versions()}
     fileio.write_json(out / "summary.json", summary)
@@ -141,33 +150,53 @@ def _subsets(s: Settings, cfg: minilm.FineTuneConfig, n_eval: int | None = None)
 
 
 def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
-                    progress: bool) -> dict:
-    """The reference protocol (`synapse_reference.run_task`) on a text task's fine-tuned MiniLM
-    or on the zoo's first clean ViT (digit classes)."""
+                    progress: bool) -> list[dict]:
+    """The reference protocol (`synapse_reference.run_task`) on a task, once per run: every model
+    seed (a text task's fine-tune seeds, the image task's clean zoo members) × every probe seed;
+    the first run is the full protocol and writes the task's tables into `out`."""
+    rs = s.reference
+    runs = []
+    loaded: dict = {}  # what the task's models share (the zoo group): loaded once
+    sweep_kw = {**common.engine_kw(s.pad_multiple), **({"grid_per_step": s.grid_per_step} if s.grid_per_step else {})}
+    for model_seed in (rs.vit_members if task == VIT_TASK else rs.fine_tune_seeds):
+        model, params, train, test, evaluation, info = _task_model(s, task, model_seed, work_root, log, quick, loaded)
+        timer.mark(f"reference {task}: model {model_seed}")
+        cache: dict = {}  # features, encoded inputs, attribution: shared by this model's probe seeds
+        for probe_seed in rs.probe_seeds:
+            full = not runs
+            r = ref.run_task(task, model, params, train, test, evaluation, out if full else None, rs, s.max_length,
+                             progress, probe_seed=probe_seed, full=full, cache=cache, **sweep_kw)
+            timer.mark(f"reference {task}: model {model_seed}, probe {probe_seed}")
+            log(f"[synapse] reference {task} (model {model_seed}, probe {probe_seed}): concat probe acc "
+                f"{r['probe_accuracy']:.3f}, {r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
+            runs.append({**info, "model_seed": model_seed, **r})
+    return runs
+
+
+def _task_model(s: Settings, task: str, seed: int, work_root: Path, log, quick: bool, loaded: dict) -> tuple:
+    """(model, params, probe train, probe test, evaluation inputs, info) of one reference task:
+    a text task's MiniLM fine-tuned with `seed`, or the zoo's clean ViT member `seed` (digits);
+    `loaded` keeps the zoo group across members."""
     if task == VIT_TASK:
         zc = zoo.ZooConfig.quick() if quick else zoo.ZooConfig()
-        group = zoo.get_group(zc, "clean", work_root, log)
+        if "group" not in loaded:
+            loaded["group"] = zoo.get_group(zc, "clean", work_root, log)
+        group = loaded["group"]
         sp = zoo.splits(zc)
-        model, params = group.model, group.params[0]
+        model, params = group.model, group.params[seed]
         train, test = sp["train"], sp["test"]
-        evaluation, info = test, {"model": f"zoo clean ViT 0 ({zc.data}, {zc.size})",
-                                  "test_accuracy": group.members[0].get("test_accuracy")}
+        evaluation, info = test, {"model": f"zoo clean ViT {seed} ({zc.data}, {zc.size})",
+                                  "test_accuracy": group.members[seed].get("test_accuracy")}
     else:
-        cfg = minilm.domain_config(task, quick)
+        cfg = dataclasses.replace(minilm.domain_config(task, quick), seed=seed)
         folder, ft = minilm.fine_tuned(cfg, work_root, log)
         model = apex_jax.load(str(folder))
         params = model.params
         train, test, _ = _subsets(s, cfg)
         evaluation = _subsets(s, cfg, n_eval=s.n_ref_eval)[2]  # test sentences the probe is not scored on
-        info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['config']['mode']})",
-                "test_accuracy": ft["test_accuracy"]}
-    timer.mark(f"reference {task}: model")
-    r = ref.run_task(task, model, params, train, test, evaluation, out, s.reference, s.max_length, progress,
-                     **common.engine_kw(s.pad_multiple))
-    timer.mark(f"reference {task}: probe and silencing")
-    log(f"[synapse] reference {task}: concat probe acc {r['probe_accuracy']:.3f}, "
-        f"{r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
-    return {**info, **r}
+        info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['config']['mode']}, "
+                         f"seed {seed})", "test_accuracy": ft["test_accuracy"]}
+    return model, params, train, test, evaluation, info
 
 
 def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
@@ -494,7 +523,7 @@ def section(summary: dict) -> tuple[str, str]:
     ft = ", ".join(f"{n} {d['fine_tune']['seconds']} s" for n, d in dom.items())
     text = SECTION.format(
         verdict=v, reason=reason, verdict_lines="\n".join(x.line() for x in vs),
-        reference=_reference_section(refd, st), n_probe_train=first["n_probe_train"], n_probe_test=first["n_probe_test"],
+        reference=_reference_section(refd, st, summary["results"].get("reference_runs")), n_probe_train=first["n_probe_train"], n_probe_test=first["n_probe_test"],
         n_silence=first["n_silence"], n_random=st["n_random"], k_levels=", ".join(f"{k:g}" for k in st["k_levels"]),
         p_min=num(1 / (1 + st["n_random"])), n_k=len(st["k_levels"]), step=num(1 / first["n_silence"]),
         attack_k=st["attack_k"], models=models, **_probe_table(dom), **_attack_cells(dom),
@@ -566,9 +595,102 @@ def _reference_controls_text(refd: dict, rs: dict) -> str:
               "silenced)")
 
 
-def _reference_section(refd: dict, st: dict) -> str:
+# the reference arm's sub-claims judged run by run: (label, one run's outcome (task, run), whether a task takes part)
+RUN_JUDGES = (
+    ("5.1 top-k% beats layer-matched random (margin)", lambda n, r: ref.beats_random({n: r}).outcome, lambda r: True),
+    ("5.2 probe vs attribution ranking (per-layer ρ)", lambda n, r: ref.attribution_agreement({n: r}).outcome,
+     lambda r: True),
+    ("5.3 plateau then collapse", lambda n, r: ref.plateau_collapse({n: r}).outcome, lambda r: True),
+    ("5.4 class asymmetry", lambda n, r: ref.class_asymmetry({n: r}).outcome, lambda r: r["asymmetry"] is not None),
+    ("5.1 with the pooler (reference code)", lambda n, r: ref.beats_random({n: r}, ALL_LAYERS_POOLER).outcome,
+     lambda r: r["pooler"]),
+    ("last-block inversion (extension; zeroed margin)", lambda n, r: inversion_run(r)[0],
+     lambda r: bool(r.get("inversion"))),
+)
+
+
+def _stability_table(runs: dict) -> str:
+    """Per sub-claim and task: how many runs gave each outcome, and the task's outcome over its
+    runs (`rules.synapse.stability`); '–' where the sub-claim does not apply to the task."""
+    rows = []
+    for label, judge, applies in RUN_JUDGES:
+        cells = []
+        for name, rs in runs.items():
+            if not rs or not applies(rs[0]):
+                cells.append("–")
+                continue
+            outs = [judge(name, r) for r in rs]
+            cells.append(f"{stability_text(outs)} → **{stability(outs)}**")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _inversion_table(runs: dict) -> str:
+    """Per task and run, at the last block alone, zeroed, on the true-class margin: top-k% /
+    bottom-k% / mean of the within-block random draws / activation × gradient top-k% drops (z of
+    the top-k% against the draws) at each k level, and the run's outcome (`inversion_run`)."""
+    lines = []
+    for name, rs in runs.items():
+        for r in rs:
+            if not r.get("inversion"):
+                continue
+            cells = {(c["selection"], float(c["k_percent"])): c for c in r["inversion"]
+                     if c["ablation"] == "zero" and c["score"] == "margin"}
+            ks = sorted({k for _, k in cells})
+            o, n = inversion_run(r)
+            parts = []
+            for k in ks:
+                t = cells[("top", k)]
+                b, a = cells.get(("bottom", k)), cells.get(("attribution", k))
+                parts.append(f"k {k:g}%: {num(ref._f(t['drop']), 2)} / {num(ref._f(b['drop']), 2) if b else '–'} / "
+                             f"{num(ref._f(t['random_mean']), 2)} / {num(ref._f(a['drop']), 2) if a else '–'} "
+                             f"(z {num(ref._f(t['z']), 1)})")
+            mean_o = inversion_run(r, "mean")[0]
+            lines.append(f"| {name} | {r.get('model_seed', 0)} / {r.get('probe_seed', 0)} | " + "; ".join(parts)
+                         + f" | {n['inverted']} / {n['aligned']} / {n['unresolved']} | {o} | {mean_o} |")
+    return "\n".join(lines)
+
+
+def _runs_section(runs: dict | None, rs: dict) -> str:
+    """The runs over seeds: stability of each sub-claim's outcome, and the last-block inversion test."""
+    if not runs:
+        return ""
+    names = list(runs)
+    counts = ", ".join(f"{n} {len(r)}" for n, r in runs.items())
+    return f"""
+#### Runs over seeds and verdict stability
+
+Runs per task: {counts}; a text task runs once per MiniLM fine-tune seed ({', '.join(map(str, rs.get('fine_tune_seeds', [0])))})
+× probe initialisation seed ({', '.join(map(str, rs.get('probe_seeds', [0])))}), the image task once per clean zoo
+member ({', '.join(map(str, rs.get('vit_members', [0])))}) × probe seed. The first run of a task (seeds 0) is the
+full protocol above; the others sweep what the verdicts decide on (the 18-level top-k% curve with 2
+random draws, the class selections at k = {rs.get('asymmetry_k', 10):g}%, and the control k levels past the
+plateau with the top-k%, the activation × gradient top-k% and {rs.get('n_random', '?')} uniform and
+{rs.get('n_random', '?')} layer-matched draws, zeroed). Every run is judged alone by the rules above; a task's
+outcome over its runs: reproduced if at least 2/3 of them reproduce and none gives not reproduced, not
+reproduced if at least 2/3 give not reproduced, else inconclusive (a rule written before the runs).
+
+| sub-claim | {' | '.join(names)} |
+|---|{'---|' * len(names)}
+{_stability_table(runs)}
+
+Last-block inversion (an extension, not in the verdict): the concatenated probe's ranking restricted to
+the last block's units; its top-k%, its bottom-k%, the block's activation × gradient top-k% and
+{rs.get('n_inversion_random', '?')} random k% of the block, zeroed (and mean-ablated) at the last block's
+[CLS] alone. Per run, true-class margin drop: top / bottom / random mean / act × grad (z of the top-k%
+against the draws); k levels inverted / aligned / unresolved; the run's outcome (reproduced = inverted)
+zeroed, and mean-ablated:
+
+| task | model / probe seed | margin drops | inverted / aligned / unresolved | zeroed | mean-ablated |
+|---|---|---|---|---|---|
+{_inversion_table(runs)}
+"""
+
+
+def _reference_section(refd: dict, st: dict, runs: dict | None = None) -> str:
     """The reference-protocol arm's part of the section: setup, one row per task, the ranked
-    curve over the k levels, the random controls."""
+    curve over the k levels, the random controls, and (summaries with runs over seeds) the
+    stability of each sub-claim over the runs and the last-block inversion test."""
     if not refd:
         return "The reference-protocol arm has not run for this summary (it predates it).\n"
     rs = st.get("reference", {})
@@ -617,7 +739,9 @@ Random control — ranked accuracy drop / mean random drop (z):
 |---|---|{'---|' * len(ctrl_k)}
 {chr(10).join(ctrl)}
 {_reference_margin(refd, ctrl_k)}
+{_runs_section(runs, rs)}
 Files: `synapse/reference/<task>/` (`controls.csv`, `control_cells.csv` (every ranked selection on
-every score against both controls), `curve.csv`, `silencing.csv`, `asymmetry.csv`, `silencing_curves.png`).
+every score against both controls), `inversion_cells.csv` (the first run's last-block test), `curve.csv`,
+`silencing.csv`, `asymmetry.csv`, `silencing_curves.png`).
 
 """

@@ -18,10 +18,25 @@ attribution) is decided on the per-layer ρ against our smallest agreement, ρ =
 figures below are unsourced (not found in the paper's text) and decide nothing.
 
 These rules were changed after the claim's first results existed: they are not pre-registered.
+
+Seeds and verdict stability (pre-registered: written before any full-size run over seeds). The
+reference arm runs each task several times: per text task every fine-tune seed × every probe
+initialisation seed, per image task every clean zoo member × every probe seed. Each run is judged
+by the per-task rules above on that run alone; `stability` turns a task's run outcomes into the
+task's outcome (reproduced if at least 2/3 of the runs reproduce and none gives "not reproduced";
+not reproduced if at least 2/3 give "not reproduced"; else inconclusive) and `_overall` combines
+the tasks as before (`seeded_verdicts`).
+
+The last-block inversion (pre-registered: written before any full-size run tests it; an extension,
+not deciding claim 5). An earlier run suggested that at the last block the probe's ranking is
+inverted on the margin (the top-k% hurt less than every random draw, the bottom-k% more).
+`last_block_inversion` tests it per run at the last block alone (`inversion_k_state`,
+`inversion_run`) and over runs with the same `stability` rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -598,3 +613,159 @@ def paper_text(stored: str | None) -> str | None:
     (stored marked or not) with its sourced / unsourced mark; other text unchanged."""
     fig = STORED_FIGURES.get(stored) if stored else None
     return fig.text() if fig else stored
+
+
+# ---------------------------------------------------------------- seeds: verdict stability over runs
+STABLE_SHARE = 2 / 3  # a task's outcome needs this share of its runs (and, for "reproduced", no contradiction)
+
+
+def stability(outcomes: list[str]) -> str:
+    """A task's outcome over its runs (pre-registered): reproduced if at least 2/3 of the runs
+    reproduce and none gives "not reproduced"; not reproduced if at least 2/3 give "not
+    reproduced"; else inconclusive (also with no runs)."""
+    n = len(outcomes)
+    if n == 0:
+        return "inconclusive"
+    share = {o: sum(x == o for x in outcomes) / n for o in ("reproduced", "not reproduced")}
+    if share["reproduced"] >= STABLE_SHARE - 1e-12 and share["not reproduced"] == 0:
+        return "reproduced"
+    if share["not reproduced"] >= STABLE_SHARE - 1e-12:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def stability_text(outcomes: list[str]) -> str:
+    """How many runs gave each outcome: "7 of 9 runs: reproduced; 2: inconclusive"."""
+    counts = [(o, sum(x == o for x in outcomes)) for o in ("reproduced", "not reproduced", "inconclusive")]
+    counts = [(o, c) for o, c in counts if c]
+    if not counts:
+        return "no run"
+    first, rest = counts[0], counts[1:]
+    return f"{first[1]} of {len(outcomes)} runs: {first[0]}" + "".join(f"; {c}: {o}" for o, c in rest)
+
+
+STABILITY_RULE = ("each run (per text task: fine-tune seed × probe seed; per image task: zoo member × probe seed) "
+                  "is judged alone by the rule above; per task, reproduced if at least 2/3 of its runs reproduce and "
+                  "none gives not reproduced, not reproduced if at least 2/3 give not reproduced, else inconclusive; "
+                  "over tasks as before")
+
+
+def _over_runs(judge, runs: dict, label: str = "") -> Verdict:
+    """One sub-claim over runs: `judge` ({task: run} -> Verdict) on every run of every task alone,
+    `stability` per task, `_overall` over the tasks; claim, power, source and paper figure from
+    the judge's verdict on each task's first run (its seed-0 run), the rule extended by
+    `STABILITY_RULE`, the evidence the per-task stability with the first run's evidence."""
+    outs, ev = [], []
+    for name, rs in runs.items():
+        per_run = [judge({name: r}).outcome for r in rs]
+        o = stability(per_run)
+        outs.append(o)
+        ev.append(f"{name}: {stability_text(per_run)} → {o}")
+    first = judge({n: rs[0] for n, rs in runs.items() if rs})
+    return dataclasses.replace(first, outcome=_overall(outs) if outs else "inconclusive",
+                               rule=f"{first.rule}; over runs: {STABILITY_RULE}",
+                               evidence="; ".join(ev) + f"; first run of each task: {first.evidence}")
+
+
+def seeded_verdicts(runs: dict, domains: dict) -> list[Verdict]:
+    """Every SYNAPSE sub-claim's verdict over the reference arm's runs ({task: [run, ...]}, each
+    run a `synapse_reference.run_task` result; the first run of a task is its seed-0 run), then the
+    manipulations (not seeded: the layer-wise arm) and the last-block inversion (an extension)."""
+    vs = [_over_runs(beats_random, runs), _over_runs(attribution_agreement, runs),
+          _over_runs(plateau_collapse, runs)]
+    multi = {n: rs for n, rs in runs.items() if rs and rs[0]["asymmetry"] is not None}
+    vs.append(_over_runs(class_asymmetry, multi) if multi else class_asymmetry({}))
+    pooled = {n: rs for n, rs in runs.items() if rs and rs[0]["pooler"]}
+    if pooled:
+        vs.append(_over_runs(lambda t: beats_random(t, ALL_LAYERS_POOLER), pooled))
+    vs += attack_verdicts(domains)
+    if all(r.get("inversion") for rs in runs.values() for r in rs):
+        vs.append(last_block_inversion(runs))
+    return vs
+
+
+# ------------------------------------------------------------ the last-block inversion (an extension)
+INVERSION_Z = 3.0  # "inverted" at a k: the top-k% drop ≥ 3 random SDs below the random mean …
+
+
+def inversion_k_state(top: dict, bottom: dict | None) -> str:
+    """One k level of one run, at the last block alone (cells as `SilencingResult.controls`:
+    drop, z, p against the within-block random draws). "inverted": the top-k% drop lies below
+    every random draw's (p = 1: all R draws ≥ it), with z ≤ −`INVERSION_Z`, and the bottom-k%
+    drop exceeds it; "aligned": the top-k% drop is at least the random mean (z ≥ 0), which
+    contradicts an inversion; else "unresolved"."""
+    p = _f(top.get("p"))
+    below_all = p >= 1 - 1e-12
+    # a null z (JSON's inf) comes from draws without spread: −inf if they all lie above the drop
+    z = _f(top["z"]) if top.get("z") is not None else -math.inf if below_all else math.inf
+    if below_all and z <= -INVERSION_Z and bottom is not None and _f(bottom["drop"]) > _f(top["drop"]):
+        return "inverted"
+    if z >= 0:
+        return "aligned"
+    return "unresolved"
+
+
+def _inv_cells(run: dict, selection: str, ablation: str, score: str) -> dict:
+    return {float(c["k_percent"]): c for c in run["inversion"] if c["selection"] == selection
+            and c["ablation"] == ablation and c["score"] == score}
+
+
+def inversion_run(run: dict, ablation: str = "zero", score: str = "margin") -> tuple[str, dict]:
+    """One run's inversion outcome at the last block (pre-registered; decided on the zeroed
+    margin, the other ablation / score reported with the same rule): per k level
+    `inversion_k_state`; reproduced (inverted) if at least half the k levels are inverted and
+    none aligned; not reproduced if at least half are aligned; inconclusive otherwise, and
+    whenever the positive control (the activation × gradient top-k% of the block) beats the
+    random draws (p at its floor, z ≥ 3) at none of the k levels: then the block's margin does
+    not tell a ranking from random. Returns (outcome, counts)."""
+    top, bottom = _inv_cells(run, "top", ablation, score), _inv_cells(run, "bottom", ablation, score)
+    att = _inv_cells(run, "attribution", ablation, score)
+    states = [inversion_k_state(top[k], bottom.get(k)) for k in sorted(top)]
+    n = len(states)
+    counts = {s: states.count(s) for s in ("inverted", "aligned", "unresolved")}
+    counts["n"] = n
+    counts["positive"] = sum(_beats_all(c) for c in att.values())
+    if n == 0 or (att and counts["positive"] == 0):
+        return "inconclusive", counts
+    if counts["inverted"] >= n / 2 and counts["aligned"] == 0:
+        return "reproduced", counts
+    if counts["aligned"] >= n / 2:
+        return "not reproduced", counts
+    return "inconclusive", counts
+
+
+def last_block_inversion(runs: dict) -> Verdict:
+    """The candidate last-block inversion, per run (`inversion_run` on the zeroed margin), per task
+    over runs (`stability`), over tasks `_overall`; mean-ablated and KL outcomes reported beside."""
+    outs, ev, power = [], [], []
+    for name, rs in runs.items():
+        per_run = [inversion_run(r)[0] for r in rs]
+        o = stability(per_run)
+        outs.append(o)
+        beside = "; ".join(f"{ab} {sc}: {stability_text([inversion_run(r, ab, sc)[0] for r in rs])}"
+                           for ab, sc in (("mean", "margin"), ("zero", "kl"), ("mean", "kl")))
+        first = rs[0]
+        top, bottom = _inv_cells(first, "top", "zero", "margin"), _inv_cells(first, "bottom", "zero", "margin")
+        att = _inv_cells(first, "attribution", "zero", "margin")
+        nums = ", ".join(f"k = {k:g}%: top {num(_f(top[k]['drop']), 2)} (z {num(_f(top[k]['z']), 1)}, p "
+                         f"{num(_f(top[k]['p']), 2)}) / bottom {num(_f(bottom[k]['drop']), 2) if k in bottom else '–'} / "
+                         f"random {num(_f(top[k]['random_mean']), 2)} / act×grad "
+                         f"{num(_f(att[k]['drop']), 2) if k in att else '–'}" for k in sorted(top))
+        ev.append(f"{name}: zeroed margin {stability_text(per_run)} → {o} (beside: {beside}); first run: {nums}")
+        draws = sorted({int(c["draws"]) for r in rs for c in r["inversion"] if c.get("draws")})
+        power.append(f"{name}: {'/'.join(map(str, draws))} within-block draws, p floor "
+                     + "/".join(f"1/{d + 1}" for d in draws))
+    return Verdict(
+        claim="at the last block alone the probe's ranking is inverted on the true-class margin (its top-k% lowers the "
+              "margin less than random k% of the block, its bottom-k% more)",
+        outcome=_overall(outs) if outs else "inconclusive",
+        rule=f"per run and k level, zeroed at the last block's [CLS] only: inverted when the top-k% margin drop lies "
+             f"below every within-block random draw's with z ≤ −{INVERSION_Z:g} and the bottom-k% drop exceeds it; "
+             "aligned when the top-k% drop is at least the random mean (z ≥ 0); per run, reproduced (inverted) if at "
+             "least half the k levels are inverted and none aligned, not reproduced if at least half are aligned, "
+             "else inconclusive, and inconclusive where the activation × gradient top-k% of the block beats the "
+             f"random draws at no k level; over runs: {STABILITY_RULE}; mean-ablation and KL reported, not deciding",
+        power="an inversion is seen when the top-k% drop is at least 3 random SDs below the random mean and below all "
+              "R draws (a ranking no better or worse than random lies below all R with chance 1/(R + 1)): "
+              + "; ".join(power),
+        evidence="; ".join(ev) or "no run", source="extension")
