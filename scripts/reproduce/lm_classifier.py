@@ -263,3 +263,12 @@ def main(argv: list[str] | None = None) -> dict:
     folder, metrics = fine_tuned(cfg, a.work, lambda s: print(s, flush=True))
     print(folder)
     return metrics
+
+
+def describe(metrics: dict) -> str:
+    """The model in one line for the report: name, size, depth, classes, recipe."""
+    cfg = metrics["config"]
+    return (f"{cfg['model']} ({metrics['n_parameters'] / 1e6:.0f}M parameters, {metrics['n_layers']} blocks) "
+            f"fine-tuned on {cfg['n_classes']} {cfg['data']} classes ({metrics['n_train']} inputs; top "
+            f"{cfg['train_blocks']} blocks + final norm + score head, {metrics['epochs_run']} epochs; test accuracy "
+            f"{metrics['test_accuracy']:.3f}, chance {metrics['chance']:.3f})")

@@ -47,7 +47,7 @@ import numpy as np
 import apex_jax
 from apex_jax import fileio
 from apex_jax.synapse import SilencingResult, short_site
-from . import common, minilm, provenance, zoo
+from . import common, lm_classifier, minilm, provenance, zoo
 from . import synapse_reference as ref
 from .reporting import num
 from .verdicts import Verdict
@@ -58,6 +58,7 @@ CLAIM = 5
 TITLE = "SYNAPSE probes, silencing, manipulations (MiniLM, ViT)"
 ALPHA = 0.05  # the random control's significance level
 VIT_TASK = "digits-vit"  # the reference arm's image task: the zoo's first clean ViT, 10 digit classes
+LM_TASK = "banking77-smollm2"  # the reference arm's decoder task: SmolLM2-135M on 10 BANKING77 intents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Settings:
     seed: int = 0
     # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
     # (the ViT task uses its whole test split) and its settings
-    reference_tasks: tuple[str, ...] = ("vader-tweets", "vader-corpus", VIT_TASK)
+    reference_tasks: tuple[str, ...] = ("vader-tweets", "vader-corpus", VIT_TASK, LM_TASK)
     n_ref_eval: int = 300
     reference: ref.RefSettings = ref.RefSettings()
 
@@ -126,11 +127,11 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
     return summary
 
 
-def _subsets(s: Settings, cfg: minilm.FineTuneConfig, n_eval: int | None = None):
-    """(probe train, probe test, silencing) data: disjoint random samples of the splits; the
+def _subsets(s: Settings, cfg, n_eval: int | None = None, splits=minilm.splits):
+    """(probe train, probe test, silencing) data: disjoint random samples of `splits(cfg)`; the
     silencing part has `n_eval` sentences (default `s.n_silence`; at most what the probe test leaves),
     the first of them the same for any `n_eval`."""
-    sp = minilm.splits(cfg)
+    sp = splits(cfg)
     rng = np.random.default_rng(s.seed)
     tr = rng.permutation(len(sp["train"]))[: s.n_probe_train]
     te = rng.permutation(len(sp["test"]))
@@ -142,8 +143,9 @@ def _subsets(s: Settings, cfg: minilm.FineTuneConfig, n_eval: int | None = None)
 
 def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
                     progress: bool) -> dict:
-    """The reference protocol (`synapse_reference.run_task`) on a text task's fine-tuned MiniLM
-    or on the zoo's first clean ViT (digit classes)."""
+    """The reference protocol (`synapse_reference.run_task`) on a text task's fine-tuned MiniLM,
+    on the zoo's first clean ViT (digit classes) or on SmolLM2 fine-tuned on BANKING77 intents
+    (`LM_TASK`, full size only: quick settings do not list it)."""
     if task == VIT_TASK:
         zc = zoo.ZooConfig.quick() if quick else zoo.ZooConfig()
         group = zoo.get_group(zc, "clean", work_root, log)
@@ -152,6 +154,16 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
         train, test = sp["train"], sp["test"]
         evaluation, info = test, {"model": f"zoo clean ViT 0 ({zc.data}, {zc.size})",
                                   "test_accuracy": group.members[0].get("test_accuracy")}
+    elif task == LM_TASK:  # a pretrained decoder fine-tuned here (`lm_classifier`)
+        if quick:
+            raise ValueError(f"{LM_TASK} runs at full size only (a 135M-parameter model); drop it from quick settings.")
+        cfg = lm_classifier.LmClassifierConfig()
+        folder, ft = lm_classifier.fine_tuned(cfg, work_root, log)
+        model = apex_jax.load(str(folder))
+        params = model.params
+        train, test, _ = _subsets(s, cfg, splits=lm_classifier.splits)
+        evaluation = _subsets(s, cfg, n_eval=s.n_ref_eval, splits=lm_classifier.splits)[2]
+        info = {"model": lm_classifier.describe(ft), "test_accuracy": ft["test_accuracy"]}
     else:
         cfg = minilm.domain_config(task, quick)
         folder, ft = minilm.fine_tuned(cfg, work_root, log)
