@@ -18,7 +18,7 @@ Class set, chosen before any result: the first `n_classes` = 10 label ids of BAN
 names in sorted order: `Refund_not_showing_up`, `activate_my_card`, `age_limit`,
 `apple_pay_or_google_pay`, `atm_support`, `automatic_top_up`, `balance_not_updated_after_bank_transfer`,
 `balance_not_updated_after_cheque_or_cash_deposit`, `beneficiary_not_allowed`,
-`cancel_transfer`), ≈ 1,700 queries, stratified 70/10/20. Not all 77: the reference arm's curve
+`cancel_transfer`), 1,836 queries, stratified 70/10/20 (1,285 / 184 / 367). Not all 77: the reference arm's curve
 sweep runs one selection per class per k level, each a full 30-block forward of every
 evaluation input (18 × (C + 3) selections: 234 at 10 classes, 1,440 at 77), which 2 CPU cores
 cannot afford; 10 classes keep chance at ~10% and the per-class rankings meaningful.

@@ -4,7 +4,9 @@ Reference-protocol arm (`synapse_reference`, which holds the verdict rules and c
 reference code): one NeuroX-recipe probe on every block's [CLS] concatenated, a global ranking
 over the concatenation, the top-k% zeroed at every block at once (and, for BERT, at the pooler
 output too), 18 k levels, random controls; on vader-tweets (2 classes), vader-corpus (which of
-the 4 VADER corpora a sentence is from; `corpora`) and the zoo's first clean ViT (10 digits).
+the 4 VADER corpora a sentence is from; `corpora`), the zoo's first clean ViT (10 digits) and, at
+full size only, SmolLM2-135M (a 30-block Llama) fine-tuned on 10 BANKING77 intents
+(`lm_classifier`; its "[CLS]" is the last real token, where its score head reads).
 The claim's verdict is decided there by three-valued sub-claim verdicts.
 
 Layer-wise arm (today's protocol, reported next to it, not in the verdict), per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned here,
