@@ -9,7 +9,7 @@ import pytest
 
 import apex_jax
 from apex_jax.data import Dataset
-from reproduce import lm_classifier  # scripts/reproduce/ (pyproject: pytest pythonpath)
+from reproduce import lm_classifier, minilm  # scripts/reproduce/ (pyproject: pytest pythonpath)
 
 WORDS = "my card has not arrived yet where is it can i top up by cheque the transfer was cancelled please".split()
 TEXTS = ["my card has not arrived yet", "where is it", "can i top up by cheque",
@@ -70,3 +70,17 @@ def test_config_key_names_the_recipe():
     a, b = lm_classifier.LmClassifierConfig(), lm_classifier.LmClassifierConfig(train_blocks=2)
     assert a.key().startswith("smollm2-banking7710-") and a.key() != b.key()
     assert a.key() == lm_classifier.LmClassifierConfig().key()
+
+
+def test_a_cached_fine_tune_runs_once(tmp_path):
+    calls = []
+
+    def fine_tune(folder):
+        calls.append(folder)
+        (folder / "model").mkdir()
+        return {"test_accuracy": 0.5}
+
+    first = minilm.cached(tmp_path / "k", fine_tune)
+    assert first == (tmp_path / "k" / "model", {"test_accuracy": 0.5}) and len(calls) == 1
+    assert minilm.cached(tmp_path / "k", fine_tune) == first and len(calls) == 1  # loaded, not retrained
+    assert not (tmp_path / "k" / "metrics.tmp").exists()

@@ -50,7 +50,7 @@ from apex_jax import batching
 from apex_jax.data import Dataset, split_dataset
 from apex_jax.models.model import Model, Prefix
 from apex_jax.training import featurize
-from . import corpora
+from . import corpora, minilm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,12 +150,12 @@ def trainable_names(model: Model, train_blocks: int) -> tuple[str, ...]:
 
 def fine_tuned(config: LmClassifierConfig, work: str | Path, log: Callable[[str], None] = print) -> tuple[Path, dict]:
     """(HF folder of the fine-tuned classifier, its metrics); trains it first if not cached in `work`."""
-    folder = Path(work) / "lm_classifier" / config.key()
-    done = folder / "metrics.json"
-    if done.exists():
-        return folder / "model", json.loads(done.read_text())
+    return minilm.cached(Path(work) / "lm_classifier" / config.key(), lambda folder: _fine_tune(config, folder, log))
+
+
+def _fine_tune(config: LmClassifierConfig, folder: Path, log: Callable[[str], None]) -> dict:
+    """Caches the lower blocks, trains the top ones (early stopping), saves `folder`/model; the metrics."""
     t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
     sp = splits(config)
     model = apex_jax.load(config.model, num_labels=config.n_classes, label_names=sp["train"].label_names,
                           seed=config.seed)
@@ -245,12 +245,9 @@ def fine_tuned(config: LmClassifierConfig, work: str | Path, log: Callable[[str]
                "epochs_run": len(history), "steps": steps, "history": history,
                "cache_seconds": round(cache_seconds, 1), "seconds": round(time.perf_counter() - t0, 1)}
     model.save(folder / "model", params=jax.tree.map(np.asarray, final))
-    tmp = folder / "metrics.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.rename(done)
     log(f"[lm] fine-tuned: test accuracy {metrics['test_accuracy']:.4f} (chance {metrics['chance']:.4f}), "
         f"{metrics['seconds']} s")
-    return folder / "model", metrics
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:
