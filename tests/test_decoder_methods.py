@@ -8,7 +8,8 @@ offline; `encode` pads on the right with eos, as for GPT-2):
   (b) silencing at the classifier token (engine, length buckets, left-padded input) = an explicit
       per-example Scale(0) at that position; attribution reads the same token;
   (c) `apex-jax finetune` (fresh score head on a causal LM folder) then apex/probe/silence/attack;
-  (d) a verbalizer causal LM through `run_apex`; attacks read its label-token columns.
+  (d) a verbalizer causal LM through `run_apex`; attacks read its label-token columns;
+  (e) the SYNAPSE reference protocol (every block's output zeroed at once) at the last real token.
 """
 
 from __future__ import annotations
@@ -364,3 +365,41 @@ def test_cli_verbalizer_flags(folders, tmp_path, capsys):
         rc = cli.main(["apex", str(lm), "--data", str(task), "--out", str(tmp_path / "bad"), "--n", "2",
                        "--quiet", *extra])
         assert rc == 2 and needle in capsys.readouterr().err
+
+
+def test_reference_arm_zeroes_every_layer_at_the_last_real_token(folders):
+    """SYNAPSE's reference protocol on a decoder (`concat_silencing_experiment`: one ranking over
+    every block's output concatenated, the top-k% zeroed at every block at once): each selection's
+    margins equal an explicit Scale(0) at each input's last real token of every block, on a
+    left-padded batch over two length buckets; the same neurons zeroed at position 0 instead
+    give other margins (the test can fail)."""
+    model = apex_jax.load(folders("llama", "seq"))
+    right = model.encode(TEXTS)
+    n, d, C = len(TEXTS), model.config.d_model, model.config.n_classes
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)]
+    labels = np.arange(n) % C
+    W = np.random.default_rng(4).normal(size=(C, len(sites) * d))
+    cfg = silencing.SilenceConfig(k_levels=(50.0,), n_random=2, bottom=True, per_class=True, asymmetry_k=50.0)
+    res = silencing.concat_silencing_experiment(model, model.params, to_left(right), labels, np.arange(n), W,
+                                                sites, cfg, progress=False)
+    sels, masks = silencing.selections_and_masks(rankings.global_ranking(W).scores, np.abs(W), cfg, seed=cfg.seed,
+                                                 n_layers=len(sites))
+    assert [s.kind for s in res.layers[0].selections] == [s.kind for s in sels]
+    cls = jnp.asarray(model.classifier_positions(right))[:, None]
+    assert len(set(np.asarray(cls)[:, 0].tolist())) > 1  # inputs of different lengths
+
+    def margins(p):
+        logits = np.asarray(model.apply(model.params, right, p).logits, np.float64)
+        true = logits[np.arange(n), labels]
+        other = np.where(np.eye(C, dtype=bool)[labels], -np.inf, logits).max(1)
+        return true - other
+
+    np.testing.assert_allclose(res.clean_margin, margins(None), atol=1e-4)
+    moved = 0
+    for g, mask in enumerate(masks):
+        per_site = rankings.split_concat(mask[None], sites, d)
+        at = lambda pos: {s: Scale(jnp.zeros(()), positions=pos, neurons=jnp.asarray(per_site[s][0])) for s in sites}
+        want = margins(at(cls))
+        np.testing.assert_allclose(res.layers[0].margin[:, g], want, atol=1e-4, err_msg=f"selection {g}")
+        moved += np.abs(margins(at(jnp.array([0]))) - want).max() > 1e-3
+    assert moved == len(masks)

@@ -60,14 +60,28 @@ def splits(config: FineTuneConfig) -> dict:
     return s
 
 
-def fine_tuned(config: FineTuneConfig, work: str | Path, log: Callable[[str], None] = print) -> tuple[Path, dict]:
-    """(HF folder of the fine-tuned model, its metrics); trains it first if not cached in `work`."""
-    folder = Path(work) / "minilm" / config.key()
+def cached(folder: Path, fine_tune: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """(`folder`/model, its metrics) of a fine-tune cached in `folder`: `metrics.json` is written
+    last (by a rename), so a finished model is loaded, never retrained; otherwise
+    `fine_tune(folder)` saves the model as `folder`/model and returns its metrics."""
     done = folder / "metrics.json"
     if done.exists():
         return folder / "model", json.loads(done.read_text())
-    t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
+    metrics = fine_tune(folder)
+    tmp = folder / "metrics.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.rename(done)
+    return folder / "model", metrics
+
+
+def fine_tuned(config: FineTuneConfig, work: str | Path, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """(HF folder of the fine-tuned model, its metrics); trains it first if not cached in `work`."""
+    return cached(Path(work) / "minilm" / config.key(), lambda folder: _fine_tune(config, folder, log))
+
+
+def _fine_tune(config: FineTuneConfig, folder: Path, log: Callable[[str], None]) -> dict:
+    t0 = time.perf_counter()
     s = splits(config)
     if config.n_eval is not None:
         s = {**s, **{k: s[k].subset(range(min(config.n_eval, len(s[k])))) for k in ("val", "test")}}
@@ -83,11 +97,8 @@ def fine_tuned(config: FineTuneConfig, work: str | Path, log: Callable[[str], No
                "n_test": len(s["test"]), "test_accuracy": round(float(test["accuracy"]), 4),
                "best_val_accuracy": round(float(history["best_val_accuracy"]), 4),
                "epochs_run": len(history["epochs"]), "seconds": round(time.perf_counter() - t0, 1)}
-    tmp = folder / "metrics.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.rename(done)
     log(f"fine-tuned {config.data}: test accuracy {metrics['test_accuracy']:.4f} ({metrics['seconds']} s)")
-    return folder / "model", metrics
+    return metrics
 
 
 # The two sentiment domains of the text claims. Movies is cut to 4,000 training sentences (of

@@ -4,7 +4,9 @@ Reference-protocol arm (`synapse_reference`, which holds the verdict rules and c
 reference code): one NeuroX-recipe probe on every block's [CLS] concatenated, a global ranking
 over the concatenation, the top-k% zeroed at every block at once (and, for BERT, at the pooler
 output too), 18 k levels, random controls; on vader-tweets (2 classes), vader-corpus (which of
-the 4 VADER corpora a sentence is from; `corpora`) and the zoo's first clean ViT (10 digits).
+the 4 VADER corpora a sentence is from; `corpora`), the zoo's first clean ViT (10 digits) and, at
+full size only, SmolLM2-135M (a 30-block Llama) fine-tuned on 10 BANKING77 intents
+(`lm_classifier`; its "[CLS]" is the last real token, where its score head reads).
 The claim's verdict is decided there by three-valued sub-claim verdicts.
 
 Layer-wise arm (today's protocol, reported next to it, not in the verdict), per domain (vader-movies and vader-tweets; each a MiniLM fine-tuned here,
@@ -47,7 +49,7 @@ import numpy as np
 import apex_jax
 from apex_jax import fileio
 from apex_jax.synapse import ALL_LAYERS_POOLER, SilencingResult, short_site
-from . import common, minilm, provenance, zoo
+from . import common, lm_classifier, minilm, provenance, zoo
 from . import synapse_reference as ref
 from .reporting import num
 from .verdicts import Verdict
@@ -59,6 +61,7 @@ CLAIM = 5
 TITLE = "SYNAPSE probes, silencing, manipulations (MiniLM, ViT)"
 ALPHA = 0.05  # the random control's significance level
 VIT_TASK = "digits-vit"  # the reference arm's image task: the zoo's first clean ViT, 10 digit classes
+LM_TASK = "banking77-smollm2"  # the reference arm's decoder task: SmolLM2-135M on 10 BANKING77 intents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +95,9 @@ class Settings:
     seed: int = 0
     # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
     # (the ViT task uses its whole test split) and its settings
-    reference_tasks: tuple[str, ...] = ("vader-tweets", "vader-corpus", VIT_TASK)
+    reference_tasks: tuple[str, ...] = ("vader-tweets", "vader-corpus", VIT_TASK, LM_TASK)
     n_ref_eval: int = 300
+    n_lm_eval: int = 96  # the SmolLM2 task's evaluation inputs (one 135M-parameter forward per selection)
     reference: ref.RefSettings = ref.RefSettings()
 
     @classmethod
@@ -135,11 +139,11 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
     return summary
 
 
-def _subsets(s: Settings, cfg: minilm.FineTuneConfig, n_eval: int | None = None):
-    """(probe train, probe test, silencing) data: disjoint random samples of the splits; the
+def _subsets(s: Settings, cfg, n_eval: int | None = None, splits=minilm.splits):
+    """(probe train, probe test, silencing) data: disjoint random samples of `splits(cfg)`; the
     silencing part has `n_eval` sentences (default `s.n_silence`; at most what the probe test leaves),
     the first of them the same for any `n_eval`."""
-    sp = minilm.splits(cfg)
+    sp = splits(cfg)
     rng = np.random.default_rng(s.seed)
     tr = rng.permutation(len(sp["train"]))[: s.n_probe_train]
     te = rng.permutation(len(sp["test"]))
@@ -153,18 +157,23 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
                     progress: bool) -> list[dict]:
     """The reference protocol (`synapse_reference.run_task`) on a task, once per run: every model
     seed (a text task's fine-tune seeds, the image task's clean zoo members) × every probe seed;
-    the first run is the full protocol and writes the task's tables into `out`."""
+    the first run is the full protocol and writes the task's tables into `out`. The SmolLM2 task
+    (`LM_TASK`, full size only) has one fine-tune and one probe seed, on `n_lm_eval` inputs, each
+    run the lighter protocol (a 135M-parameter forward per selection and input: the full
+    protocol's ~500 selections on 300 inputs would take hours on 2 cores)."""
     rs = s.reference
     runs = []
     loaded: dict = {}  # what the task's models share (the zoo group): loaded once
     sweep_kw = {**common.engine_kw(s.pad_multiple), **({"grid_per_step": s.grid_per_step} if s.grid_per_step else {})}
-    for model_seed in (rs.vit_members if task == VIT_TASK else rs.fine_tune_seeds):
+    lm = task == LM_TASK
+    model_seeds = (0,) if lm else rs.vit_members if task == VIT_TASK else rs.fine_tune_seeds
+    for model_seed in model_seeds:
         model, params, train, test, evaluation, info = _task_model(s, task, model_seed, work_root, log, quick, loaded)
         timer.mark(f"reference {task}: model {model_seed}")
         cache: dict = {}  # features, encoded inputs, attribution: shared by this model's probe seeds
-        for probe_seed in rs.probe_seeds:
-            full = not runs
-            r = ref.run_task(task, model, params, train, test, evaluation, out if full else None, rs, s.max_length,
+        for probe_seed in (rs.probe_seeds[:1] if lm else rs.probe_seeds):
+            full = not runs and not lm
+            r = ref.run_task(task, model, params, train, test, evaluation, None if runs else out, rs, s.max_length,
                              progress, probe_seed=probe_seed, full=full, cache=cache, **sweep_kw)
             timer.mark(f"reference {task}: model {model_seed}, probe {probe_seed}")
             log(f"[synapse] reference {task} (model {model_seed}, probe {probe_seed}): concat probe acc "
@@ -175,8 +184,9 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
 
 def _task_model(s: Settings, task: str, seed: int, work_root: Path, log, quick: bool, loaded: dict) -> tuple:
     """(model, params, probe train, probe test, evaluation inputs, info) of one reference task:
-    a text task's MiniLM fine-tuned with `seed`, or the zoo's clean ViT member `seed` (digits);
-    `loaded` keeps the zoo group across members."""
+    a text task's MiniLM fine-tuned with `seed`, the zoo's clean ViT member `seed` (digits), or
+    SmolLM2 fine-tuned on BANKING77 intents (`LM_TASK`, seed 0 only); `loaded` keeps the zoo group
+    across members."""
     if task == VIT_TASK:
         zc = zoo.ZooConfig.quick() if quick else zoo.ZooConfig()
         if "group" not in loaded:
@@ -187,6 +197,17 @@ def _task_model(s: Settings, task: str, seed: int, work_root: Path, log, quick: 
         train, test = sp["train"], sp["test"]
         evaluation, info = test, {"model": f"zoo clean ViT {seed} ({zc.data}, {zc.size})",
                                   "test_accuracy": group.members[seed].get("test_accuracy")}
+    elif task == LM_TASK:  # a pretrained decoder fine-tuned here (`lm_classifier`)
+        if quick or seed != 0:
+            raise ValueError(f"{LM_TASK} runs at full size and fine-tune seed 0 only (a 135M-parameter model); "
+                             "drop it from quick settings.")
+        cfg = lm_classifier.LmClassifierConfig()
+        folder, ft = lm_classifier.fine_tuned(cfg, work_root, log)
+        model = apex_jax.load(str(folder))
+        params = model.params
+        train, test, _ = _subsets(s, cfg, splits=lm_classifier.splits)
+        evaluation = _subsets(s, cfg, n_eval=s.n_lm_eval, splits=lm_classifier.splits)[2]
+        info = {"model": lm_classifier.describe(ft), "test_accuracy": ft["test_accuracy"]}
     else:
         cfg = dataclasses.replace(minilm.domain_config(task, quick), seed=seed)
         folder, ft = minilm.fine_tuned(cfg, work_root, log)

@@ -89,7 +89,9 @@ TASKS = {"vader-tweets": "binary sentiment (vader-tweets)",
          "vader-movies": "binary sentiment (vader-movies)",
          "vader-corpus": "which of the 4 VADER corpora a sentence comes from (vader-corpus: 700 sentences each, "
                          "MiniLM fine-tuned here)",
-         "digits-vit": "the 10 digit classes (the zoo's first clean ViT)"}
+         "digits-vit": "the 10 digit classes (the zoo's first clean ViT)",
+         "banking77-smollm2": "10 BANKING77 intents (the first 10 label ids; SmolLM2-135M, a 30-block Llama, "
+                              "fine-tuned here; its classifier token is the last real token)"}
 
 
 @dataclasses.dataclass(frozen=True)
