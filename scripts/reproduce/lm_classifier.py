@@ -46,11 +46,11 @@ import numpy as np
 import optax
 
 import apex_jax
-from apex_jax import batching
-from apex_jax.data import Dataset, split_dataset
-from apex_jax.models.model import Model, Prefix
-from apex_jax.training import featurize
+from apex_jax import Model, Prefix
+from apex_jax.data import Dataset, encode, split_dataset
 from . import corpora, minilm
+
+PAD_MULTIPLE = 8  # cached inputs are padded to a multiple of this: few distinct widths, few compiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,26 +107,28 @@ def cached_prefix(model: Model, params: Any, data: Dataset, start: int, max_leng
     """Per input, the residual stream entering block `start` at its real tokens: [(hidden
     [len, d_model], attention mask [len])], in data order. Right padding: a decoder's real
     tokens never see the pads, so each input's hidden states equal its unpadded run."""
-    feats = featurize(model, data, max_length)
     run = jax.jit(lambda p, b: model.prefix(p, b, until=f"blocks.{start}.hook_resid_pre").hidden)
     out = []
-    for s in range(0, len(feats), batch_size):
-        items = feats[s:s + batch_size]
-        width = batching.padded_width(max(len(it["input_ids"]) for it in items))
-        batch = {k: np.zeros((len(items), width), np.int32) for k in items[0]}
-        for j, it in enumerate(items):
-            for k, v in it.items():
-                batch[k][j, :len(v)] = v
+    for s in range(0, len(data), batch_size):
+        enc = encode(model, data.subset(range(s, min(s + batch_size, len(data)))), max_length)
+        pad = _width(enc["input_ids"].shape[1]) - enc["input_ids"].shape[1]  # few widths: few compiles
+        batch = {k: np.pad(v, ((0, 0), (0, pad))) for k, v in enc.items()}
         hidden = np.asarray(run(params, batch))
-        out += [(hidden[j, :len(it["input_ids"])], it["attention_mask"]) for j, it in enumerate(items)]
+        lengths = enc["attention_mask"].sum(1)
+        out += [(hidden[j, :n], enc["attention_mask"][j, :n]) for j, n in enumerate(lengths)]
     return out
+
+
+def _width(length: int) -> int:
+    """A batch's padded width: its longest input rounded up to a multiple of `PAD_MULTIPLE`."""
+    return -(-max(int(length), 1) // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def collate(cache: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, rows: np.ndarray, batch_size: int,
             start: int) -> tuple[Prefix, np.ndarray, np.ndarray]:
     """A fixed-shape batch of cached inputs: (Prefix [batch_size, width, d_model], labels, weights);
     filler rows have weight 0 and attend to one token (no NaNs)."""
-    width = batching.padded_width(max(len(cache[i][1]) for i in rows))
+    width = _width(max(len(cache[i][1]) for i in rows))
     d = cache[rows[0]][0].shape[1]
     hidden = np.zeros((batch_size, width, d), np.float32)
     mask = np.zeros((batch_size, width), np.int32)
