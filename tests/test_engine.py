@@ -1,9 +1,10 @@
-"""Sweep engine invariances: chunking, order, device count, compile count, SIGKILL + resume —
-for the class counts and, bitwise too, the margin and KL sums."""
+"""Sweep engine invariances: chunking, order, compile count, SIGKILL + resume — for the class
+counts and, bitwise too, the margin and KL sums (device and process counts:
+test_engine_processes.py, a 4-device mesh of two processes; model-parallel meshes:
+test_engine_mesh.py)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -69,16 +70,6 @@ def test_chunking_and_order_do_not_change_counts_and_one_compile(model):
     permuted = _sweep(model, [TEXTS[i] for i in perm], ids[perm], units_per_call=2)
     _assert_same(permuted, base.counts[perm], base.margin_sum[perm], base.kl_sum[perm])
     np.testing.assert_array_equal(base.clean[perm], permuted.clean)
-
-
-def test_four_devices_equal_one(folder, model, tmp_path):
-    one = _sweep(model, TEXTS, np.arange(100, 100 + len(TEXTS)))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    out = tmp_path / "four.npy"
-    r = subprocess.run(_script(folder, out, "--units-per-call", "8"), env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "devices 4" in r.stderr
-    _assert_same(one, np.load(out), *load_scores(out))
 
 
 def test_sigkill_then_rerun_finishes_identically(folder, model, tmp_path):
