@@ -37,8 +37,11 @@ models; "jackknife": delete-a-group jackknife over inputs). σ is relative: nois
 site's clean activations. SYNAPSE p-values are the random control's empirical ones (no interval).
 
 Each claim's decision rules live in `scripts/reproduce/rules/<claim>.py`, apart from the code that
-computes the numbers. They were written (claims 1–4) or changed (claim 5) after the claims' first
-results existed: they are not pre-registered. Every summary records the commit of the code that
+computes the numbers. Claim 4's rules, claim 2's label-noise series, the over-seeds rules of
+claims 1 and 5 and claim 5's last-block inversion were committed before their full-size runs
+(pre-registered; each rules module's docstring says which of its rules are); the other rules were
+written (claims 1–3) or changed (claim 5) after the claims' first results existed and are not
+pre-registered. Every summary records the commit of the code that
 produced it (`code_commit`, "-dirty" when uncommitted changes under `apex_jax/` or `scripts/` were
 in the tree) and the last commit of its rules file (`rules_commit`); a verdict whose rules file has
 changed since, or whose code is not in this history, is shown as "stale", and a summary that
