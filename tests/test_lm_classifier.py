@@ -40,14 +40,14 @@ def test_cached_lower_blocks_give_the_full_models_logits():
     start = 2
     cache = lm_classifier.cached_prefix(model, model.params, data, start, max_length=32, batch_size=4)
     assert [len(m) for _, m in cache] == [len(t.split()) for t in TEXTS]  # real tokens only
-    for rows in (np.array([3, 0, 4]), np.array([1, 5]), np.arange(len(TEXTS))):
+    for rows in (np.array([3, 0, 4]), np.arange(len(TEXTS))):  # out of order and padded; every input
         prefix, lab, w = lm_classifier.collate(cache, data.labels, rows, 8, start)
         assert prefix.hidden.shape[0] == 8 and w.sum() == len(rows)
         np.testing.assert_array_equal(lab[:len(rows)], data.labels[rows])
-        got = np.asarray(model.apply(model.params, prefix).logits)[:len(rows)]
+        logits = np.asarray(model.apply(model.params, prefix).logits)
         want = np.asarray(model.apply(model.params, model.encode([TEXTS[i] for i in rows])).logits)
-        np.testing.assert_allclose(got, want, atol=1e-5)
-        assert np.isfinite(np.asarray(model.apply(model.params, prefix).logits)).all()  # filler rows too
+        np.testing.assert_allclose(logits[:len(rows)], want, atol=1e-5)
+        assert np.isfinite(logits).all()  # filler rows too
     # the trained groups: the top blocks, the final norm and the head
     assert lm_classifier.trainable_names(model, 1) == ("blocks_2", "ln_final", "head")
     with pytest.raises(ValueError, match=r"train_blocks must be in \[1, 3\]"):
