@@ -20,10 +20,11 @@ Modules (each documents its part):
 - :mod:`~apex_jax.data.checks`: model vs. data checks, :func:`check_input_kind` and
   :func:`check_label_space` (:class:`LabelSpace`, :data:`LABEL_PURPOSES`), :func:`align_labels`.
 
-:func:`encode` (from :mod:`apex_jax.batching`) turns one or more data sets into a model's inputs.
+:func:`encode` (from :mod:`apex_jax.batching`) turns one or more data sets into a model's inputs;
+:func:`padded_width` is the width a batch of a given longest length is padded to.
 """
 
-from apex_jax.batching import encode
+from apex_jax.batching import encode, padded_width
 from apex_jax.data.builtin import BUILTIN_DATASETS
 from apex_jax.data.checks import LABEL_PURPOSES, LabelSpace, align_labels, check_input_kind, check_label_space
 from apex_jax.data.dataset import Dataset
@@ -43,6 +44,7 @@ __all__ = [
     "check_input_kind",
     "check_label_space",
     "encode",
+    "padded_width",
     "default_split",
     "from_memory",
     "get_split",

@@ -47,10 +47,8 @@ import optax
 
 import apex_jax
 from apex_jax import Model, Prefix
-from apex_jax.data import Dataset, encode, split_dataset
+from apex_jax.data import Dataset, encode, padded_width, split_dataset
 from . import corpora, minilm
-
-PAD_MULTIPLE = 8  # cached inputs are padded to a multiple of this: few distinct widths, few compiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +109,7 @@ def cached_prefix(model: Model, params: Any, data: Dataset, start: int, max_leng
     out = []
     for s in range(0, len(data), batch_size):
         enc = encode(model, data.subset(range(s, min(s + batch_size, len(data)))), max_length)
-        pad = _width(enc["input_ids"].shape[1]) - enc["input_ids"].shape[1]  # few widths: few compiles
+        pad = padded_width(enc["input_ids"].shape[1]) - enc["input_ids"].shape[1]  # few widths: few compiles
         batch = {k: np.pad(v, ((0, 0), (0, pad))) for k, v in enc.items()}
         hidden = np.asarray(run(params, batch))
         lengths = enc["attention_mask"].sum(1)
@@ -119,16 +117,11 @@ def cached_prefix(model: Model, params: Any, data: Dataset, start: int, max_leng
     return out
 
 
-def _width(length: int) -> int:
-    """A batch's padded width: its longest input rounded up to a multiple of `PAD_MULTIPLE`."""
-    return -(-max(int(length), 1) // PAD_MULTIPLE) * PAD_MULTIPLE
-
-
 def collate(cache: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, rows: np.ndarray, batch_size: int,
             start: int) -> tuple[Prefix, np.ndarray, np.ndarray]:
     """A fixed-shape batch of cached inputs: (Prefix [batch_size, width, d_model], labels, weights);
     filler rows have weight 0 and attend to one token (no NaNs)."""
-    width = _width(max(len(cache[i][1]) for i in rows))
+    width = padded_width(max(len(cache[i][1]) for i in rows))
     d = cache[rows[0]][0].shape[1]
     hidden = np.zeros((batch_size, width, d), np.float32)
     mask = np.zeros((batch_size, width), np.int32)
