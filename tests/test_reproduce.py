@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from reproduce import backdoor, common, ensembles, stats  # scripts/reproduce/ (pyproject: pytest pythonpath)
+from reproduce import backdoor, common, ensembles, pieces, stats  # scripts/reproduce/ (pyproject: pytest pythonpath)
+
+FINGERPRINT = "the code of this test session"
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +19,30 @@ def quick(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("reproduce")
     reports, work = root / "reports", root / "work"
-    run("all", ["--quick", "--quiet", "--reports", str(reports), "--work", str(work)])
+    with pytest.MonkeyPatch.context() as mp:  # SYNAPSE keeps its finished pieces even from a dirty tree
+        mp.setattr(pieces, "code_trees", lambda repo=None: FINGERPRINT)
+        run("all", ["--quick", "--quiet", "--reports", str(reports), "--work", str(work)])
     summaries = {n: json.loads((reports / n / "summary.json").read_text())
                  for n in ("regularity", "regularity_text", "random_labels", "transitions", "backdoor_bias",
                            "synapse")}
     return reports, work, summaries
+
+
+def test_synapse_resumes_from_its_finished_pieces(quick, tmp_path, monkeypatch):
+    """A second SYNAPSE run on the same work folder restores every domain and reference run
+    (nothing recomputed) and writes the same results and tables."""
+    from reproduce import synapse
+
+    reports, work, s = quick
+    monkeypatch.setattr(pieces, "code_trees", lambda repo=None: FINGERPRINT)
+    monkeypatch.setattr(synapse.ref, "run_task", lambda *a, **k: pytest.fail("a finished run was recomputed"))
+    monkeypatch.setattr(synapse, "_domain", lambda *a, **k: pytest.fail("a finished domain was recomputed"))
+    again = synapse.main(["--quick", "--quiet", "--work", str(work), "--out", str(tmp_path / "synapse")])
+    assert json.loads((tmp_path / "synapse" / "summary.json").read_text())["results"] == s["synapse"]["results"]
+    t = again["timing"]
+    assert len(t["restored_pieces"]) == 2 + 2 * 2 and t["restored_seconds"] > 0  # 2 domains; 2 tasks × 2 probe seeds
+    for f in ("vader-movies/silence-controls.csv", "reference/vader-corpus/control_cells.csv"):
+        assert (tmp_path / "synapse" / f).read_bytes() == (reports / "synapse" / f).read_bytes(), f
 
 
 def _in_ci(d: dict, key: str) -> bool:

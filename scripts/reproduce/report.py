@@ -126,6 +126,12 @@ def _zoo_seconds(kind: str, by_value: dict[float, list[str]]) -> str:
     return f"{kind} {each}: these summaries come from different zoo runs"
 
 
+def _restored(timing: dict) -> str:
+    """What a resumed run reused: its pieces finished earlier by the same code (`pieces`)."""
+    n = len(timing.get("restored_pieces", []))
+    return f" + {timing['restored_seconds']} s of {n} pieces finished earlier by the same code" if n else ""
+
+
 def build(reports: Path, repo: Path = provenance.REPO) -> str:
     """The README text from the summaries under `reports`, each checked against the git
     repository at `repo` (`provenance.check`)."""
@@ -142,7 +148,7 @@ def build(reports: Path, repo: Path = provenance.REPO) -> str:
         verdict, text = _mark(*claim.section(s), prov, claim.NAME)
         t = s["timing"]
         overview.append(f"| {claim.CLAIM}. {claim.TITLE} | `scripts/{claim.NAME}.py` | {verdict} | {_commits(prov)} | "
-                        f"{t['total_seconds']} / {t.get('cpu_seconds', 'n/a')} |")
+                        f"{t['total_seconds']} / {t.get('cpu_seconds', 'n/a')}{_restored(t)} |")
         sections.append(text)
         quick += [claim.NAME] if s.get("quick") else []
         versions = versions or s.get("versions")

@@ -49,8 +49,10 @@ import numpy as np
 import apex_jax
 from apex_jax import fileio
 from apex_jax.synapse import ALL_LAYERS_POOLER, SilencingResult, short_site
+
 from . import common, lm_classifier, minilm, provenance, zoo
 from . import synapse_reference as ref
+from .pieces import Pieces
 from .reporting import num
 from .verdicts import Verdict
 from .rules.synapse import (SubClaim, _has_attack, inversion_run, paper_text, stability,  # noqa: F401  (the rules)
@@ -120,12 +122,18 @@ def main(argv=None) -> dict:
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, progress: bool = True) -> dict:
     prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
+    # finished domains and reference runs are kept in the work folder: a stopped run resumes
+    pieces = Pieces.for_claim(work, NAME, log)
+    size = "quick" if quick else "full"
+    settings = {"size": size, **dataclasses.asdict(s)}
     domains = {}
     for d in s.domains:
-        domains[d] = _domain(s, d, out / d, work, log, quick, timer, progress)
+        domains[d] = pieces.get(f"{size}-domain-{d}", settings,
+                                lambda folder, d=d: _domain(s, d, folder, work, log, quick, timer, progress),
+                                files=out / d)
     results = {"domains": domains}
     results["pooled"] = _pooled(domains)
-    runs = {t: _reference_task(s, t, out / "reference" / t, work, log, quick, timer, progress)
+    runs = {t: _reference_task(s, t, out / "reference" / t, work, log, quick, timer, progress, pieces, settings)
             for t in s.reference_tasks}
     results["reference"] = {t: rs[0] for t, rs in runs.items()}  # the full (seed-0) run: the task's tables
     # every run (the first included, without its tables), as the verdicts over runs judge them
@@ -133,7 +141,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
                                  for t, rs in runs.items()}
     results["verdicts"] = [v.to_json() for v in ref.seeded_verdicts(results["reference_runs"], domains)]
     summary = {"claim": CLAIM, "name": NAME, "quick": quick, **prov, "settings": dataclasses.asdict(s),
-               "results": results, "timing": timer.summary(), "versions": fileio.versions()}
+               "results": results, "timing": {**timer.summary(), **pieces.timing()}, "versions": fileio.versions()}
     fileio.write_json(out / "summary.json", summary)
     log(f"[synapse] ({summary['timing']['total_seconds']} s)")
     return summary
@@ -154,13 +162,14 @@ def _subsets(s: Settings, cfg, n_eval: int | None = None, splits=minilm.splits):
 
 
 def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,
-                    progress: bool) -> list[dict]:
+                    progress: bool, pieces: Pieces, settings: dict) -> list[dict]:
     """The reference protocol (`synapse_reference.run_task`) on a task, once per run: every model
     seed (a text task's fine-tune seeds, the image task's clean zoo members) × every probe seed;
     the first run is the full protocol and writes the task's tables into `out`. The SmolLM2 task
     (`LM_TASK`, full size only) has one fine-tune and one probe seed, on `n_lm_eval` inputs, each
     run the lighter protocol (a 135M-parameter forward per selection and input: the full
-    protocol's ~500 selections on 300 inputs would take hours on 2 cores)."""
+    protocol's ~500 selections on 300 inputs would take hours on 2 cores). Each run is a piece
+    (`pieces`): restored when this code already finished it."""
     rs = s.reference
     runs = []
     loaded: dict = {}  # what the task's models share (the zoo group): loaded once
@@ -172,9 +181,15 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
         timer.mark(f"reference {task}: model {model_seed}")
         cache: dict = {}  # features, encoded inputs, attribution: shared by this model's probe seeds
         for probe_seed in (rs.probe_seeds[:1] if lm else rs.probe_seeds):
-            full = not runs and not lm
-            r = ref.run_task(task, model, params, train, test, evaluation, None if runs else out, rs, s.max_length,
-                             progress, probe_seed=probe_seed, full=full, cache=cache, **sweep_kw)
+            first, full = not runs, not runs and not lm
+
+            def compute(folder, model=model, params=params, train=train, test=test, evaluation=evaluation,
+                        probe_seed=probe_seed, full=full, cache=cache):
+                return ref.run_task(task, model, params, train, test, evaluation, folder, rs, s.max_length,
+                                    progress, probe_seed=probe_seed, full=full, cache=cache, **sweep_kw)
+
+            r = pieces.get(f"{settings['size']}-reference-{task}-model{model_seed}-probe{probe_seed}",
+                           {**settings, "first": first}, compute, files=out if first else None)
             timer.mark(f"reference {task}: model {model_seed}, probe {probe_seed}")
             log(f"[synapse] reference {task} (model {model_seed}, probe {probe_seed}): concat probe acc "
                 f"{r['probe_accuracy']:.3f}, {r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
