@@ -45,6 +45,45 @@ def test_synapse_resumes_from_its_finished_pieces(quick, tmp_path, monkeypatch):
         assert (tmp_path / "synapse" / f).read_bytes() == (reports / "synapse" / f).read_bytes(), f
 
 
+class _Recomputed(Exception):
+    pass
+
+
+def test_synapse_pieces_follow_the_weights_they_ran_on(quick, tmp_path, monkeypatch):
+    """Other weights under the same cached fine-tune (a folder replaced by hand) make new piece
+    keys: the domain arm and the reference run are recomputed, not restored."""
+    import jax
+
+    import apex_jax
+    from reproduce import synapse
+
+    _, work, _ = quick
+    monkeypatch.setattr(pieces, "code_trees", lambda repo=None: FINGERPRINT)
+
+    def recompute(*a, **k):
+        raise _Recomputed
+
+    monkeypatch.setattr(synapse.ref, "run_task", recompute)
+    monkeypatch.setattr(synapse, "_domain", recompute)
+    argv = ["--quick", "--quiet", "--work", str(work), "--out", str(tmp_path / "synapse")]
+    nudge = lambda params: jax.tree_util.tree_map(lambda x: x + 1e-3, params)  # noqa: E731
+    task_model = synapse._task_model
+    with monkeypatch.context() as mp:  # domains restored; the reference task's model changed
+        mp.setattr(synapse, "_task_model", lambda *a, **k: (lambda m, p, *rest: (m, nudge(p), *rest))(*task_model(*a, **k)))
+        with pytest.raises(_Recomputed):
+            synapse.main(argv)
+    load = apex_jax.load
+
+    def nudged_load(*a, **k):
+        model = load(*a, **k)
+        model.params = nudge(model.params)
+        return model
+
+    monkeypatch.setattr(apex_jax, "load", nudged_load)  # the first domain's fine-tune changed
+    with pytest.raises(_Recomputed):
+        synapse.main(argv)
+
+
 def _in_ci(d: dict, key: str) -> bool:
     return d["lo"] - 1e-9 <= d[key] <= d["hi"] + 1e-9
 

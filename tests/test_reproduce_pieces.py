@@ -10,7 +10,8 @@ import subprocess
 import numpy as np
 
 from reproduce import pieces
-from reproduce.pieces import RESULT, Pieces
+from apex_jax.data import Dataset
+from reproduce.pieces import RESULT, Pieces, content_digest
 
 
 def _store(tmp_path, fingerprint="trees-a"):
@@ -90,3 +91,18 @@ def test_code_trees_follow_commits_of_code_only(tmp_path):
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
     assert pieces.code_trees(repo) not in (None, before)
     assert pieces.code_trees(tmp_path) is None  # not a git checkout
+
+
+def test_content_digest_sees_every_value_path_and_row():
+    params = {"a": np.arange(4, dtype=np.float32), "b": {"c": np.ones((2, 2), np.float32)}}
+    data = Dataset("d", "text", ["one", "two"], np.array([0, 1]), ("neg", "pos"))
+    base = content_digest(params, data)
+    assert base == content_digest({"b": {"c": np.ones((2, 2), np.float32)}, "a": np.arange(4, dtype=np.float32)},
+                                  Dataset("d", "text", ["one", "two"], np.array([0, 1]), ("neg", "pos")))
+    others = [content_digest({**params, "a": params["a"] + np.float32(1e-6)}, data),  # one value
+              content_digest({**params, "a": params["a"].astype(np.float64)}, data),  # dtype
+              content_digest({"a": params["a"], "b": {"d": params["b"]["c"]}}, data),  # a path
+              content_digest(params, Dataset("d", "text", ["one", "twO"], np.array([0, 1]), ("neg", "pos"))),
+              content_digest(params, Dataset("d", "text", ["one", "two"], np.array([1, 1]), ("neg", "pos"))),
+              content_digest(data, params)]  # order
+    assert len({base, *others}) == 1 + len(others)

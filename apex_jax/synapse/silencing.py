@@ -76,6 +76,7 @@ from apex_jax.interventions import Noise, Replace, Scale
 from apex_jax.models.model import Model
 from apex_jax.specs import K_LEVELS, check_k
 from apex_jax.synapse import rankings
+from apex_jax.synapse.reuse import reusing_mask_sweep
 from apex_jax.tables import check_level, frame_from_dicts
 
 POSITIONS = ("cls", "all")
@@ -691,6 +692,7 @@ def concat_silencing_experiment(
     pooler: bool = False,
     means: Mapping[str, np.ndarray] | None = None,
     attribution: Mapping[str, np.ndarray] | None = None,
+    reuse: dict | None = None,
     **sweep_kw,
 ) -> SilencingResult:
     """SYNAPSE's reference protocol: ONE probe on every layer's [CLS] concatenated ranks the
@@ -717,10 +719,15 @@ def concat_silencing_experiment(
             the mean [CLS] over the probe's training inputs).
         attribution: with `config.attribution`, activation × gradient scores per site [d]; the
             attribution top-k% is taken over their concatenation in `sites` order.
+        reuse: a dict the caller keeps across experiments on the same model, parameters and
+            inputs (e.g. every probe trained on one model): grid points already computed there
+            (the seeded random controls, the attribution top-k%) are not run again
+            (`reuse.reusing_mask_sweep`; zeroing and mean-ablation only). None: run everything.
         sweep_kw: passed to the engine.
 
     Returns:
-        A `SilencingResult` with one `LayerResult` named `ALL_LAYERS` (and `ALL_LAYERS_POOLER`).
+        A `SilencingResult` with one `LayerResult` named `ALL_LAYERS` (and `ALL_LAYERS_POOLER`);
+        its `perturbed_forwards` and `seconds` count what ran in this call.
     """
     C = model.config.n_classes
     config.check(C)
@@ -763,9 +770,12 @@ def concat_silencing_experiment(
     if config.mean_ablation:  # zeroed and mean-ablated selections share one sweep: replace by 0 or by the mean
         fills = {s: _fills(all_sels, means[s]) if s in sites else np.zeros_like(grid[s]) for s in grid}
     draws = config.draws if config.mode == "noise" else 1
-    res = mask_sweep(model, params, batch, ids, None, grid, positions=config.positions,
-                     mode="mean" if config.mean_ablation else config.mode, means=fills, sigma=config.sigma,
-                     draws=draws, seed=config.seed, labels=labels, **sweep_kw)
+    if reuse is not None and config.mode != "noise":
+        res = reusing_mask_sweep(reuse, model, params, batch, ids, labels, grid, fills, config.positions, **sweep_kw)
+    else:
+        res = mask_sweep(model, params, batch, ids, None, grid, positions=config.positions,
+                         mode="mean" if config.mean_ablation else config.mode, means=fills, sigma=config.sigma,
+                         draws=draws, seed=config.seed, labels=labels, **sweep_kw)
     layers, start = [], 0
     for name, ss in parts:
         part = slice(start, start + len(ss))

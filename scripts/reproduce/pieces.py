@@ -3,8 +3,10 @@ killed process, the end of a working session) resumes where it stopped instead o
 
 A piece is one self-contained part of a claim (SYNAPSE: a domain's layer-wise arm, one reference
 run of a task), stored as its JSON result plus, optionally, the files it wrote into the report
-folder (restored on reuse). Its key hashes the piece's name, its settings and the code that
-computes it: the git tree hashes of `apex_jax/` and `scripts/` at HEAD (`code_trees`). A commit
+folder (restored on reuse). Its key hashes the piece's name, its settings (which carry a
+`content_digest` of the weights and data it runs on, so a fine-tune or data file replaced by hand
+is not mistaken for the cached one) and the code that computes it: the git tree hashes of
+`apex_jax/` and `scripts/` at HEAD (`code_trees`). A commit
 that changes only reports, tests or documents keeps the pieces; any change of code makes new keys,
 so a reused piece always comes from the code the summary names. From a tree with uncommitted code
 changes nothing is stored or reused (its numbers would come from code no commit holds), and the
@@ -33,7 +35,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
+import numpy as np
+
 from apex_jax import fileio
+from apex_jax.data import Dataset
 
 from .provenance import CODE_DIRS, REPO, _git
 
@@ -49,6 +55,30 @@ def code_trees(repo: Path = REPO) -> str | None:
     if _git(["status", "--porcelain", "--untracked-files=no", "--", *CODE_DIRS], repo):
         return None
     return "+".join(trees)
+
+
+def content_digest(*values: Any) -> str:
+    """A short hash of what a piece computes on: parameter trees (every leaf's path, dtype, shape
+    and bytes) and data sets (inputs, labels, ids, label names), in order.
+
+    Example:
+        >>> import numpy as np
+        >>> a = {"w": np.zeros((2, 2), np.float32)}
+        >>> content_digest(a) == content_digest({"w": np.zeros((2, 2), np.float32)})
+        True
+        >>> content_digest(a) == content_digest({"w": np.eye(2, dtype=np.float32)})
+        False
+    """
+    h = hashlib.sha256()
+    for i, value in enumerate(values):
+        if isinstance(value, Dataset):
+            value = {"dataset": (value.kind, list(value.inputs) if value.kind == "text" else value.inputs,
+                                 value.labels, value.ids, list(value.label_names))}
+        for path, leaf in jax.tree_util.tree_leaves_with_path(value):
+            a = np.ascontiguousarray(np.asarray(leaf))
+            h.update(f"{i}{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}|".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def _plain(obj: Any) -> Any:

@@ -52,7 +52,7 @@ from apex_jax.synapse import ALL_LAYERS_POOLER, SilencingResult, short_site
 
 from . import common, lm_classifier, minilm, provenance, zoo
 from . import synapse_reference as ref
-from .pieces import Pieces
+from .pieces import Pieces, content_digest
 from .reporting import num
 from .verdicts import Verdict
 from .rules.synapse import (SubClaim, _has_attack, inversion_run, paper_text, stability,  # noqa: F401  (the rules)
@@ -128,7 +128,7 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False, prog
     settings = {"size": size, **dataclasses.asdict(s)}
     domains = {}
     for d in s.domains:
-        domains[d] = pieces.get(f"{size}-domain-{d}", settings,
+        domains[d] = pieces.get(f"{size}-domain-{d}", {**settings, "inputs": _domain_digest(s, d, work, log, quick)},
                                 lambda folder, d=d: _domain(s, d, folder, work, log, quick, timer, progress),
                                 files=out / d)
     results = {"domains": domains}
@@ -180,6 +180,7 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
         model, params, train, test, evaluation, info = _task_model(s, task, model_seed, work_root, log, quick, loaded)
         timer.mark(f"reference {task}: model {model_seed}")
         cache: dict = {}  # features, encoded inputs, attribution: shared by this model's probe seeds
+        inputs = content_digest(params, train, test, evaluation)  # a replaced fine-tune or data set -> new pieces
         for probe_seed in (rs.probe_seeds[:1] if lm else rs.probe_seeds):
             first, full = not runs, not runs and not lm
 
@@ -189,7 +190,7 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
                                     progress, probe_seed=probe_seed, full=full, cache=cache, **sweep_kw)
 
             r = pieces.get(f"{settings['size']}-reference-{task}-model{model_seed}-probe{probe_seed}",
-                           {**settings, "first": first}, compute, files=out if first else None)
+                           {**settings, "first": first, "inputs": inputs}, compute, files=out if first else None)
             timer.mark(f"reference {task}: model {model_seed}, probe {probe_seed}")
             log(f"[synapse] reference {task} (model {model_seed}, probe {probe_seed}): concat probe acc "
                 f"{r['probe_accuracy']:.3f}, {r['perturbed_forwards']} forwards in {r['sweep_seconds']} s")
@@ -233,6 +234,14 @@ def _task_model(s: Settings, task: str, seed: int, work_root: Path, log, quick: 
         info = {"model": f"MiniLM fine-tuned on {task} ({ft['n_train']} sentences, {ft['config']['mode']}, "
                          f"seed {seed})", "test_accuracy": ft["test_accuracy"]}
     return model, params, train, test, evaluation, info
+
+
+def _domain_digest(s: Settings, data: str, work_root: Path, log, quick: bool) -> str:
+    """`content_digest` of a domain's fine-tuned weights and its probe and silencing data (the
+    fine-tune runs here if it is not cached yet, as `_domain` would run it)."""
+    cfg = minilm.domain_config(data, quick)
+    folder, _ = minilm.fine_tuned(cfg, work_root, log)
+    return content_digest(apex_jax.load(str(folder)).params, *_subsets(s, cfg))
 
 
 def _domain(s: Settings, data: str, out: Path, work_root: Path, log, quick: bool, timer: common.Timer,

@@ -139,7 +139,9 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path |
         full: the full protocol (every selection at every control k, mean-ablation, the per-class
             curve); False: only what the verdicts decide on (module docstring).
         cache: a dict kept across runs on the same model and inputs: the [CLS] features, the
-            encoded evaluation inputs and the activation × gradient scores are computed once.
+            encoded evaluation inputs, the activation × gradient scores and every silencing grid
+            point (`apex_jax.synapse.reuse`: the seeded random draws recur across probe seeds)
+            are computed once.
         sweep_kw: goes to the engine's sweeps (e.g. pad_multiple).
     """
     if out is not None:
@@ -182,15 +184,18 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path |
     # the per-class curve in the full run; elsewhere the class selections at asym_k alone (below)
     curve_cfg = SilenceConfig(k_levels=rs.k_levels, n_random=2, bottom=False, per_class=C > 2 and full,
                               asymmetry_k=asym_k, seed=rs.seed)
+    # grid points this model already ran for another probe seed (the seeded random draws, the
+    # attribution top-k%) are reused, not rerun: the same masks on the same model and inputs
+    reuse = cache.setdefault("grid_points", {})
     curve = concat_silencing_experiment(model, params, ev, y, ids, W, sites, curve_cfg, pooler=False,
-                                        progress=progress, **sweep_kw)
+                                        progress=progress, reuse=reuse, **sweep_kw)
     ctrl_k = rs.random_k if full else (beats_random_levels(rs.random_k) or rs.random_k)
     ctrl_cfg = SilenceConfig(k_levels=ctrl_k, n_random=rs.n_random, bottom=full, per_class=False,
                              attribution=attribution is not None, mean_ablation=rs.mean_ablation and full,
                              layer_matched=True, seed=rs.seed + 1)
     pooler = "head.hook_cls" in model.sites and bool(getattr(model.config, "has_pooler", False))
     ctrl = concat_silencing_experiment(model, params, ev, y, ids, W, sites, ctrl_cfg, pooler=pooler, means=means,
-                                       attribution=attribution, progress=progress, **sweep_kw)
+                                       attribution=attribution, progress=progress, reuse=reuse, **sweep_kw)
     cells = control_cells(ctrl)
     if not full:  # the plateau's margin cells (top-k%, zeroed, k ≤ 10%) from the curve sweep
         cells = [c for c in control_cells(curve) if c["selection"] == "top"
@@ -214,7 +219,7 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path |
         asym_cfg = SilenceConfig(k_levels=(asym_k,), n_random=2, bottom=False, per_class=True, asymmetry_k=asym_k,
                                  seed=rs.seed)
         ares = concat_silencing_experiment(model, params, ev, y, ids, W, sites, asym_cfg, pooler=False,
-                                           progress=progress, **sweep_kw)
+                                           progress=progress, reuse=reuse, **sweep_kw)
         asym = ares.asymmetry(ALL_LAYERS)
         forwards, seconds = forwards + ares.perturbed_forwards, seconds + ares.seconds
     forwards, seconds = forwards + inversion["perturbed_forwards"], seconds + inversion["seconds"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from apex_jax.interventions import Scale
-from apex_jax.synapse import rankings
+from apex_jax.synapse import rankings, reuse
 from apex_jax.synapse import silencing as S
 from tests.synapse.test_silencing import TEXTS, model  # noqa: F401  (the module fixture)
 
@@ -60,3 +60,51 @@ def test_concat_silencing_equals_direct_multi_site_forwards(model):  # noqa: F81
     rows = res.controls("accuracy")
     assert {r["site"] for r in rows} == {S.ALL_LAYERS, S.ALL_LAYERS_POOLER}
     assert all(r["draws"] == 2 for r in rows)
+
+
+def test_grid_point_keys_name_what_a_point_does():
+    m = np.zeros((2, 4), np.float32)
+    m[0, 1] = m[1, 2] = 1
+    none = np.zeros_like(m)
+    fill = np.full((2, 4), 0.5, np.float32)
+    zeroed = reuse.grid_point_keys({"a": m}, None)
+    assert zeroed[0] != zeroed[1]
+    assert zeroed == reuse.grid_point_keys({"a": m}, {"a": np.zeros_like(m)})  # zeroing = setting to 0
+    assert zeroed == reuse.grid_point_keys({"a": m, "b": none}, None)  # a site left alone adds nothing
+    assert zeroed == reuse.grid_point_keys({"a": m}, {"a": np.where(m > 0, 0, fill)})  # unselected values ignored
+    assert reuse.grid_point_keys({"a": m}, {"a": fill})[0] != zeroed[0]
+    assert reuse.grid_point_keys({"b": m}, None)[0] != zeroed[0]
+    assert reuse.grid_point_keys({"a": m}, None, context=b"other inputs")[0] != zeroed[0]
+
+
+def test_reused_grid_points_equal_a_full_sweep_and_do_not_run_again(model):  # noqa: F811
+    """Two probes on one model share the seeded random draws: with `reuse` the second experiment
+    runs only its own selections, and every result equals the experiment run whole."""
+    batch = model.encode(TEXTS)
+    d, C, n = model.config.d_model, model.config.n_classes, len(TEXTS)
+    ids = np.arange(n)
+    labels = np.asarray(model.forward(batch).logits).argmax(-1)
+    rng = np.random.default_rng(3)
+    means = {s: rng.normal(size=d).astype(np.float32) for s in SITES}
+    cfg = S.SilenceConfig(k_levels=(25.0,), n_random=3, bottom=True, per_class=False, layer_matched=True,
+                          mean_ablation=True)
+    memo: dict = {}
+
+    def run(W, memo=None):
+        return S.concat_silencing_experiment(model, model.params, batch, labels, ids, W, SITES, cfg, pooler=True,
+                                             means=means, reuse=memo, progress=False)
+
+    first, second = (rng.normal(size=(C, len(SITES) * d)) for _ in range(2))
+    runs = [run(first, memo), run(second, memo), run(first, memo)]
+    wholes = [run(first), run(second)]
+    G = sum(len(lr.selections) for lr in wholes[0].layers)
+    shared = 3 * 2 + 3  # the uniform draws: zeroed and mean-ablated; the pooler variant's
+    assert runs[0].perturbed_forwards <= G * n and runs[1].perturbed_forwards <= (G - shared) * n
+    assert runs[2].perturbed_forwards == 0 and runs[2].seconds == 0.0
+    for got, want in zip(runs, [*wholes, wholes[0]]):
+        np.testing.assert_array_equal(got.clean.accuracy, want.clean.accuracy)
+        for lg, lw in zip(got.layers, want.layers):
+            np.testing.assert_array_equal(lg.counts, lw.counts)
+            np.testing.assert_allclose(lg.margin, lw.margin, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(lg.kl, lw.kl, rtol=0, atol=1e-6)
+    assert not np.array_equal(runs[0].layers[0].margin, runs[1].layers[0].margin)  # other probes, other tops
