@@ -1,12 +1,15 @@
 """Claim 2 — structured vs random labels: the escape-noise distribution tells a model trained on
 true labels from one trained (to fit) on random labels.
 
-Protocol. The zoo's clean and random-label ViTs (`zoo`: the same training images, and with the
-default `random_recipe="clean"` the same recipe and paired seeds — random-label member i differs
-from clean member i only in its labels) are probed with APEX (noise on every block's output, σ
-relative to each site's RMS; rerun with absolute σ) on the same sample of their training images.
-Models are the units of the claim ("distinguishing structured from randomly labeled models").
-Reported:
+Protocol. Clean and random-label ViTs that all fit their training labels: the two ends (0% and
+100% random labels) of the label-noise series below (`zoo.noise_kind` groups: the same training
+images, one recipe trained to fit, and paired seeds — random-label model i has clean model i's
+initialization and batch order, so the two differ only in their labels). An earlier protocol
+used random-label models trained with the clean models' fixed recipe; they underfit (training
+accuracy 0.63–0.88), so lower confidence alone could have told them apart. The models are probed
+with APEX (noise on every block's output, σ relative to each site's RMS; rerun with absolute σ)
+on the same sample of their training images. Models are the units of the claim ("distinguishing
+structured from randomly labeled models"). Reported:
 
 - model level (primary): each model's median escape σ; the exact one-sided Mann–Whitney test
   (clean > random; `stats.mann_whitney_exact`), its AUROC, the AUROC the design needs for
@@ -20,8 +23,8 @@ Reported:
   (the same escape rule, relative σ grid and draws, with Gaussian noise on the normalized pixel
   values only, σ × their RMS: `common.pixel_noise_consistency`);
 - the escape-σ distribution of every model (ECDF plot) and medians;
-- the label-noise series (`label_noise_series`): the clean-recipe random-label models underfit, so
-  confidence alone could tell them apart. Groups at 0, 25, 50, 75 and 100% random labels
+- the label-noise series (`label_noise_series`): does escape σ follow the share of random labels,
+  beyond confidence? Groups at 0, 25, 50, 75 and 100% random labels
   (`zoo.noise_kind`; 12 per level; every one trained to fit its labels, those that do not are
   flagged and excluded), each model's median escape σ, clean margin and input-noise escape σ on
   the same training images; the trend of escape σ with the noise share over models, and what it
@@ -67,8 +70,7 @@ QUICK_SERIES = dataclasses.replace(zoo.ZooConfig.quick(), n_train=160, n_models=
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    zoo: zoo.ZooConfig = zoo.ZooConfig()
-    series: zoo.ZooConfig = SERIES  # the label-noise series' zoo
+    series: zoo.ZooConfig = SERIES  # the label-noise series' zoo; its 0% and 100% groups are the clean and random ends
     noise_levels: tuple[float, ...] = NOISE_LEVELS
     n_boot: int = stats.N_BOOT  # bootstrap resamples of the pooled and the series' intervals
     n_eval: int = 100  # models are the claim's units: 100 images give each model's median escape σ
@@ -82,7 +84,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(zoo=zoo.ZooConfig.quick(), series=QUICK_SERIES, noise_levels=(0.0, 0.5, 1.0), n_boot=200,
+        return cls(series=QUICK_SERIES, noise_levels=(0.0, 0.5, 1.0), n_boot=200,
                    n_eval=48, sigma_lo=0.02, abs_sigma_lo=0.02, n_sigmas=8, draws=8)
 
 
@@ -95,10 +97,11 @@ def main(argv=None) -> dict:
 def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> dict:
     prov = provenance.stamp(NAME)  # the code and rules about to produce the numbers
     timer = common.Timer()
-    clean = zoo.get_group(s.zoo, "clean", work, log)
-    rand = zoo.get_group(s.zoo, "random", work, log)
+    groups = series_groups(s, work, log)
+    ends = {"clean": groups[0], "random": groups[-1]}  # 0% and 100% random labels, both trained to fit
+    clean, rand = ends["clean"], ends["random"]
     timer.mark("zoo")
-    train = zoo.splits(s.zoo)["train"]
+    train = zoo.splits(s.series)["train"]
     rows = np.sort(np.random.default_rng(s.seed).choice(len(train), min(s.n_eval, len(train)), replace=False))
     model = clean.model
     x = vit.pixels(model, train.inputs[rows])
@@ -106,23 +109,23 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     sites = apex_jax.parse_sites(model, "resid_post")
     abs_sigmas = common.sigma_grid(s.abs_sigma_lo, s.abs_sigma_hi, s.n_sigmas)
     esc, esc_abs, curves, margin, esc_in = {}, {}, {}, {}, {}
-    for g in (clean, rand):
+    for kind, g in ends.items():
         res = common.apex_sweeps(model, g.params, x, train.ids[rows], sigmas, sites, s.draws, s.seed)
-        esc[g.kind] = np.stack([common.escape_sigma_interpolated(r.consistency, sigmas) for r in res])  # [models, n]
-        curves[g.kind] = np.stack([r.consistency.mean(0) for r in res])
+        esc[kind] = np.stack([common.escape_sigma_interpolated(r.consistency, sigmas) for r in res])  # [models, n]
+        curves[kind] = np.stack([r.consistency.mean(0) for r in res])
         res = common.apex_sweeps(model, g.params, x, train.ids[rows], abs_sigmas, sites, s.draws, s.seed,
                                  relative=False)
-        esc_abs[g.kind] = np.stack([common.escape_sigma_interpolated(r.consistency, abs_sigmas) for r in res])
-        margin[g.kind] = np.stack([common.softmax_margin(common.clean_logits(model, p, {"pixel_values": x}))
-                                   for p in g.params])  # [models, n]
+        esc_abs[kind] = np.stack([common.escape_sigma_interpolated(r.consistency, abs_sigmas) for r in res])
+        margin[kind] = np.stack([common.softmax_margin(common.clean_logits(model, p, {"pixel_values": x}))
+                                 for p in g.params])  # [models, n]
     timer.mark("apex")
-    for g in (clean, rand):  # the input-noise baseline: the same rule, grid and draws, noise on the pixels only
+    for kind, g in ends.items():  # the input-noise baseline: the same rule, grid and draws, noise on the pixels only
         kept = [common.pixel_noise_consistency(model, p, x, train.ids[rows], sigmas, s.draws, s.seed)
                 for p in g.params]
-        esc_in[g.kind] = np.stack([common.escape_sigma_interpolated(k[0], sigmas) for k in kept])  # [models, n]
+        esc_in[kind] = np.stack([common.escape_sigma_interpolated(k[0], sigmas) for k in kept])  # [models, n]
         pixel_rms = kept[0][2]
     timer.mark("input_noise")
-    series = label_noise_series(s, work, log)
+    series = label_noise_series(s, work, log, groups)
     timer.mark("label_noise_series")
     n_pairs = min(len(clean.params), len(rand.params))
     pair = [stats.auroc(esc["clean"][i], esc["random"][i], n_boot=200, seed=i) for i in range(n_pairs)]
@@ -150,24 +153,24 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
         "never_escaped_share": {k: float(np.isinf(v).mean()) for k, v in esc.items()},
         "n_eval": int(len(rows)),
         "models": {"clean": clean.members, "random": rand.members},
-        "random_epochs_run": rand.info["epochs_run"],
-        "random_recipe": s.zoo.random_recipe, "abs_sigmas": abs_sigmas.tolist(),
-        "zoo_training_seconds": {**{g.kind: g.info["seconds"] for g in (clean, rand)},
-                                 **{zoo.noise_kind(lv): sec for lv, sec in zip(series["levels"],
-                                                                               series["training_seconds"])}},
+        "groups": {"clean": clean.kind, "random": rand.kind},  # the series' ends
+        "epochs_run": {"clean": clean.info["epochs_run"], "random": rand.info["epochs_run"]},
+        "abs_sigmas": abs_sigmas.tolist(),
+        "zoo_training_seconds": {zoo.noise_kind(lv): sec for lv, sec in zip(series["levels"],
+                                                                          series["training_seconds"])},
         "label_noise": series,
     }
     timer.mark("statistics")
     fileio.write_rows(out / "models.csv", ["kind", "seed", "train_accuracy", "test_accuracy", "median_escape_sigma",
                                           "median_escape_sigma_absolute", "median_clean_margin",
                                           "median_input_noise_escape_sigma", "pair_auroc"],
-                     [(g.kind, m["seed"], m["train_accuracy"], m["test_accuracy"], median[g.kind][i],
-                       median_abs[g.kind][i], median_margin[g.kind][i], median_in[g.kind][i],
-                       results["pair_auroc"][i] if g.kind == "clean" and i < n_pairs else "")
-                      for g in (clean, rand) for i, m in enumerate(g.members)])
+                     [(kind, m["seed"], m["train_accuracy"], m["test_accuracy"], median[kind][i],
+                       median_abs[kind][i], median_margin[kind][i], median_in[kind][i],
+                       results["pair_auroc"][i] if kind == "clean" and i < n_pairs else "")
+                      for kind, g in ends.items() for i, m in enumerate(g.members)])
     fileio.write_rows(out / "samples.csv", ["id", "kind", "seed", "escape_sigma"],
-                     [(int(train.ids[r]), g.kind, m["seed"], esc[g.kind][i, j])
-                      for g in (clean, rand) for i, m in enumerate(g.members) for j, r in enumerate(rows)])
+                     [(int(train.ids[r]), kind, m["seed"], esc[kind][i, j])
+                      for kind, g in ends.items() for i, m in enumerate(g.members) for j, r in enumerate(rows)])
     fileio.write_rows(out / "series.csv", list(series["models"][0]), [list(m.values()) for m in series["models"]])
     _plot(out, esc, curves, sigmas, results)
     timer.mark("outputs")
@@ -182,7 +185,16 @@ def run(s: Settings, out: Path, work: Path, log=print, quick: bool = False) -> d
     return summary
 
 
-def label_noise_series(s: Settings, work: Path, log=print) -> dict:
+def series_groups(s: Settings, work: Path, log=print) -> list:
+    """The label-noise series' zoo groups, one per level of `s.noise_levels` (trained here if not
+    cached); the levels must run from 0 (the clean end) to 1 (the random end)."""
+    if s.noise_levels[0] != 0.0 or s.noise_levels[-1] != 1.0 or list(s.noise_levels) != sorted(s.noise_levels):
+        raise ValueError(f"noise_levels must rise from 0.0 to 1.0 (the clean and random-label ends); "
+                         f"got {s.noise_levels}.")
+    return [zoo.get_group(s.series, zoo.noise_kind(level), work, log) for level in s.noise_levels]
+
+
+def label_noise_series(s: Settings, work: Path, log=print, groups: list | None = None) -> dict:
     """The label-noise series (`s.series` zoo, one `zoo.noise_kind` group per level in
     `s.noise_levels`, each trained to fit its labels): per model, the median escape σ (relative
     σ), median clean softmax margin and median input-noise escape σ on the same `s.n_eval`
@@ -192,7 +204,7 @@ def label_noise_series(s: Settings, work: Path, log=print) -> dict:
     input noise), and the fitted ends (0% vs 100%) — what `rules.random_labels.series_verdicts`
     decides on."""
     cfg = s.series
-    groups = [zoo.get_group(cfg, zoo.noise_kind(level), work, log) for level in s.noise_levels]
+    groups = series_groups(s, work, log) if groups is None else groups
     train = zoo.splits(cfg)["train"]
     rows = np.sort(np.random.default_rng(s.seed + 1).choice(len(train), min(s.n_eval, len(train)), replace=False))
     model = groups[0].model
@@ -249,7 +261,6 @@ def label_noise_series(s: Settings, work: Path, log=print) -> dict:
 
 def _settings(s) -> dict:
     d = dataclasses.asdict(s)
-    d["zoo"]["key"] = s.zoo.key()
     d["series"]["key"] = s.series.key()
     return d
 
@@ -312,9 +323,10 @@ to {abs_hi}), {draws} draws.
 
 OUTDATED = """## Claim {claim} — {title}
 
-**Verdict: not run (the summary predates this protocol).** `{name}/summary.json` was written
-before the exact model-level test, the clean-recipe random-label models and the absolute-σ rerun; rerun `scripts/{name}.py` (its numbers are not shown: they come from the
-earlier protocol).
+**Verdict: not run (the summary predates this protocol).** `{name}/summary.json` was written by an
+earlier protocol (before the exact model-level test, the absolute-σ rerun, or the clean and
+random-label groups taken from the label-noise series' fitted ends); rerun `scripts/{name}.py` (its
+numbers are not shown: they come from the earlier protocol).
 """
 
 
@@ -331,8 +343,10 @@ def _input_row(r: dict) -> str:
 
 SERIES_TEXT = """### Label-noise series: every model fits its labels
 
-The review's confound: the random-label models above underfit, so they are less confident, and
-the clean margin and input noise separate the groups as well as escape σ does. Here each noise
+A review found a confound in an earlier protocol: its random-label models, trained with the clean
+models' fixed recipe, underfit (training accuracy 0.63–0.88), so they were less confident, and the
+clean margin and input noise separated the groups as well as escape σ did. Here, as for the two
+groups above (this series' ends), each noise
 level ({levels} random labels) is a group of {per_level} ViTs ({size}) on the same {n_train} `{data}`
 training images, all trained until they fit their own labels (training-time accuracy ≥
 {fit}; constant learning rate {lr}, no weight decay, at most {max_epochs} epochs; epochs run per
@@ -400,18 +414,17 @@ def section(summary: dict) -> tuple[str, str]:
     """The README section of this claim from its summary.json: (verdict, markdown text); a
     summary written by the earlier protocol gets a section saying so."""
     r, st = summary["results"], summary["settings"]
-    if "model_level" not in r:
+    if "model_level" not in r or "groups" not in r:
         return "not run (outdated summary)", OUTDATED.format(claim=CLAIM, title=TITLE, name=NAME)
     v, _ = verdict(r)
-    z = st["zoo"]
+    z = st["series"]
     c, rd = r["models"]["clean"], r["models"]["random"]
-    recipe = ("Both groups are trained with one recipe ({epochs} epochs, learning rate {lr}, weight decay, "
-              "cosine schedule) and paired seeds: random-label model i has clean model i's initialization and "
-              "batch order." if z.get("random_recipe", "fit") == "clean" else
-              "Random-label models are trained until they fit (training-time accuracy ≥ {fit}, at most "
-              "{max_epochs} epochs; stopped after {random_epochs}), clean ones {epochs} epochs.")
-    recipe = recipe.format(epochs=z["epochs"], lr=z["learning_rate"], fit=z["fit_threshold"],
-                           max_epochs=z["random_max_epochs"], random_epochs=r["random_epochs_run"])
+    recipe = (f"Both groups are the ends of the label-noise series below (0% and 100% random labels), trained "
+              f"with one recipe until each model fits its labels (training-time accuracy ≥ {z['fit_threshold']}; "
+              f"constant learning rate {z['random_learning_rate']}, no weight decay, at most "
+              f"{z['random_max_epochs']} epochs; epochs run: {r['epochs_run']['clean']} clean, "
+              f"{r['epochs_run']['random']} random labels) and paired seeds: random-label model i has clean "
+              f"model i's initialization and batch order, so the two differ only in their labels.")
     text = SECTION.format(
         verdict=v, lines="\n".join(x.line() for x in claim_verdicts(r)), series=series_text(summary), n_clean=len(c), n_random=len(rd),
         size=z["size"], n_train=z["n_train"], data=z["data"], recipe=recipe,

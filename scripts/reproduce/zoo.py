@@ -4,7 +4,8 @@ Kinds (every member of every kind trains on the same `n_train` images: the first
 the stratified train split, so they are close to class-balanced):
 
 - ``clean``: true labels; seeds 0..n-1 (initialization and batch order).
-- ``random``: labels drawn uniformly at random (a new draw per seed). With `random_recipe`
+- ``random``: labels drawn uniformly at random (a new draw per seed; no claim uses this kind
+  now: claim 2 takes the label-noise series' fitted ends, below). With `random_recipe`
   "clean" (the default) member i is trained exactly like clean member i: the same seed (so the
   same initialization and batch order), learning rate, weight decay, schedule and epochs; only
   the labels differ, so a difference between the two groups cannot come from the recipe. With

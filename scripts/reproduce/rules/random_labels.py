@@ -8,7 +8,9 @@ that changed this file (`rules_commit`), and the report marks the claim stale wh
 changed since (`reproduce.provenance`).
 
 The clean-vs-random rules (`verdicts`' first three) were written after the claim's first results
-existed: they are not pre-registered. The label-noise series' rules (`series_verdicts`: groups
+existed: they are not pre-registered. They were written for random-label models trained with the
+clean models' fixed recipe, which underfit; they now decide on the label-noise series' fitted ends
+(0% vs 100% random labels, the same recipe and paired seeds), with their thresholds unchanged. The label-noise series' rules (`series_verdicts`: groups
 trained to fit 0, 25, 50, 75 and 100% random labels) are pre-registered: written and committed
 before any full-size run of the series, and not tuned on its results afterwards.
 """
