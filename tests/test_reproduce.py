@@ -362,6 +362,10 @@ def test_readme_is_filled_from_the_summaries(quick):
     import re
 
     assert "Quick run" in text and not re.search(r"\{[a-z_]+\}", text)  # every placeholder filled
+    from reproduce.reporting import num
+
+    # a value a run did not measure renders as n/a, never as "nan"
+    assert num(float("nan")) == num(None) == "n/a" and num(float("inf")) == "inf" and not re.search(r"\bnan\b", text)
     m = s["random_labels"]["results"]["pair_auroc_mean"]
     assert f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]" in text
     for name in ("regularity", "regularity_text"):

@@ -16,9 +16,9 @@ ESCAPE_SIGMA_ESTIMATORS = {
 
 
 def num(x: float | str | None, nd: int = 3) -> str:
-    """A number with `nd` decimals; "n/a" for None (a statistic that could not be computed);
-    strings (e.g. "inf" from strict JSON) pass through."""
-    if x is None:
+    """A number with `nd` decimals; "n/a" for None or NaN (a statistic that could not be computed,
+    or was not measured in that run); strings (e.g. "inf" from strict JSON) pass through."""
+    if x is None or (isinstance(x, float) and x != x):
         return "n/a"
     if isinstance(x, str):
         return x
