@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from reproduce import backdoor, common, ensembles, pieces, stats, zoo  # scripts/reproduce/ (pyproject: pytest pythonpath)
+from reproduce import backdoor, common, ensembles, pieces, stats  # scripts/reproduce/ (pyproject: pytest pythonpath)
 
 FINGERPRINT = "the code of this test session"
 
@@ -778,24 +778,6 @@ def test_the_package_does_not_reach_into_the_repository():
         text = path.read_text(encoding="utf-8")
         assert "import reproduce" not in text, path
         assert "sys.path" not in text or path.name in wheel_only, path
-
-
-def test_zoo_groups_train_side_by_side_as_they_would_one_after_the_other(tmp_path):
-    """`zoo.prepare` trains the missing groups in 2 worker processes (a repeat once, a finished
-    group never again), and each member equals the one trained in this process, bit for bit."""
-    import jax
-
-    cfg = zoo.ZooConfig(data="digits", size="micro", n_train=48, n_models=2, epochs=2, batch_size=16,
-                        random_max_epochs=3, checkpoint_every=1000)
-    groups = [(cfg, "noise-050"), (cfg, "clean"), (cfg, "clean")]
-    assert zoo.prepare(groups, tmp_path / "a", jobs=2, log=lambda m: None, quiet=True) == ["noise-050", "clean"]
-    assert zoo.prepare(groups, tmp_path / "a", jobs=2, log=lambda m: None, quiet=True) == []
-    assert zoo.prepare(groups, tmp_path / "b", jobs=1, log=lambda m: None) == ["noise-050", "clean"]
-    for kind in ("noise-050", "clean"):
-        a, b = (zoo.get_group(cfg, kind, tmp_path / w, log=lambda m: None) for w in "ab")
-        assert [m["train_accuracy"] for m in a.members] == [m["train_accuracy"] for m in b.members]
-        for pa, pb in zip(a.params, b.params):
-            jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
 
 
 def test_label_noise_kinds_and_labels():

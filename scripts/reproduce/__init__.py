@@ -13,8 +13,8 @@ code and rules commits) into `reports/<name>/`; `verdict(results)`, imported fro
 module, states the claim's rule in its docstring; `section(summary) -> (verdict, text)` fills the module's `SECTION` template
 (`NAME`, `CLAIM`, `TITLE` name it in the overview). `report` assembles `reports/README.md` from
 the summaries (header, claim order, footer). `run(name, argv)` dispatches by name (what
-`scripts/*.py` and `apex-jax reproduce NAME` call); `run("all", argv)` trains the zoo's groups
-side by side (`zoo.prepare`, `--jobs`), then runs every claim, then the report.
+`scripts/*.py` and `apex-jax reproduce NAME` call); `run("all", argv)` runs every claim, then
+the report.
 
 Library parts: `vit` (small ViT configs; templates and fresh parameters from
 `apex_jax.create`), `ensembles` (many models trained at once with a vmapped Optax step;
@@ -64,28 +64,8 @@ def run(name: str, argv: list[str] | None = None):
     p.add_argument("--reports", default="reports")
     p.add_argument("--work", default="runs/reproduce")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--jobs", type=int, default=2,
-                   help="zoo groups trained side by side before the claims run (1: one after the other)")
     args = p.parse_args(argv)
-    if args.jobs < 1:
-        raise SystemExit(f"--jobs must be at least 1; got {args.jobs}.")
-    from . import zoo
-
-    zoo.prepare(zoo_groups(args.quick), args.work, args.jobs,
-                log=(lambda message: None) if args.quiet else print, quiet=args.quiet)
     common = (["--quick"] if args.quick else []) + ["--work", args.work] + (["--quiet"] if args.quiet else [])
     for claim in CLAIMS:
         _module(claim).main([*common, "--out", str(Path(args.reports) / claim)])
     return _module("report").main(["--reports", args.reports])
-
-
-def zoo_groups(quick: bool = False) -> list:
-    """Every zoo group the claims load (claim 2's label-noise series; claims 3, 4 and 5's clean
-    group; claim 4's backdoored one), longest training first: the input of `zoo.prepare`. A claim
-    whose group is missing here still trains it itself, one after the other."""
-    from . import backdoor_bias, random_labels, zoo
-
-    rl = random_labels.Settings.quick() if quick else random_labels.Settings()
-    bb = backdoor_bias.Settings.quick() if quick else backdoor_bias.Settings()
-    series = [(rl.series, zoo.noise_kind(level)) for level in sorted(rl.noise_levels, reverse=True)]
-    return series[:3] + [(bb.zoo, "clean"), (bb.zoo, "backdoor")] + series[3:]

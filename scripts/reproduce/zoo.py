@@ -30,14 +30,12 @@ instead of retrained.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -144,47 +142,6 @@ def get_group(cfg: ZooConfig, kind: str, work: str | Path, log: Callable[[str], 
     info = json.loads((folder / "group.json").read_text())
     params = [apex_jax.load(str(folder / m["folder"])).params for m in info["members"]]
     return Group(kind, model, params, info["members"], info)
-
-
-def prepare(groups: Sequence[tuple[ZooConfig, str]], work: str | Path, jobs: int = 2,
-            log: Callable[[str], None] = print, quiet: bool = False) -> list[str]:
-    """Trains every group in `groups` (config, kind) that `work` does not hold yet, `jobs` groups
-    at a time, each in a fresh process; returns the kinds it trained, in `groups`' order (give
-    the longest first). `quiet`: the workers print nothing.
-
-    A group trains as one scan of small vmapped steps that keeps only about 1.2 of 2 cores busy
-    (an epoch of 12 tiny ViTs on 1,000 images: 7.7–8.2 s alone, 9.3–9.8 s beside another busy
-    process), so two groups side by side finish well before two in a row. Each runs the code
-    `get_group` runs, with the same seeds and settings, so the zoo does not depend on `jobs`."""
-    todo, seen = [], set()
-    for cfg, kind in groups:
-        folder = group_dir(work, cfg, kind)
-        if folder not in seen and not (folder / "group.json").exists():
-            seen.add(folder)
-            todo.append((cfg, kind))
-    if jobs <= 1 or len(todo) <= 1:
-        for cfg, kind in todo:
-            _train_missing(cfg, kind, str(work), log)
-        return [kind for _, kind in todo]
-    log(f"training {len(todo)} zoo groups, {jobs} at a time: {', '.join(kind for _, kind in todo)}")
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: JAX does not survive fork
-    with concurrent.futures.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context) as pool:
-        futures = {pool.submit(_train_missing, cfg, kind, str(work), None, quiet): kind for cfg, kind in todo}
-        for done in concurrent.futures.as_completed(futures):
-            done.result()  # a worker's error is raised here
-            log(f"zoo group '{futures[done]}' trained")
-    return [kind for _, kind in todo]
-
-
-def _train_missing(cfg: ZooConfig, kind: str, work: str, log: Callable[[str], None] | None = None,
-                   quiet: bool = False) -> None:
-    """Trains one group into `work` unless it is there (a `prepare` worker's job; `log` None: print
-    with the group's name, or nothing when `quiet`)."""
-    folder = group_dir(work, cfg, kind)
-    if log is None:
-        log = (lambda message: None) if quiet else (lambda message: print(f"[zoo {kind}] {message}", flush=True))
-    if not (folder / "group.json").exists():
-        _train_group(cfg, kind, folder, vit.template(splits(cfg)["train"], cfg.size), log)
 
 
 def _train_group(cfg: ZooConfig, kind: str, folder: Path, model: Model, log) -> None:
