@@ -8,18 +8,19 @@ does at each site, not on the other grid points of its sweep (the engine's resul
 depend on how the grid is cut into steps), so a result computed once can stand in for every
 later copy.
 
-`reusing_mask_sweep` keeps those results in a plain dict (`memo`) that the caller holds across
+`reusing_sweep` keeps those results in a plain dict (`memo`) that the caller holds across
 calls **on the same model, parameters and inputs** (the caller's contract, as with any cache
 of that kind; the inputs' ids, labels and the positions are part of every key). A grid point's
 key is what it does: per site with any neuron selected, the site, the selected neurons and the
 values they are set to (0 for zeroing, so a zeroed point of a mixed zero / mean sweep and the
 same point of a zeroing sweep share a key). Noise sweeps are random and never reused.
 
-Example (the second call runs only the grid point the first did not have):
-    >>> memo = {}
-    >>> first = reusing_mask_sweep(memo, model, params, batch, ids, labels, grid_ab)   # doctest: +SKIP
-    >>> second = reusing_mask_sweep(memo, model, params, batch, ids, labels, grid_bc)  # doctest: +SKIP
-    >>> second.settings["reused_grid_points"]                                          # doctest: +SKIP
+Example (the second call runs only the grid point the first did not have; `sweep(masks, fills)`
+runs a mask sweep, e.g. `silencing.mask_sweep` on one model and batch):
+    >>> memo, context = {}, sweep_context(ids, labels, "cls")                  # doctest: +SKIP
+    >>> first = reusing_sweep(memo, sweep, grid_ab, None, context)             # doctest: +SKIP
+    >>> second = reusing_sweep(memo, sweep, grid_bc, None, context)            # doctest: +SKIP
+    >>> second.settings["reused_grid_points"]                                  # doctest: +SKIP
     1
 """
 
@@ -27,11 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from apex_jax.engine.sweep import SweepResult
+from apex_jax.engine import SweepResult
 
 
 def grid_point_keys(masks: Mapping[str, np.ndarray], fills: Mapping[str, np.ndarray] | None,
@@ -54,34 +55,36 @@ def grid_point_keys(masks: Mapping[str, np.ndarray], fills: Mapping[str, np.ndar
     return keys
 
 
-def reusing_mask_sweep(memo: dict, model, params: Any, batch: dict, ids: Sequence[int], labels: np.ndarray | None,
-                       masks: Mapping[str, np.ndarray], fills: Mapping[str, np.ndarray] | None = None,
-                       positions: str = "cls", **sweep_kw) -> SweepResult:
-    """`mask_sweep` of {site: [G, d]} masks, zeroed (`fills` None) or set to `fills` {site: [G, d]}
-    (mode "mean"), that runs only the grid points `memo` has no result for (each distinct one
-    once) and stores theirs. The returned `SweepResult` covers the whole grid in its order;
-    its `perturbed_forwards` and `seconds` count only what ran here, and
-    `settings["reused_grid_points"]` how many came from `memo`."""
-    from apex_jax.synapse.silencing import mask_sweep  # silencing imports this module
+def sweep_context(ids: Sequence[int], labels: np.ndarray | None, positions: str) -> bytes:
+    """What every grid point's key of one sweep shares: the inputs' ids, their labels (the
+    margin's reference class) and the positions the masks apply at."""
+    parts = [positions.encode(), np.asarray(ids, np.int64).tobytes(),
+             b"" if labels is None else np.asarray(labels, np.int64).tobytes()]
+    return hashlib.sha256(b"|".join(parts)).digest()
 
-    ids = np.asarray(ids, np.int64)
-    context = hashlib.sha256(b"|".join([positions.encode(), ids.tobytes(),
-                                        b"" if labels is None else np.asarray(labels, np.int64).tobytes()])).digest()
+
+def reusing_sweep(memo: dict, sweep: Callable[[dict, dict | None], SweepResult], masks: Mapping[str, np.ndarray],
+                  fills: Mapping[str, np.ndarray] | None, context: bytes) -> SweepResult:
+    """A deterministic mask sweep of {site: [G, d]} `masks`, zeroed (`fills` None) or set to
+    `fills` {site: [G, d]}, that runs only the grid points `memo` has no result for (each
+    distinct one once) and stores theirs. `sweep(masks, fills)` runs a mask sweep of the rows it
+    is given (e.g. `silencing.mask_sweep` with mode "zero" or "mean"); `context` is
+    `sweep_context(...)` of the inputs. The returned `SweepResult` covers the whole grid in its
+    order; its `perturbed_forwards` and `seconds` count only what ran here, and
+    `settings["reused_grid_points"]` how many came from `memo`."""
     keys = grid_point_keys(masks, fills, context)
-    run: dict[bytes, int] = {}  # key -> grid point that computes it here
+    run: dict[bytes, int] = {}  # key -> the grid point that computes it here
     for g, key in enumerate(keys):
         if key not in memo and key not in run:
             run[key] = g
     ran = None
     if run:
         rows = list(run.values())
-        ran = mask_sweep(model, params, batch, ids, None, {s: m[rows] for s, m in masks.items()},
-                         positions=positions, mode="zero" if fills is None else "mean",
-                         means=None if fills is None else {s: f[rows] for s, f in fills.items()},
-                         labels=labels, **sweep_kw)
+        ran = sweep({s: m[rows] for s, m in masks.items()}, None if fills is None else {s: f[rows] for s, f in fills.items()})
         for j, key in enumerate(run):
             memo[key] = (ran.counts[:, j], ran.margin_sum[:, j], ran.kl_sum[:, j])
-        memo["clean", context] = dataclasses.replace(ran, counts=ran.counts[:, :0], margin_sum=None, kl_sum=None, plan=None)
+        memo["clean", context] = dataclasses.replace(ran, counts=ran.counts[:, :0], margin_sum=None, kl_sum=None,
+                                                     plan=None)
     base = memo["clean", context]  # the clean forward: the same for every sweep with this context
     parts = [memo[key] for key in keys]
     return dataclasses.replace(

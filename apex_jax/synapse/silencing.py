@@ -76,7 +76,7 @@ from apex_jax.interventions import Noise, Replace, Scale
 from apex_jax.models.model import Model
 from apex_jax.specs import K_LEVELS, check_k
 from apex_jax.synapse import rankings
-from apex_jax.synapse.reuse import reusing_mask_sweep
+from apex_jax.synapse.reuse import reusing_sweep, sweep_context
 from apex_jax.tables import check_level, frame_from_dicts
 
 POSITIONS = ("cls", "all")
@@ -722,7 +722,7 @@ def concat_silencing_experiment(
         reuse: a dict the caller keeps across experiments on the same model, parameters and
             inputs (e.g. every probe trained on one model): grid points already computed there
             (the seeded random controls, the attribution top-k%) are not run again
-            (`reuse.reusing_mask_sweep`; zeroing and mean-ablation only). None: run everything.
+            (`reuse.reusing_sweep`; zeroing and mean-ablation only). None: run everything.
         sweep_kw: passed to the engine.
 
     Returns:
@@ -771,7 +771,11 @@ def concat_silencing_experiment(
         fills = {s: _fills(all_sels, means[s]) if s in sites else np.zeros_like(grid[s]) for s in grid}
     draws = config.draws if config.mode == "noise" else 1
     if reuse is not None and config.mode != "noise":
-        res = reusing_mask_sweep(reuse, model, params, batch, ids, labels, grid, fills, config.positions, **sweep_kw)
+        def sweep(masks, values):  # the rows `reuse` has not seen
+            return mask_sweep(model, params, batch, ids, None, masks, positions=config.positions,
+                              mode="zero" if values is None else "mean", means=values, labels=labels, **sweep_kw)
+
+        res = reusing_sweep(reuse, sweep, grid, fills, sweep_context(ids, labels, config.positions))
     else:
         res = mask_sweep(model, params, batch, ids, None, grid, positions=config.positions,
                          mode="mean" if config.mean_ablation else config.mode, means=fills, sigma=config.sigma,
