@@ -9,7 +9,7 @@ depend on how the grid is cut into steps), so a result computed once can stand i
 later copy.
 
 `reusing_sweep` keeps those results in a plain dict (`memo`) that the caller holds across
-calls **on the same model, parameters and inputs** (the caller's contract, as with any cache
+calls **on the same model, parameters, inputs and engine settings** (the caller's contract, as with any cache
 of that kind; the inputs' ids, labels and the positions are part of every key). A grid point's
 key is what it does: per site with any neuron selected, the site, the selected neurons and the
 values they are set to (0 for zeroing, so a zeroed point of a mixed zero / mean sweep and the

@@ -719,8 +719,8 @@ def concat_silencing_experiment(
             the mean [CLS] over the probe's training inputs).
         attribution: with `config.attribution`, activation × gradient scores per site [d]; the
             attribution top-k% is taken over their concatenation in `sites` order.
-        reuse: a dict the caller keeps across experiments on the same model, parameters and
-            inputs (e.g. every probe trained on one model): grid points already computed there
+        reuse: a dict the caller keeps across experiments on the same model, parameters,
+            inputs and engine settings (e.g. every probe trained on one model): grid points already computed there
             (the seeded random controls, the attribution top-k%) are not run again
             (`reuse.reusing_sweep`; zeroing and mean-ablation only). None: run everything.
         sweep_kw: passed to the engine.
