@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from reproduce import synapse_reference as ref  # scripts/reproduce/ (pyproject: pytest pythonpath)
+from reproduce.rules import synapse as rules
 from reproduce.verdicts import OUTCOMES
 
 
@@ -73,7 +74,7 @@ def test_curve_asymmetry_and_agreement_rules():
     assert ref.attribution_agreement({"t": _task([0] * 3, [0] * 3, [0] * 3, rho=float("nan"))}).outcome == "inconclusive"
 
 
-def _cell(variant, selection, ablation, score, k, drop, layer=None, uniform=None, R=10):
+def _cell(variant, selection, ablation, score, k, drop, layer=None, uniform=None, R=10, clean=10.0):
     """One control cell as `synapse_reference.control_cells` writes it: the ranked drop against
     R uniform draws (mean `uniform`, above the ranked drop where p is not at its floor) and, for
     the top-k%, R layer-matched ones (mean `layer`)."""
@@ -88,7 +89,7 @@ def _cell(variant, selection, ablation, score, k, drop, layer=None, uniform=None
 
     lay = ctrl(layer, "layer_")
     return {"site": variant, "selection": selection, "ablation": ablation, "k_percent": k, "score": score,
-            "clean": 0.0, "value": -drop, "drop": drop, **ctrl(uniform), "layer_random_mean": lay["layer_random_mean"],
+            "clean": clean, "value": clean - drop, "drop": drop, **ctrl(uniform), "layer_random_mean": lay["layer_random_mean"],
             "layer_random_std": lay["layer_random_std"], "layer_z": lay["layer_z"], "layer_p": lay["layer_p"],
             "layer_draws": lay["layer_draws"]}
 
@@ -139,6 +140,40 @@ def test_beats_random_decides_on_the_margin_against_layer_matched_draws():
     v = ref.beats_random(small_k)
     assert v.outcome == "not reproduced" and "on the plateau (k ≤ 10%): 2/2 beat" in v.evidence
     assert "unsourced" in v.paper
+
+
+def test_beats_random_is_decided_only_where_the_layer_matched_control_can_differ():
+    """The revised 5.1 levels: a k past the plateau decides only when a layer-matched draw misses at
+    least half the ranked share a uniform draw misses and the draws leave >= 10% of the clean
+    margin; a task with no such level is inconclusive, whatever its z."""
+    assert rules.layer_overlap([0, 0, 384], 384) == 1.0 and rules.contrast([0, 0, 384], 384) == 0.0
+    assert abs(rules.layer_overlap([10, 10, 10], 100) - 0.1) < 1e-12 and abs(rules.contrast([10, 10, 10], 100) - 1) < 1e-12
+    # 90 of 300 (k = 0.3): overlap (30² + 60²) / 100 / 90 = 0.5, contrast 0.5 / 0.7
+    assert abs(rules.contrast([0, 30, 60], 100) - 0.5 / 0.7) < 1e-12
+    spread = _margin_task([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0], attribution=[1.0, 1.0, 1.0])
+    spread.update(top_layer_counts={"2.5": [3, 3, 3], "10": [10, 10, 10], "50": [50, 50, 50]}, layer_width=100)
+    assert ref.beats_random({"t": spread}).outcome == "reproduced"  # contrast 1 at every level
+    # k = 50% with the last layer full: overlap (50² + 100²) / 100 / 150 = 0.83, contrast 0.17 / 0.5 = 0.33
+    filled = {**spread, "top_layer_counts": {**spread["top_layer_counts"], "50": [0, 50, 100]}}
+    v = ref.beats_random({"t": filled})
+    assert v.outcome == "inconclusive" and "not decidable" in v.evidence and "shares 0.83" in v.evidence
+    assert "contrast 0.33 < 0.5" in v.evidence
+    # the same z, but the layer-matched draws already took 95% of the clean margin (10): nothing left to beat
+    floor = _margin_task([1.0, 2.0, 9.9], [0.1, 0.2, 9.5], [0.0, 0.0, 0.0], attribution=[1.0, 1.0, 1.0])
+    floor.update(top_layer_counts=spread["top_layer_counts"], layer_width=100)
+    v = ref.beats_random({"t": floor})
+    assert v.outcome == "inconclusive" and "leave 0.50 of the clean margin 10.00" in v.evidence
+    # one decidable task that beats random and one that cannot decide: inconclusive, not reproduced
+    assert ref.beats_random({"a": spread, "b": filled}).outcome == "inconclusive"
+    # an undecidable level is left out; a decidable one still decides (here k = 50% only, not beaten)
+    beaten_nowhere = {**spread, "control_cells": _margin_task([1.0, 2.0, 0.3], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0],
+                                                               attribution=[1.0, 1.0, 1.0])["control_cells"]}
+    assert ref.beats_random({"t": beaten_nowhere}).outcome == "not reproduced"
+    # plateau cells without layer-matched draws are not counted as losses
+    for c in beaten_nowhere["control_cells"]:
+        if c["k_percent"] <= 10:
+            c.update(layer_draws=None, layer_p=None, layer_z=None, layer_random_mean=None)
+    assert "on the plateau" not in ref.beats_random({"t": beaten_nowhere}).evidence
 
 
 def test_attribution_agreement_decides_per_layer():

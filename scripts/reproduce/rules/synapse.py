@@ -27,6 +27,18 @@ task's outcome (reproduced if at least 2/3 of the runs reproduce and none gives 
 not reproduced if at least 2/3 give "not reproduced"; else inconclusive) and `_overall` combines
 the tasks as before (`seeded_verdicts`).
 
+5.1's decidable levels (revised after the full-size run at code 244325a, before the next one; not
+pre-registered, and the revision can only turn a verdict inconclusive, never reproduced). That run
+showed the layer-matched control blind where 5.1 was decided: the raw-feature ranking puts 98–100%
+of its top-k% in the last block, so from k ≈ 17% the top-k% fills that block and a layer-matched
+draw takes the same neurons (at k = 95% ranked and layer-matched margin drops were equal: 3.64 /
+3.60, 2.89 / 2.89, 4.73 / 4.73, 6.87 / 6.87). A k level past the plateau now decides 5.1 only when
+the control can differ from the ranked set (`decidable_level`): a layer-matched draw misses at
+least `MIN_CONTRAST` as large a share of the ranked neurons as a uniform draw would (`contrast`:
+a uniform k% draw misses 1 − k of them in expectation), and the layer-matched draws leave at least
+`MIN_MARGIN_ROOM` of the clean mean margin (else both sit at the floor). A task with no decidable
+level is inconclusive ("not decidable").
+
 The last-block inversion (pre-registered: written before any full-size run tests it; an extension,
 not deciding claim 5). An earlier run suggested that at the last block the probe's ranking is
 inverted on the margin (the top-k% hurt less than every random draw, the bottom-k% more).
@@ -56,6 +68,8 @@ PLATEAU_TOLERANCE = 0.1  # "little": ≤ 10% of the room (accuracy) or of the cl
 COLLAPSE_SHARE = 0.5  # "collapse": some k loses half of clean − chance accuracy
 ASYMMETRY_SHARE = 0.75  # 5.4: own > other for at least 3/4 of the classes
 SMALLEST_RHO = 0.1  # 5.2: the least per-layer rank agreement that counts (as in claims 1 and 3)
+MIN_CONTRAST = 0.5  # 5.1: a layer-matched draw must miss ≥ half the ranked share a uniform draw misses …
+MIN_MARGIN_ROOM = 0.1  # … and must leave ≥ 10% of the clean mean margin, or the level decides nothing
 
 PAPER_Z = PaperFigure("random-control z ≈ 17–30", "5.1 top-k% beats random")
 PAPER_RHO = PaperFigure("Spearman(probe, attribution) 0.46–0.70", "5.2 probe vs attribution ranking")
@@ -119,15 +133,66 @@ def _zs(cells: list[dict], key: str) -> str:
     return f"{num(min(zs), 1)}…{num(max(zs), 1)}" if zs else "n/a"
 
 
+def layer_overlap(counts, width: int) -> float:
+    """The expected share of a ranked set that a layer-matched random draw also selects.
+
+    Layer l holds `counts[l]` ranked neurons of its `width`; the draw takes `counts[l]` of the
+    `width` uniformly, so it hits `counts[l]² / width` of them in expectation:
+    Σ_l c_l² / width ÷ Σ_l c_l. 1 when the set fills whole layers; k (the selected share) when it
+    spreads evenly, as for a uniform draw, and never below k.
+
+    >>> layer_overlap([0, 0, 384], 384), layer_overlap([10, 10, 10], 100)
+    (1.0, 0.1)
+    """
+    c = np.asarray(counts, np.float64)
+    return float((c ** 2).sum() / width / c.sum()) if c.sum() > 0 else math.nan
+
+
+def contrast(counts, width: int) -> float:
+    """How far a layer-matched draw can differ from the ranked set, against a uniform draw: the
+    share of the ranked neurons it misses (1 − `layer_overlap`) over the share a uniform draw of
+    the same size misses (1 − k). 1 for an evenly spread set, 0 for one that fills its layers.
+
+    >>> contrast([10, 10, 10], 100), contrast([0, 0, 384], 384)
+    (1.0, 0.0)
+    """
+    c = np.asarray(counts, np.float64)
+    k = c.sum() / (width * c.size)
+    return float((1 - layer_overlap(counts, width)) / (1 - k)) if 0 < k < 1 else math.nan
+
+
+def decidable_level(t: dict, c: dict) -> tuple[bool, str]:
+    """Whether a margin cell (top-k%, zeroed) of task summary `t` can decide 5.1, and why not: the
+    layer-matched draws must exist, reach a `contrast` ≥ `MIN_CONTRAST` (of `t["top_layer_counts"]`)
+    and leave ≥ `MIN_MARGIN_ROOM` of the clean mean
+    margin. A summary without the layer profile (written before it was recorded) is judged on the
+    draws' room alone."""
+    k = float(c["k_percent"])
+    if not c.get("layer_draws"):
+        return False, f"k = {k:g}%: no layer-matched draws"
+    profile = (t.get("top_layer_counts") or {}).get(f"{k:g}")
+    if profile is not None:
+        ct = contrast(profile, t["layer_width"])
+        if not ct >= MIN_CONTRAST:
+            return False, (f"k = {k:g}%: a layer-matched draw shares {num(layer_overlap(profile, t['layer_width']), 2)} "
+                           f"of the ranked set (contrast {num(ct, 2)} < {MIN_CONTRAST:g})")
+    clean, matched = _f(c["clean"]), _f(c["layer_random_mean"])
+    if not clean - matched >= MIN_MARGIN_ROOM * clean:
+        return False, (f"k = {k:g}%: the layer-matched draws leave {num(clean - matched, 2)} of the clean margin "
+                       f"{num(clean, 2)}")
+    return True, ""
+
+
 def _beats_random_margin(tasks: dict, variant: str) -> Verdict:
-    """Per task, at the control k levels past the plateau (`beats_random_levels`): the zeroed
+    """Per task, at the control k levels past the plateau (`beats_random_levels`) that can tell the
+    ranked set from its control (`decidable_level`): the zeroed
     global top-k% *beats random* when its drop in the mean true-class margin (label logit −
     largest other) exceeds every layer-matched random draw's (same count per layer, drawn within
     each layer: p = 1/(R + 1)) and z >= 3 against them. Power: the positive control, the
     activation × gradient top-k% zeroed (every layer at once), must beat the uniform random draws
     the same way at some of those k, else the test shows no power and the task is inconclusive (a
     summary without attribution is judged without it, and says so). Per task: inconclusive without
-    a k past the plateau; reproduced when at least half of those k beat random, else not
+    a decidable k past the plateau; reproduced when at least half of those k beat random, else not
     reproduced; over tasks: `_overall`. Reported beside, not deciding: the uniform control,
     accuracy, KL, bottom-k% and the mean-ablated top-k% against the mean-ablated layer-matched
     draws."""
@@ -136,11 +201,15 @@ def _beats_random_margin(tasks: dict, variant: str) -> Verdict:
         all_cells = _cells(t, variant, "top", "zero", "margin")
         if not all_cells:
             continue
-        deciding = set(beats_random_levels(c["k_percent"] for c in all_cells))
+        past = set(beats_random_levels(c["k_percent"] for c in all_cells))
+        checks = {float(c["k_percent"]): decidable_level(t, c) for c in all_cells if float(c["k_percent"]) in past}
+        deciding = {k for k, (ok, _) in checks.items() if ok}
         cells = [c for c in all_cells if float(c["k_percent"]) in deciding]
         if not cells:
             outs.append("inconclusive")
-            ev.append(f"{name}: no control k level above {PLATEAU_MAX_K:g}% (inconclusive)")
+            why = "; ".join(r for _, r in checks.values())
+            ev.append(f"{name}: " + (f"not decidable ({why})" if checks else
+                                     f"no control k level above {PLATEAU_MAX_K:g}%") + " (inconclusive)")
             continue
         wins = [c for c in cells if _beats_all(c, "layer_")]
         uniform = [c for c in cells if _beats_all(c)]
@@ -149,7 +218,8 @@ def _beats_random_margin(tasks: dict, variant: str) -> Verdict:
         o = ("inconclusive" if pos and not pos_wins else
              "reproduced" if len(wins) >= len(cells) / 2 else "not reproduced")
         outs.append(o)
-        small = [c for c in all_cells if float(c["k_percent"]) not in deciding]
+        small = [c for c in all_cells if float(c["k_percent"]) not in past and c.get("layer_draws")]
+        skipped = [r for k, (ok, r) in checks.items() if not ok]
         acc = [c for c in _cells(t, variant, "top", "zero", "accuracy") if float(c["k_percent"]) in deciding]
         kl = [c for c in _cells(t, variant, "top", "zero", "kl") if float(c["k_percent"]) in deciding]
         bottom = {c["k_percent"]: c for c in _cells(t, variant, "bottom", "zero", "margin")}
@@ -161,6 +231,8 @@ def _beats_random_margin(tasks: dict, variant: str) -> Verdict:
                  f"ranked / layer-matched / uniform margin drop at k = {cells[-1]['k_percent']:g}%: "
                  f"{num(_f(cells[-1]['drop']), 2)} / {num(_f(cells[-1]['layer_random_mean']), 2)} / "
                  f"{num(_f(cells[-1]['random_mean']), 2)}"]
+        if skipped:
+            parts.append("not decidable: " + "; ".join(skipped))
         if small:
             parts.append(f"not deciding, on the plateau (k ≤ {PLATEAU_MAX_K:g}%): "
                          f"{sum(_beats_all(c, 'layer_') for c in small)}/{len(small)} beat the layer-matched draws")
@@ -182,7 +254,9 @@ def _beats_random_margin(tasks: dict, variant: str) -> Verdict:
               "random k% with the same count per layer",
         outcome=_overall(outs),
         rule=f"decided only at the control k levels above {PLATEAU_MAX_K:g}% (past the plateau of the plateau-then-"
-             f"collapse sub-claim); per task, a k level beats random when the ranked drop in the mean true-class "
+             f"collapse sub-claim) where a layer-matched draw misses ≥ {MIN_CONTRAST:g}× the share of the ranked set a "
+             f"uniform draw misses (1 − k) and the layer-matched draws leave ≥ {MIN_MARGIN_ROOM:.0%} of the clean mean margin (a "
+             "task with no such level is inconclusive: not decidable); per task, a k level beats random when the ranked drop in the mean true-class "
              f"margin exceeds every layer-matched random draw's (p at its floor {floor}) with z ≥ {Z_MIN:g} against "
              "them; reproduced if at least half of those k levels do in every task; inconclusive where the positive "
              "control (activation × gradient top-k%, zeroed) beats uniform random at none of them",
