@@ -98,8 +98,11 @@ class Settings:
     # the reference-protocol arm (`synapse_reference`): tasks, evaluation sentences per text task
     # (the ViT task uses its whole test split) and its settings
     reference_tasks: tuple[str, ...] = ("vader-tweets", "vader-corpus", VIT_TASK, LM_TASK)
-    n_ref_eval: int = 300
-    n_lm_eval: int = 96  # the SmolLM2 task's evaluation inputs (one 135M-parameter forward per selection)
+    # 150 (300 until the 244325a run): the paired margin tests barely lose power, and it halves the text
+    # runs' silencing, the largest part of `make reproduce` on 2 cores; the detectable accuracy and F1
+    # differences (5 inputs' worth) double
+    n_ref_eval: int = 150
+    n_lm_eval: int = 64  # the SmolLM2 task's evaluation inputs (one 135M-parameter forward per selection; 96 before)
     reference: ref.RefSettings = ref.RefSettings()
 
     @classmethod
@@ -168,7 +171,7 @@ def _reference_task(s: Settings, task: str, out: Path, work_root: Path, log, qui
     the first run is the full protocol and writes the task's tables into `out`. The SmolLM2 task
     (`LM_TASK`, full size only) has one fine-tune and one probe seed, on `n_lm_eval` inputs, each
     run the lighter protocol (a 135M-parameter forward per selection and input: the full
-    protocol's ~500 selections on 300 inputs would take hours on 2 cores). Each run is a piece
+    protocol's ~500 selections on 150 inputs would take hours on 2 cores). Each run is a piece
     (`pieces`): restored when this code already finished it."""
     rs = s.reference
     runs = []

@@ -56,8 +56,8 @@ from apex_jax import K_LEVELS, fileio
 from apex_jax.data import encode
 from apex_jax.synapse import (ALL_LAYERS, CONCAT, CONTROLS_FORMAT, ProbeConfig, SilenceConfig,
                               attribution_rankings, concat_silencing_experiment, extract_cls, global_ranking,
-                              layerwise_spearman, plot_silencing_curves, silencing_experiment, split_concat, top_k,
-                              train_probes)
+                              layer_counts, layerwise_spearman, plot_silencing_curves, silencing_experiment,
+                              split_concat, top_k, train_probes)
 from .rules.synapse import (MIN_FLIPS, Z_MIN, _f, all_verdicts, attack_verdicts, attribution_agreement,  # noqa: F401
                             beats_random, beats_random_levels, class_asymmetry, overall, plateau_collapse,
                             plateau_levels, seeded_verdicts)  # the claim's rules
@@ -161,6 +161,10 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path |
     g = global_ranking(W)
     top10 = split_concat(top_k(g, 10), sites, d)
     layer_share = [float(top10[s].sum() / max(1, sum(m.sum() for m in top10.values()))) for s in sites]
+    # the ranked top-k%'s neurons per layer at each control k: how much of it a layer-matched draw
+    # shares by chance (a set that fills its layers leaves the layer-matched control nothing to vary)
+    ctrl_levels = rs.random_k if full else (beats_random_levels(rs.random_k) or rs.random_k)
+    profile = {f"{k:g}": layer_counts(top_k(g, k), len(sites)).tolist() for k in ctrl_levels}
 
     if "evaluation" not in cache:
         cache["evaluation"] = encode(model, evaluation, max_length)
@@ -189,8 +193,7 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path |
     reuse = cache.setdefault("grid_points", {})
     curve = concat_silencing_experiment(model, params, ev, y, ids, W, sites, curve_cfg, pooler=False,
                                         progress=progress, reuse=reuse, **sweep_kw)
-    ctrl_k = rs.random_k if full else (beats_random_levels(rs.random_k) or rs.random_k)
-    ctrl_cfg = SilenceConfig(k_levels=ctrl_k, n_random=rs.n_random, bottom=full, per_class=False,
+    ctrl_cfg = SilenceConfig(k_levels=ctrl_levels, n_random=rs.n_random, bottom=full, per_class=False,
                              attribution=attribution is not None, mean_ablation=rs.mean_ablation and full,
                              layer_matched=True, seed=rs.seed + 1)
     pooler = "head.hook_cls" in model.sites and bool(getattr(model.config, "has_pooler", False))
@@ -241,7 +244,7 @@ def run_task(name: str, model, params: Any, train, test, evaluation, out: Path |
         "n_probe_train": len(train), "n_probe_test": len(test), "n_eval": n,
         "probe_accuracy": ps[CONCAT].metrics.accuracy,
         "layer_probe_accuracy": [ps[s].metrics.accuracy for s in sites],
-        "top10_layer_share": layer_share,
+        "top10_layer_share": layer_share, "top_layer_counts": profile, "layer_width": d,
         "spearman_attribution": rho, "spearman_attribution_layers": rho_layers,
         "clean": clean, "chance": float(support.max() / n), "min_class_support": int(support.min()),
         "min_detectable_drop": MIN_FLIPS / n, "curve": ranked, "controls": controls, "control_cells": cells,
