@@ -59,6 +59,26 @@ def test_stamp_records_code_and_rules_commits_and_the_dirty_mark(repo):
         provenance.rules_file("nope")
 
 
+def test_make_reproduce_keeps_only_summaries_this_commit_and_rules_wrote(repo, tmp_path):
+    """`reproduce all` skips a claim whose summary this HEAD (clean) and rules wrote at this size:
+    any other commit, rules commit, size, a dirty tree or a broken file reruns it."""
+    path = tmp_path / "summary.json"
+    assert not provenance.finished_here(path, "regularity", False, repo)  # no summary yet
+    here = {**provenance.stamp("regularity", repo), "quick": False}
+    path.write_text(json.dumps(here))
+    assert provenance.finished_here(path, "regularity", False, repo)
+    assert not provenance.finished_here(path, "regularity", True, repo)  # another size
+    path.write_text(json.dumps({**here, "rules_commit": "0" * 40}))
+    assert not provenance.finished_here(path, "regularity", False, repo)
+    path.write_text("{not json")
+    assert not provenance.finished_here(path, "regularity", False, repo)
+    path.write_text(json.dumps(here))
+    (repo / "apex_jax/core.py").write_text("x = 2\n")  # uncommitted code: its numbers are no commit's
+    assert not provenance.finished_here(path, "regularity", False, repo)
+    _git(repo, "commit", "-q", "-am", "code 2")  # a new commit: rerun
+    assert not provenance.finished_here(path, "regularity", False, repo)
+
+
 def test_check_flags_stale_rules_foreign_code_and_unknown_provenance(repo):
     s = provenance.stamp("regularity", repo)
     assert provenance.check(s, "regularity", repo).state == "current"

@@ -34,6 +34,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from . import provenance
+
 CLAIMS = ("regularity", "regularity_text", "random_labels", "transitions", "backdoor_bias", "synapse")
 NAMES = (*CLAIMS, "report", "all")
 
@@ -64,8 +66,15 @@ def run(name: str, argv: list[str] | None = None):
     p.add_argument("--reports", default="reports")
     p.add_argument("--work", default="runs/reproduce")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--rerun", action="store_true",
+                   help="rerun every claim, also those whose summary this commit and its rules already wrote")
     args = p.parse_args(argv)
     common = (["--quick"] if args.quick else []) + ["--work", args.work] + (["--quiet"] if args.quiet else [])
     for claim in CLAIMS:
-        _module(claim).main([*common, "--out", str(Path(args.reports) / claim)])
+        out = Path(args.reports) / claim
+        if not args.rerun and provenance.finished_here(out / "summary.json", claim, args.quick):
+            print(f"{claim}: kept {out / 'summary.json'} (written by this commit and rules at this size; --rerun "
+                  "to run it again)", flush=True)
+            continue
+        _module(claim).main([*common, "--out", str(out)])
     return _module("report").main(["--reports", args.reports])

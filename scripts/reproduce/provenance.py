@@ -17,6 +17,7 @@ before these fields existed is *provenance unknown*. Outside a git checkout noth
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,24 @@ def rules_commit(name: str, repo: Path = REPO) -> str | None:
 def stamp(name: str, repo: Path = REPO) -> dict:
     """The provenance fields a claim's summary.json records: code_commit, rules_commit, rules_file."""
     return {"code_commit": code_commit(repo), "rules_commit": rules_commit(name, repo), "rules_file": rules_file(name)}
+
+
+def finished_here(summary_path: Path, name: str, quick: bool, repo: Path = REPO) -> bool:
+    """Whether `summary_path` (a claim's summary.json) was written by this very code and rules at
+    this size: its `code_commit` is HEAD with no uncommitted code changes, its `rules_commit` the
+    rules file's current last commit, and its `quick` flag `quick`. `make reproduce` then keeps it
+    instead of rerunning the claim (a run stopped part way resumes; the claims are deterministic
+    given code, rules and size). False outside git, for a dirty tree, or an unreadable summary."""
+    stamp_now = stamp(name, repo)
+    now = stamp_now["code_commit"]
+    if not now or now.endswith(DIRTY) or not summary_path.is_file():
+        return False
+    try:
+        s = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (s.get("code_commit") == now and s.get("rules_commit") == stamp_now["rules_commit"]
+            and s.get("quick") is bool(quick))
 
 
 @dataclass(frozen=True)
