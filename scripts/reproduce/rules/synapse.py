@@ -28,7 +28,7 @@ not reproduced if at least 2/3 give "not reproduced"; else inconclusive) and `_o
 the tasks as before (`seeded_verdicts`).
 
 5.1's decidable levels (revised after the full-size run at code 244325a, before the next one; not
-pre-registered, and the revision can only turn a verdict inconclusive, never reproduced). That run
+pre-registered: leaving levels out can move a verdict either way, so the report says so). That run
 showed the layer-matched control blind where 5.1 was decided: the raw-feature ranking puts 98–100%
 of its top-k% in the last block, so from k ≈ 17% the top-k% fills that block and a layer-matched
 draw takes the same neurons (at k = 95% ranked and layer-matched margin drops were equal: 3.64 /
