@@ -79,6 +79,29 @@ def test_make_reproduce_keeps_only_summaries_this_commit_and_rules_wrote(repo, t
     assert not provenance.finished_here(path, "regularity", False, repo)
 
 
+def test_reproduce_all_keeps_finished_claims_but_always_resumes_piecewise_ones(monkeypatch, tmp_path):
+    """`reproduce all` skips a claim `finished_here` keeps, except a piecewise claim (SYNAPSE), which
+    runs and restores its pieces (they check the weights too); `--rerun` runs every claim."""
+    import reproduce
+
+    ran = []
+
+    class Claim:
+        def __init__(self, name):
+            self.name = name
+
+        def main(self, argv):
+            ran.append(self.name)
+
+    monkeypatch.setattr(reproduce, "_module", Claim)
+    monkeypatch.setattr(provenance, "finished_here", lambda path, name, quick: True)
+    reproduce.run("all", ["--reports", str(tmp_path), "--quiet"])
+    assert ran == [*reproduce.PIECEWISE, "report"] and set(reproduce.PIECEWISE) <= set(reproduce.CLAIMS)
+    ran.clear()
+    reproduce.run("all", ["--reports", str(tmp_path), "--quiet", "--rerun"])
+    assert ran == [*reproduce.CLAIMS, "report"]
+
+
 def test_check_flags_stale_rules_foreign_code_and_unknown_provenance(repo):
     s = provenance.stamp("regularity", repo)
     assert provenance.check(s, "regularity", repo).state == "current"

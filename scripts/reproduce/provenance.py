@@ -71,8 +71,10 @@ def finished_here(summary_path: Path, name: str, quick: bool, repo: Path = REPO)
     """Whether `summary_path` (a claim's summary.json) was written by this very code and rules at
     this size: its `code_commit` is HEAD with no uncommitted code changes, its `rules_commit` the
     rules file's current last commit, and its `quick` flag `quick`. `make reproduce` then keeps it
-    instead of rerunning the claim (a run stopped part way resumes; the claims are deterministic
-    given code, rules and size). False outside git, for a dirty tree, or an unreadable summary."""
+    instead of rerunning the claim (a run stopped part way resumes: such a claim trains every model
+    it reads from this code, so code, rules and size determine it; a claim reading models that can
+    be replaced by hand resumes through its pieces instead, `reproduce.PIECEWISE`). False outside
+    git, for a dirty tree, or an unreadable summary."""
     stamp_now = stamp(name, repo)
     now = stamp_now["code_commit"]
     if not now or now.endswith(DIRTY) or not summary_path.is_file():
