@@ -163,6 +163,10 @@ def test_beats_random_is_decided_only_where_the_layer_matched_control_can_differ
     floor.update(top_layer_counts=spread["top_layer_counts"], layer_width=100)
     v = ref.beats_random({"t": floor})
     assert v.outcome == "inconclusive" and "leave 0.50 of the clean margin 10.00" in v.evidence
+    assert "no decidable k level" in v.power
+    # a model already wrong on average (clean mean margin below 0) has no margin to lose
+    wrong = {**floor, "control_cells": [{**c, "clean": -0.04} for c in spread["control_cells"]]}
+    assert "is not positive" in ref.beats_random({"t": wrong}).evidence
     # one decidable task that beats random and one that cannot decide: inconclusive, not reproduced
     assert ref.beats_random({"a": spread, "b": filled}).outcome == "inconclusive"
     # an undecidable level is left out; a decidable one still decides (here k = 50% only, not beaten)

@@ -177,6 +177,8 @@ def decidable_level(t: dict, c: dict) -> tuple[bool, str]:
             return False, (f"k = {k:g}%: a layer-matched draw shares {num(layer_overlap(profile, t['layer_width']), 2)} "
                            f"of the ranked set (contrast {num(ct, 2)} < {MIN_CONTRAST:g})")
     clean, matched = _f(c["clean"]), _f(c["layer_random_mean"])
+    if not clean > 0:
+        return False, f"k = {k:g}%: the clean mean margin {num(clean, 2)} is not positive (no margin to lose)"
     if not clean - matched >= MIN_MARGIN_ROOM * clean:
         return False, (f"k = {k:g}%: the layer-matched draws leave {num(clean - matched, 2)} of the clean margin "
                        f"{num(clean, 2)}")
@@ -210,6 +212,7 @@ def _beats_random_margin(tasks: dict, variant: str) -> Verdict:
             why = "; ".join(r for _, r in checks.values())
             ev.append(f"{name}: " + (f"not decidable ({why})" if checks else
                                      f"no control k level above {PLATEAU_MAX_K:g}%") + " (inconclusive)")
+            power.append(f"{name}: no decidable k level, so no power either way")
             continue
         wins = [c for c in cells if _beats_all(c, "layer_")]
         uniform = [c for c in cells if _beats_all(c)]
