@@ -79,6 +79,29 @@ def test_make_reproduce_keeps_only_summaries_this_commit_and_rules_wrote(repo, t
     assert not provenance.finished_here(path, "regularity", False, repo)
 
 
+def test_a_commit_of_reports_or_docs_keeps_the_code_commit_and_finished_claims(repo, tmp_path):
+    """Committing a finished claim's report (or docs, tests) leaves the code commit, so the rest of
+    the same `make reproduce` resumes; a change to the pinned dependencies is a code change."""
+    code = provenance.code_commit(repo)
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({**provenance.stamp("regularity", repo), "quick": False}))
+    (repo / "reports").mkdir()
+    (repo / "reports/README.md").write_text("claim 1: reproduced\n")
+    (repo / "tests").mkdir()
+    (repo / "tests/test_x.py").write_text("def test(): pass\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "report and a test")
+    assert _git(repo, "rev-parse", "HEAD") != code and provenance.code_commit(repo) == code
+    assert provenance.finished_here(path, "regularity", False, repo)
+    assert provenance.check(json.loads(path.read_text()), "regularity", repo).state == "current"
+    (repo / "pyproject.toml").write_text('dependencies = ["jax==0.10.2"]\n')
+    _git(repo, "add", "pyproject.toml")  # staged, not committed: the tree's code is no commit's
+    assert provenance.code_commit(repo) == code + "-dirty"
+    _git(repo, "commit", "-q", "-m", "pins")
+    assert provenance.code_commit(repo) == _git(repo, "rev-parse", "HEAD")
+    assert not provenance.finished_here(path, "regularity", False, repo)
+
+
 def test_reproduce_all_keeps_finished_claims_but_always_resumes_piecewise_ones(monkeypatch, tmp_path):
     """`reproduce all` skips a claim `finished_here` keeps, except a piecewise claim (SYNAPSE), which
     runs and restores its pieces (they check the weights too); `--rerun` runs every claim."""

@@ -1,8 +1,11 @@
 """Which code and which rules produced a claim's numbers, and whether they still describe them.
 
 Every claim's summary.json records, taken when its run starts:
-- `code_commit`: the repository's HEAD commit, with "-dirty" appended when tracked files under
-  `apex_jax/` or `scripts/` had uncommitted changes (the numbers then come from code no commit holds);
+- `code_commit`: the last commit that changed the code (`apex_jax/`, `scripts/`, `pyproject.toml`'s
+  pinned dependencies), with "-dirty" appended when tracked files there had uncommitted changes (the
+  numbers then come from code no commit holds). Later commits that change only the report, tests or
+  documentation leave it: committing a finished claim's report does not make the next claim of the
+  same `make reproduce` "another code version", so a run longer than one sitting can resume;
 - `rules_commit`: the last commit that changed the claim's rules file (`rules.RULES_FILES`,
   `git log -1 --format=%H -- <file>`), and `rules_file`, that file's path.
 
@@ -27,6 +30,7 @@ from .rules import RULES_FILES
 
 REPO = Path(__file__).resolve().parents[2]  # scripts/reproduce/provenance.py -> the repository
 CODE_DIRS = ("apex_jax", "scripts")  # the code whose uncommitted changes mark a commit "-dirty"
+CODE_PATHS = (*CODE_DIRS, "pyproject.toml")  # what a code commit changes (the pins decide the numbers too)
 DIRTY = "-dirty"
 State = Literal["current", "stale", "provenance unknown"]
 
@@ -48,13 +52,14 @@ def rules_file(name: str) -> str:
 
 
 def code_commit(repo: Path = REPO) -> str | None:
-    """HEAD's commit, "-dirty" appended when tracked files under `CODE_DIRS` differ from it
-    (staged or not; untracked files do not count); None outside a git checkout."""
-    head = _git(["rev-parse", "HEAD"], repo)
-    if head is None:
+    """The last commit that changed `CODE_PATHS` (HEAD's code: later commits touched only reports,
+    tests or documentation), "-dirty" appended when tracked files there differ from HEAD (staged or
+    not; untracked files do not count); None outside a git checkout."""
+    last = _git(["log", "-1", "--format=%H", "--", *CODE_PATHS], repo) or _git(["rev-parse", "HEAD"], repo)
+    if last is None:
         return None
-    changes = _git(["status", "--porcelain", "--untracked-files=no", "--", *CODE_DIRS], repo)
-    return head + (DIRTY if changes else "")
+    changes = _git(["status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], repo)
+    return last + (DIRTY if changes else "")
 
 
 def rules_commit(name: str, repo: Path = REPO) -> str | None:
@@ -69,8 +74,8 @@ def stamp(name: str, repo: Path = REPO) -> dict:
 
 def finished_here(summary_path: Path, name: str, quick: bool, repo: Path = REPO) -> bool:
     """Whether `summary_path` (a claim's summary.json) was written by this very code and rules at
-    this size: its `code_commit` is HEAD with no uncommitted code changes, its `rules_commit` the
-    rules file's current last commit, and its `quick` flag `quick`. `make reproduce` then keeps it
+    this size: its `code_commit` is HEAD's (`code_commit`: the last commit that changed the code) with
+    no uncommitted code changes, its `rules_commit` the rules file's current last commit, and its `quick` flag `quick`. `make reproduce` then keeps it
     instead of rerunning the claim (a run stopped part way resumes: such a claim trains every model
     it reads from this code, so code, rules and size determine it; a claim reading models that can
     be replaced by hand resumes through its pieces instead, `reproduce.PIECEWISE`). False outside

@@ -77,7 +77,7 @@ class Settings:
     n_sigmas: int = 14
     draws: int = 32
     seed: int = 0
-    checkpoint_every: int = 1
+    checkpoint_every: int = 5  # epochs between orbax checkpoints (each costs ~1 s at full size)
     n_probed: int = 3  # models 0..n_probed-1 are probed in turn, each against the other n_models - 1
     n_boot: int = stats.N_BOOT  # bootstrap resamples of every interval
 

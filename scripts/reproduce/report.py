@@ -42,8 +42,8 @@ claims 1 and 5 and claim 5's last-block inversion were committed before their fu
 (pre-registered; each rules module's docstring says which of its rules are); the other rules were
 written (claims 1–3) or changed (claim 5) after the claims' first results existed and are not
 pre-registered. Every summary records the commit of the code that
-produced it (`code_commit`, "-dirty" when uncommitted changes under `apex_jax/` or `scripts/` were
-in the tree) and the last commit of its rules file (`rules_commit`); a verdict whose rules file has
+produced it (`code_commit`: the last commit that changed `apex_jax/`, `scripts/` or the pinned
+dependencies, "-dirty" when uncommitted changes there were in the tree) and the last commit of its rules file (`rules_commit`); a verdict whose rules file has
 changed since, or whose code is not in this history, is shown as "stale", and a summary that
 records neither as "provenance unknown".
 

@@ -89,7 +89,7 @@ class ZooConfig:
     fit_threshold: float = 0.99
     poison_rate: float = 0.1
     random_recipe: str = "clean"  # "clean": the clean group's recipe and seeds; "fit": train to fit
-    checkpoint_every: int = 1  # epochs between orbax checkpoints of a group's training
+    checkpoint_every: int = 5  # epochs between orbax checkpoints of a group's training (each costs ~1 s at full size)
 
     @classmethod
     def quick(cls) -> "ZooConfig":
