@@ -5,9 +5,9 @@ A piece is one self-contained part of a claim (SYNAPSE: a domain's layer-wise ar
 run of a task), stored as its JSON result plus, optionally, the files it wrote into the report
 folder (restored on reuse). Its key hashes the piece's name, its settings (which carry a
 `content_digest` of the weights and data it runs on, so a fine-tune or data file replaced by hand
-is not mistaken for the cached one) and the code that computes it: the git tree hashes of
-`apex_jax/` and `scripts/` at HEAD (`code_trees`). A commit
-that changes only reports, tests or documents keeps the pieces; any change of code makes new keys,
+is not mistaken for the cached one) and the code that computes it: the git hashes of
+`apex_jax/`, `scripts/` and `pyproject.toml` at HEAD (`code_trees`, over `provenance.CODE_PATHS`).
+A commit that changes only reports, tests or documents keeps the pieces; any change of code makes new keys,
 so a reused piece always comes from the code the summary names. From a tree with uncommitted code
 changes nothing is stored or reused (its numbers would come from code no commit holds), and the
 log says so once.
@@ -41,20 +41,18 @@ import numpy as np
 from apex_jax import fileio
 from apex_jax.data import Dataset
 
-from .provenance import CODE_DIRS, REPO, _git
+from .provenance import CODE_PATHS, DIRTY, REPO, _git, code_commit
 
 RESULT = "result.json"  # written last: a piece folder without it is unfinished and recomputed
 
 
 def code_trees(repo: Path = REPO) -> str | None:
-    """The git tree hashes of `CODE_DIRS` at HEAD, joined; None outside git or when tracked files
-    under them have uncommitted changes."""
-    trees = [_git(["rev-parse", f"HEAD:{d}"], repo) for d in CODE_DIRS]
-    if any(t is None for t in trees):
+    """The git hashes of `CODE_PATHS` at HEAD (those it holds), joined; None outside git or when
+    tracked files there have uncommitted changes (`provenance.code_commit` says "-dirty")."""
+    commit = code_commit(repo)
+    if commit is None or commit.endswith(DIRTY):
         return None
-    if _git(["status", "--porcelain", "--untracked-files=no", "--", *CODE_DIRS], repo):
-        return None
-    return "+".join(trees)
+    return "+".join(t for t in (_git(["rev-parse", f"HEAD:{p}"], repo) for p in CODE_PATHS) if t) or None
 
 
 def content_digest(*values: Any) -> str:

@@ -29,8 +29,9 @@ from typing import Literal
 from .rules import RULES_FILES
 
 REPO = Path(__file__).resolve().parents[2]  # scripts/reproduce/provenance.py -> the repository
-CODE_DIRS = ("apex_jax", "scripts")  # the code whose uncommitted changes mark a commit "-dirty"
-CODE_PATHS = (*CODE_DIRS, "pyproject.toml")  # what a code commit changes (the pins decide the numbers too)
+# the code: what a code commit changes and whose uncommitted changes mark it "-dirty" (the pins in
+# pyproject.toml decide the numbers too)
+CODE_PATHS = ("apex_jax", "scripts", "pyproject.toml")
 DIRTY = "-dirty"
 State = Literal["current", "stale", "provenance unknown"]
 
@@ -75,8 +76,8 @@ def stamp(name: str, repo: Path = REPO) -> dict:
 def finished_here(summary_path: Path, name: str, quick: bool, repo: Path = REPO) -> bool:
     """Whether `summary_path` (a claim's summary.json) was written by this very code and rules at
     this size: its `code_commit` is HEAD's (`code_commit`: the last commit that changed the code) with
-    no uncommitted code changes, its `rules_commit` the rules file's current last commit, and its `quick` flag `quick`. `make reproduce` then keeps it
-    instead of rerunning the claim (a run stopped part way resumes: such a claim trains every model
+    no uncommitted code changes, its `rules_commit` the rules file's current last commit, and its
+    `quick` flag `quick`. `make reproduce` then keeps it instead of rerunning the claim (a run stopped part way resumes: such a claim trains every model
     it reads from this code, so code, rules and size determine it; a claim reading models that can
     be replaced by hand resumes through its pieces instead, `reproduce.PIECEWISE`). False outside
     git, for a dirty tree, or an unreadable summary."""
@@ -118,7 +119,7 @@ class Provenance:
         """The report's provenance line for claim script `name`."""
         code = _short(self.code_commit) if self.code_commit else "not recorded"
         if self.dirty:
-            code += " (uncommitted changes under apex_jax/ or scripts/: no commit holds this code)"
+            code += f" (uncommitted changes in {', '.join(CODE_PATHS)}: no commit holds this code)"
         rules = _short(self.rules_commit) if self.rules_commit else "not recorded"
         now = _short(self.current_rules_commit) if self.current_rules_commit else "unknown"
         head = {"current": "current", "stale": "**stale**", "provenance unknown": "**provenance unknown**"}[self.state]
